@@ -1,0 +1,384 @@
+"""The case file (a YAML contract other tools depend on) and ``run_case``, which chains the stages.
+
+A case names one patient encounter, its source imaging, the printer, and every model to make::
+
+    case_id: EXAMPLE-001
+    patient: {name: "PHANTOM^AORTA", id: "PH0001", birth_date: 1964-03-01, sex: M}
+    encounter:
+      date_of_service: 2026-01-15
+      facility: "..."
+      ordering_provider: {name: "...", npi: "..."}
+      rendering_provider: {name: "...", npi: "..."}
+      payer: medicare
+    indication: {icd10: [I71.2], summary: "..."}
+    imaging: {dicom: ../../example_data/cta_phantom, series: auto}
+    printer: formlabs_form3b
+    models:
+      - id: aorta-surgeon
+        preset: aorta_cta
+        seeds_lps_mm: [[x, y, z]]
+        exclude_seeds_lps_mm: []
+        purpose: surgical_planning
+        recipient: "..."
+
+Relative paths resolve against the case file's folder. Outputs go to
+``OUT/<case_id>/<model_id>/`` (``mask.nii.gz``, ``model.stl``, ``print.stl``, ``print.3mf``,
+``plan.json``, ``packet.pdf``, ``packet.json``, ``model.dcm``, ``SHA256SUMS``) and
+``OUT/<case_id>/charges.csv`` / ``charges.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.config import find_config, read_yaml, validate
+from pipeline.errors import ConfigError
+from pipeline.report import Report
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def safe_path_component(text: str, *, what: str = "identifier") -> str:
+    """Return ``text`` if it is safe as one path component, else raise ConfigError.
+
+    Safe: 1-64 characters of letters, digits, ``.``, ``_`` and ``-``, not starting with a dot.
+    Identifiers are refused rather than rewritten so two different ids never map to one folder.
+    """
+    try:
+        return _safe(text, what)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _safe(text: str, what: str) -> str:
+    if not _SAFE_ID.match(text):
+        raise ValueError(f"{what} {text!r} cannot be used in a file name: use 1-64 letters, digits, '.', '_' or '-'")
+    return text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Provider(_Strict):
+    name: str = Field(min_length=1)
+    npi: str = Field(pattern=r"^\d{10}$", description="National Provider Identifier, 10 digits")
+
+
+class Patient(_Strict):
+    name: str = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
+    id: str = Field(min_length=1, description="medical record number")
+    birth_date: dt.date
+    sex: Literal["M", "F", "O", "U"]
+
+
+class Encounter(_Strict):
+    date_of_service: dt.date
+    facility: str = Field(min_length=1)
+    ordering_provider: Provider
+    rendering_provider: Provider
+    payer: str = Field(min_length=1)
+
+
+class Indication(_Strict):
+    icd10: list[str] = Field(min_length=1, description="ICD-10-CM codes, first is primary")
+    summary: str = Field(min_length=1, description="medical necessity in one or two sentences")
+
+
+class Imaging(_Strict):
+    dicom: Path = Field(description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
+    series: str = Field("auto", description="auto, a SeriesInstanceUID or a series number")
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _series_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class ManualStep(_Strict):
+    step: Literal["segmentation", "processing", "printing", "post_processing", "review", "other"]
+    operator: str = Field(min_length=1)
+    minutes: float = Field(ge=0)
+    started: dt.datetime | None = None
+    note: str = ""
+
+
+Point = tuple[float, float, float]
+
+
+class ModelSpec(_Strict):
+    id: str = Field(description="model id, used as a folder name")
+    preset: str = Field(description="configs/presets/<name>.yaml, or a path to a preset file")
+    seeds_lps_mm: list[Point] = Field(default_factory=list)
+    exclude_seeds_lps_mm: list[Point] = Field(default_factory=list)
+    seeds_index: list[tuple[int, int, int]] = Field(default_factory=list, description="(k, j, i) voxel seeds")
+    purpose: Literal["surgical_planning", "patient_education", "trainee_education", "intraoperative_reference",
+                     "procedural_simulation", "device_sizing", "other"] = "surgical_planning"
+    recipient: str = ""
+    kind: Literal["anatomic_model", "guide"] = "anatomic_model"
+    printer: str | None = Field(None, description="overrides the case's printer for this model")
+    modifiers: list[str] = Field(default_factory=list)
+    modifier_reasons: dict[str, str] = Field(default_factory=dict)
+    manual_steps: list[ManualStep] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return _safe(value, "model id")
+
+    @model_validator(mode="after")
+    def _needs_a_seed(self) -> "ModelSpec":
+        if not self.seeds_lps_mm and not self.seeds_index:
+            raise ValueError("give at least one seed in seeds_lps_mm (or seeds_index)")
+        return self
+
+
+class CaseFile(_Strict):
+    case_id: str
+    patient: Patient
+    encounter: Encounter
+    indication: Indication
+    imaging: Imaging
+    printer: str
+    models: list[ModelSpec] = Field(min_length=1)
+    operator: str | None = Field(None, description="who runs the case (default: the login name)")
+    #: Folder of the case file; relative paths resolve against it. Not part of the YAML.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("case_id")
+    @classmethod
+    def _safe_case_id(cls, value: str) -> str:
+        return _safe(value, "case_id")
+
+    @model_validator(mode="after")
+    def _checks(self) -> "CaseFile":
+        ids = [m.id for m in self.models]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"model ids must be unique, repeated: {', '.join(duplicates)}")
+        lowered = self.case_id.lower()
+        identifying = [self.patient.id] + [part for part in re.split(r"[\^ ,]+", self.patient.name) if len(part) > 2]
+        if any(part.lower() in lowered for part in identifying if part):
+            raise ValueError("case_id must not contain the patient's name or id (it becomes a folder name)")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the case file, resolved against the case file's folder."""
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def dicom_path(self) -> Path:
+        return self.resolve(self.imaging.dicom)
+
+
+def load_case(path: str | Path) -> CaseFile:
+    """Read and validate a case file; unknown presets and printers are refused by field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"case file {path} not found")
+    data = read_yaml(path)
+    case = validate(CaseFile, data, str(path))
+    case = case.model_copy(update={"base_dir": path.resolve().parent})
+    _check_named_configs(case, str(path))
+    return case
+
+
+def _check_named_configs(case: CaseFile, source: str) -> None:
+    checks = [("printer", "printers", case.printer)]
+    for index, model in enumerate(case.models):
+        checks.append((f"models.{index}.preset", "presets", model.preset))
+        if model.printer:
+            checks.append((f"models.{index}.printer", "printers", model.printer))
+    for field_name, kind, name in checks:
+        try:
+            find_config(kind, name)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: field '{field_name}': {error}") from None
+
+
+# --- running ---------------------------------------------------------------------------------
+@dataclass
+class StepRecord(Report):
+    """One workflow step: automatic (timed here) or manual (from the case file)."""
+
+    step: str
+    operator: str
+    started: str
+    finished: str | None
+    seconds: float
+    automatic: bool
+    note: str = ""
+
+
+@dataclass
+class ModelResult(Report):
+    model_id: str
+    folder: Path
+    cpt: str | None
+    files: list[str]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseResult(Report):
+    case_id: str
+    folder: Path
+    models: list[ModelResult]
+    charges_files: list[Path]
+    seconds: float
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Workflow:
+    """Collects timed steps for the packet."""
+
+    def __init__(self, operator: str):
+        self.operator = operator
+        self.steps: list[StepRecord] = []
+
+    def run(self, step: str, function: Callable[[], Any], note: str = "") -> Any:
+        started, clock = _now(), time.perf_counter()
+        result = function()
+        self.steps.append(StepRecord(step, self.operator, started, _now(), round(time.perf_counter() - clock, 3),
+                                     True, note))
+        return result
+
+
+def _stage_model_folder(case_dir: Path, model_id: str) -> Path:
+    staging = case_dir / f".{model_id}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Move a complete staging folder into place atomically, replacing an older version.
+
+    The old folder is first renamed aside, so at every instant either the old or the new
+    complete folder sits at ``target``; the set-aside copy is deleted afterwards.
+    """
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".{target.name}.retired-{uuid.uuid4().hex[:8]}")
+        target.rename(retired)
+    staging.rename(target)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def run_case(
+    case: CaseFile | str | Path,
+    out_dir: str | Path,
+    *,
+    deidentify: bool = False,
+    operator: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CaseResult:
+    """Make every model of a case: load, segment, mesh, prepare, document, charge.
+
+    Parameters
+    ----------
+    case : CaseFile or path
+        The case, or the path of its YAML file.
+    out_dir : path
+        Output root; the case is written to ``out_dir/<case_id>/``.
+    deidentify : bool
+        Write a vendor copy: no name, MRN, birth date or accession in any file.
+    operator : str, optional
+        Who runs the case (default: the case's operator, else the login name).
+    progress : callable, optional
+        Called with a short message as each step starts.
+
+    Returns
+    -------
+    CaseResult
+    """
+    clock = time.perf_counter()
+    if not isinstance(case, CaseFile):
+        case = load_case(case)
+    from pipeline.coding import BillableModel, next_charge
+    from pipeline.document import PacketInputs, write_case_charges, write_packet
+    from pipeline.load import load_series
+    from pipeline.mesh import mesh_mask, write_model
+    from pipeline.prepare import plan_print, write_print_files
+    from pipeline.printers import load_printer
+    from pipeline.segment import segment
+    from pipeline.geometry import write_mask
+
+    tell = progress or (lambda message: None)
+    operator = operator or case.operator or getpass.getuser()
+    case_dir = Path(out_dir) / case.case_id
+    case_dir.mkdir(parents=True, exist_ok=True)
+    presets_ask_bone = any("bone" in model.preset for model in case.models)
+
+    tell(f"loading {case.imaging.dicom}")
+    load_started, load_clock = _now(), time.perf_counter()
+    volume, load_report = load_series(case.dicom_path, case.imaging.series, prefer_bone=presets_ask_bone)
+    load_step = StepRecord("image_import", operator, load_started, _now(),
+                           round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
+
+    results: list[ModelResult] = []
+    charges = []
+    for spec in case.models:
+        model_clock = time.perf_counter()
+        workflow = _Workflow(operator)
+        workflow.steps.append(load_step)
+        printer = load_printer(spec.printer or case.printer)
+        tell(f"{spec.id}: segmenting ({spec.preset})")
+        mask, segment_report = workflow.run("segmentation", lambda: segment(
+            volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
+            seeds_index=spec.seeds_index, label_name=spec.id))
+        tell(f"{spec.id}: meshing")
+        model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, min_wall_mm=printer.min_wall_mm),
+                                          note="surface extraction, smoothing, decimation, repair, QA")
+        tell(f"{spec.id}: planning the print on {printer.name}")
+        plan = workflow.run("print_preparation", lambda: plan_print(model, printer),
+                            note="orientation, supports, fit")
+        for manual in spec.manual_steps:
+            started = manual.started.isoformat() if manual.started else ""
+            workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
+                                             False, manual.note))
+
+        staging = _stage_model_folder(case_dir, spec.id)
+        try:
+            write_mask(mask, staging / "mask.nii.gz")
+            write_model(model, staging / "model.stl")
+            write_print_files(plan, model, staging)
+            billable = BillableModel.from_case(case, spec, staging / "model.stl")
+            charge = next_charge(charges, billable)
+            tell(f"{spec.id}: documenting ({charge.cpt})")
+            inputs = PacketInputs.from_run(
+                case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
+                reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
+                         "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
+                workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
+            )
+            write_packet(inputs, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        target = case_dir / spec.id
+        publish_folder(staging, target)
+        charges.append(charge)
+        results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
+                                   round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", []))))
+    charges_files = write_case_charges(charges, case_dir, case=case, deidentify=deidentify)
+    return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2))
+
+
+__all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "publish_folder",
+           "CaseResult", "ModelResult", "StepRecord"]

@@ -1,0 +1,68 @@
+"""Command line: ``anatomodel`` (also ``python -m pipeline``).
+
+Errors caused by input are printed as one line and mapped to the exit code of their class in
+:mod:`pipeline.errors`; ``--debug`` adds the traceback. Exit 1 means an internal error (a bug).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+from rich.markup import escape
+
+from pipeline.cli.app import app, console, options
+from pipeline.errors import AnatomodelError
+
+# Importing the command modules registers their subcommands on ``app``.
+from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
+    batch_cmd,
+    convert_cmd,
+    document_cmd,
+    inspect_cmd,
+    ledger_cmd,
+    mesh_cmd,
+    phantom_cmd,
+    prepare_cmd,
+    regress_cmd,
+    run_cmd,
+    segment_cmd,
+)
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code (also the process exit code)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.exceptions.ClickException as error:
+        error.show()
+        return int(error.exit_code)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except AnatomodelError as error:
+        if options.debug or "--debug" in args:
+            traceback.print_exc()
+        console.print(f"[bold red]error:[/] {escape(str(error))}")
+        return error.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as error:  # a bug: say so, and how to report it
+        if options.debug or "--debug" in args:
+            traceback.print_exc()
+        else:
+            console.print(
+                escape(f"internal error: {type(error).__name__}: {error}. Run again with --debug for the "
+                       "traceback and report it with the command you ran.")
+            )
+        return 1
+    return int(result) if isinstance(result, int) else 0

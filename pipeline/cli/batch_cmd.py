@@ -1,0 +1,36 @@
+"""``anatomodel batch MANIFEST``: run many cases in local processes or on a Dask cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from pipeline.batch import run_batch
+from pipeline.cli.app import app, console, options, stdout
+
+
+@app.command("batch")
+def batch(
+    manifest: Path = typer.Argument(..., help="CSV or YAML file listing case files (paths relative to it)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Local worker processes."),
+    scheduler: str = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT); runs the cases on that cluster."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; each case writes OUT/<case_id>/."),
+    ledger: Path = typer.Option(
+        None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON on stdout."),
+) -> None:
+    """Run every case of a manifest; a failing case does not stop the others."""
+    report = run_batch(manifest, out, workers=workers, scheduler=scheduler, ledger=ledger, console=console,
+                       progress=not options.quiet)
+    if as_json:
+        stdout.print_json(report.to_json())
+    else:
+        stdout.print(report.table())
+    if report.failed:
+        first = report.failed[0]
+        console.print(f"[bold red]error:[/] {len(report.failed)} of {len(report.outcomes)} case(s) failed; "
+                      f"first: {escape(Path(first.case_file).name)}: {escape(first.error or '')}")
+        raise typer.Exit(report.exit_code)

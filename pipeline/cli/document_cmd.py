@@ -1,0 +1,1 @@
+"""`anatomodel document`: registered on the app by this module (being written)."""

@@ -1,0 +1,151 @@
+"""``anatomodel ledger list | show | void | export | verify``: read and correct the case ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.app import app, say, stdout
+from pipeline.errors import LedgerError
+from pipeline.ledger import Ledger
+from pipeline.report import to_jsonable
+
+ledger_app = typer.Typer(
+    name="ledger",
+    help="The case ledger: cases, model versions, charges (0559T/0560T), runs and the audit log.",
+    no_args_is_help=True,
+)
+app.add_typer(ledger_app, name="ledger")
+
+LEDGER_OPTION = typer.Option(
+    None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
+_CSV_FIELDS = ("encounter_id", "patient_id", "date_of_service", "case_id", "model_id", "seq", "cpt", "units",
+               "modifiers", "icd10", "icd10_pointers", "status", "reason", "version", "committed_at")
+
+
+def _print_json(value: object) -> None:
+    stdout.print_json(json.dumps(to_jsonable(value)))
+
+
+@ledger_app.command("list")
+def list_cases(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """List the recorded cases with their models and charge lines."""
+    with Ledger(ledger) as book:
+        cases = book.list_cases()
+    if as_json:
+        _print_json(cases)
+        return
+    table = Table(title=f"{len(cases)} case(s)")
+    for column in ("case", "encounter", "date of service", "models", "charges", "last run"):
+        table.add_column(column)
+    for case in cases:
+        table.add_row(escape(case["case_id"]), str(case["encounter_id"]), case["date_of_service"],
+                      str(case["models"]), case["charges"] or "", case["last_run"] or "")
+    stdout.print(table)
+
+
+@ledger_app.command("show")
+def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path = LEDGER_OPTION,
+         as_json: bool = JSON_OPTION) -> None:
+    """Show everything recorded about one case: models, versions, charges, runs, audit log."""
+    with Ledger(ledger) as book:
+        detail = book.show(case_id)
+    if as_json:
+        _print_json(detail)
+        return
+    stdout.print(f"case [bold]{escape(case_id)}[/] · encounter {detail['encounter']['id']} · "
+                 f"date of service {detail['encounter']['date_of_service']}")
+    models = Table(title="model versions")
+    for column in ("model", "version", "status", "mesh sha256", "folder"):
+        models.add_column(column)
+    for model in detail["models"]:
+        models.add_row(escape(model["model_id"]), str(model["version"] or "-"), model["status"],
+                       (model["mesh_sha256"] or "")[:16], escape(model["folder"]))
+    charges = Table(title="charges")
+    for column in ("#", "model", "CPT", "modifiers", "status", "reason"):
+        charges.add_column(column)
+    for charge in detail["charges"]:
+        charges.add_row(str(charge["seq"]), escape(charge["model_id"]), charge["cpt"],
+                        " ".join(charge["line"]["modifiers"]), charge["status"], escape(charge["reason"] or ""))
+    audit = Table(title="audit log")
+    for column in ("at", "operator", "action", "model", "detail"):
+        audit.add_column(column)
+    for entry in detail["audit"]:
+        audit.add_row(entry["at"], escape(entry["operator"]), entry["action"], escape(entry["model_id"] or ""),
+                      escape(json.dumps(entry["detail"])))
+    for table in (models, charges, audit):
+        stdout.print(table)
+
+
+@ledger_app.command("void")
+def void(
+    case_id: str = typer.Argument(..., help="The case id."),
+    model_id: str = typer.Argument(..., help="The model id within the case."),
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    discontinued: bool = typer.Option(
+        False, "--discontinued",
+        help="The model was started but discontinued: keep it billed with modifier 53 instead of voiding."),
+    operator: str = typer.Option(None, "--operator", help="Who (default: $ANATOMODEL_OPERATOR or the login)."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Void a model's charge, or report it as discontinued (modifier 53)."""
+    with Ledger(ledger) as book:
+        line = book.void(case_id, model_id, reason=reason, discontinued=discontinued, operator=operator)
+    what = f"discontinued: {line.cpt}-{'-'.join(line.modifiers)}" if discontinued else f"voided: {line.cpt}"
+    say(f"{escape(case_id)}/{escape(model_id)} {what}")
+
+
+@ledger_app.command("export")
+def export(
+    out: Path = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    fmt: str = typer.Option("json", "--format", help="json (charges and claim lines) or csv (charges)."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Export every charge line (and, as JSON, each encounter's claim lines) for billing."""
+    if fmt not in ("json", "csv"):
+        raise LedgerError(f"--format must be json or csv, got {fmt!r}")
+    with Ledger(ledger) as book:
+        data = book.export()
+    if fmt == "json":
+        text = json.dumps(to_jsonable(data), indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for charge in data["charges"]:
+            line = charge["line"]
+            writer.writerow({**{k: charge.get(k) for k in _CSV_FIELDS}, "units": line["units"],
+                             "modifiers": " ".join(line["modifiers"]), "icd10": " ".join(line["icd10"]),
+                             "icd10_pointers": "".join(line["icd10_pointers"])})
+        text = buffer.getvalue()
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        say(f"wrote {len(data['charges'])} charge line(s) to {escape(str(out))}")
+
+
+@ledger_app.command("verify")
+def verify(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Re-check every recorded packet against its SHA256SUMS; fail if anything is missing or changed."""
+    with Ledger(ledger) as book:
+        report = book.verify()
+    if as_json:
+        _print_json({**report.to_dict(), "ok": report.ok})
+    else:
+        for note in report.notes:
+            say(f"note: {escape(note)}")
+        for problem in report.problems:
+            stdout.print(f"[red]problem:[/] {escape(problem)}")
+        say(f"checked {report.packets_checked} packet(s) and {report.charges_checked} charge(s) in "
+            f"{escape(report.ledger)}: " + ("all intact" if report.ok else f"{len(report.problems)} problem(s)"))
+    if not report.ok:
+        raise LedgerError(f"ledger verify found {len(report.problems)} problem(s) in {report.ledger}")

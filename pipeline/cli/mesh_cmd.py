@@ -1,0 +1,1 @@
+"""`anatomodel mesh`: registered on the app by this module (being written)."""

@@ -1,0 +1,1 @@
+"""`anatomodel prepare`: registered on the app by this module (being written)."""

@@ -1,0 +1,1 @@
+"""`anatomodel regress`: registered on the app by this module (being written)."""

@@ -1,0 +1,39 @@
+"""``anatomodel run``: every model of a case, from DICOM to packet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipeline.cli.app import app, say, stdout
+
+
+@app.command("run")
+def run(
+    case_file: Path = typer.Argument(..., help="The case YAML (see configs/cases/example_aorta.yaml)."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output root; the case goes to OUT/<case_id>/."),
+    deidentify: bool = typer.Option(False, "--deidentify", help="Vendor copy: no name, MRN, birth date or accession in any file."),
+    operator: str = typer.Option("", help="Who runs the case (default: the case file's operator, else your login)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Run a case: load, segment, mesh, prepare and document every model, then write the charges.
+
+    Examples:
+
+      anatomodel run configs/cases/example_aorta.yaml --out out
+
+      anatomodel run case.yaml --out vendor --deidentify --json
+    """
+    from pipeline.case import run_case
+
+    result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say)
+    if as_json:
+        stdout.print_json(json.dumps(result.to_dict()))
+        return
+    for model in result.models:
+        say(f"{model.model_id}: {model.cpt} -> {model.folder} ({model.seconds:.1f} s)")
+        for warning in model.warnings:
+            say(f"  warning: {warning}")
+    say(f"charges: {', '.join(str(p) for p in result.charges_files)}")

@@ -1,0 +1,1 @@
+"""`anatomodel segment`: registered on the app by this module (being written)."""

@@ -1,0 +1,167 @@
+"""The document stage: the packet that supports each model's charge.
+
+Per model, into the model folder (a staging folder the caller renames when complete):
+``packet.pdf``, ``packet.json`` (schema ``pipeline/schemas/packet.schema.json``), ``model.dcm``
+(DICOM Encapsulated STL in the source study) and, last, ``SHA256SUMS`` over every file.
+Per case: ``charges.csv``, ``charges.json`` and ``case_summary.pdf`` (:func:`write_case_charges`).
+
+With ``deidentify=True`` the packet is the vendor copy: no name, patient id, birth date or
+accession number in any byte of any file, which is checked before the packet is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import trimesh
+
+from pipeline.document import deidentify as deid
+from pipeline.document.charges import write_case_charges
+from pipeline.document.checksums import MANIFEST, sha256_file, write_sha256sums
+from pipeline.document.dicom import build_encapsulated_stl, write_encapsulated_stl
+from pipeline.document.facts import build_facts, packet_schema, validate_packet
+from pipeline.document.inputs import PacketInputs, PacketReport, software_version
+from pipeline.document.pdf import packet_pdf
+from pipeline.document.pictures import ct_slices_png, model_views_png, print_views_png
+from pipeline.errors import DocumentError
+
+__all__ = [
+    "PacketInputs", "PacketReport", "write_packet", "write_case_charges", "packet_schema",
+    "validate_packet", "software_version", "PACKET_FILES",
+]
+
+log = logging.getLogger(__name__)
+
+#: The files this stage adds to a model folder.
+PACKET_FILES = ("model.dcm", "packet.json", "packet.pdf", MANIFEST)
+
+
+def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
+    """The oriented print mesh and its support flags, from wherever they are available."""
+    mesh, faces = inputs.print_mesh, inputs.support_faces
+    if mesh is None and inputs.print_plan is not None and inputs.model is not None:
+        try:
+            from pipeline import prepare
+
+            mesh = prepare.oriented_mesh(inputs.print_plan, inputs.model)
+            if faces is None:
+                faces = prepare.plan_support_faces(inputs.print_plan, inputs.model)
+        except (ImportError, AttributeError, TypeError) as error:
+            warnings.append(f"print orientation picture: the prepare stage's helpers are not usable ({error})")
+    print_stl = model_dir / "print.stl"
+    if mesh is None and print_stl.is_file():
+        mesh = trimesh.load_mesh(print_stl)
+    if mesh is not None and faces is not None and len(faces) != len(mesh.faces):
+        warnings.append("support flags do not match the print mesh's faces: supports not marked")
+        faces = None
+    return mesh, faces
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
+    """Write the packet of one model into ``model_dir``.
+
+    Parameters
+    ----------
+    inputs : PacketInputs
+        The case, the stage outputs and reports, and the model's charge line.
+    model_dir : Path
+        The model folder holding ``model.stl`` (and ``mask.nii.gz``, ``print.stl``,
+        ``print.3mf``, ``plan.json`` when those stages ran). Written in place; the caller renames
+        the folder into its final place once this returns.
+
+    Returns
+    -------
+    PacketReport
+
+    Raises
+    ------
+    DocumentError
+        ``model.stl`` missing, the facts failing the schema, or (de-identified) an identifier
+        found in any file or file name of the folder.
+    """
+    started = time.perf_counter()
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DocumentError(f"model folder {model_dir} does not exist; run the mesh stage first")
+    warnings = list(inputs.charge.flags)
+    provenance = inputs.volume.provenance if inputs.volume is not None else {}
+    identifiers = deid.identifying_strings(inputs.patient, provenance)
+    alias = None
+    if inputs.deidentify:
+        patient_id = str(inputs.patient.get("id") or provenance.get("patient_id") or inputs.patient.get("name") or "")
+        alias = deid.pseudonym(patient_id)
+        named = [p for p in (model_dir.name, model_dir.parent.name) if any(s.lower() in p.lower() for s in identifiers)]
+        if named:
+            raise DocumentError("a de-identified packet cannot be written into a folder named after the patient; "
+                                "use a case id and model id that do not contain the name or MRN")
+
+    stl_path = Path(inputs.files.get("model.stl") or model_dir / "model.stl")
+    if not stl_path.is_file():
+        raise DocumentError(f"{stl_path} is missing: the packet encapsulates the mesh stage's model.stl")
+    stl_bytes = stl_path.read_bytes()
+
+    pictures: list[tuple[bytes, str]] = []
+    if inputs.volume is not None:
+        if inputs.mask is None:
+            warnings.append("no segmentation mask given: CT slices shown without an outline")
+        pictures.append((ct_slices_png(inputs.volume, inputs.mask),
+                         "Figure 1. Orthogonal CT slices through the centroid of the segmentation, outline in red."))
+    else:
+        warnings.append("no source volume given: CT slices not shown")
+    mesh = inputs.model.mesh if inputs.model is not None else trimesh.load_mesh(stl_path)
+    pictures.append((model_views_png(mesh), "Figure 2. The model in patient space (LPS mm), shaded."))
+    print_mesh, support = _print_view(inputs, model_dir, warnings)
+    if print_mesh is not None:
+        pictures.append((print_views_png(print_mesh, support),
+                         "Figure 3. Print orientation on the build plate; faces needing support in red."))
+    else:
+        warnings.append("no print plan: print orientation not shown")
+
+    series_number = (1000 if inputs.charge.kind == "model" else 2000) + int(inputs.charge.sequence)
+    dataset, dicom_summary = build_encapsulated_stl(
+        stl_bytes, provenance, inputs.patient, model_id=inputs.charge.model_id, series_number=series_number,
+        software_version=inputs.software_version, alias=alias, created=inputs.created,
+    )
+    write_encapsulated_stl(dataset, model_dir / "model.dcm")
+    warnings += dicom_summary.notes
+
+    files = [{"name": p.relative_to(model_dir).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name not in PACKET_FILES[1:]]
+    titles = [caption.split(". ", 1)[1] if ". " in caption else caption for _, caption in pictures]
+    facts = build_facts(
+        inputs, alias=alias, identifiers=identifiers,
+        dicom={k: v for k, v in vars(dicom_summary).items() if k != "notes"},
+        files=files, pictures=[{"title": t} for t in titles], warnings=warnings,
+    )
+    _write(model_dir / "packet.json", json.dumps(facts, indent=2).encode("utf-8"))
+    pdf_bytes, pages = packet_pdf(facts, pictures)
+    _write(model_dir / "packet.pdf", pdf_bytes)
+
+    if inputs.deidentify:
+        hits = deid.find_identifiers(model_dir, identifiers)
+        if hits:
+            # Name the files, never the identifiers (this message reaches logs).
+            raise DocumentError(
+                "the de-identified packet still holds a patient identifier in: "
+                + ", ".join(sorted({name for name, _ in hits}))
+                + "; files written by earlier stages must not carry PHI (STL header, mask metadata)"
+            )
+    write_sha256sums(model_dir)
+    checksums = {p.relative_to(model_dir).as_posix(): sha256_file(p)
+                 for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    report = PacketReport(
+        model_dir=model_dir, model_id=inputs.charge.model_id, cpt=inputs.charge.cpt, files=checksums,
+        pdf_pages=pages, pictures=titles, deidentified=inputs.deidentify,
+        dicom_sop_instance_uid=dicom_summary.sop_instance_uid,
+        seconds=round(time.perf_counter() - started, 3), warnings=warnings,
+    )
+    log.info("packet of model %s written: %d pages, %d pictures, %.1f s",
+             inputs.charge.model_id, pages, len(pictures), report.seconds)
+    return report

@@ -1,0 +1,145 @@
+"""Per-case charges: ``charges.csv``, ``charges.json`` and ``case_summary.pdf``."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.coding import POINTER_LETTERS, ChargeLine, claim_lines
+from pipeline.document import deidentify as deid
+from pipeline.document.inputs import software_version as installed_version
+from pipeline.document.pdf import case_summary_pdf
+from pipeline.report import to_jsonable
+
+CHARGES_SCHEMA_VERSION = "1.0.0"
+
+CSV_COLUMNS = (
+    "case_id", "patient", "date_of_service", "cpt", "modifiers", "units", "icd10_pointers", "diagnoses",
+    "descriptor", "ordering_provider", "ordering_npi", "rendering_provider", "rendering_npi", "payer",
+    "model_ids", "held_for_review",
+)
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+    return path
+
+
+def write_case_charges(
+    lines: list[ChargeLine],
+    case_dir: Path,
+    case: Any,
+    *,
+    deidentify: bool = False,
+    software_version: str | None = None,
+    created: dt.datetime | None = None,
+) -> list[Path]:
+    """Write the case's charges (one row per billed CPT line) and its summary page.
+
+    Parameters
+    ----------
+    lines : list of ChargeLine
+        Every model line of the case (from the ledger), in the order they were charged.
+    case_dir : Path
+        ``OUT/<case_id>``; created if needed. Each file is written atomically.
+    case : CaseFile or dict
+        ``case_id``, ``patient`` (``name``, ``id``, ``birth_date``), ``encounter`` (``facility``,
+        ``payer``...), optionally ``provenance`` (the source DICOM's) for de-identification.
+    deidentify : bool
+        Leave out the patient's name, id and birth date (the patient column holds the pseudonym).
+
+    Returns
+    -------
+    list of Path
+        ``charges.csv``, ``charges.json``, ``case_summary.pdf``.
+
+    Raises
+    ------
+    CodingError
+        From :func:`pipeline.coding.claim_lines` (e.g. an add-on code without its primary code).
+    """
+    if hasattr(case, "model_dump"):  # a pipeline.case.CaseFile
+        case = case.model_dump(mode="python")
+    case_dir = Path(case_dir)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    version = software_version or installed_version()
+    claims = claim_lines(lines)
+    patient = dict(case.get("patient") or {})
+    provenance = dict(case.get("provenance") or {})
+    identifiers = deid.identifying_strings(patient, provenance)
+    case_id = str(case.get("case_id") or (lines[0].case_id if lines else ""))
+    patient_id = str(patient.get("id") or provenance.get("patient_id") or "")
+    alias = deid.pseudonym(patient_id) if deidentify else None
+    patient_label = alias if deidentify else f"{patient.get('name', '')} ({patient_id})".strip()
+
+    rows = []
+    for claim in claims:
+        rows.append({
+            "case_id": case_id,
+            "patient": alias if deidentify else patient_id,
+            "date_of_service": claim.date_of_service.isoformat(),
+            "cpt": claim.cpt,
+            "modifiers": ";".join(claim.modifiers),
+            "units": claim.units,
+            "icd10_pointers": "".join(claim.icd10_pointers),
+            "diagnoses": ";".join(f"{POINTER_LETTERS[i]}={code}" for i, code in enumerate(claim.diagnoses)),
+            "descriptor": claim.descriptor,
+            "ordering_provider": claim.ordering_provider.get("name", ""),
+            "ordering_npi": claim.ordering_provider.get("npi", ""),
+            "rendering_provider": claim.rendering_provider.get("name", ""),
+            "rendering_npi": claim.rendering_provider.get("npi", ""),
+            "payer": claim.payer,
+            "model_ids": ";".join(claim.model_ids),
+            "held_for_review": ";".join(claim.held),
+        })
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+    def public(value: Any) -> Any:
+        value = to_jsonable(value)
+        if isinstance(value, dict):
+            value.pop("patient_id", None)
+            value.pop("encounter_key", None)
+        return deid.scrub(value, identifiers) if deidentify else value
+
+    document = {
+        "schema_version": CHARGES_SCHEMA_VERSION,
+        "generated": {"software": "anatomodel", "version": version, "created": created.isoformat()},
+        "case_id": case_id,
+        "deidentified": deidentify,
+        "patient": ({"pseudonym": alias} if deidentify else
+                    {"name": patient.get("name"), "id": patient_id,
+                     "birth_date": to_jsonable(patient.get("birth_date"))}),
+        "claim_lines": [public(c) for c in claims],
+        "model_lines": [public(line) for line in lines],
+    }
+    header = [("Patient", patient_label), ("Facility", (case.get("encounter") or {}).get("facility", "")),
+              ("Payer", (case.get("encounter") or {}).get("payer", "")),
+              ("Models", len(lines)), ("Generated", f"{created.isoformat()} by anatomodel {version}")]
+    diagnoses = list(claims[0].diagnoses) if claims else []
+    summary = {
+        "case_id": case_id,
+        "created": created.isoformat(),
+        "header": header,
+        "models": [{"model_id": l.model_id, "cpt": l.cpt, "modifiers": l.modifiers, "icd10": l.icd10,
+                    "flags": [f.split(":", 1)[0] for f in l.flags]} for l in lines],
+        "claims": [{"date_of_service": c.date_of_service.isoformat(), "cpt": c.cpt, "units": c.units,
+                    "modifiers": c.modifiers, "icd10_pointers": c.icd10_pointers, "model_ids": c.model_ids}
+                   for c in claims],
+        "diagnoses": [(POINTER_LETTERS[i], code) for i, code in enumerate(diagnoses)],
+        "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()],
+    }
+    return [
+        _atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8")),
+        _atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
+        _atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
+    ]

@@ -1,0 +1,214 @@
+"""Pictures for the packet, rendered with matplotlib (Agg) to PNG bytes.
+
+* :func:`ct_slices_png`: three orthogonal CT slices through the mask centroid (snapped to the
+  nearest mask voxel), the mask outline
+  drawn on each, in a vascular window, with patient-direction letters from the grid geometry.
+* :func:`model_views_png`: the model seen from the front, the left and above, Lambert-shaded by
+  a small orthographic renderer (painter's order over the triangles; large meshes are decimated
+  for display only).
+* :func:`print_views_png`: the oriented print mesh on the build plate, faces that need support
+  drawn in red.
+
+None of these writes PHI: the pictures carry no names, ids or dates.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import trimesh  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+from scipy.spatial import cKDTree  # noqa: E402
+
+from pipeline.geometry import Mask, Volume, bounding_box  # noqa: E402
+
+#: CT angiography window (level, width) in HU: contrast-filled vessels bright, bone brighter.
+CTA_WINDOW = (200.0, 800.0)
+#: Faces drawn per view; larger meshes are decimated for the picture only.
+DISPLAY_FACES = 20000
+_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
+_DPI = 110
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _direction_letter(vector: np.ndarray) -> str:
+    """The patient direction (L/R/P/A/S/I) a grid axis points to, by its largest LPS part."""
+    axis = int(np.argmax(np.abs(vector)))
+    return _LPS_LETTERS[axis][1 if vector[axis] > 0 else 0]
+
+
+def mask_centroid_index(mask: Mask) -> tuple[int, int, int]:
+    """Array index ``(k, j, i)`` of the mask voxel nearest to the mask's centroid.
+
+    Snapping to a mask voxel keeps all three slices on the structure even when the centroid of
+    a curved shape (an aortic arch) lies outside it. Distances are measured in mm.
+    """
+    box = bounding_box(mask.array)
+    if box is None:
+        return tuple(n // 2 for n in mask.geometry.shape)  # type: ignore[return-value]
+    points = np.stack(np.nonzero(mask.array[box]), axis=-1) + [s.start for s in box]
+    scaled = points * np.asarray(mask.geometry.spacing)
+    nearest = np.argmin(np.sum((scaled - scaled.mean(axis=0)) ** 2, axis=1))
+    return tuple(int(v) for v in points[nearest])  # type: ignore[return-value]
+
+
+def _oriented_slice(image: np.ndarray, outline: np.ndarray | None, spacing: tuple[float, float],
+                    letters: tuple[str, str]):
+    """Turn a slice to radiological display: S (else A) up; patient left (else P) on the right.
+
+    ``letters`` are the patient directions of increasing row and column index.
+    Returns the image, the outline, the (row, column) spacing and the letters at the bottom
+    and right edges.
+    """
+    rows, cols = letters
+    if cols in "SI" or (cols in "AP" and rows in "LR"):  # the vertical axis must run along rows
+        image = image.T
+        outline = outline.T if outline is not None else None
+        spacing, (rows, cols) = spacing[::-1], (cols, rows)
+    if rows in "SA":  # increasing index goes up: row 0 at the bottom
+        image, rows = image[::-1], {"S": "I", "A": "P"}[rows]
+        outline = outline[::-1] if outline is not None else None
+    if cols in "RA":  # patient right / anterior on the viewer's left
+        image, cols = image[:, ::-1], {"R": "L", "A": "P"}[cols]
+        outline = outline[:, ::-1] if outline is not None else None
+    return image, outline, spacing, (rows, cols)
+
+
+def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float] = CTA_WINDOW) -> bytes:
+    """Axial, coronal and sagittal slices through the mask centroid, the mask outline in red.
+
+    The slices pass through the mask voxel nearest to the centroid (:func:`mask_centroid_index`).
+
+    Slices are shown in mm (pixel aspect from the spacing) in radiological orientation, with the
+    patient-direction letters taken from the grid's direction matrix.
+    """
+    geometry = volume.geometry
+    centre = mask_centroid_index(mask) if mask is not None else tuple(n // 2 for n in geometry.shape)
+    centre_lps = geometry.index_to_lps(np.asarray(centre, dtype=float))
+    level, width = window
+    direction = geometry.direction_matrix
+    # The fixed axis nearest to z gives the axial slice, to y the coronal, to x the sagittal.
+    normals = {fixed: _direction_letter(direction[:, fixed]) for fixed in range(3)}
+    planes = sorted(range(3), key=lambda a: "SIAPLR".index(normals[a]) // 2)
+    opposite = {a: b for pair in _LPS_LETTERS for a, b in (pair, pair[::-1])}
+    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    for fixed, ax in zip(planes, axes):
+        rows_axis, cols_axis = [a for a in range(3) if a != fixed]
+        index = [slice(None)] * 3
+        index[fixed] = centre[fixed]
+        outline = mask.array[tuple(index)] > 0 if mask is not None else None
+        image, outline, (row_mm, col_mm), (bottom, right) = _oriented_slice(
+            volume.array[tuple(index)], outline,
+            (geometry.spacing[rows_axis], geometry.spacing[cols_axis]),
+            (_direction_letter(direction[:, rows_axis]), _direction_letter(direction[:, cols_axis])),
+        )
+        height_mm, width_mm = image.shape[0] * row_mm, image.shape[1] * col_mm
+        ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2,
+                  extent=(0, width_mm, height_mm, 0), interpolation="nearest")
+        if outline is not None and outline.any():
+            ys = (np.arange(image.shape[0]) + 0.5) * row_mm
+            xs = (np.arange(image.shape[1]) + 0.5) * col_mm
+            ax.contour(xs, ys, outline.astype(np.uint8), levels=[0.5], colors="red", linewidths=1.0)
+        for text, x, y, ha, va in ((right, 0.98, 0.5, "right", "center"), (opposite[right], 0.02, 0.5, "left", "center"),
+                                   (bottom, 0.5, 0.02, "center", "bottom"), (opposite[bottom], 0.5, 0.98, "center", "top")):
+            ax.text(x, y, text, color="yellow", ha=ha, va=va, fontsize=11, transform=ax.transAxes)
+        plane = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal"}.get(normals[fixed], "sagittal")
+        lps_axis = "LPS".index({"L": "L", "R": "L", "A": "P", "P": "P", "S": "S", "I": "S"}[normals[fixed]])
+        ax.set_title(f"{plane}, {'xyz'[lps_axis]} = {centre_lps[lps_axis]:.1f} mm (LPS)", fontsize=9)
+        ax.set_xlabel("mm", fontsize=8)
+        ax.tick_params(labelsize=7)
+    figure.suptitle(f"CT (window L{level:.0f}/W{width:.0f} HU) with the segmentation outline (red)", fontsize=10)
+    return _png(figure)
+
+
+def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trimesh.Trimesh:
+    """The mesh itself, or a quadric-decimated copy of at most ``max_faces`` faces for display."""
+    if len(mesh.faces) <= max_faces:
+        return mesh
+    try:
+        return mesh.simplify_quadric_decimation(face_count=max_faces)
+    except Exception:  # decimation is a display nicety: fall back to a face subsample
+        keep = np.random.default_rng(0).choice(len(mesh.faces), max_faces, replace=False)
+        return trimesh.Trimesh(mesh.vertices, mesh.faces[np.sort(keep)], process=False)
+
+
+def _render(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarray,
+            colors: np.ndarray | None = None) -> None:
+    """Orthographic Lambert-shaded render of ``mesh`` looking along ``view`` (unit, from eye)."""
+    view = view / np.linalg.norm(view)
+    right = np.cross(view, up)
+    right /= np.linalg.norm(right)
+    up = np.cross(right, view)
+    normals = mesh.face_normals
+    facing = normals @ view < 0
+    triangles = mesh.vertices[mesh.faces[facing]]
+    light = -view + 0.35 * up + 0.25 * right
+    light /= np.linalg.norm(light)
+    intensity = 0.25 + 0.75 * np.clip(normals[facing] @ light, 0.0, 1.0)
+    base = np.tile([0.86, 0.42, 0.36], (len(triangles), 1)) if colors is None else colors[facing]
+    shaded = np.clip(base * intensity[:, None], 0, 1)
+    depth = (triangles.mean(axis=1) @ view)
+    order = np.argsort(-depth)  # far first: nearer faces are painted over them
+    projected = np.stack([triangles @ right, triangles @ up], axis=-1)[order]
+    ax.add_collection(PolyCollection(projected, facecolors=shaded[order], edgecolors="none", antialiased=False))
+    lo = projected.reshape(-1, 2).min(axis=0)
+    hi = projected.reshape(-1, 2).max(axis=0)
+    pad = 0.04 * float(np.max(hi - lo) or 1.0)
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(lo[1] - pad, hi[1] + pad)
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=7)
+
+
+def model_views_png(mesh: trimesh.Trimesh) -> bytes:
+    """The model in patient space seen from the front (anterior), the left and above."""
+    shown = display_mesh(mesh)
+    # LPS: x to the patient's left, y posterior, z superior.
+    views = (
+        ("anterior view", np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])),
+        ("left lateral view", np.array([-1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])),
+        ("superior view", np.array([0.0, 0.0, -1.0]), np.array([0.0, -1.0, 0.0])),
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    for ax, (title, view, up) in zip(axes, views):
+        _render(ax, shown, view, up)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("mm", fontsize=8)
+    figure.suptitle(f"Model, patient space ({len(mesh.faces)} faces"
+                    f"{f', {len(shown.faces)} drawn' if shown is not mesh else ''})", fontsize=10)
+    return _png(figure)
+
+
+def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "") -> bytes:
+    """The oriented print mesh on the plate (z up) from the front and the side, support faces red."""
+    shown = display_mesh(mesh)
+    colors = np.tile([0.55, 0.62, 0.78], (len(shown.faces), 1))
+    if support_faces is not None and len(support_faces) == len(mesh.faces):
+        flags = np.asarray(support_faces, dtype=bool)
+        if shown is not mesh:  # carry flags to the decimated faces by nearest centroid
+            _, nearest = cKDTree(mesh.triangles_center).query(shown.triangles_center)
+            flags = flags[nearest]
+        colors[flags] = [0.85, 0.1, 0.1]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    z0 = float(mesh.bounds[0, 2])
+    for ax, (title, view) in zip(axes, (("front (looking along +y)", np.array([0.0, 1.0, 0.0])),
+                                        ("side (looking along -x)", np.array([-1.0, 0.0, 0.0])))):
+        _render(ax, shown, view, np.array([0.0, 0.0, 1.0]), colors)
+        ax.axhline(z0, color="black", linewidth=2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("mm", fontsize=8)
+    legend = "red: faces that need support" if support_faces is not None else "support faces not available"
+    figure.suptitle(f"Print orientation on the build plate (black line); {legend}. {caption}".strip(), fontsize=10)
+    return _png(figure)

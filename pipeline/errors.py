@@ -1,0 +1,92 @@
+"""The anatomodel exception family.
+
+Every error a user can cause (a bad file, a bad value, an impossible request) is raised as a
+subclass of :class:`AnatomodelError` with a message a lab technician can act on: what is wrong,
+where, and what to do. The command line maps each class to its own exit code and prints the
+message on one line, without a traceback (``--debug`` shows it).
+
+Exit codes 0 (success), 1 (internal error: a bug) and 2 (command-line usage, from click) are
+reserved; the codes below start at 3.
+"""
+
+from __future__ import annotations
+
+
+class AnatomodelError(Exception):
+    """Base class of every error caused by input, configuration or environment."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.hint})" if self.hint else message
+
+
+class ConfigError(AnatomodelError):
+    """A YAML file (case, preset, printer profile, coding rules) is missing or invalid."""
+
+    exit_code = 4
+
+
+class DicomError(AnatomodelError):
+    """DICOM or image input cannot be read: missing, corrupt, truncated or not an image."""
+
+    exit_code = 5
+
+
+class SeriesSelectionError(DicomError):
+    """No usable series, an ambiguous automatic choice, or a requested series not found."""
+
+    exit_code = 6
+
+
+class GeometryError(AnatomodelError):
+    """Inconsistent geometry: mixed orientations or sizes, gaps, duplicate positions, grids."""
+
+    exit_code = 7
+
+
+class SegmentationError(AnatomodelError):
+    """A segmentation cannot be made: seed outside the volume or window, empty result."""
+
+    exit_code = 8
+
+
+class MeshError(AnatomodelError):
+    """A surface cannot be made or repaired into a closed printable solid."""
+
+    exit_code = 9
+
+
+class PrintPlanError(AnatomodelError):
+    """A print cannot be planned: unknown printer, impossible fit request."""
+
+    exit_code = 10
+
+
+class CodingError(AnatomodelError):
+    """Billing rules refuse the request: bad CPT, modifier, ICD-10 code or missing indication."""
+
+    exit_code = 11
+
+
+class DocumentError(AnatomodelError):
+    """The documentation packet cannot be written or is incomplete."""
+
+    exit_code = 12
+
+
+class LedgerError(AnatomodelError):
+    """The case ledger refuses an operation or is inconsistent."""
+
+    exit_code = 13
+
+
+class RegressionDrift(AnatomodelError):
+    """A regression run found models outside their golden tolerances."""
+
+    exit_code = 14

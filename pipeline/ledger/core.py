@@ -1,0 +1,689 @@
+"""The case ledger: one SQLite file that records cases, encounters, model versions, runs,
+charges and an append-only audit log, shared safely by concurrent processes.
+
+Publishing a model follows a protocol that keeps the ledger and the disk consistent whatever
+instant a process is killed at:
+
+1. :meth:`Run.stage` records a *pending attempt* naming a staging folder beside the model folder;
+   :meth:`Run.charge` decides the model's charge line in one ``BEGIN IMMEDIATE`` transaction
+   (:func:`pipeline.coding.next_charge` over the encounter's lines, or the model's existing line
+   on a re-run) and reserves it for the model id. (:meth:`Run.reserve` does both.)
+2. The caller writes the complete packet (with that charge line) into the staging folder.
+3. :meth:`Run.publish` -- check the packet against its ``SHA256SUMS``, flush it to disk, record
+   the checksum of ``SHA256SUMS`` on the attempt (transaction), then, in one ``BEGIN IMMEDIATE``
+   transaction, rename the staging folder into place and commit the model version and the charge.
+
+A pending attempt whose process has died is *reclaimed* by the next writer: if its folder was
+already renamed into place (its ``SHA256SUMS`` is the one recorded) the commit is completed,
+otherwise the staging folder is deleted and the attempt marked abandoned. A reserved charge line
+stays with its model id, so repeating the run picks it up: no charge exists without a packet, and
+the encounter's numbering (one 0559T, then 0560T) never depends on who died.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline import coding
+from pipeline.errors import CodingError, LedgerError
+from pipeline.ledger import folders
+from pipeline.ledger.process import ProcessIdentity, operator_name
+from pipeline.ledger.schema import migrate
+from pipeline.report import Report, to_jsonable
+
+LEDGER_VARIABLE = "ANATOMODEL_LEDGER"
+#: Charge statuses that count as lines of the encounter when the next line is decided.
+ACTIVE = ("reserved", "committed", "discontinued")
+#: Charge statuses that are billed (a packet exists on disk).
+BILLED = ("committed", "discontinued")
+_SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh",
+             "manifold3d", "highdicom", "fpdf2")
+
+
+def default_ledger_path() -> Path:
+    """The per-user ledger: ``$XDG_DATA_HOME/anatomodel/ledger.sqlite3`` (or ``~/.local/share``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "anatomodel" / "ledger.sqlite3"
+
+
+def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path:
+    """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`."""
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get(LEDGER_VARIABLE):
+        return Path(os.environ[LEDGER_VARIABLE]).expanduser()
+    return default_ledger_path()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape a model, for the run record."""
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for name in _SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encounter:
+    """A patient and a date of service: the unit within which charge lines are numbered."""
+
+    id: int
+    patient_id: str
+    date_of_service: str
+
+
+@dataclasses.dataclass
+class Reservation:
+    """A pending attempt to publish one model: where to build its packet, and its charge line
+    (None until :meth:`Run.charge` decides it)."""
+
+    attempt_id: int
+    case_id: str
+    model_id: str
+    charge_line: Any
+    new_charge: bool
+    folder: Path
+    staging: Path
+
+
+@dataclasses.dataclass
+class PublishedModel(Report):
+    """A model version committed to the ledger, with its charge line."""
+
+    case_id: str
+    model_id: str
+    version: int
+    folder: Path
+    charge_status: str
+    charge_line: Any
+    sums_sha256: str
+    mesh_sha256: str | None
+
+
+class Ledger:
+    """The case ledger in a SQLite file (WAL mode, safe for concurrent processes).
+
+    Parameters
+    ----------
+    path : path, optional
+        The database file; see :func:`resolve_ledger_path` for the default. Created (with its
+        folder) on first use and migrated to the current schema.
+    timeout : float
+        Seconds to wait for another process's write transaction before giving up.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 120.0):
+        self.path = resolve_ledger_path(path)
+        self.identity = ProcessIdentity.current()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise LedgerError(f"cannot open the ledger {self.path}: {error}",
+                              hint="check the path given by --ledger or $ANATOMODEL_LEDGER") from error
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise LedgerError(f"the ledger {self.path} cannot use WAL mode (got {mode!r})",
+                                  hint="keep the ledger on a local disk, not a network share")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            migrate(self._db)
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise LedgerError(f"{self.path} is not a usable ledger: {error}") from error
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that holds the database's write lock from its first statement."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise LedgerError(f"the ledger {self.path} stayed locked: {error}",
+                              hint="another process holds it; try again") from error
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _audit(self, action: str, case_id: str | None = None, model_id: str | None = None,
+               operator: str | None = None, **detail: Any) -> None:
+        self._db.execute(
+            "INSERT INTO audit_log (at, operator, host, pid, action, case_id, model_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), operator or operator_name(), self.identity.host, self.identity.pid, action,
+             case_id, model_id, _json(detail)),
+        )
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, *, case_id: str, patient_id: str, date_of_service: dt.date | str,
+                  parameters: dict | None = None, operator: str | None = None) -> Run:
+        """Record the start of a run of a case (creating its case and encounter if new)."""
+        if not case_id or not patient_id:
+            raise LedgerError("a run needs a case id and a patient id")
+        day = date_of_service.isoformat() if isinstance(date_of_service, dt.date) else str(date_of_service)
+        operator = operator or operator_name()
+        with self._write() as db:
+            self._reclaim_dead()
+            db.execute("INSERT OR IGNORE INTO encounters (patient_id, date_of_service, created_at) "
+                       "VALUES (?, ?, ?)", (patient_id, day, _now()))
+            encounter = db.execute("SELECT id FROM encounters WHERE patient_id = ? AND date_of_service = ?",
+                                   (patient_id, day)).fetchone()["id"]
+            case = db.execute("SELECT id, encounter_id FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+            if case is None:
+                case_ref = db.execute("INSERT INTO cases (case_id, encounter_id, created_at) VALUES (?, ?, ?)",
+                                      (case_id, encounter, _now())).lastrowid
+            elif case["encounter_id"] != encounter:
+                raise LedgerError(
+                    f"case {case_id!r} is recorded in the ledger for another patient or date of service",
+                    hint="give a case with a different encounter its own case_id")
+            else:
+                case_ref = case["id"]
+            me = self.identity
+            run_id = db.execute(
+                "INSERT INTO runs (case_ref, status, parameters, software, operator, host, pid, pid_start, "
+                "started_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (case_ref, _json(parameters or {}), _json(software_versions()), operator, me.host,
+                 me.pid, me.start, _now())).lastrowid
+            self._audit("run.started", case_id, operator=operator, run=run_id)
+        return Run(self, run_id, case_ref, case_id, Encounter(encounter, patient_id, day), operator)
+
+    # -- charges ----------------------------------------------------------------------------
+    def _lines(self, encounter_id: int, statuses: Sequence[str]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(statuses))
+        return self._db.execute(
+            f"SELECT ch.*, cs.case_id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
+            f"WHERE ch.encounter_id = ? AND ch.status IN ({marks}) ORDER BY ch.seq",
+            (encounter_id, *statuses)).fetchall()
+
+    def encounter_lines(self, case_id: str) -> list[Any]:
+        """The billed charge lines (committed or discontinued) of the case's encounter, in order."""
+        case = self._case_row(case_id)
+        return [_line(row["line"]) for row in self._lines(case["encounter_id"], BILLED)]
+
+    def void(self, case_id: str, model_id: str, *, reason: str, discontinued: bool = False,
+             operator: str | None = None) -> Any:
+        """Void a model's charge, or mark it discontinued (modifier 53); return the new line.
+
+        Parameters
+        ----------
+        reason : str
+            Why; required, kept on the charge and in the audit log.
+        discontinued : bool
+            The model was started but discontinued: its line stays billed with modifier 53.
+            Otherwise the line is voided (entered in error) and no longer billed.
+        """
+        if not reason or not reason.strip():
+            raise LedgerError(f"voiding or discontinuing {case_id}/{model_id} needs a reason",
+                              hint="give --reason 'what happened and why'")
+        with self._write() as db:
+            case = self._case_row(case_id)
+            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
+                                (case["id"], model_id)).fetchone()
+            if charge is None:
+                raise LedgerError(f"no charge for model {model_id!r} of case {case_id!r} in {self.path}")
+            if charge["status"] in ("void", "discontinued"):
+                raise LedgerError(f"the charge of {case_id}/{model_id} is already {charge['status']}")
+            line = _line(charge["line"])
+            if discontinued:
+                if charge["status"] != "committed":
+                    raise LedgerError(
+                        f"{case_id}/{model_id} has no packet yet, so it cannot be reported as "
+                        "discontinued (modifier 53)", hint="void the reservation instead")
+                line = _discontinued(line, reason.strip())
+                status = "discontinued"
+            else:
+                remaining = [(r["line"], r["billable"]) for r in self._lines(charge["encounter_id"], ACTIVE)
+                             if r["id"] != charge["id"]]
+                problems = _numbering_problems(remaining)
+                if problems:
+                    raise LedgerError(
+                        f"voiding {case_id}/{model_id} would leave the encounter misnumbered: "
+                        + "; ".join(problems),
+                        hint="void the later models first, or discontinue this one (modifier 53)")
+                status = "void"
+            db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
+                       (status, reason.strip(), _json(line), charge["id"]))
+            self._audit(f"charge.{status}", case_id, model_id, operator, reason=reason.strip(),
+                        cpt=charge["cpt"], previous_status=charge["status"])
+        return line
+
+    # -- reading ----------------------------------------------------------------------------
+    def _case_row(self, case_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"case {case_id!r} is not in the ledger {self.path}",
+                              hint="`anatomodel ledger list` shows the recorded cases")
+        return row
+
+    def list_cases(self) -> list[dict[str, Any]]:
+        """One summary per case: encounter, date, models, current versions and charge codes."""
+        rows = self._db.execute(
+            "SELECT cs.case_id, cs.encounter_id, e.date_of_service, "
+            " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
+            " (SELECT GROUP_CONCAT(ch.cpt || ':' || ch.status, ' ') FROM "
+            "    (SELECT * FROM charges WHERE case_ref = cs.id ORDER BY seq) ch) AS charges, "
+            " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
+            "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
+        return [dict(row) for row in rows]
+
+    def show(self, case_id: str) -> dict[str, Any]:
+        """Everything recorded about a case: encounter, models, charges, runs and audit entries."""
+        case = self._case_row(case_id)
+        encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (case["encounter_id"],)).fetchone()
+        models = self._db.execute(
+            "SELECT model_id, version, status, mesh_sha256, sums_sha256, folder, run_id, created_at, "
+            "committed_at FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
+        charges = self._db.execute(
+            "SELECT model_id, seq, cpt, status, reason, line, reserved_at, committed_at FROM charges "
+            "WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
+        runs = self._db.execute(
+            "SELECT id, status, operator, host, pid, started_at, finished_at, parameters, software, "
+            "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
+        audit = self._db.execute("SELECT at, operator, action, model_id, detail FROM audit_log "
+                                 "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+        return {
+            "case_id": case_id,
+            "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
+            "models": [dict(r) for r in models],
+            "charges": [{**dict(r), "line": json.loads(r["line"])} for r in charges],
+            "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
+                     for r in runs],
+            "audit": [{**dict(r), "detail": json.loads(r["detail"])} for r in audit],
+        }
+
+    def export(self) -> dict[str, Any]:
+        """Every charge line, and each encounter's claim lines (billed lines aggregated)."""
+        rows = self._db.execute(
+            "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
+            "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
+            " (SELECT MAX(version) FROM models m WHERE m.case_ref = ch.case_ref AND m.model_id = ch.model_id "
+            "  AND m.status = 'current') AS version "
+            "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
+            "ORDER BY e.id, ch.seq").fetchall()
+        lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
+        claims = []
+        for encounter_id in sorted({r["encounter_id"] for r in rows}):
+            billed = [_line(r["line"]) for r in self._lines(encounter_id, BILLED)]
+            if not billed:
+                continue
+            first = next(r for r in rows if r["encounter_id"] == encounter_id)
+            claim = {"encounter_id": encounter_id, "patient_id": first["patient_id"],
+                     "date_of_service": first["date_of_service"]}
+            try:
+                claim["lines"] = to_jsonable(coding.claim_lines(billed))
+            except CodingError as error:  # e.g. the 0559T is still reserved: hold the claim
+                claim.update(lines=[], held=str(error))
+            claims.append(claim)
+        return {"ledger": str(self.path), "exported_at": _now(), "charges": lines, "claims": claims}
+
+    # -- recovery and verification -----------------------------------------------------------
+    def reclaim(self) -> None:
+        """Finish or abandon the attempts and runs of processes that have died."""
+        with self._write():
+            self._reclaim_dead()
+
+    def _reclaim_dead(self) -> None:
+        """Within a write transaction: settle every pending attempt whose process has died."""
+        pending = self._db.execute(
+            "SELECT m.*, r.host, r.pid, r.pid_start, cs.case_id FROM models m "
+            "JOIN runs r ON r.id = m.run_id JOIN cases cs ON cs.id = m.case_ref "
+            "WHERE m.status = 'pending'").fetchall()
+        for attempt in pending:
+            if ProcessIdentity(attempt["host"], attempt["pid"], attempt["pid_start"]).is_alive():
+                continue
+            folders.restore_backup(attempt["staging"], attempt["folder"])
+            sums = Path(attempt["folder"]) / folders.SUMS_NAME
+            if attempt["sums_sha256"] and sums.is_file() and folders.sha256_file(sums) == attempt["sums_sha256"]:
+                version = self._commit_attempt(attempt, operator="recovery")
+                self._audit("attempt.recovered", attempt["case_id"], attempt["model_id"], "recovery",
+                            attempt=attempt["id"], version=version, reason="its process ended after the rename")
+            else:
+                self._db.execute("UPDATE models SET status = 'abandoned' WHERE id = ?", (attempt["id"],))
+                self._audit("attempt.abandoned", attempt["case_id"], attempt["model_id"], "recovery",
+                            attempt=attempt["id"], reason="its process ended before the packet was in place")
+            folders.remove_folder(attempt["staging"])
+        for run in self._db.execute("SELECT r.*, cs.case_id FROM runs r JOIN cases cs ON cs.id = r.case_ref "
+                                    "WHERE r.status = 'running'").fetchall():
+            if not ProcessIdentity(run["host"], run["pid"], run["pid_start"]).is_alive():
+                self._db.execute("UPDATE runs SET status = 'interrupted', finished_at = ? WHERE id = ?",
+                                 (_now(), run["id"]))
+                self._audit("run.interrupted", run["case_id"], operator="recovery", run=run["id"])
+
+    def _sweep_staging(self, folder: Path) -> None:
+        """Delete staging folders beside ``folder`` that no pending attempt owns (left by a kill)."""
+        owned = {Path(r["staging"]).name for r in self._db.execute(
+            "SELECT staging FROM models WHERE status = 'pending' AND folder = ?", (str(folder),))}
+        for path in folder.parent.glob(f".{folder.name}.staging-*"):
+            if path.name.removesuffix(".previous") not in owned:
+                folders.remove_folder(path)
+
+    def _commit_attempt(self, attempt: sqlite3.Row, operator: str | None = None) -> int:
+        """Within a write transaction: make an attempt the current version and bill its charge."""
+        key = (attempt["case_ref"], attempt["model_id"])
+        version = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models "
+                                   "WHERE case_ref = ? AND model_id = ?", key).fetchone()[0]
+        self._db.execute("UPDATE models SET status = 'superseded' WHERE case_ref = ? AND model_id = ? "
+                         "AND status = 'current'", key)
+        self._db.execute("UPDATE models SET status = 'current', version = ?, committed_at = ? WHERE id = ?",
+                         (version, _now(), attempt["id"]))
+        case_id = self._db.execute("SELECT case_id FROM cases WHERE id = ?", (key[0],)).fetchone()[0]
+        charge = self._db.execute("SELECT id, cpt, status FROM charges WHERE case_ref = ? AND model_id = ?",
+                                  key).fetchone()
+        if charge["status"] == "reserved":
+            self._db.execute("UPDATE charges SET status = 'committed', committed_at = ? WHERE id = ?",
+                             (_now(), charge["id"]))
+            self._audit("charge.committed", case_id, key[1], operator, cpt=charge["cpt"])
+        self._audit("model.published", case_id, key[1], operator, version=version,
+                    sums_sha256=attempt["sums_sha256"], folder=attempt["folder"])
+        return version
+
+    def verify(self) -> VerifyReport:
+        """Settle dead processes' attempts, then re-check every current packet on disk.
+
+        Checks each current model folder against its ``SHA256SUMS`` (and that file against the
+        checksum recorded when it was committed), that every billed charge has a current packet,
+        that each encounter's numbering is what the coding rules give, and SQLite's integrity.
+        """
+        self.reclaim()
+        problems: list[str] = []
+        notes: list[str] = []
+        integrity = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        if integrity != "ok":
+            problems.append(f"{self.path}: SQLite integrity check failed: {integrity}")
+        current = self._db.execute(
+            "SELECT m.*, cs.case_id FROM models m JOIN cases cs ON cs.id = m.case_ref "
+            "WHERE m.status = 'current' ORDER BY cs.case_id, m.model_id").fetchall()
+        for model in current:
+            for problem in folders.folder_problems(model["folder"], model["sums_sha256"]):
+                problems.append(f"{model['case_id']}/{model['model_id']} v{model['version']}: {problem}")
+        with self._write():
+            for folder in {Path(r["folder"]) for r in self._db.execute("SELECT DISTINCT folder FROM models")}:
+                self._sweep_staging(folder)
+        charges = self._db.execute(
+            "SELECT ch.*, cs.case_id, (SELECT COUNT(*) FROM models m WHERE m.case_ref = ch.case_ref "
+            " AND m.model_id = ch.model_id AND m.status = 'current') AS packets "
+            "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref ORDER BY ch.encounter_id, ch.seq").fetchall()
+        for charge in charges:
+            where = f"{charge['case_id']}/{charge['model_id']}"
+            if charge["status"] in BILLED and not charge["packets"]:
+                problems.append(f"{where}: charge {charge['cpt']} is {charge['status']} but has no packet")
+            elif charge["status"] == "reserved":
+                notes.append(f"{where}: {charge['cpt']} reserved, awaiting its packet (run the case again)")
+        for encounter_id in sorted({c["encounter_id"] for c in charges}):
+            active = [(r["line"], r["billable"]) for r in self._lines(encounter_id, ACTIVE)]
+            problems.extend(f"encounter {encounter_id}: {p}" for p in _numbering_problems(active))
+        for attempt in self._db.execute("SELECT m.model_id, cs.case_id, r.host, r.pid FROM models m JOIN runs r "
+                                        "ON r.id = m.run_id JOIN cases cs ON cs.id = m.case_ref "
+                                        "WHERE m.status = 'pending'"):
+            notes.append(f"{attempt['case_id']}/{attempt['model_id']}: being written by pid {attempt['pid']} "
+                         f"on {attempt['host']}")
+        return VerifyReport(str(self.path), len(current), len(charges), problems, notes)
+
+
+@dataclasses.dataclass
+class VerifyReport(Report):
+    """What ``ledger verify`` found: ``problems`` make it fail, ``notes`` are informational."""
+
+    ledger: str
+    packets_checked: int
+    charges_checked: int
+    problems: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Run:
+    """One run of a case, recorded in the ledger; publishes its models through the protocol.
+
+    Use as a context manager: on exit, attempts it did not publish are abandoned (their staging
+    folders deleted) and the run is recorded as ``ok`` or ``failed``.
+    """
+
+    def __init__(self, ledger: Ledger, run_id: int, case_ref: int, case_id: str, encounter: Encounter,
+                 operator: str):
+        self.ledger, self.id, self.case_ref, self.case_id = ledger, run_id, case_ref, case_id
+        self.encounter, self.operator = encounter, operator
+        self.timings: dict[str, float] = {}
+        self._pending: dict[int, Reservation] = {}
+        self._finished = False
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> None:
+        for reservation in list(self._pending.values()):
+            self.abandon(reservation)
+        if not self._finished:
+            self.finish(error=None if error is None else f"{type(error).__name__}: {error}")
+
+    def stage(self, model_id: str, folder: str | os.PathLike) -> Reservation:
+        """Record a pending attempt and create its empty staging folder beside ``folder``.
+
+        Parameters
+        ----------
+        model_id : str
+            The model's id in the case.
+        folder : path
+            The model folder the packet will be published to (``OUT/<case_id>/<model_id>``).
+        """
+        ledger, db = self.ledger, self.ledger._db
+        folder = Path(folder).absolute()
+        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:12]}"
+        with ledger._write():
+            ledger._reclaim_dead()
+            ledger._sweep_staging(folder)
+            attempt_id = db.execute(
+                "INSERT INTO models (case_ref, model_id, status, run_id, folder, staging, created_at) "
+                "VALUES (?, ?, 'pending', ?, ?, ?, ?)",
+                (self.case_ref, model_id, self.id, str(folder), str(staging), _now())).lastrowid
+        staging.mkdir(parents=True)
+        reservation = Reservation(attempt_id, self.case_id, model_id, None, False, folder, staging)
+        self._pending[attempt_id] = reservation
+        return reservation
+
+    def charge(self, reservation: Reservation, billable: Any) -> Any:
+        """Decide the attempt's charge line in one transaction for the encounter, and return it.
+
+        A model id that already has a line on this case keeps it (a re-run is a new version,
+        never a new charge); otherwise :func:`pipeline.coding.next_charge` decides it from the
+        encounter's reserved and billed lines, and the line is reserved for this model id.
+        """
+        ledger, db, model_id = self.ledger, self.ledger._db, reservation.model_id
+        with ledger._write():
+            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
+                                (self.case_ref, model_id)).fetchone()
+            if charge is not None:
+                line = _line(charge["line"])
+            else:
+                active = ledger._lines(self.encounter.id, ACTIVE)
+                line = coding.next_charge([_line(r["line"]) for r in active], billable)
+                if any(flag.startswith(coding.FLAG_RERUN) for flag in line.flags):
+                    other = next(r["case_id"] for r in active if r["model_id"] == model_id)
+                    raise LedgerError(
+                        f"model id {model_id!r} is already used by case {other!r} on the same encounter",
+                        hint="model ids must be unique within an encounter; rename the model in the case file")
+                seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM charges WHERE encounter_id = ?",
+                                 (self.encounter.id,)).fetchone()[0]
+                db.execute(
+                    "INSERT INTO charges (encounter_id, case_ref, model_id, seq, cpt, line, billable, status, "
+                    "reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?)",
+                    (self.encounter.id, self.case_ref, model_id, seq, line.cpt, _json(line), _json(billable),
+                     _now()))
+                ledger._audit("charge.reserved", self.case_id, model_id, self.operator, cpt=line.cpt, seq=seq)
+        reservation.charge_line, reservation.new_charge = line, charge is None
+        return line
+
+    def reserve(self, model_id: str, billable: Any, folder: str | os.PathLike) -> Reservation:
+        """:meth:`stage` and :meth:`charge` in one call (when the billable model is known first)."""
+        reservation = self.stage(model_id, folder)
+        self.charge(reservation, billable)
+        return reservation
+
+    def publish(self, reservation: Reservation, *, mesh_sha256: str | None = None) -> PublishedModel:
+        """Put the staged packet in place and commit its version and charge (step 3).
+
+        Raises
+        ------
+        LedgerError
+            If the staged packet is incomplete (a file missing, changed or not in SHA256SUMS).
+        """
+        ledger, db = self.ledger, self.ledger._db
+        if reservation.charge_line is None:
+            raise ValueError("charge() the reservation before publishing it")
+        problems = folders.folder_problems(reservation.staging)
+        if problems:
+            raise LedgerError(f"the packet of {self.case_id}/{reservation.model_id} is incomplete: "
+                              + "; ".join(problems), hint="nothing was published or billed")
+        folders.fsync_tree(reservation.staging)
+        sums_sha256 = folders.sha256_file(reservation.staging / folders.SUMS_NAME)
+        if mesh_sha256 is None:
+            mesh_sha256 = folders.read_sums(reservation.staging / folders.SUMS_NAME).get("model.stl")
+        with ledger._write():
+            updated = db.execute("UPDATE models SET sums_sha256 = ?, mesh_sha256 = ? WHERE id = ? AND "
+                                 "status = 'pending'", (sums_sha256, mesh_sha256, reservation.attempt_id))
+            if updated.rowcount != 1:
+                raise LedgerError(f"the attempt to publish {self.case_id}/{reservation.model_id} was "
+                                  "reclaimed by another process", hint="run the case again")
+        with ledger._write():
+            ledger._reclaim_dead()
+            folders.publish_folder(reservation.staging, reservation.folder)
+            attempt = db.execute("SELECT * FROM models WHERE id = ?", (reservation.attempt_id,)).fetchone()
+            version = ledger._commit_attempt(attempt, self.operator)
+            charge = db.execute("SELECT status, line FROM charges WHERE case_ref = ? AND model_id = ?",
+                                (self.case_ref, reservation.model_id)).fetchone()
+        self._pending.pop(reservation.attempt_id, None)
+        folders.remove_folder(reservation.staging)  # now holds the previous version, if any
+        return PublishedModel(self.case_id, reservation.model_id, version, reservation.folder, charge["status"],
+                              _line(charge["line"]), sums_sha256, mesh_sha256)
+
+    def abandon(self, reservation: Reservation, reason: str = "the run stopped before publishing") -> None:
+        """Give up an attempt: delete its staging folder; its charge line stays reserved."""
+        ledger = self.ledger
+        with ledger._write():
+            ledger._db.execute("UPDATE models SET status = 'abandoned' WHERE id = ? AND status = 'pending'",
+                               (reservation.attempt_id,))
+            ledger._audit("attempt.abandoned", self.case_id, reservation.model_id, self.operator,
+                          attempt=reservation.attempt_id, reason=reason)
+            folders.remove_folder(reservation.staging)
+        self._pending.pop(reservation.attempt_id, None)
+
+    def finish(self, *, error: str | None = None, timings: dict[str, float] | None = None) -> None:
+        """Record the end of the run: ``ok``, or ``failed`` with the error message."""
+        self.timings.update(timings or {})
+        status = "failed" if error else "ok"
+        with self.ledger._write():
+            self.ledger._db.execute("UPDATE runs SET status = ?, finished_at = ?, timings = ?, error = ? "
+                                    "WHERE id = ?", (status, _now(), _json(self.timings), error, self.id))
+            self.ledger._audit(f"run.{status}", self.case_id, operator=self.operator, run=self.id,
+                               **({"error": error} if error else {}))
+        self._finished = True
+
+    def encounter_lines(self, *, wait: float = 600.0) -> list[Any]:
+        """The billed charge lines of this run's encounter (for the case's charges files).
+
+        Waits up to ``wait`` seconds while other live processes are still publishing models of
+        the encounter, so that the lines form a complete claim (their 0559T may still be pending).
+        """
+        deadline = time.monotonic() + wait
+        while self._others_publishing() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.ledger.encounter_lines(self.case_id)
+
+    def _others_publishing(self) -> bool:
+        rows = self.ledger._db.execute(
+            "SELECT r.host, r.pid, r.pid_start FROM charges ch JOIN models m ON m.case_ref = ch.case_ref "
+            "AND m.model_id = ch.model_id JOIN runs r ON r.id = m.run_id WHERE ch.encounter_id = ? "
+            "AND ch.status = 'reserved' AND m.status = 'pending' AND r.id != ?",
+            (self.encounter.id, self.id)).fetchall()
+        me = self.ledger.identity
+        return any(ProcessIdentity(*row) != me and ProcessIdentity(*row).is_alive() for row in rows)
+
+
+def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
+    """A :class:`Ledger` from an open ledger, a path, or the default location."""
+    return ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+
+
+def _line(text: str) -> Any:
+    """A stored charge line as a :class:`pipeline.coding.ChargeLine`."""
+    return coding.ChargeLine.from_dict(json.loads(text))
+
+
+def _billable(text: str) -> Any:
+    """A stored :class:`pipeline.coding.BillableModel`."""
+    data = json.loads(text)
+    data["date_of_service"] = dt.date.fromisoformat(data["date_of_service"])
+    for name in ("icd10", "modifiers"):
+        data[name] = tuple(data.get(name) or ())
+    return coding.BillableModel(**data)
+
+
+def _discontinued(line: Any, reason: str) -> Any:
+    """The line with modifier 53 (discontinued procedure) and its reason, checked by the rules."""
+    reasons = {**line.modifier_reasons, "53": reason}
+    modifiers = coding.validate_modifiers([*line.modifiers, "53"], reasons)
+    return dataclasses.replace(line, modifiers=modifiers, modifier_reasons=reasons)
+
+
+def _numbering_problems(lines: Sequence[tuple[str, str]]) -> list[str]:
+    """Where an encounter's stored codes differ from what the coding rules give in order.
+
+    ``lines`` holds ``(line JSON, billable JSON)`` pairs in the order the lines were decided.
+    """
+    problems, previous = [], []
+    for line_text, billable_text in lines:
+        line = _line(line_text)
+        try:
+            expected = coding.next_charge(previous, _billable(billable_text))
+        except CodingError as error:
+            problems.append(f"{line.model_id}: {error}")
+        else:
+            if expected.cpt != line.cpt:
+                problems.append(f"{line.model_id} is {line.cpt} where the coding rules give {expected.cpt}")
+        previous.append(line)
+    return problems

@@ -1,0 +1,200 @@
+"""Measure one pose: overhangs, shadow-aware supports, contact, height, fit, stability, cups.
+
+All quantities are in the print frame (mm, mm2, mm3). The cost that ranks poses is a sum of
+dimensionless terms, each a measured quantity divided by a power of the model's characteristic
+length ``scale_mm`` (the radius of the sphere with the same surface area), so that the ranking
+does not depend on the model's size or on how it was rotated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.prepare.arrays import MeshArrays
+from pipeline.prepare.columns import cast_columns
+from pipeline.prepare.cups import Cups, find_cups, solid_voxels
+from pipeline.prepare.frames import min_area_yaw, rotation_about_z, rotation_to_down, unit
+from pipeline.printers import PrinterProfile
+
+#: Weights of the cost terms (dimensionless). Support volume and overhang area dominate:
+#: they are what costs resin, hours and surface quality.
+WEIGHTS = {
+    "support_volume": 1.0,        # per scale^3 of space under overhangs
+    "overhang_area": 0.5,         # per scale^2 of surface needing supports
+    "landing_area": 0.25,         # per scale^2 of upward surface that supports stand on
+    "important_contact": 3.0,     # extra per scale^2 of contact on important faces
+    "height": 0.05,               # per scale of height (layers: time)
+    "cups": 2.0,                  # per scale^3 of trapped volume (SLA)
+    "instability": 0.5,           # per unit of slenderness above 2 (FDM)
+    "no_fit": 100.0,              # a pose that does not fit the build volume
+}
+LAYER_LIMITED = {"sla", "polyjet", "sls"}
+
+
+@dataclass
+class Context:
+    """What every pose of one model is measured against."""
+
+    profile: PrinterProfile
+    scale_mm: float
+    important: np.ndarray | None = None
+    weights: dict[str, float] = field(default_factory=lambda: dict(WEIGHTS))
+
+    @property
+    def cos_critical(self) -> float:
+        return float(np.cos(np.radians(self.profile.critical_overhang_deg)))
+
+    @property
+    def plate_tolerance_mm(self) -> float:
+        """Faces this close to the plate rest on it (half a layer, at least 1e-3 of the size)."""
+        return max(self.profile.layer_height_mm / 2, 1e-3 * self.scale_mm)
+
+
+@dataclass
+class PoseMetrics:
+    """Measured properties of one pose (print frame, before placement on the plate)."""
+
+    down: np.ndarray
+    rotation: np.ndarray
+    minimum: np.ndarray
+    size_mm: np.ndarray
+    overhang_area_mm2: float
+    support_volume_mm3: float
+    landing_area_mm2: float
+    important_contact_mm2: float
+    support_contact_area_mm2: float
+    height_mm: float
+    fits: bool
+    slenderness: float
+    cups: Cups | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_cost(self) -> float:
+        return float(sum(self.cost.values()))
+
+
+def pose_rotation(down: np.ndarray, hull_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation putting ``down`` at the plate, turned about z so the footprint's minimum-area
+    rectangle is axis-aligned (longer side along x). Returns the rotation and the rectangle."""
+    tilt = rotation_to_down(down)
+    footprint = hull_points @ tilt[:2].T
+    angle, rectangle = min_area_yaw(footprint)
+    return rotation_about_z(angle) @ tilt, rectangle
+
+
+def overhang_faces(normal_z: np.ndarray, face_bottom: np.ndarray, ctx: Context) -> np.ndarray:
+    """Faces that need support: facing down more steeply than the critical angle, off the plate."""
+    if not ctx.profile.needs_supports:
+        return np.zeros(len(normal_z), dtype=bool)
+    return (-normal_z > ctx.cos_critical) & (face_bottom > ctx.plate_tolerance_mm)
+
+
+def fits_build_volume(size: np.ndarray, profile: PrinterProfile) -> tuple[bool, np.ndarray]:
+    """Whether a footprint ``size[0] >= size[1]`` of height ``size[2]`` fits, and the margins
+    (x, y, z) left on each side in the best of the two placements on the plate, mm."""
+    usable = usable_volume(profile)
+    plate = np.sort(usable[:2])[::-1]
+    margins = np.array([(plate[0] - size[0]) / 2, (plate[1] - size[1]) / 2, usable[2] - size[2]])
+    if usable[0] < usable[1]:
+        margins[:2] = margins[1::-1]
+    return bool(np.all(margins >= 0)), margins
+
+
+def usable_volume(profile: PrinterProfile) -> np.ndarray:
+    """Build volume less the clearances and the support base, mm (x, y, z)."""
+    v = profile.build_volume_mm
+    c = profile.clearance_mm
+    return np.array([v.x - 2 * c, v.y - 2 * c, v.z - profile.support_base_mm])
+
+
+def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, ctx: Context,
+                  cell_mm: float, with_cups: bool = False) -> PoseMetrics:
+    """Measure the model resting with the model direction ``down`` towards the plate.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model (or a decimated copy of it), model coordinates in mm.
+    hull_points : ndarray (H, 3)
+        Convex hull vertices of the model (or of a decimated copy): they set the turn about
+        the vertical axis (the footprint's minimum-area rectangle).
+    down : ndarray (3,)
+        Model direction that faces the plate.
+    cell_mm : float
+        Spacing of the vertical rays that measure the support volume, mm.
+    with_cups : bool
+        Also look for cups (SLA), on a voxel grid of ``cell_mm``.
+    """
+    profile = ctx.profile
+    rotation, _ = pose_rotation(down, hull_points)
+    triangles = mesh.triangles @ rotation.T
+    corners = triangles.reshape(-1, 3)
+    minimum = corners.min(axis=0)
+    size = corners.max(axis=0) - minimum
+    triangles -= minimum
+    normal_z = mesh.normals @ rotation[2]
+    z = triangles[:, :, 2]
+    face_bottom = np.minimum(np.minimum(z[:, 0], z[:, 1]), z[:, 2])
+    needs = overhang_faces(normal_z, face_bottom, ctx)
+
+    overhang_area = float(mesh.areas[needs].sum())
+    important = ctx.important if ctx.important is not None else np.zeros(len(needs), dtype=bool)
+    important_contact = float(mesh.areas[needs & important].sum())
+    support_volume = landing = 0.0
+    cups = None
+    if needs.any() or with_cups:
+        columns = cast_columns(triangles, cell_mm)
+        below_index, below_z = columns.below()
+        gap = columns.z - below_z
+        supported = needs[columns.face] & (gap > ctx.plate_tolerance_mm)
+        cell_area = cell_mm**2
+        support_volume = float(gap[supported].sum() * cell_area)
+        on_part = supported & (below_index >= 0)
+        landing_face = columns.face[below_index[on_part]]
+        # A support foot on a sloped surface covers cell_area / cos(slope) of it.
+        foot = cell_area / np.clip(np.abs(normal_z[landing_face]), 0.25, 1.0)
+        landing = float(foot.sum())
+        important_contact += float(foot[important[landing_face]].sum())
+        if with_cups:
+            entering = normal_z[columns.face] < 0
+            solid = solid_voxels(columns, entering, float(size[2]))
+            cups = find_cups(solid, cell_mm, columns.origin)
+
+    fits, _ = fits_build_volume(size, profile)
+    centre = mesh.centre_of_mass @ rotation.T - minimum
+    # Height of the centre of mass over the radius of the footprint rectangle: tall, narrow
+    # poses wobble on FDM printers.
+    slenderness = float(centre[2] / max(np.sqrt(size[0] * size[1] / np.pi), 1e-9))
+    metrics = PoseMetrics(
+        down=unit(down), rotation=rotation, minimum=minimum, size_mm=size,
+        overhang_area_mm2=overhang_area, support_volume_mm3=support_volume,
+        landing_area_mm2=landing, important_contact_mm2=important_contact,
+        support_contact_area_mm2=overhang_area + landing, height_mm=float(size[2]),
+        fits=fits, slenderness=slenderness, cups=cups,
+    )
+    metrics.cost = cost_terms(metrics, ctx)
+    return metrics
+
+
+def cost_terms(m: PoseMetrics, ctx: Context) -> dict[str, float]:
+    """The dimensionless cost of a pose, term by term."""
+    w, s = ctx.weights, ctx.scale_mm
+    technology = ctx.profile.technology
+    terms = {
+        "support_volume": w["support_volume"] * m.support_volume_mm3 / s**3,
+        "overhang_area": w["overhang_area"] * m.overhang_area_mm2 / s**2,
+        "landing_area": w["landing_area"] * m.landing_area_mm2 / s**2,
+        "important_contact": w["important_contact"] * m.important_contact_mm2 / s**2,
+        "height": w["height"] * m.height_mm / s * (1.0 if technology in LAYER_LIMITED else 0.3),
+        "cups": 0.0,
+        "instability": 0.0,
+        "no_fit": 0.0 if m.fits else w["no_fit"],
+    }
+    if m.cups is not None and ctx.profile.drain_cups:
+        terms["cups"] = w["cups"] * m.cups.volume_mm3 / s**3
+    if technology == "fdm":
+        terms["instability"] = w["instability"] * max(0.0, m.slenderness - 2.0)
+    return terms

@@ -1,0 +1,102 @@
+"""Cheap wall-thickness estimate: cast rays inwards from a sample of faces.
+
+From the centre of each sampled face a ray goes along the inward normal; the distance to the
+first surface it meets is the local wall thickness. Only thicknesses up to ``max_mm`` matter
+(thin walls), so each ray is a short segment and is tested only against triangles near it
+(a k-d tree on triangle centres), with a vectorised Moller-Trumbore intersection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from pipeline.prepare.arrays import MeshArrays
+
+_CHUNK_PAIRS = 2_000_000
+_LARGE = 64  # at most this many triangles are tested against every ray
+
+
+@dataclass
+class WallSample:
+    """Wall thickness at sampled faces.
+
+    Attributes
+    ----------
+    thickness_mm : ndarray
+        Thickness at each sampled face (``inf`` where thicker than ``max_mm``), mm.
+    points : ndarray (n, 3)
+        Face centres the rays start from, in the mesh's coordinates (mm).
+    faces : ndarray of int
+        Index of each sampled face.
+    """
+
+    thickness_mm: np.ndarray
+    points: np.ndarray
+    faces: np.ndarray
+
+
+def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
+                          seed: int = 0) -> WallSample:
+    """Estimate the wall thickness at up to ``samples`` faces, chosen by area.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        Closed mesh with outward normals, mm.
+    max_mm : float
+        Longest thickness looked for, mm; thicker walls are reported as ``inf``.
+    samples : int
+        Number of faces sampled (area-weighted, deterministic with ``seed``).
+    """
+    areas = mesh.areas
+    rng = np.random.default_rng(seed)
+    count = min(samples, len(mesh.faces))
+    faces = np.unique(rng.choice(len(mesh.faces), size=count, p=areas / areas.sum()))
+    triangles = mesh.triangles
+    origins = mesh.centres[faces]
+    directions = -mesh.normals[faces]
+
+    # Triangles near each ray, from a k-d tree on the centres of the (many) small triangles;
+    # the few large ones (flat faces of man-made shapes) are tested against every ray.
+    centres = mesh.centres
+    reach = np.sqrt(np.max([((triangles[:, k] - centres) ** 2).sum(axis=1) for k in range(3)], axis=0))
+    limit = float(np.partition(reach, -_LARGE)[-_LARGE]) if len(reach) > _LARGE else 0.0
+    small = np.flatnonzero(reach <= limit)
+    large = np.flatnonzero(reach > limit)
+    near = cKDTree(centres[small]).query_ball_point(origins + directions * (max_mm / 2),
+                                                    r=max_mm / 2 + limit)
+    lengths = np.fromiter((len(n) for n in near), dtype=np.int64, count=len(near))
+    ray = np.repeat(np.arange(len(faces)), lengths)
+    tri = small[np.concatenate([np.asarray(n, dtype=np.int64) for n in near])] if len(ray) else ray
+    ray = np.concatenate([ray, np.repeat(np.arange(len(faces)), len(large))])
+    tri = np.concatenate([tri, np.tile(large, len(faces))])
+
+    thickness = np.full(len(faces), np.inf)
+    for start in range(0, len(ray), _CHUNK_PAIRS):
+        r, t = ray[start:start + _CHUNK_PAIRS], tri[start:start + _CHUNK_PAIRS]
+        keep = t != faces[r]
+        r, t = r[keep], t[keep]
+        distance = _ray_triangle(origins[r], directions[r], triangles[t])
+        hit = (distance > 1e-6) & (distance <= max_mm)
+        np.minimum.at(thickness, r[hit], distance[hit])
+    return WallSample(thickness_mm=thickness, points=origins, faces=faces)
+
+
+def _ray_triangle(origins: np.ndarray, directions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Distance along each ray to its triangle (Moller-Trumbore), ``inf`` where it misses."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    e1, e2 = b - a, c - a
+    p = np.cross(directions, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    ok = np.abs(det) > 1e-12
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = origins - a
+    u = np.einsum("ij,ij->i", s, p) * inv
+    q = np.cross(s, e1)
+    v = np.einsum("ij,ij->i", directions, q) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    inside = ok & (u >= 0) & (v >= 0) & (u + v <= 1)
+    return np.where(inside, t, np.inf)

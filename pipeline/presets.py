@@ -1,0 +1,158 @@
+"""Structure presets: what to segment and how, as validated YAML (``configs/presets/*.yaml``).
+
+A preset names the HU window of a structure and the reason for it, how to keep bone out, how
+to stop the region leaking into neighbours that share its HU range, and how to clean the
+result up. :func:`load_preset` finds a preset by name (or path) and validates it; a bad value
+is refused as a :class:`~pipeline.errors.ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.config import load_config, validate
+
+#: HU values a CT image can hold (12-bit data with the usual -1024 intercept, and extended scales).
+HU_LIMITS = (-1024.0, 31743.0)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThresholdSettings(_Strict):
+    """The HU window of the structure.
+
+    ``fixed`` keeps voxels with ``lower_hu <= HU <= upper_hu``. ``adaptive`` measures the mean
+    and standard deviation of the HU within ``adaptive_radius_mm`` of the seeds and keeps
+    ``mean +- adaptive_k * sd``, clipped to the fixed window (as confidence-connected growing does).
+    """
+
+    mode: Literal["fixed", "adaptive"] = "fixed"
+    lower_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    upper_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    adaptive_k: float = Field(2.5, gt=0, le=10)
+    adaptive_radius_mm: float = Field(4.0, gt=0, le=50)
+    reason: str = Field(min_length=1, description="why this window: the HU of the structure and its neighbours")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThresholdSettings":
+        if self.lower_hu > self.upper_hu:
+            raise ValueError(f"lower_hu ({self.lower_hu:g}) must not exceed upper_hu ({self.upper_hu:g})")
+        return self
+
+
+class BoneSeparation(_Strict):
+    """Keep bone out of a contrast-filled structure.
+
+    Voxels above ``cortical_hu`` (cortical bone and calcium, brighter than contrast) are a
+    barrier; it is filled slice by slice (so cancellous bone inside a cortical ring, at contrast
+    HU, is barrier too) and grown by ``margin_mm`` (partial-volume rim of the cortex).
+    """
+
+    enabled: bool = False
+    cortical_hu: float = Field(700.0, ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    margin_mm: float = Field(1.0, ge=0, le=10)
+    fill_interiors: bool = True
+    reason: str = ""
+
+
+class LeakControl(_Strict):
+    """Cut the grown region back at constrictions (aortic annulus, contacts between vessels).
+
+    The region's distance map (radius of the largest ball inside, mm) is split into basins, one
+    per local widening; neighbouring basins are joined when the neck between them is at least
+    ``neck_ratio`` of the narrower basin's radius (minus one analysis voxel for noise), so
+    branches and fusiform aneurysms stay while chambers joined by a valve ring or structures
+    touching over a small contact are cut off. ``mode``: ``always`` applies the cut; ``auto``
+    only when the region exceeds ``max_volume_ml`` or ``max_extent_mm``; ``off`` never.
+    """
+
+    mode: Literal["off", "auto", "always"] = "always"
+    neck_ratio: float = Field(0.8, gt=0, le=1)
+    analysis_spacing_mm: float = Field(1.5, gt=0, le=5)
+    max_volume_ml: float | None = Field(None, gt=0)
+    max_extent_mm: float | None = Field(None, gt=0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted ``off`` as false.
+        return "off" if value is False else value
+
+
+class Shell(_Strict):
+    """Hollow model: a wall of ``thickness_mm`` inside or outside the segmented surface."""
+
+    thickness_mm: float = Field(gt=0, le=20)
+    side: Literal["inside", "outside"] = "outside"
+
+
+class Cleanup(_Strict):
+    """Morphological clean-up, radii in mm (anisotropic voxels are handled)."""
+
+    fill_holes: bool = True
+    closing_mm: float = Field(0.0, ge=0, le=20)
+    opening_mm: float = Field(0.0, ge=0, le=20)
+    keep: Literal["seeded", "largest", "all"] = "seeded"
+    min_island_ml: float = Field(0.0, ge=0)
+    shell: Shell | None = None
+
+
+class Preset(_Strict):
+    """A structure preset (one YAML file)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    structure: str = Field(min_length=1, description="label name given to the segmented structure")
+    description: str = ""
+    threshold: ThresholdSettings
+    seeds_required: bool = True
+    bone_separation: BoneSeparation = BoneSeparation()
+    leak_control: LeakControl = LeakControl(mode="off")
+    cleanup: Cleanup = Cleanup()
+    expected_volume_ml: tuple[float, float] | None = None
+    partial_volume_estimate: bool = Field(
+        False, description="also report a volume that counts surface voxels by the fraction filled "
+                           "(agrees across slice thicknesses; see pipeline.segment.measure)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Preset":
+        if self.expected_volume_ml is not None and self.expected_volume_ml[0] > self.expected_volume_ml[1]:
+            raise ValueError("expected_volume_ml must be [minimum, maximum]")
+        bone = self.bone_separation
+        if bone.enabled and bone.cortical_hu <= self.threshold.lower_hu:
+            raise ValueError(
+                f"bone_separation.cortical_hu ({bone.cortical_hu:g}) must lie above threshold.lower_hu "
+                f"({self.threshold.lower_hu:g}), or the structure itself would be taken for bone"
+            )
+        return self
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` (nested dicts, dotted keys allowed) into a copy of ``base``."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load and validate a preset by name (``aorta_cta``) or as a path to a YAML file."""
+    return load_config("presets", str(name_or_path), Preset)
+
+
+def apply_overrides(preset: Preset, overrides: dict[str, Any] | None) -> Preset:
+    """A copy of ``preset`` with ``overrides`` applied (e.g. ``{"threshold.lower_hu": 150}``), validated."""
+    if not overrides:
+        return preset
+    data = _merge(preset.model_dump(mode="python"), overrides)
+    return validate(Preset, data, f"preset {preset.name} with overrides")

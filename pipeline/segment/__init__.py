@@ -1,0 +1,12 @@
+"""Segmentation stage: CT volume + structure preset + seeds -> label mask and report.
+
+* :func:`segment` — one structure (threshold, seeded growth, bone separation, leak control,
+  clean-up), returned as a :class:`~pipeline.geometry.Mask` on the volume's grid.
+* :func:`combine_masks` — several structures of one case into one label map.
+* :func:`import_label_map` — a label map made in another tool (NIfTI, NRRD, DICOM SEG).
+"""
+
+from pipeline.segment.core import SegmentReport, segment
+from pipeline.segment.labelmap import combine_masks, import_label_map
+
+__all__ = ["SegmentReport", "combine_masks", "import_label_map", "segment"]

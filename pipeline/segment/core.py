@@ -1,0 +1,328 @@
+"""``segment``: one structure from a CT volume, a preset and seeds, with its report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from pipeline.errors import SegmentationError
+from pipeline.geometry import Geometry, Mask, Volume, bounding_box
+from pipeline.presets import Preset, apply_overrides, load_preset
+from pipeline.report import Report
+from pipeline.segment import cleanup
+from pipeline.segment.bone import bone_barrier
+from pipeline.segment.grid import block_factors, block_max, block_mean, upsample
+from pipeline.segment.leak import split_at_constrictions
+from pipeline.segment.measure import hu_statistics, partial_volume_ml
+from pipeline.segment.seeds import Seed, check_in_window, resolve_seeds, snap_into
+from pipeline.segment.threshold import Window, hu_window
+
+
+@dataclass
+class SegmentReport(Report):
+    """What :func:`segment` did, with which parameters, and what came out."""
+
+    preset: str
+    structure: str
+    label: int
+    method: str
+    parameters: dict[str, Any]
+    window: dict[str, Any]
+    seeds: list[dict[str, Any]]
+    voxels: int
+    volume_ml: float
+    volume_ml_partial_volume: float | None
+    components: int
+    hu_statistics: dict[str, Any]
+    bone_separation: dict[str, Any] | None
+    leak_control: dict[str, Any]
+    cleanup: dict[str, Any]
+    roi_index_box: list[list[int]] | None
+    grid: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self.last, 3)
+        self.last = now
+
+
+def _resolve_preset(preset: str | Preset, overrides: dict | None) -> Preset:
+    if not isinstance(preset, Preset):
+        preset = load_preset(preset)
+    return apply_overrides(preset, overrides)
+
+
+def _roi_box(geometry: Geometry, roi_lps_mm: Any) -> tuple[slice, slice, slice] | None:
+    """Array box of the voxels inside an LPS box ``((x0, y0, z0), (x1, y1, z1))``, mm."""
+    if roi_lps_mm is None:
+        return None
+    corners = np.asarray(roi_lps_mm, dtype=float)
+    if corners.shape != (2, 3) or not np.all(np.isfinite(corners)):
+        raise SegmentationError("the region of interest must be two LPS corners ((x0, y0, z0), (x1, y1, z1)), mm")
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    box_corners = np.array(np.meshgrid(*zip(low, high), indexing="ij")).reshape(3, -1).T
+    index = geometry.lps_to_index(box_corners)
+    start = np.maximum(np.ceil(index.min(axis=0) - 1e-6).astype(int), 0)
+    stop = np.minimum(np.floor(index.max(axis=0) + 1e-6).astype(int) + 1, geometry.shape)
+    if np.any(stop <= start):
+        raise SegmentationError(f"the region of interest {corners.tolist()} mm does not overlap the volume")
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
+
+
+def _shift(index: tuple[int, ...], box: tuple[slice, ...]) -> tuple[int, ...]:
+    return tuple(int(v - b.start) for v, b in zip(index, box))
+
+
+def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
+                        include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
+                        details: dict) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """Grow in the HU window on a block grid with bone barrier and leak control, then refine.
+
+    Returns the full-resolution box (relative to ``hu``) and the region inside it, or None when
+    the structure at the seeds is too thin for the analysis grid (the caller grows directly).
+    """
+    settings = preset.leak_control
+    factors = block_factors(spacing, settings.analysis_spacing_mm)
+    block_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    details["analysis_grid"] = {"block_voxels_kji": list(factors), "block_mm_kji": [round(s, 2) for s in block_spacing]}
+    mean = block_mean(hu, factors)
+    in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
+    del mean
+    blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
+    if preset.bone_separation.enabled:
+        barrier, details["bone_separation"] = bone_barrier(
+            block_max(hu, factors), block_spacing, preset.bone_separation, blocks_of)
+        in_window &= ~barrier
+    else:
+        barrier = np.zeros_like(in_window)
+    snapped = [snap_into(in_window, b) for b in blocks_of]
+    if any(s is None for s in snapped):
+        details["warnings"].append(
+            "the structure at a seed is narrower than the analysis grid "
+            f"({settings.analysis_spacing_mm} mm); grown without leak control or bone separation")
+        return None
+    pieces, _ = ndi.label(in_window)
+    region = np.isin(pieces, [pieces[s] for s in snapped])
+    del pieces
+    block_ml = float(np.prod(block_spacing)) / 1000.0
+    grown_ml = float(region.sum()) * block_ml
+    extent = [(b.stop - b.start) * s for b, s in zip(bounding_box(region), block_spacing)]
+    exceeded = []
+    if settings.max_volume_ml is not None and grown_ml > settings.max_volume_ml:
+        exceeded.append(f"volume {grown_ml:.0f} ml > {settings.max_volume_ml:g} ml")
+    if settings.max_extent_mm is not None and max(extent) > settings.max_extent_mm:
+        exceeded.append(f"extent {max(extent):.0f} mm > {settings.max_extent_mm:g} mm")
+    cut = settings.mode == "always" or (settings.mode == "auto" and bool(exceeded))
+    exclude_blocks = [snap_into(region, tuple(v // f for v, f in zip(s, factors))) for s in exclude]
+    exclude_blocks = [b for b in exclude_blocks if b is not None]
+    leak = {"mode": settings.mode, "neck_ratio": settings.neck_ratio, "grown_ml": round(grown_ml, 1),
+            "grown_extent_mm": [round(e, 1) for e in extent], "expectation_exceeded": exceeded,
+            "applied": cut, "exclude_seeds_in_region": len(exclude_blocks)}
+    if cut or exclude_blocks:
+        split = split_at_constrictions(region, block_spacing, snapped, exclude_blocks,
+                                       settings.neck_ratio if cut else None)
+        kept = split.keep
+        leak.update({"basins": split.basins, "removed_ml": round(split.removed_voxels * block_ml, 1),
+                     "cuts": split.removed})
+    else:
+        kept = region
+        leak.update({"removed_ml": 0.0, "cuts": []})
+    details["leak_control"] = leak
+    rejected = region & ~kept
+    del region
+    # Blocks on the edge of the kept region that hold no contrast on average still hold its
+    # partial-volume rim: they may contribute voxels, rejected pieces and bone may not.
+    fringe = ndi.binary_dilation(kept, np.ones((3, 3, 3), bool)) & ~rejected & ~barrier
+    interior = ndi.binary_erosion(cleanup.fill_holes(kept)[0])
+    coarse_box = bounding_box(fringe)
+    box = tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(coarse_box, factors, hu.shape))
+    start = tuple(b.start for b in box)
+    shape = tuple(b.stop - b.start for b in box)
+    crop = hu[box]
+    fine = (crop >= window.lower_hu) & (crop <= window.upper_hu)
+    fine &= upsample(fringe[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
+    fine |= upsample(interior[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
+    local = [snap_into(fine, _shift(s, box)) for s in include]
+    fine, details["components"] = cleanup.seeded_components(fine, [s for s in local if s is not None])
+    return box, fine
+
+
+def _grow_directly(hu: np.ndarray, window: Window, preset: Preset, include: list[tuple[int, int, int]],
+                   details: dict) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Grow in the HU window at full resolution (no bone barrier, no leak control)."""
+    fine = (hu >= window.lower_hu) & (hu <= window.upper_hu)
+    keep = preset.cleanup.keep
+    if include and keep != "all":
+        local = [snap_into(fine, s) for s in include]
+        fine, details["components"] = cleanup.seeded_components(fine, [s for s in local if s is not None])
+    elif keep == "largest" or (keep == "seeded" and not include):
+        fine = cleanup.largest_component(fine)
+        details["components"] = 1 if fine.any() else 0
+    box = bounding_box(fine)
+    if box is None:
+        return tuple(slice(0, 1) for _ in hu.shape), fine[:1, :1, :1]
+    return box, fine[box]
+
+
+def segment(
+    volume: Volume,
+    preset: str | Preset,
+    seeds_lps_mm: Iterable = (),
+    exclude_seeds_lps_mm: Iterable = (),
+    *,
+    seeds_index: Iterable = (),
+    exclude_seeds_index: Iterable = (),
+    label: int = 1,
+    label_name: str | None = None,
+    roi_lps_mm: Any = None,
+    overrides: dict | None = None,
+) -> tuple[Mask, SegmentReport]:
+    """Segment one structure: threshold, seeded growth, bone separation, leak control, clean-up.
+
+    Parameters
+    ----------
+    volume : Volume
+        CT volume, int16 HU.
+    preset : str or Preset
+        Preset name (``aorta_cta``), path to a preset YAML file, or a loaded :class:`Preset`.
+    seeds_lps_mm, exclude_seeds_lps_mm : iterable of (x, y, z)
+        Include / exclude seeds in patient LPS mm.
+    seeds_index, exclude_seeds_index : iterable of (k, j, i)
+        The same as voxel indices in array order.
+    label : int
+        Value (1-255) of the structure in the returned mask.
+    label_name : str, optional
+        Name of the structure; the preset's ``structure`` by default.
+    roi_lps_mm : ((x0, y0, z0), (x1, y1, z1)), optional
+        Only voxels inside this LPS box (mm) may be segmented.
+    overrides : dict, optional
+        Preset fields to change, nested or dotted (``{"threshold.lower_hu": 150}``).
+
+    Returns
+    -------
+    mask : Mask
+        uint8 on ``volume.geometry`` (the full grid), ``label`` inside the structure.
+    report : SegmentReport
+
+    Raises
+    ------
+    SegmentationError
+        A seed outside the volume, or whose HU lies outside the window; no seed where the
+        preset needs one; an empty result.
+    ConfigError
+        An unknown or invalid preset or override.
+    """
+    clock = _Clock()
+    preset = _resolve_preset(preset, overrides)
+    if not 1 <= int(label) <= 255:
+        raise SegmentationError(f"label {label} must lie in 1..255")
+    geometry = volume.geometry
+    include = resolve_seeds(volume, "include", seeds_lps_mm, seeds_index)
+    exclude = resolve_seeds(volume, "exclude", exclude_seeds_lps_mm, exclude_seeds_index)
+    if not include and preset.seeds_required:
+        raise SegmentationError(f"preset {preset.name} needs at least one include seed inside the {preset.structure}",
+                                hint="give --seed X Y Z (LPS mm) or --seed-index K J I")
+    roi = _roi_box(geometry, roi_lps_mm)
+    full_box = roi or tuple(slice(0, n) for n in geometry.shape)
+    for seed in include + exclude:
+        if not all(b.start <= v < b.stop for v, b in zip(seed.index, full_box)):
+            raise SegmentationError(f"{seed.kind} seed at LPS {tuple(round(v, 1) for v in seed.lps_mm)} mm lies "
+                                    "outside the region of interest")
+    window = hu_window(volume, preset.threshold, include)
+    check_in_window(include, window.lower_hu, window.upper_hu, preset.name)
+    clock.lap("seeds_and_window")
+
+    hu = volume.array[full_box]
+    include_local = [_shift(s.index, full_box) for s in include]
+    exclude_local = [_shift(s.index, full_box) for s in exclude]
+    details: dict[str, Any] = {"warnings": [], "bone_separation": None, "components": 0,
+                               "leak_control": {"mode": preset.leak_control.mode, "applied": False}}
+    analysed = preset.leak_control.mode != "off" or preset.bone_separation.enabled or bool(exclude)
+    grown = None
+    if analysed and include:
+        grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details)
+        method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
+    if grown is None:
+        grown = _grow_directly(hu, window, preset, include_local, details)
+        method = "connected threshold growth at full resolution"
+    box, region = grown
+    clock.lap("grow")
+
+    # Clean-up in the crop, with a margin for closing and an outside shell.
+    clean = preset.cleanup
+    spacing = geometry.spacing
+    reach_mm = max(clean.closing_mm, clean.shell.thickness_mm if clean.shell else 0.0) + max(spacing)
+    margin = [int(np.ceil(reach_mm / s)) + 2 for s in spacing]
+    outer = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, hu.shape))
+    work = np.zeros(tuple(o.stop - o.start for o in outer), bool)
+    work[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))] = region
+    del region
+    cleaned: dict[str, Any] = {"fill_holes": clean.fill_holes, "closing_mm": clean.closing_mm,
+                               "opening_mm": clean.opening_mm, "keep": clean.keep}
+    if clean.closing_mm or clean.opening_mm:
+        work = cleanup.close_open(work, spacing, clean.closing_mm, clean.opening_mm)
+    if clean.fill_holes and not analysed:
+        work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, None)
+    if clean.keep == "all" and clean.min_island_ml > 0:
+        work, cleaned["islands_removed"] = cleanup.drop_islands(
+            work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
+    solid = work
+    if clean.shell is not None:
+        work = cleanup.hollow_shell(work, spacing, clean.shell.thickness_mm, clean.shell.side)
+        cleaned["shell"] = clean.shell.model_dump()
+    clock.lap("cleanup")
+
+    voxels = int(np.count_nonzero(work))
+    if voxels == 0:
+        raise SegmentationError(
+            f"the {preset.structure} came out empty (window {window.lower_hu:.0f}..{window.upper_hu:.0f} HU)",
+            hint="check the seeds and the preset, or relax the leak control")
+    outer_abs = tuple(slice(o.start + f.start, o.stop + f.start) for o, f in zip(outer, full_box))
+    hu_outer = volume.array[outer_abs]
+    stats = hu_statistics(hu_outer, solid)
+    pv_ml = None
+    if preset.partial_volume_estimate:
+        pv_ml = round(partial_volume_ml(hu_outer, solid, geometry.voxel_volume_mm3)[0], 2)
+    array = np.zeros(geometry.shape, np.uint8)
+    array[outer_abs][work] = label
+    volume_ml = voxels * geometry.voxel_volume_mm3 / 1000.0
+    if preset.expected_volume_ml and not preset.expected_volume_ml[0] <= volume_ml <= preset.expected_volume_ml[1]:
+        details["warnings"].append(
+            f"volume {volume_ml:.1f} ml lies outside what {preset.name} expects "
+            f"({preset.expected_volume_ml[0]:g}-{preset.expected_volume_ml[1]:g} ml): check the result")
+    leak = details["leak_control"]
+    for cut in leak.get("cuts", []):
+        factors = details["analysis_grid"]["block_voxels_kji"]
+        centre = [(c + 0.5) * f - 0.5 + b.start for c, f, b in zip(cut.pop("centroid_index"), factors, full_box)]
+        cut["centroid_lps_mm"] = [round(float(v), 1) for v in geometry.index_to_lps(centre)]
+    clock.lap("measure")
+
+    name = label_name or preset.structure
+    report = SegmentReport(
+        preset=preset.name, structure=name, label=int(label), method=method,
+        parameters={"preset": preset.model_dump(mode="json"), "overrides": overrides or {}},
+        window=window.to_dict(), seeds=[s.to_dict() for s in include + exclude],
+        voxels=voxels, volume_ml=round(volume_ml, 3), volume_ml_partial_volume=pv_ml,
+        components=int(details["components"]), hu_statistics=stats,
+        bone_separation=details["bone_separation"], leak_control=leak, cleanup=cleaned,
+        roi_index_box=[[b.start, b.stop] for b in roi] if roi else None,
+        grid={"shape_kji": list(geometry.shape), "spacing_kji_mm": list(geometry.spacing),
+              "crop_index_box": [[b.start, b.stop] for b in outer_abs],
+              **({"analysis_grid": details["analysis_grid"]} if "analysis_grid" in details else {})},
+        warnings=details["warnings"], timings_s=clock.laps,
+    )
+    mask = Mask(array, geometry, {int(label): name},
+                {"method": method, "preset": preset.name, "volume_ml": round(volume_ml, 3)})
+    return mask, report

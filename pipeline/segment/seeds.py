@@ -1,0 +1,96 @@
+"""Seeds: LPS millimetres or voxel indices, checked against the volume and the HU window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from pipeline.errors import SegmentationError
+from pipeline.geometry import Geometry, Volume
+
+
+@dataclass
+class Seed:
+    """A seed as given and as placed on the grid."""
+
+    kind: str  # "include" or "exclude"
+    index: tuple[int, int, int]  # array (k, j, i)
+    lps_mm: tuple[float, float, float]
+    given_as: str  # "lps_mm" or "index"
+    hu: float = float("nan")  # median HU of the 3x3x3 voxels around the seed
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "index_kji": list(self.index), "lps_mm": [round(v, 2) for v in self.lps_mm],
+                "given_as": self.given_as, "hu": self.hu}
+
+
+def _extent(geometry: Geometry) -> str:
+    low, high = geometry.bounds_lps()
+    return ("x {:.1f}..{:.1f}, y {:.1f}..{:.1f}, z {:.1f}..{:.1f} mm (LPS)"
+            .format(low[0], high[0], low[1], high[1], low[2], high[2]))
+
+
+def resolve_seeds(volume: Volume, kind: str, lps_points: Iterable, index_points: Iterable) -> list[Seed]:
+    """Place seeds on the grid, refusing any outside the volume with the volume's extent."""
+    geometry = volume.geometry
+    seeds = []
+    for point in lps_points:
+        point = np.asarray(point, dtype=float).reshape(-1)
+        if point.shape != (3,) or not np.all(np.isfinite(point)):
+            raise SegmentationError(f"{kind} seed {point.tolist()} is not three finite LPS coordinates (mm)")
+        index = geometry.lps_to_index(point)
+        if not geometry.contains_index(index):
+            raise SegmentationError(
+                f"{kind} seed at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies outside the volume, "
+                f"which spans {_extent(geometry)}",
+                hint="check the seed's coordinates (LPS: x to the patient's left, y posterior, z superior)",
+            )
+        nearest = np.clip(np.rint(index).astype(int), 0, np.asarray(geometry.shape) - 1)
+        seeds.append(Seed(kind, tuple(int(v) for v in nearest), tuple(float(v) for v in point), "lps_mm"))
+    for index in index_points:
+        index = np.asarray(index).reshape(-1)
+        if index.shape != (3,) or not np.all(np.equal(np.mod(index, 1), 0)):
+            raise SegmentationError(f"{kind} seed index {index.tolist()} is not three whole numbers (k, j, i)")
+        index = index.astype(int)
+        if np.any(index < 0) or np.any(index >= np.asarray(geometry.shape)):
+            raise SegmentationError(
+                f"{kind} seed index (k, j, i) = {tuple(index.tolist())} lies outside the volume of "
+                f"{geometry.shape[0]} x {geometry.shape[1]} x {geometry.shape[2]} voxels"
+            )
+        lps = geometry.index_to_lps(index)
+        seeds.append(Seed(kind, tuple(int(v) for v in index), tuple(float(v) for v in lps), "index"))
+    for seed in seeds:
+        k, j, i = seed.index
+        around = volume.array[max(k - 1, 0):k + 2, max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
+        seed.hu = float(np.median(around))
+    return seeds
+
+
+def check_in_window(seeds: list[Seed], lower: float, upper: float, preset_name: str) -> None:
+    """Refuse an include seed whose HU lies outside the window, saying both."""
+    for seed in seeds:
+        if not lower <= seed.hu <= upper:
+            x, y, z = seed.lps_mm
+            raise SegmentationError(
+                f"include seed at LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm has {seed.hu:.0f} HU, outside the "
+                f"{preset_name} window {lower:.0f}..{upper:.0f} HU",
+                hint="place the seed inside the contrast-filled structure, or choose a preset or "
+                     "threshold override that matches its HU",
+            )
+
+
+def snap_into(mask: np.ndarray, index: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """The seed voxel if it lies in ``mask``, else the nearest mask voxel among its 26 neighbours."""
+    k, j, i = index
+    if mask[k, j, i]:
+        return index
+    lows = [max(v - 1, 0) for v in index]
+    around = mask[lows[0]:k + 2, lows[1]:j + 2, lows[2]:i + 2]
+    hits = np.argwhere(around)
+    if hits.size == 0:
+        return None
+    hits = hits + np.asarray(lows)
+    best = hits[np.argmin(((hits - np.asarray(index)) ** 2).sum(axis=1))]
+    return tuple(int(v) for v in best)

@@ -1,0 +1,52 @@
+"""The HU window: fixed from the preset, or adaptive around the seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.geometry import Volume
+from pipeline.presets import ThresholdSettings
+from pipeline.segment.grid import ball
+from pipeline.segment.seeds import Seed
+
+
+@dataclass
+class Window:
+    lower_hu: float
+    upper_hu: float
+    mode: str
+    seed_mean_hu: float | None = None
+    seed_sd_hu: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "lower_hu": round(self.lower_hu, 1), "upper_hu": round(self.upper_hu, 1),
+                "seed_mean_hu": self.seed_mean_hu, "seed_sd_hu": self.seed_sd_hu}
+
+
+def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.ndarray:
+    """HU of the voxels within ``radius_mm`` of each seed (int16, concatenated)."""
+    footprint = ball(radius_mm, volume.geometry.spacing)
+    half = np.asarray(footprint.shape) // 2
+    values = []
+    for seed in seeds:
+        low = np.asarray(seed.index) - half
+        box = tuple(slice(max(lo, 0), min(lo + n, size))
+                    for lo, n, size in zip(low, footprint.shape, volume.geometry.shape))
+        fbox = tuple(slice(b.start - lo, b.stop - lo) for b, lo in zip(box, low))
+        values.append(volume.array[box][footprint[fbox]])
+    return np.concatenate(values) if values else np.empty(0, np.int16)
+
+
+def hu_window(volume: Volume, settings: ThresholdSettings, seeds: list[Seed]) -> Window:
+    """Fixed window, or ``mean +- k sd`` of the seeds' neighbourhoods clipped to the fixed one."""
+    if settings.mode == "fixed" or not seeds:
+        return Window(settings.lower_hu, settings.upper_hu, "fixed")
+    values = neighbourhood_hu(volume, seeds, settings.adaptive_radius_mm).astype(np.float32)
+    mean, sd = float(values.mean()), float(values.std())
+    lower = max(settings.lower_hu, mean - settings.adaptive_k * sd)
+    upper = min(settings.upper_hu, mean + settings.adaptive_k * sd)
+    if lower > upper:  # the seeds' HU lies outside the allowed bounds altogether
+        lower, upper = settings.lower_hu, settings.upper_hu
+    return Window(lower, upper, "adaptive", round(mean, 1), round(sd, 1))

@@ -1,0 +1,89 @@
+"""The case file contract: valid example, and bad files refused with the field named."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.case import load_case, safe_path_component
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "configs" / "cases" / "example_aorta.yaml"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "case.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_example_case_is_valid_and_resolves_paths():
+    case = load_case(EXAMPLE)
+    assert case.case_id == "EXAMPLE-001"
+    assert case.dicom_path == (REPO / "example_data" / "cta_phantom").resolve()
+    assert [m.id for m in case.models] == ["aorta-surgeon", "ventricle-trainee"]
+    assert case.models[0].seeds_lps_mm == [(-8.0, -22.0, 25.0)]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.pop("indication"), "indication"),
+        (lambda d: d["encounter"].pop("date_of_service"), "encounter.date_of_service"),
+        (lambda d: d["encounter"].__setitem__("date_of_service", "yesterday"), "encounter.date_of_service"),
+        (lambda d: d["models"][0].__setitem__("seeds_lps_mm", [["a", 1, 2]]), "models.0.seeds_lps_mm.0.0"),
+        (lambda d: d["models"][0].__setitem__("preset", "no_such_preset"), "models.0.preset"),
+        (lambda d: d.__setitem__("printer", "no_such_printer"), "printer"),
+        (lambda d: d["encounter"]["ordering_provider"].__setitem__("npi", "12345"), "encounter.ordering_provider.npi"),
+        (lambda d: d["models"][0].__setitem__("id", "../escape"), "models.0.id"),
+        (lambda d: d.__setitem__("case_id", "PH0001-aorta"), "case_id must not contain"),
+        (lambda d: d["models"][0].__setitem__("sed_lps_mm", [[0, 0, 0]]), "models.0.sed_lps_mm"),
+    ],
+    ids=["missing-indication", "missing-date", "bad-date", "bad-seed-type", "unknown-preset", "unknown-printer",
+         "bad-npi", "unsafe-model-id", "phi-in-case-id", "typo-field"],
+)
+def test_bad_case_files_name_the_field(tmp_path, example, change, field):
+    data = copy.deepcopy(example)
+    change(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as error:
+        load_case(path)
+    assert field in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_cli_reports_bad_case_without_traceback(tmp_path, example, capsys):
+    data = copy.deepcopy(example)
+    data["models"][0]["preset"] = "no_such_preset"
+    code = main(["run", str(_write(tmp_path, data)), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == ConfigError.exit_code
+    assert "models.0.preset" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.stl"))
+
+
+def test_installed_command_exits_non_zero_on_bad_yaml(tmp_path):
+    path = tmp_path / "case.yaml"
+    path.write_text("case_id: [unclosed\n")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "run", str(path)], capture_output=True, text=True)
+    assert result.returncode == ConfigError.exit_code
+    assert "not valid YAML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_safe_path_component():
+    assert safe_path_component("EXAMPLE-001") == "EXAMPLE-001"
+    for bad in ["", ".hidden", "a/b", "..", "x" * 65, "name with space"]:
+        with pytest.raises(ConfigError):
+            safe_path_component(bad)

@@ -1,0 +1,105 @@
+"""Index <-> LPS mapping against the DICOM definition itself, and NIfTI round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pipeline.errors import GeometryError
+from pipeline.geometry import (Geometry, Mask, Volume, bounding_box, read_mask, read_volume, write_mask,
+                               write_volume)
+
+
+def _rotation(axis, degrees):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    angle = np.radians(degrees)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+# Hand-made DICOM slice stacks: (ImageOrientationPatient, first ImagePositionPatient,
+# PixelSpacing [between rows, between columns], slice spacing).
+AXIAL = ([1, 0, 0, 0, 1, 0], [-120.3, -98.7, -401.5], [0.7, 0.8], 1.25)
+SAGITTAL = ([0, 1, 0, 0, 0, -1], [12.0, -100.0, 80.0], [0.9, 0.6], 2.0)
+_oblique = _rotation([1, 2, 3], 27.0)
+OBLIQUE = (list(_oblique[:, 0]) + list(_oblique[:, 1]), [33.3, -12.1, 55.5], [0.55, 0.45], 1.7)
+
+
+def _dicom_position(orientation, first_position, pixel_spacing, slice_spacing, k, j, i):
+    """Where DICOM PS3.3 C.7.6.2.1.1 puts column i, row j of slice k (slices along row x column)."""
+    row = np.asarray(orientation[:3], float)
+    column = np.asarray(orientation[3:], float)
+    normal = np.cross(row, column)
+    slice_position = np.asarray(first_position, float) + k * slice_spacing * normal
+    return slice_position + i * pixel_spacing[1] * row + j * pixel_spacing[0] * column
+
+
+@pytest.mark.parametrize("stack", [AXIAL, SAGITTAL, OBLIQUE], ids=["axial", "sagittal", "oblique"])
+def test_index_to_lps_matches_dicom_definition(stack):
+    shape = (7, 11, 13)
+    geometry = Geometry.from_dicom(*stack, shape=shape)
+    rng = np.random.default_rng(3)
+    indices = np.column_stack([rng.integers(0, n, 50) for n in shape])
+    expected = np.array([_dicom_position(*stack, *index) for index in indices])
+    np.testing.assert_allclose(geometry.index_to_lps(indices), expected, atol=1e-9)
+    np.testing.assert_allclose(geometry.lps_to_index(expected), indices, atol=1e-9)
+    # The 4x4 affine says the same thing.
+    homogeneous = np.column_stack([indices, np.ones(len(indices))])
+    np.testing.assert_allclose((geometry.affine @ homogeneous.T).T[:, :3], expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("stack", [AXIAL, OBLIQUE], ids=["axial", "oblique"])
+def test_nifti_round_trip_keeps_geometry_and_values(tmp_path, stack):
+    shape = (5, 6, 7)
+    geometry = Geometry.from_dicom(*stack, shape=shape)
+    array = np.arange(np.prod(shape), dtype=np.int16).reshape(shape) - 100
+    volume = Volume(array, geometry)
+    path = write_volume(volume, tmp_path / "v.nii.gz")
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.array, array)
+    assert back.geometry.same_grid(geometry, tolerance_mm=1e-4)
+    # Independently: SimpleITK's own index->physical mapping agrees with ours (ITK index is i, j, k).
+    image = sitk.ReadImage(str(path))
+    for k, j, i in [(0, 0, 0), (4, 5, 6), (2, 1, 3)]:
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((i, j, k)),
+                                   geometry.index_to_lps([k, j, i]), atol=1e-3)
+
+
+def test_crop_keeps_patient_positions():
+    geometry = Geometry.from_dicom(*OBLIQUE, shape=(10, 12, 14))
+    box = (slice(2, 8), slice(3, 12), slice(0, 5))
+    cropped = geometry.crop(box)
+    assert cropped.shape == (6, 9, 5)
+    np.testing.assert_allclose(cropped.index_to_lps([1, 2, 3]), geometry.index_to_lps([3, 5, 3]), atol=1e-9)
+
+
+def test_bounding_box_and_empty():
+    mask = np.zeros((6, 7, 8), bool)
+    assert bounding_box(mask) is None
+    mask[2:4, 1, 5:7] = True
+    assert bounding_box(mask) == (slice(2, 4), slice(1, 2), slice(5, 7))
+    assert bounding_box(mask, margin=2) == (slice(0, 6), slice(0, 4), slice(3, 8))
+
+
+def test_bad_grids_are_refused():
+    with pytest.raises(GeometryError, match="spacing"):
+        Geometry((2, 2, 2), (1, 0, 1), (0, 0, 0))
+    with pytest.raises(GeometryError, match="orthonormal"):
+        Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0), ((1, 0, 0), (0.5, 1, 0), (0, 0, 1)))
+    with pytest.raises(GeometryError, match="not orthogonal"):
+        Geometry.from_dicom([1, 0, 0, 0.2, 1, 0], [0, 0, 0], [1, 1], 1, (2, 2, 2))
+    with pytest.raises(GeometryError, match="int16"):
+        Volume(np.zeros((2, 2, 2), np.float64), Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0)))
+
+
+def test_mask_round_trip_and_volume(tmp_path):
+    geometry = Geometry((4, 5, 6), (2.0, 0.5, 0.5), (1, 2, 3))
+    array = np.zeros(geometry.shape, np.uint8)
+    array[1:3, 1:4, 2:5] = 1
+    array[0, 0, 0] = 2
+    mask = Mask(array, geometry, {1: "aorta", 2: "other"})
+    assert mask.volume_ml(1) == pytest.approx(2 * 3 * 3 * 0.5 / 1000)
+    back = read_mask(write_mask(mask, tmp_path / "m.nii.gz"), labels={1: "aorta"})
+    np.testing.assert_array_equal(back.array, array)
+    assert back.labels == {1: "aorta", 2: "label_2"}

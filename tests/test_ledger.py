@@ -1,0 +1,207 @@
+"""The case ledger: schema, append-only audit log, charge rules, void/discontinue, verify, CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import LedgerError
+from pipeline.ledger import Ledger, default_ledger_path, resolve_ledger_path
+from pipeline.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from test_ledger_protocol import DATE, PATIENT, billable, write_packet
+
+
+def publish(ledger: Ledger, out: Path, case_id: str, models: list[str], patient: str = PATIENT):
+    with ledger.start_run(case_id=case_id, patient_id=patient, date_of_service=DATE) as run:
+        published = []
+        for model_id in models:
+            reservation = run.reserve(model_id, billable(case_id, model_id, patient), out / case_id / model_id)
+            write_packet(reservation.staging, model_id, 4096)
+            published.append(run.publish(reservation))
+    return published
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite3") as opened:
+        yield opened
+
+
+def test_new_ledger_is_wal_with_current_schema_and_tables(ledger):
+    db = sqlite3.connect(ledger.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"cases", "encounters", "models", "runs", "charges", "audit_log"} <= tables
+    assert ledger._db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+def test_ledger_from_a_newer_anatomodel_is_refused(tmp_path):
+    path = tmp_path / "future.sqlite3"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger(path)
+
+
+def test_not_a_database_gives_a_clear_error(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(LedgerError, match="not a usable ledger"):
+        Ledger(path)
+
+
+def test_location_is_option_then_environment_then_per_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANATOMODEL_LEDGER", str(tmp_path / "env.sqlite3"))
+    assert resolve_ledger_path(tmp_path / "given.sqlite3") == tmp_path / "given.sqlite3"
+    assert resolve_ledger_path() == tmp_path / "env.sqlite3"
+    monkeypatch.delenv("ANATOMODEL_LEDGER")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert resolve_ledger_path() == default_ledger_path() == tmp_path / "xdg" / "anatomodel" / "ledger.sqlite3"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_ledger_path() == Path.home() / ".local" / "share" / "anatomodel" / "ledger.sqlite3"
+
+
+def test_audit_log_refuses_update_and_delete(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    db = sqlite3.connect(ledger.path)
+    count = db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    assert count >= 4  # run started, charge reserved, charge committed, model published, run ok
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE audit_log SET action = 'nothing happened'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("DELETE FROM audit_log")
+    assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == count
+
+
+def test_rerun_makes_a_new_version_never_a_new_charge(ledger, tmp_path):
+    first = publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    again = publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    assert [(m.charge_line.cpt, m.version) for m in first] == [("0559T", 1), ("0560T", 1)]
+    assert [(m.charge_line.cpt, m.version) for m in again] == [("0559T", 2), ("0560T", 2)]
+    charges = ledger.export()["charges"]
+    assert [(c["model_id"], c["cpt"], c["status"]) for c in charges] == [
+        ("aorta", "0559T", "committed"), ("ventricle", "0560T", "committed")]
+    statuses = sorted((m["model_id"], m["version"], m["status"]) for m in ledger.show("CASE-1")["models"])
+    assert statuses == [("aorta", 1, "superseded"), ("aorta", 2, "current"),
+                        ("ventricle", 1, "superseded"), ("ventricle", 2, "current")]
+    runs = ledger.show("CASE-1")["runs"]
+    assert [r["status"] for r in runs] == ["ok", "ok"] and runs[0]["pid"] == os.getpid()
+    assert runs[0]["software"]["anatomodel"] and runs[0]["software"]["python"]
+
+
+def test_encounter_spans_cases_and_a_second_patient_is_its_own(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    publish(ledger, tmp_path / "out", "CASE-2", ["ventricle", "spine"])
+    publish(ledger, tmp_path / "out", "CASE-3", ["aorta"], patient="PT-OTHER")
+    claims = {c["patient_id"]: [(line["cpt"], line["units"]) for line in c["lines"]]
+              for c in ledger.export()["claims"]}
+    assert claims == {PATIENT: [("0559T", 1), ("0560T", 2)], "PT-OTHER": [("0559T", 1)]}
+
+
+def test_a_case_cannot_change_encounter_and_model_ids_are_unique_per_encounter(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    with pytest.raises(LedgerError, match="another patient or date"):
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"], patient="PT-OTHER")
+    with pytest.raises(LedgerError, match="already used by case 'CASE-1'"):
+        publish(ledger, tmp_path / "out", "CASE-2", ["aorta"])
+    assert not list((tmp_path / "out" / "CASE-2").iterdir())  # the refused attempt left nothing
+
+
+def test_incomplete_packet_is_neither_published_nor_billed(ledger, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(LedgerError, match="incomplete"):
+        with ledger.start_run(case_id="CASE-1", patient_id=PATIENT, date_of_service=DATE) as run:
+            reservation = run.reserve("aorta", billable("CASE-1", "aorta"), out / "CASE-1" / "aorta")
+            write_packet(reservation.staging, "aorta", 4096)
+            (reservation.staging / "late-file.txt").write_text("not in SHA256SUMS")
+            run.publish(reservation)
+    assert list((out / "CASE-1").iterdir()) == []
+    detail = ledger.show("CASE-1")
+    assert [(c["cpt"], c["status"]) for c in detail["charges"]] == [("0559T", "reserved")]
+    assert [m["status"] for m in detail["models"]] == ["abandoned"]
+    assert detail["runs"][0]["status"] == "failed" and "incomplete" in detail["runs"][0]["error"]
+    # Repeating the run completes the reserved line: still one 0559T.
+    assert [m.charge_line.cpt for m in publish(ledger, out, "CASE-1", ["aorta"])] == ["0559T"]
+    assert ledger.export()["charges"][0]["status"] == "committed"
+
+
+def test_void_and_discontinue_need_a_reason_and_are_audited(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle", "spine"])
+    with pytest.raises(LedgerError, match="needs a reason"):
+        ledger.void("CASE-1", "spine", reason="  ")
+    with pytest.raises(LedgerError, match="misnumbered"):  # would leave 0560T without 0559T
+        ledger.void("CASE-1", "aorta", reason="entered in error")
+    line = ledger.void("CASE-1", "ventricle", reason="print aborted: resin tank leak at layer 212",
+                       discontinued=True)
+    assert line.modifiers == ["53"] and "resin" in line.modifier_reasons["53"]
+    ledger.void("CASE-1", "spine", reason="ordered twice by mistake")
+    with pytest.raises(LedgerError, match="already void"):
+        ledger.void("CASE-1", "spine", reason="again")
+    claim = ledger.export()["claims"][0]["lines"]
+    assert [(c["cpt"], c["units"], c["modifiers"], c["model_ids"]) for c in claim] == [
+        ("0559T", 1, [], ["aorta"]), ("0560T", 1, ["53"], ["ventricle"])]
+    actions = [(e["action"], e["model_id"], e["detail"].get("reason")) for e in ledger.show("CASE-1")["audit"]]
+    assert ("charge.discontinued", "ventricle", "print aborted: resin tank leak at layer 212") in actions
+    assert ("charge.void", "spine", "ordered twice by mistake") in actions
+    assert ledger.verify().ok  # a voided line keeps its packet; the numbering stays valid
+
+
+def test_verify_reports_missing_and_changed_files(ledger, tmp_path):
+    out = tmp_path / "out"
+    publish(ledger, out, "CASE-1", ["aorta", "ventricle", "spine"])
+    assert ledger.verify().ok
+    (out / "CASE-1" / "aorta" / "model.stl").write_bytes(b"solid tampered\nendsolid\n")
+    (out / "CASE-1" / "ventricle" / "sub" / "plan.json").unlink()
+    (out / "CASE-1" / "spine" / "extra.txt").write_text("added later")
+    problems = ledger.verify().problems
+    assert len(problems) == 3
+    assert "CASE-1/aorta v1" in problems[0] and "model.stl: changed" in problems[0]
+    assert "CASE-1/spine v1" in problems[1] and "extra.txt: not listed" in problems[1]
+    assert "CASE-1/ventricle v1" in problems[2] and "plan.json: missing" in problems[2]
+    sums = out / "CASE-1" / "spine" / "SHA256SUMS"
+    (out / "CASE-1" / "spine" / "extra.txt").unlink()
+    sums.write_text(sums.read_text() + "\n")  # same entries, different file: still a change
+    assert any("SHA256SUMS: changed since it was recorded" in p for p in ledger.verify().problems)
+
+
+def test_cli_verify_list_show_export_void(tmp_path):
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
+    verify = cli("ledger", "verify", "--ledger", str(path))
+    assert verify.returncode == 0 and "all intact" in verify.stderr
+    listing = json.loads(cli("ledger", "list", "--json", "--ledger", str(path)).stdout)
+    assert listing[0]["case_id"] == "CASE-1" and listing[0]["models"] == 2
+    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", "--ledger", str(path)).stdout)
+    assert [c["cpt"] for c in shown["charges"]] == ["0559T", "0560T"]
+    assert cli("ledger", "show", "CASE-1", "--ledger", str(path)).returncode == 0
+    exported = cli("ledger", "export", "--format", "csv", "--ledger", str(path)).stdout
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [(r["model_id"], r["cpt"], r["units"], r["version"]) for r in rows] == [
+        ("aorta", "0559T", "1", "1"), ("ventricle", "0560T", "1", "1")]
+    refused = cli("ledger", "void", "CASE-1", "ventricle", "--reason", "", "--ledger", str(path))
+    assert refused.returncode == LedgerError.exit_code and "reason" in refused.stderr
+    assert cli("ledger", "void", "CASE-1", "ventricle", "--discontinued", "--reason", "print failed",
+               "--ledger", str(path)).returncode == 0
+    exported = json.loads(cli("ledger", "export", "--ledger", str(path)).stdout)
+    assert exported["claims"][0]["lines"][1]["modifiers"] == ["53"]
+
+    (out / "CASE-1" / "ventricle" / "packet.json").unlink()
+    broken = cli("ledger", "verify", "--ledger", str(path))
+    assert broken.returncode == LedgerError.exit_code
+    assert "packet.json: missing" in broken.stdout and "1 problem" in broken.stderr

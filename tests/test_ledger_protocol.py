@@ -1,0 +1,258 @@
+"""The ledger's publishing protocol under real concurrent processes and real SIGKILLs.
+
+Each worker is a separate Python process (this file run as a script) that drives the protocol
+with small real packets: a folder of files and a real ``SHA256SUMS``. The imaging pipeline is
+exercised by ``test_batch.py``; here the point is the database and the file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.coding import BillableModel
+from pipeline.ledger import Ledger, folder_problems, read_sums
+
+HERE = Path(__file__).resolve()
+PATIENT = "PT-PROTOCOL"
+DATE = dt.date(2026, 1, 15)
+#: Points at which a worker kills itself with SIGKILL (see ``_arm``).
+CRASH_POINTS = ("reserved", "writing", "before-rename", "after-rename", "after-commit")
+
+
+def billable(case_id: str, model_id: str, patient: str = PATIENT) -> BillableModel:
+    return BillableModel(model_id=model_id, patient_id=patient, date_of_service=DATE, icd10=("I71.21",),
+                         case_id=case_id, structure=model_id)
+
+
+def write_packet(folder: Path, model_id: str, payload_bytes: int = 200_000, *, halfway=None) -> None:
+    """A small real packet: three files and a ``SHA256SUMS`` over them, written in chunks."""
+    seed = int.from_bytes(hashlib.sha256(f"{model_id}{time.time_ns()}".encode()).digest()[:4], "little")
+    data = random.Random(seed).randbytes(payload_bytes)
+    with open(folder / "model.stl", "wb") as handle:
+        for start in range(0, payload_bytes, 16_384):
+            handle.write(data[start:start + 16_384])
+            if halfway and start >= payload_bytes // 2:
+                halfway()
+    (folder / "packet.json").write_text(json.dumps({"model_id": model_id, "bytes": payload_bytes}))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "plan.json").write_text("{}")
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    sums = "".join(f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in names)
+    (folder / "SHA256SUMS").write_text(sums)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(crash_at: str | None):
+    """Make this process SIGKILL itself at one point of the protocol; return the packet hook."""
+    from pipeline.ledger import folders
+
+    if crash_at == "before-rename":
+        folders.publish_folder = lambda *a: _die()
+    elif crash_at == "after-rename":
+        real_publish = folders.publish_folder
+        folders.publish_folder = lambda *a: (real_publish(*a), _die())
+    elif crash_at == "after-commit":
+        real_remove = folders.remove_folder
+        folders.remove_folder = lambda path: _die() if ".staging-" in str(path) else real_remove(path)
+    return _die if crash_at == "writing" else None
+
+
+def publish_models(ledger_path: str, out: str, case_id: str, model_ids: list[str], *,
+                   crash_at: str | None = None, start_at: float = 0.0, payload: int = 200_000) -> list[dict]:
+    """One run of a case that publishes the given models through the ledger protocol."""
+    halfway = _arm(crash_at)
+    while time.time() < start_at:  # line the workers up so their transactions collide
+        time.sleep(0.001)
+    published = []
+    with Ledger(ledger_path) as ledger, ledger.start_run(case_id=case_id, patient_id=PATIENT,
+                                                         date_of_service=DATE) as run:
+        for model_id in model_ids:
+            reservation = run.reserve(model_id, billable(case_id, model_id), Path(out) / case_id / model_id)
+            if crash_at == "reserved":
+                _die()
+            write_packet(reservation.staging, model_id, payload, halfway=halfway)
+            model = run.publish(reservation)
+            published.append({"model_id": model_id, "version": model.version, "cpt": model.charge_line.cpt})
+    return published
+
+
+def _spawn(*args: str, start_at: float = 0.0, crash_at: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, str(HERE), *args, "--start-at", str(start_at)]
+    if crash_at:
+        command += ["--crash-at", crash_at]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run(*args: str, **kwargs) -> list[dict]:
+    process = _spawn(*args, **kwargs)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
+    with Ledger(ledger_path) as ledger:
+        rows = ledger.export()["charges"]
+    return [(r["case_id"], r["model_id"], r["cpt"], r["status"]) for r in rows]
+
+
+def _current_versions(ledger_path: Path, case_id: str) -> dict[str, int]:
+    with Ledger(ledger_path) as ledger:
+        models = ledger.show(case_id)["models"]
+    return {m["model_id"]: m["version"] for m in models if m["status"] == "current"}
+
+
+def _assert_disk_clean(out: Path) -> None:
+    """Every model folder is complete and no staging folder is left."""
+    for case in out.iterdir():
+        leftovers = [p.name for p in case.iterdir() if p.name.startswith(".")]
+        assert leftovers == [], leftovers
+        for model in case.iterdir():
+            assert folder_problems(model) == []
+
+
+def _verify(ledger_path: Path) -> list[str]:
+    """Problems ``ledger verify`` finds (it first settles the attempts of dead processes)."""
+    with Ledger(ledger_path) as ledger:
+        return ledger.verify().problems
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes):
+    trials = 3
+    for trial in range(trials):
+        ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
+        Ledger(ledger_path).close()
+        start_at = time.time() + 1.5  # after every interpreter has started
+        # Two cases of the same patient and date: one encounter across cases and processes.
+        workers = [_spawn(str(ledger_path), str(out), f"CASE-{i % 2}", f"model-{i}", start_at=start_at)
+                   for i in range(processes)]
+        results = [w.communicate(timeout=120) for w in workers]
+        assert [w.returncode for w in workers] == [0] * processes, [err for _, err in results]
+        charges = _charges(ledger_path)
+        codes = sorted(cpt for *_, cpt, status in charges if status == "committed")
+        assert codes == ["0559T"] + ["0560T"] * (processes - 1)
+        assert sorted(model for _, model, *_ in charges) == [f"model-{i}" for i in range(processes)]
+        with Ledger(ledger_path) as ledger:
+            report = ledger.verify()
+            assert report.ok, report.problems
+            assert report.packets_checked == processes
+        _assert_disk_clean(out)
+
+
+def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
+    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    start_at = time.time() + 1.5
+    workers = [_spawn(str(ledger_path), str(out), "CASE-A", "aorta", start_at=start_at) for _ in range(3)]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()
+    assert _charges(ledger_path) == [("CASE-A", "aorta", "0559T", "committed")]
+    with Ledger(ledger_path) as ledger:
+        versions = sorted(m["version"] for m in ledger.show("CASE-A")["models"])
+        assert versions == [1, 2, 3]
+        assert ledger.verify().ok
+    _assert_disk_clean(out)
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at):
+    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    models = ["aorta", "ventricle"]
+    first = _run(str(ledger_path), str(out), "CASE-K", *models)
+    assert [m["cpt"] for m in first] == ["0559T", "0560T"]
+
+    killed = _spawn(str(ledger_path), str(out), "CASE-K", "aorta", "extra", crash_at=crash_at)
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+
+    assert _verify(ledger_path) == []
+    _assert_disk_clean(out)
+    # The interrupted version was either completed by recovery or abandoned, never half-kept.
+    rolled_forward = crash_at in ("after-rename", "after-commit")
+    assert _current_versions(ledger_path, "CASE-K")["aorta"] == (2 if rolled_forward else 1)
+
+    again = _run(str(ledger_path), str(out), "CASE-K", "aorta", "extra")
+    assert [m["cpt"] for m in again] == ["0559T", "0560T"]
+    assert _current_versions(ledger_path, "CASE-K") == {"aorta": 3 if rolled_forward else 2,
+                                                         "ventricle": 1, "extra": 1}
+    assert sorted(c[2] for c in _charges(ledger_path)) == ["0559T", "0560T", "0560T"]
+    assert _verify(ledger_path) == []
+    _assert_disk_clean(out)
+
+
+def test_sigkill_at_random_moments_then_repeat(tmp_path):
+    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    payload = ["--payload", "2000000"]
+    began = time.perf_counter()
+    _run(str(ledger_path), str(out), "CASE-TIMING", *[f"t-m{i}" for i in range(4)], *payload)
+    duration = time.perf_counter() - began
+    generator = random.Random(20260115)
+    trials = 6
+    for trial in range(trials):
+        case, models = f"CASE-R{trial}", [f"r{trial}-m{i}" for i in range(4)]
+        process = _spawn(str(ledger_path), str(out), case, *models, *payload)
+        time.sleep(generator.uniform(0.3, duration))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        assert _verify(ledger_path) == []
+        _assert_disk_clean(out)
+        again = _run(str(ledger_path), str(out), case, *models)
+        assert [m["model_id"] for m in again] == models
+    with Ledger(ledger_path) as ledger:
+        export = ledger.export()
+        assert ledger.verify().ok
+    # Every case is the same patient and date of service: one encounter, one 0559T in all.
+    assert all(c["status"] == "committed" for c in export["charges"])
+    assert len(export["charges"]) == 4 * (trials + 1)
+    assert sum(c["cpt"] == "0559T" for c in export["charges"]) == 1
+    assert [(c["cpt"], c["units"]) for c in export["claims"][0]["lines"]] == [("0559T", 1), ("0560T", 4 * (trials + 1) - 1)]
+
+
+def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path):
+    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    killed = _spawn(str(ledger_path), str(out), "CASE-D", "first", crash_at="reserved")
+    killed.communicate(timeout=60)
+    second = _run(str(ledger_path), str(out), "CASE-E", "second")
+    assert second[0]["cpt"] == "0560T"  # the dead run's 0559T stays with its model id
+    with Ledger(ledger_path) as ledger:
+        report = ledger.verify()
+        assert report.ok and any("reserved" in note for note in report.notes)
+        assert "held" in ledger.export()["claims"][0]  # 0560T without a billed 0559T is held
+    assert _run(str(ledger_path), str(out), "CASE-D", "first")[0]["cpt"] == "0559T"
+    with Ledger(ledger_path) as ledger:
+        claims = ledger.export()["claims"][0]["lines"]
+    assert [(c["cpt"], c["units"]) for c in claims] == [("0559T", 1), ("0560T", 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="publish models through the ledger protocol")
+    parser.add_argument("ledger")
+    parser.add_argument("out")
+    parser.add_argument("case_id")
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--crash-at", choices=CRASH_POINTS)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--payload", type=int, default=200_000)
+    args = parser.parse_args()
+    published = publish_models(args.ledger, args.out, args.case_id, args.models, crash_at=args.crash_at,
+                               start_at=args.start_at, payload=args.payload)
+    print(json.dumps(published))
+
+
+if __name__ == "__main__":
+    main()
