@@ -8,7 +8,8 @@ The series is the synthetic CTA phantom (``example_data.cta_phantom``) written a
 files (made once and kept in ``--dir``). Each run happens in a fresh subprocess that imports
 everything first, then times one load and reads its peak resident memory (``VmHWM``) before
 and after: the difference is the load's own peak. Targets: anatomodel's median time at most
-1.5 x SimpleITK's (``GetGDCMSeriesFileNames`` + ``Execute``, which also scans and sorts), and its
+1.5 x SimpleITK's (``GetGDCMSeriesFileNames`` + ``Execute``, which also scans and sorts; the
+faster of its default and its int16 output), and its
 peak memory at most 2 x the int16 volume. Prints a markdown table of medians and ratios.
 """
 
@@ -45,6 +46,8 @@ else:
     names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(names)
+    if method == "SimpleITK int16":
+        reader.SetOutputPixelType(sitk.sitkInt16)
     image = reader.Execute()
     array = sitk.GetArrayViewFromImage(image)
 seconds = time.perf_counter() - start
@@ -79,17 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = args.dir / f"series_{args.slices}"
     make_series(folder, args.slices)
-    results: dict[str, list[dict]] = {"SimpleITK": [], "anatomodel": []}
+    # SimpleITK picks int32 for signed 16-bit data with an intercept; asking it for int16 is
+    # faster, so the baseline is the faster of the two.
+    results: dict[str, list[dict]] = {"SimpleITK": [], "SimpleITK int16": [], "anatomodel": []}
     for method in results:  # warm the page cache and imports once, untimed
         run_once(method, folder)
     for _ in range(args.runs):  # alternate so that machine noise hits both alike
         for method in results:
             results[method].append(run_once(method, folder))
     volume_bytes = results["anatomodel"][0]["volume_bytes"]
-    base_time = statistics.median(r["seconds"] for r in results["SimpleITK"])
+    base_time = min(statistics.median(r["seconds"] for r in results[m]) for m in ("SimpleITK", "SimpleITK int16"))
     print(f"Load {results['anatomodel'][0]['shape']} int16 series ({volume_bytes / 2**20:.0f} MiB), "
           f"{args.runs} runs each, medians\n")
-    print("| reader | time (s) | time / SimpleITK | peak extra memory (MiB) | peak / int16 volume | output |")
+    print("| reader | time (s) | time / fastest SimpleITK | peak extra memory (MiB) | peak / int16 volume | output |")
     print("|---|---|---|---|---|---|")
     for method, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)

@@ -106,7 +106,8 @@ def read_manifest(manifest: str | os.PathLike) -> list[Path]:
 
 def _csv_entries(manifest: Path) -> list[str]:
     with manifest.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle) if row and row[0].strip() and not row[0].startswith("#")]
+        rows = [row for row in csv.reader(handle)
+                if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
     if not rows:
         return []
     header = [name.strip().lower() for name in rows[0]]

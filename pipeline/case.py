@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import os
 import re
 import shutil
 import time
@@ -43,7 +42,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config import find_config, read_yaml, validate
-from pipeline.errors import ConfigError
+from pipeline.errors import CodingError, ConfigError, LedgerError
 from pipeline.report import Report
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -229,6 +228,7 @@ class ModelResult(Report):
     files: list[str]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    version: int | None = None
 
 
 @dataclass
@@ -259,12 +259,6 @@ class _Workflow:
         return result
 
 
-def _stage_model_folder(case_dir: Path, model_id: str) -> Path:
-    staging = case_dir / f".{model_id}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    return staging
-
-
 def publish_folder(staging: Path, target: Path) -> None:
     """Move a complete staging folder into place atomically, replacing an older version.
 
@@ -287,6 +281,7 @@ def run_case(
     deidentify: bool = False,
     operator: str | None = None,
     progress: Callable[[str], None] | None = None,
+    ledger: Any = None,
 ) -> CaseResult:
     """Make every model of a case: load, segment, mesh, prepare, document, charge.
 
@@ -302,15 +297,42 @@ def run_case(
         Who runs the case (default: the case's operator, else the login name).
     progress : callable, optional
         Called with a short message as each step starts.
+    ledger : pipeline.ledger.Ledger or path, optional
+        The case ledger that records the run, numbers the charges (one transaction per
+        encounter) and commits each model once its packet is in place (default:
+        ``$ANATOMODEL_LEDGER``, else the per-user ledger).
 
     Returns
     -------
     CaseResult
     """
-    clock = time.perf_counter()
+    from pipeline.ledger import open_ledger
+
     if not isinstance(case, CaseFile):
         case = load_case(case)
-    from pipeline.coding import BillableModel, next_charge
+    operator = operator or case.operator or getpass.getuser()
+    book = open_ledger(ledger)
+    try:
+        with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
+                            date_of_service=case.encounter.date_of_service,
+                            parameters=_run_parameters(case, deidentify)) as run:
+            return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress)
+    finally:
+        if book is not ledger:
+            book.close()
+
+
+def _run_parameters(case: CaseFile, deidentify: bool) -> dict[str, Any]:
+    """What the ledger records as the run's parameters (no patient identifiers)."""
+    return {"imaging": case.imaging.model_dump(mode="json"), "printer": case.printer, "deidentify": deidentify,
+            "models": [spec.model_dump(mode="json", exclude={"manual_steps"}) for spec in case.models]}
+
+
+def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
+                 progress: Callable[[str], None] | None) -> CaseResult:
+    """The stages for every model of a case, each model published and charged through ``run``."""
+    clock = time.perf_counter()
+    from pipeline.coding import BillableModel
     from pipeline.document import PacketInputs, write_case_charges, write_packet
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
@@ -330,9 +352,9 @@ def run_case(
     volume, load_report = load_series(case.dicom_path, case.imaging.series, prefer_bone=presets_ask_bone)
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
+    run.timings["image_import"] = load_step.seconds
 
     results: list[ModelResult] = []
-    charges = []
     for spec in case.models:
         model_clock = time.perf_counter()
         workflow = _Workflow(operator)
@@ -353,13 +375,14 @@ def run_case(
             workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
                                              False, manual.note))
 
-        staging = _stage_model_folder(case_dir, spec.id)
+        reservation = run.stage(spec.id, case_dir / spec.id)
+        staging = reservation.staging
         try:
             write_mask(mask, staging / "mask.nii.gz")
             write_model(model, staging / "model.stl")
             write_print_files(plan, model, staging)
             billable = BillableModel.from_case(case, spec, staging / "model.stl")
-            charge = next_charge(charges, billable)
+            charge = run.charge(reservation, billable)
             tell(f"{spec.id}: documenting ({charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
@@ -372,11 +395,17 @@ def run_case(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         target = case_dir / spec.id
-        publish_folder(staging, target)
-        charges.append(charge)
+        published = run.publish(reservation)
+        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps if step.automatic})
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
-                                   round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", []))))
-    charges_files = write_case_charges(charges, case_dir, case=case, deidentify=deidentify)
+                                   round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
+                                   published.version))
+    try:  # the encounter's billed lines, from the ledger (other cases' models of the encounter too)
+        charges_files = write_case_charges(run.encounter_lines(), case_dir, case=case, deidentify=deidentify)
+    except CodingError as error:
+        raise LedgerError(f"the models of {case.case_id} are published, but the encounter's charges cannot be "
+                          f"written yet: {error}",
+                          hint="`anatomodel ledger verify` lists reserved lines; repeat the run that left one") from error
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2))
 
 

@@ -242,6 +242,16 @@ def encounter_key(patient_id: str, date_of_service: dt.date) -> str:
 
 # -- the lines ------------------------------------------------------------------------------------
 
+def _preset_structure(preset: str) -> str:
+    """The structure a segmentation preset names (``aorta`` for ``aorta_cta``), else the preset."""
+    try:
+        from pipeline.presets import load_preset
+
+        return load_preset(preset).structure
+    except Exception:  # a missing or broken preset is reported by the segment stage, not here
+        return preset
+
+
 @dataclass(frozen=True)
 class BillableModel:
     """What the coding rules need to know about one model of a case.
@@ -303,7 +313,7 @@ class BillableModel:
             modifiers=tuple(spec.modifiers),
             modifier_reasons=dict(spec.modifier_reasons),
             case_id=case.case_id,
-            structure=str(spec.preset),
+            structure=_preset_structure(str(spec.preset)),
             indication_summary=case.indication.summary,
             purpose=spec.purpose,
             recipient=spec.recipient,

@@ -7,8 +7,6 @@ import io
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,8 +27,17 @@ def publish(ledger: Ledger, out: Path, case_id: str, models: list[str], patient:
     return published
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def cli(capsys):
+    """Run ``anatomodel ARGS`` in this process; return (exit code, stdout, stderr)."""
+    from pipeline.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, " ".join(captured.err.split())  # unwrap rich's line breaks
+
+    return run
 
 
 @pytest.fixture
@@ -179,29 +186,29 @@ def test_verify_reports_missing_and_changed_files(ledger, tmp_path):
     assert any("SHA256SUMS: changed since it was recorded" in p for p in ledger.verify().problems)
 
 
-def test_cli_verify_list_show_export_void(tmp_path):
+def test_cli_verify_list_show_export_void(tmp_path, cli):
     path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     with Ledger(path) as ledger:
         publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
-    verify = cli("ledger", "verify", "--ledger", str(path))
-    assert verify.returncode == 0 and "all intact" in verify.stderr
-    listing = json.loads(cli("ledger", "list", "--json", "--ledger", str(path)).stdout)
+    code, _, err = cli("ledger", "verify", "--ledger", str(path))
+    assert code == 0 and "all intact" in err
+    listing = json.loads(cli("ledger", "list", "--json", "--ledger", str(path))[1])
     assert listing[0]["case_id"] == "CASE-1" and listing[0]["models"] == 2
-    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", "--ledger", str(path)).stdout)
+    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", "--ledger", str(path))[1])
     assert [c["cpt"] for c in shown["charges"]] == ["0559T", "0560T"]
-    assert cli("ledger", "show", "CASE-1", "--ledger", str(path)).returncode == 0
-    exported = cli("ledger", "export", "--format", "csv", "--ledger", str(path)).stdout
-    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert cli("ledger", "show", "CASE-1", "--ledger", str(path))[0] == 0
+    assert cli("ledger", "show", "NO-SUCH-CASE", "--ledger", str(path))[0] == LedgerError.exit_code
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", "--ledger", str(path))[1])))
     assert [(r["model_id"], r["cpt"], r["units"], r["version"]) for r in rows] == [
         ("aorta", "0559T", "1", "1"), ("ventricle", "0560T", "1", "1")]
-    refused = cli("ledger", "void", "CASE-1", "ventricle", "--reason", "", "--ledger", str(path))
-    assert refused.returncode == LedgerError.exit_code and "reason" in refused.stderr
+    code, _, err = cli("ledger", "void", "CASE-1", "ventricle", "--reason", "", "--ledger", str(path))
+    assert code == LedgerError.exit_code and "needs a reason" in err
     assert cli("ledger", "void", "CASE-1", "ventricle", "--discontinued", "--reason", "print failed",
-               "--ledger", str(path)).returncode == 0
-    exported = json.loads(cli("ledger", "export", "--ledger", str(path)).stdout)
+               "--ledger", str(path))[0] == 0
+    exported = json.loads(cli("ledger", "export", "--ledger", str(path))[1])
     assert exported["claims"][0]["lines"][1]["modifiers"] == ["53"]
 
     (out / "CASE-1" / "ventricle" / "packet.json").unlink()
-    broken = cli("ledger", "verify", "--ledger", str(path))
-    assert broken.returncode == LedgerError.exit_code
-    assert "packet.json: missing" in broken.stdout and "1 problem" in broken.stderr
+    code, printed, err = cli("ledger", "verify", "--ledger", str(path))
+    assert code == LedgerError.exit_code
+    assert "packet.json: missing" in printed and "1 problem(s)" in err

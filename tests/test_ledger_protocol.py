@@ -73,11 +73,12 @@ def _arm(crash_at: str | None):
 
 
 def publish_models(ledger_path: str, out: str, case_id: str, model_ids: list[str], *,
-                   crash_at: str | None = None, start_at: float = 0.0, payload: int = 200_000) -> list[dict]:
+                   crash_at: str | None = None, go: str | None = None, payload: int = 200_000) -> list[dict]:
     """One run of a case that publishes the given models through the ledger protocol."""
     halfway = _arm(crash_at)
-    while time.time() < start_at:  # line the workers up so their transactions collide
-        time.sleep(0.001)
+    print("ready", flush=True)  # imports done: the protocol starts now, or when told to
+    while go and not os.path.exists(go):  # line the workers up so their transactions collide
+        time.sleep(0.0005)
     published = []
     with Ledger(ledger_path) as ledger, ledger.start_run(case_id=case_id, patient_id=PATIENT,
                                                          date_of_service=DATE) as run:
@@ -91,18 +92,25 @@ def publish_models(ledger_path: str, out: str, case_id: str, model_ids: list[str
     return published
 
 
-def _spawn(*args: str, start_at: float = 0.0, crash_at: str | None = None) -> subprocess.Popen:
-    command = [sys.executable, str(HERE), *args, "--start-at", str(start_at)]
+def _spawn(*args: str, go: Path | None = None, crash_at: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, str(HERE), *args] + (["--go", str(go)] if go else [])
     if crash_at:
         command += ["--crash-at", crash_at]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _start_together(workers: list[subprocess.Popen], go: Path) -> None:
+    """Wait until every worker has imported everything, then let them all go at once."""
+    for worker in workers:
+        assert worker.stdout.readline() == "ready\n", worker.communicate()[1]
+    go.touch()
 
 
 def _run(*args: str, **kwargs) -> list[dict]:
     process = _spawn(*args, **kwargs)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    return json.loads(out)
+    return json.loads(out.splitlines()[-1])
 
 
 def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
@@ -138,10 +146,11 @@ def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tm
     for trial in range(trials):
         ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
         Ledger(ledger_path).close()
-        start_at = time.time() + 1.5  # after every interpreter has started
+        go = tmp_path / f"go{trial}"
         # Two cases of the same patient and date: one encounter across cases and processes.
-        workers = [_spawn(str(ledger_path), str(out), f"CASE-{i % 2}", f"model-{i}", start_at=start_at)
+        workers = [_spawn(str(ledger_path), str(out), f"CASE-{i % 2}", f"model-{i}", go=go)
                    for i in range(processes)]
+        _start_together(workers, go)
         results = [w.communicate(timeout=120) for w in workers]
         assert [w.returncode for w in workers] == [0] * processes, [err for _, err in results]
         charges = _charges(ledger_path)
@@ -157,8 +166,9 @@ def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tm
 
 def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
     ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
-    start_at = time.time() + 1.5
-    workers = [_spawn(str(ledger_path), str(out), "CASE-A", "aorta", start_at=start_at) for _ in range(3)]
+    go = tmp_path / "go"
+    workers = [_spawn(str(ledger_path), str(out), "CASE-A", "aorta", go=go) for _ in range(3)]
+    _start_together(workers, go)
     for worker in workers:
         assert worker.wait(timeout=120) == 0, worker.stderr.read()
     assert _charges(ledger_path) == [("CASE-A", "aorta", "0559T", "committed")]
@@ -195,18 +205,22 @@ def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_pat
     _assert_disk_clean(out)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_repeat(tmp_path):
     ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
-    payload = ["--payload", "2000000"]
+    payload = ["--payload", "3000000"]
+    timing = _spawn(str(ledger_path), str(out), "CASE-TIMING", *[f"t-m{i}" for i in range(4)], *payload)
+    assert timing.stdout.readline() == "ready\n"
     began = time.perf_counter()
-    _run(str(ledger_path), str(out), "CASE-TIMING", *[f"t-m{i}" for i in range(4)], *payload)
-    duration = time.perf_counter() - began
+    assert timing.wait(timeout=120) == 0
+    duration = time.perf_counter() - began  # of the protocol itself, without interpreter start-up
     generator = random.Random(20260115)
     trials = 6
     for trial in range(trials):
         case, models = f"CASE-R{trial}", [f"r{trial}-m{i}" for i in range(4)]
         process = _spawn(str(ledger_path), str(out), case, *models, *payload)
-        time.sleep(generator.uniform(0.3, duration))
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(generator.uniform(0.0, duration))
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         assert _verify(ledger_path) == []
@@ -216,6 +230,8 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
     with Ledger(ledger_path) as ledger:
         export = ledger.export()
         assert ledger.verify().ok
+        interrupted = ledger._db.execute("SELECT COUNT(*) FROM runs WHERE status = 'interrupted'").fetchone()[0]
+    assert interrupted >= trials // 2  # most kills landed inside a run, not before or after it
     # Every case is the same patient and date of service: one encounter, one 0559T in all.
     assert all(c["status"] == "committed" for c in export["charges"])
     assert len(export["charges"]) == 4 * (trials + 1)
@@ -246,11 +262,11 @@ def main() -> None:
     parser.add_argument("case_id")
     parser.add_argument("models", nargs="+")
     parser.add_argument("--crash-at", choices=CRASH_POINTS)
-    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--go", help="start when this file exists")
     parser.add_argument("--payload", type=int, default=200_000)
     args = parser.parse_args()
     published = publish_models(args.ledger, args.out, args.case_id, args.models, crash_at=args.crash_at,
-                               start_at=args.start_at, payload=args.payload)
+                               go=args.go, payload=args.payload)
     print(json.dumps(published))
 
 

@@ -17,6 +17,8 @@ def run(
     deidentify: bool = typer.Option(False, "--deidentify", help="Vendor copy: no name, MRN, birth date or accession in any file."),
     operator: str = typer.Option("", help="Who runs the case (default: the case file's operator, else your login)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    ledger: Path = typer.Option(
+        None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
 ) -> None:
     """Run a case: load, segment, mesh, prepare and document every model, then write the charges.
 
@@ -28,7 +30,8 @@ def run(
     """
     from pipeline.case import run_case
 
-    result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say)
+    result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
+                      ledger=ledger)
     if as_json:
         stdout.print_json(json.dumps(result.to_dict()))
         return

@@ -60,6 +60,18 @@ def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
     return mesh, faces
 
 
+def _refuse_identifiers(model_dir: Path, identifiers: list[str], when: str) -> None:
+    """Raise DocumentError if any file of the folder holds an identifier (naming files only:
+    the message reaches logs, so it never repeats the identifier)."""
+    hits = deid.find_identifiers(model_dir, identifiers)
+    if hits:
+        raise DocumentError(
+            f"the de-identified packet still holds a patient identifier ({when}) in: "
+            + ", ".join(sorted({name for name, _ in hits}))
+            + "; files written by earlier stages must not carry PHI (STL header, mask metadata, file names)"
+        )
+
+
 def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
@@ -101,6 +113,7 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
         if named:
             raise DocumentError("a de-identified packet cannot be written into a folder named after the patient; "
                                 "use a case id and model id that do not contain the name or MRN")
+        _refuse_identifiers(model_dir, identifiers, "before the packet was written")
 
     stl_path = Path(inputs.files.get("model.stl") or model_dir / "model.stl")
     if not stl_path.is_file():
@@ -145,14 +158,7 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     _write(model_dir / "packet.pdf", pdf_bytes)
 
     if inputs.deidentify:
-        hits = deid.find_identifiers(model_dir, identifiers)
-        if hits:
-            # Name the files, never the identifiers (this message reaches logs).
-            raise DocumentError(
-                "the de-identified packet still holds a patient identifier in: "
-                + ", ".join(sorted({name for name, _ in hits}))
-                + "; files written by earlier stages must not carry PHI (STL header, mask metadata)"
-            )
+        _refuse_identifiers(model_dir, identifiers, "after the packet was written")
     write_sha256sums(model_dir)
     checksums = {p.relative_to(model_dir).as_posix(): sha256_file(p)
                  for p in sorted(model_dir.rglob("*")) if p.is_file()}

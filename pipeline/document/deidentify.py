@@ -50,7 +50,8 @@ IDENTIFYING_KEYS = frozenset({
 
 #: The DICOM de-identification method code of the profile applied (PS3.16 CID 7050).
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
-METHOD_TEXT = "DICOM PS3.15 Basic Profile: names/ids pseudonymised, dates removed, UIDs replaced (anatomodel)"
+#: Deidentification Method (0012,0063), LO: at most 64 characters.
+METHOD_TEXT = "PS3.15 Basic Profile: ids pseudonymised, dates removed, new UIDs"
 
 
 def _key() -> bytes:

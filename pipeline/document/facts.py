@@ -123,11 +123,19 @@ def source_imaging(provenance: dict[str, Any], deidentify: bool) -> dict[str, An
 
 
 def structure_name(inputs: PacketInputs) -> str:
+    """The structure modelled: from the preset, else the model or mask name."""
+    preset = inputs.model_spec.get("preset")
+    if preset:
+        from pipeline.coding import _preset_structure
+
+        structure = _preset_structure(str(preset))
+        if structure != preset:
+            return structure
     if inputs.model is not None and inputs.model.name:
         return inputs.model.name
     if inputs.mask is not None and inputs.mask.labels:
         return ", ".join(inputs.mask.labels.values())
-    return str(inputs.model_spec.get("preset") or inputs.model_spec.get("id") or "")
+    return str(preset or inputs.model_spec.get("id") or "")
 
 
 def build_facts(

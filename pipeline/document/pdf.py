@@ -84,7 +84,7 @@ class _Document(FPDF):
         self.set_font("helvetica", style, size)
         self.multi_cell(0, 4.6, latin1(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    def key_values(self, rows: Iterable[tuple[str, Any]], key_width: float = 55) -> None:
+    def key_values(self, rows: Iterable[tuple[str, Any]], key_width: float = 68) -> None:
         rows = [(k, v) for k, v in rows]
         if not rows:
             self.paragraph("(none)", style="I")
@@ -192,7 +192,7 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]]) -> tupl
     if steps:
         pdf.grid(["Step", "Kind", "Start", "End", "Operator", "Minutes"],
                  [[s["step"], s["kind"], s["start"], s["end"], s["operator"],
-                   "" if s["minutes"] is None else f"{s['minutes']:.1f}"] for s in steps],
+                   "" if s["minutes"] is None else f"{s['minutes']:.2f}"] for s in steps],
                  widths=(38, 18, 38, 38, 32, 18))
     pdf.paragraph(f"Total time recorded: {facts['workflow']['total_minutes']:.1f} min", size=9, style="B")
 

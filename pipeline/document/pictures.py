@@ -31,14 +31,14 @@ from pipeline.geometry import Mask, Volume, bounding_box  # noqa: E402
 #: CT angiography window (level, width) in HU: contrast-filled vessels bright, bone brighter.
 CTA_WINDOW = (200.0, 800.0)
 #: Faces drawn per view; larger meshes are decimated for the picture only.
-DISPLAY_FACES = 20000
+DISPLAY_FACES = 15000
 _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 _DPI = 110
 
 
 def _png(figure: plt.Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
 
@@ -103,7 +103,7 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
     normals = {fixed: _direction_letter(direction[:, fixed]) for fixed in range(3)}
     planes = sorted(range(3), key=lambda a: "SIAPLR".index(normals[a]) // 2)
     opposite = {a: b for pair in _LPS_LETTERS for a, b in (pair, pair[::-1])}
-    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2), layout="constrained")
     for fixed, ax in zip(planes, axes):
         rows_axis, cols_axis = [a for a in range(3) if a != fixed]
         index = [slice(None)] * 3
@@ -156,7 +156,10 @@ def _render(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarra
     triangles = mesh.vertices[mesh.faces[facing]]
     light = -view + 0.35 * up + 0.25 * right
     light /= np.linalg.norm(light)
-    intensity = 0.25 + 0.75 * np.clip(normals[facing] @ light, 0.0, 1.0)
+    # Key light from above the viewer, a weaker fill from below so undersides stay readable.
+    intensity = (0.3 + 0.6 * np.clip(normals[facing] @ light, 0.0, 1.0)
+                 + 0.3 * np.clip(normals[facing] @ -up, 0.0, 1.0))
+    intensity = np.clip(intensity, 0.0, 1.0)
     base = np.tile([0.86, 0.42, 0.36], (len(triangles), 1)) if colors is None else colors[facing]
     shaded = np.clip(base * intensity[:, None], 0, 1)
     depth = (triangles.mean(axis=1) @ view)
@@ -181,7 +184,7 @@ def model_views_png(mesh: trimesh.Trimesh) -> bytes:
         ("left lateral view", np.array([-1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])),
         ("superior view", np.array([0.0, 0.0, -1.0]), np.array([0.0, -1.0, 0.0])),
     )
-    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(11, 4.2), layout="constrained")
     for ax, (title, view, up) in zip(axes, views):
         _render(ax, shown, view, up)
         ax.set_title(title, fontsize=9)
@@ -201,7 +204,7 @@ def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, cap
             _, nearest = cKDTree(mesh.triangles_center).query(shown.triangles_center)
             flags = flags[nearest]
         colors[flags] = [0.85, 0.1, 0.1]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
     z0 = float(mesh.bounds[0, 2])
     for ax, (title, view) in zip(axes, (("front (looking along +y)", np.array([0.0, 1.0, 0.0])),
                                         ("side (looking along -x)", np.array([-1.0, 0.0, 0.0])))):

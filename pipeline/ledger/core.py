@@ -157,7 +157,8 @@ class Ledger:
             migrate(self._db)
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise LedgerError(f"{self.path} is not a usable ledger: {error}") from error
+            raise LedgerError(f"{self.path} is not a usable ledger: {error}",
+                              hint="give --ledger the ledger file, or a new path to start one") from error
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -186,6 +187,15 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement in it sees the same snapshot."""
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
 
     def _audit(self, action: str, case_id: str | None = None, model_id: str | None = None,
                operator: str | None = None, **detail: Any) -> None:
@@ -310,19 +320,20 @@ class Ledger:
 
     def show(self, case_id: str) -> dict[str, Any]:
         """Everything recorded about a case: encounter, models, charges, runs and audit entries."""
-        case = self._case_row(case_id)
-        encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (case["encounter_id"],)).fetchone()
-        models = self._db.execute(
-            "SELECT model_id, version, status, mesh_sha256, sums_sha256, folder, run_id, created_at, "
-            "committed_at FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
-        charges = self._db.execute(
-            "SELECT model_id, seq, cpt, status, reason, line, reserved_at, committed_at FROM charges "
-            "WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
-        runs = self._db.execute(
-            "SELECT id, status, operator, host, pid, started_at, finished_at, parameters, software, "
-            "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
-        audit = self._db.execute("SELECT at, operator, action, model_id, detail FROM audit_log "
-                                 "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+        with self._read():
+            case = self._case_row(case_id)
+            encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (case["encounter_id"],)).fetchone()
+            models = self._db.execute(
+                "SELECT model_id, version, status, mesh_sha256, sums_sha256, folder, run_id, created_at, "
+                "committed_at FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
+            charges = self._db.execute(
+                "SELECT model_id, seq, cpt, status, reason, line, reserved_at, committed_at FROM charges "
+                "WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
+            runs = self._db.execute(
+                "SELECT id, status, operator, host, pid, started_at, finished_at, parameters, software, "
+                "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
+            audit = self._db.execute("SELECT at, operator, action, model_id, detail FROM audit_log "
+                                     "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
         return {
             "case_id": case_id,
             "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
@@ -335,27 +346,28 @@ class Ledger:
 
     def export(self) -> dict[str, Any]:
         """Every charge line, and each encounter's claim lines (billed lines aggregated)."""
-        rows = self._db.execute(
-            "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
-            "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
-            " (SELECT MAX(version) FROM models m WHERE m.case_ref = ch.case_ref AND m.model_id = ch.model_id "
-            "  AND m.status = 'current') AS version "
-            "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
-            "ORDER BY e.id, ch.seq").fetchall()
-        lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
-        claims = []
-        for encounter_id in sorted({r["encounter_id"] for r in rows}):
-            billed = [_line(r["line"]) for r in self._lines(encounter_id, BILLED)]
-            if not billed:
-                continue
-            first = next(r for r in rows if r["encounter_id"] == encounter_id)
-            claim = {"encounter_id": encounter_id, "patient_id": first["patient_id"],
-                     "date_of_service": first["date_of_service"]}
-            try:
-                claim["lines"] = to_jsonable(coding.claim_lines(billed))
-            except CodingError as error:  # e.g. the 0559T is still reserved: hold the claim
-                claim.update(lines=[], held=str(error))
-            claims.append(claim)
+        with self._read():
+            rows = self._db.execute(
+                "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
+                "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
+                " (SELECT MAX(version) FROM models m WHERE m.case_ref = ch.case_ref AND m.model_id = ch.model_id "
+                "  AND m.status = 'current') AS version "
+                "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
+                "ORDER BY e.id, ch.seq").fetchall()
+            lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
+            claims = []
+            for encounter_id in sorted({r["encounter_id"] for r in rows}):
+                billed = [_line(r["line"]) for r in self._lines(encounter_id, BILLED)]
+                if not billed:
+                    continue
+                first = next(r for r in rows if r["encounter_id"] == encounter_id)
+                claim = {"encounter_id": encounter_id, "patient_id": first["patient_id"],
+                         "date_of_service": first["date_of_service"]}
+                try:
+                    claim["lines"] = to_jsonable(coding.claim_lines(billed))
+                except CodingError as error:  # e.g. the 0559T is still reserved: hold the claim
+                    claim.update(lines=[], held=str(error))
+                claims.append(claim)
         return {"ledger": str(self.path), "exported_at": _now(), "charges": lines, "claims": claims}
 
     # -- recovery and verification -----------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,27 +109,39 @@ def read_hu(planes: list[Plane], root: Path | None = None) -> tuple[np.ndarray, 
     info = DecodeInfo(sha256="", files=len(by_file), transfer_syntaxes=sorted(
         {transfer_syntax_name(p.transfer_syntax_uid) for p in planes}))
     pairs = set()
-    for path in sorted(by_file, key=str):
-        name = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else path.name
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise DicomError(f"{name}: cannot be read ({error.strerror})") from error
-        digest.update(data)
-        entries = by_file[path]
-        first = entries[0][1]
-        if first.truncated:
-            raise DicomError(f"{name}: the file is truncated (it ends inside its pixel data)",
-                             hint="re-export the series or remove the file")
-        if first.native_pixels is not None:
-            _read_native(data, entries, volume, name, info)
-        else:
-            _read_encoded(data, entries, volume, name, info)
-        for _, plane in entries:
-            pairs.add((plane.rescale_slope, plane.rescale_intercept))
+    # hashlib releases the GIL: hash each file on a second thread while this one converts it.
+    # One update in flight at a time keeps the file order and bounds the bytes held.
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        hashing = None
+        for path in sorted(by_file, key=str):
+            name = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else path.name
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                raise DicomError(f"{name}: cannot be read ({error.strerror})") from error
+            if hashing is not None:
+                hashing.result()
+            hashing = hasher.submit(digest.update, data)
+            _read_file(data, by_file[path], volume, name, info)
+            pairs.update((plane.rescale_slope, plane.rescale_intercept) for _, plane in by_file[path])
+        if hashing is not None:
+            hashing.result()
     info.sha256 = digest.hexdigest()
     info.rescale_pairs = sorted(pairs)
     return volume, info
+
+
+def _read_file(data: bytes, entries: list[tuple[int, Plane]], volume: np.ndarray, name: str,
+               info: DecodeInfo) -> None:
+    """Convert the planes one file holds into their slices of ``volume``."""
+    first = entries[0][1]
+    if first.truncated:
+        raise DicomError(f"{name}: the file is truncated (it ends inside its pixel data)",
+                         hint="re-export the series or remove the file")
+    if first.native_pixels is not None:
+        _read_native(data, entries, volume, name, info)
+    else:
+        _read_encoded(data, entries, volume, name, info)
 
 
 def _read_native(data: bytes, entries: list[tuple[int, Plane]], volume: np.ndarray, name: str,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: Transfer syntaxes whose pixel data are raw little-endian samples at a fixed offset in the file.
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Media Storage SOP Class of DICOMDIR / Philips DIRFILE index files.
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 PIXEL_DATA = 0x7FE00010
@@ -76,15 +78,39 @@ def _int(value: Any) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        return None
+        number = _float(value)  # IS values written as "12.0" by some exporters
+        return int(number) if number is not None and number.is_integer() else None
 
 
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+    if isinstance(value, str):
+        value = [value]
     try:
         values = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
     return values if len(values) == count else None
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str | list[str] | None:
+    """A string-valued attribute (UI, CS, DS, IS) without building pydicom's value objects.
+
+    The header pass reads thousands of files; converting DS/IS values through pydicom costs as
+    much as parsing the file, so still-raw values are decoded here directly. Multiple values
+    come back as a list.
+    """
+    tag = tag_for_keyword(keyword)
+    if tag not in ds:
+        return None
+    value = ds.get_item(tag, keep_deferred=True).value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").strip(" \x00")
+        return value.split("\\") if "\\" in value else value or None
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, (list, tuple)) or hasattr(value, "__len__"):
+        return [str(v) for v in value]
+    return str(value)
 
 
 def _item(ds: Dataset, keyword: str) -> Dataset | None:
@@ -122,21 +148,22 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
         offset = getattr(raw, "value_tell", None)
         length = getattr(raw, "length", None)
         defined = length is not None and length != 0xFFFFFFFF
-        if offset is not None and defined and offset + length > file_size:
+        # A deflated file's offsets count inflated bytes: its size says nothing about truncation.
+        if offset is not None and defined and syntax != DEFLATED and offset + length > file_size:
             truncated = True
         elif offset is not None and defined and syntax in NATIVE_LITTLE_ENDIAN:
             native = (int(offset), int(length))
-    frames = _int(ds.get("NumberOfFrames")) or 1
+    frames = _int(_raw_text(ds, "NumberOfFrames")) or 1
     common = dict(
         path=path,
-        sop_class_uid=str(ds.get("SOPClassUID", meta.get("MediaStorageSOPClassUID", ""))),
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        sop_class_uid=_raw_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "")),
+        sop_instance_uid=_raw_text(ds, "SOPInstanceUID") or "",
+        series_instance_uid=_raw_text(ds, "SeriesInstanceUID") or "",
         transfer_syntax_uid=syntax,
         rows=_int(ds.get("Rows")),
         columns=_int(ds.get("Columns")),
-        instance_number=_int(ds.get("InstanceNumber")),
-        acquisition_number=_int(ds.get("AcquisitionNumber")),
+        instance_number=_int(_raw_text(ds, "InstanceNumber")),
+        acquisition_number=_int(_raw_text(ds, "AcquisitionNumber")),
         bits_allocated=_int(ds.get("BitsAllocated")),
         bits_stored=_int(ds.get("BitsStored")),
         pixel_representation=_int(ds.get("PixelRepresentation")),
@@ -150,12 +177,12 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
         return [
             Plane(
                 frame=None,
-                position=_floats(ds.get("ImagePositionPatient"), 3),
-                orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-                pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
-                slice_thickness=_float(ds.get("SliceThickness")),
-                rescale_slope=_float(ds.get("RescaleSlope")) or 1.0,
-                rescale_intercept=_float(ds.get("RescaleIntercept")) or 0.0,
+                position=_floats(_raw_text(ds, "ImagePositionPatient"), 3),
+                orientation=_floats(_raw_text(ds, "ImageOrientationPatient"), 6),
+                pixel_spacing=_floats(_raw_text(ds, "PixelSpacing"), 2),
+                slice_thickness=_float(_raw_text(ds, "SliceThickness")),
+                rescale_slope=_float(_raw_text(ds, "RescaleSlope")) or 1.0,
+                rescale_intercept=_float(_raw_text(ds, "RescaleIntercept")) or 0.0,
                 **common,
             )
         ]

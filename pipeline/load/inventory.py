@@ -192,7 +192,10 @@ def _raise_damaged(damaged: list[SeriesInfo], root: str) -> None:
         return
     message = f"{root}: " + "; ".join(f"{s.label()} cannot be loaded: {'; '.join(s.reasons)}" for s in damaged)
     if any(s.problem in ("geometry", "duplicates") for s in damaged):
-        raise GeometryError(message, hint="check the export for missing or repeated slices, or pass --series")
+        raise GeometryError(
+            message,
+            hint="re-export the complete series, pick another with --series, or accept wider gaps with --max-gap-mm",
+        )
     raise DicomError(message)
 
 
@@ -282,7 +285,7 @@ def _describe(
                                           _text(ds, "ProtocolName")]))
     info = SeriesInfo(
         series_instance_uid=uid,
-        series_number=planes[0].header.get("SeriesNumber") and int(planes[0].header.get("SeriesNumber")),
+        series_number=_int_or_none(ds.get("SeriesNumber")),
         series_description=_text(ds, "SeriesDescription"),
         study_instance_uid=_text(ds, "StudyInstanceUID"),
         modality=modality,
@@ -322,6 +325,13 @@ def _describe(
     else:
         info.not_auto_reason = "cannot be a volume"
     return info
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -420,6 +430,9 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
             unreadable.append({"file": _relative(path, base), "reason": f"damaged DICOM header ({type(error).__name__})"})
             continue
         if ds is None:
+            if root.is_file():
+                raise DicomError(f"{root}: not a DICOM file (no DICM prefix) nor a NIfTI/NRRD/MHA image",
+                                 hint="give a DICOM folder, a DICOM file or an image file")
             non_dicom += 1
             continue
         meta = getattr(ds, "file_meta", Dataset())
@@ -435,6 +448,11 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
     for uid, planes in grouped.items():
         layout = analyse(planes, max_gap_mm) if "PixelData" in planes[0].header else None
         series.append(_describe(uid, planes, base, layout))
+    if not grouped and not unreadable:
+        raise SeriesSelectionError(
+            f"{root}: no DICOM images found ({non_dicom} non-DICOM and {index_files} index file(s) skipped)",
+            hint="point at the folder that holds the exported DICOM series",
+        )
     chosen, reason, ambiguous, notes = choose(series, prefer_bone)
     if unreadable:
         notes.append(f"{len(unreadable)} DICOM file(s) could not be read")

@@ -19,11 +19,13 @@ from pipeline.load.headers import Plane
 #: Planes closer than this along the normal occupy the same position, mm.
 DUPLICATE_TOLERANCE_MM = 0.01
 #: Orientation cosines differing by less than this are the same orientation.
-ORIENTATION_TOLERANCE = 1e-4
+ORIENTATION_TOLERANCE = 1e-3
 #: An in-plane offset below this fraction of a pixel is no shear (rounding in the headers).
 SHEAR_TOLERANCE_PX = 0.05
-#: Spacing between slices is uneven when it varies by more than this (mm) or 1 % of its median.
-UNEVEN_TOLERANCE_MM = 0.01
+#: Slices are evenly spaced when every one lies within this (mm), or this fraction of the mean
+#: step, of its place on a uniform grid (rounded positions in the headers stay even).
+UNEVEN_TOLERANCE_MM = 0.02
+UNEVEN_TOLERANCE_FRACTION = 0.02
 #: Without an explicit limit, a step this many times the median spacing that the slice
 #: thicknesses do not cover is a gap (a missing slice).
 GAP_FACTOR = 1.5
@@ -88,11 +90,13 @@ class StackLayout:
 
     @property
     def uneven(self) -> bool:
-        steps = self.spacings_mm
-        if steps.size < 2:
+        """True when some slice is off a uniform grid from the first to the last slice."""
+        if len(self.order) < 3:
             return False
-        tolerance = max(UNEVEN_TOLERANCE_MM, 0.01 * float(np.median(steps)))
-        return bool(steps.max() - steps.min() > tolerance)
+        step = self.positions_mm[-1] / (len(self.order) - 1)
+        uniform = np.arange(len(self.order)) * step
+        tolerance = max(UNEVEN_TOLERANCE_MM, UNEVEN_TOLERANCE_FRACTION * step)
+        return bool(np.abs(self.positions_mm - uniform).max() > tolerance)
 
     @property
     def tilt_deg(self) -> float:
@@ -138,7 +142,7 @@ def analyse(planes: list[Plane], max_gap_mm: float | None = None) -> StackLayout
     if len(located) < len(planes):
         problems.append(f"{len(planes) - len(located)} image(s) have no position/orientation")
     orientations = np.array([p.orientation for p in located])
-    if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE * 10:
+    if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
         problems.append("mixed orientations: the images are not parallel planes of one volume")
     sizes = {(p.rows, p.columns) for p in located}
     if len(sizes) > 1:

@@ -7,6 +7,7 @@ computing them costs about a second, so the prepare stage works on these arrays 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class MeshArrays:
         a, b, c = self.triangles[:, 0], self.triangles[:, 1], self.triangles[:, 2]
         return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
 
-    @property
+    @cached_property
     def centre_of_mass(self) -> np.ndarray:
         """Centre of the enclosed volume (of the surface if the volume is near zero), mm."""
         a, b, c = self.triangles[:, 0], self.triangles[:, 1], self.triangles[:, 2]

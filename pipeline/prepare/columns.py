@@ -83,34 +83,44 @@ def cast_columns(triangles: np.ndarray, cell_mm: float) -> Columns:
     hi = xy_max.max(axis=0)
     nx, ny = (np.floor((hi - lo) / cell_mm).astype(int) + 1).tolist()
 
-    area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    # Cell-centre index ranges of each triangle's bounding box.
-    first = np.ceil((xy_min - lo) / cell_mm - 0.5).astype(np.int64)
-    last = np.floor((xy_max - lo) / cell_mm - 0.5).astype(np.int64)
-    span = np.clip(last - first + 1, 0, None)
-    span[np.abs(area2) < 1e-12] = 0
-    count = span[:, 0] * span[:, 1]
+    # Plane of each triangle as z = z0 + gx * (x - x0) + gy * (y - y0); edge-on ones are skipped.
+    normal = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    keep = np.abs(normal[:, 2]) > 1e-12 * np.einsum("ij,ij->i", normal, normal) ** 0.5
+    gradient = -normal[:, :2] / np.where(keep, normal[:, 2], 1.0)[:, None]
+
+    # Scanline rasterisation, step 1: the grid columns (x) each triangle spans.
+    first_x = np.ceil((xy_min[:, 0] - lo[0]) / cell_mm - 0.5).astype(np.int64)
+    last_x = np.floor((xy_max[:, 0] - lo[0]) / cell_mm - 0.5).astype(np.int64)
+    count = np.where(keep, np.clip(last_x - first_x + 1, 0, None), 0)
+    tri = np.repeat(np.arange(len(triangles)), count)
+    ix = first_x[tri] + np.arange(len(tri)) - np.repeat(np.cumsum(count) - count, count)
+    px = lo[0] + (ix + 0.5) * cell_mm
+
+    # Step 2: where the line x = px enters and leaves the triangle (its crossings of the edges).
+    y_low = np.full(len(tri), np.inf)
+    y_high = np.full(len(tri), -np.inf)
+    for p, q in ((a, b), (b, c), (c, a)):
+        p_t, q_t = p[tri], q[tri]
+        dx = q_t[:, 0] - p_t[:, 0]
+        t = (px - p_t[:, 0]) / np.where(dx != 0, dx, 1.0)
+        valid = (dx != 0) & (t >= 0) & (t <= 1)
+        y = p_t[:, 1] + t * (q_t[:, 1] - p_t[:, 1])
+        y_low = np.where(valid, np.minimum(y_low, y), y_low)
+        y_high = np.where(valid, np.maximum(y_high, y), y_high)
+    first_y = np.ceil((y_low - lo[1]) / cell_mm - 0.5)
+    last_y = np.floor((y_high - lo[1]) / cell_mm - 0.5)
+    ok = np.isfinite(first_y) & np.isfinite(last_y)
+    count = np.where(ok, np.clip(last_y - first_y + 1, 0, None), 0).astype(np.int64)
     total = int(count.sum())
     if total > _MAX_PAIRS:
         raise ValueError(f"grid too fine for this mesh ({total} ray-triangle pairs)")
-    tri = np.repeat(np.arange(len(triangles)), count)
-    local = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    width = span[tri, 1]
-    ix = first[tri, 0] + local // width
-    iy = first[tri, 1] + local % width
-    px = lo[0] + (ix + 0.5) * cell_mm
-    py = lo[1] + (iy + 0.5) * cell_mm
-
-    # Barycentric coordinates of the ray in the projected triangle.
-    ta, tb, tc = a[tri], b[tri], c[tri]
-    w_a = (tb[:, 0] - px) * (tc[:, 1] - py) - (tb[:, 1] - py) * (tc[:, 0] - px)
-    w_b = (tc[:, 0] - px) * (ta[:, 1] - py) - (tc[:, 1] - py) * (ta[:, 0] - px)
-    w_c = area2[tri] - w_a - w_b
-    sign = np.sign(area2[tri])
-    inside = (w_a * sign >= 0) & (w_b * sign >= 0) & (w_c * sign >= 0)
-    tri, ix, iy = tri[inside], ix[inside], iy[inside]
-    w = np.stack([w_a[inside], w_b[inside], w_c[inside]], axis=1) / area2[tri][:, None]
-    z = np.einsum("ij,ij->i", w, triangles[tri, :, 2])
+    pair = np.repeat(np.arange(len(tri)), count)
+    iy = first_y[pair].astype(np.int64) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    tri, ix = tri[pair], ix[pair]
+    x = lo[0] + (ix + 0.5) * cell_mm
+    y = lo[1] + (iy + 0.5) * cell_mm
+    origin = triangles[tri, 0]
+    z = origin[:, 2] + gradient[tri, 0] * (x - origin[:, 0]) + gradient[tri, 1] * (y - origin[:, 1])
 
     cell = ix * ny + iy
     order = np.lexsort((z, cell))

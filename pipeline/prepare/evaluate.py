@@ -27,7 +27,7 @@ WEIGHTS = {
     "important_contact": 3.0,     # extra per scale^2 of contact on important faces
     "height": 0.05,               # per scale of height (layers: time)
     "cups": 2.0,                  # per scale^3 of trapped volume (SLA)
-    "instability": 0.5,           # per unit of slenderness above 2 (FDM)
+    "instability": 0.5,           # per unit of slenderness above 3 (FDM)
     "no_fit": 100.0,              # a pose that does not fit the build volume
 }
 LAYER_LIMITED = {"sla", "polyjet", "sls"}
@@ -130,13 +130,13 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
     """
     profile = ctx.profile
     rotation, _ = pose_rotation(down, hull_points)
-    triangles = mesh.triangles @ rotation.T
-    corners = triangles.reshape(-1, 3)
-    minimum = corners.min(axis=0)
-    size = corners.max(axis=0) - minimum
-    triangles -= minimum
+    vertices = mesh.vertices @ rotation.T
+    minimum = vertices.min(axis=0)
+    size = vertices.max(axis=0) - minimum
+    vertices -= minimum
+    triangles = vertices[mesh.faces]
     normal_z = mesh.normals @ rotation[2]
-    z = triangles[:, :, 2]
+    z = vertices[:, 2][mesh.faces]
     face_bottom = np.minimum(np.minimum(z[:, 0], z[:, 1]), z[:, 2])
     needs = overhang_faces(normal_z, face_bottom, ctx)
 
@@ -196,5 +196,5 @@ def cost_terms(m: PoseMetrics, ctx: Context) -> dict[str, float]:
     if m.cups is not None and ctx.profile.drain_cups:
         terms["cups"] = w["cups"] * m.cups.volume_mm3 / s**3
     if technology == "fdm":
-        terms["instability"] = w["instability"] * max(0.0, m.slenderness - 2.0)
+        terms["instability"] = w["instability"] * max(0.0, m.slenderness - 3.0)
     return terms

@@ -11,6 +11,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 DOWN = np.array([0.0, 0.0, -1.0])
+_YAW_POINTS = 1500  # footprint points used to find the minimum-area rectangle
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -81,6 +82,8 @@ def min_area_yaw(points_xy: np.ndarray) -> tuple[float, np.ndarray]:
     size : ndarray (2,)
         Rectangle side lengths (longer first), mm.
     """
+    if len(points_xy) > _YAW_POINTS:
+        points_xy = points_xy[:: len(points_xy) // _YAW_POINTS + 1]
     try:
         hull = points_xy[ConvexHull(points_xy).vertices]
     except (QhullError, ValueError):

@@ -22,14 +22,15 @@ import numpy as np
 from scipy.spatial import ConvexHull
 
 from pipeline.prepare.arrays import MeshArrays
-from pipeline.prepare.evaluate import Context, PoseMetrics, evaluate_pose
+from pipeline.prepare.evaluate import Context, PoseMetrics, cost_terms, evaluate_pose, usable_volume
 from pipeline.prepare.frames import fibonacci_sphere, principal_frame, unit
 
 SPHERE_DIRECTIONS = 240
 HULL_DIRECTIONS = 120
-SCREENED = 32
-REFINED = 6
-REFINE_STEPS_DEG = (8.0, 4.0, 2.0, 1.0)
+SCREENED = 16
+REFINED = 3
+REFINE_STEPS_DEG = (6.0, 2.0)
+REFINE_MOVES = 1
 
 
 @dataclass
@@ -54,20 +55,23 @@ def convex_hull(mesh: MeshArrays) -> Hull:
     areas = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) / 2
     facet_areas = np.bincount(facet_of, weights=areas)
     normals = unit(keys[:, :3])
-    centre = mesh.centre_of_mass
-    stable = np.zeros(len(keys), dtype=bool)
-    for index in np.argsort(-facet_areas)[: 4 * HULL_DIRECTIONS]:
-        stable[index] = _projects_inside(centre, normals[index], tri[facet_of == index])
+    stable = _stable_facets(mesh.centre_of_mass, tri, normals[facet_of], facet_of, len(keys))
     return Hull(points, normals, facet_areas, stable)
 
 
-def _projects_inside(point: np.ndarray, normal: np.ndarray, triangles: np.ndarray) -> bool:
-    """Whether ``point`` projected along ``normal`` falls inside one of the (coplanar) triangles."""
+def _stable_facets(point: np.ndarray, triangles: np.ndarray, normals: np.ndarray,
+                   facet_of: np.ndarray, count: int) -> np.ndarray:
+    """Facets on which the model stands: ``point`` (the centre of mass) projected along the
+    facet normal falls inside one of the facet's triangles."""
     a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    p = point - np.outer((point - a[0]) @ normal, normal)[0]
-    signs = [np.einsum("ij,j->i", np.cross(q - p, r - p), normal) for q, r in ((a, b), (b, c), (c, a))]
-    inside = np.all(np.stack(signs) >= -1e-9, axis=0) | np.all(np.stack(signs) <= 1e-9, axis=0)
-    return bool(inside.any())
+    offset = np.einsum("ij,ij->i", point - a, normals)
+    p = point - offset[:, None] * normals
+    signs = np.stack([np.einsum("ij,ij->i", np.cross(q - p, r - p), normals)
+                      for q, r in ((a, b), (b, c), (c, a))])
+    inside = np.all(signs >= -1e-9, axis=0) | np.all(signs <= 1e-9, axis=0)
+    stable = np.zeros(count, dtype=bool)
+    stable[facet_of[inside]] = True
+    return stable
 
 
 def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, list[str]]:
@@ -84,42 +88,70 @@ def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, list
     return unit(directions), origin
 
 
-def screen(mesh: MeshArrays, directions: np.ndarray, ctx: Context) -> np.ndarray:
-    """Cheap cost of every direction at once: overhang area plus the support volume if every
-    overhang were supported from the plate (an upper bound of the shadow-aware volume)."""
-    cos_down = (mesh.normals @ directions.T).astype(np.float32)        # (F, D)
-    depth = (mesh.vertices @ directions.T).astype(np.float32)           # along down
+def screen(mesh: MeshArrays, hull: Hull, directions: np.ndarray, ctx: Context) -> np.ndarray:
+    """Cheap cost of every direction at once: overhang area, the support volume if every
+    overhang were supported from the plate (an upper bound of the shadow-aware volume), height
+    and a rough fit check."""
+    d = directions.astype(np.float32).T
+    areas = mesh.areas.astype(np.float32)
+    cos_down = mesh.normals.astype(np.float32) @ d                     # (F, D)
+    depth = mesh.vertices.astype(np.float32) @ d                        # along down
     plate = depth.max(axis=0)
-    height = plate[None, :] - (mesh.centres @ directions.T).astype(np.float32)
+    height = plate - mesh.centres.astype(np.float32) @ d
     needs = (cos_down > ctx.cos_critical) & (height > ctx.plate_tolerance_mm)
     if not ctx.profile.needs_supports:
         needs[:] = False
-    weighted = np.where(needs, mesh.areas[:, None].astype(np.float32), 0)
-    overhang = weighted.sum(axis=0)
-    volume = (weighted * cos_down * height).sum(axis=0)
+    overhang = areas @ needs.astype(np.float32)
+    cos_down *= height
+    volume = areas @ np.where(needs, cos_down, np.float32(0))
     span = plate - depth.min(axis=0)
     w, s = ctx.weights, ctx.scale_mm
+    fits = _fits_roughly(hull.points, directions, span, ctx)
     return (w["support_volume"] * volume / s**3 + w["overhang_area"] * overhang / s**2
-            + w["height"] * span / s)
+            + w["height"] * span / s + np.where(fits, 0.0, w["no_fit"]))
+
+
+def _fits_roughly(points: np.ndarray, directions: np.ndarray, height: np.ndarray,
+                  ctx: Context) -> np.ndarray:
+    """Whether each direction could fit the build volume: its height, and its footprint turned
+    in steps of 7.5 degrees about the vertical (a cheap stand-in for the minimum-area rectangle)."""
+    usable = usable_volume(ctx.profile)
+    plate = np.sort(usable[:2])[::-1]
+    helper = np.eye(3)[np.argmin(np.abs(directions), axis=1)]
+    u = unit(np.cross(directions, helper))
+    v = np.cross(directions, u)
+    fits = np.zeros(len(directions), dtype=bool)
+    for angle in np.radians(np.arange(0, 90, 7.5)):
+        a = np.cos(angle) * u + np.sin(angle) * v
+        b = np.cos(angle) * v - np.sin(angle) * u
+        width, depth = np.ptp(points @ a.T, axis=0), np.ptp(points @ b.T, axis=0)
+        long, short = np.maximum(width, depth), np.minimum(width, depth)
+        fits |= (long <= plate[0]) & (short <= plate[1])
+    return fits & (height <= usable[2])
 
 
 def refine(mesh: MeshArrays, hull: Hull, start: PoseMetrics, ctx: Context,
-           cell_mm: float, with_cups: bool) -> PoseMetrics:
-    """Pattern search on the sphere: try six tilts of shrinking size, keep any improvement."""
+           cell_mm: float) -> PoseMetrics:
+    """Pattern search on the sphere: tilt by shrinking steps in six directions, move to the best
+    improvement. Cups barely change over a few degrees: the start's are kept."""
     best = start
     for step in np.radians(REFINE_STEPS_DEG):
-        improved = True
-        while improved:
-            improved = False
+        for _ in range(REFINE_MOVES):
             d = best.down
             helper = np.eye(3)[np.argmin(np.abs(d))]
             u = unit(np.cross(d, helper))
             v = np.cross(d, u)
+            trials = []
             for angle in np.arange(6) * np.pi / 3:
                 trial = unit(np.cos(step) * d + np.sin(step) * (np.cos(angle) * u + np.sin(angle) * v))
-                metrics = evaluate_pose(mesh, hull.points, trial, ctx, cell_mm, with_cups)
-                if metrics.total_cost < best.total_cost - 1e-9:
-                    best, improved = metrics, True
+                metrics = evaluate_pose(mesh, hull.points, trial, ctx, cell_mm)
+                metrics.cups = start.cups
+                metrics.cost = cost_terms(metrics, ctx)
+                trials.append(metrics)
+            candidate = min(trials, key=lambda m: m.total_cost)
+            if candidate.total_cost >= best.total_cost - 1e-9:
+                break
+            best = candidate
     return best
 
 
@@ -127,11 +159,11 @@ def search(mesh: MeshArrays, hull: Hull, ctx: Context, cell_mm: float, keep: int
            with_cups: bool) -> list[PoseMetrics]:
     """The ``keep`` best distinct poses (at least 15 degrees apart), best first."""
     directions, _ = candidate_directions(mesh, hull)
-    cheap = screen(mesh, directions, ctx)
+    cheap = screen(mesh, hull, directions, ctx)
     order = np.argsort(cheap, kind="stable")[:SCREENED]
     ranked = sorted((evaluate_pose(mesh, hull.points, directions[i], ctx, cell_mm, with_cups)
                      for i in order), key=lambda m: m.total_cost)
-    refined = [refine(mesh, hull, m, ctx, cell_mm, with_cups) for m in _distinct(ranked, REFINED)]
+    refined = [refine(mesh, hull, m, ctx, cell_mm) for m in _distinct(ranked, REFINED)]
     refined += ranked
     refined.sort(key=lambda m: m.total_cost)
     return _distinct(refined, keep)

@@ -16,7 +16,6 @@ from scipy.spatial import cKDTree
 from pipeline.prepare.arrays import MeshArrays
 
 _CHUNK_PAIRS = 2_000_000
-_LARGE = 64  # at most this many triangles are tested against every ray
 
 
 @dataclass
@@ -59,20 +58,23 @@ def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
     origins = mesh.centres[faces]
     directions = -mesh.normals[faces]
 
-    # Triangles near each ray, from a k-d tree on the centres of the (many) small triangles;
-    # the few large ones (flat faces of man-made shapes) are tested against every ray.
+    # Triangles near each ray, from k-d trees on triangle centres, one per size class (a
+    # triangle can reach a ray only if its centre is within its own size of the segment).
     centres = mesh.centres
     reach = np.sqrt(np.max([((triangles[:, k] - centres) ** 2).sum(axis=1) for k in range(3)], axis=0))
-    limit = float(np.partition(reach, -_LARGE)[-_LARGE]) if len(reach) > _LARGE else 0.0
-    small = np.flatnonzero(reach <= limit)
-    large = np.flatnonzero(reach > limit)
-    near = cKDTree(centres[small]).query_ball_point(origins + directions * (max_mm / 2),
-                                                    r=max_mm / 2 + limit)
-    lengths = np.fromiter((len(n) for n in near), dtype=np.int64, count=len(near))
-    ray = np.repeat(np.arange(len(faces)), lengths)
-    tri = small[np.concatenate([np.asarray(n, dtype=np.int64) for n in near])] if len(ray) else ray
-    ray = np.concatenate([ray, np.repeat(np.arange(len(faces)), len(large))])
-    tri = np.concatenate([tri, np.tile(large, len(faces))])
+    level = np.floor(np.log2(np.maximum(reach, 1e-9) / max(np.median(reach), max_mm / 4)))
+    level = np.maximum(level, 0).astype(int)
+    midpoints = origins + directions * (max_mm / 2)
+    rays, tris = [], []
+    for value in np.unique(level):
+        members = np.flatnonzero(level == value)
+        near = cKDTree(centres[members]).query_ball_point(midpoints, r=max_mm / 2 + reach[members].max())
+        lengths = np.fromiter((len(n) for n in near), dtype=np.int64, count=len(near))
+        if lengths.sum():
+            rays.append(np.repeat(np.arange(len(faces)), lengths))
+            tris.append(members[np.concatenate([np.asarray(n, dtype=np.int64) for n in near])])
+    ray = np.concatenate(rays) if rays else np.zeros(0, dtype=np.int64)
+    tri = np.concatenate(tris) if tris else np.zeros(0, dtype=np.int64)
 
     thickness = np.full(len(faces), np.inf)
     for start in range(0, len(ray), _CHUNK_PAIRS):

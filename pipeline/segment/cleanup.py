@@ -6,7 +6,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import flood
 
-from pipeline.segment.grid import ball
 
 
 def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> tuple[np.ndarray, int]:
@@ -62,16 +61,30 @@ def drop_islands(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
     return mask & ~small[labels], int(small.sum())
 
 
+def dilate(mask: np.ndarray, radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Voxels within ``radius_mm`` of the mask (a Euclidean ball, any voxel size)."""
+    if not mask.any():
+        return mask
+    return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
+def erode(mask: np.ndarray, radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Voxels farther than ``radius_mm`` from everything outside the mask."""
+    if mask.all():
+        raise ValueError("erode needs a margin of background around the mask")
+    return ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm
+
+
 def close_open(mask: np.ndarray, spacing: tuple[float, ...], closing_mm: float, opening_mm: float) -> np.ndarray:
-    """Morphological closing then opening with ellipsoids of the given radii (mm)."""
+    """Morphological closing then opening with balls of the given radii (mm).
+
+    Distance maps make the cost independent of the radius. The array needs a margin of the
+    closing radius around the mask.
+    """
     if closing_mm > 0:
-        footprint = ball(closing_mm, spacing)
-        pad = [(h, h) for h in np.asarray(footprint.shape) // 2]
-        padded = np.pad(mask, pad)
-        closed = ndi.binary_closing(padded, footprint)
-        mask = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, mask.shape))] | mask
+        mask = erode(dilate(mask, closing_mm, spacing), closing_mm, spacing) | mask
     if opening_mm > 0:
-        mask = ndi.binary_opening(mask, ball(opening_mm, spacing))
+        mask = dilate(erode(mask, opening_mm, spacing), opening_mm, spacing) & mask
     return mask
 
 
@@ -79,9 +92,13 @@ def hollow_shell(mask: np.ndarray, spacing: tuple[float, ...], thickness_mm: flo
     """A wall of ``thickness_mm`` inside the mask's surface, or outside it around the lumen.
 
     The array must have room for an outside wall (a margin of the thickness on every side).
+    Distances run between voxel centres, while the surface lies beyond the mask's outermost
+    centres: the nearest of them sits on average about a quarter voxel inside it, which is
+    added to the thickness.
     """
+    to_surface = 0.25 * float(np.mean(spacing))
     if side == "inside":
         depth = ndi.distance_transform_edt(mask, sampling=spacing)
-        return mask & (depth <= thickness_mm)
+        return mask & (depth <= thickness_mm + to_surface)
     reach = ndi.distance_transform_edt(~mask, sampling=spacing)
-    return ~mask & (reach <= thickness_mm)
+    return ~mask & (reach <= thickness_mm + to_surface)

@@ -15,7 +15,7 @@ from pipeline.presets import Preset, apply_overrides, load_preset
 from pipeline.report import Report
 from pipeline.segment import cleanup
 from pipeline.segment.bone import bone_barrier
-from pipeline.segment.grid import block_factors, block_max, block_mean, upsample
+from pipeline.segment.grid import block_factors, block_mean_max, upsample
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
 from pipeline.segment.seeds import Seed, check_in_window, resolve_seeds, snap_into
@@ -97,13 +97,13 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     factors = block_factors(spacing, settings.analysis_spacing_mm)
     block_spacing = tuple(s * f for s, f in zip(spacing, factors))
     details["analysis_grid"] = {"block_voxels_kji": list(factors), "block_mm_kji": [round(s, 2) for s in block_spacing]}
-    mean = block_mean(hu, factors)
+    mean, highest = block_mean_max(hu, factors)
     in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
     del mean
     blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
     if preset.bone_separation.enabled:
         barrier, details["bone_separation"] = bone_barrier(
-            block_max(hu, factors), block_spacing, preset.bone_separation, blocks_of)
+            highest, block_spacing, preset.bone_separation, blocks_of)
         in_window &= ~barrier
     else:
         barrier = np.zeros_like(in_window)
@@ -151,9 +151,13 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     start = tuple(b.start for b in box)
     shape = tuple(b.stop - b.start for b in box)
     crop = hu[box]
-    fine = (crop >= window.lower_hu) & (crop <= window.upper_hu)
-    fine &= upsample(fringe[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
-    fine |= upsample(interior[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
+    # One expansion to full resolution: 1 = may hold the structure where in the window, 2 = inside.
+    code = fringe.astype(np.uint8)
+    code[interior] = 2
+    code = upsample(code[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
+    fine = (crop >= window.lower_hu) & (crop <= window.upper_hu) & (code == 1)
+    fine |= code == 2
+    del code
     local = [snap_into(fine, _shift(s, box)) for s in include]
     fine, details["components"] = cleanup.seeded_components(fine, [s for s in local if s is not None])
     return box, fine

@@ -15,31 +15,29 @@ def block_factors(spacing: tuple[float, float, float], target_mm: float) -> tupl
     return tuple(max(1, int(round(target_mm / s))) for s in spacing)  # type: ignore[return-value]
 
 
-def _blocks(array: np.ndarray, factors: tuple[int, int, int], fill: float) -> np.ndarray:
-    """View (or padded copy) of ``array`` as ``(nk, fk, nj, fj, ni, fi)`` blocks."""
-    pad = [(0, (-n) % f) for n, f in zip(array.shape, factors)]
-    if any(after for _, after in pad):
-        array = np.pad(array, pad, mode="constant", constant_values=fill)
-    shape = []
-    for n, f in zip(array.shape, factors):
-        shape += [n // f, f]
-    return array.reshape(shape)
+def block_mean_max(array: np.ndarray, factors: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (float32) and maximum (input dtype) of each block of ``factors`` voxels.
 
-
-def block_mean(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Mean of each block as float32 (partial blocks at the far edges are padded with edge values)."""
-    pad = [(0, (-n) % f) for n, f in zip(array.shape, factors)]
-    if any(after for _, after in pad):
-        array = np.pad(array, pad, mode="edge")
-    blocks = _blocks(array, factors, 0)
-    total = blocks.sum(axis=(1, 3, 5), dtype=np.int64 if array.dtype.kind == "f" else np.int32)
-    return (total / np.float32(np.prod(factors))).astype(np.float32)
-
-
-def block_max(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Maximum of each block (padding never wins)."""
-    low = np.iinfo(array.dtype).min if array.dtype.kind in "iu" else -np.inf
-    return _blocks(array, factors, low).max(axis=(1, 3, 5))
+    Works one slab of ``factors[0]`` slices at a time, so no full-size temporary is made and
+    the slab stays in cache. Blocks cut by the array's far edges are completed with copies of
+    the edge voxels.
+    """
+    fk, fj, fi = factors
+    nk, nj, ni = array.shape
+    shape = (-(-nk // fk), -(-nj // fj), -(-ni // fi))
+    means = np.empty(shape, np.float32)
+    maxima = np.empty(shape, array.dtype)
+    pad = ((0, shape[1] * fj - nj), (0, shape[2] * fi - ni))
+    scale = np.float32(1.0 / (fk * fj * fi))
+    for block_k in range(shape[0]):
+        slab = array[block_k * fk:(block_k + 1) * fk]
+        total = slab.sum(axis=0, dtype=np.int32) + (fk - slab.shape[0]) * slab[-1].astype(np.int32)
+        highest = slab.max(axis=0)
+        if pad[0][1] or pad[1][1]:
+            total, highest = np.pad(total, pad, mode="edge"), np.pad(highest, pad, mode="edge")
+        means[block_k] = total.reshape(shape[1], fj, shape[2], fi).sum(axis=(1, 3)) * scale
+        maxima[block_k] = highest.reshape(shape[1], fj, shape[2], fi).max(axis=(1, 3))
+    return means, maxima
 
 
 def upsample(coarse: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, int, int],
@@ -49,8 +47,14 @@ def upsample(coarse: np.ndarray, factors: tuple[int, int, int], shape: tuple[int
     ``offset`` is the full-resolution index of the first voxel wanted (a crop's start), so only
     the crop is ever expanded.
     """
-    index = [(o + np.arange(n)) // f for f, o, n in zip(factors, offset, shape)]
-    return coarse[np.ix_(*index)]
+    first = [o // f for f, o in zip(factors, offset)]
+    last = [(o + n - 1) // f + 1 for f, o, n in zip(factors, offset, shape)]
+    out = coarse[tuple(slice(a, b) for a, b in zip(first, last))]
+    for axis, f in enumerate(factors):
+        if f > 1:
+            out = np.repeat(out, f, axis=axis)
+    skip = [o - a * f for o, a, f in zip(offset, first, factors)]
+    return out[tuple(slice(s, s + n) for s, n in zip(skip, shape))]
 
 
 def ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:

@@ -27,6 +27,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from pipeline.geometry import bounding_box
+
 
 @dataclass
 class Split:
@@ -88,6 +90,13 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
     """
     if tolerance_mm is None:
         tolerance_mm = 0.5 * max(spacing)
+    # Work in the region's box (one empty voxel around it keeps the distance map right).
+    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in bounding_box(region))
+    full_shape = region.shape
+    region = region[box]
+    include = [tuple(v - b.start for v, b in zip(s, box)) for s in include]
+    exclude = [tuple(v - b.start for v, b in zip(s, box)) for s in exclude
+               if all(b.start <= v < b.stop for v, b in zip(s, box))]
     distance = ndi.distance_transform_edt(region, sampling=spacing).astype(np.float32)
     peaks_mask = (distance == ndi.maximum_filter(distance, size=3)) & region
     markers, count = ndi.label(peaks_mask, structure=np.ones((3, 3, 3), bool))
@@ -131,7 +140,8 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
     kept_roots = {roots[labels[seed]] for seed, kind in seeds if kind == "include"}
     kept_basins = np.isin(roots, list(kept_roots))
     kept_basins[0] = False
-    keep = kept_basins[labels]
+    keep = np.zeros(full_shape, bool)
+    keep[box] = kept_basins[labels]
 
     # Report the pieces cut off right next to the kept region: their size, widest ball and neck.
     removed = []
@@ -148,7 +158,7 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
             "volume_ml": round(int(piece.sum()) * voxel_mm3 / 1000, 2),
             "neck_radius_mm": round(float(saddles[touching].max()), 1),
             "widest_radius_mm": round(float(group_peak[root]), 1),
-            "centroid_index": [round(float(c), 1) for c in np.argwhere(piece).mean(axis=0)],
+            "centroid_index": [round(float(c + b.start), 1) for c, b in zip(np.argwhere(piece).mean(axis=0), box)],
             "held_exclude_seed": bool(has_exclude[root]),
         })
     removed.sort(key=lambda r: -r["voxels"])

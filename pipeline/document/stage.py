@@ -1,0 +1,117 @@
+"""The document stage alone, on a model folder written by earlier runs (``anatomodel document``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import trimesh
+
+from pipeline.document.inputs import PacketInputs, PacketReport
+from pipeline.errors import DocumentError
+
+#: Files of earlier stages that are carried into a packet folder when one exists.
+STAGE_FILES = ("mask.nii.gz", "model.stl", "print.stl", "print.3mf", "plan.json")
+
+
+def _charge_of(case: Any, model_id: str, case_dir: Path):
+    """The model's charge line, numbered over the case's models in case-file order.
+
+    Without a ledger record this is the case file's order; ``anatomodel run`` numbers through the
+    ledger instead. Sibling models' meshes (``<case_dir>/<id>/model.stl``) flag reprints.
+    """
+    from pipeline.coding import BillableModel, next_charge
+
+    lines = []
+    for spec in case.models:
+        billable = BillableModel.from_case(case, spec, case_dir / spec.id / "model.stl")
+        line = next_charge(lines, billable)
+        if spec.id == model_id:
+            return line
+        lines.append(line)
+    raise DocumentError(f"model {model_id!r} is not in case {case.case_id}; models: "
+                        + ", ".join(spec.id for spec in case.models))
+
+
+def document_model_folder(
+    case_file: str | Path,
+    model_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    deidentify: bool = False,
+    model_id: str | None = None,
+    with_images: bool = True,
+) -> PacketReport:
+    """Write (or rewrite) the packet of one model from the files of its folder.
+
+    Parameters
+    ----------
+    case_file : path
+        The case YAML the model belongs to.
+    model_dir : path
+        ``OUT/<case_id>/<model_id>`` with at least ``model.stl`` (and ``mask.nii.gz``,
+        ``print.stl``, ``plan.json`` when those stages ran).
+    out_dir : path, optional
+        Output root for a copy: the packet goes to ``out_dir/<case_id>/<model_id>``, built in a
+        staging folder and renamed when complete. Required with ``deidentify``; without it the
+        packet is rewritten in ``model_dir`` itself.
+    deidentify : bool
+        Write the vendor copy (no name, MRN, birth date or accession in any file).
+    model_id : str, optional
+        Defaults to the folder's name.
+    with_images : bool
+        Load the source series for the CT pictures and the DICOM references (slow on clinical
+        series); without it the packet says that the CT slices are not shown.
+    """
+    from pipeline.case import load_case, publish_folder
+    from pipeline.geometry import read_mask
+    from pipeline.model import Model
+
+    case = load_case(case_file)
+    model_dir = Path(model_dir)
+    model_id = model_id or model_dir.name
+    spec = next((s for s in case.models if s.id == model_id), None)
+    if spec is None:
+        raise DocumentError(f"model {model_id!r} is not in {case_file}; models: {', '.join(s.id for s in case.models)}")
+    if not (model_dir / "model.stl").is_file():
+        raise DocumentError(f"{model_dir / 'model.stl'} is missing: run the mesh stage (or `anatomodel run`) first")
+    if deidentify and out_dir is None:
+        raise DocumentError("a de-identified copy needs --out: it is written beside the original, never over it")
+
+    volume = None
+    if with_images:
+        from pipeline.load import load_series
+
+        volume, _ = load_series(case.dicom_path, case.imaging.series)
+    mask = read_mask(model_dir / "mask.nii.gz", {1: spec.id}) if (model_dir / "mask.nii.gz").is_file() else None
+    model = Model(trimesh.load_mesh(model_dir / "model.stl"), spec.id)
+    reports: dict[str, Any] = {}
+    if (model_dir / "plan.json").is_file():
+        reports["plan"] = json.loads((model_dir / "plan.json").read_text(encoding="utf-8"))
+    charge = _charge_of(case, model_id, model_dir.parent)
+    workflow = [step.model_dump(mode="json") | {"automatic": False, "seconds": step.minutes * 60.0}
+                for step in spec.manual_steps]
+    inputs = PacketInputs.from_run(case=case, spec=spec, charge=charge, volume=volume, mask=mask, model=model,
+                                   reports=reports, workflow=workflow, deidentify=deidentify)
+    from pipeline.document import write_packet
+
+    if out_dir is None:
+        return write_packet(inputs, model_dir)
+    target = Path(out_dir) / case.case_id / model_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{model_id}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for name in STAGE_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, staging / name)
+        report = write_packet(inputs, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_folder(staging, target)
+    report.model_dir = target
+    return report

@@ -1,0 +1,130 @@
+"""Model files: binary/ASCII STL, 3MF (millimetres) and OBJ out; STL/3MF/OBJ/PLY in.
+
+Every file is written to a temporary name beside the target and renamed, so a crash never leaves
+a half-written model. Headers carry the structure name and units only, never patient data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from pipeline.errors import MeshError
+from pipeline.model import Model
+
+FORMATS = ("stl", "stl-ascii", "3mf", "obj")
+_SUFFIX_FORMAT = {".stl": "stl", ".3mf": "3mf", ".obj": "obj"}
+_READABLE = (".stl", ".3mf", ".obj", ".ply")
+
+
+def header_text(model: Model) -> str:
+    """The STL header/solid name: tool, structure (sanitised) and units; never patient data."""
+    structure = re.sub(r"[^A-Za-z0-9_+-]+", "_", model.name)[:40] or "model"
+    return f"anatomodel {structure} units=mm"
+
+
+def write_model(model: Model, path: str | Path, format: str | None = None) -> Path:
+    """Write a model as binary STL, ASCII STL, 3MF (unit millimeter) or OBJ.
+
+    Parameters
+    ----------
+    model : Model
+        Vertices in mm.
+    path : str or Path
+        Target file; its suffix picks the format unless ``format`` is given.
+    format : {"stl", "stl-ascii", "3mf", "obj"}, optional
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    chosen = format or _SUFFIX_FORMAT.get(path.suffix.lower())
+    if chosen not in FORMATS:
+        raise MeshError(f"{path.name}: cannot tell the model format",
+                        hint=f"use a .stl, .3mf or .obj name, or give a format from {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        if chosen == "stl":
+            _write_binary_stl(model, temporary)
+        elif chosen == "stl-ascii":
+            _write_ascii_stl(model, temporary)
+        elif chosen == "3mf":
+            temporary.write_bytes(trimesh.exchange.threemf.export_3MF(_plain_mesh(model), units="millimeter"))
+        else:
+            temporary.write_text(trimesh.exchange.obj.export_obj(
+                _plain_mesh(model), include_normals=False, include_color=False, include_texture=False,
+                header=f"{header_text(model)}"))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def read_model(path: str | Path, name: str | None = None) -> Model:
+    """Read an STL, 3MF, OBJ or PLY file as a :class:`Model` (mm assumed for unitless files).
+
+    Vertices shared by triangles are merged so the mesh's topology can be checked.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MeshError(f"{path}: no such model file")
+    if path.suffix.lower() not in _READABLE:
+        raise MeshError(f"{path.name}: unsupported model file", hint=f"use one of {', '.join(_READABLE)}")
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as error:  # trimesh raises many types for corrupt files
+        raise MeshError(f"{path.name}: cannot be read as a triangle mesh ({type(error).__name__}: {error})") from error
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise MeshError(f"{path.name}: holds no triangles")
+    loaded.merge_vertices()
+    units = getattr(loaded, "units", None)
+    if units not in (None, "mm", "millimeter", "millimeters"):
+        loaded.convert_units("mm")
+    return Model(mesh=loaded, name=name or path.stem, provenance={"source_file": path.name})
+
+
+def _plain_mesh(model: Model) -> trimesh.Trimesh:
+    mesh = trimesh.Trimesh(vertices=np.asarray(model.mesh.vertices, dtype=np.float64),
+                           faces=np.asarray(model.mesh.faces), process=False)
+    mesh.units = "mm"
+    return mesh
+
+
+def _triangles(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    vertices = np.asarray(model.mesh.vertices, dtype=np.float64)
+    triangles = vertices[np.asarray(model.mesh.faces)]
+    normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1), 1e-300)[:, None]
+    return triangles, normals
+
+
+def _write_binary_stl(model: Model, path: Path) -> None:
+    triangles, normals = _triangles(model)
+    record = np.dtype([("normal", "<f4", 3), ("vertices", "<f4", (3, 3)), ("attribute", "<u2")])
+    data = np.zeros(len(triangles), dtype=record)
+    data["normal"], data["vertices"] = normals, triangles
+    header = header_text(model).encode("ascii")[:80].ljust(80, b" ")
+    with open(path, "wb") as stream:
+        stream.write(header)
+        stream.write(np.uint32(len(triangles)).tobytes())
+        stream.write(data.tobytes())
+
+
+def _write_ascii_stl(model: Model, path: Path) -> None:
+    triangles, normals = _triangles(model)
+    name = header_text(model).replace(" ", "_")
+    with open(path, "w", encoding="ascii") as stream:
+        stream.write(f"solid {name}\n")
+        for normal, (a, b, c) in zip(normals, triangles):
+            stream.write(f"facet normal {normal[0]:.6e} {normal[1]:.6e} {normal[2]:.6e}\n outer loop\n"
+                         f"  vertex {a[0]:.7e} {a[1]:.7e} {a[2]:.7e}\n"
+                         f"  vertex {b[0]:.7e} {b[1]:.7e} {b[2]:.7e}\n"
+                         f"  vertex {c[0]:.7e} {c[1]:.7e} {c[2]:.7e}\n endloop\nendfacet\n")
+        stream.write(f"endsolid {name}\n")

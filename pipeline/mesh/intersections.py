@@ -1,0 +1,84 @@
+"""Self-intersection test: exact triangle-triangle tests on candidate pairs.
+
+A smoothed or decimated marching-cubes surface can only pass through itself where two pieces of
+it were close to begin with (thin walls, narrow gaps) or where a triangle folded over. The caller
+names those candidate faces; here every pair of them close enough to touch is tested exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+_EPSILON = 1e-12
+
+
+def segments_cross_triangles(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray,
+                             c: np.ndarray) -> np.ndarray:
+    """True where segment ``p0 -> p1`` passes through the interior of triangle ``(a, b, c)``.
+
+    Moller-Trumbore, row-wise; touching at an end point or grazing an edge does not count.
+    """
+    direction = p1 - p0
+    edge1, edge2 = b - a, c - a
+    pvec = np.cross(direction, edge2)
+    determinant = np.einsum("ij,ij->i", edge1, pvec)
+    usable = np.abs(determinant) > _EPSILON * (np.linalg.norm(edge1, axis=1) * np.linalg.norm(edge2, axis=1)
+                                               * np.linalg.norm(direction, axis=1) + 1e-300)
+    inverse = np.where(usable, 1.0 / np.where(usable, determinant, 1.0), 0.0)
+    tvec = p0 - a
+    u = np.einsum("ij,ij->i", tvec, pvec) * inverse
+    qvec = np.cross(tvec, edge1)
+    v = np.einsum("ij,ij->i", direction, qvec) * inverse
+    t = np.einsum("ij,ij->i", edge2, qvec) * inverse
+    tolerance = 1e-9
+    return usable & (u > tolerance) & (v > tolerance) & (u + v < 1 - tolerance) & (t > tolerance) & (t < 1 - tolerance)
+
+
+def triangles_intersect(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """True where triangle ``first[n]`` (3, 3) and ``second[n]`` cross (non-coplanar cases)."""
+    hit = np.zeros(len(first), dtype=bool)
+    for one, other in ((first, second), (second, first)):
+        for start, end in ((0, 1), (1, 2), (2, 0)):
+            hit |= segments_cross_triangles(one[:, start], one[:, end], other[:, 0], other[:, 1], other[:, 2])
+    return hit
+
+
+def intersecting_faces(vertices: np.ndarray, faces: np.ndarray, candidates: np.ndarray,
+                       chunk: int = 200_000) -> np.ndarray:
+    """Indices of candidate faces that cross another candidate face not sharing a vertex with it.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+    faces : (m, 3) ndarray of int
+    candidates : (k,) ndarray of int
+        Faces to test against each other.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted face indices involved in at least one crossing.
+    """
+    candidates = np.unique(candidates)
+    if candidates.size < 2:
+        return np.empty(0, dtype=np.int64)
+    triangles = vertices[faces[candidates]]
+    centroids = triangles.mean(axis=1)
+    reach = np.linalg.norm(triangles - centroids[:, None, :], axis=2).max()
+    pairs = cKDTree(centroids).query_pairs(2.0 * reach, output_type="ndarray")
+    if pairs.size == 0:
+        return np.empty(0, dtype=np.int64)
+    corners = faces[candidates]
+    shares = np.zeros(len(pairs), dtype=bool)
+    for s in range(3):
+        for t in range(3):
+            shares |= corners[pairs[:, 0], s] == corners[pairs[:, 1], t]
+    pairs = pairs[~shares]
+    crossing = []
+    for begin in range(0, len(pairs), chunk):
+        part = pairs[begin:begin + chunk]
+        hit = triangles_intersect(triangles[part[:, 0]], triangles[part[:, 1]])
+        crossing.append(part[hit].ravel())
+    involved = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int64)
+    return np.unique(candidates[involved])

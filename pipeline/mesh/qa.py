@@ -1,0 +1,123 @@
+"""Quality figures of a finished surface: topology, measures, walls, self-intersections, drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.mesh.distance import SurfaceDistance
+from pipeline.mesh.intersections import intersecting_faces
+from pipeline.mesh.report import ThinRegion
+from pipeline.mesh.thickness import MaskField, march
+from pipeline.mesh.topology import (Topology, face_normals_and_areas, face_volumes, half_edges, topology,
+                                    vertex_components, vertex_normals)
+
+#: Thin-wall patches listed in the report (the thinnest first).
+MAX_THIN_REGIONS = 20
+
+
+@dataclass
+class Quality:
+    """Everything measured on one surface (lengths mm, volumes mm^3)."""
+
+    topology: Topology
+    volume_mm3: float
+    area_mm2: float
+    shells: int
+    cavities: int
+    bounds: tuple[np.ndarray, np.ndarray]
+    self_intersecting_faces: int
+    min_wall_thickness_mm: float | None
+    thin_regions: list[ThinRegion]
+    thin_area_fraction: float
+    distance_to_raw: tuple[float, float, float]
+
+
+def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: SurfaceDistance,
+            min_wall_mm: float | None, probe_mm: float, sample: int) -> Quality:
+    """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``)."""
+    shape, opposite = topology(vertices, faces)
+    per_face = face_volumes(vertices, faces)
+    count, piece_of_vertex = vertex_components(faces, len(vertices))
+    piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=per_face, minlength=count)
+    face_normals, face_areas = face_normals_and_areas(vertices, faces)
+    normals = vertex_normals(vertices, faces)
+    spacing = np.asarray(field.geometry.spacing)
+    step_mm = float(spacing.min())  # the crossing is interpolated within the step
+    if min_wall_mm is not None:
+        probe_mm = max(probe_mm, 1.5 * min_wall_mm)
+    thickness = march(field, vertices, -normals, length_mm=probe_mm, step_mm=step_mm, inside=True)
+    band_mm = 2.0 * float(spacing.max())
+    gap = march(field, vertices, normals, length_mm=band_mm, step_mm=step_mm, inside=False)
+    crossing = intersecting_faces(vertices, faces, _intersection_candidates(
+        faces, opposite, face_normals, (thickness < band_mm) | (gap < band_mm)))
+    vertex_area = np.zeros(len(vertices))
+    for corner in range(3):
+        vertex_area += np.bincount(faces[:, corner], weights=face_areas / 3.0, minlength=len(vertices))
+    thin_regions, thin_fraction = [], 0.0
+    if min_wall_mm is not None:
+        thin = thickness < min_wall_mm
+        thin_regions = _thin_regions(vertices, faces, thin, thickness)
+        thin_fraction = float(vertex_area[thin].sum() / max(vertex_area.sum(), 1e-300))
+    finite = thickness[np.isfinite(thickness)]
+    return Quality(
+        topology=shape,
+        volume_mm3=float(per_face.sum()),
+        area_mm2=float(face_areas.sum()),
+        shells=int(np.count_nonzero(piece_volume > 0)),
+        cavities=int(np.count_nonzero(piece_volume < 0)),
+        bounds=(vertices.min(axis=0), vertices.max(axis=0)),
+        self_intersecting_faces=int(crossing.size),
+        min_wall_thickness_mm=float(finite.min()) if finite.size else None,
+        thin_regions=thin_regions,
+        thin_area_fraction=thin_fraction,
+        distance_to_raw=_distance_statistics(vertices, raw, sample),
+    )
+
+
+def _intersection_candidates(faces: np.ndarray, opposite: np.ndarray, face_normals: np.ndarray,
+                             near_vertex: np.ndarray) -> np.ndarray:
+    """Faces near another part of the surface, or folded against a neighbour."""
+    paired = opposite >= 0
+    this_face = np.repeat(np.arange(len(faces)), 3)[paired]
+    other_face = opposite[paired] // 3
+    folded = np.einsum("ij,ij->i", face_normals[this_face], face_normals[other_face]) < -0.5
+    near_vertex = near_vertex.copy()
+    near_vertex[faces[this_face[folded]].ravel()] = True
+    near_vertex[faces[other_face[folded]].ravel()] = True
+    # grow by one ring so both sides of a crossing are included
+    start, end = half_edges(faces)
+    grown = near_vertex.copy()
+    grown[end[near_vertex[start]]] = True
+    return np.flatnonzero(grown[faces].any(axis=1))
+
+
+def _thin_regions(vertices: np.ndarray, faces: np.ndarray, thin: np.ndarray,
+                  thickness: np.ndarray) -> list[ThinRegion]:
+    if not thin.any():
+        return []
+    start, end = half_edges(faces)
+    both = thin[start] & thin[end]
+    graph = sparse.coo_matrix((np.ones(both.sum(), dtype=np.int8), (start[both], end[both])),
+                              shape=(len(vertices), len(vertices)))
+    _, labels = connected_components(graph, directed=False)
+    regions = []
+    for label in np.unique(labels[thin]):
+        members = np.flatnonzero(thin & (labels == label))
+        regions.append(ThinRegion(
+            centre_lps_mm=[round(float(v), 2) for v in vertices[members].mean(axis=0)],
+            min_thickness_mm=round(float(thickness[members].min()), 3), vertices=int(members.size)))
+    regions.sort(key=lambda region: region.min_thickness_mm)
+    return regions[:MAX_THIN_REGIONS]
+
+
+def _distance_statistics(vertices: np.ndarray, raw: SurfaceDistance, sample: int) -> tuple[float, float, float]:
+    """Mean, 95th percentile and maximum distance (mm) of (sampled) vertices to the raw surface."""
+    if len(vertices) > sample:
+        chosen = np.random.default_rng(0).choice(len(vertices), size=sample, replace=False)
+        vertices = vertices[chosen]
+    distance = raw(vertices)
+    return float(distance.mean()), float(np.percentile(distance, 95)), float(distance.max())

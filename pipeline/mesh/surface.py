@@ -1,0 +1,141 @@
+"""Marching cubes on the cropped, padded mask: a closed triangle surface in voxel-index space.
+
+The mask is cropped to its bounding box and padded with one layer of background on every side,
+so a structure cut by the edge of the scanned volume gets a flat cap exactly on the volume's
+edge (half a voxel beyond the last voxel centre) instead of an open rim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.measure import marching_cubes
+
+from pipeline.errors import MeshError
+from pipeline.geometry import Geometry, Mask, bounding_box
+
+#: Names of the six faces of the grid, as (axis, side) in array order (k, j, i).
+EDGE_NAMES = {(0, 0): "first slice (k=0)", (0, 1): "last slice", (1, 0): "first row (j=0)",
+              (1, 1): "last row", (2, 0): "first column (i=0)", (2, 1): "last column"}
+
+
+@dataclass
+class RawSurface:
+    """Marching-cubes output before smoothing.
+
+    Attributes
+    ----------
+    vertices_index : (n, 3) float64
+        Vertex positions as fractional array indices ``(k, j, i)`` of the full mask grid.
+    faces : (m, 3) int64
+        Triangles, wound so normals point outward in patient (LPS) space.
+    cap_planes : list of (axis, index)
+        Edges of the volume the mask touches: vertices with ``vertices_index[:, axis] == index``
+        lie on the flat cap there.
+    box : tuple of slice
+        The crop box in the full grid.
+    voxel_count : int
+        Voxels of the meshed structure.
+    """
+
+    vertices_index: np.ndarray
+    faces: np.ndarray
+    cap_planes: list[tuple[int, float]]
+    box: tuple[slice, slice, slice]
+    voxel_count: int
+
+    def cap_vertices(self, tolerance: float = 1e-6) -> list[tuple[int, float, np.ndarray]]:
+        """For each cap plane, ``(axis, index, vertex indices on it)``."""
+        return [(axis, value, np.flatnonzero(np.abs(self.vertices_index[:, axis] - value) < tolerance))
+                for axis, value in self.cap_planes]
+
+    def touched_edges(self) -> list[str]:
+        """Human-readable names of the volume edges the structure is cut by."""
+        names = []
+        for axis, value in self.cap_planes:
+            names.append(EDGE_NAMES[(axis, 0 if value < 0 else 1)])
+        return names
+
+
+def structure_array(mask: Mask, label: int | None) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """Boolean array of the structure cropped to its bounding box, and that box.
+
+    The box is found on the (cheap) nonzero test first so that the label comparison runs on the
+    crop only, never on a full clinical grid.
+    """
+    if label is not None and label not in mask.labels and not np.any(mask.array == label):
+        known = ", ".join(f"{value} ({name})" for value, name in sorted(mask.labels.items())) or "none"
+        raise MeshError(f"label {label} is not in the mask", hint=f"labels present: {known}")
+    box = _nonzero_box(mask.array)
+    if box is None:
+        raise MeshError("the mask is empty: no voxel is labelled, so there is no surface to mesh",
+                        hint="check the segmentation (threshold, seeds) before meshing")
+    crop = mask.array[box]
+    binary = crop > 0 if label is None else crop == label
+    inner = bounding_box(binary)
+    if inner is None:
+        raise MeshError(f"label {label} has no voxels in the mask",
+                        hint="choose a label that was segmented, or mesh all labels")
+    box = tuple(slice(outer.start + part.start, outer.start + part.stop) for outer, part in zip(box, inner))
+    return binary[inner], box  # type: ignore[return-value]
+
+
+def _nonzero_box(array: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of the nonzero voxels, in two contiguous passes over a full grid."""
+    slices = np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
+    if slices.size == 0:
+        return None
+    first, last = int(slices[0]), int(slices[-1]) + 1
+    footprint = array[first:last].any(axis=0)
+    rows = np.flatnonzero(footprint.any(axis=1))
+    columns = np.flatnonzero(footprint.any(axis=0))
+    return (slice(first, last), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+
+
+def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometry: Geometry) -> RawSurface:
+    """Marching cubes (Lewiner, level 0.5) on a cropped 0/1 structure padded with background.
+
+    Parameters
+    ----------
+    padded : (a + 2, b + 2, c + 2) ndarray of uint8
+        The structure cropped to ``box``, with one layer of zeros on every side.
+    box : tuple of slice
+        Position of the crop in the full grid.
+    geometry : Geometry
+        The full grid (only its shape and orientation are used here).
+
+    Returns
+    -------
+    RawSurface
+    """
+    vertices, faces, _, _ = marching_cubes(padded.astype(np.float32), level=0.5, allow_degenerate=False)
+    if len(faces) == 0:
+        raise MeshError("marching cubes found no surface in the mask")
+    offset = np.array([s.start for s in box], dtype=np.float64) - 1.0
+    vertices = vertices.astype(np.float64) + offset
+    faces = faces.astype(np.int64)
+    # Orientation: outward normals in patient space. The index-to-LPS map flips handedness
+    # when its determinant is negative.
+    if _points_outward(vertices, faces) != (np.linalg.det(geometry.affine[:3, :3]) > 0):
+        faces = faces[:, ::-1].copy()
+    caps = []
+    for axis, part in enumerate(box):
+        if part.start == 0:
+            caps.append((axis, -0.5))
+        if part.stop == geometry.shape[axis]:
+            caps.append((axis, geometry.shape[axis] - 0.5))
+    return RawSurface(vertices, faces, caps, box, int(np.count_nonzero(padded)))
+
+
+def _points_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """True if the faces around the topmost vertex (largest first index) face up, i.e. outward.
+
+    At the surface's extreme point along an axis the outward normal is that axis; the summed
+    (area-weighted) normal of the faces around that vertex shares its sign. This avoids a full
+    volume integral on a million triangles.
+    """
+    top = int(np.argmax(vertices[:, 0]))
+    around = faces[np.any(faces == top, axis=1)]
+    a, b, c = vertices[around[:, 0]], vertices[around[:, 1]], vertices[around[:, 2]]
+    return float(np.cross(b - a, c - a)[:, 0].sum()) > 0

@@ -1,0 +1,364 @@
+"""``plan_print``: choose how to print a model on a printer, and say what it will take."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import fast_simplification
+import numpy as np
+
+from pipeline.errors import PrintPlanError
+from pipeline.model import Model
+from pipeline.prepare.arrays import MeshArrays
+from pipeline.prepare.evaluate import (
+    Context, PoseMetrics, cost_terms, evaluate_pose, fits_build_volume, overhang_faces,
+    usable_volume,
+)
+from pipeline.prepare.search import convex_hull, search
+from pipeline.prepare.walls import sample_wall_thickness
+from pipeline.printers import PrinterProfile, load_printer
+from pipeline.report import Report
+
+log = logging.getLogger(__name__)
+
+#: The search runs on a copy decimated to this many faces; the chosen poses are then measured
+#: on the full mesh.
+SEARCH_FACES = 20_000
+SEARCH_CELLS = 64      # vertical rays across the model's diameter while searching
+FINAL_CELLS = 200      # ... and when measuring the chosen poses
+MAX_LISTED = 5         # places listed per warning
+
+
+@dataclass
+class PlanAlternative(Report):
+    """A runner-up pose, measured like the chosen one."""
+
+    transform: list[list[float]]
+    down_direction_lps: list[float]
+    overhang_area_mm2: float
+    support_volume_mm3: float
+    support_contact_area_mm2: float
+    height_mm: float
+    fits: bool
+    cost_total: float
+    cost: dict[str, float]
+
+
+@dataclass
+class PrintPlan(Report):
+    """How to print one model on one printer, with what it will take.
+
+    All lengths in mm, areas in mm2, volumes in mm3 or ml, masses in g, times in hours.
+    ``transform`` maps model (patient LPS) coordinates to the printer's build coordinates
+    (origin at a corner of the plate, z up); apply it to get ``print.stl``.
+    """
+
+    printer: str
+    technology: str
+    material: str
+    model_name: str
+    transform: list[list[float]]
+    down_direction_lps: list[float]
+    overhang_area_mm2: float
+    support_contact_area_mm2: float
+    important_contact_area_mm2: float
+    support_volume_mm3: float
+    height_mm: float
+    layer_height_mm: float
+    layers: int
+    footprint_mm: list[float]
+    material_part_ml: float
+    material_part_g: float
+    material_supports_ml: float
+    material_supports_g: float
+    material_cost: float
+    currency: str
+    estimated_time_h: float
+    fits: bool
+    build_volume_mm: list[float]
+    margins_mm: dict[str, float]
+    cup_volume_mm3: float
+    cup_count: int
+    min_wall_mm: float | None
+    critical_overhang_deg: float
+    needs_supports: bool
+    plate_tolerance_mm: float
+    cost_total: float
+    cost: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    split: dict | None = None
+    alternatives: list[PlanAlternative] = field(default_factory=list)
+    mesh_faces: int = 0
+    search_faces: int = 0
+    seconds: float = 0.0
+
+
+def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int = 3,
+               material: str | None = None) -> PrintPlan:
+    """Choose the print orientation and placement of ``model`` on ``printer``.
+
+    Parameters
+    ----------
+    model : Model
+        Closed mesh in patient LPS mm; ``important_faces`` marks surfaces to keep free of
+        support contact.
+    printer : str or PrinterProfile
+        Profile name (``configs/printers/<name>.yaml``), YAML path, or a loaded profile.
+    alternatives : int
+        How many runner-up poses to report besides the chosen one.
+    material : str, optional
+        Material of the profile; its default when not given.
+
+    Returns
+    -------
+    PrintPlan
+
+    Raises
+    ------
+    pipeline.errors.ConfigError
+        Unknown or invalid printer profile.
+    pipeline.errors.PrintPlanError
+        Unknown material, empty or inside-out mesh, negative ``alternatives``.
+    """
+    started = time.perf_counter()
+    profile = printer if isinstance(printer, PrinterProfile) else load_printer(printer)
+    material = material or profile.default_material
+    if material not in profile.materials:
+        raise PrintPlanError(
+            f"material {material!r} is not available on {profile.name}",
+            hint=f"choose one of: {', '.join(profile.materials)}",
+        )
+    if alternatives < 0:
+        raise PrintPlanError(f"alternatives must be 0 or more, got {alternatives}")
+    full = _mesh_arrays(model)
+    important = _important(model, len(full.faces))
+    search_mesh, search_important = _decimate(full, important)
+
+    scale = float(np.sqrt(full.areas.sum() / (4 * np.pi)))
+    hull = convex_hull(search_mesh)
+    diameter = float(np.ptp(hull.points, axis=0).max())
+    ctx = Context(profile=profile, scale_mm=scale, important=search_important)
+    with_cups = profile.drain_cups
+    found = search(search_mesh, hull, ctx, diameter / SEARCH_CELLS, alternatives + 1, with_cups)
+
+    final_ctx = Context(profile=profile, scale_mm=scale, important=important)
+    poses = []
+    for pose in found:
+        measured = evaluate_pose(full, hull.points, pose.down, final_ctx, diameter / FINAL_CELLS)
+        measured.cups = pose.cups
+        measured.cost = cost_terms(measured, final_ctx)
+        poses.append(measured)
+    poses.sort(key=lambda m: m.total_cost)
+    best = poses[0]
+
+    plan = _plan_from_pose(best, full, model, profile, material, final_ctx)
+    plan.alternatives = [_alternative(p, profile) for p in poses[1:]]
+    plan.warnings += _wall_warnings(full, profile, plan)
+    plan.warnings += _island_warnings(full, best, final_ctx, plan)
+    if best.cups is not None and best.cups.count and profile.drain_cups:
+        places = _to_model(best.cups.centres[:MAX_LISTED], best, profile)
+        plan.warnings.append(
+            f"{best.cups.count} cup(s) ({best.cups.volume_mm3:.0f} mm3) would seal against the "
+            f"resin tank in this orientation: add drain holes near {_points(places)} (LPS mm)")
+    if not plan.fits:
+        plan.split = _split_suggestion(best, profile)
+        plan.warnings.append(plan.split["message"])
+    plan.mesh_faces = len(full.faces)
+    plan.search_faces = len(search_mesh.faces)
+    plan.seconds = round(time.perf_counter() - started, 3)
+    return plan
+
+
+def _mesh_arrays(model: Model) -> MeshArrays:
+    mesh = model.mesh
+    if mesh is None or len(mesh.faces) == 0:
+        raise PrintPlanError(f"model {model.name!r} has no faces: nothing to print")
+    arrays = MeshArrays.from_arrays(mesh.vertices, mesh.faces)
+    volume = arrays.volume
+    if volume <= 0:
+        raise PrintPlanError(
+            f"model {model.name!r} encloses no volume ({volume:.1f} mm3): its faces are wound "
+            "inside out or it is not closed", hint="re-run the mesh stage or repair the STL")
+    return arrays
+
+
+def _important(model: Model, count: int) -> np.ndarray | None:
+    if model.important_faces is None:
+        return None
+    flags = np.asarray(model.important_faces, dtype=bool)
+    if flags.shape != (count,):
+        raise PrintPlanError(
+            f"model {model.name!r}: important_faces has {flags.size} entries for {count} faces")
+    return flags
+
+
+def _decimate(mesh: MeshArrays, important: np.ndarray | None):
+    if len(mesh.faces) <= SEARCH_FACES:
+        return mesh, important
+    vertices, faces = fast_simplification.simplify(
+        mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32),
+        target_count=SEARCH_FACES)
+    small = MeshArrays.from_arrays(vertices, faces)
+    keep = small.areas > 0
+    small = MeshArrays.from_arrays(vertices, faces[keep])
+    if important is None:
+        return small, None
+    # Carry the flags over: a decimated face is important if the nearest full face is.
+    from scipy.spatial import cKDTree
+
+    _, nearest = cKDTree(mesh.centres).query(small.centres)
+    return small, important[nearest]
+
+
+def _placement(pose: PoseMetrics, profile: PrinterProfile) -> np.ndarray:
+    """4x4 model-to-printer transform: rotate, rest on the plate, centre on it."""
+    volume = profile.build_volume_mm
+    centre = np.array([volume.x / 2, volume.y / 2])
+    rotation = pose.rotation
+    size = pose.size_mm
+    if volume.x < volume.y:  # longer footprint side along the plate's longer side
+        turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        rotation = turn @ rotation
+        size = size[[1, 0, 2]]
+    minimum = (pose.minimum if volume.x >= volume.y else
+               np.array([-pose.minimum[1] - pose.size_mm[1], pose.minimum[0], pose.minimum[2]]))
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation
+    matrix[:2, 3] = centre - size[:2] / 2 - minimum[:2]
+    matrix[2, 3] = -minimum[2]
+    return matrix
+
+
+def _plan_from_pose(pose: PoseMetrics, mesh: MeshArrays, model: Model, profile: PrinterProfile,
+                    material: str, ctx: Context) -> PrintPlan:
+    fits, margins = fits_build_volume(pose.size_mm, profile)
+    layer = profile.layer_height_mm
+    layers = int(np.ceil((pose.height_mm + profile.support_base_mm) / layer))
+    part_mm3 = mesh.volume
+    support_mm3 = pose.support_volume_mm3 * profile.support_fill_fraction
+    spec = profile.materials[material]
+    rates = profile.time
+    seconds = (rates.fixed_minutes * 60 + layers * rates.seconds_per_layer
+               + (part_mm3 + support_mm3) / rates.mm3_per_second)
+    transform = _placement(pose, profile)
+    volume = profile.build_volume_mm
+    return PrintPlan(
+        printer=profile.name, technology=profile.technology, material=material,
+        model_name=model.name,
+        transform=np.round(transform, 9).tolist(),
+        down_direction_lps=np.round(pose.down, 9).tolist(),
+        overhang_area_mm2=round(pose.overhang_area_mm2, 2),
+        support_contact_area_mm2=round(pose.support_contact_area_mm2, 2),
+        important_contact_area_mm2=round(pose.important_contact_mm2, 2),
+        support_volume_mm3=round(pose.support_volume_mm3, 1),
+        height_mm=round(pose.height_mm, 3), layer_height_mm=layer, layers=layers,
+        footprint_mm=np.round(pose.size_mm[:2], 3).tolist(),
+        material_part_ml=round(part_mm3 / 1000, 3),
+        material_part_g=round(part_mm3 / 1000 * spec.density_g_per_ml, 2),
+        material_supports_ml=round(support_mm3 / 1000, 3),
+        material_supports_g=round(support_mm3 / 1000 * spec.density_g_per_ml, 2),
+        material_cost=round((part_mm3 + support_mm3) / 1e6 * spec.cost_per_liter, 2),
+        currency=spec.currency,
+        estimated_time_h=round(seconds / 3600, 2),
+        fits=fits, build_volume_mm=[volume.x, volume.y, volume.z],
+        margins_mm={axis: round(float(m), 2) for axis, m in zip("xyz", margins)},
+        cup_volume_mm3=round(pose.cups.volume_mm3, 1) if pose.cups else 0.0,
+        cup_count=pose.cups.count if pose.cups else 0,
+        min_wall_mm=None,
+        critical_overhang_deg=profile.critical_overhang_deg,
+        needs_supports=profile.needs_supports,
+        plate_tolerance_mm=ctx.plate_tolerance_mm,
+        cost_total=round(pose.total_cost, 6),
+        cost={k: round(v, 6) for k, v in pose.cost.items()},
+    )
+
+
+def _alternative(pose: PoseMetrics, profile: PrinterProfile) -> PlanAlternative:
+    return PlanAlternative(
+        transform=np.round(_placement(pose, profile), 9).tolist(),
+        down_direction_lps=np.round(pose.down, 9).tolist(),
+        overhang_area_mm2=round(pose.overhang_area_mm2, 2),
+        support_volume_mm3=round(pose.support_volume_mm3, 1),
+        support_contact_area_mm2=round(pose.support_contact_area_mm2, 2),
+        height_mm=round(pose.height_mm, 3), fits=pose.fits,
+        cost_total=round(pose.total_cost, 6),
+        cost={k: round(v, 6) for k, v in pose.cost.items()},
+    )
+
+
+def _to_model(points: np.ndarray, pose: PoseMetrics, profile: PrinterProfile) -> np.ndarray:
+    """Print-frame points of ``evaluate_pose`` (before placement) back to model LPS mm."""
+    return (np.asarray(points) + pose.minimum) @ pose.rotation
+
+
+def _points(points: np.ndarray) -> str:
+    return ", ".join("(" + ", ".join(f"{c:.1f}" for c in p) + ")" for p in points)
+
+
+def _wall_warnings(mesh: MeshArrays, profile: PrinterProfile, plan: PrintPlan) -> list[str]:
+    limit = profile.min_wall_mm
+    sample = sample_wall_thickness(mesh, max_mm=2 * limit)
+    finite = sample.thickness_mm[np.isfinite(sample.thickness_mm)]
+    plan.min_wall_mm = round(float(finite.min()), 3) if len(finite) else None
+    thin = np.flatnonzero(sample.thickness_mm < limit)
+    if len(thin) == 0:
+        return []
+    worst = thin[np.argsort(sample.thickness_mm[thin])][:MAX_LISTED]
+    share = 100 * len(thin) / len(sample.faces)
+    return [f"walls thinner than the {limit} mm {profile.name} allows at {len(thin)} of "
+            f"{len(sample.faces)} sampled points ({share:.1f} %), thinnest "
+            f"{sample.thickness_mm[worst[0]]:.2f} mm; near {_points(sample.points[worst])} (LPS mm): "
+            "thicken or check the segmentation there"]
+
+
+def _island_warnings(mesh: MeshArrays, pose: PoseMetrics, ctx: Context, plan: PrintPlan) -> list[str]:
+    """Local lowest points off the plate that no overhang support reaches: each starts an
+    island that needs its own support."""
+    if not ctx.profile.needs_supports:
+        return []
+    z = (mesh.vertices @ pose.rotation[2]) - pose.minimum[2]
+    faces = mesh.faces
+    lowest_neighbour = np.full(len(z), np.inf)
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        np.minimum.at(lowest_neighbour, faces[:, a], z[faces[:, b]])
+        np.minimum.at(lowest_neighbour, faces[:, b], z[faces[:, a]])
+    normal_z = mesh.normals @ pose.rotation[2]
+    supported = overhang_faces(normal_z, z[faces].min(axis=1), ctx)
+    covered = np.zeros(len(z), dtype=bool)
+    covered[faces[supported].ravel()] = True
+    # A dimple in a steep wall is not an island: the point must stand out by a layer.
+    islands = np.flatnonzero((lowest_neighbour - z > ctx.profile.layer_height_mm)
+                             & (z > ctx.plate_tolerance_mm) & ~covered)
+    if len(islands) == 0:
+        return []
+    return [f"{len(islands)} unsupported island start(s) (lowest points off the plate that the "
+            f"overhang supports miss) near {_points(mesh.vertices[islands[:MAX_LISTED]])} (LPS mm): "
+            "add supports there"]
+
+
+def _split_suggestion(pose: PoseMetrics, profile: PrinterProfile) -> dict:
+    """Planes (in model LPS mm) cutting the oriented model into pieces that fit, and the scale
+    that would make it fit whole. Never applied: the lab decides."""
+    usable = usable_volume(profile)
+    plate = np.sort(usable[:2])[::-1]
+    limits = np.array([plate[0], plate[1], usable[2]])
+    size = pose.size_mm
+    pieces = np.maximum(np.ceil(size / limits - 1e-9), 1).astype(int)
+    planes = []
+    for axis in np.flatnonzero(pieces > 1):
+        normal = pose.rotation[axis]  # print axis expressed in model coordinates
+        for k in range(1, pieces[axis]):
+            point = np.zeros(3)
+            point[axis] = size[axis] * k / pieces[axis]
+            planes.append({"point_lps": np.round(_to_model(point[None], pose, profile)[0], 2).tolist(),
+                           "normal_lps": np.round(normal, 6).tolist()})
+    scale = float(np.floor(100 * np.min(limits / size)) / 100)
+    count = int(np.prod(pieces))
+    where = "; ".join(f"plane through {p['point_lps']} normal {p['normal_lps']}" for p in planes)
+    message = (f"does not fit {profile.name} in any orientation tried: oriented size "
+               f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm, usable "
+               f"{limits[0]:.0f} x {limits[1]:.0f} x {limits[2]:.0f} mm. Split into {count} "
+               f"pieces ({where}, LPS mm) or scale to {scale:.2f} (not applied)")
+    return {"pieces": count, "planes": planes, "scale_to_fit": scale, "message": message}

@@ -1,0 +1,136 @@
+"""Batch runs: manifests, and real cases through ``run_case`` on a real Dask ``LocalCluster``
+and in local processes, all writing one SQLite ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline.batch import read_manifest, run_batch
+from pipeline.errors import ConfigError
+from pipeline.ledger import Ledger, folder_problems
+
+REPO = Path(__file__).resolve().parents[1]
+#: Smaller than the default phantom (about 1.7 mm voxels) to keep the end-to-end runs quick.
+PHANTOM_SCALE = 0.6
+
+
+# -- manifests ----------------------------------------------------------------------------------
+def test_manifest_formats_resolve_against_the_manifest_folder(tmp_path):
+    (tmp_path / "m").mkdir()
+    expected = [tmp_path / "m" / "a.yaml", tmp_path / "cases" / "b.yaml"]
+    forms = {
+        "header.csv": "case,note\na.yaml,first\n../cases/b.yaml,second\n",
+        "plain.csv": "# a comment\na.yaml\n\n../cases/b.yaml\n",
+        "list.yaml": "- a.yaml\n- ../cases/b.yaml\n",
+        "mapping.yml": "cases:\n  - a.yaml\n  - {case: ../cases/b.yaml}\n",
+    }
+    for name, text in forms.items():
+        (tmp_path / "m" / name).write_text(text)
+        assert [p.resolve() for p in read_manifest(tmp_path / "m" / name)] == [p.resolve() for p in expected], name
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("empty.csv", "case\n", "lists no case files"),
+    ("hole.csv", "case,note\n,x\n", "row 2 has no 'case' value"),
+    ("bad.yaml", "cases: 3\n", "expected a list"),
+    ("bad2.yaml", "- a.yaml\n- 7\n", "entry 2"),
+    ("cases.txt", "a.yaml\n", "expected a .csv, .yaml or .yml"),
+])
+def test_bad_manifests_are_refused_with_the_reason(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_manifest(tmp_path / name)
+    with pytest.raises(ConfigError, match="not found"):
+        read_manifest(tmp_path / "missing.csv")
+
+
+# -- real cases ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def phantom_series(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("batch_phantom") / "cta"
+    write_dicom_series(make_phantom(PHANTOM_SCALE), folder)
+    return folder
+
+
+def write_case(folder: Path, number: int, dicom: Path) -> Path:
+    """The example case as patient ``number`` (its own encounter), on the given series."""
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["case_id"] = f"BATCH-{number:03d}"
+    case["patient"].update(id=f"PT{number:04d}", name=f"PHANTOM^NUMBER{number}")
+    case["imaging"]["dicom"] = str(dicom)
+    path = folder / f"case{number}.yaml"
+    path.write_text(yaml.safe_dump(case, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def dask_batch(tmp_path_factory, phantom_series):
+    """Four cases (the third one's DICOM folder is missing) on a two-worker LocalCluster."""
+    from distributed import LocalCluster
+
+    root = tmp_path_factory.mktemp("dask_batch")
+    (root / "cases").mkdir()
+    cases = [write_case(root / "cases", n, phantom_series if n != 3 else root / "no-such-series")
+             for n in range(1, 5)]
+    manifest = root / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"cases": [f"cases/{c.name}" for c in cases]}))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        report = run_batch(manifest, root / "out", scheduler=cluster.scheduler_address,
+                           ledger=root / "ledger.sqlite3", progress=False)
+    return root, report
+
+
+@pytest.mark.slow
+def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch):
+    root, report = dask_batch
+    assert report.scheduler.startswith("tcp://127.0.0.1:")
+    assert [o.ok for o in report.outcomes] == [True, True, False, True]
+    failure = report.failed[0]
+    assert failure.error_type == "DicomError" and "no-such-series" in failure.error
+    assert report.exit_code == failure.exit_code != 0
+
+    model_ids = ["aorta-surgeon", "ventricle-trainee"]
+    for outcome in report.outcomes:
+        if outcome.ok:
+            assert outcome.models == model_ids
+            for model in model_ids:
+                assert folder_problems(root / "out" / outcome.case_id / model) == []
+    assert not (root / "out" / "BATCH-003").exists() or not any((root / "out" / "BATCH-003").iterdir())
+
+    with Ledger(root / "ledger.sqlite3") as ledger:
+        verify = ledger.verify()
+        assert verify.ok and verify.packets_checked == 6, verify.problems
+        claims = {c["patient_id"]: [(line["cpt"], line["units"]) for line in c["lines"]]
+                  for c in ledger.export()["claims"]}
+        assert claims == {f"PT{n:04d}": [("0559T", 1), ("0560T", 1)] for n in (1, 2, 4)}
+        runs = {case["case_id"]: ledger.show(case["case_id"])["runs"] for case in ledger.list_cases()}
+    assert [r["status"] for r in runs["BATCH-003"]] == ["failed"]
+    assert "no-such-series" in runs["BATCH-003"][0]["error"]
+    assert all([r["status"] for r in runs[f"BATCH-{n:03d}"]] == ["ok"] for n in (1, 2, 4))
+
+
+@pytest.mark.slow
+def test_rerun_through_run_case_keeps_charges_and_makes_version_two(dask_batch):
+    from pipeline.case import run_case
+
+    root, _ = dask_batch
+    ledger_path = root / "ledger.sqlite3"
+    with Ledger(ledger_path) as ledger:
+        before = [(c["case_id"], c["model_id"], c["cpt"], c["status"]) for c in ledger.export()["charges"]]
+    result = run_case(root / "cases" / "case1.yaml", root / "out", ledger=ledger_path)
+    assert [m.cpt for m in result.models] == ["0559T", "0560T"]
+    with Ledger(ledger_path) as ledger:
+        after = [(c["case_id"], c["model_id"], c["cpt"], c["status"]) for c in ledger.export()["charges"]]
+        versions = {(m["model_id"], m["version"], m["status"]) for m in ledger.show("BATCH-001")["models"]}
+        assert ledger.verify().ok
+    assert after == before
+    assert versions == {("aorta-surgeon", 1, "superseded"), ("aorta-surgeon", 2, "current"),
+                        ("ventricle-trainee", 1, "superseded"), ("ventricle-trainee", 2, "current")}
+    charges = json.loads((root / "out" / "BATCH-001" / "charges.json").read_text())
+    assert [(c["cpt"], c["units"]) for c in charges["claim_lines"]] == [("0559T", 1), ("0560T", 1)]

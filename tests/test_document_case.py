@@ -1,0 +1,126 @@
+"""End to end through ``run_case`` on the synthetic CTA phantom: charges and packets of a case."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jsonschema
+import pydicom
+import pypdf
+import pytest
+import yaml
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline.case import run_case
+from pipeline.cli import main
+from pipeline.document.deidentify import readable_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+PATIENT = {"name": "PHANTOM^CASEDOC", "id": "PHX4242", "birth_date": "1959-07-04", "sex": "F"}
+IDENTIFYING = ["PHANTOM^CASEDOC", "PHANTOM CASEDOC", "PHX4242", "1959-07-04", "19590704"]
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("doc_case")
+    phantom = make_phantom()
+    write_dicom_series(phantom, root / "dicom", with_truth=False)
+    landmarks = phantom.landmarks
+    models = [
+        {"id": "aorta-surgeon", "preset": "aorta_cta", "seeds_lps_mm": [list(landmarks["ascending_aorta"])],
+         "purpose": "surgical_planning", "recipient": "Cardiac surgery",
+         "manual_steps": [{"step": "post_processing", "operator": "TECH^LAB", "minutes": 40}]},
+        {"id": "ventricle-trainee", "preset": "heart_bloodpool_cta", "seeds_lps_mm": [list(landmarks["left_ventricle"])],
+         "exclude_seeds_lps_mm": [list(landmarks["ascending_aorta"])], "purpose": "trainee_education",
+         "recipient": "Trainee"},
+        {"id": "spine-education", "preset": "bone_ct", "seeds_lps_mm": [list(landmarks["vertebra"])],
+         "purpose": "patient_education", "recipient": "Patient"},
+    ]
+    case = {
+        "case_id": "DOC-E2E-1", "patient": PATIENT,
+        "encounter": {"date_of_service": "2026-01-15", "facility": "Test Hospital 3D Lab",
+                      "ordering_provider": {"name": "SURGEON^ORDERING", "npi": "1234567893"},
+                      "rendering_provider": {"name": "RADIOLOGIST^RENDERING", "npi": "1234567893"},
+                      "payer": "medicare"},
+        "indication": {"icd10": ["I71.23"], "summary": "Descending thoracic aortic aneurysm; repair planned."},
+        "imaging": {"dicom": str(root / "dicom"), "series": "auto"},
+        "printer": "formlabs_form3b", "operator": "TECH^LAB", "models": models,
+    }
+    (root / "case3.yaml").write_text(yaml.safe_dump(case))
+    (root / "case1.yaml").write_text(yaml.safe_dump({**case, "case_id": "DOC-E2E-VENDOR", "models": models[:1]}))
+    return {"root": root}
+
+
+@pytest.fixture(scope="module")
+def three_models(phantom_case):
+    root = phantom_case["root"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANATOMODEL_LEDGER", str(root / "ledger.sqlite"))
+        return run_case(root / "case3.yaml", root / "out")
+
+
+@pytest.mark.slow
+def test_three_models_give_0559t_and_0560t_x2(phantom_case, three_models):
+    root, result = phantom_case["root"], three_models
+    assert [m.cpt for m in result.models] == ["0559T", "0560T", "0560T"]
+    case_dir = root / "out" / "DOC-E2E-1"
+    rows = list(csv.DictReader((case_dir / "charges.csv").open()))
+    assert [(r["cpt"], r["units"]) for r in rows] == [("0559T", "1"), ("0560T", "2")]
+    schema = json.loads((REPO / "pipeline" / "schemas" / "packet.schema.json").read_text())
+    source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
+    for model in result.models:
+        folder = case_dir / model.model_id
+        facts = json.loads((folder / "packet.json").read_text())
+        jsonschema.validate(facts, schema, cls=jsonschema.Draft202012Validator)
+        assert facts["charge"]["cpt"] == model.cpt
+        ds = pydicom.dcmread(folder / "model.dcm")
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
+        assert ds.EncapsulatedDocument[: ds.EncapsulatedDocumentLength] == (folder / "model.stl").read_bytes()
+        reader = pypdf.PdfReader(folder / "packet.pdf")
+        assert sum(len(page.images) for page in reader.pages) == 3
+        assert model.cpt in reader.pages[-1].extract_text() or model.cpt in reader.pages[0].extract_text()
+
+
+@pytest.mark.slow
+def test_deidentified_run_has_no_identifier_in_any_byte(phantom_case, monkeypatch):
+    root = phantom_case["root"]
+    monkeypatch.setenv("ANATOMODEL_LEDGER", str(root / "ledger-vendor.sqlite"))
+    run_case(root / "case1.yaml", root / "vendor", deidentify=True)
+    source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
+    needles = IDENTIFYING + [str(source.PatientName), source.PatientID, source.AccessionNumber, source.PatientBirthDate]
+    needles = [n for n in needles if len(n) >= 3]
+    files = [p for p in (root / "vendor").rglob("*") if p.is_file()]
+    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "charges.csv", "charges.json"} <= {p.name for p in files}
+    for path in files:
+        content = readable_bytes(path).lower()
+        text = ""
+        if path.suffix == ".pdf":
+            reader = pypdf.PdfReader(path)
+            text = "\n".join(page.extract_text() for page in reader.pages) + str(reader.metadata)
+        for needle in needles:
+            assert needle.lower().encode() not in content, f"{needle} in {path.name}"
+            assert needle.lower() not in text.lower(), f"{needle} in the text of {path.name}"
+            assert needle.lower() not in str(path).lower()
+
+
+@pytest.mark.slow
+def test_document_command_rewrites_a_packet_and_makes_a_vendor_copy(phantom_case, three_models, tmp_path):
+    root = phantom_case["root"]
+    folder = root / "out" / "DOC-E2E-1" / "ventricle-trainee"
+    before = json.loads((folder / "packet.json").read_text())
+    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--no-images"]) == 0
+    after = json.loads((folder / "packet.json").read_text())
+    assert after["charge"]["cpt"] == before["charge"]["cpt"] == "0560T"
+    assert "no source volume given: CT slices not shown" in after["warnings"]
+    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--deidentify"]) == 12
+    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--no-images", "--deidentify",
+                 "--out", str(tmp_path)]) == 0
+    copy = tmp_path / "DOC-E2E-1" / "ventricle-trainee"
+    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "SHA256SUMS"} <= {
+        p.name for p in copy.iterdir()}
+    for path in copy.iterdir():
+        content = readable_bytes(path).lower()
+        assert not any(needle.lower().encode() in content for needle in IDENTIFYING), path.name

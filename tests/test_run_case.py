@@ -1,0 +1,121 @@
+"""End to end: ``anatomodel run`` on the example case writes the documented layout.
+
+Runs the installed console script in a subprocess (in CI, the wheel built from this checkout),
+on the synthetic CTA phantom written as DICOM, exactly as the README's first command does.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+import yaml
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline.geometry import read_mask
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_FILES = {"mask.nii.gz", "model.stl", "print.stl", "plan.json", "packet.pdf", "packet.json", "model.dcm",
+               "SHA256SUMS"}
+
+
+def _anatomodel() -> str:
+    script = Path(sys.executable).parent / "anatomodel"
+    return str(script) if script.exists() else "anatomodel"
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("example")
+    phantom = make_phantom()
+    write_dicom_series(phantom, root / "cta_phantom")
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["imaging"]["dicom"] = "cta_phantom"
+    case_file = root / "case.yaml"
+    case_file.write_text(yaml.safe_dump(case, sort_keys=False))
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "ledger.sqlite3")}
+    result = subprocess.run([_anatomodel(), "run", str(case_file), "--out", str(root / "out")],
+                            capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "out" / case["case_id"], case, phantom
+
+
+def test_layout(example_run):
+    case_dir, case, _ = example_run
+    for model in case["models"]:
+        folder = case_dir / model["id"]
+        assert MODEL_FILES <= {p.name for p in folder.iterdir()}, sorted(p.name for p in folder.iterdir())
+    assert (case_dir / "charges.csv").is_file() and (case_dir / "charges.json").is_file()
+    # No staging or set-aside folders are left behind.
+    assert not [p for p in case_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_checksums_cover_every_file(example_run):
+    case_dir, case, _ = example_run
+    for model in case["models"]:
+        folder = case_dir / model["id"]
+        listed = {}
+        for line in (folder / "SHA256SUMS").read_text().splitlines():
+            digest, name = line.split(maxsplit=1)
+            listed[name.lstrip("*")] = digest
+        assert set(listed) == {p.name for p in folder.iterdir() if p.name != "SHA256SUMS"}
+        for name, digest in listed.items():
+            assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
+def test_models_are_closed_and_overlay_the_images(example_run):
+    case_dir, case, phantom = example_run
+    for model in case["models"]:
+        folder = case_dir / model["id"]
+        mask = read_mask(folder / "mask.nii.gz")
+        assert mask.geometry.same_grid(phantom.geometry)
+        assert mask.voxel_count() > 0
+        mesh = trimesh.load(folder / "model.stl")
+        assert mesh.is_watertight and mesh.is_winding_consistent
+        # The patient-space STL overlays the mask: its volume matches the mask's within 5%.
+        assert mesh.volume == pytest.approx(mask.voxel_count() * mask.geometry.voxel_volume_mm3, rel=0.05)
+        # And lies where the mask is: vertices map into the mask's bounding box.
+        index = mask.geometry.lps_to_index(mesh.vertices)
+        occupied = np.argwhere(mask.array > 0)
+        assert np.all(index >= occupied.min(axis=0) - 1.5) and np.all(index <= occupied.max(axis=0) + 1.5)
+
+
+def test_aorta_model_is_the_aorta(example_run):
+    case_dir, _, phantom = example_run
+    mask = read_mask(case_dir / "aorta-surgeon" / "mask.nii.gz").array > 0
+    truth = phantom.labels == 1
+    dice = 2 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth))
+    assert dice >= 0.9
+
+
+def test_charges_first_then_additional(example_run):
+    case_dir, case, _ = example_run
+    lines = json.loads((case_dir / "charges.json").read_text())
+    text = json.dumps(lines)
+    assert "0559T" in text and "0560T" in text
+    with open(case_dir / "charges.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    codes = {}
+    for row in rows:
+        cpt = next(v for k, v in row.items() if k and k.lower() in {"cpt", "code", "cpt_code"})
+        units_key = next(k for k in row if k and "unit" in k.lower())
+        codes[cpt] = codes.get(cpt, 0) + int(float(row[units_key]))
+    assert codes == {"0559T": 1, "0560T": 1}
+
+
+def test_outputs_carry_no_patient_name_in_file_names_or_stl_headers(example_run):
+    case_dir, case, _ = example_run
+    identifiers = [case["patient"]["name"], case["patient"]["id"], "PHANTOM", "AORTA^"]
+    for path in case_dir.rglob("*"):
+        assert not any(token.lower() in path.name.lower() for token in identifiers[:3]), path
+        if path.suffix == ".stl":
+            header = path.read_bytes()[:80].decode("latin-1")
+            assert not any(token in header for token in identifiers), header
