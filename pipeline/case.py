@@ -396,7 +396,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             raise
         target = case_dir / spec.id
         published = run.publish(reservation)
-        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps if step.automatic})
+        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
+                            if step.automatic and step is not load_step})
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version))

@@ -489,7 +489,8 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
 
     The primary code is billed once (one unit); add-on lines with the same modifiers merge into
     one claim line whose units are the number of additional models. Lines flagged as duplicate
-    meshes are held (listed in ``held``), not billed. The encounter's diagnoses are the union of
+    meshes are held (listed in ``held``), not billed; a model id given twice (a re-run) counts
+    once, with its latest line. The encounter's diagnoses are the union of
     the lines' codes in order of appearance (at most twelve); each claim line points to at most
     four of them.
 
@@ -505,6 +506,8 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
     for line in lines:
         encounters.setdefault(line.encounter_key, []).append(line)
     for key, on_encounter in encounters.items():
+        # A model id given twice is a re-run: its latest line counts, once.
+        on_encounter = list({line.model_id: line for line in on_encounter}.values())
         diagnoses = list(dict.fromkeys(code for line in on_encounter for code in line.icd10))
         if len(diagnoses) > len(POINTER_LETTERS):
             raise CodingError(f"encounter of {on_encounter[0].date_of_service}: more than twelve diagnoses {diagnoses}")

@@ -11,7 +11,7 @@ import yaml
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.batch import read_manifest, run_batch
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DicomError
 from pipeline.ledger import Ledger, folder_problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +57,16 @@ def phantom_series(tmp_path_factory) -> Path:
     return folder
 
 
-def write_case(folder: Path, number: int, dicom: Path) -> Path:
-    """The example case as patient ``number`` (its own encounter), on the given series."""
+def write_case(folder: Path, number: int, dicom: Path, models: int = 2) -> Path:
+    """The example case as patient ``number`` (its own encounter), on the given series.
+
+    With ``models=1`` only the example's cheaper model (the left ventricle) is kept.
+    """
     case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
     case["case_id"] = f"BATCH-{number:03d}"
     case["patient"].update(id=f"PT{number:04d}", name=f"PHANTOM^NUMBER{number}")
     case["imaging"]["dicom"] = str(dicom)
+    case["models"] = case["models"][-models:]
     path = folder / f"case{number}.yaml"
     path.write_text(yaml.safe_dump(case, sort_keys=False))
     return path
@@ -70,13 +74,14 @@ def write_case(folder: Path, number: int, dicom: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def dask_batch(tmp_path_factory, phantom_series):
-    """Four cases (the third one's DICOM folder is missing) on a two-worker LocalCluster."""
+    """Four cases on a two-worker LocalCluster: case 1 has two models, 2 and 4 one each, and
+    case 3's DICOM folder is missing."""
     from distributed import LocalCluster
 
     root = tmp_path_factory.mktemp("dask_batch")
     (root / "cases").mkdir()
-    cases = [write_case(root / "cases", n, phantom_series if n != 3 else root / "no-such-series")
-             for n in range(1, 5)]
+    cases = [write_case(root / "cases", 1, phantom_series), write_case(root / "cases", 2, phantom_series, 1),
+             write_case(root / "cases", 3, root / "no-such-series"), write_case(root / "cases", 4, phantom_series, 1)]
     manifest = root / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"cases": [f"cases/{c.name}" for c in cases]}))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -84,6 +89,11 @@ def dask_batch(tmp_path_factory, phantom_series):
         report = run_batch(manifest, root / "out", scheduler=cluster.scheduler_address,
                            ledger=root / "ledger.sqlite3", progress=False)
     return root, report
+
+
+def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
+    with Ledger(ledger_path) as ledger:
+        return [(c["case_id"], c["model_id"], c["cpt"], c["status"]) for c in ledger.export()["charges"]]
 
 
 @pytest.mark.slow
@@ -94,42 +104,51 @@ def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch
     failure = report.failed[0]
     assert failure.error_type == "DicomError" and "no-such-series" in failure.error
     assert report.exit_code == failure.exit_code != 0
-
-    model_ids = ["aorta-surgeon", "ventricle-trainee"]
+    assert [o.models for o in report.outcomes] == [["aorta-surgeon", "ventricle-trainee"], ["ventricle-trainee"],
+                                                   [], ["ventricle-trainee"]]
     for outcome in report.outcomes:
+        for model in outcome.models:
+            assert folder_problems(root / "out" / outcome.case_id / model) == []
         if outcome.ok:
-            assert outcome.models == model_ids
-            for model in model_ids:
-                assert folder_problems(root / "out" / outcome.case_id / model) == []
+            assert (root / "out" / outcome.case_id / "charges.json").is_file()
     assert not (root / "out" / "BATCH-003").exists() or not any((root / "out" / "BATCH-003").iterdir())
 
     with Ledger(root / "ledger.sqlite3") as ledger:
         verify = ledger.verify()
-        assert verify.ok and verify.packets_checked == 6, verify.problems
+        assert verify.ok and verify.packets_checked == 4 and not verify.notes, verify.problems
         claims = {c["patient_id"]: [(line["cpt"], line["units"]) for line in c["lines"]]
                   for c in ledger.export()["claims"]}
-        assert claims == {f"PT{n:04d}": [("0559T", 1), ("0560T", 1)] for n in (1, 2, 4)}
         runs = {case["case_id"]: ledger.show(case["case_id"])["runs"] for case in ledger.list_cases()}
+    assert claims == {"PT0001": [("0559T", 1), ("0560T", 1)], "PT0002": [("0559T", 1)], "PT0004": [("0559T", 1)]}
     assert [r["status"] for r in runs["BATCH-003"]] == ["failed"]
     assert "no-such-series" in runs["BATCH-003"][0]["error"]
     assert all([r["status"] for r in runs[f"BATCH-{n:03d}"]] == ["ok"] for n in (1, 2, 4))
 
 
 @pytest.mark.slow
-def test_rerun_through_run_case_keeps_charges_and_makes_version_two(dask_batch):
-    from pipeline.case import run_case
+def test_rerun_in_local_processes_keeps_charges_and_makes_version_two(dask_batch, capsys):
+    """``anatomodel batch`` (local processes) repeats case 1 beside two failing entries."""
+    from pipeline.cli import main
 
     root, _ = dask_batch
     ledger_path = root / "ledger.sqlite3"
+    before = _charges(ledger_path)
+    manifest = root / "again.csv"
+    manifest.write_text("case\ncases/case1.yaml\ncases/case3.yaml\ncases/missing.yaml\n")
+    code = main(["batch", str(manifest), "--workers", "2", "--out", str(root / "out"),
+                 "--ledger", str(ledger_path), "--json"])
+    printed = capsys.readouterr()
+    report = json.loads(printed.out)
+    assert code == DicomError.exit_code  # the first failure in manifest order
+    assert [(o["ok"], o["error_type"]) for o in report["outcomes"]] == [
+        (True, None), (False, "DicomError"), (False, "ConfigError")]
+    assert "missing.yaml not found" in report["outcomes"][2]["error"]
+    assert "2 of 3 case(s) failed" in " ".join(printed.err.split())
+
+    assert _charges(ledger_path) == before
     with Ledger(ledger_path) as ledger:
-        before = [(c["case_id"], c["model_id"], c["cpt"], c["status"]) for c in ledger.export()["charges"]]
-    result = run_case(root / "cases" / "case1.yaml", root / "out", ledger=ledger_path)
-    assert [m.cpt for m in result.models] == ["0559T", "0560T"]
-    with Ledger(ledger_path) as ledger:
-        after = [(c["case_id"], c["model_id"], c["cpt"], c["status"]) for c in ledger.export()["charges"]]
         versions = {(m["model_id"], m["version"], m["status"]) for m in ledger.show("BATCH-001")["models"]}
         assert ledger.verify().ok
-    assert after == before
     assert versions == {("aorta-surgeon", 1, "superseded"), ("aorta-surgeon", 2, "current"),
                         ("ventricle-trainee", 1, "superseded"), ("ventricle-trainee", 2, "current")}
     charges = json.loads((root / "out" / "BATCH-001" / "charges.json").read_text())

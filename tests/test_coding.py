@@ -96,6 +96,12 @@ def test_rerun_of_a_model_keeps_its_code():
     assert any(flag.startswith(FLAG_RERUN) for flag in again.flags)
 
 
+def test_rerun_lines_are_billed_once():
+    lines = charge_all([billable("a"), billable("b")])
+    lines.append(next_charge(lines, billable("b")))
+    assert billed(lines) == [("0559T", 1), ("0560T", 1)]
+
+
 def test_charge_line_round_trips_through_a_dict():
     line = charge_all([billable("a")])[0]
     assert ChargeLine.from_dict(line.to_dict()) == line

@@ -107,18 +107,18 @@ def test_deidentified_run_has_no_identifier_in_any_byte(phantom_case, monkeypatc
 
 
 @pytest.mark.slow
-def test_document_command_rewrites_a_packet_and_makes_a_vendor_copy(phantom_case, three_models, tmp_path):
+def test_document_command_writes_a_copy_and_a_vendor_copy(phantom_case, three_models, tmp_path):
     root = phantom_case["root"]
     folder = root / "out" / "DOC-E2E-1" / "ventricle-trainee"
-    before = json.loads((folder / "packet.json").read_text())
-    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--no-images"]) == 0
-    after = json.loads((folder / "packet.json").read_text())
-    assert after["charge"]["cpt"] == before["charge"]["cpt"] == "0560T"
-    assert "no source volume given: CT slices not shown" in after["warnings"]
-    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--deidentify"]) == 12
-    assert main(["document", str(folder), "--case", str(root / "case3.yaml"), "--no-images", "--deidentify",
-                 "--out", str(tmp_path)]) == 0
-    copy = tmp_path / "DOC-E2E-1" / "ventricle-trainee"
+    base = ["document", str(folder), "--case", str(root / "case3.yaml"), "--ledger", str(root / "ledger.sqlite")]
+    assert main(base) == 12  # in place would break the ledger's checksums of the published packet
+    assert main([*base, "--deidentify"]) == 12  # a vendor copy never goes over the original
+    assert main([*base, "--no-images", "--out", str(tmp_path / "copy")]) == 0
+    facts = json.loads((tmp_path / "copy" / "DOC-E2E-1" / "ventricle-trainee" / "packet.json").read_text())
+    assert facts["charge"]["cpt"] == "0560T" and facts["charge"]["sequence"] == 2
+    assert "no source volume given: CT slices not shown" in facts["warnings"]
+    assert main([*base, "--no-images", "--deidentify", "--out", str(tmp_path / "vendor")]) == 0
+    copy = tmp_path / "vendor" / "DOC-E2E-1" / "ventricle-trainee"
     assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "SHA256SUMS"} <= {
         p.name for p in copy.iterdir()}
     for path in copy.iterdir():

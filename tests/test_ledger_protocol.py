@@ -72,7 +72,7 @@ def _arm(crash_at: str | None):
     return _die if crash_at == "writing" else None
 
 
-def publish_models(ledger_path: str, out: str, case_id: str, model_ids: list[str], *,
+def publish_models(ledger_path: str | Path, out: str | Path, case_id: str, model_ids: list[str], *,
                    crash_at: str | None = None, go: str | None = None, payload: int = 200_000) -> list[dict]:
     """One run of a case that publishes the given models through the ledger protocol."""
     halfway = _arm(crash_at)
@@ -89,6 +89,7 @@ def publish_models(ledger_path: str, out: str, case_id: str, model_ids: list[str
             write_packet(reservation.staging, model_id, payload, halfway=halfway)
             model = run.publish(reservation)
             published.append({"model_id": model_id, "version": model.version, "cpt": model.charge_line.cpt})
+            print(f"published {model_id}", flush=True)
     return published
 
 
@@ -104,13 +105,6 @@ def _start_together(workers: list[subprocess.Popen], go: Path) -> None:
     for worker in workers:
         assert worker.stdout.readline() == "ready\n", worker.communicate()[1]
     go.touch()
-
-
-def _run(*args: str, **kwargs) -> list[dict]:
-    process = _spawn(*args, **kwargs)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
-    return json.loads(out.splitlines()[-1])
 
 
 def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
@@ -142,7 +136,7 @@ def _verify(ledger_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("processes", [2, 4])
 def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes):
-    trials = 3
+    trials = 2
     for trial in range(trials):
         ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
         Ledger(ledger_path).close()
@@ -183,7 +177,7 @@ def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
 def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at):
     ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     models = ["aorta", "ventricle"]
-    first = _run(str(ledger_path), str(out), "CASE-K", *models)
+    first = publish_models(ledger_path, out, "CASE-K", models)
     assert [m["cpt"] for m in first] == ["0559T", "0560T"]
 
     killed = _spawn(str(ledger_path), str(out), "CASE-K", "aorta", "extra", crash_at=crash_at)
@@ -196,7 +190,7 @@ def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_pat
     rolled_forward = crash_at in ("after-rename", "after-commit")
     assert _current_versions(ledger_path, "CASE-K")["aorta"] == (2 if rolled_forward else 1)
 
-    again = _run(str(ledger_path), str(out), "CASE-K", "aorta", "extra")
+    again = publish_models(ledger_path, out, "CASE-K", ["aorta", "extra"])
     assert [m["cpt"] for m in again] == ["0559T", "0560T"]
     assert _current_versions(ledger_path, "CASE-K") == {"aorta": 3 if rolled_forward else 2,
                                                          "ventricle": 1, "extra": 1}
@@ -213,19 +207,21 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
     assert timing.stdout.readline() == "ready\n"
     began = time.perf_counter()
     assert timing.wait(timeout=120) == 0
-    duration = time.perf_counter() - began  # of the protocol itself, without interpreter start-up
+    per_model = (time.perf_counter() - began) / 4  # protocol time per model, without start-up
     generator = random.Random(20260115)
     trials = 6
     for trial in range(trials):
         case, models = f"CASE-R{trial}", [f"r{trial}-m{i}" for i in range(4)]
         process = _spawn(str(ledger_path), str(out), case, *models, *payload)
-        assert process.stdout.readline() == "ready\n"
-        time.sleep(generator.uniform(0.0, duration))
+        # A random moment within a random model's turn: robust to the machine's load.
+        for _ in range(1 + generator.randrange(len(models))):
+            assert process.stdout.readline() in ("ready\n", *(f"published {m}\n" for m in models))
+        time.sleep(generator.uniform(0.0, per_model))
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         assert _verify(ledger_path) == []
         _assert_disk_clean(out)
-        again = _run(str(ledger_path), str(out), case, *models)
+        again = publish_models(ledger_path, out, case, models)
         assert [m["model_id"] for m in again] == models
     with Ledger(ledger_path) as ledger:
         export = ledger.export()
@@ -243,13 +239,13 @@ def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path):
     ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     killed = _spawn(str(ledger_path), str(out), "CASE-D", "first", crash_at="reserved")
     killed.communicate(timeout=60)
-    second = _run(str(ledger_path), str(out), "CASE-E", "second")
+    second = publish_models(ledger_path, out, "CASE-E", ["second"])
     assert second[0]["cpt"] == "0560T"  # the dead run's 0559T stays with its model id
     with Ledger(ledger_path) as ledger:
         report = ledger.verify()
         assert report.ok and any("reserved" in note for note in report.notes)
         assert "held" in ledger.export()["claims"][0]  # 0560T without a billed 0559T is held
-    assert _run(str(ledger_path), str(out), "CASE-D", "first")[0]["cpt"] == "0559T"
+    assert publish_models(ledger_path, out, "CASE-D", ["first"])[0]["cpt"] == "0559T"
     with Ledger(ledger_path) as ledger:
         claims = ledger.export()["claims"][0]["lines"]
     assert [(c["cpt"], c["units"]) for c in claims] == [("0559T", 1), ("0560T", 1)]

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import DicomError, GeometryError, SeriesSelectionError
-from pipeline.geometry import read_volume
+from pipeline.geometry import read_volume, write_volume
 from pipeline.load import load_series
 
 SLICES = 10
@@ -66,10 +66,14 @@ def test_convert_writes_the_corrected_volume(phantoms_dir, tmp_path, capsys):
     assert np.array_equal(written.array, loaded.array)
     assert written.geometry.same_grid(loaded.geometry)
     assert json.loads(report.read_text())["tilt_corrected"] is True
-    # A NIfTI file is a source too.
-    again, again_report = load_series(output)
-    assert np.array_equal(again.array, loaded.array) and again_report.source_format.startswith("image file")
-    assert again.provenance["source_sha256"] is not None and again.provenance["patient_name"] is None
+    # NIfTI, NRRD and MetaImage files are sources too.
+    part = loaded.crop((slice(20, 26), slice(None), slice(None)))
+    for suffix in (".nii.gz", ".nrrd", ".mha"):
+        image = write_volume(part, tmp_path / f"part{suffix}")
+        again, again_report = load_series(image)
+        assert np.array_equal(again.array, part.array) and again_report.source_format.startswith("image file")
+        assert again.geometry.same_grid(part.geometry)
+        assert again.provenance["source_sha256"] is not None and again.provenance["patient_name"] is None
 
 
 def test_truncated_file(ten_slices, tmp_path, capsys):
@@ -79,6 +83,11 @@ def test_truncated_file(ten_slices, tmp_path, capsys):
     code, _, err = run(capsys, "convert", ten_slices, tmp_path / "out.nii.gz")
     assert_clean_error(code, err, DicomError, "I50", "truncated", "re-export")
     assert not (tmp_path / "out.nii.gz").exists()
+    # Cut inside its header instead: the slice is missing, and the message says which file.
+    victim.write_bytes(data[:700])
+    code, _, err = run(capsys, "convert", ten_slices, tmp_path / "out.nii.gz")
+    assert_clean_error(code, err, GeometryError, "gap of 2.00 mm", "unreadable DICOM file(s): I50",
+                       "incomplete or truncated header")
 
 
 def test_non_dicom_file(ten_slices, tmp_path, capsys):

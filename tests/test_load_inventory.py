@@ -103,3 +103,27 @@ def test_identical_reconstructions_are_ambiguous(philips_dir, tmp_path):
     assert any("ambiguous" in note for note in found.notes)
     with pytest.raises(SeriesSelectionError, match="ambiguous"):
         found.select("auto")
+
+
+def test_ranking_criteria(philips, philips_dir):
+    """Contrast/angio hints first, then thin slices, then the wanted kernel, then coverage."""
+    from dataclasses import replace
+
+    from pipeline.load.inventory import choose, kernel_class
+
+    by_folder = {s.folders[0]: s for s in philips.series}
+    thin, thick = by_folder["S21570/S2020"], by_folder["S21570/S2010"]
+    assert choose([thick, thin])[0] == thin.series_instance_uid
+    angio_thick = replace(thick, angio_hint=True)
+    assert choose([thin, angio_thick])[0] == thick.series_instance_uid
+    bone_thin = replace(thin, series_instance_uid="bone", convolution_kernel="BONEPLUS", kernel_class="bone")
+    soft_thin = replace(thin, slice_thickness_mm=1.25)
+    assert choose([bone_thin, soft_thin])[0] == soft_thin.series_instance_uid
+    assert choose([bone_thin, soft_thin], prefer_bone=True)[0] == "bone"
+    # A bone kernel at 1 mm still beats a soft one at 5 mm: thin slices come first.
+    assert choose([bone_thin, thick])[0] == "bone"
+    short = replace(thin, series_instance_uid="short", coverage_mm=40.0)
+    assert choose([short, thin])[0] == thin.series_instance_uid
+    kernels = {"B30f": "soft", "Br64": "bone", "BONE": "bone", "STANDARD": "soft", "UB": "soft",
+               "FC03": "soft", "FC52": "bone", "LUNG": "bone", "YC": "bone", "B": "soft"}
+    assert {kernel: kernel_class(kernel) for kernel in kernels} == kernels

@@ -7,10 +7,15 @@ is a thin layer over a library function importable from :mod:`pipeline`.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 app = typer.Typer(
     name="anatomodel",
@@ -31,9 +36,14 @@ class GlobalOptions:
     debug: bool = False
     quiet: bool = False
     verbose: bool = False
+    log_file: Path | None = None
 
 
 options = GlobalOptions()
+
+#: Status lines printed by :func:`say` are also logged under this name (for log files).
+cli_log = logging.getLogger("anatomodel.cli")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @app.callback()
@@ -41,14 +51,81 @@ def _global(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and results."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step's details."),
+    log_file: Path = typer.Option(None, "--log-file", help="Also append every step's log to this file "
+                                  "(with times; never patient data)."),
 ) -> None:
-    """Global options apply to every subcommand and are given before it."""
-    options.debug, options.quiet, options.verbose = debug, quiet, verbose
+    """Global options apply to every subcommand and are given before it.
+
+    Exit codes: 0 success, 1 internal error, 2 usage, 3-14 input errors by kind (see the README);
+    14 means regression drift. Shell completion: anatomodel --install-completion.
+    """
+    options.debug, options.quiet, options.verbose, options.log_file = debug, quiet, verbose, log_file
     level = logging.DEBUG if verbose or debug else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose or debug else logging.INFO)
+    if not any(getattr(handler, "_anatomodel_console", False) for handler in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(lambda record: not record.name.startswith(cli_log.name))  # say() already printed it
+        handler._anatomodel_console = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if getattr(handler, "_anatomodel_console", False):
+            handler.setLevel(level)
+    if log_file is not None:
+        _add_file_handler(log_file)
+
+
+def _add_file_handler(path: Path) -> logging.Handler:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.DEBUG if options.verbose or options.debug else logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+@contextmanager
+def log_to_file(path: str | Path) -> Iterator[Path]:
+    """Also log everything (status lines included) to ``path`` while the block runs.
+
+    For a per-run log, e.g. ``anatomodel run`` writing ``OUT/<case_id>/run.log``. Log lines name
+    steps, files and figures; never put patient data (name, id, birth date, accession) in them.
+    """
+    handler = _add_file_handler(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def say(message: str) -> None:
-    """Print a progress or status line for people unless ``--quiet``."""
+    """Print a progress or status line for people unless ``--quiet`` (and log it for log files)."""
+    cli_log.info(Text.from_markup(message).plain)
     if not options.quiet:
         console.print(message)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr for a step that takes more than a second.
+
+    Yields ``advance(message="", step=True)``: shows ``message`` as the current activity and,
+    with ``step``, moves the bar by one of ``total`` steps (a spinner when ``total`` is None).
+    Hidden by ``--quiet``, and drawn only on a terminal (nothing is left in logs or pipes).
+    """
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total}" if total else ""), TimeElapsedColumn(),
+                   console=console, transient=True, disable=options.quiet)
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(message: str = "", step: bool = True) -> None:
+            bar.update(task, advance=1 if step else 0,
+                       description=f"{description}: {escape(message)}" if message else description)
+
+        yield advance

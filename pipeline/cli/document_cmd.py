@@ -22,6 +22,8 @@ def document_command(
                                     help="Vendor copy: no name, MRN, birth date or accession in any file (needs --out)."),
     images: bool = typer.Option(True, "--images/--no-images",
                                 help="Load the source series for the CT pictures and DICOM references."),
+    ledger: Path = typer.Option(None, "--ledger", help="Case ledger with the model's charge line "
+                                "(default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
     as_json: bool = typer.Option(False, "--json", help="Print the packet report as JSON on stdout."),
 ) -> None:
     """Write packet.pdf, packet.json, model.dcm and SHA256SUMS for one model.
@@ -35,7 +37,7 @@ def document_command(
     from pipeline.document.stage import document_model_folder
 
     report = document_model_folder(case_file, model_dir, out_dir=out, deidentify=deidentify,
-                                   model_id=model_id, with_images=images)
+                                   model_id=model_id, with_images=images, ledger=ledger)
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
         return

@@ -72,10 +72,6 @@ def _refuse_identifiers(model_dir: Path, identifiers: list[str], when: str) -> N
         )
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     """Write the packet of one model into ``model_dir``.
 
@@ -153,9 +149,9 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
         dicom={k: v for k, v in vars(dicom_summary).items() if k != "notes"},
         files=files, pictures=[{"title": t} for t in titles], warnings=warnings,
     )
-    _write(model_dir / "packet.json", json.dumps(facts, indent=2).encode("utf-8"))
+    (model_dir / "packet.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
     pdf_bytes, pages = packet_pdf(facts, pictures)
-    _write(model_dir / "packet.pdf", pdf_bytes)
+    (model_dir / "packet.pdf").write_bytes(pdf_bytes)
 
     if inputs.deidentify:
         _refuse_identifiers(model_dir, identifiers, "after the packet was written")

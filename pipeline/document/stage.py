@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import trimesh
@@ -13,27 +15,38 @@ import trimesh
 from pipeline.document.inputs import PacketInputs, PacketReport
 from pipeline.errors import DocumentError
 
+log = logging.getLogger(__name__)
+
 #: Files of earlier stages that are carried into a packet folder when one exists.
 STAGE_FILES = ("mask.nii.gz", "model.stl", "print.stl", "print.3mf", "plan.json")
 
 
-def _charge_of(case: Any, model_id: str, case_dir: Path):
-    """The model's charge line, numbered over the case's models in case-file order.
-
-    Without a ledger record this is the case file's order; ``anatomodel run`` numbers through the
-    ledger instead. Sibling models' meshes (``<case_dir>/<id>/model.stl``) flag reprints.
-    """
+def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | None):
+    """The model's charge line: the ledger's record if it has one, else numbered over the case's
+    models in case-file order (sibling models' ``model.stl`` flag reprints). Returns the line
+    and a note saying where it came from."""
     from pipeline.coding import BillableModel, next_charge
+    from pipeline.errors import LedgerError
+    from pipeline.ledger import Ledger, resolve_ledger_path
 
+    path = resolve_ledger_path(ledger)
+    if path.is_file():
+        book = Ledger(path)
+        try:
+            recorded = [line for line in book.encounter_lines(case.case_id) if line.model_id == model_id]
+        except LedgerError:
+            recorded = []
+        finally:
+            book.close()
+        if recorded:
+            return recorded[-1], f"charge line from the ledger {path.name}"
     lines = []
     for spec in case.models:
-        billable = BillableModel.from_case(case, spec, case_dir / spec.id / "model.stl")
-        line = next_charge(lines, billable)
+        line = next_charge(lines, BillableModel.from_case(case, spec, case_dir / spec.id / "model.stl"))
         if spec.id == model_id:
-            return line
+            return line, "no ledger record: charge numbered in case-file order (not recorded in the ledger)"
         lines.append(line)
-    raise DocumentError(f"model {model_id!r} is not in case {case.case_id}; models: "
-                        + ", ".join(spec.id for spec in case.models))
+    raise DocumentError(f"model {model_id!r} is not in case {case.case_id}")
 
 
 def document_model_folder(
@@ -44,6 +57,7 @@ def document_model_folder(
     deidentify: bool = False,
     model_id: str | None = None,
     with_images: bool = True,
+    ledger: str | Path | None = None,
 ) -> PacketReport:
     """Write (or rewrite) the packet of one model from the files of its folder.
 
@@ -56,8 +70,9 @@ def document_model_folder(
         ``print.stl``, ``plan.json`` when those stages ran).
     out_dir : path, optional
         Output root for a copy: the packet goes to ``out_dir/<case_id>/<model_id>``, built in a
-        staging folder and renamed when complete. Required with ``deidentify``; without it the
-        packet is rewritten in ``model_dir`` itself.
+        staging folder and renamed when complete. Required with ``deidentify`` and when the
+        ledger records the model (it holds the checksums of the packet in ``model_dir``);
+        otherwise the packet is rewritten in ``model_dir`` itself.
     deidentify : bool
         Write the vendor copy (no name, MRN, birth date or accession in any file).
     model_id : str, optional
@@ -65,6 +80,9 @@ def document_model_folder(
     with_images : bool
         Load the source series for the CT pictures and the DICOM references (slow on clinical
         series); without it the packet says that the CT slices are not shown.
+    ledger : path, optional
+        The case ledger holding the model's charge line (default: ``$ANATOMODEL_LEDGER`` or the
+        per-user ledger). Without a record the line is numbered in case-file order.
     """
     from pipeline.case import load_case, publish_folder
     from pipeline.geometry import read_mask
@@ -91,11 +109,17 @@ def document_model_folder(
     reports: dict[str, Any] = {}
     if (model_dir / "plan.json").is_file():
         reports["plan"] = json.loads((model_dir / "plan.json").read_text(encoding="utf-8"))
-    charge = _charge_of(case, model_id, model_dir.parent)
+    charge, source = _charge_of(case, model_id, model_dir.parent, ledger)
+    log.info("%s: %s", model_id, source)
+    if out_dir is None and source.startswith("charge line from the ledger"):
+        raise DocumentError(f"the ledger records the checksums of {model_dir}'s packet: write the new packet "
+                            "elsewhere with --out, or re-run the model with `anatomodel run`")
     workflow = [step.model_dump(mode="json") | {"automatic": False, "seconds": step.minutes * 60.0}
                 for step in spec.manual_steps]
+    # plan.json carries what the prepare stage's picture helpers read (transform, supports).
+    plan = SimpleNamespace(**reports["plan"]) if "plan" in reports else None
     inputs = PacketInputs.from_run(case=case, spec=spec, charge=charge, volume=volume, mask=mask, model=model,
-                                   reports=reports, workflow=workflow, deidentify=deidentify)
+                                   plan=plan, reports=reports, workflow=workflow, deidentify=deidentify)
     from pipeline.document import write_packet
 
     if out_dir is None:

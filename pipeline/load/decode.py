@@ -75,11 +75,13 @@ def to_hu(raw: np.ndarray, plane: Plane, out: np.ndarray) -> int:
     low, high = _stored_range(plane)
     if slope == 1 and float(intercept).is_integer() and raw.dtype.itemsize <= 2:
         shift = int(intercept)
-        if not (-32768 <= low + shift and high + shift <= 32767):
-            # The stored type's range does not fit after the shift; this plane's values may.
-            low, high = int(raw.min()), int(raw.max())
+        # Where the stored type's range overflows int16 after the shift, this plane's values may not.
+        if low + shift < -32768:
+            low = int(raw.min())
+        if high + shift > 32767:
+            high = int(raw.max())
         if -32768 <= low + shift and high + shift <= 32767:
-            # The whole stored range fits int16 after the shift: no wider temporary needed.
+            # Every value fits int16 after the shift: add in place, no wider temporary.
             if raw.dtype == np.uint16 and high <= 32767:
                 raw = raw.view(np.int16)
             np.add(raw, np.int16(shift), out=out, casting="unsafe")

@@ -7,7 +7,6 @@ that :mod:`pipeline.load.decode` can read the pixels straight into the output ar
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
-
-logger = logging.getLogger(__name__)
 
 #: Transfer syntaxes whose pixel data are raw little-endian samples at a fixed offset in the file.
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -108,7 +105,7 @@ def _raw_text(ds: Dataset, keyword: str) -> str | list[str] | None:
         return value.split("\\") if "\\" in value else value or None
     if value is None or isinstance(value, str):
         return value or None
-    if isinstance(value, (list, tuple)) or hasattr(value, "__len__"):
+    if hasattr(value, "__len__"):  # a converted multi-valued element
         return [str(v) for v in value]
     return str(value)
 
@@ -220,13 +217,12 @@ def convolution_kernel(ds: Dataset) -> str | None:
     """Reconstruction kernel of a classic or enhanced CT header, as text."""
     kernel = ds.get("ConvolutionKernel")
     if kernel is None:
-        for groups in (_item(ds, "SharedFunctionalGroupsSequence"),):
-            item = _item(groups, "CTReconstructionSequence") if groups is not None else None
-            if item is not None:
-                kernel = item.get("ConvolutionKernel")
+        shared = _item(ds, "SharedFunctionalGroupsSequence")
+        reconstruction = _item(shared, "CTReconstructionSequence") if shared is not None else None
+        kernel = reconstruction.get("ConvolutionKernel") if reconstruction is not None else None
     if kernel is None or kernel == "":
         return None
-    if isinstance(kernel, (list, tuple)) or hasattr(kernel, "__iter__") and not isinstance(kernel, str):
+    if not isinstance(kernel, str) and hasattr(kernel, "__len__"):
         return "\\".join(str(k) for k in kernel)
     return str(kernel)
 

@@ -47,7 +47,11 @@ THIN_SLICE_MM = 1.5
 #: Two candidates whose coverage differs by less than this fraction cover "the same" range.
 SAME_COVERAGE = 0.1
 
-BONE_KERNEL = re.compile(r"BONE|SHARP|LUNG|EDGE|DETAIL|HIGH|^[BHIJQTY]\w?(5\d|[6-9]\d)|^FC(3\d|[5-9]\d)", re.I)
+#: Sharp (bone/lung) kernels: GE names, Siemens B/H/I/J/Q/T + number >= 50 (Br64, H70h), Canon
+#: FC30+ (except the FC4x soft series), Philips D/E/L/YA-YD.
+BONE_KERNEL = re.compile(
+    r"BONE|SHARP|LUNG|EDGE|DETAIL|HIGH|^[BHIJQTY]\w?(5\d|[6-9]\d)|^FC(3\d|[5-9]\d)|^(D|E|L|Y[A-D])$", re.I
+)
 ANGIO_HINT = re.compile(r"\bCTA\b|ANGIO|ARTERIAL|AORT|\bC\+|CONTRAST|\bRUN ?OFF|CORONARY|\bTAVI|\bTAVR", re.I)
 
 
@@ -90,7 +94,7 @@ class SeriesInfo:
         """Short human label: number, description, folder."""
         number = "?" if self.series_number is None else str(self.series_number)
         description = f" '{self.series_description}'" if self.series_description else ""
-        folder = f" in {self.folders[0]}" if self.folders else ""
+        folder = f" in {self.folders[0]}" if self.folders and self.folders != ["."] else ""
         return f"series {number}{description}{folder}"
 
 
@@ -152,7 +156,8 @@ class Inventory(Report):
         text = str(series).strip()
         if text.lower() == "auto":
             if self.chosen is None and not self.ambiguous:
-                _raise_damaged([s for s in self.series if s.problem in ("file", "geometry", "duplicates")], self.root)
+                damaged = [s for s in self.series if s.problem in ("file", "geometry", "duplicates")]
+                _raise_damaged(damaged, self.root, self.unreadable)
             if self.chosen is None:
                 raise SeriesSelectionError(
                     f"{self.root}: {self.chosen_reason}",
@@ -178,7 +183,7 @@ class Inventory(Report):
         if chosen.problem == "duplicates":
             return chosen, f"requested by {how} (duplicate positions: kept only if identical)"
         if chosen.problem in ("file", "geometry"):
-            _raise_damaged([chosen], self.root)
+            _raise_damaged([chosen], self.root, self.unreadable)
         if not chosen.usable:
             raise SeriesSelectionError(
                 f"{self.root}: {chosen.label()} cannot be loaded as a CT volume: {'; '.join(chosen.reasons)}"
@@ -186,11 +191,14 @@ class Inventory(Report):
         return chosen, f"requested by {how}"
 
 
-def _raise_damaged(damaged: list[SeriesInfo], root: str) -> None:
+def _raise_damaged(damaged: list[SeriesInfo], root: str, unreadable: list[dict[str, str]]) -> None:
     """Raise the error of CT series that would be volumes but for their files or geometry."""
     if not damaged:
         return
     message = f"{root}: " + "; ".join(f"{s.label()} cannot be loaded: {'; '.join(s.reasons)}" for s in damaged)
+    if unreadable:  # often the missing slices themselves
+        shown = ", ".join(f"{u['file']} ({u['reason']})" for u in unreadable[:3])
+        message += f"; unreadable DICOM file(s): {shown}{' ...' if len(unreadable) > 3 else ''}"
     if any(s.problem in ("geometry", "duplicates") for s in damaged):
         raise GeometryError(
             message,
@@ -241,7 +249,9 @@ def _describe(
     if modality != "CT":
         reasons.append(f"modality {modality or 'missing'}, not CT")
     if sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
-        reasons.append("secondary capture (a screenshot or report page such as an exam/dose summary), not CT image data")
+        reasons.append(
+            "secondary capture (a screenshot or report page such as an exam/dose summary), not CT image data"
+        )
     elif sop_class not in CT_IMAGE_STORAGE:
         reasons.append(f"not a CT image object (SOP class {sop_class})")
     if any(v.upper() == "LOCALIZER" for v in image_type):
@@ -427,7 +437,8 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
         try:
             ds = read_header(path)
         except Exception as error:  # pydicom raises many types on damaged headers
-            unreadable.append({"file": _relative(path, base), "reason": f"damaged DICOM header ({type(error).__name__})"})
+            reason = f"damaged DICOM header ({type(error).__name__})"
+            unreadable.append({"file": _relative(path, base), "reason": reason})
             continue
         if ds is None:
             if root.is_file():
@@ -441,7 +452,8 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
             continue
         uid = str(ds.get("SeriesInstanceUID", "")).strip()
         if not uid:
-            unreadable.append({"file": _relative(path, base), "reason": "no SeriesInstanceUID (incomplete or truncated header)"})
+            reason = "no SeriesInstanceUID (incomplete or truncated header)"
+            unreadable.append({"file": _relative(path, base), "reason": reason})
             continue
         grouped.setdefault(uid, []).extend(planes_from_header(path, ds, path.stat().st_size))
     series = []

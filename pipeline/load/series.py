@@ -311,8 +311,9 @@ def load_series(
     provenance["source_format"] = "DICOM"
     volume = Volume(array, geometry, provenance)
     logger.info(
-        "loaded series %s: %d slices -> %s voxels%s%s", info.series_number, len(ordered), "x".join(map(str, array.shape)),
-        ", tilt corrected" if report.tilt_corrected else "", ", resampled" if report.uneven_spacing else "",
+        "loaded series %s: %d slices -> %s voxels%s%s", info.series_number, len(ordered),
+        "x".join(map(str, array.shape)), ", tilt corrected" if report.tilt_corrected else "",
+        ", resampled" if report.uneven_spacing else "",
     )
     return volume, report
 

@@ -2,8 +2,8 @@
 
 Everything is derived from ImagePositionPatient and ImageOrientationPatient alone (never from
 InstanceNumber, SliceLocation or GantryDetectorTilt, which scanners fill inconsistently). Each
-plane's position is split into its distance ``n`` along the slice normal and an in-plane offset
-``(a, b)`` along the row and column directions from the first plane. A gantry-tilted stack is one
+plane's position is split into its distance along the slice normal and its in-plane offset from
+the first plane along the column and row directions (array axes j and i). A gantry-tilted stack is one
 whose in-plane offsets grow with ``n`` (the planes are sheared); :mod:`pipeline.load.resample`
 removes that shear.
 """
@@ -34,6 +34,7 @@ COVERAGE_SLACK_MM = 0.1
 
 
 def format_mm(value: float) -> str:
+    """A length in mm as printed in messages (two decimals)."""
     return f"{value:.2f}"
 
 
@@ -56,6 +57,8 @@ class StackLayout:
         direction), i.e. along array axes (j, i), mm.
     pixel_spacing_mm : (2,) ndarray
         (row spacing, column spacing): along array axes (j, i), mm.
+    slice_thickness_mm : (n,) ndarray
+        SliceThickness of each sorted plane, mm (NaN where absent).
     duplicates : list of (int, int)
         Pairs of input indices at the same position that are different instances.
     dropped_copies : int

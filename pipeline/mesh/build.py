@@ -16,7 +16,7 @@ from pipeline.mesh.options import MeshOptions
 from pipeline.mesh.qa import Quality, measure
 from pipeline.mesh.repair import meshfix, remove_small_shells
 from pipeline.mesh.report import MeshReport
-from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin
+from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin, windowed_sinc
 from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
 from pipeline.mesh.topology import compact
@@ -67,7 +67,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     binary, box = structure_array(mask, label)
     padded = np.pad(binary.view(np.uint8), 1)
     del binary
-    raw = extract_surface(padded, box, geometry)
+    raw = extract_surface(padded, box, geometry, options.surface)
     clock("marching_cubes")
     voxel_volume = geometry.voxel_volume_mm3
     mask_volume = raw.voxel_count * voxel_volume
@@ -102,11 +102,20 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
 
     caps = [(axis, value, members[np.isin(members, kept_vertices)]) for axis, value, members in raw.cap_vertices()]
     caps = [(axis, value, np.searchsorted(kept_vertices, members)) for axis, value, members in caps]
-    if options.smoothing == "taubin" and options.smoothing_iterations > 0:
+    if options.smoothing == "windowed_sinc" and options.smoothing_iterations > 0:
+        index_vertices = windowed_sinc(index_vertices, faces, iterations=options.smoothing_iterations,
+                                       passband=options.smoothing_passband, fixed_planes=caps)
+    elif options.smoothing == "taubin" and options.smoothing_iterations > 0:
         index_vertices = taubin(index_vertices, faces, iterations=options.smoothing_iterations,
                                 lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps)
     vertices = geometry.index_to_lps(index_vertices)
     smoothed_volume = enclosed_volume(vertices, faces)
+    if smoothed_volume < 0.5 * report.raw_volume_mm3:
+        # Structures a few voxels across are all "staircase" to the filter and collapse.
+        report.warnings.append(
+            f"smoothing would shrink {name} by {100 * (1 - smoothed_volume / report.raw_volume_mm3):.0f} %: "
+            "it is too small for the pass band, so the unsmoothed surface is kept")
+        vertices, smoothed_volume = raw_lps.copy(), report.raw_volume_mm3
     report.smoothing_volume_change_percent = 100.0 * (smoothed_volume - report.raw_volume_mm3) / report.raw_volume_mm3
     clock("smoothing")
     if options.preserve_volume:

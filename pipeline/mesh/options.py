@@ -14,16 +14,22 @@ class MeshOptions(Report):
 
     Parameters
     ----------
-    smoothing : {"taubin", "none"}
-        Surface smoothing. Taubin's lambda/mu filter removes the marching-cubes staircase without
-        the shrinkage of plain Laplacian smoothing.
+    surface : {"auto", "vtk", "skimage"}
+        Marching-cubes implementation: VTK's flying edges (about 8x faster on a clinical mask,
+        same triangles) when VTK is installed ("auto"), else scikit-image's Lewiner cubes.
+    smoothing : {"windowed_sinc", "taubin", "none"}
+        Surface smoothing that removes the marching-cubes staircase without shrinking: a
+        windowed-sinc low-pass filter (Taubin, Zhang and Golub 1996, as in 3D Slicer) or Taubin's
+        lambda/mu filter.
     smoothing_iterations : int
-        Number of Taubin passes (each lambda or mu step counts as one pass).
+        Windowed-sinc terms, or Taubin passes (each lambda or mu step counts as one); one sparse
+        matrix product each.
+    smoothing_passband : float
+        Pass-band frequency ``k_PB``: the windowed-sinc cut-off in (0, 2), or Taubin's
+        ``1/lambda - 1/mu`` (which sets mu). Smaller smooths more; 0.01 suits the windowed sinc,
+        0.1 Taubin.
     smoothing_lambda : float
         Taubin's positive (shrinking) step, 0 < lambda < 1.
-    smoothing_passband : float
-        Taubin's pass-band frequency ``k_PB = 1/lambda - 1/mu``; the negative step ``mu`` follows
-        from it. Smaller keeps less detail.
     preserve_volume : bool
         After smoothing, move the surface along its normals by a uniform distance so the enclosed
         volume equals the mask's voxel volume (corrects the residual shrinkage).
@@ -46,10 +52,11 @@ class MeshOptions(Report):
         Surface-distance statistics use at most this many vertices (a fixed-seed sample).
     """
 
-    smoothing: Literal["taubin", "none"] = "taubin"
+    surface: Literal["auto", "vtk", "skimage"] = "auto"
+    smoothing: Literal["windowed_sinc", "taubin", "none"] = "windowed_sinc"
     smoothing_iterations: int = 30
+    smoothing_passband: float = 0.01
     smoothing_lambda: float = 0.5
-    smoothing_passband: float = 0.1
     preserve_volume: bool = True
     target_faces: int | None = 500_000
     max_decimation_error_mm: float | None = None
@@ -59,14 +66,20 @@ class MeshOptions(Report):
     quality_sample: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.smoothing not in ("taubin", "none"):
-            raise ValueError(f"smoothing must be 'taubin' or 'none', got {self.smoothing!r}")
+        if self.surface not in ("auto", "vtk", "skimage"):
+            raise ValueError(f"surface must be 'auto', 'vtk' or 'skimage', got {self.surface!r}")
+        if self.smoothing not in ("windowed_sinc", "taubin", "none"):
+            raise ValueError(f"smoothing must be 'windowed_sinc', 'taubin' or 'none', got {self.smoothing!r}")
         if self.smoothing_iterations < 0:
             raise ValueError(f"smoothing_iterations must be >= 0, got {self.smoothing_iterations}")
         if not 0.0 < self.smoothing_lambda < 1.0:
             raise ValueError(f"smoothing_lambda must lie in (0, 1), got {self.smoothing_lambda}")
-        if not 0.0 <= self.smoothing_passband < 1.0 / self.smoothing_lambda - 1.0:
-            raise ValueError(f"smoothing_passband must lie in [0, 1/lambda - 1), got {self.smoothing_passband}")
+        if self.smoothing == "taubin" and not 0.0 <= self.smoothing_passband < 1.0 / self.smoothing_lambda - 1.0:
+            raise ValueError(f"Taubin's smoothing_passband must lie in [0, 1/lambda - 1), got {self.smoothing_passband}")
+        if self.smoothing == "windowed_sinc" and self.smoothing_iterations == 1:
+            raise ValueError("the windowed-sinc filter needs at least 2 smoothing_iterations (or 0 for none)")
+        if self.smoothing == "windowed_sinc" and not 0.0 < self.smoothing_passband < 2.0:
+            raise ValueError(f"the windowed-sinc smoothing_passband must lie in (0, 2), got {self.smoothing_passband}")
         if self.target_faces is not None and self.target_faces < 4:
             raise ValueError(f"target_faces must be at least 4 (a tetrahedron), got {self.target_faces}")
         if self.max_decimation_error_mm is not None and not self.max_decimation_error_mm > 0:

@@ -12,8 +12,7 @@ from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.intersections import intersecting_faces
 from pipeline.mesh.report import ThinRegion
 from pipeline.mesh.thickness import MaskField, march
-from pipeline.mesh.topology import (Topology, face_normals_and_areas, face_volumes, half_edges, topology,
-                                    vertex_components, vertex_normals)
+from pipeline.mesh.topology import Topology, half_edges, measures, topology, vertex_components
 
 #: Thin-wall patches listed in the report (the thinnest first).
 MAX_THIN_REGIONS = 20
@@ -40,11 +39,10 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
             min_wall_mm: float | None, probe_mm: float, sample: int) -> Quality:
     """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``)."""
     shape, opposite = topology(vertices, faces)
-    per_face = face_volumes(vertices, faces)
+    measured = measures(vertices, faces)
     count, piece_of_vertex = vertex_components(faces, len(vertices))
-    piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=per_face, minlength=count)
-    face_normals, face_areas = face_normals_and_areas(vertices, faces)
-    normals = vertex_normals(vertices, faces)
+    piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
+    face_areas, normals = measured.face_areas, measured.vertex_normals
     spacing = np.asarray(field.geometry.spacing)
     step_mm = float(spacing.min())  # the crossing is interpolated within the step
     if min_wall_mm is not None:
@@ -53,7 +51,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     band_mm = 2.0 * float(spacing.max())
     gap = march(field, vertices, normals, length_mm=band_mm, step_mm=step_mm, inside=False)
     crossing = intersecting_faces(vertices, faces, _intersection_candidates(
-        faces, opposite, face_normals, (thickness < band_mm) | (gap < band_mm)))
+        faces, opposite, measured.face_normals, (thickness < band_mm) | (gap < band_mm)))
     vertex_area = np.zeros(len(vertices))
     for corner in range(3):
         vertex_area += np.bincount(faces[:, corner], weights=face_areas / 3.0, minlength=len(vertices))
@@ -65,8 +63,8 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     finite = thickness[np.isfinite(thickness)]
     return Quality(
         topology=shape,
-        volume_mm3=float(per_face.sum()),
-        area_mm2=float(face_areas.sum()),
+        volume_mm3=measured.volume,
+        area_mm2=measured.area,
         shells=int(np.count_nonzero(piece_volume > 0)),
         cavities=int(np.count_nonzero(piece_volume < 0)),
         bounds=(vertices.min(axis=0), vertices.max(axis=0)),

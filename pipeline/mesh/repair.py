@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.mesh.topology import compact, face_volumes, vertex_components
+from pipeline.mesh.topology import compact, measures, vertex_components
 
 
 @dataclass
@@ -34,7 +34,7 @@ def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_
     """
     count, piece_of_vertex = vertex_components(faces, len(vertices_lps))
     piece_of_face = piece_of_vertex[faces[:, 0]]
-    volume = np.bincount(piece_of_face, weights=face_volumes(vertices_lps, faces), minlength=count)
+    volume = np.bincount(piece_of_face, weights=measures(vertices_lps, faces).face_volumes, minlength=count)
     keep_piece = np.abs(volume) >= min_volume_mm3
     removed = ~keep_piece
     summary = ShellFilter(

@@ -8,8 +8,9 @@ that are easy to hold in place.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import brentq
 
-from pipeline.mesh.topology import face_normals_and_areas, face_volumes, uniform_laplacian, vertex_normals
+from pipeline.mesh.topology import measures, uniform_laplacian
 
 
 def taubin(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, lamb: float, mu: float,
@@ -88,7 +89,7 @@ def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
 
     The window widens the transition band, which lowers the gain inside the pass band (the
     surface would shrink); the cut-off angle is moved by an offset ``sigma``, found by Newton's
-    method, so that the filter passes ``k_PB`` with gain 1 (the paper's "optimal sigma").
+    root finding, so that the filter passes ``k_PB`` with gain 1 (the paper's "optimal sigma").
     """
     theta = np.arccos(1.0 - 0.5 * passband)
     order = np.arange(iterations + 1)
@@ -96,23 +97,29 @@ def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
     window = sum(a * np.cos(n * np.pi * x) for n, a in enumerate(_NUTTALL))
     at_passband = np.cos(order * theta)  # T_n(1 - k_PB / 2)
 
-    def coefficients(angle: float) -> np.ndarray:
+    def coefficients(angle):
+        """Windowed Chebyshev coefficients of the ideal low pass with cut-off ``angle`` (array ok)."""
+        angle = np.asarray(angle, dtype=float)[..., None]
         sinc = np.where(order == 0, angle / np.pi, 2.0 * np.sin(order * angle) / (np.pi * np.maximum(order, 1)))
         return window * sinc
 
-    sigma = 0.0
-    for _ in range(100):
-        gain = coefficients(theta + sigma) @ at_passband - 1.0
-        if abs(gain) < 1e-6:
-            break
-        slope = (coefficients(theta + sigma + 1e-6) @ at_passband - 1.0 - gain) / 1e-6
-        sigma = float(np.clip(sigma - gain / slope, -theta, np.pi - theta))
+    def excess_gain(sigma: float) -> float:
+        return float(coefficients(theta + sigma) @ at_passband) - 1.0
+
+    # the root nearest 0: scan for sign changes, then refine the closest bracket
+    grid = np.linspace(-0.99 * theta, np.pi - theta, 4001)
+    gains = coefficients(theta + grid) @ at_passband - 1.0
+    changes = np.flatnonzero(np.sign(gains[1:]) != np.sign(gains[:-1]))
+    if changes.size == 0:
+        raise ValueError(f"no windowed-sinc filter with {iterations} terms passes k_PB={passband} at unit gain")
+    nearest = changes[np.argmin(np.abs(grid[changes]))]
+    sigma = brentq(excess_gain, grid[nearest], grid[nearest + 1], xtol=1e-12)
     return coefficients(theta + sigma)
 
 
 def enclosed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Volume enclosed by a closed, outward-wound mesh (units of ``vertices`` cubed)."""
-    return float(face_volumes(vertices, faces).sum())
+    return measures(vertices, faces).volume
 
 
 def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float, *,
@@ -146,17 +153,16 @@ def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float
     moved = vertices.copy()
     total = 0.0
     for _ in range(rounds):
-        volume = enclosed_volume(moved, faces)
-        area = float(face_normals_and_areas(moved, faces)[1].sum())
-        if area <= 0:
+        measured = measures(moved, faces)
+        if measured.area <= 0:
             break
-        offset = (target_volume - volume) / area
-        normals = vertex_normals(moved, faces)
+        offset = (target_volume - measured.volume) / measured.area
+        if abs(target_volume - measured.volume) <= 1e-6 * abs(target_volume):
+            break
+        normals = measured.vertex_normals
         if hold is not None and hold.any():
             plane = hold_normals[hold]
             normals[hold] -= np.einsum("ij,ij->i", normals[hold], plane)[:, None] * plane
         moved += offset * normals
         total += offset
-        if abs(target_volume - volume) <= 1e-6 * abs(target_volume):
-            break
     return moved, total

@@ -93,7 +93,8 @@ def _nonzero_box(array: np.ndarray) -> tuple[slice, slice, slice] | None:
     return (slice(first, last), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
 
 
-def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometry: Geometry) -> RawSurface:
+def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometry: Geometry,
+                    backend: str = "auto") -> RawSurface:
     """Marching cubes (Lewiner, level 0.5) on a cropped 0/1 structure padded with background.
 
     Parameters
@@ -104,12 +105,20 @@ def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometr
         Position of the crop in the full grid.
     geometry : Geometry
         The full grid (only its shape and orientation are used here).
+    backend : {"auto", "vtk", "skimage"}
+        "vtk": ``vtkFlyingEdges3D``; "skimage": ``skimage.measure.marching_cubes``; "auto": VTK
+        if installed. Both place vertices at the 0.5 crossing of grid edges.
 
     Returns
     -------
     RawSurface
     """
-    vertices, faces, _, _ = marching_cubes(padded.astype(np.float32), level=0.5, allow_degenerate=False)
+    if backend == "auto":
+        backend = "vtk" if _have_vtk() else "skimage"
+    if backend == "vtk":
+        vertices, faces = _flying_edges(padded)
+    else:
+        vertices, faces, _, _ = marching_cubes(padded.astype(np.float32), level=0.5, allow_degenerate=False)
     if len(faces) == 0:
         raise MeshError("marching cubes found no surface in the mask")
     offset = np.array([s.start for s in box], dtype=np.float64) - 1.0
@@ -126,6 +135,40 @@ def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometr
         if part.stop == geometry.shape[axis]:
             caps.append((axis, geometry.shape[axis] - 0.5))
     return RawSurface(vertices, faces, caps, box, int(np.count_nonzero(padded)))
+
+
+def _have_vtk() -> bool:
+    try:
+        import vtkmodules.vtkFiltersCore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _flying_edges(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """VTK flying edges at level 0.5 on a uint8 array; vertices in array index order (k, j, i)."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+    from vtkmodules.vtkCommonCore import VTK_UNSIGNED_CHAR
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+
+    image = vtkImageData()
+    image.SetDimensions(padded.shape[2], padded.shape[1], padded.shape[0])  # VTK's x is the fastest axis
+    scalars = numpy_to_vtk(np.ascontiguousarray(padded).ravel(), deep=False, array_type=VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    surface = vtkFlyingEdges3D()
+    surface.SetInputData(image)
+    surface.SetValue(0, 0.5)
+    surface.ComputeNormalsOff()
+    surface.ComputeGradientsOff()
+    surface.ComputeScalarsOff()
+    surface.Update()
+    output = surface.GetOutput()
+    if output.GetNumberOfPolys() == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
+    vertices = vtk_to_numpy(output.GetPoints().GetData())[:, ::-1].astype(np.float64)
+    faces = vtk_to_numpy(output.GetPolys().GetConnectivityArray()).reshape(-1, 3).astype(np.int64)
+    return vertices, faces
 
 
 def _points_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:

@@ -115,34 +115,49 @@ def vertex_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarr
     return connected_components(graph, directed=False)
 
 
-def face_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Signed volume of the tetrahedron (origin, face) per face; their sum is the enclosed volume."""
-    triangles = vertices[faces] - vertices.mean(axis=0)  # a nearby origin keeps the sum accurate
-    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
+@dataclass
+class Measures:
+    """Per-face and per-vertex measures of a mesh, from one pass over its triangles.
+
+    Attributes
+    ----------
+    face_volumes : (m,) ndarray
+        Signed volume of the tetrahedron (mesh centroid, face); their sum is the enclosed volume.
+    face_areas : (m,) ndarray
+    face_normals : (m, 3) ndarray
+        Unit normals (outward for a correctly wound closed mesh).
+    vertex_normals : (n, 3) ndarray
+        Area-weighted unit vertex normals.
+    """
+
+    face_volumes: np.ndarray
+    face_areas: np.ndarray
+    face_normals: np.ndarray
+    vertex_normals: np.ndarray
+
+    @property
+    def volume(self) -> float:
+        return float(self.face_volumes.sum())
+
+    @property
+    def area(self) -> float:
+        return float(self.face_areas.sum())
 
 
-def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit face normals (outward for a correctly wound mesh) and face areas."""
-    triangles = vertices[faces]
-    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    cross = np.cross(b - a, c - a)
-    double_area = np.linalg.norm(cross, axis=1)
-    normals = cross / np.maximum(double_area, 1e-300)[:, None]
-    return normals, double_area / 2.0
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals."""
-    triangles = vertices[faces]
-    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    cross = np.cross(b - a, c - a)
+def measures(vertices: np.ndarray, faces: np.ndarray) -> Measures:
+    """Volumes, areas and normals (see :class:`Measures`)."""
+    centred = vertices - vertices.mean(axis=0)  # a nearby origin keeps the volume sum accurate
+    a = centred[faces[:, 0]]
+    cross = np.cross(centred[faces[:, 1]] - a, centred[faces[:, 2]] - a)
+    double_area = np.sqrt(np.einsum("ij,ij->i", cross, cross))
+    # a . ((b - a) x (c - a)) == a . (b x c): six times the signed tetrahedron volume
+    volumes = np.einsum("ij,ij->i", a, cross) / 6.0
     normals = np.zeros_like(vertices)
-    for n in range(3):
+    for corner in range(3):
         for axis in range(3):
-            normals[:, axis] += np.bincount(faces[:, n], weights=cross[:, axis], minlength=len(vertices))
-    length = np.linalg.norm(normals, axis=1)
-    return normals / np.maximum(length, 1e-300)[:, None]
+            normals[:, axis] += np.bincount(faces[:, corner], weights=cross[:, axis], minlength=len(vertices))
+    normals /= np.maximum(np.linalg.norm(normals, axis=1), 1e-300)[:, None]
+    return Measures(volumes, double_area / 2.0, cross / np.maximum(double_area, 1e-300)[:, None], normals)
 
 
 def uniform_laplacian(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:

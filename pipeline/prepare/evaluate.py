@@ -41,6 +41,9 @@ class Context:
     scale_mm: float
     important: np.ndarray | None = None
     weights: dict[str, float] = field(default_factory=lambda: dict(WEIGHTS))
+    #: Extra room demanded on every side when checking the fit (a decimated copy is slightly
+    #: smaller than the model), mm.
+    fit_margin_mm: float = 0.0
 
     @property
     def cos_critical(self) -> float:
@@ -163,7 +166,7 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
             solid = solid_voxels(columns, entering, float(size[2]))
             cups = find_cups(solid, cell_mm, columns.origin)
 
-    fits, _ = fits_build_volume(size, profile)
+    fits, _ = fits_build_volume(size + 2 * ctx.fit_margin_mm, profile)
     centre = mesh.centre_of_mass @ rotation.T - minimum
     # Height of the centre of mass over the radius of the footprint rectangle: tall, narrow
     # poses wobble on FDM printers.

@@ -139,7 +139,9 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
     scale = float(np.sqrt(full.areas.sum() / (4 * np.pi)))
     hull = convex_hull(search_mesh)
     diameter = float(np.ptp(hull.points, axis=0).max())
-    ctx = Context(profile=profile, scale_mm=scale, important=search_important)
+    # Decimation moves the surface a little: the search keeps a margin when checking the fit.
+    margin = _decimation_margin(full, search_mesh)
+    ctx = Context(profile=profile, scale_mm=scale, important=search_important, fit_margin_mm=margin)
     with_cups = profile.drain_cups
     found = search(search_mesh, hull, ctx, diameter / SEARCH_CELLS, alternatives + 1, with_cups)
 
@@ -210,6 +212,18 @@ def _decimate(mesh: MeshArrays, important: np.ndarray | None):
 
     _, nearest = cKDTree(mesh.centres).query(small.centres)
     return small, important[nearest]
+
+
+def _decimation_margin(full: MeshArrays, small: MeshArrays) -> float:
+    """How far the decimated copy's extremes fall inside the model's, along 26 directions, mm."""
+    if small is full:
+        return 0.0
+    directions = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                           if (i, j, k) != (0, 0, 0)], dtype=float)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    reach_full = (full.vertices @ directions.T).max(axis=0)
+    reach_small = (small.vertices @ directions.T).max(axis=0)
+    return float(max(np.max(reach_full - reach_small), 0.0)) + 0.1
 
 
 def _placement(pose: PoseMetrics, profile: PrinterProfile) -> np.ndarray:

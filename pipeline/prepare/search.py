@@ -115,7 +115,7 @@ def _fits_roughly(points: np.ndarray, directions: np.ndarray, height: np.ndarray
                   ctx: Context) -> np.ndarray:
     """Whether each direction could fit the build volume: its height, and its footprint turned
     in steps of 7.5 degrees about the vertical (a cheap stand-in for the minimum-area rectangle)."""
-    usable = usable_volume(ctx.profile)
+    usable = usable_volume(ctx.profile) - 2 * ctx.fit_margin_mm
     plate = np.sort(usable[:2])[::-1]
     helper = np.eye(3)[np.argmin(np.abs(directions), axis=1)]
     u = unit(np.cross(directions, helper))

@@ -90,11 +90,12 @@ def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh,
 
 
 def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int = 20000,
-                            keep=None) -> dict:
+                            keep=None, with_distances: bool = False) -> dict:
     """Mean and 95th-percentile surface distance between two meshes, both ways (mm).
 
-    ``keep``, if given, takes an ``(n, 3)`` point array and returns a boolean mask of the points
-    to count (e.g. those inside a common z range).
+    ``count`` points are sampled on each mesh. ``keep``, if given, takes an ``(n, 3)`` point
+    array and returns a boolean mask of the points to count (e.g. those inside a common z
+    range). ``with_distances`` adds every point's distance (``"distances"``, an array).
     """
     points_a, _ = sample_surface(a, count, seed=1)
     points_b, _ = sample_surface(b, count, seed=2)
@@ -103,7 +104,7 @@ def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int =
     a_to_b = distance_to_surface(points_a, b)
     b_to_a = distance_to_surface(points_b, a)
     both = np.concatenate([a_to_b, b_to_a])
-    return {
+    summary = {
         "mean_mm": float(both.mean()),
         "p95_mm": float(np.percentile(both, 95)),
         "max_mm": float(both.max()),
@@ -111,6 +112,9 @@ def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int =
         "mean_b_to_a_mm": float(b_to_a.mean()),
         "points": int(len(both)),
     }
+    if with_distances:
+        summary["distances"] = both
+    return summary
 
 
 def rigid_icp(moving: np.ndarray, fixed: np.ndarray, fixed_normals: np.ndarray, *,

@@ -15,28 +15,47 @@ def block_factors(spacing: tuple[float, float, float], target_mm: float) -> tupl
     return tuple(max(1, int(round(target_mm / s))) for s in spacing)  # type: ignore[return-value]
 
 
+def _fold(array: np.ndarray, factor: int, axis: int, ufunc: np.ufunc) -> np.ndarray:
+    """Combine each run of ``factor`` entries along ``axis`` (strided views, in place)."""
+    if factor == 1:
+        return array
+    step = [slice(None)] * array.ndim
+    step[axis] = slice(0, None, factor)
+    out = array[tuple(step)].copy()
+    for offset in range(1, factor):
+        step[axis] = slice(offset, None, factor)
+        ufunc(out, array[tuple(step)], out=out)
+    return out
+
+
 def block_mean_max(array: np.ndarray, factors: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Mean (float32) and maximum (input dtype) of each block of ``factors`` voxels.
 
-    Works one slab of ``factors[0]`` slices at a time, so no full-size temporary is made and
-    the slab stays in cache. Blocks cut by the array's far edges are completed with copies of
-    the edge voxels.
+    Works one slab of ``factors[0]`` slices at a time with element-wise operations on strided
+    views (several times faster than reductions over reshaped axes), so no full-size temporary
+    is made. Blocks cut by the array's far edges are completed with copies of the edge voxels.
     """
     fk, fj, fi = factors
     nk, nj, ni = array.shape
     shape = (-(-nk // fk), -(-nj // fj), -(-ni // fi))
     means = np.empty(shape, np.float32)
     maxima = np.empty(shape, array.dtype)
-    pad = ((0, shape[1] * fj - nj), (0, shape[2] * fi - ni))
     scale = np.float32(1.0 / (fk * fj * fi))
+    total = np.empty((shape[1] * fj, shape[2] * fi), np.int32)
+    highest = np.empty(total.shape, array.dtype)
     for block_k in range(shape[0]):
         slab = array[block_k * fk:(block_k + 1) * fk]
-        total = slab.sum(axis=0, dtype=np.int32) + (fk - slab.shape[0]) * slab[-1].astype(np.int32)
-        highest = slab.max(axis=0)
-        if pad[0][1] or pad[1][1]:
-            total, highest = np.pad(total, pad, mode="edge"), np.pad(highest, pad, mode="edge")
-        means[block_k] = total.reshape(shape[1], fj, shape[2], fi).sum(axis=(1, 3)) * scale
-        maxima[block_k] = highest.reshape(shape[1], fj, shape[2], fi).max(axis=(1, 3))
+        np.copyto(total[:nj, :ni], slab[0])
+        np.copyto(highest[:nj, :ni], slab[0])
+        for offset in range(1, fk):
+            plane = slab[min(offset, slab.shape[0] - 1)]
+            np.add(total[:nj, :ni], plane, out=total[:nj, :ni])
+            np.maximum(highest[:nj, :ni], plane, out=highest[:nj, :ni])
+        for buffer in (total, highest):
+            buffer[nj:, :ni] = buffer[nj - 1, :ni]
+            buffer[:, ni:] = buffer[:, ni - 1:ni]
+        means[block_k] = _fold(_fold(total, fj, 0, np.add), fi, 1, np.add) * scale
+        maxima[block_k] = _fold(_fold(highest, fj, 0, np.maximum), fi, 1, np.maximum)
     return means, maxima
 
 

@@ -1,0 +1,144 @@
+"""The regression report: JSON, and an HTML page beside it with pictures (PNG, embedded)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.report import to_jsonable
+
+
+def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[Path, Path]:
+    """Write ``path`` (JSON) and ``path`` with suffix ``.html``; return both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = to_jsonable(result.to_dict())
+    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    page = path.with_suffix(".html")
+    _atomic_write(page, _html(data, pictures))
+    return path, page
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:
+    """PNG: the model's surface points seen from the front, side and top, and a mid slice with the mask outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, normals = _points(mesh)
+    figure, axes = plt.subplots(1, 4, figsize=(16, 4.2), dpi=80)
+    views = [("front (x, z)", 0, 2, 1), ("left side (y, z)", 1, 2, 0), ("top (x, y)", 0, 1, 2)]
+    for axis, (name, u, v, depth) in zip(axes, views):
+        order = np.argsort(points[:, depth])  # far points first, near ones drawn over them
+        shade = np.abs(normals[order, depth])
+        axis.scatter(points[order, u], points[order, v], c=shade, cmap="bone", s=0.3, vmin=0, vmax=1)
+        axis.set_aspect("equal")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("LPS mm", fontsize=8)
+        axis.tick_params(labelsize=7)
+    k = int(np.flatnonzero(mask.array.any(axis=(1, 2))).mean())
+    axes[3].imshow(volume.array[k], cmap="gray", vmin=-200, vmax=1200)
+    axes[3].contour(mask.array[k] > 0, levels=[0.5], colors="tab:red", linewidths=0.6)
+    axes[3].set_title(f"slice {k} with the mask outline", fontsize=9)
+    axes[3].axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def distance_picture(distances: dict[str, np.ndarray], title: str) -> bytes:
+    """PNG: histogram of surface distances (mm) per compared series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=80)
+    for name, values in distances.items():
+        axis.hist(np.clip(values, 0, 3), bins=60, histtype="step", label=f"{name} (mean {values.mean():.2f} mm)")
+    axis.set_xlabel("distance to the 1 mm skull after registration, mm (clipped at 3)")
+    axis.set_ylabel("surface points")
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _points(mesh: Any, count: int = 40_000) -> tuple[np.ndarray, np.ndarray]:
+    from pipeline.regress.surface import sample_surface
+
+    return sample_surface(mesh, count, seed=5)
+
+
+def _png(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _html(data: dict[str, Any], pictures: dict[str, bytes]) -> str:
+    e = html.escape
+    verdict = "PASS" if data["ok"] else "DRIFT"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>anatomodel regression</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;font-size:90%}.bad{background:#fdd}.good{background:#dfd}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>anatomodel regression: {verdict}</h1>",
+        f"<p>anatomodel {e(str(data['anatomodel_version']))}, {e(str(data['started']))}, "
+        f"{data['seconds']:.0f} s; phantoms {e(str(data['phantoms']))}; golden {e(str(data['golden']))}</p>",
+    ]
+    for case in data["cases"]:
+        parts.append(f"<h2>{e(case['case'])}: {'ok' if case['ok'] else 'DRIFT'}</h2><p>{e(case['description'])}"
+                     f"<br>seed: {e(json.dumps(case['seed']))}</p>")
+        parts.append("<table><tr><th>quantity</th><th>golden</th><th>measured</th><th>tolerance</th><th></th></tr>")
+        for check in case["checks"]:
+            style = "good" if check["ok"] else "bad"
+            parts.append(f"<tr class='{style}'><td>{e(check['quantity'])}</td><td>{e(str(check['golden']))}</td>"
+                         f"<td>{e(str(check['measured']))}</td><td>{e(check['tolerance'])}</td>"
+                         f"<td>{'ok' if check['ok'] else 'DRIFT'}</td></tr>")
+        parts.append("</table>")
+        if case["case"] in pictures:
+            parts.append(_img(pictures[case["case"]], case["case"]))
+    if data["consistency"]:
+        parts.append("<h2>Consistency across acquisitions</h2><p>Each series' skull rigidly registered "
+                     "(point-to-plane ICP from the identity) to the untilted 1 mm skull, compared over the "
+                     "z range both cover (inset by a margin: meshes are capped where a scan ends).</p>")
+        parts.append("<table><tr><th>series</th><th>common z (mm)</th><th>ICP rotation (deg)</th>"
+                     "<th>ICP translation (mm)</th><th>mean distance before / after (mm)</th><th>volume (ml)</th>"
+                     "<th>1 mm volume (ml)</th><th>difference</th><th>checked</th><th></th></tr>")
+        for name, item in data["consistency"].items():
+            style = "good" if item["ok"] else ("bad" if item["checked"] else "")
+            parts.append(
+                f"<tr class='{style}'><td>{e(name)}</td><td>{item['common_z_lps_mm']}</td>"
+                f"<td>{item['icp']['rotation_deg']:.3f}</td>"
+                f"<td>{', '.join(f'{v:.2f}' for v in item['icp']['translation_mm'])}</td>"
+                f"<td>{item['distance_before_registration']['mean_mm']:.3f} / {item['distance']['mean_mm']:.3f}</td>"
+                f"<td>{item['volume_ml']:.1f}</td><td>{item['reference_volume_ml']:.1f}</td>"
+                f"<td>{item['volume_difference']:+.2%}</td><td>{'yes' if item['checked'] else 'information'}</td>"
+                f"<td>{'ok' if item['ok'] else 'out of bounds'}</td></tr>")
+        parts.append("</table>")
+        if "consistency" in pictures:
+            parts.append(_img(pictures["consistency"], "consistency"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
