@@ -203,6 +203,7 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     ledger_path = resolve_ledger_path(ledger).absolute()
     Ledger(ledger_path).close()  # create and migrate it once, before the workers start
     console = console or Console(stderr=True)
+    client = _connect(scheduler) if scheduler else None
     start = time.perf_counter()
     outcomes: dict[int, CaseOutcome] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -216,8 +217,9 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
             bar.advance(task)
 
         arguments = [(str(case), str(out_dir), str(ledger_path)) for case in cases]
-        if scheduler:
-            _run_on_dask(scheduler, arguments, record)
+        if client is not None:
+            with client:
+                _run_on_dask(client, arguments, record)
         else:
             _run_locally(workers, arguments, record)
     return BatchReport(str(manifest), str(out_dir), str(ledger_path), workers, scheduler,
@@ -243,24 +245,30 @@ def _run_locally(workers: int, arguments: list[tuple[str, str, str]], record) ->
             record(index, outcome)
 
 
-def _run_on_dask(scheduler: str, arguments: list[tuple[str, str, str]], record) -> None:
+def _connect(scheduler: str):
+    """A Dask distributed client of the scheduler at ``scheduler`` (``tcp://HOST:PORT``)."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError as error:
         raise AnatomodelError("--scheduler needs Dask distributed",
                               hint="pip install 'anatomodel[dask]'") from error
     try:
-        client = Client(scheduler, timeout="20s")
-    except (OSError, TimeoutError) as error:
+        return Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as error:
         raise AnatomodelError(f"cannot reach the Dask scheduler at {scheduler}: {error}",
                               hint="check the address (tcp://HOST:PORT) and that the scheduler runs") from error
-    with client:
-        futures = {client.submit(run_one_case, *args, pure=False, key=f"anatomodel-case-{index}-{os.getpid()}"
-                                 f"-{time.time_ns()}"): index for index, args in enumerate(arguments)}
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as error:  # the worker died (KilledWorker) or the task was lost
-                outcome = _lost(arguments[index][0], error)
-            record(index, outcome)
+
+
+def _run_on_dask(client, arguments: list[tuple[str, str, str]], record) -> None:
+    from distributed import as_completed
+
+    batch = f"{os.getpid()}-{time.time_ns()}"  # task keys unique across batches on one cluster
+    futures = {client.submit(run_one_case, *args, pure=False, key=f"anatomodel-case-{index}-{batch}"): index
+               for index, args in enumerate(arguments)}
+    for future in as_completed(futures):
+        index = futures[future]
+        try:
+            outcome = future.result()
+        except Exception as error:  # the worker died (KilledWorker) or the task was lost
+            outcome = _lost(arguments[index][0], error)
+        record(index, outcome)

@@ -26,16 +26,25 @@ class _Strict(BaseModel):
 class ThresholdSettings(_Strict):
     """The HU window of the structure.
 
-    ``fixed`` keeps voxels with ``lower_hu <= HU <= upper_hu``. ``adaptive`` measures the mean
-    and standard deviation of the HU within ``adaptive_radius_mm`` of the seeds and keeps
-    ``mean +- adaptive_k * sd``, clipped to the fixed window (as confidence-connected growing does).
+    * ``fixed`` keeps voxels with ``lower_hu <= HU <= upper_hu``.
+    * ``adaptive`` measures the mean and standard deviation of the HU within
+      ``adaptive_radius_mm`` of the seeds and keeps ``mean +- adaptive_k * sd``, clipped to the
+      fixed window (as confidence-connected growing does).
+    * ``half_maximum`` measures the median HU of the structure around the seeds (voxels within
+      ``adaptive_radius_mm`` and at least ``lower_hu``) and puts the lower bound half-way between
+      it and the surrounding tissue (``background_hu``): a blurred edge crosses that level where
+      the true edge is, whatever the contrast level of the scan. ``lower_hu`` is the floor. The
+      upper bound rises to ``median + upper_margin_hu`` when that is above ``upper_hu`` (dense
+      contrast of low-kV scans), and the bone barrier's threshold rises with it.
     """
 
-    mode: Literal["fixed", "adaptive"] = "fixed"
+    mode: Literal["fixed", "adaptive", "half_maximum"] = "fixed"
     lower_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
     upper_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
     adaptive_k: float = Field(2.5, gt=0, le=10)
     adaptive_radius_mm: float = Field(4.0, gt=0, le=50)
+    background_hu: float = Field(40.0, ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    upper_margin_hu: float = Field(150.0, ge=0, le=2000)
     reason: str = Field(min_length=1, description="why this window: the HU of the structure and its neighbours")
 
     @model_validator(mode="after")
@@ -65,14 +74,18 @@ class LeakControl(_Strict):
 
     The region's distance map (radius of the largest ball inside, mm) is split into basins, one
     per local widening; neighbouring basins are joined when the neck between them is at least
-    ``neck_ratio`` of the narrower basin's radius (minus one analysis voxel for noise), so
-    branches and fusiform aneurysms stay while chambers joined by a valve ring or structures
-    touching over a small contact are cut off. ``mode``: ``always`` applies the cut; ``auto``
-    only when the region exceeds ``max_volume_ml`` or ``max_extent_mm``; ``off`` never.
+    ``neck_ratio`` of the narrower side's radius (less half an analysis block for quantisation),
+    so branches and fusiform aneurysms stay while chambers joined by a valve ring or structures
+    touching over a small contact are cut off; the sides' widths are taken within
+    ``neighbourhood_mm`` of the neck, so a long narrow vessel leading to a widening (an
+    abdominal aneurysm) is not cut (see :mod:`pipeline.segment.leak`). ``mode``: ``always``
+    applies the cut; ``auto`` only when the region exceeds ``max_volume_ml`` or
+    ``max_extent_mm``; ``off`` never.
     """
 
     mode: Literal["off", "auto", "always"] = "always"
     neck_ratio: float = Field(0.8, gt=0, le=1)
+    neighbourhood_mm: float = Field(30.0, gt=0, le=200)
     analysis_spacing_mm: float = Field(1.5, gt=0, le=5)
     max_volume_ml: float | None = Field(None, gt=0)
     max_extent_mm: float | None = Field(None, gt=0)
@@ -95,6 +108,7 @@ class Cleanup(_Strict):
     """Morphological clean-up, radii in mm (anisotropic voxels are handled)."""
 
     fill_holes: bool = True
+    max_hole_ml: float | None = Field(None, gt=0, description="leave cavities larger than this open (ml)")
     closing_mm: float = Field(0.0, ge=0, le=20)
     opening_mm: float = Field(0.0, ge=0, le=20)
     keep: Literal["seeded", "largest", "all"] = "seeded"

@@ -11,7 +11,7 @@ import yaml
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.batch import read_manifest, run_batch
-from pipeline.errors import ConfigError, DicomError
+from pipeline.errors import AnatomodelError, ConfigError, DicomError
 from pipeline.ledger import Ledger, folder_problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +153,9 @@ def test_rerun_in_local_processes_keeps_charges_and_makes_version_two(dask_batch
                         ("ventricle-trainee", 1, "superseded"), ("ventricle-trainee", 2, "current")}
     charges = json.loads((root / "out" / "BATCH-001" / "charges.json").read_text())
     assert [(c["cpt"], c["units"]) for c in charges["claim_lines"]] == [("0559T", 1), ("0560T", 1)]
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    with pytest.raises(AnatomodelError, match="cannot reach the Dask scheduler at nowhere"):
+        run_batch(tmp_path / "m.csv", tmp_path / "out", scheduler="nowhere", ledger=tmp_path / "l.sqlite3")

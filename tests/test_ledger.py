@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -142,9 +143,13 @@ def test_incomplete_packet_is_neither_published_nor_billed(ledger, tmp_path):
     assert [(c["cpt"], c["status"]) for c in detail["charges"]] == [("0559T", "reserved")]
     assert [m["status"] for m in detail["models"]] == ["abandoned"]
     assert detail["runs"][0]["status"] == "failed" and "incomplete" in detail["runs"][0]["error"]
-    # Repeating the run completes the reserved line: still one 0559T.
-    assert [m.charge_line.cpt for m in publish(ledger, out, "CASE-1", ["aorta"])] == ["0559T"]
-    assert ledger.export()["charges"][0]["status"] == "committed"
+    # Repeating the run (with the indication corrected) completes the reserved line: one 0559T.
+    with ledger.start_run(case_id="CASE-1", patient_id=PATIENT, date_of_service=DATE) as run:
+        corrected = dataclasses.replace(billable("CASE-1", "aorta"), icd10=("I71.23",))
+        reservation = run.reserve("aorta", corrected, out / "CASE-1" / "aorta")
+        write_packet(reservation.staging, "aorta", 4096)
+        assert run.publish(reservation).charge_line.icd10 == ["I71.23"]
+    assert [(c["cpt"], c["status"]) for c in ledger.export()["charges"]] == [("0559T", "committed")]
 
 
 def test_void_and_discontinue_need_a_reason_and_are_audited(ledger, tmp_path):

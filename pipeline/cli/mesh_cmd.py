@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 from rich.markup import escape
 
@@ -37,19 +38,20 @@ def mesh_command(
     from pipeline.geometry import read_mask
     from pipeline.mesh import FORMATS, MeshOptions, mesh_mask, write_model
 
+    # click's (not typer's bundled) exception: pipeline.cli.main maps it to exit code 2
     if format is not None and format not in FORMATS:
-        raise typer.BadParameter(f"{format!r}: use one of {', '.join(FORMATS)}", param_hint="--format")
+        raise click.BadParameter(f"{format!r}: use one of {', '.join(FORMATS)}", param_hint="--format")
     if format is None and out.suffix.lower() not in (".stl", ".3mf", ".obj"):
-        raise typer.BadParameter(f"{out}: use a .stl, .3mf or .obj name, or give --format", param_hint="--out")
+        raise click.BadParameter(f"{out}: use a .stl, .3mf or .obj name, or give --format", param_hint="--out")
     if smoothing not in ("windowed_sinc", "taubin", "none"):
-        raise typer.BadParameter(f"{smoothing!r}: use windowed_sinc, taubin or none", param_hint="--smoothing")
+        raise click.BadParameter(f"{smoothing!r}: use windowed_sinc, taubin or none", param_hint="--smoothing")
     if passband is None:
         passband = 0.1 if smoothing == "taubin" else 0.01
     try:
         options = MeshOptions(smoothing=smoothing, smoothing_iterations=iterations, smoothing_passband=passband,
                               target_faces=target_faces or None, min_shell_volume_mm3=min_piece)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+        raise click.BadParameter(str(error)) from error
     mask = read_mask(mask_file)
     model, mesh_report = mesh_mask(mask, label=label, options=options, min_wall_mm=min_wall)
     write_model(model, out, format)

@@ -25,7 +25,13 @@ from pipeline.document.dicom import build_encapsulated_stl, write_encapsulated_s
 from pipeline.document.facts import build_facts, packet_schema, validate_packet
 from pipeline.document.inputs import PacketInputs, PacketReport, software_version
 from pipeline.document.pdf import packet_pdf
-from pipeline.document.pictures import ct_slices_png, model_views_png, print_views_png
+from pipeline.document.pictures import (
+    ct_slices_png,
+    display_mesh,
+    model_views_png,
+    print_views_png,
+    rigid_transform,
+)
 from pipeline.errors import DocumentError
 
 __all__ = [
@@ -121,15 +127,18 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
         if inputs.mask is None:
             warnings.append("no segmentation mask given: CT slices shown without an outline")
         pictures.append((ct_slices_png(inputs.volume, inputs.mask),
-                         "Figure 1. Orthogonal CT slices through the centroid of the segmentation, outline in red."))
+                         "Orthogonal CT slices through the centroid of the segmentation, outline in red."))
     else:
         warnings.append("no source volume given: CT slices not shown")
     mesh = inputs.model.mesh if inputs.model is not None else trimesh.load_mesh(stl_path)
-    pictures.append((model_views_png(mesh), "Figure 2. The model in patient space (LPS mm), shaded."))
+    shown = display_mesh(mesh)
+    pictures.append((model_views_png(mesh, shown), "The model in patient space (LPS mm), shaded."))
     print_mesh, support = _print_view(inputs, model_dir, warnings)
     if print_mesh is not None:
-        pictures.append((print_views_png(print_mesh, support),
-                         "Figure 3. Print orientation on the build plate; faces needing support in red."))
+        moved = rigid_transform(mesh, print_mesh)
+        shown_print = shown.copy().apply_transform(moved) if moved is not None else None
+        pictures.append((print_views_png(print_mesh, support, shown=shown_print),
+                         "Print orientation on the build plate; faces needing support in red."))
     else:
         warnings.append("no print plan: print orientation not shown")
 
@@ -143,14 +152,14 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
 
     files = [{"name": p.relative_to(model_dir).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name not in PACKET_FILES[1:]]
-    titles = [caption.split(". ", 1)[1] if ". " in caption else caption for _, caption in pictures]
+    titles = [title for _, title in pictures]
     facts = build_facts(
         inputs, alias=alias, identifiers=identifiers,
         dicom={k: v for k, v in vars(dicom_summary).items() if k != "notes"},
         files=files, pictures=[{"title": t} for t in titles], warnings=warnings,
     )
     (model_dir / "packet.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
-    pdf_bytes, pages = packet_pdf(facts, pictures)
+    pdf_bytes, pages = packet_pdf(facts, [(png, f"Figure {n}. {title}") for n, (png, title) in enumerate(pictures, 1)])
     (model_dir / "packet.pdf").write_bytes(pdf_bytes)
 
     if inputs.deidentify:

@@ -24,6 +24,13 @@ CSV_COLUMNS = (
 )
 
 
+def _cell(value: object) -> object:
+    """A CSV cell that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
 def _atomic_write(path: Path, data: bytes) -> Path:
     temporary = path.with_name(f".{path.name}.partial")
     temporary.write_bytes(data)
@@ -102,7 +109,7 @@ def write_case_charges(
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
 
     def public(value: Any) -> Any:
         value = to_jsonable(value)

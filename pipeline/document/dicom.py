@@ -112,7 +112,8 @@ def build_encapsulated_stl(
     """
     if len(stl_bytes) < 84:
         raise DocumentError(f"model.stl holds {len(stl_bytes)} bytes, too few for an STL; re-run the mesh stage")
-    created = created or dt.datetime.now()
+    # DICOM dates and times are local; the offset is recorded with them.
+    created = (created or dt.datetime.now(dt.timezone.utc)).astimezone()
     deidentify = alias is not None
     notes: list[str] = []
     study_uid = provenance.get("study_instance_uid") or ""
@@ -202,6 +203,7 @@ def build_encapsulated_stl(
     if not deidentify:
         ds.InstanceCreationDate = created.strftime("%Y%m%d")
         ds.InstanceCreationTime = created.strftime("%H%M%S")
+        ds.TimezoneOffsetFromUTC = created.strftime("%z")
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID

@@ -175,9 +175,33 @@ def _render(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarra
     ax.tick_params(labelsize=7)
 
 
-def model_views_png(mesh: trimesh.Trimesh) -> bytes:
-    """The model in patient space seen from the front (anterior), the left and above."""
-    shown = display_mesh(mesh)
+def rigid_transform(source: trimesh.Trimesh, target: trimesh.Trimesh, tolerance_mm: float = 1e-3) -> np.ndarray | None:
+    """The 4x4 rigid transform taking ``source``'s vertices onto ``target``'s, or None.
+
+    None unless the meshes have the same faces and every vertex lands within ``tolerance_mm``
+    (the print mesh is the model moved onto the plate: its display copy is then the model's
+    display copy moved the same way, instead of a second decimation).
+    """
+    a, b = np.asarray(source.vertices), np.asarray(target.vertices)
+    if a.shape != b.shape or not np.array_equal(source.faces, target.faces):
+        return None
+    centre_a, centre_b = a.mean(axis=0), b.mean(axis=0)
+    u, _, vt = np.linalg.svd((a - centre_a).T @ (b - centre_b))
+    rotation = vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
+    transform = np.eye(4)
+    transform[:3, :3] = rotation
+    transform[:3, 3] = centre_b - rotation @ centre_a
+    if np.max(np.abs(a @ rotation.T + transform[:3, 3] - b)) > tolerance_mm:
+        return None
+    return transform
+
+
+def model_views_png(mesh: trimesh.Trimesh, shown: trimesh.Trimesh | None = None) -> bytes:
+    """The model in patient space seen from the front (anterior), the left and above.
+
+    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+    """
+    shown = display_mesh(mesh) if shown is None else shown
     # LPS: x to the patient's left, y posterior, z superior.
     views = (
         ("anterior view", np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])),
@@ -194,9 +218,13 @@ def model_views_png(mesh: trimesh.Trimesh) -> bytes:
     return _png(figure)
 
 
-def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "") -> bytes:
-    """The oriented print mesh on the plate (z up) from the front and the side, support faces red."""
-    shown = display_mesh(mesh)
+def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "",
+                    shown: trimesh.Trimesh | None = None) -> bytes:
+    """The oriented print mesh on the plate (z up) from the front and the side, support faces red.
+
+    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+    """
+    shown = display_mesh(mesh) if shown is None else shown
     colors = np.tile([0.55, 0.62, 0.78], (len(shown.faces), 1))
     if support_faces is not None and len(support_faces) == len(mesh.faces):
         flags = np.asarray(support_faces, dtype=bool)

@@ -150,6 +150,7 @@ class Ledger:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
+                self._db.close()
                 raise LedgerError(f"the ledger {self.path} cannot use WAL mode (got {mode!r})",
                                   hint="keep the ledger on a local disk, not a network share")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -291,7 +292,8 @@ class Ledger:
                     raise LedgerError(
                         f"voiding {case_id}/{model_id} would leave the encounter misnumbered: "
                         + "; ".join(problems),
-                        hint="void the later models first, or discontinue this one (modifier 53)")
+                        hint="void the later models first, discontinue this one (modifier 53), or repeat "
+                             "the run of a model whose line is only reserved")
                 status = "void"
             db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
                        (status, reason.strip(), _json(line), charge["id"]))
@@ -447,10 +449,15 @@ class Ledger:
         current = self._db.execute(
             "SELECT m.*, cs.case_id FROM models m JOIN cases cs ON cs.id = m.case_ref "
             "WHERE m.status = 'current' ORDER BY cs.case_id, m.model_id").fetchall()
-        for model in current:
-            for problem in folders.folder_problems(model["folder"], model["sums_sha256"]):
-                problems.append(f"{model['case_id']}/{model['model_id']} v{model['version']}: {problem}")
+        suspects = [m for m in current if folders.folder_problems(m["folder"], m["sums_sha256"])]
         with self._write():
+            # Confirm under the write lock: a run may have published a new version meanwhile.
+            for suspect in suspects:
+                model = self._db.execute("SELECT m.*, cs.case_id FROM models m JOIN cases cs ON cs.id = m.case_ref "
+                                         "WHERE m.case_ref = ? AND m.model_id = ? AND m.status = 'current'",
+                                         (suspect["case_ref"], suspect["model_id"])).fetchone()
+                for problem in folders.folder_problems(model["folder"], model["sums_sha256"]):
+                    problems.append(f"{model['case_id']}/{model['model_id']} v{model['version']}: {problem}")
             for folder in {Path(r["folder"]) for r in self._db.execute("SELECT DISTINCT folder FROM models")}:
                 self._sweep_staging(folder)
         charges = self._db.execute(
@@ -541,15 +548,25 @@ class Run:
     def charge(self, reservation: Reservation, billable: Any) -> Any:
         """Decide the attempt's charge line in one transaction for the encounter, and return it.
 
-        A model id that already has a line on this case keeps it (a re-run is a new version,
-        never a new charge); otherwise :func:`pipeline.coding.next_charge` decides it from the
-        encounter's reserved and billed lines, and the line is reserved for this model id.
+        A model id whose line was billed keeps it (a re-run is a new version, never a new
+        charge). A line still only reserved (its first attempt failed or was killed) is decided
+        again in its place in the encounter, from the case as it is now. Otherwise
+        :func:`pipeline.coding.next_charge` decides it from the encounter's reserved and billed
+        lines, and the line is reserved for this model id.
         """
         ledger, db, model_id = self.ledger, self.ledger._db, reservation.model_id
         with ledger._write():
             charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
                                 (self.case_ref, model_id)).fetchone()
-            if charge is not None:
+            if charge is not None and charge["status"] == "reserved":
+                before = [_line(r["line"]) for r in ledger._lines(self.encounter.id, ACTIVE) if r["seq"] < charge["seq"]]
+                line = coding.next_charge(before, billable)
+                db.execute("UPDATE charges SET cpt = ?, line = ?, billable = ? WHERE id = ?",
+                           (line.cpt, _json(line), _json(billable), charge["id"]))
+                if line.cpt != charge["cpt"]:
+                    ledger._audit("charge.redecided", self.case_id, model_id, self.operator,
+                                  previous=charge["cpt"], cpt=line.cpt)
+            elif charge is not None:
                 line = _line(charge["line"])
             else:
                 active = ledger._lines(self.encounter.id, ACTIVE)
@@ -652,8 +669,7 @@ class Run:
             "AND m.model_id = ch.model_id JOIN runs r ON r.id = m.run_id WHERE ch.encounter_id = ? "
             "AND ch.status = 'reserved' AND m.status = 'pending' AND r.id != ?",
             (self.encounter.id, self.id)).fetchall()
-        me = self.ledger.identity
-        return any(ProcessIdentity(*row) != me and ProcessIdentity(*row).is_alive() for row in rows)
+        return any(ProcessIdentity(*row).is_alive() for row in rows)
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:

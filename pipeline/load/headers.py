@@ -64,18 +64,20 @@ class Plane:
     header: Dataset | None = field(default=None, repr=False)
 
 
-def _float(value: Any) -> float | None:
+def to_float(value: Any) -> float | None:
+    """A number from a DICOM value, or None when absent or malformed."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _int(value: Any) -> int | None:
+def to_int(value: Any) -> int | None:
+    """A whole number from a DICOM value, or None when absent or malformed."""
     try:
         return int(value)
     except (TypeError, ValueError):
-        number = _float(value)  # IS values written as "12.0" by some exporters
+        number = to_float(value)  # IS values written as "12.0" by some exporters
         return int(number) if number is not None and number.is_integer() else None
 
 
@@ -150,21 +152,21 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
             truncated = True
         elif offset is not None and defined and syntax in NATIVE_LITTLE_ENDIAN:
             native = (int(offset), int(length))
-    frames = _int(_raw_text(ds, "NumberOfFrames")) or 1
+    frames = to_int(_raw_text(ds, "NumberOfFrames")) or 1
     common = dict(
         path=path,
         sop_class_uid=_raw_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "")),
         sop_instance_uid=_raw_text(ds, "SOPInstanceUID") or "",
         series_instance_uid=_raw_text(ds, "SeriesInstanceUID") or "",
         transfer_syntax_uid=syntax,
-        rows=_int(ds.get("Rows")),
-        columns=_int(ds.get("Columns")),
-        instance_number=_int(_raw_text(ds, "InstanceNumber")),
-        acquisition_number=_int(_raw_text(ds, "AcquisitionNumber")),
-        bits_allocated=_int(ds.get("BitsAllocated")),
-        bits_stored=_int(ds.get("BitsStored")),
-        pixel_representation=_int(ds.get("PixelRepresentation")),
-        samples_per_pixel=_int(ds.get("SamplesPerPixel")),
+        rows=to_int(ds.get("Rows")),
+        columns=to_int(ds.get("Columns")),
+        instance_number=to_int(_raw_text(ds, "InstanceNumber")),
+        acquisition_number=to_int(_raw_text(ds, "AcquisitionNumber")),
+        bits_allocated=to_int(ds.get("BitsAllocated")),
+        bits_stored=to_int(ds.get("BitsStored")),
+        pixel_representation=to_int(ds.get("PixelRepresentation")),
+        samples_per_pixel=to_int(ds.get("SamplesPerPixel")),
         number_of_frames=frames,
         native_pixels=native,
         truncated=truncated,
@@ -177,9 +179,9 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
                 position=_floats(_raw_text(ds, "ImagePositionPatient"), 3),
                 orientation=_floats(_raw_text(ds, "ImageOrientationPatient"), 6),
                 pixel_spacing=_floats(_raw_text(ds, "PixelSpacing"), 2),
-                slice_thickness=_float(_raw_text(ds, "SliceThickness")),
-                rescale_slope=_float(_raw_text(ds, "RescaleSlope")) or 1.0,
-                rescale_intercept=_float(_raw_text(ds, "RescaleIntercept")) or 0.0,
+                slice_thickness=to_float(_raw_text(ds, "SliceThickness")),
+                rescale_slope=to_float(_raw_text(ds, "RescaleSlope")) or 1.0,
+                rescale_intercept=to_float(_raw_text(ds, "RescaleIntercept")) or 0.0,
                 **common,
             )
         ]
@@ -188,8 +190,8 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
     planes = []
     for index in range(frames):
         group = per_frame[index] if index < len(per_frame) else None
-        slope = _float(_functional(ds, group, "PixelValueTransformationSequence", "RescaleSlope"))
-        intercept = _float(_functional(ds, group, "PixelValueTransformationSequence", "RescaleIntercept"))
+        slope = to_float(_functional(ds, group, "PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = to_float(_functional(ds, group, "PixelValueTransformationSequence", "RescaleIntercept"))
         planes.append(
             Plane(
                 frame=index,
@@ -198,7 +200,7 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
                     _functional(ds, group, "PlaneOrientationSequence", "ImageOrientationPatient"), 6
                 ),
                 pixel_spacing=_floats(_functional(ds, group, "PixelMeasuresSequence", "PixelSpacing"), 2),
-                slice_thickness=_float(_functional(ds, group, "PixelMeasuresSequence", "SliceThickness")),
+                slice_thickness=to_float(_functional(ds, group, "PixelMeasuresSequence", "SliceThickness")),
                 rescale_slope=1.0 if slope is None else slope,
                 rescale_intercept=0.0 if intercept is None else intercept,
                 **common,

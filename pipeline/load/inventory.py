@@ -13,7 +13,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -27,6 +26,8 @@ from pipeline.load.headers import (
     convolution_kernel,
     planes_from_header,
     read_header,
+    to_float,
+    to_int,
     transfer_syntax_name,
 )
 from pipeline.load.stack import StackLayout, analyse
@@ -235,9 +236,8 @@ def kernel_class(kernel: str | None) -> str | None:
     return "bone" if BONE_KERNEL.search(kernel) else "soft"
 
 
-def _describe(
-    uid: str, planes: list[Plane], root: Path, layout: StackLayout | None
-) -> SeriesInfo:
+def _describe(uid: str, planes: list[Plane], root: Path, layout: StackLayout | None) -> SeriesInfo:
+    """Summarise one series and decide whether it can be a volume, and a candidate for auto."""
     ds = planes[0].header
     image_type = [str(v) for v in (ds.get("ImageType") or [])]
     sop_class = planes[0].sop_class_uid
@@ -295,7 +295,7 @@ def _describe(
                                           _text(ds, "ProtocolName")]))
     info = SeriesInfo(
         series_instance_uid=uid,
-        series_number=_int_or_none(ds.get("SeriesNumber")),
+        series_number=to_int(ds.get("SeriesNumber")),
         series_description=_text(ds, "SeriesDescription"),
         study_instance_uid=_text(ds, "StudyInstanceUID"),
         modality=modality,
@@ -310,7 +310,7 @@ def _describe(
         spacing_between_slices_min_mm=spacing_min,
         spacing_between_slices_max_mm=spacing_max,
         coverage_mm=coverage,
-        gantry_tilt_deg=_float_or_none(ds.get("GantryDetectorTilt")),
+        gantry_tilt_deg=to_float(ds.get("GantryDetectorTilt")),
         tilt_from_geometry_deg=tilt_geometry,
         transfer_syntaxes=sorted({transfer_syntax_name(p.transfer_syntax_uid) for p in planes}),
         contrast_agent=agent,
@@ -335,20 +335,6 @@ def _describe(
     else:
         info.not_auto_reason = "cannot be a volume"
     return info
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def rank_key(info: SeriesInfo, prefer_bone: bool = False) -> tuple:

@@ -10,6 +10,7 @@ import trimesh
 
 from pipeline.errors import MeshError
 from pipeline.geometry import Mask
+from pipeline.mesh.affine import apply_affine
 from pipeline.mesh.decimate import decimate
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.options import MeshOptions
@@ -19,7 +20,7 @@ from pipeline.mesh.report import MeshReport
 from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin, windowed_sinc
 from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
-from pipeline.mesh.topology import compact
+from pipeline.mesh.topology import compact, vertex_adjacency
 from pipeline.model import Model
 
 
@@ -83,8 +84,9 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
             "the structure is cut by the edge of the scanned volume ("
             + ", ".join(report.touches_volume_edge) + "): the model is closed with a flat cap there")
 
-    raw_lps = geometry.index_to_lps(raw.vertices_index)
-    keep, shells = remove_small_shells(raw_lps, raw.faces, options.min_shell_volume_mm3)
+    raw_lps = apply_affine(geometry.affine, raw.vertices_index)
+    adjacency = vertex_adjacency(raw.faces, len(raw_lps))
+    keep, shells = remove_small_shells(raw_lps, raw.faces, options.min_shell_volume_mm3, adjacency)
     if shells.kept == 0:
         raise MeshError(
             f"every piece of {name} is smaller than the minimum piece volume "
@@ -92,9 +94,13 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
             f"{mask_volume:.3g} mm3)",
             hint="lower MeshOptions.min_shell_volume_mm3 to keep it, or check the segmentation")
     report.shells_removed, report.removed_volume_mm3 = shells.removed, shells.removed_volume_mm3
-    index_vertices, faces, kept_vertices = compact(raw.vertices_index, raw.faces[keep])
-    raw_lps = raw_lps[kept_vertices]
-    report.raw_volume_mm3 = enclosed_volume(raw_lps, faces)
+    if shells.removed:
+        index_vertices, faces, kept_vertices = compact(raw.vertices_index, raw.faces[keep])
+        raw_lps = raw_lps[kept_vertices]
+        adjacency = vertex_adjacency(faces, len(raw_lps))
+    else:
+        index_vertices, faces, kept_vertices = raw.vertices_index, raw.faces, np.arange(len(raw_lps))
+    report.raw_volume_mm3 = shells.kept_volume_mm3
     if raw.voxel_count < 8:
         report.warnings.append(f"the structure has only {raw.voxel_count} voxel(s); its model is a rough blob")
     raw_distance = SurfaceDistance(raw_lps, faces)
@@ -104,26 +110,33 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     caps = [(axis, value, np.searchsorted(kept_vertices, members)) for axis, value, members in caps]
     if options.smoothing == "windowed_sinc" and options.smoothing_iterations > 0:
         index_vertices = windowed_sinc(index_vertices, faces, iterations=options.smoothing_iterations,
-                                       passband=options.smoothing_passband, fixed_planes=caps)
+                                       passband=options.smoothing_passband, fixed_planes=caps,
+                                       adjacency=adjacency)
     elif options.smoothing == "taubin" and options.smoothing_iterations > 0:
         index_vertices = taubin(index_vertices, faces, iterations=options.smoothing_iterations,
-                                lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps)
-    vertices = geometry.index_to_lps(index_vertices)
-    smoothed_volume = enclosed_volume(vertices, faces)
+                                lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps,
+                                adjacency=adjacency)
+    vertices = apply_affine(geometry.affine, index_vertices)
+    clock("smoothing")
+    if options.preserve_volume:
+        target = mask_volume - shells.removed_volume_mm3
+        hold, hold_normals = _cap_constraints(len(vertices), caps, geometry)
+        corrected, offset, smoothed_volume = correct_volume(vertices, faces, target, hold=hold,
+                                                            hold_normals=hold_normals)
+    else:
+        smoothed_volume = enclosed_volume(vertices, faces)
     if smoothed_volume < 0.5 * report.raw_volume_mm3:
         # Structures a few voxels across are all "staircase" to the filter and collapse.
         report.warnings.append(
             f"smoothing would shrink {name} by {100 * (1 - smoothed_volume / report.raw_volume_mm3):.0f} %: "
             "it is too small for the pass band, so the unsmoothed surface is kept")
         vertices, smoothed_volume = raw_lps.copy(), report.raw_volume_mm3
-    report.smoothing_volume_change_percent = 100.0 * (smoothed_volume - report.raw_volume_mm3) / report.raw_volume_mm3
-    clock("smoothing")
+        if options.preserve_volume:
+            corrected, offset, _ = correct_volume(vertices, faces, target, hold=hold, hold_normals=hold_normals)
     if options.preserve_volume:
-        target = mask_volume - shells.removed_volume_mm3
-        hold, hold_normals = _cap_constraints(len(vertices), caps, geometry)
-        vertices, report.volume_correction_offset_mm = correct_volume(
-            vertices, faces, target, hold=hold, hold_normals=hold_normals)
-        clock("volume_correction")
+        vertices, report.volume_correction_offset_mm = corrected, offset
+    report.smoothing_volume_change_percent = 100.0 * (smoothed_volume - report.raw_volume_mm3) / report.raw_volume_mm3
+    clock("volume_correction")
 
     if options.target_faces is not None and len(faces) > options.target_faces:
         vertices, faces = _decimate(vertices, faces, options)

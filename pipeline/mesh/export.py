@@ -56,7 +56,7 @@ def write_model(model: Model, path: str | Path, format: str | None = None) -> Pa
         elif chosen == "stl-ascii":
             _write_ascii_stl(model, temporary)
         elif chosen == "3mf":
-            temporary.write_bytes(trimesh.exchange.threemf.export_3MF(_plain_mesh(model), units="millimeter"))
+            temporary.write_bytes(trimesh.exchange.threemf.export_3MF(_plain_mesh(model)))  # unit="millimeter"
         else:
             temporary.write_text(trimesh.exchange.obj.export_obj(
                 _plain_mesh(model), include_normals=False, include_color=False, include_texture=False,
@@ -119,12 +119,14 @@ def _write_binary_stl(model: Model, path: Path) -> None:
 
 def _write_ascii_stl(model: Model, path: Path) -> None:
     triangles, normals = _triangles(model)
+    # single precision, as in binary STL; 9 significant digits read back to the same float32
+    triangles = triangles.astype(np.float32)
     name = header_text(model).replace(" ", "_")
     with open(path, "w", encoding="ascii") as stream:
         stream.write(f"solid {name}\n")
         for normal, (a, b, c) in zip(normals, triangles):
             stream.write(f"facet normal {normal[0]:.6e} {normal[1]:.6e} {normal[2]:.6e}\n outer loop\n"
-                         f"  vertex {a[0]:.7e} {a[1]:.7e} {a[2]:.7e}\n"
-                         f"  vertex {b[0]:.7e} {b[1]:.7e} {b[2]:.7e}\n"
-                         f"  vertex {c[0]:.7e} {c[1]:.7e} {c[2]:.7e}\n endloop\nendfacet\n")
+                         f"  vertex {a[0]:.9g} {a[1]:.9g} {a[2]:.9g}\n"
+                         f"  vertex {b[0]:.9g} {b[1]:.9g} {b[2]:.9g}\n"
+                         f"  vertex {c[0]:.9g} {c[1]:.9g} {c[2]:.9g}\n endloop\nendfacet\n")
         stream.write(f"endsolid {name}\n")

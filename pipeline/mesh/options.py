@@ -63,7 +63,7 @@ class MeshOptions(Report):
     min_shell_volume_mm3: float = 10.0
     repair: bool = True
     wall_probe_mm: float = 3.0
-    quality_sample: int = 20_000
+    quality_sample: int = 10_000
 
     def __post_init__(self) -> None:
         if self.surface not in ("auto", "vtk", "skimage"):

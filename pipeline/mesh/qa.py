@@ -44,7 +44,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
     face_areas, normals = measured.face_areas, measured.vertex_normals
     spacing = np.asarray(field.geometry.spacing)
-    step_mm = float(spacing.min())  # the crossing is interpolated within the step
+    step_mm = 0.5 * float(spacing.min())
     if min_wall_mm is not None:
         probe_mm = max(probe_mm, 1.5 * min_wall_mm)
     thickness = march(field, vertices, -normals, length_mm=probe_mm, step_mm=step_mm, inside=True)

@@ -16,15 +16,18 @@ class ShellFilter:
     kept: int
     removed: int
     removed_volume_mm3: float
+    kept_volume_mm3: float
     cavities: int
 
 
 def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_mm3: float,
-                        ) -> tuple[np.ndarray, ShellFilter]:
+                        adjacency=None) -> tuple[np.ndarray, ShellFilter]:
     """Keep the closed pieces whose enclosed volume is at least ``min_volume_mm3``.
 
     A piece with negative volume is a cavity (an inward-facing shell inside the solid); it is
     judged by its absolute volume like any other piece.
+
+    ``adjacency`` (see :func:`pipeline.mesh.topology.vertex_adjacency`) is reused if given.
 
     Returns
     -------
@@ -32,14 +35,15 @@ def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_
         Faces of the kept pieces.
     ShellFilter
     """
-    count, piece_of_vertex = vertex_components(faces, len(vertices_lps))
+    count, piece_of_vertex = vertex_components(faces, len(vertices_lps), adjacency)
     piece_of_face = piece_of_vertex[faces[:, 0]]
-    volume = np.bincount(piece_of_face, weights=measures(vertices_lps, faces).face_volumes, minlength=count)
+    volume = np.bincount(piece_of_face, weights=measures(vertices_lps, faces, normals=False).face_volumes, minlength=count)
     keep_piece = np.abs(volume) >= min_volume_mm3
     removed = ~keep_piece
     summary = ShellFilter(
         kept=int(keep_piece.sum()), removed=int(removed.sum()),
-        removed_volume_mm3=float(volume[removed].sum()), cavities=int(np.count_nonzero(keep_piece & (volume < 0))),
+        removed_volume_mm3=float(volume[removed].sum()), kept_volume_mm3=float(volume[keep_piece].sum()),
+        cavities=int(np.count_nonzero(keep_piece & (volume < 0))),
     )
     return keep_piece[piece_of_face], summary
 

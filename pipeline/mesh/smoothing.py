@@ -14,7 +14,7 @@ from pipeline.mesh.topology import measures, uniform_laplacian
 
 
 def taubin(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, lamb: float, mu: float,
-           fixed_planes: list[tuple[int, float, np.ndarray]] = ()) -> np.ndarray:
+           fixed_planes: list[tuple[int, float, np.ndarray]] = (), adjacency=None) -> np.ndarray:
     """Taubin lambda/mu smoothing (G. Taubin, SIGGRAPH 1995).
 
     Parameters
@@ -28,13 +28,15 @@ def taubin(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, lamb: fl
         Step sizes, ``0 < lamb < mu``.
     fixed_planes : list of (axis, value, vertex indices)
         Vertices held on the plane ``coordinate[axis] == value`` (they slide within it).
+    adjacency : scipy.sparse.csr_matrix, optional
+        :func:`~pipeline.mesh.topology.vertex_adjacency` of the mesh, if already built.
 
     Returns
     -------
     (n, 3) ndarray
         Smoothed positions.
     """
-    laplacian = uniform_laplacian(faces, len(vertices))
+    laplacian = uniform_laplacian(faces, len(vertices), adjacency)
     smoothed = vertices.copy()
     for index in range(iterations):
         step = lamb if index % 2 == 0 else -mu
@@ -49,7 +51,7 @@ _NUTTALL = (0.355768, 0.487396, 0.144232, 0.012604)
 
 
 def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, passband: float,
-                  fixed_planes: list[tuple[int, float, np.ndarray]] = ()) -> np.ndarray:
+                  fixed_planes: list[tuple[int, float, np.ndarray]] = (), adjacency=None) -> np.ndarray:
     """Windowed-sinc low-pass filter of the surface (Taubin, Zhang and Golub, IBM RC-20404, 1996).
 
     A Chebyshev expansion of the ideal low-pass filter in the eigenbasis of the uniform
@@ -67,8 +69,10 @@ def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, p
         Pass-band frequency ``k_PB`` in (0, 2); 0.01-0.1 for marching-cubes surfaces.
     fixed_planes : list of (axis, value, vertex indices)
         Vertices put back on the plane ``coordinate[axis] == value`` after filtering.
+    adjacency : scipy.sparse.csr_matrix, optional
+        :func:`~pipeline.mesh.topology.vertex_adjacency` of the mesh, if already built.
     """
-    laplacian = uniform_laplacian(faces, len(vertices))
+    laplacian = uniform_laplacian(faces, len(vertices), adjacency)
     coefficients = _sinc_coefficients(iterations, passband)
     centre = vertices.mean(axis=0)  # the filter's gain at k = 0 is not exactly 1: filter about the centre
     # Chebyshev recurrence on M = I - K/2 = (I + L)/2: T0 = x, T1 = M x, T(n+1) = 2 M T(n) - T(n-1)
@@ -119,12 +123,12 @@ def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
 
 def enclosed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Volume enclosed by a closed, outward-wound mesh (units of ``vertices`` cubed)."""
-    return measures(vertices, faces).volume
+    return measures(vertices, faces, normals=False).volume
 
 
 def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float, *,
                    hold: np.ndarray | None = None, hold_normals: np.ndarray | None = None,
-                   rounds: int = 2) -> tuple[np.ndarray, float]:
+                   rounds: int = 6) -> tuple[np.ndarray, float, float]:
     """Offset the surface along its vertex normals until it encloses ``target_volume``.
 
     A uniform offset ``d`` changes the volume by about ``d * area``; a few Newton rounds absorb
@@ -149,20 +153,26 @@ def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float
     vertices : (n, 3) ndarray
     offset_mm : float
         The total offset applied (positive outward).
+    initial_volume : float
+        The volume before the correction.
     """
     moved = vertices.copy()
     total = 0.0
+    measured = measures(moved, faces)
+    initial_volume = measured.volume
     for _ in range(rounds):
-        measured = measures(moved, faces)
-        if measured.area <= 0:
+        if measured.area <= 0 or abs(target_volume - measured.volume) <= 1e-5 * abs(target_volume):
             break
         offset = (target_volume - measured.volume) / measured.area
-        if abs(target_volume - measured.volume) <= 1e-6 * abs(target_volume):
-            break
         normals = measured.vertex_normals
         if hold is not None and hold.any():
             plane = hold_normals[hold]
             normals[hold] -= np.einsum("ij,ij->i", normals[hold], plane)[:, None] * plane
         moved += offset * normals
         total += offset
-    return moved, total
+        # a uniform offset is right to first order; only small, curved meshes need another round
+        volume = measures(moved, faces, normals=False).volume
+        if abs(target_volume - volume) <= 1e-5 * abs(target_volume):
+            break
+        measured = measures(moved, faces)
+    return moved, total, initial_volume

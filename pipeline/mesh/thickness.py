@@ -1,14 +1,18 @@
 """Wall thickness and gap width by ray marching through the voxel mask.
 
 From every surface vertex a ray goes along the inward normal (wall thickness) or the outward
-normal (gap to the next piece of surface) through the trilinearly interpolated 0/1 mask; the
-distance to where it crosses the 0.5 level on the far side is the local thickness (the
-ray-based "shape diameter"). Distances are measured in mm in patient space.
+normal (gap to the next piece of surface) through the 0/1 mask; the distance to where it leaves
+the solid (or the gap) on the far side is the local thickness (the ray-based "shape
+diameter"). The march reads the nearest voxel at half-voxel steps; each exit is then placed at
+the 0.5 crossing of the trilinearly interpolated mask, the level the surface was extracted at.
+Distances are in mm in patient space.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.mesh.affine import apply_affine, apply_linear
 
 
 class MaskField:
@@ -30,14 +34,19 @@ class MaskField:
         self._strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
         self._offset = np.asarray(index_offset, dtype=np.float64)
         self.geometry = geometry
-        self._to_index = np.linalg.inv(geometry.affine[:3, :3])
+        self._to_index = np.linalg.inv(geometry.affine)
 
     def to_local_index(self, lps: np.ndarray) -> np.ndarray:
-        return self.geometry.lps_to_index(lps) - self._offset
+        return apply_affine(self._to_index, lps) - self._offset
 
     def direction_to_index(self, directions_lps: np.ndarray) -> np.ndarray:
         """Index-space displacement per mm travelled along each LPS direction."""
-        return directions_lps @ self._to_index.T
+        return apply_linear(self._to_index[:3, :3], directions_lps)
+
+    def nearest(self, local_index: np.ndarray) -> np.ndarray:
+        """Value (0 or 1) of the voxel nearest to each local index; 0 outside the crop."""
+        voxel = np.clip(np.rint(local_index).astype(np.int64), 0, self._shape - 1)
+        return self._flat[voxel @ self._strides]
 
     def sample(self, local_index: np.ndarray) -> np.ndarray:
         """Trilinear value (0..1) at local indices ``(n, 3)``; 0 outside the crop."""
@@ -63,34 +72,35 @@ def march(field: MaskField, origins_lps: np.ndarray, directions_lps: np.ndarray,
           step_mm: float, inside: bool) -> np.ndarray:
     """Distance (mm) along each ray to where it leaves the solid (``inside``) or the gap.
 
-    Rays start on the surface. An inward ray (``inside=True``) must first enter the solid (value
-    above 0.5) and then leave it; its exit distance is the wall thickness. An outward ray does the
-    same with the background. Rays that never enter within two steps meet a sub-voxel wall and
-    get ``step_mm``; rays still going after ``length_mm`` get ``inf``.
+    Rays start on the surface. An inward ray (``inside=True``) must first enter the solid and
+    then leave it; its exit distance is the wall thickness. An outward ray does the same with the
+    background. Rays that have not entered after four steps meet a sub-voxel wall and get
+    ``step_mm``; rays still going after ``length_mm`` get ``inf``.
     """
-    start = field.to_local_index(origins_lps)
-    velocity = field.direction_to_index(directions_lps)
-    n = len(start)
-    result = np.full(n, np.inf)
-    active = np.arange(n)
-    entered = np.zeros(n, dtype=bool)
-    previous = np.full(n, 0.5)
-    steps = int(np.ceil(length_mm / step_mm))
-    for number in range(1, steps + 1):
+    start = field.to_local_index(origins_lps).astype(np.float32)  # sub-voxel precision is plenty
+    velocity = field.direction_to_index(directions_lps).astype(np.float32)
+    result = np.full(len(start), np.inf)
+    active = np.arange(len(start))
+    entered = np.zeros(len(start), dtype=bool)
+    wanted = 1 if inside else 0
+    for number in range(1, int(np.ceil(length_mm / step_mm)) + 1):
         if active.size == 0:
             break
         distance = number * step_mm
-        value = field.sample(start[active] + distance * velocity[active])
-        if not inside:
-            value = 1.0 - value
-        now_entered = entered[active] | (value > 0.5)
-        left = now_entered & (value < 0.5)
-        never = ~now_entered & (number >= 2)
-        crossing = previous[active] - value
-        fraction = np.where(crossing > 0, (previous[active] - 0.5) / np.where(crossing > 0, crossing, 1.0), 1.0)
-        result[active[left]] = distance - step_mm + np.clip(fraction[left], 0.0, 1.0) * step_mm
+        value = field.nearest(start[active] + np.float32(distance) * velocity[active])
+        now_entered = entered[active] | (value == wanted)
+        left = now_entered & (value != wanted)
+        never = ~now_entered & (number >= 4)
+        if left.any():
+            rays = active[left]
+            before = field.sample(start[rays] + (distance - step_mm) * velocity[rays])
+            after = field.sample(start[rays] + distance * velocity[rays])
+            if not inside:
+                before, after = 1.0 - before, 1.0 - after
+            drop = before - after
+            fraction = np.where(drop > 0, (before - 0.5) / np.where(drop > 0, drop, 1.0), 0.0)
+            result[rays] = distance - step_mm + np.clip(fraction, 0.0, 1.0) * step_mm
         result[active[never]] = step_mm
         entered[active] = now_entered
-        previous[active] = value
         active = active[~(left | never)]
     return result

@@ -108,10 +108,10 @@ def _count_pinched_vertices(faces: np.ndarray, opposite: np.ndarray, n_vertices:
     return int(np.count_nonzero(fans_per_vertex > 1))
 
 
-def vertex_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarray]:
+def vertex_components(faces: np.ndarray, n_vertices: int,
+                      adjacency: sparse.csr_matrix | None = None) -> tuple[int, np.ndarray]:
     """Connected pieces: their number and the piece of each vertex."""
-    start, end = half_edges(faces)
-    graph = sparse.coo_matrix((np.ones(start.size, dtype=np.int8), (start, end)), shape=(n_vertices, n_vertices))
+    graph = vertex_adjacency(faces, n_vertices, np.int8) if adjacency is None else adjacency
     return connected_components(graph, directed=False)
 
 
@@ -144,30 +144,38 @@ class Measures:
         return float(self.face_areas.sum())
 
 
-def measures(vertices: np.ndarray, faces: np.ndarray) -> Measures:
-    """Volumes, areas and normals (see :class:`Measures`)."""
+def measures(vertices: np.ndarray, faces: np.ndarray, normals: bool = True) -> Measures:
+    """Volumes, areas and normals (see :class:`Measures`); ``normals=False`` skips vertex normals."""
     centred = vertices - vertices.mean(axis=0)  # a nearby origin keeps the volume sum accurate
     a = centred[faces[:, 0]]
     cross = np.cross(centred[faces[:, 1]] - a, centred[faces[:, 2]] - a)
     double_area = np.sqrt(np.einsum("ij,ij->i", cross, cross))
     # a . ((b - a) x (c - a)) == a . (b x c): six times the signed tetrahedron volume
     volumes = np.einsum("ij,ij->i", a, cross) / 6.0
-    normals = np.zeros_like(vertices)
-    for corner in range(3):
-        for axis in range(3):
-            normals[:, axis] += np.bincount(faces[:, corner], weights=cross[:, axis], minlength=len(vertices))
-    normals /= np.maximum(np.linalg.norm(normals, axis=1), 1e-300)[:, None]
-    return Measures(volumes, double_area / 2.0, cross / np.maximum(double_area, 1e-300)[:, None], normals)
+    face_normals = cross / np.maximum(double_area, 1e-300)[:, None]
+    if not normals:
+        return Measures(volumes, double_area / 2.0, face_normals, np.empty((0, 3)))
+    corners = faces.ravel()
+    summed = np.stack([np.bincount(corners, weights=np.repeat(cross[:, axis], 3), minlength=len(vertices))
+                       for axis in range(3)], axis=1)
+    summed /= np.maximum(np.linalg.norm(summed, axis=1), 1e-300)[:, None]
+    return Measures(volumes, double_area / 2.0, face_normals, summed)
 
 
-def uniform_laplacian(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
-    """Row-normalised vertex adjacency: ``L @ v`` is the mean of each vertex's neighbours."""
+def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sparse.csr_matrix:
+    """Symmetric vertex adjacency (CSR); each entry counts the half-edges between two vertices."""
     start, end = half_edges(faces)
-    adjacency = sparse.coo_matrix((np.ones(start.size), (start, end)), shape=(n_vertices, n_vertices)).tocsr()
-    adjacency = adjacency + adjacency.T
-    adjacency.data[:] = 1.0  # an edge seen from both faces counts once
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    return sparse.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency
+    rows, columns = np.concatenate([start, end]), np.concatenate([end, start])
+    return sparse.csr_matrix((np.ones(rows.size, dtype=dtype), (rows, columns)), shape=(n_vertices, n_vertices))
+
+
+def uniform_laplacian(faces: np.ndarray, n_vertices: int,
+                      adjacency: sparse.csr_matrix | None = None) -> sparse.csr_matrix:
+    """Row-normalised vertex adjacency: ``L @ v`` is the mean of each vertex's neighbours."""
+    laplacian = (vertex_adjacency(faces, n_vertices) if adjacency is None else adjacency).copy()
+    degree = np.diff(laplacian.indptr)
+    laplacian.data[:] = 1.0 / np.repeat(np.maximum(degree, 1), degree)  # an edge seen twice counts once
+    return laplacian
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

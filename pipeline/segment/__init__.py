@@ -6,7 +6,21 @@
 * :func:`import_label_map` — a label map made in another tool (NIfTI, NRRD, DICOM SEG).
 """
 
+import sys
+import types
+
 from pipeline.segment.core import SegmentReport, segment
 from pipeline.segment.labelmap import combine_masks, import_label_map
 
 __all__ = ["SegmentReport", "combine_masks", "import_label_map", "segment"]
+
+
+class _CallableModule(types.ModuleType):
+    """``pipeline.segment(...)`` is the stage's function (the package API), even once this
+    subpackage has been imported and its module object sits where the function is expected."""
+
+    def __call__(self, *args, **kwargs):
+        return segment(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

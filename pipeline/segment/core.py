@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Mask, Volume, bounding_box
@@ -15,10 +16,10 @@ from pipeline.presets import Preset, apply_overrides, load_preset
 from pipeline.report import Report
 from pipeline.segment import cleanup
 from pipeline.segment.bone import bone_barrier
-from pipeline.segment.grid import block_factors, block_mean_max, upsample
+from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, extreme_3x3x3, upsample
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
-from pipeline.segment.seeds import Seed, check_in_window, resolve_seeds, snap_into
+from pipeline.segment.seeds import check_in_window, resolve_seeds, snap_into
 from pipeline.segment.threshold import Window, hu_window
 
 
@@ -85,6 +86,42 @@ def _shift(index: tuple[int, ...], box: tuple[slice, ...]) -> tuple[int, ...]:
     return tuple(int(v - b.start) for v, b in zip(index, box))
 
 
+#: What a block contributes at full resolution: nothing, its voxels in the window, all its
+#: voxels, none (a piece cut off), or its voxels on the kept side of a cut (see settle_cuts).
+NOTHING, FRINGE, INSIDE, REJECTED, CUT = 0, 1, 2, 3, 4
+
+
+def settle_cuts(in_window: np.ndarray, code: np.ndarray, cut_blocks: np.ndarray, factors: tuple[int, int, int],
+                offset: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
+    """Voxels of the blocks on either side of a cut that belong to the kept side.
+
+    Leak control cuts between blocks, which would leave a staircase at the neck. Around each
+    cut, a watershed on the full-resolution distance map, flooded from the kept blocks and
+    from the cut-off ones, moves the cut onto the narrowest section of the neck.
+
+    ``in_window`` and ``code`` cover a full-resolution box starting ``offset`` voxels into the
+    first block of ``cut_blocks`` (the block grid cropped to that box).
+    """
+    kept_side = np.zeros(code.shape, bool)
+    pieces, _ = ndi.label(cut_blocks, np.ones((3, 3, 3), bool))
+    for where in ndi.find_objects(pieces):
+        # the cut's blocks and two blocks on every side, at full resolution
+        local = tuple(slice(max((w.start - 2) * f - o, 0), max((w.stop + 2) * f - o, 0))
+                      for w, f, o in zip(where, factors, offset))
+        allowed = in_window[local] & (code[local] != NOTHING)
+        markers = np.zeros(allowed.shape, np.int32)
+        markers[allowed & ((code[local] == FRINGE) | (code[local] == INSIDE))] = 1
+        markers[allowed & (code[local] == REJECTED)] = 2
+        deciding = allowed & (code[local] == CUT)
+        if not (markers == 2).any():
+            kept_side[local] |= deciding
+            continue
+        distance = ndi.distance_transform_edt(allowed, sampling=spacing).astype(np.float32)
+        flooded = watershed(-distance, markers, mask=allowed)
+        kept_side[local] |= deciding & (flooded == 1)
+    return kept_side
+
+
 def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
                         include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
                         details: dict) -> tuple[tuple[slice, ...], np.ndarray] | None:
@@ -102,8 +139,11 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     del mean
     blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
     if preset.bone_separation.enabled:
-        barrier, details["bone_separation"] = bone_barrier(
-            highest, block_spacing, preset.bone_separation, blocks_of)
+        # Bone must read brighter than the structure: a window raised for dense contrast raises it.
+        bone = preset.bone_separation
+        if window.upper_hu > bone.cortical_hu:
+            bone = bone.model_copy(update={"cortical_hu": window.upper_hu})
+        barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
         in_window &= ~barrier
     else:
         barrier = np.zeros_like(in_window)
@@ -129,13 +169,14 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     exclude_blocks = [b for b in exclude_blocks if b is not None]
     leak = {"mode": settings.mode, "neck_ratio": settings.neck_ratio, "grown_ml": round(grown_ml, 1),
             "grown_extent_mm": [round(e, 1) for e in extent], "expectation_exceeded": exceeded,
-            "applied": cut, "exclude_seeds_in_region": len(exclude_blocks)}
+            "applied": cut, "exclude_seeds_in_region": len(exclude_blocks),
+            "competitive_split": bool(exclude_blocks)}
     if cut or exclude_blocks:
         split = split_at_constrictions(region, block_spacing, snapped, exclude_blocks,
-                                       settings.neck_ratio if cut else None)
+                                       settings.neck_ratio if cut else None, settings.neighbourhood_mm)
         kept = split.keep
         leak.update({"basins": split.basins, "removed_ml": round(split.removed_voxels * block_ml, 1),
-                     "cuts": split.removed})
+                     "rejoined_after_local_check": split.rejoined, "cuts": split.removed})
     else:
         kept = region
         leak.update({"removed_ml": 0.0, "cuts": []})
@@ -144,20 +185,27 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     del region
     # Blocks on the edge of the kept region that hold no contrast on average still hold its
     # partial-volume rim: they may contribute voxels, rejected pieces and bone may not.
-    fringe = ndi.binary_dilation(kept, np.ones((3, 3, 3), bool)) & ~rejected & ~barrier
-    interior = ndi.binary_erosion(cleanup.fill_holes(kept)[0])
-    coarse_box = bounding_box(fringe)
-    box = tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(coarse_box, factors, hu.shape))
+    fringe = extreme_3x3x3(kept, np.logical_or) & ~rejected & ~barrier
+    interior = extreme_3x3x3(cleanup.fill_holes(kept)[0], np.logical_and)
+    coarse_box = bounding_box(extreme_3x3x3(fringe, np.logical_or))
+    box = coarse_to_box(coarse_box, factors, hu.shape)
     start = tuple(b.start for b in box)
     shape = tuple(b.stop - b.start for b in box)
     crop = hu[box]
-    # One expansion to full resolution: 1 = may hold the structure where in the window, 2 = inside.
-    code = fringe.astype(np.uint8)
-    code[interior] = 2
-    code = upsample(code[coarse_box], factors, shape, tuple(s % f for s, f in zip(start, factors)))
-    fine = (crop >= window.lower_hu) & (crop <= window.upper_hu) & (code == 1)
-    fine |= code == 2
-    del code
+    # One expansion to full resolution of what each block may contribute (NOTHING ... CUT).
+    code = np.zeros(kept.shape, np.uint8)
+    code[fringe] = FRINGE
+    code[interior] = INSIDE
+    code[rejected] = REJECTED
+    cut_blocks = (kept & extreme_3x3x3(rejected, np.logical_or)) | (rejected & extreme_3x3x3(kept, np.logical_or))
+    code[cut_blocks] = CUT
+    offset = tuple(s % f for s, f in zip(start, factors))
+    code = upsample(code[coarse_box], factors, shape, offset)
+    in_window = (crop >= window.lower_hu) & (crop <= window.upper_hu)
+    fine = (in_window & (code == FRINGE)) | (code == INSIDE)
+    if cut_blocks.any():
+        fine |= settle_cuts(in_window, code, cut_blocks[coarse_box], factors, offset, spacing)
+    del code, in_window
     local = [snap_into(fine, _shift(s, box)) for s in include]
     fine, details["components"] = cleanup.seeded_components(fine, [s for s in local if s is not None])
     return box, fine
@@ -258,6 +306,7 @@ def segment(
     if analysed and include:
         grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details)
         method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
+    analysed = grown is not None  # holes were filled on the block grid
     if grown is None:
         grown = _grow_directly(hu, window, preset, include_local, details)
         method = "connected threshold growth at full resolution"
@@ -273,12 +322,13 @@ def segment(
     work = np.zeros(tuple(o.stop - o.start for o in outer), bool)
     work[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))] = region
     del region
-    cleaned: dict[str, Any] = {"fill_holes": clean.fill_holes, "closing_mm": clean.closing_mm,
-                               "opening_mm": clean.opening_mm, "keep": clean.keep}
+    cleaned: dict[str, Any] = {"fill_holes": clean.fill_holes, "max_hole_ml": clean.max_hole_ml,
+                               "closing_mm": clean.closing_mm, "opening_mm": clean.opening_mm, "keep": clean.keep}
     if clean.closing_mm or clean.opening_mm:
         work = cleanup.close_open(work, spacing, clean.closing_mm, clean.opening_mm)
     if clean.fill_holes and not analysed:
-        work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, None)
+        largest = None if clean.max_hole_ml is None else int(clean.max_hole_ml * 1000 / geometry.voxel_volume_mm3)
+        work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, largest)
     if clean.keep == "all" and clean.min_island_ml > 0:
         work, cleaned["islands_removed"] = cleanup.drop_islands(
             work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
@@ -300,7 +350,7 @@ def segment(
     if preset.partial_volume_estimate:
         pv_ml = round(partial_volume_ml(hu_outer, solid, geometry.voxel_volume_mm3)[0], 2)
     array = np.zeros(geometry.shape, np.uint8)
-    array[outer_abs][work] = label
+    np.multiply(work, np.uint8(label), out=array[outer_abs])
     volume_ml = voxels * geometry.voxel_volume_mm3 / 1000.0
     if preset.expected_volume_ml and not preset.expected_volume_ml[0] <= volume_ml <= preset.expected_volume_ml[1]:
         details["warnings"].append(
@@ -309,8 +359,9 @@ def segment(
     leak = details["leak_control"]
     for cut in leak.get("cuts", []):
         factors = details["analysis_grid"]["block_voxels_kji"]
-        centre = [(c + 0.5) * f - 0.5 + b.start for c, f, b in zip(cut.pop("centroid_index"), factors, full_box)]
-        cut["centroid_lps_mm"] = [round(float(v), 1) for v in geometry.index_to_lps(centre)]
+        for name in ("centroid", "neck"):
+            centre = [(c + 0.5) * f - 0.5 + b.start for c, f, b in zip(cut.pop(f"{name}_index"), factors, full_box)]
+            cut[f"{name}_lps_mm"] = [round(float(v), 1) for v in geometry.index_to_lps(centre)]
     clock.lap("measure")
 
     name = label_name or preset.structure

@@ -84,11 +84,24 @@ def ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
     return distance2 <= radius_mm**2 + 1e-9
 
 
-def box_to_coarse(box: tuple[slice, ...], factors: tuple[int, ...]) -> tuple[slice, ...]:
-    """Block slices covering a full-resolution box."""
-    return tuple(slice(b.start // f, -(-b.stop // f)) for b, f in zip(box, factors))
-
-
 def coarse_to_box(box: tuple[slice, ...], factors: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
     """Full-resolution box covered by a box of blocks, clipped to ``shape``."""
     return tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(box, factors, shape))
+
+
+def extreme_3x3x3(array: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
+    """Minimum or maximum over each voxel's 3x3x3 neighbourhood (``ufunc`` ``np.minimum`` or
+    ``np.maximum``; ``np.logical_and`` / ``np.logical_or`` erode / dilate a boolean mask).
+
+    Separable passes over shifted views: several times faster than ``ndimage``'s filters and
+    binary morphology on these arrays. Voxels outside the array are ignored (no border effect).
+    """
+    out = array.copy()
+    for axis in range(array.ndim):
+        source = out.copy()
+        head = [slice(None)] * array.ndim
+        tail = [slice(None)] * array.ndim
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        ufunc(out[tuple(head)], source[tuple(tail)], out=out[tuple(head)])
+        ufunc(out[tuple(tail)], source[tuple(head)], out=out[tuple(tail)])
+    return out

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.segment.grid import extreme_3x3x3
+
 
 def hu_statistics(hu: np.ndarray, mask: np.ndarray) -> dict:
-    """Mean, SD and percentiles (HU) of the voxels inside ``mask``."""
+    """Mean, SD and percentiles (HU) of the voxels inside ``mask``.
+
+    From the histogram of the integer HU values (nearest-rank percentiles), much cheaper than
+    sorting millions of voxels.
+    """
     values = hu[mask]
     if values.size == 0:
         return {}
-    p = np.percentile(values, [1, 5, 50, 95, 99])
-    return {"mean": round(float(values.mean(dtype=np.float64)), 1), "sd": round(float(values.std(dtype=np.float64)), 1),
-            "min": int(values.min()), "p1": float(p[0]), "p5": float(p[1]), "median": float(p[2]),
-            "p95": float(p[3]), "p99": float(p[4]), "max": int(values.max())}
+    low = int(values.min())
+    counts = np.bincount((values.astype(np.int64) - low))
+    levels = np.arange(low, low + counts.size, dtype=np.float64)
+    total = counts.sum()
+    mean = float((counts * levels).sum() / total)
+    sd = float(np.sqrt((counts * (levels - mean) ** 2).sum() / total))
+    cumulative = np.cumsum(counts)
 
+    def percentile(q: float) -> float:
+        return float(levels[np.searchsorted(cumulative, q / 100 * total)])
 
-def _extreme_3x3x3(array: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
-    """Minimum or maximum (``np.minimum``/``np.maximum``) over each voxel's 3x3x3 neighbourhood.
-
-    Separable in-place passes over shifted views: several times faster than ``ndimage``'s
-    filters on these arrays.
-    """
-    out = array.copy()
-    for axis in range(array.ndim):
-        source = out.copy()
-        head = [slice(None)] * array.ndim
-        tail = [slice(None)] * array.ndim
-        head[axis], tail[axis] = slice(1, None), slice(None, -1)
-        ufunc(out[tuple(head)], source[tuple(tail)], out=out[tuple(head)])
-        ufunc(out[tuple(tail)], source[tuple(head)], out=out[tuple(tail)])
-    return out
+    return {"mean": round(mean, 1), "sd": round(sd, 1), "min": low, "p1": percentile(1), "p5": percentile(5),
+            "median": percentile(50), "p95": percentile(95), "p99": percentile(99), "max": int(values.max())}
 
 
 def partial_volume_ml(hu: np.ndarray, mask: np.ndarray, voxel_mm3: float) -> tuple[float, dict]:
@@ -46,10 +44,10 @@ def partial_volume_ml(hu: np.ndarray, mask: np.ndarray, voxel_mm3: float) -> tup
 
     ``hu`` and ``mask`` must have a margin of at least two voxels around the structure.
     """
-    interior = _extreme_3x3x3(mask, np.logical_and)
+    interior = extreme_3x3x3(mask, np.logical_and)
     material = float(np.median(hu[interior])) if interior.any() else float(np.percentile(hu[mask], 99))
-    rim = _extreme_3x3x3(mask, np.logical_or)
-    background = _extreme_3x3x3(hu, np.minimum)[rim].astype(np.float32)
+    rim = extreme_3x3x3(mask, np.logical_or)
+    background = extreme_3x3x3(hu, np.minimum)[rim].astype(np.float32)
     background = np.minimum(background, material - 1.0)
     fraction = np.clip((hu[rim].astype(np.float32) - background) / (material - background), 0.0, 1.0)
     return float(fraction.sum(dtype=np.float64)) * voxel_mm3 / 1000.0, {"material_hu": material}

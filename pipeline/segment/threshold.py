@@ -17,12 +17,13 @@ class Window:
     lower_hu: float
     upper_hu: float
     mode: str
-    seed_mean_hu: float | None = None
+    seed_level_hu: float | None = None  # mean (adaptive) or median (half_maximum) around the seeds
     seed_sd_hu: float | None = None
 
     def to_dict(self) -> dict:
+        level = "seed_median_hu" if self.mode == "half_maximum" else "seed_mean_hu"
         return {"mode": self.mode, "lower_hu": round(self.lower_hu, 1), "upper_hu": round(self.upper_hu, 1),
-                "seed_mean_hu": self.seed_mean_hu, "seed_sd_hu": self.seed_sd_hu}
+                level: self.seed_level_hu, "seed_sd_hu": self.seed_sd_hu}
 
 
 def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.ndarray:
@@ -40,10 +41,18 @@ def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.
 
 
 def hu_window(volume: Volume, settings: ThresholdSettings, seeds: list[Seed]) -> Window:
-    """Fixed window, or ``mean +- k sd`` of the seeds' neighbourhoods clipped to the fixed one."""
+    """The window of ``settings.mode`` (see :class:`~pipeline.presets.ThresholdSettings`)."""
     if settings.mode == "fixed" or not seeds:
         return Window(settings.lower_hu, settings.upper_hu, "fixed")
     values = neighbourhood_hu(volume, seeds, settings.adaptive_radius_mm).astype(np.float32)
+    if settings.mode == "half_maximum":
+        inside = values[values >= settings.lower_hu]
+        if inside.size == 0:  # the seeds' surroundings lie below the floor: the seed check will say so
+            return Window(settings.lower_hu, settings.upper_hu, "half_maximum")
+        median = float(np.median(inside))
+        lower = max(settings.lower_hu, 0.5 * (median + settings.background_hu))
+        upper = max(settings.upper_hu, median + settings.upper_margin_hu)
+        return Window(lower, upper, "half_maximum", round(median, 1), round(float(inside.std()), 1))
     mean, sd = float(values.mean()), float(values.std())
     lower = max(settings.lower_hu, mean - settings.adaptive_k * sd)
     upper = min(settings.upper_hu, mean + settings.adaptive_k * sd)

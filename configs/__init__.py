@@ -1,0 +1,1 @@
+"""Configuration files shipped with anatomodel (presets, printers, coding rules, example cases)."""

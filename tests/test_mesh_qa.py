@@ -1,0 +1,110 @@
+"""Quality checks of the mesh stage on meshes whose defects are built in on purpose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymeshfix
+import pytest
+import trimesh
+
+from pipeline.geometry import Geometry, Mask
+from pipeline.mesh import mesh_mask
+from pipeline.mesh.distance import SurfaceDistance
+from pipeline.mesh.intersections import intersecting_faces
+from pipeline.mesh.smoothing import taubin, windowed_sinc
+from pipeline.mesh.topology import measures, topology, vertex_components
+
+
+def test_closed_box_is_watertight_manifold_and_consistent():
+    box = trimesh.creation.box(extents=(2.0, 3.0, 4.0))
+    summary, _ = topology(box.vertices, box.faces)
+    assert summary.watertight and summary.manifold and summary.winding_consistent
+    measured = measures(box.vertices, box.faces)
+    assert measured.volume == pytest.approx(24.0)
+    assert measured.area == pytest.approx(2 * (6 + 8 + 12))
+
+
+def test_open_flipped_and_pinched_meshes_are_caught():
+    box = trimesh.creation.box()
+    open_box, _ = topology(box.vertices, box.faces[1:])
+    assert open_box.boundary_edges == 3 and not open_box.watertight
+    flipped = box.faces.copy()
+    flipped[0] = flipped[0, ::-1]
+    wound, _ = topology(box.vertices, flipped)
+    assert not wound.winding_consistent and not wound.watertight
+    # two tetrahedra sharing one vertex: closed and edge-manifold, but pinched at that vertex
+    first = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    assert first.is_watertight and first.volume > 0
+    vertices = np.vstack([first.vertices, -first.vertices[1:]])  # point reflection through vertex 0
+    second = np.where(first.faces == 0, 0, first.faces + 3)[:, ::-1]  # a reflection flips winding
+    faces = np.vstack([first.faces, second])
+    pinched, _ = topology(vertices, faces)
+    assert pinched.watertight and pinched.nonmanifold_vertices == 1 and not pinched.manifold
+    assert measures(vertices, faces).volume == pytest.approx(2 * first.volume)
+    assert vertex_components(faces, len(vertices))[0] == 1
+
+
+def test_self_intersections_found_as_meshfix_finds_them():
+    first = trimesh.creation.icosphere(subdivisions=3, radius=5.0)
+    second = first.copy()
+    second.apply_translation([6.0, 0.5, 0.2])
+    both = trimesh.util.concatenate([first, second])
+    found = intersecting_faces(both.vertices, both.faces, np.arange(len(both.faces)))
+    fixer = pymeshfix.PyTMesh()
+    fixer.set_quiet(True)
+    fixer.load_array(np.ascontiguousarray(both.vertices), np.ascontiguousarray(both.faces, dtype=np.int32))
+    reference = fixer.select_intersecting_triangles()
+    assert len(reference) > 0
+    assert abs(len(found) - len(reference)) <= 0.1 * len(reference)
+    # the crossing lies on the plane where the spheres meet: every flagged face is near it
+    centres = both.triangles_center[found]
+    assert np.all(np.abs(np.linalg.norm(centres, axis=1) - 5.0) < 0.5)
+    assert len(intersecting_faces(first.vertices, first.faces, np.arange(len(first.faces)))) == 0
+
+
+def test_surface_distance_matches_trimesh_proximity():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    points = np.random.default_rng(1).normal(size=(300, 3)) * 8.0
+    ours = SurfaceDistance(sphere.vertices, sphere.faces)(points)
+    _, reference, _ = trimesh.proximity.closest_point(sphere, points)
+    np.testing.assert_allclose(ours, reference, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["taubin", "windowed_sinc"])
+def test_smoothing_removes_noise_without_shrinking(method):
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=10.0)
+    noisy = sphere.vertices + np.random.default_rng(2).normal(scale=0.3, size=sphere.vertices.shape)
+    if method == "taubin":
+        smoothed = taubin(noisy, sphere.faces, iterations=30, lamb=0.5, mu=1 / (2 - 0.1))
+    else:
+        smoothed = windowed_sinc(noisy, sphere.faces, iterations=30, passband=0.05)
+    before = np.abs(np.linalg.norm(noisy, axis=1) - 10.0).mean()
+    after = np.abs(np.linalg.norm(smoothed, axis=1) - 10.0).mean()
+    assert after < 0.5 * before
+    volume = measures(smoothed, sphere.faces).volume
+    assert abs(volume - sphere.volume) / sphere.volume < 0.01  # plain Laplacian loses several %
+
+
+def hollow_tube_mask(wall_mm: float, spacing: float = 0.5) -> Mask:
+    """A straight pipe (outer radius 6 mm, given wall) along array axis 0, closed at both ends."""
+    shape = (80, 40, 40)
+    geometry = Geometry(shape, (spacing,) * 3, (0.0, 0.0, 0.0))
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    radius = np.hypot((j - 19.7) * spacing, (i - 20.2) * spacing)
+    array = ((radius < 6.0) & (radius >= 6.0 - wall_mm) & (k > 5) & (k < 74)).astype(np.uint8)
+    array[(k > 5) & (k <= 5 + round(2.0 / spacing)) & (radius < 6.0)] = 1  # 2 mm end plates
+    array[(k < 74) & (k >= 74 - round(2.0 / spacing)) & (radius < 6.0)] = 1
+    return Mask(array, geometry, {1: "pipe"})
+
+
+def test_wall_thickness_of_a_pipe():
+    mask = hollow_tube_mask(wall_mm=1.5)
+    thin_printer, report = mesh_mask(mask, min_wall_mm=2.1)  # 1.5 mm + one voxel < 2.1 mm
+    assert report.thin_regions and report.thin_area_fraction > 0.5 and not report.printable
+    assert abs(report.min_wall_thickness_mm - 1.5) <= 0.5 + 1e-9
+    centre = np.asarray(report.thin_regions[0].centre_lps_mm)
+    assert np.all(centre >= thin_printer.mesh.bounds[0]) and np.all(centre <= thin_printer.mesh.bounds[1])
+    assert any("thinner than the minimum wall" in warning for warning in report.warnings)
+    _, relaxed = mesh_mask(mask, min_wall_mm=0.9)  # 1.5 mm - one voxel > 0.9 mm
+    assert relaxed.thin_regions == [] and relaxed.thin_area_fraction == 0.0
+    assert relaxed.watertight and relaxed.manifold and relaxed.self_intersecting_faces == 0
