@@ -74,8 +74,11 @@ class BatchReport(Report):
                             f"case(s) succeeded in {self.seconds:.1f} s")
         for column in ("case file", "case id", "result", "models", "seconds", "error"):
             table.add_column(column, overflow="fold")
+        folder = Path(self.manifest).absolute().parent
         for outcome in self.outcomes:
-            table.add_row(escape(outcome.case_file), escape(outcome.case_id or ""),
+            shown = Path(outcome.case_file)
+            shown = shown.relative_to(folder) if shown.is_relative_to(folder) else shown
+            table.add_row(escape(str(shown)), escape(outcome.case_id or ""),
                           "[green]ok[/]" if outcome.ok else "[red]failed[/]", escape(" ".join(outcome.models)),
                           f"{outcome.seconds:.1f}", escape(outcome.error or ""))
         return table

@@ -34,7 +34,6 @@ import getpass
 import re
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -259,21 +258,6 @@ class _Workflow:
         return result
 
 
-def publish_folder(staging: Path, target: Path) -> None:
-    """Move a complete staging folder into place atomically, replacing an older version.
-
-    The old folder is first renamed aside, so at every instant either the old or the new
-    complete folder sits at ``target``; the set-aside copy is deleted afterwards.
-    """
-    retired = None
-    if target.exists():
-        retired = target.with_name(f".{target.name}.retired-{uuid.uuid4().hex[:8]}")
-        target.rename(retired)
-    staging.rename(target)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
-
-
 def run_case(
     case: CaseFile | str | Path,
     out_dir: str | Path,
@@ -331,7 +315,6 @@ def _run_parameters(case: CaseFile, deidentify: bool) -> dict[str, Any]:
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
                  progress: Callable[[str], None] | None) -> CaseResult:
     """The stages for every model of a case, each model published and charged through ``run``."""
-    clock = time.perf_counter()
     from pipeline.coding import BillableModel
     from pipeline.document import PacketInputs, write_case_charges, write_packet
     from pipeline.load import load_series
@@ -341,8 +324,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     from pipeline.segment import segment
     from pipeline.geometry import write_mask
 
+    clock = time.perf_counter()
     tell = progress or (lambda message: None)
-    operator = operator or case.operator or getpass.getuser()
     case_dir = Path(out_dir) / case.case_id
     case_dir.mkdir(parents=True, exist_ok=True)
     presets_ask_bone = any("bone" in model.preset for model in case.models)
@@ -410,5 +393,5 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2))
 
 
-__all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "publish_folder",
-           "CaseResult", "ModelResult", "StepRecord"]
+__all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",
+           "StepRecord"]

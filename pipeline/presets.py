@@ -105,7 +105,13 @@ class Shell(_Strict):
 
 
 class Cleanup(_Strict):
-    """Morphological clean-up, radii in mm (anisotropic voxels are handled)."""
+    """Morphological clean-up, radii in mm (anisotropic voxels are handled).
+
+    ``keep``: ``seeded`` the components holding the include seeds (the largest without seeds);
+    ``largest`` the largest component when no seed is given; ``all`` every component of the
+    window, less islands under ``min_island_ml`` (only where neither leak control nor bone
+    separation runs: those always grow from the seeds).
+    """
 
     fill_holes: bool = True
     max_hole_ml: float | None = Field(None, gt=0, description="leave cavities larger than this open (ml)")

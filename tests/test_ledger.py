@@ -56,6 +56,21 @@ def test_new_ledger_is_wal_with_current_schema_and_tables(ledger):
     assert ledger._db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
 
 
+def test_migrations_apply_in_order_and_keep_the_records(tmp_path, monkeypatch):
+    from pipeline.ledger import schema
+
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    later = "ALTER TABLE cases ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
+    monkeypatch.setattr(schema, "MIGRATIONS", (*MIGRATIONS, later))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Ledger(path) as ledger:
+        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert [tuple(r) for r in ledger._db.execute("SELECT case_id, note FROM cases")] == [("CASE-1", "migrated")]
+        assert ledger.verify().ok
+
+
 def test_ledger_from_a_newer_anatomodel_is_refused(tmp_path):
     path = tmp_path / "future.sqlite3"
     Ledger(path).close()

@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.coding import BillableModel
-from pipeline.ledger import Ledger, folder_problems, read_sums
+from pipeline.ledger import Ledger, folder_problems
 
 HERE = Path(__file__).resolve()
 PATIENT = "PT-PROTOCOL"
 DATE = dt.date(2026, 1, 15)
+#: Repetitions of the randomised tests; raise it for a stress run (``ANATOMODEL_LEDGER_TRIALS=10``).
+TRIALS = int(os.environ.get("ANATOMODEL_LEDGER_TRIALS", "2"))
 #: Points at which a worker kills itself with SIGKILL (see ``_arm``).
 CRASH_POINTS = ("reserved", "writing", "before-rename", "after-rename", "after-commit")
 
@@ -136,8 +138,7 @@ def _verify(ledger_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("processes", [2, 4])
 def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes):
-    trials = 2
-    for trial in range(trials):
+    for trial in range(TRIALS):
         ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
         Ledger(ledger_path).close()
         go = tmp_path / f"go{trial}"
@@ -209,7 +210,7 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
     assert timing.wait(timeout=120) == 0
     per_model = (time.perf_counter() - began) / 4  # protocol time per model, without start-up
     generator = random.Random(20260115)
-    trials = 6
+    trials = 3 * TRIALS
     for trial in range(trials):
         case, models = f"CASE-R{trial}", [f"r{trial}-m{i}" for i in range(4)]
         process = _spawn(str(ledger_path), str(out), case, *models, *payload)

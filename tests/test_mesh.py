@@ -29,8 +29,10 @@ def torus_sdf(major, minor):
     return sdf
 
 
-def tube_sdf(radius, length, frame=np.eye(3)):
+def tube_sdf(radius, length, frame=None):
     """Closed cylinder along ``frame``'s third column (LPS z by default), flat ends at +-length/2."""
+    frame = np.eye(3) if frame is None else frame
+
     def sdf(p):
         p = p @ frame
         q = np.stack([np.hypot(p[..., 0], p[..., 1]) - radius, np.abs(p[..., 2]) - length / 2], axis=-1)
@@ -54,13 +56,13 @@ SHAPES = {
 }
 
 
-def voxelise(sdf, half_extent, spacing, direction=np.eye(3), centre=(0.3, -0.2, 0.0), margin=3.0):
+def voxelise(sdf, half_extent, spacing, direction=None, centre=(0.3, -0.2, 0.0), margin=3.0):
     """Mask of ``sdf < 0`` at the voxel centres of a grid centred on ``centre`` (LPS mm).
 
     """
     spacing = np.broadcast_to(np.asarray(spacing, float), (3,))
     shape = 2 * np.ceil((half_extent + margin) / spacing).astype(int)
-    direction = np.asarray(direction, float)
+    direction = np.eye(3) if direction is None else np.asarray(direction, float)
     origin = np.asarray(centre) - direction @ ((shape - 1) / 2 * spacing)
     geometry = Geometry(tuple(shape), tuple(spacing), tuple(origin), tuple(map(tuple, direction)))
     index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
@@ -125,7 +127,7 @@ def test_analytic_shape_volume_and_surface(meshed_shapes, name, spacing):
     distance = np.abs(sdf(mesh.vertices))
     assert distance.mean() <= 0.25 * spacing
     assert report.watertight and report.manifold and report.winding_consistent and report.outward_normals
-    assert report.shells == 1 and report.self_intersecting_faces == 0
+    assert report.shells == 1 and report.self_intersecting_faces == 0 and not report.repaired
     independent_checks(mesh)
     # the report's figures are the mesh's
     assert report.volume_mm3 == pytest.approx(mesh.volume, rel=1e-9)
@@ -176,7 +178,7 @@ OBLIQUE = {
 @pytest.mark.parametrize("orientation", sorted(OBLIQUE))
 def test_vertices_lie_within_one_voxel_of_the_mask_boundary(orientation):
     direction, spacing = OBLIQUE[orientation]
-    sdf, exact_volume, half_extent = SHAPES["torus"]
+    sdf, _, half_extent = SHAPES["torus"]
     centre = np.array([-31.0, 12.5, 140.0])
 
     def shifted(p):
@@ -278,7 +280,7 @@ def test_small_pieces_and_cavities_are_removed_above_the_threshold():
     array[44:46, 44:46, 44:46] = 1  # an 8 mm3 speck
     model, report = mesh_mask(Mask(array, geometry), options=MeshOptions(min_shell_volume_mm3=10.0))
     assert report.shells_removed == 2 and report.shells == 1 and report.cavities == 0
-    kept, kept_report = mesh_mask(Mask(array, geometry), options=MeshOptions(min_shell_volume_mm3=1.0))
+    _, kept_report = mesh_mask(Mask(array, geometry), options=MeshOptions(min_shell_volume_mm3=1.0))
     assert kept_report.shells == 2 and kept_report.cavities == 1
     independent_checks(model.mesh)
 
@@ -290,7 +292,7 @@ def test_face_budget_is_met_and_error_bound_respected():
     assert report.faces_raw > 8000 and report.faces_final <= 8000
     assert abs(model.mesh.volume - exact_volume) / exact_volume < 0.01
     independent_checks(model.mesh)
-    bounded, bounded_report = mesh_mask(mask, options=MeshOptions(target_faces=2000, max_decimation_error_mm=0.05))
+    _, bounded_report = mesh_mask(mask, options=MeshOptions(target_faces=2000, max_decimation_error_mm=0.05))
     assert bounded_report.faces_final > 2000  # backed off to honour the 0.05 mm bound
     assert bounded_report.distance_to_raw_p95_mm < report.distance_to_raw_p95_mm + 0.05
 

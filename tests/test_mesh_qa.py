@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from pipeline.geometry import Geometry, Mask
-from pipeline.mesh import mesh_mask
+from pipeline.mesh import MeshOptions, mesh_mask
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.intersections import intersecting_faces
 from pipeline.mesh.smoothing import taubin, windowed_sinc
@@ -60,6 +60,7 @@ def test_self_intersections_found_as_meshfix_finds_them():
     centres = both.triangles_center[found]
     assert np.all(np.abs(np.linalg.norm(centres, axis=1) - 5.0) < 0.5)
     assert len(intersecting_faces(first.vertices, first.faces, np.arange(len(first.faces)))) == 0
+    assert edges_through_faces(both) > 0 and edges_through_faces(first) == 0
 
 
 def test_surface_distance_matches_trimesh_proximity():
@@ -108,3 +109,34 @@ def test_wall_thickness_of_a_pipe():
     _, relaxed = mesh_mask(mask, min_wall_mm=0.9)  # 1.5 mm - one voxel > 0.9 mm
     assert relaxed.thin_regions == [] and relaxed.thin_area_fraction == 0.0
     assert relaxed.watertight and relaxed.manifold and relaxed.self_intersecting_faces == 0
+
+
+@pytest.mark.parametrize("wall_mm, target_faces, defect", [
+    (1.0, 200, "self-intersecting"),  # decimated far past what a 1 mm wall bears
+    (0.6, 2000, "non-manifold"),  # a wall of about one voxel
+])
+def test_defects_from_decimation_are_found_and_repaired(wall_mm, target_faces, defect):
+    model, report = mesh_mask(hollow_tube_mask(wall_mm=wall_mm), options=MeshOptions(target_faces=target_faces))
+    assert report.repaired and any(defect in action for action in report.repair_actions)
+    assert report.watertight and report.manifold and report.self_intersecting_faces == 0
+    mesh = model.mesh
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    assert edges_through_faces(mesh) == 0
+
+
+def edges_through_faces(mesh: trimesh.Trimesh) -> int:
+    """Edges that pass through a face they do not touch, by trimesh's ray casting (small meshes).
+
+    Independent of MeshFix, whose ``select_intersecting_triangles`` returned index triples that
+    are not faces of such repaired meshes.
+    """
+    edges = mesh.edges_unique
+    origin = mesh.vertices[edges[:, 0]]
+    along = mesh.vertices[edges[:, 1]] - origin
+    length = np.linalg.norm(along, axis=1)
+    hits, ray, face = trimesh.ray.ray_triangle.RayMeshIntersector(mesh).intersects_location(
+        origin, along / length[:, None], multiple_hits=True)
+    distance = np.einsum("ij,ij->i", hits - origin[ray], along[ray] / length[ray][:, None])
+    inside = (distance > 1e-6 * length[ray]) & (distance < (1 - 1e-6) * length[ray])
+    touches = (mesh.faces[face][:, :, None] == edges[ray][:, None, :]).any(axis=(1, 2))
+    return int(np.count_nonzero(inside & ~touches))

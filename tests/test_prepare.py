@@ -90,10 +90,12 @@ def test_tube_stands_upright(tube):
     assert abs(plan.down_direction_lps[2]) > 0.999
     assert plan.support_volume_mm3 == 0
     assert plan.height_mm == pytest.approx(TUBE_LENGTH, abs=1e-6)
-    # Every runner-up is the other end down, or needs support, or is taller.
+    # Every runner-up is the other end down, or costs more (it needs support, is taller, or
+    # balances on an edge with no flat base for an extruded first layer).
     for other in plan.alternatives:
         flipped = abs(other.down_direction_lps[2]) > 0.999
-        assert flipped or other.support_volume_mm3 > 0 or other.height_mm > TUBE_LENGTH
+        assert flipped or other.cost_total > plan.cost_total
+        assert flipped or other.overhang_area_mm2 > 0 or other.cost["small_base"] > 0
 
 
 def test_lying_tube_support_volume_is_shadow_aware(tube):

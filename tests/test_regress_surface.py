@@ -8,6 +8,7 @@ import trimesh
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Volume
+from pipeline.regress import surface
 from pipeline.regress.seeds import bone_seed
 from pipeline.regress.surface import (
     crop_z,
@@ -28,11 +29,16 @@ def ellipsoid() -> trimesh.Trimesh:
     return mesh
 
 
-def test_distance_to_surface_agrees_with_trimesh_on_fine_and_coarse_meshes(ellipsoid):
+@pytest.mark.parametrize("path", ["trimesh", "own"])
+def test_distance_to_surface_agrees_with_trimesh_on_fine_and_coarse_meshes(ellipsoid, monkeypatch, path):
+    if path == "own":  # the k-d tree search used for big meshes, forced on these small ones
+        monkeypatch.setattr(surface, "SMALL_MESH_FACES", 0)
     rng = np.random.default_rng(0)
     points = rng.uniform(-35, 35, size=(400, 3)) * [1.0, 0.8, 0.5]
-    coarse = decimate(ellipsoid, 200)  # long triangles: the case the candidate search must not miss
-    for mesh in (ellipsoid, coarse):
+    coarse = decimate(ellipsoid, 200)  # long triangles: the case a candidate search must not miss
+    far_box = trimesh.creation.box(extents=[60.0, 4.0, 4.0])  # a few very long triangles beside fine ones
+    far_box.apply_translation([0.0, 30.0, 0.0])
+    for mesh in (ellipsoid, coarse, trimesh.util.concatenate([ellipsoid, far_box])):
         _, expected, _ = trimesh.proximity.closest_point(mesh, points)
         np.testing.assert_allclose(distance_to_surface(points, mesh), expected, atol=1e-9)
 

@@ -87,3 +87,29 @@ def test_unknown_preset(phantom_files, tmp_path, capsys):
     _, _, nifti = phantom_files
     code, err = run(capsys, "segment", nifti, "--preset", "spleen", "--seed", 0, 0, 0, "--out", tmp_path / "m.nii.gz")
     assert code == ConfigError.exit_code and "aorta_cta" in err
+
+
+def test_several_structures_into_one_label_map_and_import(phantom_files, tmp_path, capsys):
+    phantom, _, nifti = phantom_files
+    aorta, both = tmp_path / "aorta.nii.gz", tmp_path / "both.nii.gz"
+    x, y, z = phantom.landmarks["ascending_aorta"]
+    lx, ly, lz = phantom.landmarks["left_ventricle"]
+    assert run(capsys, "segment", nifti, "--preset", "aorta_cta", "--seed", x, y, z, "--out", aorta)[0] == 0
+    code, err = run(capsys, "segment", nifti, "--preset", "heart_bloodpool_cta", "--seed", lx, ly, lz,
+                    "--exclude-seed", x, y, z, "--label", 2, "--add-to", aorta, "--out", both)
+    assert code == 0, err
+    combined = read_mask(both)
+    assert set(np.unique(combined.array)) == {0, 1, 2}
+    assert np.count_nonzero(combined.array == 1) >= 0.99 * np.count_nonzero(read_mask(aorta).array)
+    # a label map from another tool, on another grid (every other voxel), comes back on the source grid
+    from pipeline.geometry import Geometry, write_image
+
+    g = phantom.geometry
+    coarse = Geometry(tuple(-(-n // 2) for n in g.shape), tuple(2 * s for s in g.spacing), g.origin, g.direction)
+    other = write_image(phantom.labels[::2, ::2, ::2], coarse, tmp_path / "other_tool.nrrd")
+    imported = tmp_path / "imported.nii.gz"
+    code, err = run(capsys, "segment", nifti, "--labels", other, "--out", imported)
+    assert code == 0 and "resampled" in err, err
+    assert read_mask(imported).geometry.same_grid(g)
+    code, err = run(capsys, "segment", nifti, "--out", imported)
+    assert code == 2 and "either --preset" in err

@@ -33,6 +33,15 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
 
 __all__ = ["app", "main"]
 
+# Typer >= 0.20 vendors click: catch both its exceptions and click's own.
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # an older Typer uses click itself
+    _TyperClickException = click.exceptions.ClickException
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = (click.exceptions.ClickException, _TyperClickException)
+_ABORT = (click.exceptions.Abort, typer.Abort)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code (also the process exit code)."""
@@ -40,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except _EXIT as done:
         return int(done.exit_code)
-    except click.exceptions.ClickException as error:
+    except _USAGE as error:
         error.show()
         return int(error.exit_code)
-    except click.exceptions.Abort:
+    except _ABORT:
         console.print("aborted")
         return 130
     except AnatomodelError as error:

@@ -44,11 +44,11 @@ def list_cases(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> Non
         _print_json(cases)
         return
     table = Table(title=f"{len(cases)} case(s)")
-    for column in ("case", "encounter", "date of service", "models", "charges", "last run"):
-        table.add_column(column)
+    for column in ("case", "encounter", "date of service", "models", "charges", "last run (UTC)"):
+        table.add_column(column, overflow="fold")
     for case in cases:
         table.add_row(escape(case["case_id"]), str(case["encounter_id"]), case["date_of_service"],
-                      str(case["models"]), case["charges"] or "", case["last_run"] or "")
+                      str(case["models"]), case["charges"] or "", (case["last_run"] or "")[:16].replace("T", " "))
     stdout.print(table)
 
 

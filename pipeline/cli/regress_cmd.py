@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.app import app, console, options, progress_bar, say, stdout
+from pipeline.cli.app import app, cli_log, options, progress_bar, say, stdout
 
 
 @app.command("regress")
@@ -48,6 +48,8 @@ def regress(
                 advance(message, step=False)
             if options.verbose:
                 say(message)
+            else:
+                cli_log.info(message)  # for --log-file
 
         result, pictures = run_regress(phantoms, golden, only=only or None, update_golden=update_golden,
                                        pictures=report is not None, progress=tell)

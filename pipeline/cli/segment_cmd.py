@@ -61,7 +61,11 @@ def _point_options(args: list[str]) -> dict[str, list[tuple]]:
 def segment_command(
     ctx: typer.Context,
     source: Path = typer.Argument(..., help="DICOM folder or file, or a NIfTI/NRRD/MHA CT volume."),
-    preset: str = typer.Option(..., "--preset", "-p", help="Structure preset name (aorta_cta, bone_ct, ...) or YAML file."),
+    preset: str = typer.Option(None, "--preset", "-p", help="Structure preset name (aorta_cta, bone_ct, ...) or YAML file."),
+    labels: Path = typer.Option(None, "--labels", help="Instead of segmenting, import this label map made in "
+                                "another tool (NIfTI, NRRD, DICOM SEG) onto SOURCE's grid."),
+    add_to: Path = typer.Option(None, "--add-to", help="Combine the result with the structures of this mask "
+                                "(same grid) into one label map; the new structure wins where they overlap."),
     out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nii, .nrrd, .mha), on the source grid."),
     label: int = typer.Option(1, "--label", help="Label value of the structure in the mask (1-255)."),
     label_name: str = typer.Option(None, "--label-name", help="Structure name (default: the preset's)."),
@@ -91,23 +95,40 @@ def segment_command(
       anatomodel segment ct/ --preset aorta_cta --seed -8 -22 25 --exclude-seed 12 -30 -38 --out aorta.nii.gz
 
       anatomodel segment head/ --preset bone_ct --out skull.nii.gz
+
+      anatomodel segment ct/ --preset heart_bloodpool_cta --seed 12 -30 -38 --label 2 --add-to aorta.nii.gz --out case.nii.gz
+
+      anatomodel segment ct/ --labels from_other_tool.seg.dcm --out mask.nii.gz
     """
-    from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, write_mask
+    from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, read_mask, write_mask
     from pipeline.load import load_series
-    from pipeline.segment import segment
+    from pipeline.segment import combine_masks, import_label_map, segment
 
     points = _point_options(list(ctx.args))
     if not is_image_file(out):
         raise typer.BadParameter(f"{out}: use one of {', '.join(IMAGE_SUFFIXES)}", param_hint="--out")
+    if (preset is None) == (labels is None):
+        raise click.UsageError("give either --preset (to segment) or --labels (to import a label map)")
     overrides = _overrides(settings or [])
     roi = points["--roi"][0] if points["--roi"] else None
     volume, _ = load_series(source, series)
+    if labels is not None:
+        mask = import_label_map(labels, reference=volume.geometry)
+        if add_to is not None:
+            mask = combine_masks([read_mask(add_to), mask])
+        write_mask(mask, out)
+        counts = ", ".join(f"{name} {mask.volume_ml(value):.1f} ml" for value, name in mask.labels.items())
+        resampled = " (resampled onto the source grid)" if "resampled_from" in mask.provenance else ""
+        say(f"wrote {escape(str(out))}: {escape(counts)}{resampled}")
+        return
     mask, segment_report = segment(
         volume, preset, points["--seed"], points["--exclude-seed"],
         seeds_index=points["--seed-index"], exclude_seeds_index=points["--exclude-seed-index"],
         label=label, label_name=label_name,
         roi_lps_mm=(roi[:3], roi[3:]) if roi else None, overrides=overrides or None,
     )
+    if add_to is not None:
+        mask = combine_masks([read_mask(add_to), mask])
     write_mask(mask, out)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

@@ -129,8 +129,18 @@ def write_case_charges(
         "claim_lines": [public(c) for c in claims],
         "model_lines": [public(line) for line in lines],
     }
-    header = [("Patient", patient_label), ("Facility", (case.get("encounter") or {}).get("facility", "")),
-              ("Payer", (case.get("encounter") or {}).get("payer", "")),
+    encounter = case.get("encounter") or {}
+
+    def provider(value: Any) -> str:
+        value = value or {}
+        return f"{value.get('name', '')} (NPI {value.get('npi') or 'not given'})" if value else ""
+
+    header = [("Patient", patient_label),
+              ("Date of service", to_jsonable(encounter.get("date_of_service") or
+                                              (lines[0].date_of_service if lines else ""))),
+              ("Facility", encounter.get("facility", "")), ("Payer", encounter.get("payer", "")),
+              ("Ordering provider", provider(encounter.get("ordering_provider"))),
+              ("Rendering provider", provider(encounter.get("rendering_provider"))),
               ("Models", len(lines)), ("Generated", f"{created.isoformat()} by anatomodel {version}")]
     diagnoses = list(claims[0].diagnoses) if claims else []
     summary = {

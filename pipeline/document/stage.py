@@ -84,7 +84,8 @@ def document_model_folder(
         The case ledger holding the model's charge line (default: ``$ANATOMODEL_LEDGER`` or the
         per-user ledger). Without a record the line is numbered in case-file order.
     """
-    from pipeline.case import load_case, publish_folder
+    from pipeline.case import load_case
+    from pipeline.ledger.folders import publish_folder, remove_folder
     from pipeline.geometry import read_mask
     from pipeline.model import Model
 
@@ -137,5 +138,6 @@ def document_model_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     publish_folder(staging, target)
+    remove_folder(staging)  # the previous version, if the swap put one there
     report.model_dir = target
     return report

@@ -62,7 +62,7 @@ class MeshOptions(Report):
     max_decimation_error_mm: float | None = None
     min_shell_volume_mm3: float = 10.0
     repair: bool = True
-    wall_probe_mm: float = 3.0
+    wall_probe_mm: float = 2.0
     quality_sample: int = 10_000
 
     def __post_init__(self) -> None:

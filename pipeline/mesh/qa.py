@@ -16,6 +16,8 @@ from pipeline.mesh.topology import Topology, half_edges, measures, topology, ver
 
 #: Thin-wall patches listed in the report (the thinnest first).
 MAX_THIN_REGIONS = 20
+#: Meshes up to this many faces get the exact self-intersection test on every face.
+EXHAUSTIVE_INTERSECTION_FACES = 50_000
 
 
 @dataclass
@@ -50,8 +52,12 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     thickness = march(field, vertices, -normals, length_mm=probe_mm, step_mm=step_mm, inside=True)
     band_mm = 2.0 * float(spacing.max())
     gap = march(field, vertices, normals, length_mm=band_mm, step_mm=step_mm, inside=False)
-    crossing = intersecting_faces(vertices, faces, _intersection_candidates(
-        faces, opposite, measured.face_normals, (thickness < band_mm) | (gap < band_mm)))
+    if len(faces) <= EXHAUSTIVE_INTERSECTION_FACES:
+        candidates = np.arange(len(faces))
+    else:
+        candidates = _intersection_candidates(faces, opposite, measured.face_normals,
+                                              (thickness < band_mm) | (gap < band_mm))
+    crossing = intersecting_faces(vertices, faces, candidates)
     vertex_area = np.zeros(len(vertices))
     for corner in range(3):
         vertex_area += np.bincount(faces[:, corner], weights=face_areas / 3.0, minlength=len(vertices))
@@ -78,7 +84,13 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
 
 def _intersection_candidates(faces: np.ndarray, opposite: np.ndarray, face_normals: np.ndarray,
                              near_vertex: np.ndarray) -> np.ndarray:
-    """Faces near another part of the surface, or folded against a neighbour."""
+    """Faces that could cross another: near another part of the surface, or folded.
+
+    Away from thin walls and narrow gaps (``near_vertex``) a dense surface that stays close to
+    the embedded marching-cubes surface cannot pass through itself, except where a triangle
+    folded over its neighbour. (Coarse meshes, whose long triangles could reach across, are
+    tested exhaustively instead.)
+    """
     paired = opposite >= 0
     this_face = np.repeat(np.arange(len(faces)), 3)[paired]
     other_face = opposite[paired] // 3

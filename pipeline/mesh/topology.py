@@ -57,7 +57,7 @@ def opposite_half_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray,
     """Index of each half-edge's opposite (-1 if none), and a flag for duplicated half-edges."""
     start, end = half_edges(faces)
     key = start.astype(np.int64) * n_vertices + end
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     sorted_key = key[order]
     duplicate = np.zeros(key.size, dtype=bool)
     repeated = sorted_key[1:] == sorted_key[:-1]

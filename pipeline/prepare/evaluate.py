@@ -28,6 +28,7 @@ WEIGHTS = {
     "height": 0.05,               # per scale of height (layers: time)
     "cups": 2.0,                  # per scale^3 of trapped volume (SLA)
     "instability": 0.5,           # per unit of slenderness above 3 (FDM)
+    "small_base": 0.05,           # no flat face on the plate to stick to (FDM)
     "no_fit": 100.0,              # a pose that does not fit the build volume
 }
 LAYER_LIMITED = {"sla", "polyjet", "sls"}
@@ -41,9 +42,9 @@ class Context:
     scale_mm: float
     important: np.ndarray | None = None
     weights: dict[str, float] = field(default_factory=lambda: dict(WEIGHTS))
-    #: Extra room demanded on every side when checking the fit (a decimated copy is slightly
-    #: smaller than the model), mm.
-    fit_margin_mm: float = 0.0
+    #: How far a decimated copy's surface may lie from the model's, mm: the fit is checked with
+    #: that much extra room, and faces that close to the plate count as resting on it.
+    decimation_error_mm: float = 0.0
 
     @property
     def cos_critical(self) -> float:
@@ -51,8 +52,9 @@ class Context:
 
     @property
     def plate_tolerance_mm(self) -> float:
-        """Faces this close to the plate rest on it (half a layer, at least 1e-3 of the size)."""
-        return max(self.profile.layer_height_mm / 2, 1e-3 * self.scale_mm)
+        """Faces this close to the plate rest on it (half a layer, at least 1e-3 of the size, at
+        least the decimation error)."""
+        return max(self.profile.layer_height_mm / 2, 1e-3 * self.scale_mm, self.decimation_error_mm)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class PoseMetrics:
     height_mm: float
     fits: bool
     slenderness: float
+    base_area_mm2: float
     cups: Cups | None = None
     cost: dict[str, float] = field(default_factory=dict)
 
@@ -141,7 +144,10 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
     normal_z = mesh.normals @ rotation[2]
     z = vertices[:, 2][mesh.faces]
     face_bottom = np.minimum(np.minimum(z[:, 0], z[:, 1]), z[:, 2])
+    face_top = np.maximum(np.maximum(z[:, 0], z[:, 1]), z[:, 2])
     needs = overhang_faces(normal_z, face_bottom, ctx)
+    # Flat faces lying on the plate: what an extruded first layer sticks to.
+    base_area = float(mesh.areas[(face_top <= ctx.plate_tolerance_mm) & (normal_z < -0.9)].sum())
 
     overhang_area = float(mesh.areas[needs].sum())
     important = ctx.important if ctx.important is not None else np.zeros(len(needs), dtype=bool)
@@ -166,7 +172,7 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
             solid = solid_voxels(columns, entering, float(size[2]))
             cups = find_cups(solid, cell_mm, columns.origin)
 
-    fits, _ = fits_build_volume(size + 2 * ctx.fit_margin_mm, profile)
+    fits, _ = fits_build_volume(size + 2 * ctx.decimation_error_mm, profile)
     centre = mesh.centre_of_mass @ rotation.T - minimum
     # Height of the centre of mass over the radius of the footprint rectangle: tall, narrow
     # poses wobble on FDM printers.
@@ -176,7 +182,7 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
         overhang_area_mm2=overhang_area, support_volume_mm3=support_volume,
         landing_area_mm2=landing, important_contact_mm2=important_contact,
         support_contact_area_mm2=overhang_area + landing, height_mm=float(size[2]),
-        fits=fits, slenderness=slenderness, cups=cups,
+        fits=fits, slenderness=slenderness, base_area_mm2=base_area, cups=cups,
     )
     metrics.cost = cost_terms(metrics, ctx)
     return metrics
@@ -194,10 +200,13 @@ def cost_terms(m: PoseMetrics, ctx: Context) -> dict[str, float]:
         "height": w["height"] * m.height_mm / s * (1.0 if technology in LAYER_LIMITED else 0.3),
         "cups": 0.0,
         "instability": 0.0,
+        "small_base": 0.0,
         "no_fit": 0.0 if m.fits else w["no_fit"],
     }
     if m.cups is not None and ctx.profile.drain_cups:
         terms["cups"] = w["cups"] * m.cups.volume_mm3 / s**3
     if technology == "fdm":
         terms["instability"] = w["instability"] * max(0.0, m.slenderness - 3.0)
+        # Full credit from a base of 5 % of the model's scale squared (a 20 mm tube's rim).
+        terms["small_base"] = w["small_base"] * max(0.0, 1.0 - m.base_area_mm2 / (0.05 * s**2))
     return terms

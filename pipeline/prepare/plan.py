@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import fast_simplification
 import numpy as np
+from scipy.spatial import cKDTree
 
 from pipeline.errors import PrintPlanError
 from pipeline.model import Model
@@ -23,9 +24,12 @@ from pipeline.report import Report
 
 log = logging.getLogger(__name__)
 
-#: The search runs on a copy decimated to this many faces; the chosen poses are then measured
-#: on the full mesh.
+#: The search runs on a copy decimated to this many faces; its best few are ranked again on a
+#: copy of up to RERANK_FACES, and the chosen pose is measured on the full mesh.
 SEARCH_FACES = 20_000
+RERANK_FACES = 100_000
+RERANKED = 6
+RERANK_CELLS = 100
 SEARCH_CELLS = 64      # vertical rays across the model's diameter while searching
 FINAL_CELLS = 200      # ... and when measuring the chosen poses
 MAX_LISTED = 5         # places listed per warning
@@ -33,7 +37,7 @@ MAX_LISTED = 5         # places listed per warning
 
 @dataclass
 class PlanAlternative(Report):
-    """A runner-up pose, measured like the chosen one."""
+    """A runner-up pose, measured on the copy of up to ``RERANK_FACES`` faces."""
 
     transform: list[list[float]]
     down_direction_lps: list[float]
@@ -134,33 +138,41 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
         raise PrintPlanError(f"alternatives must be 0 or more, got {alternatives}")
     full = _mesh_arrays(model)
     important = _important(model, len(full.faces))
-    search_mesh, search_important = _decimate(full, important)
+    medium, medium_important = _decimate(full, important, RERANK_FACES)
+    search_mesh, search_important = _decimate(medium, medium_important, SEARCH_FACES)
 
     scale = float(np.sqrt(full.areas.sum() / (4 * np.pi)))
+    full_reach = _reach(full)
     hull = convex_hull(search_mesh)
     diameter = float(np.ptp(hull.points, axis=0).max())
-    # Decimation moves the surface a little: the search keeps a margin when checking the fit.
-    margin = _decimation_margin(full, search_mesh)
-    ctx = Context(profile=profile, scale_mm=scale, important=search_important, fit_margin_mm=margin)
-    with_cups = profile.drain_cups
-    found = search(search_mesh, hull, ctx, diameter / SEARCH_CELLS, alternatives + 1, with_cups)
+    # Decimation moves the surface a little: the search allows for it (fit, plate contact).
+    ctx = Context(profile=profile, scale_mm=scale, important=search_important,
+                  decimation_error_mm=_decimation_error(full, full_reach, search_mesh))
+    found = search(search_mesh, hull, ctx, diameter / SEARCH_CELLS, max(alternatives + 1, RERANKED),
+                   profile.drain_cups)
 
-    final_ctx = Context(profile=profile, scale_mm=scale, important=important)
-    poses = []
+    # A heavily decimated copy can misjudge thin, complex anatomy: the best few are ranked again
+    # on a finer copy, and the chosen pose is measured on the full mesh with finer rays.
+    medium_ctx = Context(profile=profile, scale_mm=scale, important=medium_important,
+                         decimation_error_mm=_decimation_error(full, full_reach, medium))
+    reranked = []
     for pose in found:
-        measured = evaluate_pose(full, hull.points, pose.down, final_ctx, diameter / FINAL_CELLS)
-        measured.cups = pose.cups
-        measured.cost = cost_terms(measured, final_ctx)
-        poses.append(measured)
-    poses.sort(key=lambda m: m.total_cost)
-    best = poses[0]
+        again = evaluate_pose(medium, hull.points, pose.down, medium_ctx, diameter / RERANK_CELLS)
+        again.cups = pose.cups
+        again.cost = cost_terms(again, medium_ctx)
+        reranked.append(again)
+    reranked.sort(key=lambda m: m.total_cost)
+    final_ctx = Context(profile=profile, scale_mm=scale, important=important)
+    best = evaluate_pose(full, hull.points, reranked[0].down, final_ctx, diameter / FINAL_CELLS)
+    best.cups = reranked[0].cups
+    best.cost = cost_terms(best, final_ctx)
 
     plan = _plan_from_pose(best, full, model, profile, material, final_ctx)
-    plan.alternatives = [_alternative(p, profile) for p in poses[1:]]
+    plan.alternatives = [_alternative(p, profile) for p in reranked[1:alternatives + 1]]
     plan.warnings += _wall_warnings(full, profile, plan)
     plan.warnings += _island_warnings(full, best, final_ctx, plan)
     if best.cups is not None and best.cups.count and profile.drain_cups:
-        places = _to_model(best.cups.centres[:MAX_LISTED], best, profile)
+        places = _to_model(best.cups.centres[:MAX_LISTED], best)
         plan.warnings.append(
             f"{best.cups.count} cup(s) ({best.cups.volume_mm3:.0f} mm3) would seal against the "
             f"resin tank in this orientation: add drain holes near {_points(places)} (LPS mm)")
@@ -196,34 +208,39 @@ def _important(model: Model, count: int) -> np.ndarray | None:
     return flags
 
 
-def _decimate(mesh: MeshArrays, important: np.ndarray | None):
-    if len(mesh.faces) <= SEARCH_FACES:
+def _decimate(mesh: MeshArrays, important: np.ndarray | None, target: int):
+    if len(mesh.faces) <= target:
         return mesh, important
     vertices, faces = fast_simplification.simplify(
-        mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32),
-        target_count=SEARCH_FACES)
+        mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32), target_count=target)
+    if len(faces) > 2 * target:
+        log.warning("decimation stopped at %d faces (target %d): the mesh may not be manifold",
+                    len(faces), target)
     small = MeshArrays.from_arrays(vertices, faces)
     keep = small.areas > 0
     small = MeshArrays.from_arrays(vertices, faces[keep])
     if important is None:
         return small, None
     # Carry the flags over: a decimated face is important if the nearest full face is.
-    from scipy.spatial import cKDTree
-
     _, nearest = cKDTree(mesh.centres).query(small.centres)
     return small, important[nearest]
 
 
-def _decimation_margin(full: MeshArrays, small: MeshArrays) -> float:
-    """How far the decimated copy's extremes fall inside the model's, along 26 directions, mm."""
+_DIRECTIONS_26 = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                          if (i, j, k) != (0, 0, 0)], dtype=float)
+_DIRECTIONS_26 /= np.linalg.norm(_DIRECTIONS_26, axis=1, keepdims=True)
+
+
+def _reach(mesh: MeshArrays) -> np.ndarray:
+    """Furthest extent of a mesh along 26 directions, mm."""
+    return (mesh.vertices @ _DIRECTIONS_26.T).max(axis=0)
+
+
+def _decimation_error(full: MeshArrays, full_reach: np.ndarray, small: MeshArrays) -> float:
+    """How far a decimated copy's extremes fall inside the model's (plus 0.1 mm), mm."""
     if small is full:
         return 0.0
-    directions = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
-                           if (i, j, k) != (0, 0, 0)], dtype=float)
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    reach_full = (full.vertices @ directions.T).max(axis=0)
-    reach_small = (small.vertices @ directions.T).max(axis=0)
-    return float(max(np.max(reach_full - reach_small), 0.0)) + 0.1
+    return float(max(np.max(full_reach - _reach(small)), 0.0)) + 0.1
 
 
 def _placement(pose: PoseMetrics, profile: PrinterProfile) -> np.ndarray:
@@ -302,7 +319,7 @@ def _alternative(pose: PoseMetrics, profile: PrinterProfile) -> PlanAlternative:
     )
 
 
-def _to_model(points: np.ndarray, pose: PoseMetrics, profile: PrinterProfile) -> np.ndarray:
+def _to_model(points: np.ndarray, pose: PoseMetrics) -> np.ndarray:
     """Print-frame points of ``evaluate_pose`` (before placement) back to model LPS mm."""
     return (np.asarray(points) + pose.minimum) @ pose.rotation
 
@@ -366,7 +383,7 @@ def _split_suggestion(pose: PoseMetrics, profile: PrinterProfile) -> dict:
         for k in range(1, pieces[axis]):
             point = np.zeros(3)
             point[axis] = size[axis] * k / pieces[axis]
-            planes.append({"point_lps": np.round(_to_model(point[None], pose, profile)[0], 2).tolist(),
+            planes.append({"point_lps": np.round(_to_model(point[None], pose)[0], 2).tolist(),
                            "normal_lps": np.round(normal, 6).tolist()})
     scale = float(np.floor(100 * np.min(limits / size)) / 100)
     count = int(np.prod(pieces))

@@ -26,8 +26,10 @@ from pipeline.prepare.evaluate import Context, PoseMetrics, cost_terms, evaluate
 from pipeline.prepare.frames import fibonacci_sphere, principal_frame, unit
 
 SPHERE_DIRECTIONS = 240
-HULL_DIRECTIONS = 120
+HULL_DIRECTIONS = 80
 SCREENED = 16
+SCREEN_SEPARATION_DEG = 12.0
+ALWAYS_RANKED = 4
 REFINED = 3
 REFINE_STEPS_DEG = (6.0, 2.0)
 REFINE_MOVES = 1
@@ -74,18 +76,16 @@ def _stable_facets(point: np.ndarray, triangles: np.ndarray, normals: np.ndarray
     return stable
 
 
-def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, list[str]]:
-    """Candidate down directions (unit rows) and where each came from."""
+def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate down directions (unit rows: hull facets, stable poses, sphere) and the hull
+    facet of each of the first rows."""
     by_area = np.argsort(-hull.facet_areas)
     chosen = by_area[:HULL_DIRECTIONS]
     stable = np.flatnonzero(hull.stable)
     facets = np.unique(np.concatenate([chosen, stable]))
     frame = principal_frame(mesh.centres, mesh.areas)
     sphere = fibonacci_sphere(SPHERE_DIRECTIONS) @ frame
-    directions = np.concatenate([hull.facet_normals[facets], sphere])
-    origin = ["stable pose" if hull.stable[f] else "hull facet" for f in facets]
-    origin += ["sphere"] * len(sphere)
-    return unit(directions), origin
+    return unit(np.concatenate([hull.facet_normals[facets], sphere])), facets
 
 
 def screen(mesh: MeshArrays, hull: Hull, directions: np.ndarray, ctx: Context) -> np.ndarray:
@@ -114,14 +114,14 @@ def screen(mesh: MeshArrays, hull: Hull, directions: np.ndarray, ctx: Context) -
 def _fits_roughly(points: np.ndarray, directions: np.ndarray, height: np.ndarray,
                   ctx: Context) -> np.ndarray:
     """Whether each direction could fit the build volume: its height, and its footprint turned
-    in steps of 7.5 degrees about the vertical (a cheap stand-in for the minimum-area rectangle)."""
-    usable = usable_volume(ctx.profile) - 2 * ctx.fit_margin_mm
+    in steps of 15 degrees about the vertical (a cheap stand-in for the minimum-area rectangle)."""
+    usable = usable_volume(ctx.profile) - 2 * ctx.decimation_error_mm
     plate = np.sort(usable[:2])[::-1]
     helper = np.eye(3)[np.argmin(np.abs(directions), axis=1)]
     u = unit(np.cross(directions, helper))
     v = np.cross(directions, u)
     fits = np.zeros(len(directions), dtype=bool)
-    for angle in np.radians(np.arange(0, 90, 7.5)):
+    for angle in np.radians(np.arange(0, 90, 15.0)):
         a = np.cos(angle) * u + np.sin(angle) * v
         b = np.cos(angle) * v - np.sin(angle) * u
         width, depth = np.ptp(points @ a.T, axis=0), np.ptp(points @ b.T, axis=0)
@@ -158,15 +158,32 @@ def refine(mesh: MeshArrays, hull: Hull, start: PoseMetrics, ctx: Context,
 def search(mesh: MeshArrays, hull: Hull, ctx: Context, cell_mm: float, keep: int,
            with_cups: bool) -> list[PoseMetrics]:
     """The ``keep`` best distinct poses (at least 15 degrees apart), best first."""
-    directions, _ = candidate_directions(mesh, hull)
+    directions, facets = candidate_directions(mesh, hull)
     cheap = screen(mesh, hull, directions, ctx)
-    order = np.argsort(cheap, kind="stable")[:SCREENED]
+    order = _spread(directions, np.argsort(cheap, kind="stable"), SCREENED, SCREEN_SEPARATION_DEG)
+    # The largest stable resting faces are always ranked: the screen cannot see cups.
+    stable_areas = np.where(hull.stable[facets], hull.facet_areas[facets], 0.0)
+    resting = [int(i) for i in np.argsort(-stable_areas)[:ALWAYS_RANKED] if stable_areas[i] > 0]
+    order += [i for i in resting if i not in order]
     ranked = sorted((evaluate_pose(mesh, hull.points, directions[i], ctx, cell_mm, with_cups)
                      for i in order), key=lambda m: m.total_cost)
     refined = [refine(mesh, hull, m, ctx, cell_mm) for m in _distinct(ranked, REFINED)]
     refined += ranked
     refined.sort(key=lambda m: m.total_cost)
     return _distinct(refined, keep)
+
+
+def _spread(directions: np.ndarray, order: np.ndarray, count: int, separation_deg: float) -> list[int]:
+    """The first ``count`` of ``order`` at least ``separation_deg`` apart: the screen's cost
+    misses cups and shadows, so the ranking looks at different poses, not one pose's neighbours."""
+    cos_limit = np.cos(np.radians(separation_deg))
+    chosen: list[int] = []
+    for index in order:
+        if not chosen or np.max(directions[chosen] @ directions[index]) < cos_limit:
+            chosen.append(int(index))
+            if len(chosen) == count:
+                break
+    return chosen
 
 
 def _distinct(poses: list[PoseMetrics], count: int, min_angle_deg: float = 15.0) -> list[PoseMetrics]:

@@ -2,10 +2,13 @@
 
 Each tilted series' skull is rigidly registered to the untilted 1 mm skull (point-to-plane ICP
 from the identity: the series share the frame of reference, so the registration should find
-almost nothing to do) and compared with it. The series cover different lengths of the head along
-z, and a mesh is capped flat where its scan ends, so both are compared only over the common
-coverage, inset by a margin: surface points outside the slab are not counted, and the volumes
-are those of both solids cut to the slab.
+little to do; it absorbs a small repositioning of the phantom between visits) and compared
+with it. The series cover different parts of the head, and a tilted series covers a slab that
+is itself tilted (its slices stay perpendicular to the tilted gantry's axis after the loader's
+correction); a mesh is capped flat where its scan ends. So both are compared only over the
+region both scans cover, inset by a margin: the intersection of the two grids' boxes (the
+tilted one moved by the registration). Surface points outside it are not counted, and the
+volumes are those of both solids cut to it.
 """
 
 from __future__ import annotations
@@ -16,57 +19,66 @@ import numpy as np
 import trimesh
 
 from pipeline.geometry import Geometry
-from pipeline.regress.surface import crop_z, rigid_icp, sample_surface, symmetric_mean_distance
+from pipeline.regress.surface import crop_planes, inside_planes, rigid_icp, sample_surface, symmetric_mean_distance
 
 #: Bounds the issue sets: tilt correction must reproduce the untilted skull to these.
 MAX_MEAN_DISTANCE_MM = 1.0
 MAX_VOLUME_DIFFERENCE = 0.03
-#: Points sampled per mesh for the registration.
+#: Points sampled per mesh for the registration, and for each distance measurement.
 ICP_SAMPLES = 20_000
+DISTANCE_SAMPLES = 5_000
+#: Inset of the common region in-plane (mm); along the slices it is one slice plus this.
+INSET_MM = 1.0
 
 
-def common_slab(reference: Geometry, other: Geometry) -> tuple[float, float, float]:
-    """The z range (LPS mm) both scans cover, inset by a margin; and the margin.
+def coverage_planes(grid: Geometry, transform: np.ndarray | None = None) -> list[tuple[np.ndarray, float]]:
+    """The six planes bounding the voxel centres of ``grid``, inset, optionally moved by ``transform``.
 
-    The margin is one slice of the thicker series plus 1 mm: the end slices are where a mesh is
-    capped and where a tilted series' resampled slices are incomplete.
+    Along the slice axis the inset is one slice plus :data:`INSET_MM` (the end slices are where a
+    mesh is capped and where a tilted series' resampled slices are incomplete); in-plane it is
+    :data:`INSET_MM`. Each plane is ``(normal, offset)`` keeping ``normal . p >= offset``.
     """
-    low = max(reference.bounds_lps()[0][2], other.bounds_lps()[0][2])
-    high = min(reference.bounds_lps()[1][2], other.bounds_lps()[1][2])
-    margin = max(reference.spacing[0], other.spacing[0]) + 1.0
-    return low + margin, high - margin, margin
+    rotation, shift = (np.eye(3), np.zeros(3)) if transform is None else (transform[:3, :3], transform[:3, 3])
+    origin = np.asarray(grid.origin)
+    planes = []
+    for axis in range(3):
+        normal = grid.direction_matrix[:, axis]
+        inset = INSET_MM + (grid.spacing[0] if axis == 0 else 0.0)
+        low = normal @ origin + inset
+        high = normal @ origin + (grid.shape[axis] - 1) * grid.spacing[axis] - inset
+        moved = rotation @ normal
+        planes += [(moved, low + moved @ shift), (-moved, -high - moved @ shift)]
+    return planes
 
 
 def compare_acquisitions(reference: trimesh.Trimesh, reference_grid: Geometry, other: trimesh.Trimesh,
                          other_grid: Geometry, *, checked: bool = True) -> dict[str, Any]:
-    """Register ``other`` to ``reference`` and measure their agreement over the common slab.
+    """Register ``other`` to ``reference`` and measure their agreement over the common region.
 
     Returns
     -------
     dict
-        Slab (mm), ICP summary, mean/p95 surface distance before and after registration (mm),
-        both slab volumes (ml) and their relative difference, the bounds and whether they hold;
-        ``distances_after`` holds every sampled point's distance after registration (an array).
+        ICP summary, z extent of the common region (mm), mean/p95 surface distance before and
+        after registration (mm), both volumes in the common region (ml) and their relative
+        difference, the bounds and whether they hold; ``distances_after`` holds every sampled
+        point's distance after registration (an array).
     """
-    z_low, z_high, margin = common_slab(reference_grid, other_grid)
-
-    def in_slab(points: np.ndarray) -> np.ndarray:
-        return (points[:, 2] >= z_low) & (points[:, 2] <= z_high)
-
+    common = coverage_planes(reference_grid) + coverage_planes(other_grid)
     fixed, fixed_normals = sample_surface(reference, ICP_SAMPLES, seed=3)
     moving, _ = sample_surface(other, ICP_SAMPLES, seed=4)
-    keep_fixed, keep_moving = in_slab(fixed), in_slab(moving)
+    keep_fixed, keep_moving = inside_planes(fixed, common), inside_planes(moving, common)
     transform, icp = rigid_icp(moving[keep_moving], fixed[keep_fixed], fixed_normals[keep_fixed])
-    before = symmetric_mean_distance(other, reference, keep=in_slab)
+    before = symmetric_mean_distance(other, reference, DISTANCE_SAMPLES, keep=lambda p: inside_planes(p, common))
     registered = other.copy()
     registered.apply_transform(transform)
-    after = symmetric_mean_distance(registered, reference, keep=in_slab, with_distances=True)
-    reference_ml = crop_z(reference, z_low, z_high).volume / 1000.0
-    other_ml = crop_z(registered, z_low, z_high).volume / 1000.0
+    common = coverage_planes(reference_grid) + coverage_planes(other_grid, transform)
+    after = symmetric_mean_distance(registered, reference, DISTANCE_SAMPLES,
+                                    keep=lambda p: inside_planes(p, common), with_distances=True)
+    reference_part, other_part = crop_planes(reference, common), crop_planes(registered, common)
+    reference_ml, other_ml = reference_part.volume / 1000.0, other_part.volume / 1000.0
     difference = other_ml / reference_ml - 1.0
     result = {
-        "common_z_lps_mm": [round(z_low, 2), round(z_high, 2)],
-        "margin_mm": round(margin, 2),
+        "common_z_lps_mm": [round(float(reference_part.bounds[0, 2]), 2), round(float(reference_part.bounds[1, 2]), 2)],
         "icp": icp,
         "distance_before_registration": before,
         "distance": after,

@@ -25,7 +25,7 @@ SOURCE_TREE = Path(__file__).resolve().parents[2]
 #: Faces of a stored golden mesh: keeps the six of them near 1 MB in the repository.
 GOLDEN_MESH_FACES = 10_000
 #: Surface points sampled on each mesh, each way, for the distance to the golden mesh.
-DISTANCE_SAMPLES = 10_000
+DISTANCE_SAMPLES = 5_000
 
 
 def anatomodel_version() -> str:
@@ -59,13 +59,17 @@ def default_tolerances(spacing_mm: list[float]) -> dict[str, Any]:
     }
 
 
-def default_golden_dir() -> Path:
-    """``regress/golden`` of the source tree (or of the current folder), else an error."""
-    candidates = [SOURCE_TREE / "regress" / "golden",
-                  Path.cwd() / "regress" / "golden"]
+def default_golden_dir(for_writing: bool = False) -> Path:
+    """``regress/golden`` of the source tree (or of the current folder).
+
+    When ``for_writing``, a missing folder in the source tree is returned to be created.
+    """
+    candidates = [SOURCE_TREE / "regress" / "golden", Path.cwd() / "regress" / "golden"]
     for folder in candidates:
         if folder.is_dir():
             return folder
+    if for_writing and (SOURCE_TREE / "pyproject.toml").is_file():
+        return candidates[0]
     raise ConfigError("no golden folder found (regress/golden in the source tree)",
                       hint="run from the repository or give --golden DIR")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.errors import ConfigError, RegressionDrift
+from pipeline.errors import AnatomodelError, ConfigError, RegressionDrift
 from pipeline.regress import golden as goldens
 from pipeline.regress.golden import SOURCE_TREE, anatomodel_version
 from pipeline.regress.cases import RegressCase, run_case, select_cases
@@ -117,13 +117,24 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
         if not update_golden and not golden.is_dir():
             raise ConfigError(f"golden folder {golden} not found", hint="give --golden DIR or run --update-golden")
     else:
-        golden = goldens.default_golden_dir()
+        golden = goldens.default_golden_dir(for_writing=update_golden)
     result = RegressResult(anatomodel_version(), started, str(phantoms), str(golden), update_golden)
     images: dict[str, bytes] = {}
     meshes: dict[str, tuple[Any, Any]] = {}
     for number, case in enumerate(cases, 1):
         tell(f"[{number}/{len(cases)}] {case.name}: {case.description}")
-        run = run_case(case, phantoms, progress=tell)
+        try:
+            run = run_case(case, phantoms, progress=tell)
+        except ConfigError:
+            raise
+        except (AnatomodelError, MemoryError) as error:
+            # A stage refusing a phantom it used to model is drift too: record it, go on.
+            tell(f"{case.name}: the pipeline failed: {type(error).__name__}: {error}")
+            result.cases.append({"case": case.name, "description": case.description, "source": case.series,
+                                 "preset": case.preset, "seed": {}, "ok": False, "checks": [
+                                     {"quantity": "pipeline ran", "golden": True, "measured": False,
+                                      "tolerance": f"{type(error).__name__}: {error}", "ok": False}]})
+            continue
         metrics = mesh_metrics(run.model.mesh)
         entry = _check_case(case, run, metrics, golden, update_golden, tell)
         result.cases.append(entry)

@@ -15,8 +15,12 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-#: Nearest vertices whose incident triangles are the candidates for a point's closest point.
-CANDIDATE_VERTICES = 16
+#: Triangles whose longest edge is above this quantile of all are tested against every point.
+LONG_TRIANGLE_QUANTILE = 0.999
+#: Up to this many faces, trimesh's R-tree query is the faster exact answer.
+SMALL_MESH_FACES = 100_000
+#: Points handled at a time (bounds the memory of point-triangle pairs).
+CHUNK = 512
 
 
 def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
@@ -42,14 +46,15 @@ def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np
     return np.asarray(points), np.asarray(mesh.face_normals[faces])
 
 
-def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh,
-                        candidates: int = CANDIDATE_VERTICES) -> np.ndarray:
+def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     """Exact unsigned distance (mm) from each point to the closest point on ``mesh``'s triangles.
 
-    The triangles around the ``candidates`` nearest vertices give a distance ``d``. A closer
-    triangle would have a vertex within ``d + L`` of the point (``L``: the longest edge), so
-    where the farthest candidate vertex lies beyond that the answer is exact; the remaining
-    points (near long triangles) are answered by trimesh's R-tree query.
+    Every point of a triangle lies within its longest edge ``L`` of each of its corners, so a
+    triangle at distance ``d`` from a point has all its corners within ``d + L`` of it. With
+    ``d`` bounded by the triangles around the nearest vertex, the candidates are the triangles
+    around every vertex within ``d + L`` (a k-d tree ball query), ``L`` the longest edge but for
+    the longest 0.1% of triangles, which are tested against every point. Faster than trimesh's
+    R-tree query on million-face surfaces, and as exact; small meshes go to trimesh.
 
     Parameters
     ----------
@@ -57,35 +62,49 @@ def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh,
         Query points, mm.
     mesh : trimesh.Trimesh
         Target surface.
-    candidates : int
-        How many nearest vertices' incident triangles to test per point.
 
     Returns
     -------
     (n,) ndarray of float
     """
     points = np.asarray(points, dtype=float)
-    if len(points) == 0:
-        return np.zeros(0)
-    k = min(candidates, len(mesh.vertices))
-    reach, nearest = cKDTree(mesh.vertices).query(points, k=k)
-    reach, nearest = reach.reshape(len(points), k), nearest.reshape(len(points), k)
-    incident = np.asarray(mesh.vertex_faces)  # (vertices, max degree), padded with -1
+    if len(mesh.faces) <= SMALL_MESH_FACES:
+        return trimesh.proximity.closest_point(mesh, points)[1]
     triangles = mesh.triangles
+    longest = np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2).max(axis=1)
+    reach = float(np.quantile(longest, LONG_TRIANGLE_QUANTILE))
+    long_faces = np.flatnonzero(longest > reach)
+    tree = cKDTree(mesh.vertices)
+    incident = np.asarray(mesh.vertex_faces)  # (vertices, max degree), padded with -1
     best = np.full(len(points), np.inf)
-    for vertex in range(k):
-        for column in range(incident.shape[1]):
-            face = incident[nearest[:, vertex], column]
-            valid = face >= 0
-            if not valid.any():
-                continue
-            closest = trimesh.triangles.closest_point(triangles[face[valid]], points[valid])
-            best[valid] = np.minimum(best[valid], np.linalg.norm(closest - points[valid], axis=1))
-    longest_edge = float(mesh.edges_unique_length.max())
-    unsure = reach[:, -1] <= best + longest_edge
-    if unsure.any() and k < len(mesh.vertices):
-        _, distance, _ = trimesh.proximity.closest_point(mesh, points[unsure])
-        best[unsure] = np.minimum(best[unsure], distance)
+    for begin in range(0, len(points), CHUNK):
+        chunk = points[begin:begin + CHUNK]
+        _, nearest = tree.query(chunk)
+        bound = _closest(chunk, triangles, np.repeat(np.arange(len(chunk)), incident.shape[1]),
+                         incident[nearest].ravel(), len(chunk))
+        if len(long_faces):
+            owner = np.repeat(np.arange(len(chunk)), len(long_faces))
+            bound = np.minimum(bound, _closest(chunk, triangles, owner, np.tile(long_faces, len(chunk)), len(chunk)))
+        around = tree.query_ball_point(chunk, bound + reach)
+        counts = np.fromiter((len(found) for found in around), int, len(around))
+        vertices = np.concatenate([np.asarray(found, int) for found in around])
+        owner = np.repeat(np.repeat(np.arange(len(chunk)), counts), incident.shape[1])
+        faces = incident[vertices].ravel()
+        pairs = np.unique(owner.astype(np.int64) * len(triangles) + np.where(faces >= 0, faces, len(triangles) - 1))
+        best[begin:begin + CHUNK] = np.minimum(
+            bound, _closest(chunk, triangles, pairs // len(triangles), pairs % len(triangles), len(chunk)))
+    return best
+
+
+def _closest(points: np.ndarray, triangles: np.ndarray, owner: np.ndarray, faces: np.ndarray,
+             count: int) -> np.ndarray:
+    """Per point, the least distance to the triangles paired with it (``owner[p] -> faces[p]``)."""
+    valid = faces >= 0
+    owner, faces = owner[valid], faces[valid]
+    closest = trimesh.triangles.closest_point(triangles[faces], points[owner])
+    distance = np.linalg.norm(closest - points[owner], axis=1)
+    best = np.full(count, np.inf)
+    np.minimum.at(best, owner, distance)
     return best
 
 
@@ -165,18 +184,33 @@ def _rotation_from_angles(angles: np.ndarray) -> np.ndarray:
     return trimesh.transformations.euler_matrix(*angles, axes="sxyz")[:3, :3]
 
 
-def crop_z(mesh: trimesh.Trimesh, z_low: float, z_high: float) -> trimesh.Trimesh:
-    """The closed solid of ``mesh`` between two axial planes (LPS z, mm), cut and capped.
+def crop_planes(mesh: trimesh.Trimesh, planes: list[tuple[np.ndarray, float]]) -> trimesh.Trimesh:
+    """The closed solid of ``mesh`` on the inner side of every plane, cut and capped.
 
-    Uses manifold3d, so the result is closed whenever the input is.
+    Each plane is ``(normal, offset)`` and keeps the points ``p`` with ``normal . p >= offset``
+    (LPS mm). Uses manifold3d, so the result is closed whenever the input is.
     """
     import manifold3d
 
     solid = manifold3d.Manifold(manifold3d.Mesh(np.asarray(mesh.vertices, np.float32),
                                                 np.asarray(mesh.faces, np.uint32)))
-    solid = solid.trim_by_plane((0.0, 0.0, 1.0), float(z_low)).trim_by_plane((0.0, 0.0, -1.0), -float(z_high))
+    for normal, offset in planes:
+        solid = solid.trim_by_plane(tuple(float(v) for v in normal), float(offset))
     cut = solid.to_mesh()
     return trimesh.Trimesh(np.asarray(cut.vert_properties)[:, :3], np.asarray(cut.tri_verts), process=False)
+
+
+def crop_z(mesh: trimesh.Trimesh, z_low: float, z_high: float) -> trimesh.Trimesh:
+    """The closed solid of ``mesh`` between two axial planes (LPS z, mm), cut and capped."""
+    return crop_planes(mesh, [(np.array([0.0, 0.0, 1.0]), z_low), (np.array([0.0, 0.0, -1.0]), -z_high)])
+
+
+def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """True for the points on the inner side of every plane (see :func:`crop_planes`)."""
+    keep = np.ones(len(points), bool)
+    for normal, offset in planes:
+        keep &= points @ np.asarray(normal, float) >= offset
+    return keep
 
 
 def write_golden_mesh(mesh: trimesh.Trimesh, path: Path) -> Path:

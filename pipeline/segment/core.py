@@ -329,9 +329,11 @@ def segment(
     if clean.fill_holes and not analysed:
         largest = None if clean.max_hole_ml is None else int(clean.max_hole_ml * 1000 / geometry.voxel_volume_mm3)
         work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, largest)
-    if clean.keep == "all" and clean.min_island_ml > 0:
-        work, cleaned["islands_removed"] = cleanup.drop_islands(
-            work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
+    if clean.keep == "all":
+        if clean.min_island_ml > 0:
+            work, cleaned["islands_removed"] = cleanup.drop_islands(
+                work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
+        details["components"] = ndi.label(work)[1]
     solid = work
     if clean.shell is not None:
         work = cleanup.hollow_shell(work, spacing, clean.shell.thickness_mm, clean.shell.side)
