@@ -112,12 +112,12 @@ def peak_bytes():
             return int(line.split()[1]) * 1024
 
 mesh = trimesh.load(sys.argv[1], process=False)
-critical = load_printer(sys.argv[2]).critical_overhang_deg
+profile = load_printer(sys.argv[2])
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")
 start = time.perf_counter()
 arrays = MeshArrays.from_arrays(mesh.vertices, mesh.faces)
-bench_prepare.tweaker_choice(arrays, critical)
+bench_prepare.tweaker_choice(arrays, profile)
 print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes(), "faces": int(len(mesh.faces))}))
 """
 

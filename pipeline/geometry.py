@@ -89,16 +89,20 @@ class Geometry:
 
     def index_to_lps(self, index: Any) -> np.ndarray:
         """Map array indices ``(..., 3)`` in ``(k, j, i)`` order (fractional allowed) to LPS mm."""
-        index = np.asarray(index, dtype=float)
         affine = self.affine
-        return index @ affine[:3, :3].T + affine[:3, 3]
+        # einsum, not matmul: BLAS thread start-up makes (n, 3) @ (3, 3) several times slower.
+        return np.einsum("ij,...j->...i", affine[:3, :3], np.asarray(index, dtype=float)) + affine[:3, 3]
 
     def lps_to_index(self, lps: Any) -> np.ndarray:
         """Map LPS points ``(..., 3)`` in mm to fractional array indices ``(k, j, i)``."""
-        lps = np.asarray(lps, dtype=float)
         affine = self.affine
         inverse = np.linalg.inv(affine[:3, :3])
-        return (lps - affine[:3, 3]) @ inverse.T
+        return np.einsum("ij,...j->...i", inverse, np.asarray(lps, dtype=float) - affine[:3, 3])
+
+    def lps_direction_to_index(self, directions: Any) -> np.ndarray:
+        """Index-space displacement ``(..., 3)`` per mm travelled along LPS directions."""
+        inverse = np.linalg.inv(self.affine[:3, :3])
+        return np.einsum("ij,...j->...i", inverse, np.asarray(directions, dtype=float))
 
     def contains_index(self, index: Any) -> np.ndarray:
         """True where a (fractional) array index lies within the grid's voxel centres +- 0.5."""

@@ -22,3 +22,4 @@ def phantoms_dir() -> Path:
 @pytest.fixture(scope="session")
 def philips_dir(phantoms_dir: Path) -> Path:
     return phantoms_dir / "dcm_qa_ct" / "series" / "Philips"
+

@@ -140,3 +140,16 @@ def edges_through_faces(mesh: trimesh.Trimesh) -> int:
     inside = (distance > 1e-6 * length[ray]) & (distance < (1 - 1e-6) * length[ray])
     touches = (mesh.faces[face][:, :, None] == edges[ray][:, None, :]).any(axis=(1, 2))
     return int(np.count_nonzero(inside & ~touches))
+
+
+def test_close_pairs_matches_brute_force_with_mixed_sizes():
+    """A few long triangles among many small ones must not widen everyone's search (skull meshes)."""
+    from pipeline.mesh.intersections import close_pairs
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 100, (2000, 3))
+    radii = rng.lognormal(0, 1, 2000)
+    found = {tuple(sorted(pair)) for pair in close_pairs(centres, radii).tolist()}
+    distance = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+    overlap = np.triu(distance <= radii[:, None] + radii[None], 1)
+    assert found == {tuple(pair) for pair in np.argwhere(overlap).tolist()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import re
@@ -74,12 +73,17 @@ def test_install_completion_writes_a_bash_completion_script(tmp_path):
     assert str(script) in (tmp_path / ".bashrc").read_text()
 
 
-@pytest.mark.parametrize("command", ["regress"])
-def test_json_goes_alone_on_stdout(command, tmp_path, capsys):
-    # An error exit still leaves stdout clean of messages: they go to stderr.
-    code = main([command, "--only", "synthetic_aorta", "--golden", str(tmp_path / "none"), "--json"])
+def test_json_error_leaves_stdout_empty(tmp_path, capsys):
+    # Messages go to stderr; a successful run's JSON on stdout is checked in test_regress.py.
+    code = main(["regress", "--only", "synthetic_aorta", "--golden", str(tmp_path / "none"), "--json"])
     captured = capsys.readouterr()
     assert code == errors.ConfigError.exit_code
     assert captured.out == ""
     assert "golden folder" in captured.err
-    json.dumps({})  # stdout JSON of a successful run is checked in test_regress.py
+
+
+@pytest.mark.parametrize("command", ["batch", "convert", "document", "inspect", "ledger", "mesh", "phantom",
+                                     "prepare", "regress", "run", "segment"])
+def test_every_subcommand_help_has_examples(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "Example" in capsys.readouterr().out

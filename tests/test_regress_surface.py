@@ -95,3 +95,27 @@ def test_bone_seed_refuses_a_volume_without_bone():
     hu = np.zeros((4, 4, 4), np.int16)
     with pytest.raises(SegmentationError, match="bone threshold"):
         bone_seed(Volume(hu, Geometry(hu.shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))), 200)
+
+
+def test_consistency_registers_a_moved_copy_and_compares_over_the_common_tilted_region():
+    from pipeline.regress.consistency import compare_acquisitions
+
+    skull = trimesh.creation.icosphere(subdivisions=6, radius=1.0)
+    skull.apply_scale([60.0, 70.0, 80.0])
+    moved = skull.copy()  # the same object scanned again, slightly repositioned
+    motion = trimesh.transformations.rotation_matrix(np.radians(0.8), [1.0, 0.2, 0.0])
+    motion[:3, 3] = [0.8, -1.2, 0.5]
+    moved.apply_transform(motion)
+    untilted = Geometry((61, 200, 200), (1.0, 1.0, 1.0), (-100.0, -100.0, -30.0),
+                        ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)))
+    tilt = np.radians(18.5)  # slices perpendicular to a tilted axis, as the loader leaves them
+    k_axis, j_axis = np.array([0.0, np.sin(tilt), np.cos(tilt)]), np.array([0.0, np.cos(tilt), -np.sin(tilt)])
+    tilted = Geometry((40, 240, 200), (2.4, 1.0, 1.0), tuple(-45.0 * k_axis - 120.0 * j_axis + [-100.0, 0, 0]),
+                      tuple(zip(k_axis, j_axis, (1.0, 0.0, 0.0))))
+    result = compare_acquisitions(skull, untilted, moved, tilted)
+    assert result["icp"]["rotation_deg"] == pytest.approx(0.8, abs=0.05)
+    assert result["distance"]["mean_mm"] < 0.05 < result["distance_before_registration"]["mean_mm"]
+    assert result["volume_difference"] == pytest.approx(0.0, abs=0.002)
+    # The common region is the untilted slab z in [-30, 30] inset by a slice + 1 mm.
+    assert result["common_z_lps_mm"] == pytest.approx([-28.0, 28.0], abs=0.05)
+    assert result["ok"]

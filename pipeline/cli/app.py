@@ -48,6 +48,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 @app.callback()
 def _global(
+    context: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and results."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step's details."),
@@ -73,7 +74,8 @@ def _global(
         if getattr(handler, "_anatomodel_console", False):
             handler.setLevel(level)
     if log_file is not None:
-        _add_file_handler(log_file)
+        handler = _add_file_handler(log_file)
+        context.call_on_close(lambda: (root.removeHandler(handler), handler.close()))
 
 
 def _add_file_handler(path: Path) -> logging.Handler:

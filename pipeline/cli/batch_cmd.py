@@ -22,7 +22,14 @@ def batch(
         None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON on stdout."),
 ) -> None:
-    """Run every case of a manifest; a failing case does not stop the others."""
+    """Run every case of a manifest; a failing case does not stop the others.
+
+    Examples:
+
+      anatomodel batch cases.csv --out out --workers 2
+
+      anatomodel batch cases.yaml --scheduler tcp://10.0.0.5:8786 --json
+    """
     report = run_batch(manifest, out, workers=workers, scheduler=scheduler, ledger=ledger, console=console,
                        progress=not options.quiet)
     if as_json:

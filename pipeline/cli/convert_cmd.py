@@ -21,7 +21,14 @@ def convert_command(
     max_gap_mm: float = typer.Option(None, "--max-gap-mm", help="Refuse steps between slices wider than this (mm)."),
     report: Path = typer.Option(None, "--report", help="Also write the load report as JSON here."),
 ) -> None:
-    """Load a CT series (tilt, spacing and rescale corrected) and write it as one image file."""
+    """Load a CT series (tilt, spacing and rescale corrected) and write it as one image file.
+
+    Examples:
+
+      anatomodel convert study/ volume.nii.gz
+
+      anatomodel convert study/ volume.nrrd --series 3 --report load.json
+    """
     if not is_image_file(output):
         raise typer.BadParameter(f"{output}: use one of {', '.join(IMAGE_SUFFIXES)}", param_hint="OUTPUT")
     volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm)

@@ -63,7 +63,14 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print the inventory as JSON on stdout."),
     prefer_bone: bool = typer.Option(False, "--prefer-bone", help="Let auto prefer bone kernels."),
 ) -> None:
-    """List every series of a DICOM folder, whether it can be a CT volume, and what [bold]auto[/] picks."""
+    """List every series of a DICOM folder, whether it can be a CT volume, and what [bold]auto[/] picks.
+
+    Examples:
+
+      anatomodel inspect study/
+
+      anatomodel inspect study/ --json
+    """
     found = inventory(folder, prefer_bone=prefer_bone)
     if as_json:
         print(found.to_json())

@@ -19,6 +19,8 @@ from pipeline.report import to_jsonable
 ledger_app = typer.Typer(
     name="ledger",
     help="The case ledger: cases, model versions, charges (0559T/0560T), runs and the audit log.",
+    epilog="Examples: anatomodel ledger list  |  anatomodel ledger show EXAMPLE-001 --json  |  "
+           "anatomodel ledger export --format csv --out charges.csv  |  anatomodel ledger verify",
     no_args_is_help=True,
 )
 app.add_typer(ledger_app, name="ledger")

@@ -84,15 +84,18 @@ def _print_tables(result) -> None:
     table = Table(title="Same skull, different acquisitions (registered to skull_1mm, over the common z range)",
                   title_justify="left")
     for column in ("series", "common z (mm)", "ICP rot (deg) / shift (mm)", "mean dist before -> after (mm)",
-                   "volume / 1 mm (ml)", "difference", "bounds", ""):
+                   "volume (ml)", "1 mm: native / at its thickness (ml)", "difference to native / matched",
+                   "bounds", ""):
         table.add_column(column)
     for name, item in result.consistency.items():
         shift = sum(v * v for v in item["icp"]["translation_mm"]) ** 0.5
         verdict = ("[green]ok[/]" if item["ok"] else "[bold red]OUT[/]") if item["checked"] else "information"
+        matched = item["volume_ml_thickness_matched_reference"]
         table.add_row(
             name, "{:.1f}..{:.1f}".format(*item["common_z_lps_mm"]),
             f"{item['icp']['rotation_deg']:.3f} / {shift:.3f}",
             f"{item['distance_before_registration']['mean_mm']:.3f} -> {item['distance']['mean_mm']:.3f}",
-            f"{item['volume_ml']:.1f} / {item['reference_volume_ml']:.1f}", f"{item['volume_difference']:+.2%}",
+            f"{item['volume_ml']:.1f}", f"{item['reference_volume_ml']:.1f} / " + (f"{matched:.1f}" if matched else "-"),
+            f"{item['volume_difference_to_reference']:+.2%} / " + (f"{item['volume_difference']:+.2%}" if matched else "-"),
             f"<= {item['bounds']['mean_distance_mm']} mm, ±{item['bounds']['volume_difference']:.0%}", verdict)
     stdout.print(table)

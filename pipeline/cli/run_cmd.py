@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import app, log_to_file, say, stdout
 
 
 @app.command("run")
@@ -22,16 +22,19 @@ def run(
 ) -> None:
     """Run a case: load, segment, mesh, prepare and document every model, then write the charges.
 
+    The steps are logged to OUT/<case_id>/run.log.
+
     Examples:
 
       anatomodel run configs/cases/example_aorta.yaml --out out
 
       anatomodel run case.yaml --out vendor --deidentify --json
     """
-    from pipeline.case import run_case
+    from pipeline.case import load_case, run_case
 
-    result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
-                      ledger=ledger)
+    with log_to_file(out / load_case(case_file).case_id / "run.log"):  # the case id is sanitised
+        result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
+                          ledger=ledger)
     if as_json:
         stdout.print_json(json.dumps(result.to_dict()))
         return

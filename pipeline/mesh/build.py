@@ -10,7 +10,6 @@ import trimesh
 
 from pipeline.errors import MeshError
 from pipeline.geometry import Mask
-from pipeline.mesh.affine import apply_affine
 from pipeline.mesh.decimate import decimate
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.options import MeshOptions
@@ -84,8 +83,8 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
             "the structure is cut by the edge of the scanned volume ("
             + ", ".join(report.touches_volume_edge) + "): the model is closed with a flat cap there")
 
-    raw_lps = apply_affine(geometry.affine, raw.vertices_index)
-    adjacency = vertex_adjacency(raw.faces, len(raw_lps))
+    raw_lps = geometry.index_to_lps(raw.vertices_index)
+    adjacency = vertex_adjacency(raw.faces, len(raw_lps), np.int8)
     keep, shells = remove_small_shells(raw_lps, raw.faces, options.min_shell_volume_mm3, adjacency)
     if shells.kept == 0:
         raise MeshError(
@@ -97,7 +96,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     if shells.removed:
         index_vertices, faces, kept_vertices = compact(raw.vertices_index, raw.faces[keep])
         raw_lps = raw_lps[kept_vertices]
-        adjacency = vertex_adjacency(faces, len(raw_lps))
+        adjacency = vertex_adjacency(faces, len(raw_lps), np.int8)
     else:
         index_vertices, faces, kept_vertices = raw.vertices_index, raw.faces, np.arange(len(raw_lps))
     report.raw_volume_mm3 = shells.kept_volume_mm3
@@ -116,7 +115,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
         index_vertices = taubin(index_vertices, faces, iterations=options.smoothing_iterations,
                                 lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps,
                                 adjacency=adjacency)
-    vertices = apply_affine(geometry.affine, index_vertices)
+    vertices = geometry.index_to_lps(index_vertices)
     clock("smoothing")
     if options.preserve_volume:
         target = mask_volume - shells.removed_volume_mm3

@@ -62,8 +62,15 @@ class SurfaceDistance:
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, candidates: int = 6):
-        self._triangles = vertices[faces]
-        self._tree = cKDTree(self._triangles.mean(axis=1), balanced_tree=False, compact_nodes=False)
+        # only the centroids are stored per triangle; corners are gathered for the candidates
+        self._vertices, self._faces = vertices, faces
+        x, y, z = (np.ascontiguousarray(vertices[:, axis]) for axis in range(3))
+        centroids = np.empty((len(faces), 3))
+        for axis, column in enumerate((x, y, z)):
+            np.add(column[faces[:, 0]], column[faces[:, 1]], out=centroids[:, axis])
+            centroids[:, axis] += column[faces[:, 2]]
+        centroids /= 3.0
+        self._tree = cKDTree(centroids, balanced_tree=False, compact_nodes=False)
         self._candidates = min(int(candidates), len(faces))
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -73,7 +80,7 @@ class SurfaceDistance:
         nearest = nearest.reshape(len(points), -1)
         best = np.full(len(points), np.inf)
         for column in range(nearest.shape[1]):
-            triangle = self._triangles[nearest[:, column]]
+            triangle = self._vertices[self._faces[nearest[:, column]]]
             closest = closest_points_on_triangles(points, triangle[:, 0], triangle[:, 1], triangle[:, 2])
             best = np.minimum(best, np.linalg.norm(points - closest, axis=1))
         return best

@@ -44,6 +44,33 @@ def triangles_intersect(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return hit
 
 
+def close_pairs(centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Index pairs ``(i, j)`` of spheres (centre, radius) that overlap.
+
+    Spheres are grouped by radius in powers of two above the median, so a few long triangles
+    (thick slices, decimation) do not widen the search for all the others: within a group the
+    search radius is twice the group's largest radius; across groups, each larger sphere is
+    looked up with its own radius plus the smaller group's largest.
+    """
+    base = max(float(np.median(radii)), 1e-9)
+    level = np.ceil(np.log2(np.maximum(radii / base, 1.0))).astype(int)
+    groups = [np.flatnonzero(level == value) for value in np.unique(level)]
+    trees = [cKDTree(centres[group]) for group in groups]
+    largest = [float(radii[group].max()) for group in groups]
+    pairs = []
+    for a, (group, tree) in enumerate(zip(groups, trees)):
+        pairs.append(group[tree.query_pairs(2.0 * largest[a], output_type="ndarray")])
+        for bigger in groups[a + 1:]:
+            found = tree.query_ball_point(centres[bigger], r=radii[bigger] + largest[a])
+            counts = np.fromiter((len(n) for n in found), dtype=np.int64, count=len(found))
+            if counts.sum():
+                neighbours = np.concatenate([np.asarray(n, dtype=np.int64) for n in found if n])
+                pairs.append(np.column_stack([np.repeat(bigger, counts), group[neighbours]]))
+    pairs = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+    gap = np.linalg.norm(centres[pairs[:, 0]] - centres[pairs[:, 1]], axis=1)
+    return pairs[gap <= radii[pairs[:, 0]] + radii[pairs[:, 1]]]
+
+
 def intersecting_faces(vertices: np.ndarray, faces: np.ndarray, candidates: np.ndarray,
                        chunk: int = 200_000) -> np.ndarray:
     """Indices of candidate faces that cross another candidate face not sharing a vertex with it.
@@ -65,8 +92,8 @@ def intersecting_faces(vertices: np.ndarray, faces: np.ndarray, candidates: np.n
         return np.empty(0, dtype=np.int64)
     triangles = vertices[faces[candidates]]
     centroids = triangles.mean(axis=1)
-    reach = np.linalg.norm(triangles - centroids[:, None, :], axis=2).max()
-    pairs = cKDTree(centroids).query_pairs(2.0 * reach, output_type="ndarray")
+    reach = np.linalg.norm(triangles - centroids[:, None, :], axis=2).max(axis=1)
+    pairs = close_pairs(centroids, reach)
     if pairs.size == 0:
         return np.empty(0, dtype=np.int64)
     corners = faces[candidates]

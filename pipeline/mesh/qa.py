@@ -91,8 +91,8 @@ def _intersection_candidates(faces: np.ndarray, opposite: np.ndarray, face_norma
     folded over its neighbour. (Coarse meshes, whose long triangles could reach across, are
     tested exhaustively instead.)
     """
-    paired = opposite >= 0
-    this_face = np.repeat(np.arange(len(faces)), 3)[paired]
+    paired = np.flatnonzero(opposite > np.arange(opposite.size))  # each pair once
+    this_face = paired // 3
     other_face = opposite[paired] // 3
     folded = np.einsum("ij,ij->i", face_normals[this_face], face_normals[other_face]) < -0.5
     near_vertex = near_vertex.copy()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.mesh.affine import apply_affine, apply_linear
 
 
 class MaskField:
@@ -34,14 +33,13 @@ class MaskField:
         self._strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
         self._offset = np.asarray(index_offset, dtype=np.float64)
         self.geometry = geometry
-        self._to_index = np.linalg.inv(geometry.affine)
 
     def to_local_index(self, lps: np.ndarray) -> np.ndarray:
-        return apply_affine(self._to_index, lps) - self._offset
+        return self.geometry.lps_to_index(lps) - self._offset
 
     def direction_to_index(self, directions_lps: np.ndarray) -> np.ndarray:
         """Index-space displacement per mm travelled along each LPS direction."""
-        return apply_linear(self._to_index[:3, :3], directions_lps)
+        return self.geometry.lps_direction_to_index(directions_lps)
 
     def nearest(self, local_index: np.ndarray) -> np.ndarray:
         """Value (0 or 1) of the voxel nearest to each local index; 0 outside the crop."""
@@ -80,6 +78,7 @@ def march(field: MaskField, origins_lps: np.ndarray, directions_lps: np.ndarray,
     start = field.to_local_index(origins_lps).astype(np.float32)  # sub-voxel precision is plenty
     velocity = field.direction_to_index(directions_lps).astype(np.float32)
     result = np.full(len(start), np.inf)
+    # the rays still marching, compacted only when some finish (most go the whole length)
     active = np.arange(len(start))
     entered = np.zeros(len(start), dtype=bool)
     wanted = 1 if inside else 0
@@ -87,20 +86,22 @@ def march(field: MaskField, origins_lps: np.ndarray, directions_lps: np.ndarray,
         if active.size == 0:
             break
         distance = number * step_mm
-        value = field.nearest(start[active] + np.float32(distance) * velocity[active])
-        now_entered = entered[active] | (value == wanted)
-        left = now_entered & (value != wanted)
-        never = ~now_entered & (number >= 4)
+        value = field.nearest(start + np.float32(distance) * velocity)
+        entered |= value == wanted
+        left = entered & (value != wanted)
+        never = ~entered & (number >= 4)
         if left.any():
-            rays = active[left]
+            rays = np.flatnonzero(left)
             before = field.sample(start[rays] + (distance - step_mm) * velocity[rays])
             after = field.sample(start[rays] + distance * velocity[rays])
             if not inside:
                 before, after = 1.0 - before, 1.0 - after
             drop = before - after
             fraction = np.where(drop > 0, (before - 0.5) / np.where(drop > 0, drop, 1.0), 0.0)
-            result[rays] = distance - step_mm + np.clip(fraction, 0.0, 1.0) * step_mm
+            result[active[rays]] = distance - step_mm + np.clip(fraction, 0.0, 1.0) * step_mm
         result[active[never]] = step_mm
-        entered[active] = now_entered
-        active = active[~(left | never)]
+        finished = left | never
+        if finished.any():
+            keep = ~finished
+            active, start, velocity, entered = active[keep], start[keep], velocity[keep], entered[keep]
     return result

@@ -54,20 +54,34 @@ def half_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def opposite_half_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each half-edge's opposite (-1 if none), and a flag for duplicated half-edges."""
+    """Index of each half-edge's opposite (-1 if none), and a flag for duplicated half-edges.
+
+    One sort of keys ``2 * undirected edge + direction``: a half-edge and its opposite share the
+    undirected edge and differ in the last bit, so their groups of equal keys are neighbours in
+    sorted order (no second search). Where a key is repeated the first of its group is taken.
+    """
     start, end = half_edges(faces)
-    key = start.astype(np.int64) * n_vertices + end
+    low = np.minimum(start, end).astype(np.int64)
+    key = (low * n_vertices + np.maximum(start, end)) * 2 + (start > end)
     order = np.argsort(key)
     sorted_key = key[order]
-    duplicate = np.zeros(key.size, dtype=bool)
-    repeated = sorted_key[1:] == sorted_key[:-1]
-    duplicate[order[1:][repeated]] = True
-    duplicate[order[:-1][repeated]] = True
-    reverse = end.astype(np.int64) * n_vertices + start
-    position = np.searchsorted(sorted_key, reverse)
-    position = np.minimum(position, sorted_key.size - 1)
-    found = sorted_key[position] == reverse
-    opposite = np.where(found, order[position], -1)
+    new_group = np.empty(key.size, dtype=bool)
+    new_group[:1] = True
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_group[1:])
+    group_start = np.flatnonzero(new_group)
+    group = np.cumsum(new_group) - 1
+    repeated = ~new_group
+    repeated[:-1] |= ~new_group[1:]
+    duplicate = np.empty(key.size, dtype=bool)
+    duplicate[order] = repeated
+    # the opposite key (last bit flipped) can only be the group just after (bit 0) or before (bit 1);
+    # a degenerate half-edge v -> v is its own opposite
+    loop = (start == end)[order]
+    other = np.where(loop, group, np.where(sorted_key & 1, group - 1, group + 1))
+    other = np.clip(other, 0, group_start.size - 1)
+    found = sorted_key[group_start[other]] == np.where(loop, sorted_key, sorted_key ^ 1)
+    opposite = np.empty(key.size, dtype=np.int64)
+    opposite[order] = np.where(found, order[group_start[other]], -1)
     return opposite, duplicate
 
 
@@ -111,8 +125,10 @@ def _count_pinched_vertices(faces: np.ndarray, opposite: np.ndarray, n_vertices:
 def vertex_components(faces: np.ndarray, n_vertices: int,
                       adjacency: sparse.csr_matrix | None = None) -> tuple[int, np.ndarray]:
     """Connected pieces: their number and the piece of each vertex."""
-    graph = vertex_adjacency(faces, n_vertices, np.int8) if adjacency is None else adjacency
-    return connected_components(graph, directed=False)
+    if adjacency is None:  # the directed half-edges suffice: components ignore direction
+        start, end = half_edges(faces)
+        adjacency = sparse.coo_matrix((np.ones(start.size, dtype=np.int8), (start, end)), shape=(n_vertices, n_vertices))
+    return connected_components(adjacency, directed=False)
 
 
 @dataclass
@@ -125,9 +141,9 @@ class Measures:
         Signed volume of the tetrahedron (mesh centroid, face); their sum is the enclosed volume.
     face_areas : (m,) ndarray
     face_normals : (m, 3) ndarray
-        Unit normals (outward for a correctly wound closed mesh).
+        Unit normals (outward for a correctly wound closed mesh); empty if not asked for.
     vertex_normals : (n, 3) ndarray
-        Area-weighted unit vertex normals.
+        Area-weighted unit vertex normals; empty if not asked for.
     """
 
     face_volumes: np.ndarray
@@ -145,26 +161,35 @@ class Measures:
 
 
 def measures(vertices: np.ndarray, faces: np.ndarray, normals: bool = True) -> Measures:
-    """Volumes, areas and normals (see :class:`Measures`); ``normals=False`` skips vertex normals."""
+    """Volumes, areas and normals (see :class:`Measures`); ``normals=False`` skips the normals.
+
+    Coordinates are handled as separate columns (one contiguous array each), which halves the
+    time of the row-wise cross products on a million triangles.
+    """
     centred = vertices - vertices.mean(axis=0)  # a nearby origin keeps the volume sum accurate
-    a = centred[faces[:, 0]]
-    cross = np.cross(centred[faces[:, 1]] - a, centred[faces[:, 2]] - a)
-    double_area = np.sqrt(np.einsum("ij,ij->i", cross, cross))
+    x, y, z = (np.ascontiguousarray(centred[:, axis]) for axis in range(3))
+    first, second, third = (np.ascontiguousarray(faces[:, corner]) for corner in range(3))
+    ax, ay, az = x[first], y[first], z[first]
+    ux, uy, uz = x[second] - ax, y[second] - ay, z[second] - az
+    wx, wy, wz = x[third] - ax, y[third] - ay, z[third] - az
+    cross = (uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx)  # (b - a) x (c - a)
+    double_area = np.sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2])
     # a . ((b - a) x (c - a)) == a . (b x c): six times the signed tetrahedron volume
-    volumes = np.einsum("ij,ij->i", a, cross) / 6.0
-    face_normals = cross / np.maximum(double_area, 1e-300)[:, None]
+    volumes = (ax * cross[0] + ay * cross[1] + az * cross[2]) / 6.0
     if not normals:
-        return Measures(volumes, double_area / 2.0, face_normals, np.empty((0, 3)))
-    corners = faces.ravel()
-    summed = np.stack([np.bincount(corners, weights=np.repeat(cross[:, axis], 3), minlength=len(vertices))
-                       for axis in range(3)], axis=1)
+        return Measures(volumes, double_area / 2.0, np.empty((0, 3)), np.empty((0, 3)))
+    face_normals = np.stack(cross, axis=1) / np.maximum(double_area, 1e-300)[:, None]
+    n = len(vertices)
+    summed = np.stack([np.bincount(first, part, n) + np.bincount(second, part, n) + np.bincount(third, part, n)
+                       for part in cross], axis=1)
     summed /= np.maximum(np.linalg.norm(summed, axis=1), 1e-300)[:, None]
     return Measures(volumes, double_area / 2.0, face_normals, summed)
 
 
 def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sparse.csr_matrix:
     """Symmetric vertex adjacency (CSR); each entry counts the half-edges between two vertices."""
-    start, end = half_edges(faces)
+    index = np.int32 if n_vertices < 2**31 else np.int64  # scipy's own index type: no conversion copies
+    start, end = half_edges(np.asarray(faces, dtype=index))
     rows, columns = np.concatenate([start, end]), np.concatenate([end, start])
     return sparse.csr_matrix((np.ones(rows.size, dtype=dtype), (rows, columns)), shape=(n_vertices, n_vertices))
 
@@ -172,10 +197,11 @@ def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sp
 def uniform_laplacian(faces: np.ndarray, n_vertices: int,
                       adjacency: sparse.csr_matrix | None = None) -> sparse.csr_matrix:
     """Row-normalised vertex adjacency: ``L @ v`` is the mean of each vertex's neighbours."""
-    laplacian = (vertex_adjacency(faces, n_vertices) if adjacency is None else adjacency).copy()
-    degree = np.diff(laplacian.indptr)
-    laplacian.data[:] = 1.0 / np.repeat(np.maximum(degree, 1), degree)  # an edge seen twice counts once
-    return laplacian
+    graph = vertex_adjacency(faces, n_vertices, np.int8) if adjacency is None else adjacency
+    degree = np.diff(graph.indptr)
+    weights = 1.0 / np.repeat(np.maximum(degree, 1), degree)  # an edge seen twice counts once
+    # the adjacency's index arrays are shared, not copied: only the weights are new
+    return sparse.csr_matrix((weights, graph.indices, graph.indptr), shape=graph.shape, copy=False)
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

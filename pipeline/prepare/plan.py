@@ -31,7 +31,7 @@ RERANK_FACES = 100_000
 RERANKED = 6
 RERANK_CELLS = 100
 SEARCH_CELLS = 64      # vertical rays across the model's diameter while searching
-FINAL_CELLS = 200      # ... and when measuring the chosen poses
+FINAL_CELLS = 200      # ... and when measuring the chosen pose on the full mesh
 MAX_LISTED = 5         # places listed per warning
 
 

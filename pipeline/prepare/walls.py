@@ -1,7 +1,7 @@
 """Cheap wall-thickness estimate: cast rays inwards from a sample of faces.
 
 From the centre of each sampled face a ray goes along the inward normal; the distance to the
-first surface it meets is the local wall thickness. Only thicknesses up to ``max_mm`` matter
+first surface it leaves the solid through, facing the other way, is the local wall thickness. Only thicknesses up to ``max_mm`` matter
 (thin walls), so each ray is a short segment and is tested only against triangles near it
 (a k-d tree on triangle centres), with a vectorised Moller-Trumbore intersection.
 """
@@ -82,7 +82,10 @@ def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
         keep = t != faces[r]
         r, t = r[keep], t[keep]
         distance = _ray_triangle(origins[r], directions[r], triangles[t])
-        hit = (distance > 1e-6) & (distance <= max_mm)
+        # Count only exits across the wall (the far side faces along the ray, within 60
+        # degrees), not glancing hits on a neighbouring surface in a concave crease.
+        across = np.einsum("ij,ij->i", mesh.normals[t], directions[r]) > 0.5
+        hit = (distance > 1e-6) & (distance <= max_mm) & across
         np.minimum.at(thickness, r[hit], distance[hit])
     return WallSample(thickness_mm=thickness, points=origins, faces=faces)
 

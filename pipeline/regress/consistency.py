@@ -52,8 +52,14 @@ def coverage_planes(grid: Geometry, transform: np.ndarray | None = None) -> list
 
 
 def compare_acquisitions(reference: trimesh.Trimesh, reference_grid: Geometry, other: trimesh.Trimesh,
-                         other_grid: Geometry, *, checked: bool = True) -> dict[str, Any]:
+                         other_grid: Geometry, *, volume_reference: trimesh.Trimesh | None = None,
+                         checked: bool = True) -> dict[str, Any]:
     """Register ``other`` to ``reference`` and measure their agreement over the common region.
+
+    ``volume_reference``, if given, is the reference acquisition reconstructed at ``other``'s
+    slice thickness (on ``reference_grid``): the volume is then checked against it, so that the
+    check isolates the tilt correction from the partial-volume loss of thin bone that thicker
+    slices cause at a fixed threshold (the difference to ``reference`` is still reported).
 
     Returns
     -------
@@ -76,7 +82,8 @@ def compare_acquisitions(reference: trimesh.Trimesh, reference_grid: Geometry, o
                                     keep=lambda p: inside_planes(p, common), with_distances=True)
     reference_part, other_part = crop_planes(reference, common), crop_planes(registered, common)
     reference_ml, other_ml = reference_part.volume / 1000.0, other_part.volume / 1000.0
-    difference = other_ml / reference_ml - 1.0
+    compared_ml = crop_planes(volume_reference, common).volume / 1000.0 if volume_reference is not None else reference_ml
+    difference = other_ml / compared_ml - 1.0
     result = {
         "common_z_lps_mm": [round(float(reference_part.bounds[0, 2]), 2), round(float(reference_part.bounds[1, 2]), 2)],
         "icp": icp,
@@ -85,7 +92,9 @@ def compare_acquisitions(reference: trimesh.Trimesh, reference_grid: Geometry, o
         "distances_after": after.pop("distances"),
         "reference_volume_ml": reference_ml,
         "volume_ml": other_ml,
+        "volume_ml_thickness_matched_reference": compared_ml if volume_reference is not None else None,
         "volume_difference": difference,
+        "volume_difference_to_reference": other_ml / reference_ml - 1.0,
         "bounds": {"mean_distance_mm": MAX_MEAN_DISTANCE_MM, "volume_difference": MAX_VOLUME_DIFFERENCE},
         "checked": checked,
     }

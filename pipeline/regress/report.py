@@ -122,16 +122,21 @@ def _html(data: dict[str, Any], pictures: dict[str, bytes]) -> str:
                      "z range both cover (inset by a margin: meshes are capped where a scan ends).</p>")
         parts.append("<table><tr><th>series</th><th>common z (mm)</th><th>ICP rotation (deg)</th>"
                      "<th>ICP translation (mm)</th><th>mean distance before / after (mm)</th><th>volume (ml)</th>"
-                     "<th>1 mm volume (ml)</th><th>difference</th><th>checked</th><th></th></tr>")
+                     "<th>1 mm volume (ml)</th><th>1 mm at this thickness (ml)</th><th>difference to 1 mm / "
+                     "to thickness-matched</th><th>checked</th><th></th></tr>")
         for name, item in data["consistency"].items():
             style = "good" if item["ok"] else ("bad" if item["checked"] else "")
+            matched = item["volume_ml_thickness_matched_reference"]
             parts.append(
                 f"<tr class='{style}'><td>{e(name)}</td><td>{item['common_z_lps_mm']}</td>"
                 f"<td>{item['icp']['rotation_deg']:.3f}</td>"
                 f"<td>{', '.join(f'{v:.2f}' for v in item['icp']['translation_mm'])}</td>"
                 f"<td>{item['distance_before_registration']['mean_mm']:.3f} / {item['distance']['mean_mm']:.3f}</td>"
                 f"<td>{item['volume_ml']:.1f}</td><td>{item['reference_volume_ml']:.1f}</td>"
-                f"<td>{item['volume_difference']:+.2%}</td><td>{'yes' if item['checked'] else 'information'}</td>"
+                f"<td>{'-' if matched is None else f'{matched:.1f}'}</td>"
+                f"<td>{item['volume_difference_to_reference']:+.2%} / "
+                f"{'-' if matched is None else format(item['volume_difference'], '+.2%')}</td>"
+                f"<td>{'yes' if item['checked'] else 'information'}</td>"
                 f"<td>{'ok' if item['ok'] else 'out of bounds'}</td></tr>")
         parts.append("</table>")
         if "consistency" in pictures:

@@ -17,9 +17,12 @@ from pipeline.regress.consistency import compare_acquisitions
 from pipeline.regress.surface import mesh_metrics
 from pipeline.report import Report
 
-#: Tilted series compared with the untilted 1 mm skull (checked), and the 5 mm one (for information).
+#: Tilted series compared with the untilted 1 mm skull (checked), and the 5 mm one (for information),
+#: each with the case holding the 1 mm acquisition at its slice thickness (for the volume), if any.
 REFERENCE_CASE = "skull_1mm"
-CONSISTENCY_CASES = {"skull_tilt_minus18": True, "skull_tilt_plus16": True, "skull_5mm": False}
+CONSISTENCY_CASES = {"skull_tilt_minus18": (True, "skull_1mm_as_2p5mm"),
+                     "skull_tilt_plus16": (True, "skull_1mm_as_2p5mm"),
+                     "skull_5mm": (False, None)}
 
 
 @dataclass
@@ -147,10 +150,12 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
     if REFERENCE_CASE in meshes:
         reference, reference_grid = meshes[REFERENCE_CASE]
         distances = {}
-        for name, checked in CONSISTENCY_CASES.items():
+        for name, (checked, matched) in CONSISTENCY_CASES.items():
             if name in meshes:
                 tell(f"consistency: {name} registered to {REFERENCE_CASE}")
-                item = compare_acquisitions(reference, reference_grid, *meshes[name], checked=checked)
+                volume_reference = meshes[matched][0] if matched in meshes else None
+                item = compare_acquisitions(reference, reference_grid, *meshes[name], checked=checked,
+                                            volume_reference=volume_reference)
                 distances[name] = item.pop("distances_after")
                 result.consistency[name] = item
         if pictures and distances:

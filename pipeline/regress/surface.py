@@ -75,7 +75,7 @@ def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray
     reach = float(np.quantile(longest, LONG_TRIANGLE_QUANTILE))
     long_faces = np.flatnonzero(longest > reach)
     tree = cKDTree(mesh.vertices)
-    incident = np.asarray(mesh.vertex_faces)  # (vertices, max degree), padded with -1
+    incident = incident_faces(np.asarray(mesh.faces), len(mesh.vertices))
     best = np.full(len(points), np.inf)
     for begin in range(0, len(points), CHUNK):
         chunk = points[begin:begin + CHUNK]
@@ -94,6 +94,21 @@ def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray
         best[begin:begin + CHUNK] = np.minimum(
             bound, _closest(chunk, triangles, pairs // len(triangles), pairs % len(triangles), len(chunk)))
     return best
+
+
+def incident_faces(faces: np.ndarray, vertices: int) -> np.ndarray:
+    """``(vertices, max degree)`` array of the faces around each vertex, padded with -1.
+
+    Unlike ``trimesh.Trimesh.vertex_faces``, degenerate faces (a repeated corner) are fine.
+    """
+    owner = np.repeat(np.arange(len(faces), dtype=np.int64), 3)
+    pairs = np.unique(faces.ravel().astype(np.int64) * len(faces) + owner)
+    vertex, face = pairs // len(faces), pairs % len(faces)
+    counts = np.bincount(vertex, minlength=vertices)
+    column = np.arange(len(vertex)) - (np.cumsum(counts) - counts)[vertex]
+    padded = np.full((vertices, max(int(counts.max()), 1)), -1, dtype=np.int64)
+    padded[vertex, column] = face
+    return padded
 
 
 def _closest(points: np.ndarray, triangles: np.ndarray, owner: np.ndarray, faces: np.ndarray,
