@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Volume
