@@ -16,12 +16,11 @@ peak memory at most 2 x the int16 volume. Prints a markdown table of medians and
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from children import child
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,9 +68,7 @@ def make_series(folder: Path, slices: int) -> None:
 
 
 def run_once(method: str, folder: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, method, str(folder)], cwd=REPO, check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child(CHILD, method, str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:

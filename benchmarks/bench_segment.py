@@ -25,10 +25,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from children import child
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (500, 512, 512)
@@ -93,9 +93,7 @@ def make_volume(folder: Path) -> None:
 
 
 def run_once(method: str, folder: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, method, str(folder)], cwd=REPO, check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child(CHILD, method, str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:

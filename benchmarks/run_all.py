@@ -28,7 +28,6 @@ the ratio anatomodel / baseline (below 1: anatomodel is faster or leaner).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path[:0] = [str(REPO), str(BENCHMARKS)]
 
+from children import child  # noqa: E402
 import bench_load  # noqa: E402  (the stage benchmarks: their series maker and baselines)
 
 STAGES = ("load", "segment", "mesh", "prepare", "write")
@@ -120,16 +120,6 @@ arrays = MeshArrays.from_arrays(mesh.vertices, mesh.faces)
 bench_prepare.tweaker_choice(arrays, profile)
 print(json.dumps({"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes(), "faces": int(len(mesh.faces))}))
 """
-
-
-def child(code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh interpreter (repository and benchmarks importable); its last JSON line."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(BENCHMARKS)]))
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=environment, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"benchmark child failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def sitk_read(folder: Path) -> dict:

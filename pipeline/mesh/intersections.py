@@ -13,24 +13,34 @@ from scipy.spatial import cKDTree
 _EPSILON = 1e-12
 
 
+def ray_triangle_parameters(origins: np.ndarray, directions: np.ndarray, a: np.ndarray, b: np.ndarray,
+                            c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Moller-Trumbore, row-wise: barycentric ``u, v``, ray parameter ``t`` and where the ray is not parallel.
+
+    The point ``origins + t * directions`` equals ``a + u (b - a) + v (c - a)``; rows nearly
+    parallel to their triangle's plane (relative to the lengths involved) are not ``usable``.
+    """
+    edge1, edge2 = b - a, c - a
+    pvec = np.cross(directions, edge2)
+    determinant = np.einsum("ij,ij->i", edge1, pvec)
+    usable = np.abs(determinant) > _EPSILON * (np.linalg.norm(edge1, axis=1) * np.linalg.norm(edge2, axis=1)
+                                               * np.linalg.norm(directions, axis=1) + 1e-300)
+    inverse = np.where(usable, 1.0 / np.where(usable, determinant, 1.0), 0.0)
+    tvec = origins - a
+    u = np.einsum("ij,ij->i", tvec, pvec) * inverse
+    qvec = np.cross(tvec, edge1)
+    v = np.einsum("ij,ij->i", directions, qvec) * inverse
+    t = np.einsum("ij,ij->i", edge2, qvec) * inverse
+    return u, v, t, usable
+
+
 def segments_cross_triangles(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray,
                              c: np.ndarray) -> np.ndarray:
     """True where segment ``p0 -> p1`` passes through the interior of triangle ``(a, b, c)``.
 
-    Moller-Trumbore, row-wise; touching at an end point or grazing an edge does not count.
+    Touching at an end point or grazing an edge does not count.
     """
-    direction = p1 - p0
-    edge1, edge2 = b - a, c - a
-    pvec = np.cross(direction, edge2)
-    determinant = np.einsum("ij,ij->i", edge1, pvec)
-    usable = np.abs(determinant) > _EPSILON * (np.linalg.norm(edge1, axis=1) * np.linalg.norm(edge2, axis=1)
-                                               * np.linalg.norm(direction, axis=1) + 1e-300)
-    inverse = np.where(usable, 1.0 / np.where(usable, determinant, 1.0), 0.0)
-    tvec = p0 - a
-    u = np.einsum("ij,ij->i", tvec, pvec) * inverse
-    qvec = np.cross(tvec, edge1)
-    v = np.einsum("ij,ij->i", direction, qvec) * inverse
-    t = np.einsum("ij,ij->i", edge2, qvec) * inverse
+    u, v, t, usable = ray_triangle_parameters(p0, p1 - p0, a, b, c)
     tolerance = 1e-9
     return usable & (u > tolerance) & (v > tolerance) & (u + v < 1 - tolerance) & (t > tolerance) & (t < 1 - tolerance)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from pipeline.mesh.intersections import ray_triangle_parameters
 from pipeline.prepare.arrays import MeshArrays
 
 _CHUNK_PAIRS = 2_000_000
@@ -91,17 +92,7 @@ def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
 
 
 def _ray_triangle(origins: np.ndarray, directions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Distance along each ray to its triangle (Moller-Trumbore), ``inf`` where it misses."""
-    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-    e1, e2 = b - a, c - a
-    p = np.cross(directions, e2)
-    det = np.einsum("ij,ij->i", e1, p)
-    ok = np.abs(det) > 1e-12
-    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = origins - a
-    u = np.einsum("ij,ij->i", s, p) * inv
-    q = np.cross(s, e1)
-    v = np.einsum("ij,ij->i", directions, q) * inv
-    t = np.einsum("ij,ij->i", e2, q) * inv
-    inside = ok & (u >= 0) & (v >= 0) & (u + v <= 1)
+    """Distance along each ray to its triangle, ``inf`` where it misses."""
+    u, v, t, usable = ray_triangle_parameters(origins, directions, triangles[:, 0], triangles[:, 1], triangles[:, 2])
+    inside = usable & (u >= 0) & (v >= 0) & (u + v <= 1)
     return np.where(inside, t, np.inf)
