@@ -5,8 +5,9 @@ root, ascending, arch with three branches, descending with an aneurysm) voxelise
 500 x 512 x 512 grid (0.40 x 0.35 x 0.35 mm, about 3.6 million voxels); it is cut by the top
 and bottom of the volume. Each run happens in a fresh process so its peak memory is its own:
 
-* ``ours``: :func:`pipeline.mesh.mesh_mask` (marching cubes, Taubin, volume correction,
-  decimation to 500 000 faces, repair check, full QA with wall thickness) and a binary STL;
+* ``ours``: :func:`pipeline.mesh.mesh_mask` (flying edges, windowed sinc, volume correction,
+  decimation to 500 000 faces, repair check, full QA with wall thickness; two threads where
+  the GIL allows) and a binary STL;
 * ``vtk``: the 3D Slicer closed-surface chain: vtkDiscreteFlyingEdges3D, vtkWindowedSincPolyDataFilter
   (20 iterations, pass band 0.01: Slicer's smoothing factor 0.5), vtkQuadricDecimation to the
   same face budget, vtkPolyDataNormals and vtkSTLWriter, on the same bounding-box crop.

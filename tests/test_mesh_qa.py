@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pymeshfix
 import pytest
@@ -11,8 +13,8 @@ from pipeline.geometry import Geometry, Mask
 from pipeline.mesh import MeshOptions, mesh_mask
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.intersections import intersecting_faces
-from pipeline.mesh.smoothing import taubin, windowed_sinc
-from pipeline.mesh.topology import measures, topology, vertex_components
+from pipeline.mesh.smoothing import PARALLEL_VERTICES, taubin, windowed_sinc
+from pipeline.mesh.topology import measures, opposite_half_edges, topology, vertex_components
 
 
 def test_closed_box_is_watertight_manifold_and_consistent():
@@ -153,3 +155,42 @@ def test_close_pairs_matches_brute_force_with_mixed_sizes():
     distance = np.linalg.norm(centres[:, None] - centres[None], axis=2)
     overlap = np.triu(distance <= radii[:, None] + radii[None], 1)
     assert found == {tuple(pair) for pair in np.argwhere(overlap).tolist()}
+
+
+def test_opposite_half_edges_run_the_other_way_on_closed_and_open_meshes():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    for faces in (sphere.faces, sphere.faces[5:]):  # closed (the fast path), then with a hole
+        start, end = faces.ravel(), faces[:, [1, 2, 0]].ravel()
+        opposite, duplicate = opposite_half_edges(faces, len(sphere.vertices))
+        found = opposite >= 0
+        assert not duplicate.any()
+        assert np.array_equal(start[opposite[found]], end[found]) and np.array_equal(end[opposite[found]], start[found])
+        assert np.array_equal(opposite[opposite[found]], np.flatnonzero(found))
+        directed = set(zip(start.tolist(), end.tolist()))
+        assert int((~found).sum()) == sum((b, a) not in directed for a, b in directed)
+
+
+def tetrahedron(a: int, b: int, c: int, d: int) -> list[list[int]]:
+    return [[a, c, b], [a, b, d], [a, d, c], [b, c, d]]
+
+
+def test_pinched_vertices_are_counted_once_however_many_fans_meet():
+    # three tetrahedra meeting only at vertex 0 (three fans there), and a fourth meeting the
+    # third only at vertex 9 (two fans there): two pinched vertices, every edge still manifold
+    vertices = np.random.default_rng(4).normal(size=(13, 3))
+    faces = np.array(tetrahedron(0, 1, 2, 3) + tetrahedron(0, 4, 5, 6) + tetrahedron(0, 7, 8, 9)
+                     + tetrahedron(9, 10, 11, 12))
+    summary, _ = topology(vertices, faces)
+    assert summary.watertight and summary.nonmanifold_vertices == 2 and not summary.manifold
+    single, _ = topology(vertices[:4], faces[:4])
+    assert single.manifold and single.nonmanifold_vertices == 0
+
+
+def test_two_thread_windowed_sinc_equals_the_one_thread_filter():
+    sphere = trimesh.creation.icosphere(subdivisions=6, radius=10.0)  # 40962 vertices
+    assert len(sphere.vertices) >= PARALLEL_VERTICES
+    noisy = sphere.vertices + np.random.default_rng(3).normal(scale=0.2, size=sphere.vertices.shape)
+    alone = windowed_sinc(noisy, sphere.faces, iterations=20, passband=0.05)
+    with ThreadPoolExecutor(1) as executor:
+        shared = windowed_sinc(noisy, sphere.faces, iterations=20, passband=0.05, executor=executor)
+    assert np.array_equal(alone, shared)

@@ -65,8 +65,10 @@ def test_shell_completion_completes_subcommands_and_options(tmp_path):
 def test_install_completion_writes_a_bash_completion_script(tmp_path):
     environment = dict(os.environ, HOME=str(tmp_path), SHELL="/bin/bash")
     code = "from pipeline.cli import main; raise SystemExit(main())"
-    done = subprocess.run([sys.executable, "-c", code, "--install-completion", "bash"], env=environment,
-                          capture_output=True, text=True, cwd=REPO)
+    # Typer finds the shell among the process's ancestors, so run under bash whoever runs the
+    # tests (a detached test run has no shell above it); "; exit" keeps bash from exec-ing python.
+    done = subprocess.run(["bash", "-c", '"$0" -c "$1" --install-completion; exit $?', sys.executable, code],
+                          env=environment, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     script = tmp_path / ".bash_completions" / "anatomodel.sh"
     assert "_ANATOMODEL_COMPLETE=complete_bash" in script.read_text()

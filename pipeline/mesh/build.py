@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import trimesh
@@ -28,10 +31,11 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     """Turn one structure of a label map into a printable closed surface in patient space.
 
     Marching cubes (level 0.5) on the mask cropped to its bounding box and padded with
-    background, so a structure cut by the edge of the scan is capped flat at that edge; Taubin
-    smoothing (caps held in their plane); a uniform normal offset restoring the mask's volume;
-    quadric decimation to the face budget; MeshFix repair if the result is not a clean closed
-    manifold; and the quality figures of :class:`MeshReport`.
+    background, so a structure cut by the edge of the scan is capped flat at that edge;
+    windowed-sinc (or Taubin) smoothing with the caps held in their plane; a uniform normal
+    offset restoring the mask's volume; quadric decimation to the face budget; MeshFix repair if
+    the result is not a clean closed manifold; and the quality figures of :class:`MeshReport`.
+    Uses two threads where the work allows it (see ``benchmarks/bench_mesh.py``).
 
     Parameters
     ----------
@@ -59,6 +63,15 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     options = options or MeshOptions()
     if min_wall_mm is not None and not min_wall_mm > 0:
         raise ValueError(f"min_wall_mm must be positive, got {min_wall_mm}")
+    # A second thread shares the work where the GIL is released (sparse products, k-d tree
+    # construction, NumPy array passes): smoothing, the QA's search tree and its ray marching.
+    with _numpy_without_huge_pages(), ThreadPoolExecutor(1, thread_name_prefix="anatomodel-mesh") as background:
+        return _mesh(mask, label, options, min_wall_mm, background)
+
+
+def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: float | None,
+          background: ThreadPoolExecutor) -> tuple[Model, MeshReport]:
+    """The body of :func:`mesh_mask`; ``background`` runs work that overlaps the main thread."""
     timings: dict[str, float] = {}
     clock = _Clock(timings)
     geometry = mask.geometry
@@ -102,7 +115,6 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     report.raw_volume_mm3 = shells.kept_volume_mm3
     if raw.voxel_count < 8:
         report.warnings.append(f"the structure has only {raw.voxel_count} voxel(s); its model is a rough blob")
-    raw_distance = SurfaceDistance(raw_lps, faces)
     clock("shells")
 
     caps = [(axis, value, members[np.isin(members, kept_vertices)]) for axis, value, members in raw.cap_vertices()]
@@ -110,13 +122,16 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     if options.smoothing == "windowed_sinc" and options.smoothing_iterations > 0:
         index_vertices = windowed_sinc(index_vertices, faces, iterations=options.smoothing_iterations,
                                        passband=options.smoothing_passband, fixed_planes=caps,
-                                       adjacency=adjacency)
+                                       adjacency=adjacency, executor=background)
     elif options.smoothing == "taubin" and options.smoothing_iterations > 0:
         index_vertices = taubin(index_vertices, faces, iterations=options.smoothing_iterations,
                                 lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps,
                                 adjacency=adjacency)
     vertices = geometry.index_to_lps(index_vertices)
     clock("smoothing")
+    # the raw surface's search tree (for the QA's drift figures) is built on the other thread
+    # while this one corrects the volume and decimates
+    raw_distance = background.submit(SurfaceDistance, raw_lps, faces)
     if options.preserve_volume:
         target = mask_volume - shells.removed_volume_mm3
         hold, hold_normals = _cap_constraints(len(vertices), caps, geometry)
@@ -142,7 +157,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
         clock("decimation")
 
     field = MaskField(padded, [s.start - 1 for s in box], geometry)
-    measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options)
+    measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
     clock("quality")
     if options.repair and _needs_repair(measured):
         report.repaired = True
@@ -151,7 +166,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
         if len(faces) == 0:
             raise MeshError(f"the surface of {name} could not be repaired: MeshFix removed every triangle")
         clock("repair")
-        measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options)
+        measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
         clock("quality_after_repair")
 
     _fill_quality(report, measured)
@@ -167,6 +182,41 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
     }
     timings["total"] = float(sum(timings.values()))
     return Model(mesh=mesh, name=name, provenance=provenance), report
+
+
+_huge_pages_lock = threading.Lock()
+_huge_pages_users = 0
+_huge_pages_before = True
+
+
+@contextlib.contextmanager
+def _numpy_without_huge_pages():
+    """Keep NumPy from asking for transparent huge pages while a surface is built.
+
+    NumPy marks every array of 4 MB or more with ``madvise(MADV_HUGEPAGE)``; under Linux's usual
+    THP setting (``defrag=madvise``) the first touch of such an array can make the kernel compact
+    memory on the spot. The mesh stage makes hundreds of short-lived arrays of 2-20 MB, and on the
+    benchmark aorta that cost 0.3-0.4 s of 2.5 s (``benchmarks/bench_mesh.py``, with
+    ``NUMPY_MADVISE_HUGEPAGE=1`` and ``0``). NumPy's own switch is restored afterwards (a
+    counter keeps overlapping calls from different threads right).
+    """
+    global _huge_pages_users, _huge_pages_before
+    switch = getattr(getattr(np, "_core", None), "multiarray", None)
+    switch = getattr(switch, "_set_madvise_hugepage", None)
+    if switch is None:  # another NumPy layout: nothing to change
+        yield
+        return
+    with _huge_pages_lock:
+        if _huge_pages_users == 0:
+            _huge_pages_before = switch(False)
+        _huge_pages_users += 1
+    try:
+        yield
+    finally:
+        with _huge_pages_lock:
+            _huge_pages_users -= 1
+            if _huge_pages_users == 0:
+                switch(_huge_pages_before)
 
 
 class _Clock:
@@ -212,9 +262,9 @@ def _decimate(vertices: np.ndarray, faces: np.ndarray, options: MeshOptions) -> 
     return decimated
 
 
-def _measure(vertices, faces, field, raw_distance, min_wall_mm, options) -> Quality:
-    return measure(vertices, faces, field=field, raw=raw_distance, min_wall_mm=min_wall_mm,
-                   probe_mm=options.wall_probe_mm, sample=options.quality_sample)
+def _measure(vertices, faces, field, raw_distance: Future, min_wall_mm, options, background) -> Quality:
+    return measure(vertices, faces, field=field, raw=raw_distance.result(), min_wall_mm=min_wall_mm,
+                   probe_mm=options.wall_probe_mm, sample=options.quality_sample, background=background)
 
 
 def _needs_repair(quality: Quality) -> bool:

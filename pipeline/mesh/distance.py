@@ -76,11 +76,10 @@ class SurfaceDistance:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Unsigned distance of each point to the surface (units of the vertices)."""
         points = np.asarray(points, dtype=np.float64)
-        _, nearest = self._tree.query(points, k=self._candidates)
-        nearest = nearest.reshape(len(points), -1)
-        best = np.full(len(points), np.inf)
-        for column in range(nearest.shape[1]):
-            triangle = self._vertices[self._faces[nearest[:, column]]]
-            closest = closest_points_on_triangles(points, triangle[:, 0], triangle[:, 1], triangle[:, 2])
-            best = np.minimum(best, np.linalg.norm(points - closest, axis=1))
-        return best
+        _, nearest = self._tree.query(points, k=self._candidates, workers=-1)
+        nearest = nearest.reshape(-1)  # every candidate of every point in one vectorised pass
+        repeated = np.repeat(points, len(nearest) // max(len(points), 1), axis=0)
+        triangle = np.take(self._vertices, self._faces[nearest], axis=0)
+        closest = closest_points_on_triangles(repeated, triangle[:, 0], triangle[:, 1], triangle[:, 2])
+        distance = np.linalg.norm(repeated - closest, axis=1)
+        return distance.reshape(len(points), -1).min(axis=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,31 +39,37 @@ class Quality:
 
 
 def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: SurfaceDistance,
-            min_wall_mm: float | None, probe_mm: float, sample: int) -> Quality:
-    """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``)."""
-    shape, opposite = topology(vertices, faces)
+            min_wall_mm: float | None, probe_mm: float, sample: int,
+            background: Executor | None = None) -> Quality:
+    """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``).
+
+    ``background``, if given, marches the wall and gap rays on another thread while this one
+    checks the topology (both spend most of their time in NumPy code that releases the GIL).
+    """
     measured = measures(vertices, faces)
-    count, piece_of_vertex = vertex_components(faces, len(vertices))
-    piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
-    face_areas, normals = measured.face_areas, measured.vertex_normals
+    normals = measured.vertex_normals
     spacing = np.asarray(field.geometry.spacing)
     step_mm = 0.5 * float(spacing.min())
     if min_wall_mm is not None:
         probe_mm = max(probe_mm, 1.5 * min_wall_mm)
-    thickness = march(field, vertices, -normals, length_mm=probe_mm, step_mm=step_mm, inside=True)
     band_mm = 2.0 * float(spacing.max())
-    gap = march(field, vertices, normals, length_mm=band_mm, step_mm=step_mm, inside=False)
+    walls = _run(background, _walls_and_gaps, field, vertices, normals, probe_mm, band_mm, step_mm)
+    shape, opposite = topology(vertices, faces)
+    count, piece_of_vertex = vertex_components(faces, len(vertices))
+    piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
+    face_areas = measured.face_areas
+    thickness, gap = walls.result()
     if len(faces) <= EXHAUSTIVE_INTERSECTION_FACES:
         candidates = np.arange(len(faces))
     else:
-        candidates = _intersection_candidates(faces, opposite, measured.face_normals,
+        candidates = _intersection_candidates(faces, opposite, measured.face_cross, measured.face_areas,
                                               (thickness < band_mm) | (gap < band_mm))
     crossing = intersecting_faces(vertices, faces, candidates)
-    vertex_area = np.zeros(len(vertices))
-    for corner in range(3):
-        vertex_area += np.bincount(faces[:, corner], weights=face_areas / 3.0, minlength=len(vertices))
     thin_regions, thin_fraction = [], 0.0
     if min_wall_mm is not None:
+        vertex_area = np.zeros(len(vertices))
+        for corner in range(3):
+            vertex_area += np.bincount(faces[:, corner], weights=face_areas / 3.0, minlength=len(vertices))
         thin = thickness < min_wall_mm
         thin_regions = _thin_regions(vertices, faces, thin, thickness)
         thin_fraction = float(vertex_area[thin].sum() / max(vertex_area.sum(), 1e-300))
@@ -82,19 +89,38 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     )
 
 
-def _intersection_candidates(faces: np.ndarray, opposite: np.ndarray, face_normals: np.ndarray,
-                             near_vertex: np.ndarray) -> np.ndarray:
+def _run(executor: Executor | None, function, *args) -> Future:
+    """``function(*args)`` on ``executor``, or here and now when there is none."""
+    if executor is not None:
+        return executor.submit(function, *args)
+    done: Future = Future()
+    done.set_result(function(*args))
+    return done
+
+
+def _walls_and_gaps(field: MaskField, vertices: np.ndarray, normals: np.ndarray, probe_mm: float,
+                    band_mm: float, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wall thickness along the inward normals and gap width along the outward ones, mm."""
+    thickness = march(field, vertices, -normals, length_mm=probe_mm, step_mm=step_mm, inside=True)
+    gap = march(field, vertices, normals, length_mm=band_mm, step_mm=step_mm, inside=False)
+    return thickness, gap
+
+
+def _intersection_candidates(faces: np.ndarray, opposite: np.ndarray, face_cross: tuple[np.ndarray, ...],
+                             face_areas: np.ndarray, near_vertex: np.ndarray) -> np.ndarray:
     """Faces that could cross another: near another part of the surface, or folded.
 
     Away from thin walls and narrow gaps (``near_vertex``) a dense surface that stays close to
     the embedded marching-cubes surface cannot pass through itself, except where a triangle
-    folded over its neighbour. (Coarse meshes, whose long triangles could reach across, are
-    tested exhaustively instead.)
+    folded over its neighbour (normals more than 120 degrees apart). (Coarse meshes, whose long
+    triangles could reach across, are tested exhaustively instead.)
     """
     paired = np.flatnonzero(opposite > np.arange(opposite.size))  # each pair once
     this_face = paired // 3
     other_face = opposite[paired] // 3
-    folded = np.einsum("ij,ij->i", face_normals[this_face], face_normals[other_face]) < -0.5
+    # cos(angle) < -1/2 with unnormalised normals |cross| = 2 area
+    dot = sum(part[this_face] * part[other_face] for part in face_cross)
+    folded = dot < -2.0 * face_areas[this_face] * face_areas[other_face]
     near_vertex = near_vertex.copy()
     near_vertex[faces[this_face[folded]].ravel()] = True
     near_vertex[faces[other_face[folded]].ravel()] = True

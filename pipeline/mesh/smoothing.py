@@ -7,7 +7,10 @@ that are easy to hold in place.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
+from scipy import sparse
 from scipy.optimize import brentq
 
 from pipeline.mesh.topology import measures, uniform_laplacian
@@ -46,12 +49,15 @@ def taubin(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, lamb: fl
     return smoothed
 
 
+#: Meshes with at least this many vertices are filtered on two threads when an executor is given.
+PARALLEL_VERTICES = 20_000
 #: Nuttall window coefficients (centred form): little pass-band ripple, so little size change.
 _NUTTALL = (0.355768, 0.487396, 0.144232, 0.012604)
 
 
 def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, passband: float,
-                  fixed_planes: list[tuple[int, float, np.ndarray]] = (), adjacency=None) -> np.ndarray:
+                  fixed_planes: list[tuple[int, float, np.ndarray]] = (), adjacency=None,
+                  executor: Executor | None = None) -> np.ndarray:
     """Windowed-sinc low-pass filter of the surface (Taubin, Zhang and Golub, IBM RC-20404, 1996).
 
     A Chebyshev expansion of the ideal low-pass filter in the eigenbasis of the uniform
@@ -71,6 +77,9 @@ def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, p
         Vertices put back on the plane ``coordinate[axis] == value`` after filtering.
     adjacency : scipy.sparse.csr_matrix, optional
         :func:`~pipeline.mesh.topology.vertex_adjacency` of the mesh, if already built.
+    executor : concurrent.futures.Executor, optional
+        With one, a large mesh is filtered as two blocks of rows, one on the executor and one
+        on this thread (SciPy's sparse product releases the GIL): about twice as fast on two cores.
     """
     laplacian = uniform_laplacian(faces, len(vertices), adjacency)
     coefficients = _sinc_coefficients(iterations, passband)
@@ -79,13 +88,39 @@ def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, p
     previous = vertices - centre
     current = 0.5 * (previous + laplacian @ previous)
     smoothed = coefficients[0] * previous + coefficients[1] * current
+    following = np.empty_like(current)
+    parts = 2 if executor is not None and len(vertices) >= PARALLEL_VERTICES else 1
+    bounds = np.linspace(0, len(vertices), parts + 1).astype(int)
+    blocks = [(slice(a, b), _row_block(laplacian, a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
     for n in range(2, iterations + 1):
-        previous, current = current, (current + laplacian @ current) - previous
-        smoothed += coefficients[n] * current
+        pending = [executor.submit(_chebyshev_step, *block, current, previous, following, smoothed, coefficients[n])
+                   for block in blocks[1:]]
+        _chebyshev_step(*blocks[0], current, previous, following, smoothed, coefficients[n])
+        for job in pending:
+            job.result()
+        previous, current, following = current, following, previous
     smoothed += centre
     for axis, value, members in fixed_planes:
         smoothed[members, axis] = value
     return smoothed
+
+
+def _row_block(matrix: sparse.csr_matrix, first: int, stop: int) -> sparse.csr_matrix:
+    """Rows ``first:stop`` of a CSR matrix as views of its arrays (slicing would copy them)."""
+    begin, end = matrix.indptr[first], matrix.indptr[stop]
+    return sparse.csr_matrix((matrix.data[begin:end], matrix.indices[begin:end], matrix.indptr[first:stop + 1] - begin),
+                             shape=(stop - first, matrix.shape[1]), copy=False)
+
+
+def _chebyshev_step(rows: slice, block, current: np.ndarray, previous: np.ndarray, following: np.ndarray,
+                    smoothed: np.ndarray, coefficient: float) -> None:
+    """Rows ``rows`` of the next term ``T(n+1) = (I + L) T(n) - T(n-1)``, added to ``smoothed``."""
+    term = block @ current
+    term += current[rows]
+    term -= previous[rows]
+    following[rows] = term
+    term *= coefficient
+    smoothed[rows] += term
 
 
 def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:

@@ -39,7 +39,7 @@ class MeshArrays:
     def from_arrays(cls, vertices: np.ndarray, faces: np.ndarray) -> "MeshArrays":
         vertices = np.ascontiguousarray(vertices, dtype=np.float64)
         faces = np.ascontiguousarray(faces, dtype=np.int64)
-        triangles = vertices[faces]
+        triangles = np.take(vertices, faces, axis=0)  # several times faster than vertices[faces]
         a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
         cross = np.cross(b - a, c - a)
         double_area = np.sqrt(np.einsum("ij,ij->i", cross, cross))
