@@ -1,9 +1,15 @@
 """Benchmark of the mesh stage against the pipeline 3D Slicer runs, on a clinical-size aorta.
 
-The mask is the analytic aorta of the synthetic CTA phantom (``example_data.cta_phantom``:
-root, ascending, arch with three branches, descending with an aneurysm) voxelised on a
-500 x 512 x 512 grid (0.40 x 0.35 x 0.35 mm, about 3.6 million voxels); it is cut by the top
-and bottom of the volume. Each run happens in a fresh process so its peak memory is its own:
+The mask is the aorta of the synthetic CTA phantom (``example_data.cta_phantom``: root,
+ascending, arch with three branches, descending with an aneurysm) on a 500 x 512 x 512 grid
+(0.40 x 0.35 x 0.35 mm, about 3.6 million voxels), cut by the top and bottom of the volume:
+
+* ``--source analytic`` (default): the analytic aorta voxelised (voxel centres inside);
+* ``--source segmented``: what ``segment(volume, "aorta_cta", [ascending-aorta seed])`` makes
+  of the phantom's CT (noise, partial volume, blur): a rougher surface with more triangles,
+  as from a real scan.
+
+Each run happens in a fresh process so its peak memory is its own:
 
 * ``ours``: :func:`pipeline.mesh.mesh_mask` (flying edges, windowed sinc, volume correction,
   decimation to 500 000 faces, repair check, full QA with wall thickness; two threads where
@@ -14,9 +20,10 @@ and bottom of the volume. Each run happens in a fresh process so its peak memory
 
 Both start from the full mask in memory and end with an STL on disk. Accuracy is the distance
 from the STL's vertices to the analytic aorta surface (its signed distance function), away from
-the flat caps where the scan cuts the aorta. Run::
+the flat caps where the scan cuts the aorta (for the segmented mask it includes the
+segmentation's own error, the same for both). Run::
 
-    /work/venv/bin/python benchmarks/bench_mesh.py [--repeats 3]
+    /work/venv/bin/python benchmarks/bench_mesh.py [--repeats 3] [--source segmented]
 
 and a markdown table of medians is printed.
 """
@@ -57,6 +64,17 @@ def make_aorta_mask(shape=SHAPE, slab: int = 20):
     for start in range(0, nk, slab):
         array[start:start + slab] = aorta_sdf(x, y, z[start:start + slab, None, None]) < 0
     return Mask(array, geometry, {1: "aorta"})
+
+
+def make_segmented_mask(shape=SHAPE):
+    """The phantom CT's aorta as the ``aorta_cta`` preset segments it from one seed."""
+    from example_data.cta_phantom import make_phantom
+    from pipeline.geometry import Mask
+    from pipeline.segment import segment
+
+    phantom = make_phantom(shape=shape)
+    mask, _ = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]])
+    return Mask((mask.array > 0).astype(np.uint8), mask.geometry, {1: "aorta"})
 
 
 def run_ours(mask, out: Path) -> dict:
@@ -174,6 +192,8 @@ def accuracy(stl: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--source", choices=["analytic", "segmented"], default="analytic",
+                        help="the analytic aorta voxelised, or the phantom CT's aorta as segmented")
     parser.add_argument("--worker", choices=["ours", "vtk"])
     parser.add_argument("--mask", type=Path)
     parser.add_argument("--out", type=Path)
@@ -184,11 +204,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        mask = make_aorta_mask()
+        mask = make_aorta_mask() if args.source == "analytic" else make_segmented_mask()
         mask_file = folder / "aorta.npy"
         np.save(mask_file, mask.array)
         voxels, mask_volume = mask.voxel_count(1), mask.volume_ml(1) * 1000
-        print(f"mask: {mask.geometry.shape} grid, spacing {tuple(round(s, 4) for s in mask.geometry.spacing)} mm, "
+        print(f"{args.source} mask: {mask.geometry.shape} grid, spacing {tuple(round(s, 4) for s in mask.geometry.spacing)} mm, "
               f"{voxels} voxels, {mask_volume:.0f} mm3", file=sys.stderr)
         runs: dict[str, list[dict]] = {"ours": [], "vtk": []}
         for repeat in range(args.repeats):

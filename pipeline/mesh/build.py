@@ -22,7 +22,7 @@ from pipeline.mesh.report import MeshReport
 from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin, windowed_sinc
 from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
-from pipeline.mesh.topology import compact, vertex_adjacency
+from pipeline.mesh.topology import compact, measures, vertex_adjacency
 from pipeline.model import Model
 
 
@@ -97,8 +97,10 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
             + ", ".join(report.touches_volume_edge) + "): the model is closed with a flat cap there")
 
     raw_lps = geometry.index_to_lps(raw.vertices_index)
+    raw_measures = background.submit(measures, raw_lps, raw.faces, False)  # while the adjacency is built
     adjacency = vertex_adjacency(raw.faces, len(raw_lps), np.int8)
-    keep, shells = remove_small_shells(raw_lps, raw.faces, options.min_shell_volume_mm3, adjacency)
+    keep, shells = remove_small_shells(raw_lps, raw.faces, options.min_shell_volume_mm3, adjacency,
+                                       face_volumes=raw_measures.result().face_volumes)
     if shells.kept == 0:
         raise MeshError(
             f"every piece of {name} is smaller than the minimum piece volume "

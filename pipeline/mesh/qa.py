@@ -43,8 +43,9 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
             background: Executor | None = None) -> Quality:
     """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``).
 
-    ``background``, if given, marches the wall and gap rays on another thread while this one
-    checks the topology (both spend most of their time in NumPy code that releases the GIL).
+    ``background``, if given, marches the wall and gap rays and measures the drift from the raw
+    surface on another thread while this one checks the topology (both spend most of their time
+    in NumPy and SciPy code that releases the GIL).
     """
     measured = measures(vertices, faces)
     normals = measured.vertex_normals
@@ -54,6 +55,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
         probe_mm = max(probe_mm, 1.5 * min_wall_mm)
     band_mm = 2.0 * float(spacing.max())
     walls = _run(background, _walls_and_gaps, field, vertices, normals, probe_mm, band_mm, step_mm)
+    drift = _run(background, _distance_statistics, vertices, raw, sample)
     shape, opposite = topology(vertices, faces)
     count, piece_of_vertex = vertex_components(faces, len(vertices))
     piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
@@ -85,7 +87,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
         min_wall_thickness_mm=float(finite.min()) if finite.size else None,
         thin_regions=thin_regions,
         thin_area_fraction=thin_fraction,
-        distance_to_raw=_distance_statistics(vertices, raw, sample),
+        distance_to_raw=drift.result(),
     )
 
 

@@ -21,13 +21,14 @@ class ShellFilter:
 
 
 def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_mm3: float,
-                        adjacency=None) -> tuple[np.ndarray, ShellFilter]:
+                        adjacency=None, face_volumes: np.ndarray | None = None) -> tuple[np.ndarray, ShellFilter]:
     """Keep the closed pieces whose enclosed volume is at least ``min_volume_mm3``.
 
     A piece with negative volume is a cavity (an inward-facing shell inside the solid); it is
     judged by its absolute volume like any other piece.
 
-    ``adjacency`` (see :func:`pipeline.mesh.topology.vertex_adjacency`) is reused if given.
+    ``adjacency`` (see :func:`pipeline.mesh.topology.vertex_adjacency`) and ``face_volumes``
+    (:attr:`pipeline.mesh.topology.Measures.face_volumes`, mm^3) are reused if given.
 
     Returns
     -------
@@ -37,7 +38,9 @@ def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_
     """
     count, piece_of_vertex = vertex_components(faces, len(vertices_lps), adjacency)
     piece_of_face = piece_of_vertex[faces[:, 0]]
-    volume = np.bincount(piece_of_face, weights=measures(vertices_lps, faces, normals=False).face_volumes, minlength=count)
+    if face_volumes is None:
+        face_volumes = measures(vertices_lps, faces, normals=False).face_volumes
+    volume = np.bincount(piece_of_face, weights=face_volumes, minlength=count)
     keep_piece = np.abs(volume) >= min_volume_mm3
     removed = ~keep_piece
     summary = ShellFilter(

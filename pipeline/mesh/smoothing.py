@@ -166,8 +166,10 @@ def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float
                    rounds: int = 6) -> tuple[np.ndarray, float, float]:
     """Offset the surface along its vertex normals until it encloses ``target_volume``.
 
-    A uniform offset ``d`` changes the volume by about ``d * area``; a few Newton rounds absorb
-    the curvature term.
+    Newton's method on the offset ``d``: moving every vertex by ``d`` along its unit normal
+    changes the volume at the rate ``sum_v n_v . grad_v V``, where on a closed mesh the volume's
+    gradient at a vertex is a sixth of the summed (area-weighted) normals of its faces. With this
+    exact rate one step usually lands within 1e-5 of the target; a check confirms it.
 
     Parameters
     ----------
@@ -196,16 +198,23 @@ def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float
     measured = measures(moved, faces)
     initial_volume = measured.volume
     for _ in range(rounds):
-        if measured.area <= 0 or abs(target_volume - measured.volume) <= 1e-5 * abs(target_volume):
+        if abs(target_volume - measured.volume) <= 1e-5 * abs(target_volume):
             break
-        offset = (target_volume - measured.volume) / measured.area
         normals = measured.vertex_normals
+        gradient_along = measured.vertex_normal_lengths / 6.0  # |grad_v V|, and grad_v V is along n_v
         if hold is not None and hold.any():
-            plane = hold_normals[hold]
-            normals[hold] -= np.einsum("ij,ij->i", normals[hold], plane)[:, None] * plane
+            unit, plane = normals[hold], hold_normals[hold]
+            projected = unit - np.einsum("ij,ij->i", unit, plane)[:, None] * plane
+            normals = normals.copy()
+            normals[hold] = projected
+            # held vertices move along their normals projected into the cap: rate |grad| (n' . n)
+            gradient_along[hold] *= np.einsum("ij,ij->i", projected, unit)
+        rate = float(gradient_along.sum())
+        if rate <= 0:
+            break
+        offset = (target_volume - measured.volume) / rate
         moved += offset * normals
         total += offset
-        # a uniform offset is right to first order; only small, curved meshes need another round
         volume = measures(moved, faces, normals=False).volume
         if abs(target_volume - volume) <= 1e-5 * abs(target_volume):
             break
