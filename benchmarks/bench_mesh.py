@@ -16,7 +16,8 @@ Each run happens in a fresh process so its peak memory is its own:
   the GIL allows) and a binary STL;
 * ``vtk``: the 3D Slicer closed-surface chain: vtkDiscreteFlyingEdges3D, vtkWindowedSincPolyDataFilter
   (20 iterations, pass band 0.01: Slicer's smoothing factor 0.5), vtkQuadricDecimation to the
-  same face budget, vtkPolyDataNormals and vtkSTLWriter, on the same bounding-box crop.
+  same face budget, vtkPolyDataNormals and vtkSTLWriter, on the same bounding-box crop, with
+  VTK's thread back end (Slicer's VTK uses TBB; the wheels' default is sequential).
 
 Both start from the full mask in memory and end with an STL on disk. Accuracy is the distance
 from the STL's vertices to the analytic aorta surface (its signed distance function), away from
@@ -148,6 +149,9 @@ def worker(method: str, mask_file: Path, out: Path) -> dict:
     import vtk  # noqa: F401  (imports are not part of the timing)
 
     import pipeline.mesh  # noqa: F401
+    from pipeline.mesh.surface import use_threaded_vtk
+
+    use_threaded_vtk()  # both chains: Slicer's VTK runs its parallel filters on TBB threads
 
     before = peak_rss_mb()
     start = time.perf_counter()

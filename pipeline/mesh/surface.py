@@ -7,6 +7,7 @@ edge (half a voxel beyond the last voxel centre) instead of an open rim.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,7 @@ def _flying_edges(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from vtkmodules.vtkCommonDataModel import vtkImageData
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
 
+    use_threaded_vtk()
     image = vtkImageData()
     image.SetDimensions(padded.shape[2], padded.shape[1], padded.shape[0])  # VTK's x is the fastest axis
     scalars = numpy_to_vtk(np.ascontiguousarray(padded).ravel(), deep=False, array_type=VTK_UNSIGNED_CHAR)
@@ -169,6 +171,18 @@ def _flying_edges(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vertices = vtk_to_numpy(output.GetPoints().GetData())[:, ::-1].astype(np.float64)
     faces = vtk_to_numpy(output.GetPolys().GetConnectivityArray()).reshape(-1, 3).astype(np.int64)
     return vertices, faces
+
+
+def use_threaded_vtk() -> None:
+    """Run VTK's parallel filters on all cores, as 3D Slicer's VTK (TBB) does.
+
+    The VTK wheels start with the sequential SMP back end; their thread back end is switched on
+    unless the user chose one (environment variable ``VTK_SMP_BACKEND_IN_USE``).
+    """
+    from vtkmodules.vtkCommonCore import vtkSMPTools
+
+    if "VTK_SMP_BACKEND_IN_USE" not in os.environ and vtkSMPTools.GetBackend() == "Sequential":
+        vtkSMPTools.SetBackend("STDThread")
 
 
 def _points_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:

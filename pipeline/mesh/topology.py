@@ -50,7 +50,9 @@ class Topology:
 
 def half_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Directed edges ``(3m,)`` start and end vertex of each face corner, face-major order."""
-    return faces.ravel(), faces[:, [1, 2, 0]].ravel()
+    end = np.empty_like(faces)  # faces[:, [1, 2, 0]] without fancy indexing (twice as fast)
+    end[:, :2], end[:, 2] = faces[:, 1:], faces[:, 0]
+    return faces.ravel(), end.ravel()
 
 
 def opposite_half_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
