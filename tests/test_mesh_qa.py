@@ -13,7 +13,10 @@ from pipeline.geometry import Geometry, Mask
 from pipeline.mesh import MeshOptions, mesh_mask
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.intersections import intersecting_faces
+from pipeline.mesh.qa import measure
 from pipeline.mesh.smoothing import PARALLEL_VERTICES, taubin, windowed_sinc
+from pipeline.mesh.surface import structure_array
+from pipeline.mesh.thickness import MaskField
 from pipeline.mesh.topology import measures, opposite_half_edges, topology, vertex_components
 
 
@@ -194,3 +197,20 @@ def test_two_thread_windowed_sinc_equals_the_one_thread_filter():
     with ThreadPoolExecutor(1) as executor:
         shared = windowed_sinc(noisy, sphere.faces, iterations=20, passband=0.05, executor=executor)
     assert np.array_equal(alone, shared)
+
+
+def test_quality_figures_are_the_same_with_a_second_thread():
+    mask = hollow_tube_mask(wall_mm=1.5)
+    model, _ = mesh_mask(mask)
+    vertices, faces = np.asarray(model.mesh.vertices), np.asarray(model.mesh.faces)
+    binary, box = structure_array(mask, None)
+    field = MaskField(np.pad(binary.view(np.uint8), 1), [s.start - 1 for s in box], mask.geometry)
+    raw = SurfaceDistance(vertices, faces)
+    settings = dict(field=field, raw=raw, min_wall_mm=2.1, probe_mm=2.0, sample=500)
+    alone = measure(vertices, faces, **settings)
+    with ThreadPoolExecutor(1) as executor:
+        shared = measure(vertices, faces, background=executor, **settings)
+    assert alone.thin_regions and alone.thin_regions == shared.thin_regions
+    for name in ("topology", "volume_mm3", "area_mm2", "shells", "self_intersecting_faces",
+                 "min_wall_thickness_mm", "thin_area_fraction", "distance_to_raw"):
+        assert getattr(alone, name) == getattr(shared, name), name
