@@ -14,6 +14,7 @@ from pipeline.mesh import MeshOptions, mesh_mask
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.intersections import intersecting_faces
 from pipeline.mesh.qa import measure
+from pipeline.mesh.repair import remove_back_to_back_faces
 from pipeline.mesh.smoothing import PARALLEL_VERTICES, taubin, windowed_sinc
 from pipeline.mesh.surface import structure_array
 from pipeline.mesh.thickness import MaskField
@@ -214,3 +215,27 @@ def test_quality_figures_are_the_same_with_a_second_thread():
     for name in ("topology", "volume_mm3", "area_mm2", "shells", "self_intersecting_faces",
                  "min_wall_thickness_mm", "thin_area_fraction", "distance_to_raw"):
         assert getattr(alone, name) == getattr(shared, name), name
+
+
+def test_back_to_back_faces_left_by_decimation_are_removed_and_nothing_else():
+    # a triangular bipyramid: its equator a, b, c is a cycle of edges but not a face
+    vertices = np.array([[1, 0, 0], [-0.5, 0.87, 0], [-0.5, -0.87, 0], [0, 0, 1], [0, 0, -1]], dtype=float)
+    a, b, c, top, bottom = range(5)
+    closed = np.array([[top, a, b], [top, b, c], [top, c, a], [bottom, b, a], [bottom, c, b], [bottom, a, c]])
+    assert topology(vertices, closed)[0].manifold
+    # the folds: one triangle both ways round on three existing edges (each then in four faces),
+    # and a fin on one existing edge out to a fifth vertex
+    with_fin = np.vstack([vertices, [[0.3, 0.3, 0.2]]])
+    for points, folded, pairs_expected in ((vertices, np.vstack([closed, [[a, b, c], [a, c, b]]]), 1),
+                                           (with_fin, np.vstack([closed, [[a, b, 5], [b, a, 5]]]), 1)):
+        summary, _ = topology(points, folded)
+        assert summary.duplicate_half_edges > 0 and not summary.watertight
+        fixed_vertices, fixed_faces, pairs = remove_back_to_back_faces(points, folded)
+        assert pairs == pairs_expected and topology(fixed_vertices, fixed_faces)[0].manifold
+        assert np.array_equal(fixed_vertices, vertices)  # the fin's tip is dropped with it
+        assert {tuple(face) for face in fixed_faces.tolist()} == {tuple(face) for face in closed.tolist()}
+        assert measures(fixed_vertices, fixed_faces).volume == pytest.approx(measures(vertices, closed).volume)
+    # the same triangle twice with the same winding is not a fold: left to MeshFix
+    doubled = np.vstack([closed, [[a, b, c], [a, b, c]]])
+    assert remove_back_to_back_faces(vertices, doubled)[2] == 0
+    assert remove_back_to_back_faces(vertices, closed)[2] == 0

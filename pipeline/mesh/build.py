@@ -17,7 +17,7 @@ from pipeline.mesh.decimate import decimate
 from pipeline.mesh.distance import SurfaceDistance
 from pipeline.mesh.options import MeshOptions
 from pipeline.mesh.qa import Quality, measure
-from pipeline.mesh.repair import meshfix, remove_small_shells
+from pipeline.mesh.repair import meshfix, remove_back_to_back_faces, remove_small_shells
 from pipeline.mesh.report import MeshReport
 from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin, windowed_sinc
 from pipeline.mesh.surface import extract_surface, structure_array
@@ -161,15 +161,25 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
     field = MaskField(padded, [s.start - 1 for s in box], geometry)
     measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
     clock("quality")
+    if options.repair and _needs_repair(measured) and measured.topology.duplicate_half_edges:
+        # decimation's folds are undone locally: MeshFix on the whole model takes seconds
+        vertices, faces, pairs = remove_back_to_back_faces(vertices, faces)
+        if pairs:
+            report.repaired = True
+            report.repair_actions.append(f"removed {pairs} back-to-back face pair(s) folded by decimation "
+                                         f"({_defects(measured)})")
+            clock("repair")
+            measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
+            clock("quality_after_repair")
     if options.repair and _needs_repair(measured):
         report.repaired = True
         report.repair_actions.append(_repair_reason(measured))
         vertices, faces = meshfix(vertices, faces)
         if len(faces) == 0:
             raise MeshError(f"the surface of {name} could not be repaired: MeshFix removed every triangle")
-        clock("repair")
+        clock("meshfix")
         measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
-        clock("quality_after_repair")
+        clock("quality_after_meshfix")
 
     _fill_quality(report, measured)
     report.faces_final, report.vertices_final = len(faces), len(vertices)
@@ -275,6 +285,12 @@ def _needs_repair(quality: Quality) -> bool:
 
 
 def _repair_reason(quality: Quality) -> str:
+    defects = _defects(quality)
+    return "MeshFix: " + defects if defects else "none needed"
+
+
+def _defects(quality: Quality) -> str:
+    """The defects of a surface, in words ("" if none)."""
     shape = quality.topology
     parts = []
     if shape.boundary_edges:
@@ -289,7 +305,7 @@ def _repair_reason(quality: Quality) -> str:
         parts.append(f"{quality.self_intersecting_faces} self-intersecting face(s)")
     if quality.volume_mm3 <= 0:
         parts.append("inward-facing normals")
-    return "MeshFix: " + ", ".join(parts) if parts else "none needed"
+    return ", ".join(parts)
 
 
 def _fill_quality(report: MeshReport, measured: Quality) -> None:
