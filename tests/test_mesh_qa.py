@@ -12,7 +12,7 @@ import trimesh
 from pipeline.geometry import Geometry, Mask
 from pipeline.mesh import MeshOptions, mesh_mask
 from pipeline.mesh.distance import SurfaceDistance
-from pipeline.mesh.intersections import intersecting_faces
+from pipeline.mesh.intersections import intersecting_faces, segments_cross_triangles, triangles_intersect
 from pipeline.mesh.qa import measure
 from pipeline.mesh.repair import remove_back_to_back_faces
 from pipeline.mesh.smoothing import PARALLEL_VERTICES, taubin, windowed_sinc
@@ -239,3 +239,15 @@ def test_back_to_back_faces_left_by_decimation_are_removed_and_nothing_else():
     doubled = np.vstack([closed, [[a, b, c], [a, b, c]]])
     assert remove_back_to_back_faces(vertices, doubled)[2] == 0
     assert remove_back_to_back_faces(vertices, closed)[2] == 0
+
+
+def test_plane_rejection_keeps_every_crossing_of_the_edge_tests():
+    rng = np.random.default_rng(5)
+    first = rng.normal(size=(20_000, 3, 3))
+    second = first[:, :1] + rng.normal(scale=0.7, size=(20_000, 3, 3))  # near each other: many cross
+    every_edge = np.zeros(len(first), dtype=bool)
+    for one, other in ((first, second), (second, first)):
+        for start, end in ((0, 1), (1, 2), (2, 0)):
+            every_edge |= segments_cross_triangles(one[:, start], one[:, end], other[:, 0], other[:, 1], other[:, 2])
+    assert 0.05 < every_edge.mean() < 0.95
+    assert np.array_equal(triangles_intersect(first, second), every_edge)

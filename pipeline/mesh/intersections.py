@@ -46,12 +46,25 @@ def segments_cross_triangles(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: n
 
 
 def triangles_intersect(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """True where triangle ``first[n]`` (3, 3) and ``second[n]`` cross (non-coplanar cases)."""
+    """True where triangle ``first[n]`` (3, 3) and ``second[n]`` cross (non-coplanar cases).
+
+    Pairs where one triangle lies wholly on one side of the other's plane cannot cross and are
+    set aside first (Moller's plane rejection): the six edge tests then run on the few left.
+    """
     hit = np.zeros(len(first), dtype=bool)
+    maybe = np.flatnonzero(_meets_plane(first, second) & _meets_plane(second, first))
+    first, second = first[maybe], second[maybe]
     for one, other in ((first, second), (second, first)):
         for start, end in ((0, 1), (1, 2), (2, 0)):
-            hit |= segments_cross_triangles(one[:, start], one[:, end], other[:, 0], other[:, 1], other[:, 2])
+            hit[maybe] |= segments_cross_triangles(one[:, start], one[:, end], other[:, 0], other[:, 1], other[:, 2])
     return hit
+
+
+def _meets_plane(one: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """False where all three corners of ``other`` lie strictly on one side of ``one``'s plane."""
+    normal = np.cross(one[:, 1] - one[:, 0], one[:, 2] - one[:, 0])
+    side = np.einsum("ijk,ik->ij", other - one[:, None, 0], normal)
+    return ~(np.all(side > 0, axis=1) | np.all(side < 0, axis=1))
 
 
 def close_pairs(centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
