@@ -83,6 +83,23 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _switch_to_wal(db: sqlite3.Connection, timeout: float) -> str:
+    """Put the database in WAL mode; returns the journal mode it ends in.
+
+    When several processes open a new ledger at the same moment, SQLite can refuse the switch
+    with "database is locked" at once instead of waiting on the busy timeout (seen about once in
+    twelve three-process starts), so the switch is retried until ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _json(value: Any) -> str:
     return json.dumps(to_jsonable(value), sort_keys=True)
 
@@ -148,7 +165,7 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(self._db, timeout)
             if mode.lower() != "wal":
                 self._db.close()
                 raise LedgerError(f"the ledger {self.path} cannot use WAL mode (got {mode!r})",
