@@ -119,3 +119,23 @@ def test_consistency_registers_a_moved_copy_and_compares_over_the_common_tilted_
     # The common region is the untilted slab z in [-30, 30] inset by a slice + 1 mm.
     assert result["common_z_lps_mm"] == pytest.approx([-28.0, 28.0], abs=0.05)
     assert result["ok"]
+
+
+def test_only_pulls_in_the_references_a_tilted_case_is_compared_with():
+    from pipeline.regress.run import CONSISTENCY_CASES, REFERENCE_CASE, cases_with_references
+
+    names = [case.name for case in cases_with_references("skull_tilt_minus18")]
+    assert set(names) == {"skull_tilt_minus18", REFERENCE_CASE, CONSISTENCY_CASES["skull_tilt_minus18"][1]}
+    assert [case.name for case in cases_with_references("synthetic_aorta")] == ["synthetic_aorta"]
+    assert len(cases_with_references(None)) == len(cases_with_references(""))
+
+
+def test_a_failed_consistency_check_says_which_bound_it_broke():
+    from pipeline.regress.run import RegressResult
+
+    result = RegressResult("0", "now", "p", "g", False)
+    result.consistency["skull_tilt_plus16"] = {
+        "checked": True, "ok": False, "distance": {"mean_mm": 0.4}, "volume_difference": -0.0442,
+        "bounds": {"mean_distance_mm": 1.0, "volume_difference": 0.03}}
+    (line,) = result.failures
+    assert "volume -4.42% outside ±3%" in line and "mean distance 0.400 mm within 1.0 mm" in line

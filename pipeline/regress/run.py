@@ -49,9 +49,7 @@ class RegressResult(Report):
                                  f"{check['golden']} (tolerance {check['tolerance']})")
         for name, item in self.consistency.items():
             if item["checked"] and not item["ok"]:
-                lines.append(f"{name} vs {REFERENCE_CASE}: mean distance {item['distance']['mean_mm']:.3f} mm "
-                             f"(<= {item['bounds']['mean_distance_mm']}), volume {item['volume_difference']:+.2%} "
-                             f"(within ±{item['bounds']['volume_difference']:.0%})")
+                lines.append(f"{name} vs {REFERENCE_CASE}: {_consistency_failure(item)}")
         return lines
 
     @property
@@ -68,6 +66,30 @@ class RegressResult(Report):
         if self.failures:
             raise RegressionDrift(f"{len(self.failures)} check(s) out of tolerance: " + "; ".join(self.failures),
                                   hint="see the report; if the change is intended, rerun with --update-golden")
+
+
+def _consistency_failure(item: dict[str, Any]) -> str:
+    """What failed in a cross-acquisition comparison, each figure beside the bound it broke."""
+    distance, bound = item["distance"]["mean_mm"], item["bounds"]["mean_distance_mm"]
+    difference, limit = item["volume_difference"], item["bounds"]["volume_difference"]
+    return (f"mean distance {distance:.3f} mm " + ("exceeds" if distance > bound else "within") + f" {bound} mm, "
+            f"volume {difference:+.2%} " + ("within" if abs(difference) <= limit else "outside") + f" ±{limit:.0%}")
+
+
+def cases_with_references(only: str | list[str] | None) -> list[RegressCase]:
+    """The cases asked for, plus the reference cases their consistency checks compare with.
+
+    A tilted skull is compared with the 1 mm skull and with the 1 mm series at the tilted
+    series' slice thickness; asking for the tilted case alone must run those too, or the
+    comparison would silently fall back to a mismatched reference.
+    """
+    asked = select_cases(only)
+    names = {case.name for case in asked}
+    for case in asked:
+        if case.name in CONSISTENCY_CASES:
+            matched = CONSISTENCY_CASES[case.name][1]
+            names |= {REFERENCE_CASE} | ({matched} if matched else set())
+    return select_cases(sorted(names)) if only else asked
 
 
 def default_phantoms_dir() -> Path:
@@ -93,7 +115,8 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
     golden : path, optional
         Folder of the golden records; ``regress/golden`` of the source tree by default.
     only : str or list of str, optional
-        Case names (comma-separated) to run; all by default.
+        Case names (comma-separated) to run; all by default. The reference cases a named case
+        is compared with are run too (see :func:`cases_with_references`).
     update_golden : bool
         Rewrite the golden records from this run instead of checking against them.
     pictures : bool
@@ -110,7 +133,7 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
     """
     started, clock = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
     tell = progress or (lambda message: None)
-    cases = select_cases(only)
+    cases = cases_with_references(only)
     phantoms = Path(phantoms) if phantoms else default_phantoms_dir()
     if any(case.series for case in cases) and not (phantoms / "dcm_qa_ct").is_dir():
         raise ConfigError(f"public phantom scans not found in {phantoms} (no dcm_qa_ct/ folder)",
