@@ -7,6 +7,8 @@ set, so distances and volumes are checked against formulas, not against the code
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import numpy as np
 import pymeshfix
 import pytest
@@ -154,6 +156,11 @@ def test_surface_backends_agree(backend):
     assert np.abs(sdf(model.mesh.vertices)).mean() <= 0.25
     assert report.faces_raw == mesh_mask(mask, options=MeshOptions(surface="skimage"))[1].faces_raw
     independent_checks(model.mesh)
+    # the record names the implementation that ran and the version of its library, not "auto"
+    library = {"vtk": "vtk", "skimage": "scikit-image"}[backend]
+    assert report.algorithms["surface"].startswith({"vtk": "vtkFlyingEdges3D", "skimage": "skimage."}[backend])
+    assert report.libraries[library] == metadata.version(library)
+    assert ({"vtk", "scikit-image"} - {library}).isdisjoint(report.libraries)
 
 
 @pytest.mark.parametrize("smoothing", ["taubin", "none"])
@@ -307,3 +314,7 @@ def test_model_provenance_and_report_serialise():
     assert model.provenance["grid"] == mask.geometry.to_dict()
     assert report.min_wall_thickness_mm is None  # a 24 mm ball has no wall under the probe
     assert report.thin_regions == [] and report.printable
+    decimated = mesh_mask(mask, options=MeshOptions(target_faces=report.faces_raw // 4))[1]
+    assert "fast-simplification" in decimated.libraries and "decimation" in decimated.algorithms
+    assert "fast-simplification" not in report.libraries or report.faces_final < report.faces_raw
+    assert set(decimated.algorithms) >= {"surface", "shells", "smoothing", "volume_correction", "decimation"}

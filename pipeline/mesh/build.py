@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
 
 import numpy as np
 import trimesh
@@ -92,6 +93,8 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
         wall_probe_mm=max(options.wall_probe_mm, 1.5 * (min_wall_mm or 0.0)),
         faces_raw=len(raw.faces), options=dataclasses.asdict(options), timings_s=timings,
     )
+    report.algorithms["surface"] = raw.algorithm
+    used = ["numpy", "scipy", "trimesh", "vtk" if raw.algorithm.startswith("vtk") else "scikit-image"]
     if report.touches_volume_edge:
         report.warnings.append(
             "the structure is cut by the edge of the scanned volume ("
@@ -109,6 +112,8 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
             f"{mask_volume:.3g} mm3)",
             hint="lower MeshOptions.min_shell_volume_mm3 to keep it, or check the segmentation")
     report.shells_removed, report.removed_volume_mm3 = shells.removed, shells.removed_volume_mm3
+    report.algorithms["shells"] = (f"connected pieces under {options.min_shell_volume_mm3:g} mm3 removed "
+                                   f"({shells.removed} removed)")
     if shells.removed:
         index_vertices, faces, kept_vertices = compact(raw.vertices_index, raw.faces[keep])
         raw_lps = raw_lps[kept_vertices]
@@ -123,10 +128,15 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
     caps = [(axis, value, members[np.isin(members, kept_vertices)]) for axis, value, members in raw.cap_vertices()]
     caps = [(axis, value, np.searchsorted(kept_vertices, members)) for axis, value, members in caps]
     if options.smoothing == "windowed_sinc" and options.smoothing_iterations > 0:
+        report.algorithms["smoothing"] = (f"windowed sinc (Taubin, Zhang and Golub 1996), "
+                                          f"{options.smoothing_iterations} iterations, pass band "
+                                          f"{options.smoothing_passband:g}, cap planes held")
         index_vertices = windowed_sinc(index_vertices, faces, iterations=options.smoothing_iterations,
                                        passband=options.smoothing_passband, fixed_planes=caps,
                                        adjacency=adjacency, executor=background)
     elif options.smoothing == "taubin" and options.smoothing_iterations > 0:
+        report.algorithms["smoothing"] = (f"Taubin lambda/mu, {options.smoothing_iterations} iterations, "
+                                          f"lambda {options.smoothing_lambda:g}, mu {options.smoothing_mu:g}")
         index_vertices = taubin(index_vertices, faces, iterations=options.smoothing_iterations,
                                 lamb=options.smoothing_lambda, mu=options.smoothing_mu, fixed_planes=caps,
                                 adjacency=adjacency)
@@ -148,15 +158,21 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
             f"smoothing would shrink {name} by {100 * (1 - smoothed_volume / report.raw_volume_mm3):.0f} %: "
             "it is too small for the pass band, so the unsmoothed surface is kept")
         vertices, smoothed_volume = raw_lps.copy(), report.raw_volume_mm3
+        report.algorithms["smoothing"] = "none: the structure is too small for the pass band"
         if options.preserve_volume:
             corrected, offset, _ = correct_volume(vertices, faces, target, hold=hold, hold_normals=hold_normals)
     if options.preserve_volume:
         vertices, report.volume_correction_offset_mm = corrected, offset
+        report.algorithms["volume_correction"] = (f"uniform offset along vertex normals to the mask volume "
+                                                  f"(one exact Newton step), {offset:+.4f} mm")
     report.smoothing_volume_change_percent = 100.0 * (smoothed_volume - report.raw_volume_mm3) / report.raw_volume_mm3
     clock("volume_correction")
 
     if options.target_faces is not None and len(faces) > options.target_faces:
         vertices, faces = _decimate(vertices, faces, options)
+        report.algorithms["decimation"] = (f"fast-simplification quadric edge collapse, {report.faces_raw} -> "
+                                           f"{len(faces)} faces")
+        used.append("fast-simplification")
         clock("decimation")
 
     field = MaskField(padded, [s.start - 1 for s in box], geometry)
@@ -176,12 +192,18 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
         report.repaired = True
         report.repair_actions.append(_repair_reason(measured))
         vertices, faces = meshfix(vertices, faces)
+        used.append("pymeshfix")
         if len(faces) == 0:
             raise MeshError(f"the surface of {name} could not be repaired: MeshFix removed every triangle")
         clock("meshfix")
         measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
         clock("quality_after_meshfix")
 
+    if report.repair_actions:
+        report.algorithms["repair"] = "; ".join(
+            ("MeshFix (pymeshfix)" if action.startswith("MeshFix") else "local removal of back-to-back folds")
+            for action in report.repair_actions)
+    report.libraries = _versions(used)
     _fill_quality(report, measured)
     report.faces_final, report.vertices_final = len(faces), len(vertices)
     if not (measured.topology.watertight and measured.topology.manifold):
@@ -195,6 +217,17 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
     }
     timings["total"] = float(sum(timings.values()))
     return Model(mesh=mesh, name=name, provenance=provenance), report
+
+
+def _versions(distributions: list[str]) -> dict[str, str]:
+    """Installed version of each distribution (those not installed are left out)."""
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 _huge_pages_lock = threading.Lock()

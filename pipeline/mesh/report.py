@@ -81,6 +81,11 @@ class MeshReport(Report):
     # what was done
     repaired: bool = False
     repair_actions: list[str] = field(default_factory=list)
+    #: step -> the exact algorithm that ran (surface, shells, smoothing, volume_correction,
+    #: decimation, repair); steps that did not run are absent
+    algorithms: dict[str, str] = field(default_factory=dict)
+    #: distribution -> version, for every library that shaped the mesh of this model
+    libraries: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)

@@ -38,6 +38,9 @@ class RawSurface:
         The crop box in the full grid.
     voxel_count : int
         Voxels of the meshed structure.
+    algorithm : str
+        The marching-cubes implementation that made it (``"vtkFlyingEdges3D"`` or
+        ``"skimage.measure.marching_cubes (Lewiner)"``): the record says which one ran, not "auto".
     """
 
     vertices_index: np.ndarray
@@ -45,6 +48,7 @@ class RawSurface:
     cap_planes: list[tuple[int, float]]
     box: tuple[slice, slice, slice]
     voxel_count: int
+    algorithm: str = ""
 
     def cap_vertices(self, tolerance: float = 1e-6) -> list[tuple[int, float, np.ndarray]]:
         """For each cap plane, ``(axis, index, vertex indices on it)``."""
@@ -118,7 +122,9 @@ def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometr
         backend = "vtk" if _have_vtk() else "skimage"
     if backend == "vtk":
         vertices, faces = _flying_edges(padded)
+        algorithm = "vtkFlyingEdges3D"
     else:
+        algorithm = "skimage.measure.marching_cubes (Lewiner)"
         vertices, faces, _, _ = marching_cubes(padded.astype(np.float32), level=0.5, allow_degenerate=False)
     if len(faces) == 0:
         raise MeshError("marching cubes found no surface in the mask")
@@ -135,7 +141,7 @@ def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometr
             caps.append((axis, -0.5))
         if part.stop == geometry.shape[axis]:
             caps.append((axis, geometry.shape[axis] - 0.5))
-    return RawSurface(vertices, faces, caps, box, int(np.count_nonzero(padded)))
+    return RawSurface(vertices, faces, caps, box, int(np.count_nonzero(padded)), algorithm)
 
 
 def _have_vtk() -> bool:
