@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DicomError, GeometryError
+from pipeline.files import atomic_write
 
 #: Geometries whose origins, spacings or directions differ by less than this are the same grid.
 GRID_TOLERANCE_MM = 1e-3
@@ -379,12 +380,7 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path
     if tuple(array.shape) != geometry.shape:
         raise GeometryError(f"array shape {array.shape} does not match grid {geometry.shape}")
     image = geometry.to_sitk(sitk.GetImageFromArray(np.ascontiguousarray(array)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    temporary = path.with_name(f".{path.name}.partial{suffix}")
-    sitk.WriteImage(image, str(temporary), useCompression=True)
-    temporary.replace(path)
-    return path
+    return atomic_write(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
 
 
 def read_volume(path: str | Path) -> Volume:

@@ -12,7 +12,7 @@ from pipeline.regress import surface
 from pipeline.regress.seeds import bone_seed
 from pipeline.regress.surface import (
     crop_z,
-    decimate,
+    decimate_mesh,
     distance_to_surface,
     mesh_metrics,
     read_golden_mesh,
@@ -35,7 +35,7 @@ def test_distance_to_surface_agrees_with_trimesh_on_fine_and_coarse_meshes(ellip
         monkeypatch.setattr(surface, "SMALL_MESH_FACES", 0)
     rng = np.random.default_rng(0)
     points = rng.uniform(-35, 35, size=(400, 3)) * [1.0, 0.8, 0.5]
-    coarse = decimate(ellipsoid, 200)  # long triangles: the case a candidate search must not miss
+    coarse = decimate_mesh(ellipsoid, 200)  # long triangles: the case a candidate search must not miss
     far_box = trimesh.creation.box(extents=[60.0, 4.0, 4.0])  # a few very long triangles beside fine ones
     far_box.apply_translation([0.0, 30.0, 0.0])
     for mesh in (ellipsoid, coarse, trimesh.util.concatenate([ellipsoid, far_box])):

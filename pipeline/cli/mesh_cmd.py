@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, say, stdout
+from pipeline.files import atomic_write
 
 
 @app.command("mesh")
@@ -56,10 +57,7 @@ def mesh_command(
     model, mesh_report = mesh_mask(mask, label=label, options=options, min_wall_mm=min_wall)
     write_model(model, out, format)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        partial = report.with_name(f".{report.name}.partial")
-        partial.write_text(mesh_report.to_json() + "\n")
-        partial.replace(report)
+        atomic_write(report, mesh_report.to_json() + "\n")
     if json_out:
         stdout.print(mesh_report.to_json(), markup=False, highlight=False)
     closed = "closed manifold" if mesh_report.watertight and mesh_report.manifold else "NOT closed"

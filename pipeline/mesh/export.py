@@ -6,7 +6,6 @@ a half-written model. Headers carry the structure name and units only, never pat
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import trimesh
 
 from pipeline.errors import MeshError
+from pipeline.files import atomic_write
 from pipeline.model import Model
 
 FORMATS = ("stl", "stl-ascii", "3mf", "obj")
@@ -48,23 +48,15 @@ def write_model(model: Model, path: str | Path, format: str | None = None) -> Pa
     if chosen not in FORMATS:
         raise MeshError(f"{path.name}: cannot tell the model format",
                         hint=f"use a .stl, .3mf or .obj name, or give a format from {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        if chosen == "stl":
-            _write_binary_stl(model, temporary)
-        elif chosen == "stl-ascii":
-            _write_ascii_stl(model, temporary)
-        elif chosen == "3mf":
-            temporary.write_bytes(trimesh.exchange.threemf.export_3MF(_plain_mesh(model)))  # unit="millimeter"
-        else:
-            temporary.write_text(trimesh.exchange.obj.export_obj(
-                _plain_mesh(model), include_normals=False, include_color=False, include_texture=False,
-                header=f"{header_text(model)}"))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    if chosen == "stl":
+        return atomic_write(path, lambda temporary: _write_binary_stl(model, temporary))
+    if chosen == "stl-ascii":
+        return atomic_write(path, lambda temporary: _write_ascii_stl(model, temporary))
+    if chosen == "3mf":
+        return atomic_write(path, trimesh.exchange.threemf.export_3MF(_plain_mesh(model)))  # unit="millimeter"
+    return atomic_write(path, trimesh.exchange.obj.export_obj(
+        _plain_mesh(model), include_normals=False, include_color=False, include_texture=False,
+        header=f"{header_text(model)}"))
 
 
 def read_model(path: str | Path, name: str | None = None) -> Model:

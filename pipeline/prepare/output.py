@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import os
-import struct
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
+from pipeline.files import atomic_write
+from pipeline.mesh.export import write_model
 from pipeline.model import Model
 from pipeline.prepare.arrays import MeshArrays
 from pipeline.prepare.plan import PrintPlan
-
-#: Fixed STL header: nothing from the patient or the case goes into the file.
-STL_HEADER = b"anatomodel print.stl, units mm, oriented on the build plate".ljust(80, b" ")
 
 
 def oriented_mesh(plan: PrintPlan, model: Model) -> trimesh.Trimesh:
@@ -42,77 +37,29 @@ def plan_support_faces(plan: PrintPlan, model: Model) -> np.ndarray:
 def write_print_files(plan: PrintPlan, model: Model, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``print.stl`` (binary), ``print.3mf`` (mm) and ``plan.json`` into ``out_dir``.
 
-    Each file is written to a temporary file in the same folder and renamed, so a crash never
-    leaves a partial file under the final name.
+    The oriented model goes through the package's one model writer (:func:`pipeline.mesh.write_model`:
+    an anonymous header, trimesh's 3MF exporter) and every file through the one atomic writer, so a
+    crash never leaves a partial file under the final name.
+
+    Parameters
+    ----------
+    plan : PrintPlan
+        The plan whose rigid transform puts the model on the build plate (mm).
+    model : Model
+        The model in patient space (LPS mm).
+    out_dir : path-like
+        Folder to write into (created if missing).
+
+    Returns
+    -------
+    dict of str to Path
+        ``"stl"``, ``"3mf"`` and ``"plan"`` to the written files.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    mesh = oriented_mesh(plan, model)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    written = {
-        "stl": _atomic(out / "print.stl", stl_bytes(vertices, faces)),
-        "3mf": _atomic(out / "print.3mf", threemf_bytes(vertices, faces)),
-        "plan": _atomic(out / "plan.json", (plan.to_json() + "\n").encode("utf-8")),
+    # named "print" alone: the header stays fixed whatever the model is called
+    oriented = Model(mesh=oriented_mesh(plan, model), name="print", provenance={})
+    return {
+        "stl": write_model(oriented, out / "print.stl"),
+        "3mf": write_model(oriented, out / "print.3mf"),
+        "plan": atomic_write(out / "plan.json", plan.to_json() + "\n"),
     }
-    return written
-
-
-def stl_bytes(vertices: np.ndarray, faces: np.ndarray) -> bytes:
-    """Binary STL with the fixed anonymous header."""
-    arrays = MeshArrays.from_arrays(vertices, faces)
-    records = np.zeros(len(faces), dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)),
-                                          ("attribute", "<u2")])
-    records["normal"] = arrays.normals
-    records["corners"] = arrays.triangles
-    return STL_HEADER + struct.pack("<I", len(faces)) + records.tobytes()
-
-
-_CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
-<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
-<Default Extension="model" ContentType="application/vnd.ms-package.3dmanufacturing-3dmodel+xml"/>
-</Types>
-"""
-_RELS = """<?xml version="1.0" encoding="UTF-8"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Target="/3D/3dmodel.model" Id="rel0" Type="http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel"/>
-</Relationships>
-"""
-
-
-def threemf_bytes(vertices: np.ndarray, faces: np.ndarray) -> bytes:
-    """A 3MF package (core specification) holding one mesh object, unit millimetre."""
-    vertex_lines = "\n".join(f'<vertex x="{x:.6f}" y="{y:.6f}" z="{z:.6f}"/>' for x, y, z in vertices)
-    face_lines = "\n".join(f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in faces)
-    model = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<model unit="millimeter" xml:lang="en-US" '
-        'xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02">\n'
-        '<metadata name="Application">anatomodel</metadata>\n'
-        '<resources>\n<object id="1" type="model">\n<mesh>\n<vertices>\n'
-        f"{vertex_lines}\n</vertices>\n<triangles>\n{face_lines}\n</triangles>\n"
-        "</mesh>\n</object>\n</resources>\n"
-        '<build>\n<item objectid="1"/>\n</build>\n</model>\n'
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", _CONTENT_TYPES)
-        archive.writestr("_rels/.rels", _RELS)
-        archive.writestr("3D/3dmodel.model", model)
-    return buffer.getvalue()
-
-
-def _atomic(path: Path, data: bytes) -> Path:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes owner-only files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

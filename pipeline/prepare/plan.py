@@ -6,11 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import fast_simplification
 import numpy as np
 from scipy.spatial import cKDTree
 
 from pipeline.errors import PrintPlanError
+from pipeline.mesh.decimate import decimate
 from pipeline.model import Model
 from pipeline.prepare.arrays import MeshArrays
 from pipeline.prepare.evaluate import (
@@ -211,8 +211,7 @@ def _important(model: Model, count: int) -> np.ndarray | None:
 def _decimate(mesh: MeshArrays, important: np.ndarray | None, target: int):
     if len(mesh.faces) <= target:
         return mesh, important
-    vertices, faces = fast_simplification.simplify(
-        mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32), target_count=target)
+    vertices, faces = decimate(mesh.vertices, mesh.faces, target)
     if len(faces) > 2 * target:
         log.warning("decimation stopped at %d faces (target %d): the mesh may not be manifold",
                     len(faces), target)

@@ -18,7 +18,8 @@ import numpy as np
 import trimesh
 
 from pipeline.errors import ConfigError
-from pipeline.regress.surface import decimate, read_golden_mesh, symmetric_mean_distance, write_golden_mesh
+from pipeline.files import atomic_write
+from pipeline.regress.surface import decimate_mesh, read_golden_mesh, symmetric_mean_distance, write_golden_mesh
 
 #: The repository holding this package (when run from a checkout or an editable install).
 SOURCE_TREE = Path(__file__).resolve().parents[2]
@@ -95,7 +96,7 @@ def write_golden(folder: Path, case: str, description: str, source: str | None, 
     """Write (or rewrite) the golden record and mesh of one case; return the record."""
     folder.mkdir(parents=True, exist_ok=True)
     previous = read_golden(folder, case) or {}
-    small = decimate(mesh, GOLDEN_MESH_FACES)
+    small = decimate_mesh(mesh, GOLDEN_MESH_FACES)
     mesh_name = f"{case}.ply.gz"
     write_golden_mesh(small, folder / mesh_name)
     # Read it back, so at_golden is measured against exactly what is stored.
@@ -112,10 +113,7 @@ def write_golden(folder: Path, case: str, description: str, source: str | None, 
         "tolerances": previous.get("tolerances") or default_tolerances(spacing_mm),
         "written": {"anatomodel": anatomodel_version(), "date": dt.date.today().isoformat()},
     }
-    path = golden_path(folder, case)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
+    atomic_write(golden_path(folder, case), json.dumps(record, indent=2) + "\n")
     return record
 
 

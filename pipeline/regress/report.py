@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.files import atomic_write
 from pipeline.report import to_jsonable
 
 
@@ -19,16 +20,10 @@ def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_jsonable(result.to_dict())
-    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
     page = path.with_suffix(".html")
-    _atomic_write(page, _html(data, pictures))
+    atomic_write(page, _html(data, pictures))
     return path, page
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:

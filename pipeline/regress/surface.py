@@ -15,6 +15,9 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from pipeline.files import atomic_write
+from pipeline.mesh.decimate import decimate
+
 #: Triangles whose longest edge is above this quantile of all are tested against every point.
 LONG_TRIANGLE_QUANTILE = 0.999
 #: Up to this many faces, trimesh's R-tree query is the faster exact answer.
@@ -230,12 +233,7 @@ def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) ->
 
 def write_golden_mesh(mesh: trimesh.Trimesh, path: Path) -> Path:
     """Write a (decimated) golden mesh as gzip-compressed binary PLY, atomically."""
-    data = gzip.compress(trimesh.exchange.ply.export_ply(mesh, encoding="binary"), mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
-    return path
+    return atomic_write(path, gzip.compress(trimesh.exchange.ply.export_ply(mesh, encoding="binary"), mtime=0))
 
 
 def read_golden_mesh(path: Path) -> trimesh.Trimesh:
@@ -244,12 +242,9 @@ def read_golden_mesh(path: Path) -> trimesh.Trimesh:
         return trimesh.load(io.BytesIO(handle.read()), file_type="ply", process=False)
 
 
-def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
-    """Quadric decimation to about ``faces`` triangles (fast-simplification)."""
-    import fast_simplification
-
+def decimate_mesh(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
+    """Quadric decimation to at most ``faces`` triangles (the mesh stage's :func:`~pipeline.mesh.decimate.decimate`)."""
     if len(mesh.faces) <= faces:
         return mesh
-    vertices, triangles = fast_simplification.simplify(
-        np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), 1.0 - faces / len(mesh.faces))
+    vertices, triangles = decimate(np.asarray(mesh.vertices), np.asarray(mesh.faces), faces)
     return trimesh.Trimesh(vertices, triangles, process=True)
