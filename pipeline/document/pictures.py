@@ -185,13 +185,9 @@ def rigid_transform(source: trimesh.Trimesh, target: trimesh.Trimesh, tolerance_
     a, b = np.asarray(source.vertices), np.asarray(target.vertices)
     if a.shape != b.shape or not np.array_equal(source.faces, target.faces):
         return None
-    centre_a, centre_b = a.mean(axis=0), b.mean(axis=0)
-    u, _, vt = np.linalg.svd((a - centre_a).T @ (b - centre_b))
-    rotation = vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
-    transform = np.eye(4)
-    transform[:3, :3] = rotation
-    transform[:3, 3] = centre_b - rotation @ centre_a
-    if np.max(np.abs(a @ rotation.T + transform[:3, 3] - b)) > tolerance_mm:
+    transform, _, _ = trimesh.registration.procrustes(a, b, reflection=False, scale=False, return_cost=True)
+    moved = a @ transform[:3, :3].T + transform[:3, 3]
+    if np.max(np.abs(moved - b)) > tolerance_mm:
         return None
     return transform
 

@@ -21,7 +21,13 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def rotation_to_down(direction: np.ndarray) -> np.ndarray:
-    """The smallest rotation taking the unit vector ``direction`` to (0, 0, -1)."""
+    """The smallest rotation taking the unit vector ``direction`` to (0, 0, -1) (Rodrigues).
+
+    Kept over ``trimesh.geometry.align_vectors``: that returns *a* rotation taking ``direction``
+    down, not the smallest one (entries differ by up to 0.43 for a random direction, measured),
+    and the footprint's yaw is searched after this tilt, so the tilt must not turn the model
+    about the vertical on its own.
+    """
     d = unit(direction)
     axis = np.cross(d, DOWN)
     sin, cos = np.linalg.norm(axis), float(np.dot(d, DOWN))
@@ -69,6 +75,10 @@ def principal_frame(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def min_area_yaw(points_xy: np.ndarray) -> tuple[float, np.ndarray]:
     """Rotation angle about z that makes the footprint's minimum-area rectangle axis-aligned.
+
+    Rotating calipers over the hull edges. Kept over ``trimesh.bounds.oriented_bounds_2D``, which
+    finds the same rectangle (same sides to 1e-8 mm) 9x slower on a 3000-point footprint
+    (0.009 vs 0.001 s, measured): it runs once for every candidate orientation.
 
     Parameters
     ----------
