@@ -262,5 +262,24 @@ def icd10_holds(codes: list[str], date_of_service: dt.date | None = None,
     return holds
 
 
-__all__ = ["ICD10CM_RELEASE", "Icd10Code", "icd10_description", "icd10_holds", "lookup_icd10",
+def check_indication(codes: list[str], source: str, field: str = "indication.icd10") -> list[str]:
+    """Check a case file's diagnosis list before any stage runs; return the dotted codes.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file (``source``), the field (``indication.icd10.<n>``) and the reason.
+    """
+    from pipeline.errors import ConfigError
+
+    result = []
+    for index, code in enumerate(codes):
+        try:
+            result.append(validate_icd10(code))
+        except CodingError as error:
+            raise ConfigError(f"{source}: field '{field}.{index}': {error}") from None
+    return result
+
+
+__all__ = ["ICD10CM_RELEASE", "Icd10Code", "check_indication", "icd10_description", "icd10_holds", "lookup_icd10",
            "normalize_icd10", "validate_icd10"]

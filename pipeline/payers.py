@@ -183,6 +183,17 @@ def load_payer(name: str) -> PayerRules:
     return rules
 
 
+def check_payer(name: str, source: str, field: str = "encounter.payer") -> PayerRules:
+    """Load a case file's payer before any stage runs (ConfigError naming the file and field)."""
+    try:
+        return load_payer(name)
+    except ConfigError as error:
+        message = str(error)
+        if message.startswith("unknown payer"):
+            raise ConfigError(f"{source}: field '{field}': {message}") from None
+        raise
+
+
 def known_payers() -> list[str]:
     """The payer names with a rules file."""
     return available("payers")
@@ -354,4 +365,5 @@ def _apply_units(claims: list[ClaimLine], payer: PayerRules, holds: list[Hold], 
     return lines
 
 
-__all__ = ["ClaimFacts", "PayerCheck", "PayerRules", "RuleApplied", "check_claim", "known_payers", "load_payer"]
+__all__ = ["ClaimFacts", "PayerCheck", "PayerRules", "RuleApplied", "check_claim", "check_payer", "known_payers",
+           "load_payer"]

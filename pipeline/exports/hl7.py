@@ -108,7 +108,7 @@ def dft_message(lines: list[ClaimLine], facts: EncounterFacts, *, sent: dt.datet
     family, given = facts.family_given
     pid.pid_5.xpn_1.fn_1 = _text(family, 194)
     if given:
-        pid.pid_5.xpn_2 = _text(given[0], 30)
+        pid.pid_5.xpn_2 = _text(given[0], 194)
     pid.pid_7 = facts.birth_date.strftime("%Y%m%d")
     pid.pid_8 = facts.sex
     message.pv1.pv1_1 = "1"
