@@ -88,7 +88,7 @@ class UnitsRule(_Rule):
         description="split: bill up to the limit and hold the rest; hold: hold the whole line")
 
     @model_validator(mode="after")
-    def _dates_in_order(self) -> "UnitsRule":
+    def _dates_in_order(self) -> UnitsRule:
         if self.until is not None and self.until < self.effective:
             raise ValueError(f"until {self.until} is before effective {self.effective}")
         return self
@@ -150,7 +150,7 @@ class PayerRules(BaseModel):
     replacements: list[ReplacementRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_stance_per_code(self) -> "PayerRules":
+    def _one_stance_per_code(self) -> PayerRules:
         seen: dict[str, int] = {}
         for index, rule in enumerate(self.coverage):
             for code in rule.codes:
@@ -251,7 +251,7 @@ def _policy(rule: CoverageRule) -> str:
     return f"{rule.policy}{dated}; source: {rule.source}"
 
 
-def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts = ClaimFacts()) -> PayerCheck:
+def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts | None = None) -> PayerCheck:
     """Apply the payer's rules to the claim lines of one encounter.
 
     Parameters
@@ -259,7 +259,8 @@ def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts = 
     claims : list of ClaimLine
         From :func:`pipeline.coding.claim_lines`, one encounter (one date of service).
     payer : PayerRules
-    facts : ClaimFacts
+    facts : ClaimFacts, optional
+        Other codes that day, mesh-only models, the setting (default: none, hospital outpatient).
 
     Returns
     -------
@@ -267,6 +268,7 @@ def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts = 
         A hold per model and broken rule (``source="payer:<name>"``, the rule's source in the
         reason); a line over a ``split`` units limit becomes two lines, the second held.
     """
+    facts = facts or ClaimFacts()
     source = f"payer:{payer.payer}"
     holds: list[Hold] = []
     applied: list[RuleApplied] = []

@@ -8,6 +8,8 @@ import io
 import json
 
 import pytest
+from hl7apy.exceptions import ValidationError as HL7ValidationError
+from pydantic import ValidationError
 
 from pipeline.coding import BillableModel, ChargeLine, claim_lines, next_charge
 from pipeline.errors import CodingError
@@ -90,11 +92,11 @@ def test_fhir_parser_rejects_an_invalid_charge_item():
     data = json.loads(charge_bundle(claims(), FACTS).model_dump_json())
     item = next(e["resource"] for e in data["entry"] if e["resource"]["resourceType"] == "ChargeItem")
     del item["subject"]                                          # ChargeItem.subject is required (1..1)
-    with pytest.raises(Exception, match="subject"):
+    with pytest.raises(ValidationError, match="subject"):
         parse_bundle(json.dumps(data))
     item["subject"] = {"reference": "Patient/x"}
     item["occurrenceDateTime"] = "2026-13-45"                    # not a date
-    with pytest.raises(Exception, match="occurrenceDateTime"):
+    with pytest.raises(ValidationError, match="occurrenceDateTime"):
         parse_bundle(json.dumps(data))
 
 
@@ -102,7 +104,7 @@ def test_fhir_parser_rejects_an_invalid_charge_item():
 
 def test_hl7_dft_round_trips_and_matches_the_lines():
     lines = claims()
-    sent = dt.datetime(2026, 5, 4, 17, 30, tzinfo=dt.timezone.utc)
+    sent = dt.datetime(2026, 5, 4, 17, 30, tzinfo=dt.UTC)
     text = dft_message(lines, FACTS, sent=sent).to_er7()
     message = parse_dft(text)                                    # strict validation of the structure
     assert message.msh.msh_9.to_er7() == "DFT^P03^DFT_P03" and message.msh.msh_12.to_er7() == "2.5"
@@ -138,7 +140,7 @@ def test_hl7_text_with_delimiters_is_escaped():
 def test_hl7_parser_rejects_a_message_without_a_required_field():
     text = dft_message(claims(), FACTS).to_er7()
     broken = text.replace("|CG|", "||", 1)                       # FT1-6 transaction type is required
-    with pytest.raises(Exception):
+    with pytest.raises(HL7ValidationError, match="FT1_6"):
         parse_dft(broken)
 
 

@@ -116,7 +116,7 @@ def export_charges(case_file: Path = CASE_ARGUMENT,
     elif fmt == "hl7":
         from pipeline.exports.hl7 import dft_message
 
-        text = dft_message(lines, facts, sent=dt.datetime.now(dt.timezone.utc)).to_er7() + "\r"
+        text = dft_message(lines, facts, sent=dt.datetime.now(dt.UTC)).to_er7() + "\r"
     else:
         from pipeline.exports.csvfile import charges_csv
 

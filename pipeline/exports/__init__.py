@@ -12,8 +12,9 @@ Like the CLI, this package sits outside the stages: nothing in a stage imports i
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from pipeline.coding import POINTER_LETTERS, ClaimLine
 from pipeline.errors import CodingError
@@ -51,7 +52,7 @@ class EncounterFacts:
     facility: str
 
     @classmethod
-    def from_case(cls, case: Any, encounter_id: str) -> "EncounterFacts":
+    def from_case(cls, case: Any, encounter_id: str) -> EncounterFacts:
         """The facts of a case file (``pipeline.case.CaseFile``) and its encounter id."""
         return cls(encounter_id=str(encounter_id), patient_id=case.patient.id, patient_name=case.patient.name,
                    birth_date=case.patient.birth_date, sex=case.patient.sex, facility=case.encounter.facility)

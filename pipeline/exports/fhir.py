@@ -20,7 +20,14 @@ import uuid
 from typing import Any
 
 from pipeline.coding import ClaimLine
-from pipeline.exports import CPT_SYSTEM, ICD10CM_SYSTEM, NPI_SYSTEM, EncounterFacts, one_encounter, pointed_diagnoses
+from pipeline.exports import (
+    CPT_SYSTEM,
+    ICD10CM_SYSTEM,
+    NPI_SYSTEM,
+    EncounterFacts,
+    one_encounter,
+    pointed_diagnoses,
+)
 from pipeline.icd10 import icd10_description
 
 #: Extension carrying one CPT/HCPCS modifier of a ChargeItem (valueCoding).

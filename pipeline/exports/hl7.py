@@ -87,7 +87,7 @@ def dft_message(lines: list[ClaimLine], facts: EncounterFacts, *, sent: dt.datet
     from hl7apy.core import Message
 
     first = one_encounter(lines)
-    sent = sent or dt.datetime.now(dt.timezone.utc)
+    sent = sent or dt.datetime.now(dt.UTC)
     stamp = sent.strftime("%Y%m%d%H%M%S")
     message = Message("DFT_P03", version="2.5", validation_level=_strict())
     message.msh.msh_3.hd_1 = _text(sending_application, 20)

@@ -53,7 +53,7 @@ class EncounterReview:
 
 
 def review_lines(rows: list[dict[str, Any]], billed: list[ChargeLine], payer: PayerRules,
-                 facts: ClaimFacts = ClaimFacts()) -> EncounterReview:
+                 facts: ClaimFacts | None = None) -> EncounterReview:
     """The coder's view of a case (see the module docstring).
 
     Parameters
@@ -63,8 +63,9 @@ def review_lines(rows: list[dict[str, Any]], billed: list[ChargeLine], payer: Pa
     billed : list of ChargeLine
         The encounter's billed lines (``Ledger.encounter_lines``).
     payer : PayerRules
-    facts : ClaimFacts
+    facts : ClaimFacts, optional
     """
+    facts = facts or ClaimFacts()
     notes: list[str] = []
     holds: list[Hold] = [hold for line in billed for hold in line.holds]
     try:
