@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.config import load_config
 from pipeline.errors import CodingError
 from pipeline.holds import Hold
-from pipeline.icd10 import icd10_description, icd10_holds, validate_icd10
+from pipeline.icd10 import icd10_description, icd10_holds, release_note, validate_icd10
 from pipeline.report import Report
 
 #: Name of the coding rules shipped with anatomodel (``configs/coding/default.yaml``).
@@ -432,6 +432,9 @@ def next_charge(
                 )
                 break
     holds = icd10_holds(icd10, model.date_of_service, model.model_id)
+    note = release_note(model.date_of_service)
+    if note:
+        flags.append(note)
     for role, provider in (("ordering", model.ordering_provider), ("rendering", model.rendering_provider)):
         if provider and provider.get("npi") and not npi_is_valid(str(provider["npi"])):
             flags.append(f"{role} provider NPI {provider['npi']} fails the NPI check digit")

@@ -5,6 +5,8 @@ ships the **April 2026 update of the FY2026 ICD-10-CM release** (tabular list
 ``icd10c-tabular-April-1-2026.xml``; FY2026 took effect 2025-10-01, its April update 2026-04-01).
 The package holds one release only, so the few header expansions that matter to our
 indications, with their dates and sources, live in ``configs/coding/icd10cm_history.yaml``.
+Another release (the next fiscal year's) is loaded from the CDC's files in the folder
+``$ANATOMODEL_ICD10CM_RELEASE``; a date of service outside the release's fiscal year is flagged.
 
 A code that is not in the code set (a typing error, an ICD-9-CM code such as ``441.01``, a CPT
 or HCPCS code put in the diagnosis list) is refused with :class:`~pipeline.errors.CodingError`.
@@ -15,20 +17,22 @@ it becomes a :class:`~pipeline.holds.Hold` naming the billable codes to choose f
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import load_config
-from pipeline.errors import CodingError
+from pipeline.errors import CodingError, ConfigError
 from pipeline.holds import Hold
 from pipeline.report import Report
 
 #: The release the package holds (see the module docstring).
-ICD10CM_RELEASE = "ICD-10-CM FY2026, April 1, 2026 update (simple-icd-10-cm 1.5.0)"
+BUNDLED_RELEASE = "ICD-10-CM FY2026, April 1, 2026 update (simple-icd-10-cm 1.5.0)"
 
 #: Hold codes.
 HOLD_NOT_BILLABLE = "coding.icd10_not_billable"
@@ -71,17 +75,87 @@ def load_history() -> Icd10History:
 
 # -- the code set ------------------------------------------------------------------------------------
 
+#: A folder with another release's CDC files (``icd10cm-codes-*.txt``, ``icd10cm-tabular-*.xml``).
+RELEASE_ENV = "ANATOMODEL_ICD10CM_RELEASE"
+
+
+@dataclass(frozen=True)
+class Release:
+    """The ICD-10-CM release in use: its name and the fiscal year it codes (1 Oct to 30 Sep)."""
+
+    name: str
+    fiscal_year: int
+
+    @property
+    def in_effect(self) -> tuple[dt.date, dt.date]:
+        return dt.date(self.fiscal_year - 1, 10, 1), dt.date(self.fiscal_year, 9, 30)
+
+
 @lru_cache(maxsize=1)
 def _codeset() -> Any:
-    """The code set module, imported on first use (it parses a 10 MB tabular list, ~3 s)."""
+    """The code set module, loaded on first use (it parses a 10 MB tabular list, ~3 s).
+
+    With ``$ANATOMODEL_ICD10CM_RELEASE`` set, the release in that folder replaces the bundled one.
+    """
     import warnings
 
     with warnings.catch_warnings():  # the package reads its data through importlib's legacy API
         warnings.simplefilter("ignore", DeprecationWarning)
         import simple_icd_10_cm
 
-        simple_icd_10_cm.is_valid_item("I71")  # loads the tabular list inside the filter
+        folder = os.environ.get(RELEASE_ENV)
+        if folder:
+            codes, tabular = _release_files(Path(folder))
+            simple_icd_10_cm.change_version(all_codes_file_path=str(codes), classification_data_file_path=str(tabular))
+            _other_release_loaded.append(folder)
+        elif _other_release_loaded:  # back to the bundled release
+            simple_icd_10_cm.change_version()
+            _other_release_loaded.clear()
     return simple_icd_10_cm
+
+
+_other_release_loaded: list[str] = []
+
+
+def _release_files(folder: Path) -> tuple[Path, Path]:
+    codes = sorted(folder.glob("icd10cm*codes*.txt")) + sorted(folder.glob("code-list*.txt"))
+    tabular = sorted(folder.glob("*tabular*.xml"))
+    if not folder.is_dir() or len(codes) != 1 or len(tabular) != 1:
+        raise ConfigError(
+            f"${RELEASE_ENV}={folder}: expected a folder with one CDC code list (icd10cm-codes-*.txt) and one "
+            f"tabular list (icd10cm-tabular-*.xml), found {[p.name for p in codes + tabular]}")
+    return codes[0], tabular[0]
+
+
+@lru_cache(maxsize=1)
+def release() -> Release:
+    """The release in use (the bundled FY2026 April update unless ``$ANATOMODEL_ICD10CM_RELEASE`` is set)."""
+    folder = os.environ.get(RELEASE_ENV)
+    if not folder:
+        return Release(BUNDLED_RELEASE, 2026)
+    _, tabular = _release_files(Path(folder))
+    with open(tabular, encoding="utf-8") as handle:
+        head = handle.read(4096)
+    year = re.search(r"<version>\s*(\d{4})\s*</version>", head)
+    if not year:
+        raise ConfigError(f"{tabular}: no <version>YEAR</version> near the top; is it a CDC ICD-10-CM tabular list?")
+    return Release(f"ICD-10-CM FY{year.group(1)} ({tabular.name})", int(year.group(1)))
+
+
+def release_note(date_of_service: dt.date) -> str | None:
+    """A note when the date of service falls outside the fiscal year of the release in use."""
+    start, end = release().in_effect
+    if start <= date_of_service <= end:
+        return None
+    return (f"ICD-10-CM codes were checked against {release().name}, in effect {start} to {end}; the date of "
+            f"service {date_of_service} is outside it: check the codes against the release of that date "
+            f"(point ${RELEASE_ENV} at its CDC files)")
+
+
+def reload_codeset() -> None:
+    """Forget the loaded release (after changing ``$ANATOMODEL_ICD10CM_RELEASE``)."""
+    _codeset.cache_clear()
+    release.cache_clear()
 
 
 def _wrong_code_set(text: str) -> str | None:
@@ -187,7 +261,7 @@ def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code
                     f"{_summarise(_leaves_under(parent) or [parent])}")
         else:
             hint = ""
-        raise CodingError(f"diagnosis code {code!r} is not in the ICD-10-CM code set ({ICD10CM_RELEASE}){hint}")
+        raise CodingError(f"diagnosis code {code!r} is not in the ICD-10-CM code set ({release().name}){hint}")
     billable = bool(cm.is_leaf(text))
     children = [] if billable else _leaves_under(text)
     history = ""
@@ -270,8 +344,6 @@ def check_indication(codes: list[str], source: str, field: str = "indication.icd
     ConfigError
         Naming the file (``source``), the field (``indication.icd10.<n>``) and the reason.
     """
-    from pipeline.errors import ConfigError
-
     result = []
     for index, code in enumerate(codes):
         try:
@@ -281,5 +353,17 @@ def check_indication(codes: list[str], source: str, field: str = "indication.icd
     return result
 
 
-__all__ = ["ICD10CM_RELEASE", "Icd10Code", "check_indication", "icd10_description", "icd10_holds", "lookup_icd10",
-           "normalize_icd10", "validate_icd10"]
+__all__ = [
+    "BUNDLED_RELEASE",
+    "Icd10Code",
+    "Release",
+    "check_indication",
+    "icd10_description",
+    "icd10_holds",
+    "lookup_icd10",
+    "normalize_icd10",
+    "release",
+    "release_note",
+    "reload_codeset",
+    "validate_icd10",
+]

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from pipeline.coding import load_rules
-from pipeline.errors import CodingError
+from pipeline.errors import CodingError, ConfigError
 from pipeline.icd10 import (
     HOLD_NOT_BILLABLE,
     HOLD_NOT_IN_EFFECT,
+    RELEASE_ENV,
     icd10_description,
     icd10_holds,
     load_history,
     lookup_icd10,
+    release,
+    release_note,
+    reload_codeset,
     validate_icd10,
 )
 
@@ -108,3 +113,59 @@ def test_validate_returns_the_dotted_code(code, normal):
 def test_codes_that_are_not_icd10cm_are_refused(code, words):
     with pytest.raises(CodingError, match=words):
         validate_icd10(code)
+
+
+# -- the release -----------------------------------------------------------------------------------
+
+def test_bundled_release_is_fy2026():
+    assert release().fiscal_year == 2026 and release().in_effect == (dt.date(2025, 10, 1), dt.date(2026, 9, 30))
+    assert release_note(dt.date(2026, 1, 15)) is None
+    note = release_note(dt.date(2026, 10, 1))                     # FY2027 starts
+    assert note and "FY2026" in note and "ANATOMODEL_ICD10CM_RELEASE" in note
+
+
+def test_a_date_of_service_outside_the_release_is_flagged_on_the_line():
+    from pipeline.coding import BillableModel, next_charge
+
+    model = BillableModel(model_id="a", patient_id="P", date_of_service=dt.date(2026, 11, 2), icd10=("I71.23",))
+    assert any("outside it" in flag for flag in next_charge([], model).flags)
+
+
+@pytest.fixture
+def other_release(tmp_path, monkeypatch):
+    """A release folder in the CDC's layout: the bundled files with Q25.1 taken out of both."""
+    import xml.etree.ElementTree as ET
+
+    import simple_icd_10_cm
+
+    data = Path(simple_icd_10_cm.__file__).parent / "data"
+    tree = ET.parse(next(data.glob("*tabular*.xml")))
+    parent, node = next((p, c) for p in tree.iter() for c in p if c.tag == "diag" and c.findtext("name") == "Q25.1")
+    parent.remove(node)
+    tree.write(tmp_path / "icd10cm-tabular-2026.xml", encoding="utf-8", xml_declaration=True)
+    codes = [line for line in next(data.glob("code-list*.txt")).read_text().splitlines() if line.split(" ")[0] != "Q251"]
+    (tmp_path / "icd10cm-codes-2026.txt").write_text("\n".join(codes) + "\n")
+    monkeypatch.setenv(RELEASE_ENV, str(tmp_path))
+    reload_codeset()
+    yield tmp_path
+    monkeypatch.delenv(RELEASE_ENV)
+    reload_codeset()
+    lookup_icd10("Q25.1")                                         # the bundled release is back
+
+
+def test_another_release_is_loaded_from_its_folder(other_release):
+    assert release().name == "ICD-10-CM FY2026 (icd10cm-tabular-2026.xml)"
+    with pytest.raises(CodingError, match=r"'Q25.1' is not in the ICD-10-CM code set \(ICD-10-CM FY2026 \(icd10cm"):
+        lookup_icd10("Q25.1")
+    assert lookup_icd10("I71.23").billable
+
+
+def test_a_bad_release_folder_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(RELEASE_ENV, str(tmp_path))
+    reload_codeset()
+    try:
+        with pytest.raises(ConfigError, match="ANATOMODEL_ICD10CM_RELEASE=.*expected a folder with one CDC code list"):
+            lookup_icd10("I71.23")
+    finally:
+        monkeypatch.delenv(RELEASE_ENV)
+        reload_codeset()
