@@ -7,7 +7,11 @@ same pattern with 0561T/0562T. An add-on code is never billed without its primar
 same encounter.
 
 The rules (code descriptors, allowed modifiers with their conditions, refused modifiers with
-their reasons) live in ``configs/coding/<name>.yaml`` and are validated by :class:`CodingRules`.
+their reasons, the seed document's diagnosis table judged row by row) live in
+``configs/coding/<name>.yaml`` and are validated by :class:`CodingRules`. Diagnosis codes are
+checked against the ICD-10-CM code set by :mod:`pipeline.icd10`: a code outside it is refused, a
+header (not billable on the date of service) puts a :class:`~pipeline.holds.Hold` on the line.
+Payer rules are applied to the claim lines by :mod:`pipeline.payers`.
 
 :func:`next_charge` is pure and deterministic: given the lines already on the encounter, it
 returns the line of one more model. The ledger calls it inside one transaction per encounter, so
