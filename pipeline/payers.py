@@ -30,7 +30,7 @@ from pipeline.holds import Hold
 from pipeline.report import Report
 
 #: CPT (five digits, or four and a Category II/III letter) or HCPCS Level II (a letter, four digits).
-_PROCEDURE_CODE = r"^(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})$"
+PROCEDURE_CODE = r"^(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})$"
 
 #: Hold codes (``payer.<what>``).
 HOLD_NOT_COVERED = "payer.not_covered"
@@ -80,7 +80,7 @@ class AbnRule(_Rule):
 class UnitsRule(_Rule):
     """At most ``max_units`` of ``code`` per patient and date of service (a medically unlikely edit)."""
 
-    code: Code = Field(pattern=_PROCEDURE_CODE)
+    code: Code = Field(pattern=PROCEDURE_CODE)
     max_units: int = Field(ge=1)
     effective: dt.date
     until: dt.date | None = None
@@ -113,7 +113,7 @@ class SameClaimRule(_Rule):
 class ReplacementRule(_Rule):
     """``code`` is billed instead of ``replaces`` when only a mesh is delivered, in ``settings``."""
 
-    code: Code = Field(pattern=_PROCEDURE_CODE)
+    code: Code = Field(pattern=PROCEDURE_CODE)
     replaces: list[Code] = Field(min_length=1)
     when: Literal["mesh_only"]
     settings: list[Literal["hospital_outpatient", "physician_office", "inpatient", "asc"]] = Field(min_length=1)
@@ -127,7 +127,7 @@ class ReplacementRule(_Rule):
 
 
 def _check_codes(codes: list[str]) -> list[str]:
-    bad = [c for c in codes if not re.match(_PROCEDURE_CODE, str(c))]
+    bad = [c for c in codes if not re.match(PROCEDURE_CODE, str(c))]
     if bad:
         raise ValueError(f"{bad} are not CPT or HCPCS codes (e.g. 0560T, 76377, C8001)")
     if len(set(codes)) != len(codes):

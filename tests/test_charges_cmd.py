@@ -113,3 +113,11 @@ def test_bad_case_input_is_refused_before_the_ledger_is_read(tmp_path, capsys, c
     assert "case.yaml" in err
     import re
     assert re.search(words, err.replace("\n", " ")), err
+
+
+@pytest.mark.parametrize("option, value, words", [("--other-code", "7637", "not CPT or HCPCS"),
+                                                  ("--mesh-only", "no-such-model", "not models of case")])
+def test_bad_options_are_usage_errors(tmp_path, capsys, option, value, words):
+    code, _, err = run_cli(capsys, "charges", "list", str(make_case(tmp_path)), "--ledger",
+                           str(tmp_path / "none.sqlite3"), option, value)
+    assert code == 2 and words in err

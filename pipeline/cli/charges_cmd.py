@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -37,13 +38,20 @@ def _review(case_file: Path, ledger: Path | None, other: list[str] | None, mesh_
     from pipeline.exports.review import review_lines
     from pipeline.icd10 import check_indication
     from pipeline.ledger import Ledger
-    from pipeline.payers import ClaimFacts, check_payer
+    from pipeline.payers import PROCEDURE_CODE, ClaimFacts, check_payer
 
     case = load_case(case_file)
     check_indication(case.indication.icd10, str(case_file))
     payer = check_payer(case.encounter.payer, str(case_file))
     if setting not in ("hospital_outpatient", "physician_office", "inpatient", "asc"):
         raise ConfigError(f"--setting must be hospital_outpatient, physician_office, inpatient or asc, got {setting!r}")
+    bad = [code for code in other or () if not re.fullmatch(PROCEDURE_CODE, code.strip().upper())]
+    if bad:
+        raise typer.BadParameter(f"{bad} are not CPT or HCPCS codes (e.g. 76377, C8001)", param_hint="--other-code")
+    unknown = sorted(set(mesh_only or ()) - {spec.id for spec in case.models})
+    if unknown:
+        raise typer.BadParameter(f"{unknown} are not models of case {case.case_id} "
+                                 f"({', '.join(spec.id for spec in case.models)})", param_hint="--mesh-only")
     facts = ClaimFacts(other_codes=tuple(other or ()), mesh_only_models=tuple(mesh_only or ()), setting=setting)
     with Ledger(ledger) as book:
         detail = book.show(case.case_id)
