@@ -39,9 +39,6 @@ HOLD_UNITS = "payer.units_over_limit"
 HOLD_SAME_CLAIM = "payer.code_not_allowed_on_same_claim"
 HOLD_REPLACED = "payer.code_replaced"
 
-Code = str
-
-
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,7 +48,7 @@ class _Rule(BaseModel):
 class CoverageRule(_Rule):
     """The payer's stance on some codes, with the policy that states it."""
 
-    codes: list[Code] = Field(min_length=1)
+    codes: list[str] = Field(min_length=1)
     stance: Literal["covered", "contractor_priced", "not_covered", "experimental"]
     policy: str = Field(min_length=3, description="policy id or name")
     policy_date: dt.date | None = Field(None, description="date the policy was issued or last modified")
@@ -65,7 +62,7 @@ class CoverageRule(_Rule):
 class AbnRule(_Rule):
     """Medicare's Advance Beneficiary Notice: expected for these codes, reported with GA or GZ."""
 
-    codes: list[Code] = Field(min_length=1)
+    codes: list[str] = Field(min_length=1)
     signed_modifier: str = Field("GA", pattern=r"^[0-9A-Z]{2}$")
     not_signed_modifier: str = Field("GZ", pattern=r"^[0-9A-Z]{2}$")
     signed_means: str = Field(min_length=10)
@@ -80,7 +77,7 @@ class AbnRule(_Rule):
 class UnitsRule(_Rule):
     """At most ``max_units`` of ``code`` per patient and date of service (a medically unlikely edit)."""
 
-    code: Code = Field(pattern=PROCEDURE_CODE)
+    code: str = Field(pattern=PROCEDURE_CODE)
     max_units: int = Field(ge=1)
     effective: dt.date
     until: dt.date | None = None
@@ -100,8 +97,8 @@ class UnitsRule(_Rule):
 class SameClaimRule(_Rule):
     """Codes that must not be billed on the same date of service as ``with_codes``."""
 
-    codes: list[Code] = Field(min_length=1, description="the other codes, e.g. 76376, 76377")
-    with_codes: list[Code] = Field(min_length=1, description="our codes they clash with")
+    codes: list[str] = Field(min_length=1, description="the other codes, e.g. 76376, 76377")
+    with_codes: list[str] = Field(min_length=1, description="our codes they clash with")
     reason: str = Field(min_length=10)
 
     @field_validator("codes", "with_codes")
@@ -113,8 +110,8 @@ class SameClaimRule(_Rule):
 class ReplacementRule(_Rule):
     """``code`` is billed instead of ``replaces`` when only a mesh is delivered, in ``settings``."""
 
-    code: Code = Field(pattern=PROCEDURE_CODE)
-    replaces: list[Code] = Field(min_length=1)
+    code: str = Field(pattern=PROCEDURE_CODE)
+    replaces: list[str] = Field(min_length=1)
     when: Literal["mesh_only"]
     settings: list[Literal["hospital_outpatient", "physician_office", "inpatient", "asc"]] = Field(min_length=1)
     effective: dt.date
@@ -242,9 +239,6 @@ class PayerCheck(Report):
     holds: list[Hold]
     applied: list[RuleApplied]
 
-    def held_models(self) -> set[str]:
-        return {hold.model_id for hold in self.holds if hold.model_id}
-
 
 def _policy(rule: CoverageRule) -> str:
     dated = f", {rule.policy_date.isoformat()}" if rule.policy_date else ""
@@ -281,6 +275,8 @@ def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts | 
     others = {code.strip().upper() for code in facts.other_codes}
     for line in lines:
         models = [m for m in line.model_ids if m not in line.held]
+        if not models:  # a units split's excess line: already held
+            continue
         stance = payer.stance(line.cpt)
         if stance is not None:
             rule = f"coverage {line.cpt}"
