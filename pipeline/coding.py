@@ -7,7 +7,11 @@ same pattern with 0561T/0562T. An add-on code is never billed without its primar
 same encounter.
 
 The rules (code descriptors, allowed modifiers with their conditions, refused modifiers with
-their reasons) live in ``configs/coding/<name>.yaml`` and are validated by :class:`CodingRules`.
+their reasons, the seed document's diagnosis table judged row by row) live in
+``configs/coding/<name>.yaml`` and are validated by :class:`CodingRules`. Diagnosis codes are
+checked against the ICD-10-CM code set by :mod:`pipeline.icd10`: a code outside it is refused, a
+header (not billable on the date of service) puts a :class:`~pipeline.holds.Hold` on the line.
+Payer rules are applied to the claim lines by :mod:`pipeline.payers`.
 
 :func:`next_charge` is pure and deterministic: given the lines already on the encounter, it
 returns the line of one more model. The ledger calls it inside one transaction per encounter, so
@@ -27,14 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pipeline.config import load_config
 from pipeline.errors import CodingError
+from pipeline.holds import Hold
+from pipeline.icd10 import icd10_description, icd10_holds, release_note, validate_icd10
 from pipeline.report import Report
 
 #: Name of the coding rules shipped with anatomodel (``configs/coding/default.yaml``).
 DEFAULT_RULES = "default"
-
-#: ICD-10-CM code form: a letter, a digit, a digit or letter; then optionally a dot and one to
-#: four characters (digits or letters; seventh-character extensions such as ``S72.001A``).
-_ICD10_CM = re.compile(r"^([A-Z][0-9][0-9A-Z])(?:\.?([0-9A-Z]{1,4}))?$")
 
 #: Diagnosis pointers of the claim form (CMS-1500 box 21 / 24E): twelve codes, four per line.
 POINTER_LETTERS = "ABCDEFGHIJKL"
@@ -87,6 +89,20 @@ class RefusedModifier(BaseModel):
     reason: str = Field(min_length=10)
 
 
+class SeedDiagnosis(BaseModel):
+    """One row of the seed document's diagnosis table, judged against the ICD-10-CM code set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    seed_description: str
+    billable: bool
+    description: str
+    use_instead: list[str] = Field(default_factory=list)
+    verdict: str = Field(min_length=10)
+    source: str = Field(min_length=10)
+
+
 class CodingRules(BaseModel):
     """``configs/coding/<name>.yaml``."""
 
@@ -97,7 +113,7 @@ class CodingRules(BaseModel):
     allowed_modifiers: list[AllowedModifier]
     refused_modifiers: list[RefusedModifier]
     medical_necessity_template: str
-    expanded_categories: dict[str, str] = Field(default_factory=dict)
+    seed_diagnoses: list[SeedDiagnosis] = Field(default_factory=list)
 
     @field_validator("codes")
     @classmethod
@@ -140,30 +156,6 @@ def load_rules(name: str = DEFAULT_RULES) -> CodingRules:
 
 
 # -- validators -----------------------------------------------------------------------------------
-
-def validate_icd10(code: str) -> str:
-    """Check the form of an ICD-10-CM code and return it in dotted upper-case form.
-
-    ``I712`` and ``i71.2`` both give ``I71.2``. Only the form is checked (letter, digit,
-    alphanumeric, then up to four characters), not membership in the code set.
-
-    Raises
-    ------
-    CodingError
-        If the code is not a string of that form.
-    """
-    if not isinstance(code, str):
-        raise CodingError(f"ICD-10-CM code {code!r} must be text such as 'I71.23'")
-    text = code.strip().upper()
-    match = _ICD10_CM.match(text)
-    if not match:
-        raise CodingError(
-            f"ICD-10-CM code {code!r} is malformed: expected a letter, a digit, a digit or letter, "
-            "then optionally '.' and 1-4 characters (e.g. I71.23, Q25.1, S72.001A)"
-        )
-    category, detail = match.groups()
-    return f"{category}.{detail}" if detail else category
-
 
 def validate_modifiers(
     modifiers: list[str] | tuple[str, ...],
@@ -349,6 +341,8 @@ class ChargeLine(Report):
     mesh_sha256: str | None = None
     rules_version: str = ""
     flags: list[str] = field(default_factory=list)
+    icd10_descriptions: list[str] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
 
     @property
     def is_duplicate(self) -> bool:
@@ -360,6 +354,7 @@ class ChargeLine(Report):
         values = dict(data)
         if isinstance(values.get("date_of_service"), str):
             values["date_of_service"] = dt.date.fromisoformat(values["date_of_service"])
+        values["holds"] = [h if isinstance(h, Hold) else Hold.from_dict(h) for h in values.get("holds") or []]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -403,7 +398,9 @@ def next_charge(
     Raises
     ------
     CodingError
-        Missing indication, malformed ICD-10-CM code, refused or incomplete modifiers.
+        Missing indication, an ICD-10-CM code that is malformed, of another code set or not in
+        the code set, refused or incomplete modifiers. A header code (not billable) is not
+        refused: the line carries a ``coding.icd10_not_billable`` hold in ``holds``.
     """
     rules = rules or load_rules()
     if not model.icd10:
@@ -438,9 +435,10 @@ def next_charge(
                     "(held from the claim for review)"
                 )
                 break
-    for diagnosis in icd10:
-        if diagnosis in rules.expanded_categories:
-            flags.append(f"icd10 {diagnosis} is not billable: {rules.expanded_categories[diagnosis]}")
+    holds = icd10_holds(icd10, model.date_of_service, model.model_id)
+    note = release_note(model.date_of_service)
+    if note:
+        flags.append(note)
     for role, provider in (("ordering", model.ordering_provider), ("rendering", model.rendering_provider)):
         if provider and provider.get("npi") and not npi_is_valid(str(provider["npi"])):
             flags.append(f"{role} provider NPI {provider['npi']} fails the NPI check digit")
@@ -467,6 +465,7 @@ def next_charge(
         modifiers=modifiers,
         modifier_reasons={k.upper(): v for k, v in model.modifier_reasons.items()},
         icd10=icd10,
+        icd10_descriptions=[icd10_description(code) for code in icd10],
         icd10_pointers=list(POINTER_LETTERS[: min(len(icd10), MAX_POINTERS_PER_LINE)]),
         date_of_service=model.date_of_service,
         encounter_key=key,
@@ -481,6 +480,7 @@ def next_charge(
         mesh_sha256=model.mesh_sha256,
         rules_version=rules.rules_version,
         flags=flags,
+        holds=holds,
     )
 
 

@@ -220,9 +220,25 @@ def test_missing_indication_is_refused():
         next_charge([], billable("a", icd10=()))
 
 
-def test_expanded_category_is_flagged():
+def test_header_code_is_held_with_its_billable_codes():
     line = next_charge([], billable("a", icd10=("I71.2",)))
-    assert any("I71.2 is not billable" in flag and "I71.20-I71.23" in flag for flag in line.flags)
+    assert [(h.code, h.source, h.model_id) for h in line.holds] == [("coding.icd10_not_billable", "coding", "a")]
+    assert "I71.20, I71.21, I71.22, I71.23" in line.holds[0].reason and "2022-10-01" in line.holds[0].reason
+    assert ChargeLine.from_dict(line.to_dict()) == line
+
+
+def test_charge_line_carries_the_descriptions():
+    line = next_charge([], billable("a", icd10=("I71.23", "Q25.1")))
+    assert line.icd10_descriptions == ["Aneurysm of the descending thoracic aorta, without rupture",
+                                       "Coarctation of aorta"]
+    assert line.holds == []
+
+
+@pytest.mark.parametrize("code, words", [("441.01", "ICD-9-CM"), ("0559T", "a CPT code"), ("76377", "a CPT code"),
+                                         ("I71.24", "not in the ICD-10-CM code set.*I71.20, I71.21")])
+def test_codes_outside_icd10cm_are_refused_on_a_model(code, words):
+    with pytest.raises(CodingError, match=words):
+        next_charge([], billable("a", icd10=(code,)))
 
 
 def test_npi_check_digit():

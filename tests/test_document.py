@@ -213,6 +213,7 @@ def test_packet_json_validates_and_holds_the_facts(packet, source):
     assert facts["schema_version"] == schema["properties"]["schema_version"]["const"]
     assert facts["charge"]["cpt"] == "0559T" and facts["charge"]["units"] == 1
     assert facts["indication"]["icd10"] == ["I71.23"]
+    assert facts["indication"]["descriptions"] == ["Aneurysm of the descending thoracic aorta, without rupture"]
     assert facts["patient"]["id"] == PATIENT["id"]
     assert facts["source_imaging"]["study_instance_uid"] == source["volume"].provenance["study_instance_uid"]
     assert facts["source_imaging"]["number_of_source_instances"] == SHAPE[0]
@@ -253,6 +254,8 @@ def test_pdf_opens_and_holds_the_expected_text(packet):
         assert expected in text, expected
     for number, page in enumerate(pages, start=1):
         assert f"Page {number} of {len(pages)}" in page
+    first_page = " ".join(pages[0].split())                          # the diagnosis title beside its code
+    assert "A: I71.23 Aneurysm of the descending thoracic aorta, without rupture" in first_page
     assert reader.metadata.title.startswith("Anatomic model packet")
 
 

@@ -122,6 +122,13 @@ def source_imaging(provenance: dict[str, Any], deidentify: bool) -> dict[str, An
     return shown
 
 
+def _icd10_titles(charge: Any) -> list[str]:
+    """The ICD-10-CM titles of the charge's codes (lines recorded before they carried them: looked up)."""
+    from pipeline.icd10 import icd10_description
+
+    return list(charge.icd10_descriptions) or [icd10_description(code) for code in charge.icd10]
+
+
 def structure_name(inputs: PacketInputs) -> str:
     """The structure modelled: from the preset, else the model or mask name."""
     preset = inputs.model_spec.get("preset")
@@ -189,6 +196,7 @@ def build_facts(
             "payer": str(inputs.encounter.get("payer") or ""),
         },
         "indication": {"icd10": list(inputs.charge.icd10),
+                       "descriptions": _icd10_titles(inputs.charge),
                        "summary": str((inputs.indication or {}).get("summary") or "")},
         "model": {
             "id": str(spec.get("id") or inputs.charge.model_id),

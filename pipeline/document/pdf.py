@@ -179,7 +179,10 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]]) -> tupl
     ])
 
     pdf.heading("2. Indication")
-    pdf.key_values([("ICD-10-CM", ", ".join(f"{p}: {c}" for p, c in zip("ABCDEFGHIJKL", facts["indication"]["icd10"]))),
+    indication = facts["indication"]
+    titles = indication.get("descriptions") or [""] * len(indication["icd10"])
+    pdf.key_values([("ICD-10-CM", "; ".join(f"{p}: {c} {t}".rstrip()
+                                            for p, c, t in zip("ABCDEFGHIJKL", indication["icd10"], titles))),
                     ("Summary", facts["indication"]["summary"])])
     pdf.key_values([("Model id", model["id"]), ("Structure", model["structure"]), ("Kind", model["kind"]),
                     ("Preset", model["preset"]), ("Purpose", model["purpose"]), ("Recipient", model["recipient"])])
