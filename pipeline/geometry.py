@@ -247,6 +247,22 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice
     return tuple(box)  # type: ignore[return-value]
 
 
+def format_lps(point: Any) -> str:
+    """An LPS point for messages, ``LPS (x, y, z) mm``: 0.1 mm, or 3 digits when huge (1e+308)."""
+    def mm(value: float) -> str:
+        return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
+    x, y, z = (float(v) for v in np.asarray(point, dtype=float).reshape(3))
+    return f"LPS ({mm(x)}, {mm(y)}, {mm(z)}) mm"
+
+
+def _describe_grid(array: np.ndarray, geometry: Geometry) -> str:
+    """``shape, dtype, spacing, origin``: what a repr of an image may show (no PHI)."""
+    spacing = ", ".join(f"{s:g}" for s in geometry.spacing)
+    origin = ", ".join(f"{o:.2f}" for o in geometry.origin)
+    return (f"shape={'x'.join(map(str, geometry.shape))}, dtype={array.dtype}, spacing_mm=({spacing}), "
+            f"origin_lps_mm=({origin})")
+
+
 @dataclass
 class Volume:
     """A CT volume: int16 Hounsfield units on a patient-space grid, with its provenance.
@@ -265,6 +281,10 @@ class Volume:
     array: np.ndarray
     geometry: Geometry
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Sizes and geometry only: the provenance holds names, ids, dates and UIDs (PHI).
+        return f"Volume({_describe_grid(self.array, self.geometry)})"
 
     def __post_init__(self) -> None:
         if self.array.dtype != np.int16:
@@ -306,6 +326,10 @@ class Mask:
     geometry: Geometry
     labels: dict[int, str] = field(default_factory=lambda: {1: "structure"})
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Sizes, geometry and label names only; the provenance may name the source series.
+        return f"Mask({_describe_grid(self.array, self.geometry)}, labels={self.labels!r})"
 
     def __post_init__(self) -> None:
         if self.array.dtype == bool:
