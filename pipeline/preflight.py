@@ -103,17 +103,20 @@ def writable_file(path: str | os.PathLike) -> Path:
     """Make sure ``path`` can be written (its folder created, the file opened for appending).
 
     For ``--out FILE`` and ``--log-file``: refuses a folder, a read-only file or folder, and a
-    file among the parents, as an :class:`EnvironmentFault`. An existing file is left unchanged.
+    file among the parents, as an :class:`EnvironmentFault`. An existing file is opened for
+    appending and left unchanged; a new one is not created (its folder is probed instead), so a
+    run that fails later leaves no empty output behind.
     """
     path = Path(path)
     if path.is_dir():
         raise EnvironmentFault(f"cannot write {path}: it is a folder", hint="give a file path inside it")
-    output_folder(path.parent if str(path.parent) else Path("."))
-    try:
-        with path.open("ab"):
-            pass
-    except OSError as error:
-        raise environment_fault(error, path) from None
+    output_folder(path.parent)
+    if path.exists():
+        try:
+            with path.open("ab"):
+                pass
+        except OSError as error:
+            raise environment_fault(error, path) from None
     return path
 
 
