@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import DicomError, GeometryError
+from pipeline.errors import DicomError, EnvironmentFault, GeometryError
 
 #: Geometries whose origins, spacings or directions differ by less than this are the same grid.
 GRID_TOLERANCE_MM = 1e-3
@@ -407,8 +407,24 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
     temporary = path.with_name(f".{path.name}.partial{suffix}")
     sitk.WriteImage(image, str(temporary), useCompression=True)
+    _verify_written(temporary, array, path)
     temporary.replace(path)
     return path
+
+
+def _verify_written(temporary: Path, array: np.ndarray, path: Path) -> None:
+    """Read the image back: ITK reports a short write (disk full, file size limit) on stderr
+    only and returns as if it had succeeded, so a truncated file is caught here, not by a user."""
+    import SimpleITK as sitk
+
+    try:
+        ok = np.array_equal(sitk.GetArrayViewFromImage(sitk.ReadImage(str(temporary))), array)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        temporary.unlink(missing_ok=True)
+        raise EnvironmentFault(f"cannot write {path}: the file came out incomplete (the disk is full or a file "
+                               "size limit was reached)", hint="free space there or choose another output folder")
 
 
 def read_volume(path: str | Path) -> Volume:

@@ -27,8 +27,19 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+#: Signals received inside :func:`terminate_unwinds` (a native library may swallow the exception
+#: raised in its callback, or turn it into its own error: the record survives).
+_received: list[int] = []
+
+
 def _raise_terminated(signum: int, _frame: object) -> None:
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def received() -> Terminated | None:
+    """The stop signal received during the current :func:`terminate_unwinds` block, if any."""
+    return Terminated(_received[0]) if _received else None
 
 
 @contextmanager
@@ -41,12 +52,24 @@ def terminate_unwinds(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     previous = {number: signal.signal(number, _raise_terminated) for number in signals}
     try:
         yield
+    except Terminated:
+        raise
+    except BaseException as error:  # the signal's exception was swallowed or replaced on the way up
+        stop = received()
+        if stop is not None:
+            raise stop from error
+        raise
+    else:
+        stop = received()
+        if stop is not None:
+            raise stop
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-__all__ = ["Terminated", "terminate_unwinds"]
+__all__ = ["Terminated", "received", "terminate_unwinds"]

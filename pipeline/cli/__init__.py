@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from pipeline.cli.app import app, console, options
 from pipeline.errors import AnatomodelError
-from pipeline.interrupt import Terminated, terminate_unwinds
+from pipeline.interrupt import Terminated, received, terminate_unwinds
 from pipeline.preflight import environment_fault, find_environment_error
 
 # Importing the command modules registers their subcommands on ``app``.
@@ -57,14 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     except _USAGE as error:
         error.show()
         return int(error.exit_code)
-    except _ABORT:
+    except _ABORT as abort:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        stop = received()
+        if stop is not None:
+            return _stopped(stop)
         console.print("aborted")
         return 130
     except AnatomodelError as error:
         return _report(error, args)
     except Terminated as stop:
-        console.print(f"{stop}: the run was marked failed and its unfinished folders removed")
-        return stop.exit_code
+        return _stopped(stop)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
@@ -76,11 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             console.print(
-                escape(f"internal error: {type(error).__name__}: {error}. Run again with --debug for the "
-                       "traceback and report it with the command you ran.")
-            )
+                escape(f"internal error: {type(error).__name__}: {' '.join(str(error).split())}. Run again with "
+                       "--debug for the traceback and report it with the command you ran."), soft_wrap=True)
         return 1
     return int(result) if isinstance(result, int) else 0
+
+
+def _stopped(stop: Terminated) -> int:
+    """A run ended by a signal: its cleanup has run (the stack unwound); say so and exit 128 + N."""
+    console.print(f"{stop}: unfinished work was marked failed and its staging folders removed", soft_wrap=True)
+    return stop.exit_code
 
 
 def _report(error: AnatomodelError, args: list[str]) -> int:

@@ -102,12 +102,16 @@ def log_to_file(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(path)
     except BaseException as error:  # the log ends with why the run stopped, where the user looks
+        from pipeline.interrupt import received
         from pipeline.preflight import environment_fault, find_environment_error
 
         fault = find_environment_error(error)
         reason = str(environment_fault(fault) if fault is not None else error) or type(error).__name__
         if fault is None and not isinstance(error, AnatomodelError | KeyboardInterrupt):
             reason = f"internal error: {type(error).__name__}: {reason}"
+        stop = received()
+        if stop is not None and str(stop) not in reason:
+            reason = f"{stop} (while: {reason})"
         cli_log.error("failed: %s", " ".join(reason.split()))
         raise
     finally:
