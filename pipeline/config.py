@@ -17,10 +17,10 @@ import re
 import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from pipeline.errors import ConfigError
 
@@ -271,7 +271,60 @@ def shorten_text(value: object, limit: int = 60) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return shorten_number(value)
     shown = repr(value)
-    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown)} characters)"
+    if len(shown) <= limit:
+        return shown
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(shown)} characters shown"
+    return f"{shown[:limit]}... ({size})"
+
+
+# -- constrained field types for schemas (case files, presets) ------------------------------------
+
+def _checked_text(max_chars: int, single_line: bool, backslash: bool) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        problem = text_problem(text, max_chars)
+        if problem:
+            raise ValueError(problem)
+        if single_line and ("\n" in text or "\r" in text or "\t" in text):
+            raise ValueError("must be one line (no line breaks or tabs)")
+        if not backslash and "\\" in text:
+            raise ValueError("must not contain a backslash (DICOM separates values with it)")
+        return text
+    return check
+
+
+def bounded_text(max_chars: int, *, single_line: bool = False, backslash: bool = True) -> Any:
+    """A ``str`` field type: at most ``max_chars`` characters, no control characters.
+
+    Parameters
+    ----------
+    max_chars : int
+        Longest value, characters.
+    single_line : bool
+        Also refuse line breaks and tabs.
+    backslash : bool
+        Allow ``\\`` (False for values written into DICOM, where it separates values).
+    """
+    return Annotated[str, AfterValidator(_checked_text(max_chars, single_line, backslash))]
+
+
+def _person_name(text: str) -> str:
+    _checked_text(64 * 3 + 2, True, False)(text)
+    for group in text.split("="):  # alphabetic, ideographic, phonetic groups
+        if len(group) > 64:
+            raise ValueError(f"a DICOM person name group holds at most 64 characters, got {len(group)}")
+        if group.count("^") > 4:
+            raise ValueError("a DICOM person name has at most 5 components (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX)")
+    return text
+
+
+#: DICOM Long String (LO, e.g. PatientID, InstitutionName): one line of at most 64 characters.
+LongString = bounded_text(64, single_line=True, backslash=False)
+#: DICOM Person Name (PN): FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX, at most 64 characters a group.
+PersonName = Annotated[str, AfterValidator(_person_name)]
+#: DICOM Short Text (ST, e.g. a summary or a note): at most 1024 characters, line breaks allowed.
+ShortText = bounded_text(1024)
+#: A coordinate in patient LPS millimetres: finite and within 10 m of the scanner's origin.
+CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_000.0)]
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:

@@ -418,7 +418,8 @@ def _verify_written(temporary: Path, array: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk
 
     try:
-        ok = np.array_equal(sitk.GetArrayViewFromImage(sitk.ReadImage(str(temporary))), array)
+        written = sitk.ReadImage(str(temporary))  # kept alive while its array view is compared
+        ok = np.array_equal(sitk.GetArrayViewFromImage(written), array)
     except RuntimeError:
         ok = False
     if not ok:

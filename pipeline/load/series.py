@@ -41,14 +41,18 @@ PROVENANCE_KEYS = (
 
 @dataclass
 class LoadReport(Report):
-    """What :func:`load_series` did, in words and numbers (no patient data)."""
+    """What :func:`load_series` did, in words and numbers (no patient data).
 
-    source: str
+    Its repr shows figures only: the source path (folder names often carry the patient's
+    name), the series UID and description are left out of it (they stay in :meth:`to_dict`).
+    """
+
+    source: str = field(repr=False)
     source_format: str
-    selection: str
-    series_instance_uid: str | None = None
+    selection: str = field(repr=False)
+    series_instance_uid: str | None = field(default=None, repr=False)
     series_number: int | None = None
-    series_description: str | None = None
+    series_description: str | None = field(default=None, repr=False)
     slices_found: int | None = None
     slices_used: int | None = None
     slice_ordering: str | None = None
@@ -75,7 +79,7 @@ class LoadReport(Report):
     output_shape: list[int] = field(default_factory=list)
     output_spacing_mm: list[float] = field(default_factory=list)
     source_sha256: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
 
 def _value(ds: Dataset, keyword: str) -> Any:
