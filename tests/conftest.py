@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,24 @@ def phantoms_dir() -> Path:
 def philips_dir(phantoms_dir: Path) -> Path:
     return phantoms_dir / "dcm_qa_ct" / "series" / "Philips"
 
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """``tmpfs(options)`` mounts a tmpfs (e.g. ``"ro,size=1m"`` or ``"size=48k"``) under ``tmp_path``
+    for the test and unmounts it afterwards: real read-only and full file systems. Needs root
+    (CI runs as root); skipped where mounting is not allowed."""
+    points: list[Path] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"tmpfs{len(points)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        points.append(point)
+        return point
+
+    yield mount
+    for point in points:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -127,27 +127,26 @@ RAW_CASES: list[tuple[str, bytes | str, str | None]] = [
 ]
 
 
+def _parent(case: dict, path: str) -> tuple[dict | list, str | int]:
+    """The container holding the dotted ``path`` of a case, and the last key (an index in lists)."""
+    *keys, last = path.split(".")
+    target: dict | list = case
+    for key in keys:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    return target, int(last) if isinstance(target, list) else last
+
+
 def _set(path: str, value) -> Callable[[dict], None]:
     def change(case: dict) -> None:
-        target = case
-        keys = path.split(".")
-        for key in keys[:-1]:
-            target = target[int(key)] if isinstance(target, list) else target[key]
-        last = keys[-1]
-        if isinstance(target, list):
-            target[int(last)] = value
-        else:
-            target[last] = value
+        target, key = _parent(case, path)
+        target[key] = value  # type: ignore[index]
     return change
 
 
 def _drop(path: str) -> Callable[[dict], None]:
     def change(case: dict) -> None:
-        target = case
-        keys = path.split(".")
-        for key in keys[:-1]:
-            target = target[int(key)] if isinstance(target, list) else target[key]
-        del target[keys[-1]]
+        target, key = _parent(case, path)
+        del target[key]  # type: ignore[arg-type]
     return change
 
 
@@ -258,6 +257,21 @@ def test_bad_case_fields(tmp_path, capsys, ledger, base_case, change, contains):
     _assert_clear_error(code, err, CONFIG, contains=contains)
     assert len(err) < 2000  # a 1e308 seed or a 100 000-character summary is not printed back
     assert "\x1b" not in err and "\x00" not in err
+    _assert_nothing_left(tmp_path / "out", ledger)
+
+
+@pytest.mark.parametrize("good, bad", [
+    ("birth_date: 1964-03-01", "birth_date: 1964-13-45"),
+    ("birth_date: 1964-03-01", "birth_date: 1963-02-29"),
+    ("date_of_service: 2026-01-15", "date_of_service: 2026-02-30"),
+    ("date_of_service: 2026-01-15", "date_of_service: 2026-01-15T25:00:00"),
+], ids=["month-13", "not-a-leap-year", "february-30", "hour-25"])
+def test_impossible_unquoted_dates_name_their_field(tmp_path, capsys, ledger, base_case, good, bad):
+    """YAML reads an unquoted date itself: an impossible one must reach validation, not crash the reader."""
+    text = yaml.safe_dump(base_case, sort_keys=False)
+    assert good in text
+    code, err = _run(capsys, ["run", _write_case(tmp_path, text.replace(good, bad)), "--out", tmp_path / "out"])
+    _assert_clear_error(code, err, CONFIG, contains=bad.split(":")[0])
     _assert_nothing_left(tmp_path / "out", ledger)
 
 
@@ -442,25 +456,6 @@ def test_bad_images_and_arguments(junk, capsys, cta, ledger, args, expected, con
 
 # -- the environment -------------------------------------------------------------------------------
 
-@pytest.fixture()
-def mount(tmp_path):
-    """Mount a tmpfs (``options``: e.g. ``ro`` or ``size=64k``) for the test; skipped if not root."""
-    mounted: list[Path] = []
-
-    def make(name: str, options: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        mounted.append(point)
-        return point
-
-    yield make
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
-
-
 def test_out_naming_a_file(tmp_path, capsys, ledger, base_case):
     (tmp_path / "out").write_text("a file")
     code, err = _run(capsys, ["run", _write_case(tmp_path, base_case), "--out", tmp_path / "out"])
@@ -484,22 +479,22 @@ def test_log_file_that_cannot_be_written(tmp_path, capsys, cta, where):
     _assert_clear_error(code, err, ENVIRONMENT, contains="cannot")
 
 
-def test_read_only_output_folder(tmp_path, capsys, ledger, base_case, mount):
-    out = mount("readonly", "ro,size=1m")
+def test_read_only_output_folder(tmp_path, capsys, ledger, base_case, tmpfs):
+    out = tmpfs("ro,size=1m")
     code, err = _run(capsys, ["run", _write_case(tmp_path, base_case), "--out", out])
     _assert_clear_error(code, err, ENVIRONMENT, contains="read-only")
     _assert_nothing_left(out, ledger)
 
 
-def test_read_only_log_file(tmp_path, capsys, cta, mount):
-    folder = mount("readonly", "ro,size=1m")
+def test_read_only_log_file(tmp_path, capsys, cta, tmpfs):
+    folder = tmpfs("ro,size=1m")
     code, err = _run(capsys, ["--log-file", folder / "run.log", "inspect", cta])
     _assert_clear_error(code, err, ENVIRONMENT, contains="read-only")
 
 
 @pytest.mark.parametrize("command", ["segment", "convert", "mesh"])
-def test_outputs_to_a_read_only_folder_fail_before_the_work(tmp_path, capsys, cta, mount, command):
-    folder = mount("readonly", "ro,size=1m")
+def test_outputs_to_a_read_only_folder_fail_before_the_work(tmp_path, capsys, cta, tmpfs, command):
+    folder = tmpfs("ro,size=1m")
     args = {"segment": ["segment", cta, "--preset", "aorta_cta", "--seed", "-8", "-22", "25",
                         "--out", folder / "m.nii.gz"],
             "convert": ["convert", cta, folder / "v.nii.gz"],
@@ -511,8 +506,8 @@ def test_outputs_to_a_read_only_folder_fail_before_the_work(tmp_path, capsys, ct
     assert time.perf_counter() - started < 5.0
 
 
-def test_disk_full_during_a_run(tmp_path, capsys, ledger, base_case, mount):
-    out = mount("small", "size=48k")
+def test_disk_full_during_a_run(tmp_path, capsys, ledger, base_case, tmpfs):
+    out = tmpfs("size=48k")
     code, err = _run(capsys, ["run", _write_case(tmp_path, base_case), "--out", out])
     _assert_clear_error(code, err, ENVIRONMENT, contains="disk is full")
     _assert_nothing_left(out, ledger)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -22,24 +21,6 @@ from pipeline.preflight import (
     output_folder,
     writable_file,
 )
-
-
-@pytest.fixture()
-def tmpfs(tmp_path):
-    points = []
-
-    def make(options: str) -> Path:
-        point = tmp_path / f"mnt{len(points)}"
-        point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        points.append(point)
-        return point
-
-    yield make
-    for point in points:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_output_folder_is_made_and_proved_writable(tmp_path):
