@@ -527,7 +527,10 @@ def test_file_size_limit_during_convert(tmp_path, cta):
     assert not list(tmp_path.iterdir())  # neither the image nor its partial file is left
 
 
-def test_sigterm_marks_the_run_failed_and_removes_its_staging(tmp_path, base_case, cta):
+@pytest.mark.parametrize("stop, code, said", [
+    (signal.SIGTERM, 128 + signal.SIGTERM, "stopped by SIGTERM"), (signal.SIGINT, 130, "KeyboardInterrupt"),
+], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_marks_itself_failed_and_removes_its_staging(tmp_path, base_case, cta, stop, code, said):
     case = copy.deepcopy(base_case)
     case["models"] = case["models"][:1]
     write_dicom_series(make_phantom(shape_scale=0.5), tmp_path / "cta", with_truth=False)
@@ -540,13 +543,13 @@ def test_sigterm_marks_the_run_failed_and_removes_its_staging(tmp_path, base_cas
     while not list(out.glob(f"{case['case_id']}/.*staging*")) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "stopped by SIGTERM" in err
+    assert process.returncode == code, err
+    assert "Traceback" not in err and (stop != signal.SIGTERM or said in err)
     assert not [p for p in (out / case["case_id"]).iterdir() if p.name.startswith(".")]
     with sqlite3.connect(ledger) as db:
         assert [r[0] for r in db.execute("SELECT status FROM runs")] == ["failed"]
         assert db.execute("SELECT COUNT(*) FROM models WHERE status = 'pending'").fetchone()[0] == 0
     log = (out / case["case_id"] / "run.log").read_text().splitlines()
-    assert "failed: stopped by SIGTERM" in log[-1]
+    assert f"failed: {said}" in log[-1]
