@@ -146,6 +146,31 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a configuration or manifest file, refused (ConfigError) when it is a
+    folder or missing, larger than :data:`MAX_YAML_BYTES`, binary (a NUL byte) or not UTF-8."""
+    path = require_file(path, what)
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_YAML_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})",
+                          hint="check the file's permissions") from error
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB, not a {what}",
+                          hint=f"give the {what} itself")
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{path}: binary content (a NUL byte at offset {nul}), not a text {what}",
+                          hint=f"give the {what} itself, saved as UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})",
+                          hint="save the file as UTF-8") from None
+    return text
+
+
 def read_yaml(path: str | Path, what: str = "file") -> object:
     """Parse a YAML file within bounds, reporting every fault with the file and where.
 
@@ -156,25 +181,7 @@ def read_yaml(path: str | Path, what: str = "file") -> object:
     escapes; tab and newline are allowed), text over :data:`MAX_TEXT_CHARS` characters, and
     numbers that are not finite or exceed :data:`MAX_NUMBER` in magnitude.
     """
-    path = require_file(path, what)
-    try:
-        with path.open("rb") as stream:
-            raw = stream.read(MAX_YAML_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot be read ({error.strerror})",
-                          hint="check the file's permissions") from error
-    if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB, not a configuration file",
-                          hint="give the YAML file itself")
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raise ConfigError(f"{path}: binary content (a NUL byte at offset {nul}), not a YAML text file",
-                          hint="give the YAML file itself, saved as UTF-8 text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})",
-                          hint="save the file as UTF-8") from None
+    text = read_text(path, what)
     loader = _BoundedLoader(text)
     try:
         data = loader.get_single_data()

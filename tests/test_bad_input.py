@@ -305,6 +305,17 @@ def test_bad_batch_manifests(tmp_path, capsys, ledger, text, contains):
     _assert_clear_error(code, err, CONFIG, contains=contains)
 
 
+@pytest.mark.parametrize("content, contains", [
+    (bytes(range(256)) * 4, "binary"), ("case\nM\xfcller.yaml\n".encode("latin-1"), "utf-8"),
+    (b"case\n\x1b[31mx.yaml\n", "control character"), (b"case\n" + b"a" * (2 << 20), "larger than"),
+], ids=["binary", "latin-1", "ansi", "huge"])
+def test_bad_csv_manifests(tmp_path, capsys, ledger, content, contains):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(content)
+    code, err = _run(capsys, ["batch", manifest, "--out", tmp_path / "out"])
+    _assert_clear_error(code, err, CONFIG, contains=contains)
+
+
 @pytest.mark.parametrize("text, contains", [
     (BOMB, "alias"), ("name: x\nthreshold: {reason: \"a\\e[31m\"}\n", "control character"),
     ("name: [unclosed\n", "not valid yaml"),
