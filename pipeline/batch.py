@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import io
 import multiprocessing
 import os
 import time
@@ -25,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.config import read_yaml
+from pipeline.config import MAX_TEXT_CHARS, read_text, read_yaml, text_problem
 from pipeline.errors import AnatomodelError, ConfigError
 from pipeline.ledger import Ledger, resolve_ledger_path
 from pipeline.report import Report
@@ -108,9 +109,14 @@ def read_manifest(manifest: str | os.PathLike) -> list[Path]:
 
 
 def _csv_entries(manifest: Path) -> list[str]:
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle)
-                if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    text = read_text(manifest, "manifest")  # bounded, UTF-8, not binary
+    rows = [row for row in csv.reader(io.StringIO(text, newline=""))
+            if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    for number, row in enumerate(rows, 1):
+        for cell in row:
+            problem = text_problem(cell, MAX_TEXT_CHARS)
+            if problem:
+                raise ConfigError(f"{manifest}: row {number}: {problem}")
     if not rows:
         return []
     header = [name.strip().lower() for name in rows[0]]

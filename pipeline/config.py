@@ -11,14 +11,16 @@ and the reason as a :class:`~pipeline.errors.ConfigError`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from pipeline.errors import ConfigError
 
@@ -69,18 +71,267 @@ def find_config(kind: str, name: str) -> Path:
     raise ConfigError(f"unknown {kind[:-1]} {name!r}; available: {choices}")
 
 
-def read_yaml(path: Path) -> object:
-    """Parse a YAML file, reporting syntax errors with the file and line."""
+#: Largest YAML file read (case files, manifests, presets, printer profiles), bytes.
+MAX_YAML_BYTES = 1 << 20
+#: Most aliases (``*name``) one YAML file may use; anchors beyond this are a billion-laughs risk.
+MAX_YAML_ALIASES = 64
+#: Most values (mappings, lists and scalars, counting each alias expansion) one file may hold.
+MAX_YAML_NODES = 100_000
+#: Longest text value in a YAML file, characters (fields may set tighter limits).
+MAX_TEXT_CHARS = 4096
+#: Largest magnitude of a number in a YAML file (no lab quantity comes near it).
+MAX_NUMBER = 1e9
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing files that use more than :data:`MAX_YAML_ALIASES` aliases."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.aliases_seen = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _TooManyAliases(f"line {mark.line + 1}: more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        # A key given twice is a mistake PyYAML would hide (the last value silently wins).
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {shorten_text(key)} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node):  # type: ignore[no-untyped-def]
+        # An impossible date (1964-13-45) stays text, so validation names its field.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _BoundedLoader.construct_yaml_timestamp)
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` if it is a readable regular file, else a ConfigError saying what it is instead.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file named by the user.
+    what : str
+        What the file is, for the message (``"case file"``, ``"manifest"``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file",
+                          hint=f"give the {what} itself (a .yaml file), e.g. {path / 'case.yaml'}")
+    if not path.exists():
+        raise ConfigError(f"{what} {path} not found", hint="check the path and the current folder")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    return path
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a configuration or manifest file, refused (ConfigError) when it is a
+    folder or missing, larger than :data:`MAX_YAML_BYTES`, binary (a NUL byte) or not UTF-8."""
+    path = require_file(path, what)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_YAML_BYTES + 1)
     except OSError as error:
-        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from error
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})",
+                          hint="check the file's permissions") from error
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB, not a {what}",
+                          hint=f"give the {what} itself")
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{path}: binary content (a NUL byte at offset {nul}), not a text {what}",
+                          hint=f"give the {what} itself, saved as UTF-8 text")
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})",
+                          hint="save the file as UTF-8") from None
+    return text
+
+
+def read_yaml(path: str | Path, what: str = "file") -> object:
+    """Parse a YAML file within bounds, reporting every fault with the file and where.
+
+    Refused, each with a one-line :class:`~pipeline.errors.ConfigError`: a folder or missing
+    path, a file over :data:`MAX_YAML_BYTES`, binary content (NUL bytes, not UTF-8), syntax
+    errors (with the line), more than :data:`MAX_YAML_ALIASES` aliases or
+    :data:`MAX_YAML_NODES` values (alias bombs), control characters in any text (NUL, ANSI
+    escapes; tab and newline are allowed), text over :data:`MAX_TEXT_CHARS` characters, and
+    numbers that are not finite or exceed :data:`MAX_NUMBER` in magnitude.
+    """
+    text = read_text(path, what)
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+    except _TooManyAliases as error:
+        raise ConfigError(f"{path}: {error}, refused as a possible alias bomb",
+                          hint="write the values out instead of repeating anchors") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from error
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a configuration file") from None
+    finally:
+        loader.dispose()
+    try:
+        check_values(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a configuration file") from None
+    return data
+
+
+def check_values(data: object, source: str) -> None:
+    """Refuse oversized, control-character-laden or out-of-range values anywhere in ``data``.
+
+    Walks mappings and lists (counting every alias expansion, so a shared node counts each
+    time it is reached) and raises :class:`~pipeline.errors.ConfigError` naming the field.
+    """
+    budget = [MAX_YAML_NODES]
+
+    def walk(value: object, where: tuple[str, ...]) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(f"{source}: more than {MAX_YAML_NODES} values (aliases expand to too much data), "
+                              "refused as a possible alias bomb",
+                              hint="write the values out instead of repeating anchors")
+        field_name = ".".join(where) or "(top level)"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    walk(key, where + ("(key)",))
+                walk(item, where + (str(key)[:40],))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, where + (str(index),))
+        elif isinstance(value, str):
+            problem = text_problem(value, MAX_TEXT_CHARS)
+            if problem:
+                raise ConfigError(f"{source}: field '{field_name}': {problem}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            problem = number_problem(value, MAX_NUMBER)
+            if problem:
+                raise ConfigError(f"{source}: field '{field_name}': {problem}")
+
+    walk(data, ())
+
+
+def text_problem(text: str, max_chars: int) -> str | None:
+    """Why ``text`` is not acceptable as a text field, or None.
+
+    Control characters (Unicode category Cc: NUL, ESC and the ANSI escape sequences it starts,
+    C1 controls) are refused except tab, line feed and carriage return.
+    """
+    if len(text) > max_chars:
+        return f"text of {len(text)} characters, longer than the limit of {max_chars}"
+    for position, char in enumerate(text):
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            return (f"contains the control character U+{ord(char):04X} at position {position + 1}; "
+                    "remove it (control characters and terminal escape codes are not allowed in text)")
+    return None
+
+
+def number_problem(value: float, limit: float) -> str | None:
+    """Why ``value`` is not an acceptable number (not finite, or beyond ``limit``), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if abs(value) > limit:
+        return f"{shorten_number(value)} is out of range (at most {limit:g} in magnitude)"
+    return None
+
+
+def shorten_number(value: float) -> str:
+    """A number for a message: never hundreds of digits (``1e+308``, ``1.2e+40``)."""
+    if isinstance(value, int) and abs(value) < 10**12:
+        return str(value)
+    try:
+        return f"{float(value):.3g}"
+    except OverflowError:
+        return f"an integer of {len(str(abs(value)))} digits"
+
+
+def shorten_text(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (numbers shortened), for messages."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return shorten_number(value)
+    shown = repr(value)
+    if len(shown) <= limit:
+        return shown
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(shown)} characters shown"
+    return f"{shown[:limit]}... ({size})"
+
+
+# -- constrained field types for schemas (case files, presets) ------------------------------------
+
+def _checked_text(max_chars: int, single_line: bool, backslash: bool) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        problem = text_problem(text, max_chars)
+        if problem:
+            raise ValueError(problem)
+        if single_line and ("\n" in text or "\r" in text or "\t" in text):
+            raise ValueError("must be one line (no line breaks or tabs)")
+        if not backslash and "\\" in text:
+            raise ValueError("must not contain a backslash (DICOM separates values with it)")
+        return text
+    return check
+
+
+def bounded_text(max_chars: int, *, single_line: bool = False, backslash: bool = True) -> Any:
+    """A ``str`` field type: at most ``max_chars`` characters, no control characters.
+
+    Parameters
+    ----------
+    max_chars : int
+        Longest value, characters.
+    single_line : bool
+        Also refuse line breaks and tabs.
+    backslash : bool
+        Allow ``\\`` (False for values written into DICOM, where it separates values).
+    """
+    return Annotated[str, AfterValidator(_checked_text(max_chars, single_line, backslash))]
+
+
+def _person_name(text: str) -> str:
+    _checked_text(64 * 3 + 2, True, False)(text)
+    for group in text.split("="):  # alphabetic, ideographic, phonetic groups
+        if len(group) > 64:
+            raise ValueError(f"a DICOM person name group holds at most 64 characters, got {len(group)}")
+        if group.count("^") > 4:
+            raise ValueError("a DICOM person name has at most 5 components (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX)")
+    return text
+
+
+#: DICOM Long String (LO, e.g. PatientID, InstitutionName): one line of at most 64 characters.
+LongString = bounded_text(64, single_line=True, backslash=False)
+#: DICOM Person Name (PN): FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX, at most 64 characters a group.
+PersonName = Annotated[str, AfterValidator(_person_name)]
+#: DICOM Short Text (ST, e.g. a summary or a note): at most 1024 characters, line breaks allowed.
+ShortText = bounded_text(1024)
+#: A coordinate in patient LPS millimetres: finite and within 10 m of the scanner's origin.
+CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_000.0)]
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:
@@ -89,7 +340,7 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         got = problem.get("input")
-        shown = "" if problem["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if problem["type"] == "missing" or isinstance(got, dict) else f" (got {shorten_text(got)})"
         lines.append(f"{source}: field '{field}': {problem['msg']}{shown}")
     return "; ".join(lines)
 

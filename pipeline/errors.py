@@ -90,3 +90,10 @@ class RegressionDrift(AnatomodelError):
     """A regression run found models outside their golden tolerances."""
 
     exit_code = 14
+
+
+class EnvironmentFault(AnatomodelError):
+    """The machine refuses the work: disk full, read-only or missing folder, a file where a folder
+    is expected, no permission. Nothing is wrong with the input; fix the place and run again."""
+
+    exit_code = 15

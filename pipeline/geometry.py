@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import DicomError, GeometryError
+from pipeline.errors import DicomError, EnvironmentFault, GeometryError
 from pipeline.files import atomic_write
 
 #: Geometries whose origins, spacings or directions differ by less than this are the same grid.
@@ -248,6 +248,22 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice
     return tuple(box)  # type: ignore[return-value]
 
 
+def format_lps(point: Any) -> str:
+    """An LPS point for messages, ``LPS (x, y, z) mm``: 0.1 mm, or 3 digits when huge (1e+308)."""
+    def mm(value: float) -> str:
+        return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
+    x, y, z = (float(v) for v in np.asarray(point, dtype=float).reshape(3))
+    return f"LPS ({mm(x)}, {mm(y)}, {mm(z)}) mm"
+
+
+def _describe_grid(array: np.ndarray, geometry: Geometry) -> str:
+    """``shape, dtype, spacing, origin``: what a repr of an image may show (no PHI)."""
+    spacing = ", ".join(f"{s:g}" for s in geometry.spacing)
+    origin = ", ".join(f"{o:.2f}" for o in geometry.origin)
+    return (f"shape={'x'.join(map(str, geometry.shape))}, dtype={array.dtype}, spacing_mm=({spacing}), "
+            f"origin_lps_mm=({origin})")
+
+
 @dataclass
 class Volume:
     """A CT volume: int16 Hounsfield units on a patient-space grid, with its provenance.
@@ -266,6 +282,10 @@ class Volume:
     array: np.ndarray
     geometry: Geometry
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Sizes and geometry only: the provenance holds names, ids, dates and UIDs (PHI).
+        return f"Volume({_describe_grid(self.array, self.geometry)})"
 
     def __post_init__(self) -> None:
         if self.array.dtype != np.int16:
@@ -307,6 +327,10 @@ class Mask:
     geometry: Geometry
     labels: dict[int, str] = field(default_factory=lambda: {1: "structure"})
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Sizes, geometry and label names only; the provenance may name the source series.
+        return f"Mask({_describe_grid(self.array, self.geometry)}, labels={self.labels!r})"
 
     def __post_init__(self) -> None:
         if self.array.dtype == bool:
@@ -369,8 +393,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
 def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path:
     """Write an array on its geometry as NIfTI (``.nii``/``.nii.gz``), NRRD or MHA, by suffix.
 
-    The file is written to a temporary name beside the target and renamed, so a crash never
-    leaves a half-written image.
+    The file is written to a temporary name beside the target, read back, and renamed, so a
+    crash or a full disk never leaves a half-written image.
     """
     import SimpleITK as sitk
 
@@ -380,7 +404,28 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path
     if tuple(array.shape) != geometry.shape:
         raise GeometryError(f"array shape {array.shape} does not match grid {geometry.shape}")
     image = geometry.to_sitk(sitk.GetImageFromArray(np.ascontiguousarray(array)))
-    return atomic_write(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
+
+    def write_and_verify(temporary: Path) -> None:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
+        _verify_written(temporary, array, path)
+
+    return atomic_write(path, write_and_verify)
+
+
+def _verify_written(temporary: Path, array: np.ndarray, path: Path) -> None:
+    """Read the image back: ITK reports a short write (disk full, file size limit) on stderr
+    only and returns as if it had succeeded, so a truncated file is caught here, not by a user."""
+    import SimpleITK as sitk
+
+    try:
+        written = sitk.ReadImage(str(temporary))  # kept alive while its array view is compared
+        ok = np.array_equal(sitk.GetArrayViewFromImage(written), array)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        temporary.unlink(missing_ok=True)
+        raise EnvironmentFault(f"cannot write {path}: the file came out incomplete (the disk is full or a file "
+                               "size limit was reached)", hint="free space there or choose another output folder")
 
 
 def read_volume(path: str | Path) -> Volume:

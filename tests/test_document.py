@@ -432,9 +432,17 @@ def test_vendor_packet_keeps_the_facts_under_a_pseudonym(vendor_packet, source):
     assert facts["load"]["source_folder"] == "[removed]"
     ds = pydicom.dcmread(vendor_packet / "model.dcm")
     assert ds.PatientName == alias and ds.PatientID == alias
-    assert ds.PatientIdentityRemoved == "YES" and ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
-    assert ds.StudyDate == "" and ds.AccessionNumber == "" and ds.PatientBirthDate == ""
+    assert ds.PatientIdentityRemoved == "YES"
+    # PS3.15 Annex E: the Basic Profile and the two options chosen, by their CID 7050 codes.
+    assert [item.CodeValue for item in ds.DeidentificationMethodCodeSequence] == ["113100", "113107", "113105"]
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
     provenance = source["volume"].provenance
+    # Modified Dates: the study date moved back by whole days (1-365), the same shift as the packet's dates.
+    shift = dt.datetime.strptime(provenance["study_date"], "%Y%m%d") - dt.datetime.strptime(ds.StudyDate, "%Y%m%d")
+    assert shift.seconds == 0 and 1 <= shift.days <= 365
+    dos = dt.date.fromisoformat(facts["encounter"]["date_of_service"])
+    assert (DOS - dos).days == shift.days  # the case's date of service, shifted alike
+    assert ds.AccessionNumber == "" and ds.PatientBirthDate == ""
     assert ds.StudyInstanceUID != provenance["study_instance_uid"]
     assert ds.FrameOfReferenceUID == facts["source_imaging"]["frame_of_reference_uid"]
     assert ds.EncapsulatedDocument[: ds.EncapsulatedDocumentLength] == (vendor_packet / "model.stl").read_bytes()

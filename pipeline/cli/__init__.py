@@ -15,6 +15,8 @@ from rich.markup import escape
 
 from pipeline.cli.app import app, console, options
 from pipeline.errors import AnatomodelError
+from pipeline.interrupt import Terminated, received, terminate_unwinds
+from pipeline.preflight import environment_fault, find_environment_error
 
 # Importing the command modules registers their subcommands on ``app``.
 from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
@@ -49,30 +51,51 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
+        with terminate_unwinds():
+            result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
     except _EXIT as done:
         return int(done.exit_code)
     except _USAGE as error:
         error.show()
         return int(error.exit_code)
-    except _ABORT:
+    except _ABORT:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        stop = received()
+        if stop is not None:
+            return _stopped(stop)
         console.print("aborted")
         return 130
     except AnatomodelError as error:
-        if options.debug or "--debug" in args:
-            traceback.print_exc()
-        console.print(f"[bold red]error:[/] {escape(str(error))}")
-        return error.exit_code
+        return _report(error, args)
+    except Terminated as stop:
+        return _stopped(stop)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
     except Exception as error:  # a bug: say so, and how to report it
+        fault = find_environment_error(error)
+        if fault is not None:  # disk full, read-only, ... met mid-run: the machine's fault, not a bug
+            return _report(environment_fault(fault), args)
         if options.debug or "--debug" in args:
             traceback.print_exc()
         else:
             console.print(
-                escape(f"internal error: {type(error).__name__}: {error}. Run again with --debug for the "
-                       "traceback and report it with the command you ran.")
-            )
+                escape(f"internal error: {type(error).__name__}: {' '.join(str(error).split())}. Run again with "
+                       "--debug for the traceback and report it with the command you ran."), soft_wrap=True)
         return 1
     return int(result) if isinstance(result, int) else 0
+
+
+def _stopped(stop: Terminated) -> int:
+    """A run ended by a signal: its cleanup has run (the stack unwound); say so and exit 128 + N."""
+    console.print(f"{stop}: unfinished work was marked failed and its staging folders removed", soft_wrap=True)
+    return stop.exit_code
+
+
+def _report(error: AnatomodelError, args: list[str]) -> int:
+    """Print an input or environment error as one line (the traceback too with --debug)."""
+    if options.debug or "--debug" in args:
+        traceback.print_exc()
+    # One line of printable text, whatever a library or a file name put in the message.
+    line = " ".join("".join(c if c.isprintable() else " " for c in str(error)).split())
+    console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    return error.exit_code

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from pipeline.errors import AnatomodelError
+
 app = typer.Typer(
     name="anatomodel",
     help="CT angiography to printable anatomic models and the packet that supports CPT 0559T/0560T.",
@@ -57,8 +59,8 @@ def _global(
 ) -> None:
     """Global options apply to every subcommand and are given before it.
 
-    Exit codes: 0 success, 1 internal error, 2 usage, 3-14 input errors by kind (see the README);
-    14 means regression drift. Shell completion: anatomodel --install-completion.
+    Exit codes: 0 success, 1 internal error, 2 usage, 3-13 input errors by kind (see the README);
+    14 means regression drift, 15 an environment fault (disk full, read-only path). Shell completion: anatomodel --install-completion.
     """
     options.debug, options.quiet, options.verbose, options.log_file = debug, quiet, verbose, log_file
     level = logging.DEBUG if verbose or debug else logging.WARNING if quiet else logging.INFO
@@ -79,8 +81,9 @@ def _global(
 
 
 def _add_file_handler(path: Path) -> logging.Handler:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from pipeline.preflight import writable_file  # refuses a folder, read-only file or folder: exit 15
+
+    path = writable_file(path)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.DEBUG if options.verbose or options.debug else logging.INFO)
@@ -98,6 +101,19 @@ def log_to_file(path: str | Path) -> Iterator[Path]:
     handler = _add_file_handler(Path(path))
     try:
         yield Path(path)
+    except BaseException as error:  # the log ends with why the run stopped, where the user looks
+        from pipeline.interrupt import received
+        from pipeline.preflight import environment_fault, find_environment_error
+
+        fault = find_environment_error(error)
+        reason = str(environment_fault(fault) if fault is not None else error) or type(error).__name__
+        if fault is None and not isinstance(error, AnatomodelError | KeyboardInterrupt):
+            reason = f"internal error: {type(error).__name__}: {reason}"
+        stop = received()
+        if stop is not None and str(stop) not in reason:
+            reason = f"{stop} (while: {reason})"
+        cli_log.error("failed: %s", " ".join(reason.split()))
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -19,6 +19,8 @@ def convert_command(
     series: str = typer.Option("auto", "--series", "-s", help="'auto', a SeriesInstanceUID or a series number."),
     prefer_bone: bool = typer.Option(False, "--prefer-bone", help="Let auto prefer bone kernels."),
     max_gap_mm: float = typer.Option(None, "--max-gap-mm", help="Refuse steps between slices wider than this (mm)."),
+    resample_gaps: bool = typer.Option(False, "--resample-gaps", help="Fill gaps (missing slices) by "
+                                       "interpolation instead of refusing; the report says so."),
     report: Path = typer.Option(None, "--report", help="Also write the load report as JSON here."),
 ) -> None:
     """Load a CT series (tilt, spacing and rescale corrected) and write it as one image file.
@@ -31,7 +33,13 @@ def convert_command(
     """
     if not is_image_file(output):
         raise typer.BadParameter(f"{output}: use one of {', '.join(IMAGE_SUFFIXES)}", param_hint="OUTPUT")
-    volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm)
+    from pipeline.preflight import writable_file
+
+    writable_file(output)  # a read-only or misnamed output fails now, not after the load
+    if report is not None:
+        writable_file(report)
+    volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm,
+                                      resample_gaps=resample_gaps)
     write_volume(volume, output)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,11 @@ def mesh_command(
         raise click.BadParameter(f"{out}: use a .stl, .3mf or .obj name, or give --format", param_hint="--out")
     if smoothing not in ("windowed_sinc", "taubin", "none"):
         raise click.BadParameter(f"{smoothing!r}: use windowed_sinc, taubin or none", param_hint="--smoothing")
+    from pipeline.preflight import writable_file
+
+    for path in (out, report):  # a read-only or misnamed output fails now, not after the work
+        if path is not None:
+            writable_file(path)
     if passband is None:
         passband = 0.1 if smoothing == "taubin" else 0.01
     try:

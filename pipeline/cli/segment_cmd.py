@@ -109,6 +109,11 @@ def segment_command(
         raise typer.BadParameter(f"{out}: use one of {', '.join(IMAGE_SUFFIXES)}", param_hint="--out")
     if (preset is None) == (labels is None):
         raise click.UsageError("give either --preset (to segment) or --labels (to import a label map)")
+    from pipeline.preflight import writable_file
+
+    for path in (out, report):  # a read-only or misnamed output fails now, not after the work
+        if path is not None:
+            writable_file(path)
     overrides = _overrides(settings or [])
     roi = points["--roi"][0] if points["--roi"] else None
     volume, _ = load_series(source, series)

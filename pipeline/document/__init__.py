@@ -5,8 +5,10 @@ Per model, into the model folder (a staging folder the caller renames when compl
 (DICOM Encapsulated STL in the source study) and, last, ``SHA256SUMS`` over every file.
 Per case: ``charges.csv``, ``charges.json`` and ``case_summary.pdf`` (:func:`write_case_charges`).
 
-With ``deidentify=True`` the packet is the vendor copy: no name, patient id, birth date or
-accession number in any byte of any file, which is checked before the packet is finished.
+With ``deidentify=True`` the packet is the vendor copy (DICOM PS3.15 Annex E Basic Profile with
+the Modified Dates and Clean Descriptors options, see :mod:`pipeline.document.deidentify`): no
+name, patient id, birth date, accession number, source UID or real date in any byte of any
+file, which is checked before the packet is finished.
 """
 
 from __future__ import annotations
@@ -67,15 +69,28 @@ def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
 
 
 def _refuse_identifiers(model_dir: Path, identifiers: list[str], when: str) -> None:
-    """Raise DocumentError if any file of the folder holds an identifier (naming files only:
-    the message reaches logs, so it never repeats the identifier)."""
+    """Raise DocumentError if any byte of any file of the folder (inflated: PDF streams, gzip,
+    zip members) holds an identifier of the source (see
+    :func:`~pipeline.document.deidentify.vendor_copy_identifiers`: names, ids, accession, source
+    UIDs, unshifted dates). The message names files and kinds only: it reaches logs, so it never
+    repeats the identifier."""
     hits = deid.find_identifiers(model_dir, identifiers)
     if hits:
+        kinds = sorted({_kind(needle) for _, needle in hits})
         raise DocumentError(
-            f"the de-identified packet still holds a patient identifier ({when}) in: "
+            f"the de-identified packet still holds {' and '.join(kinds)} ({when}) in: "
             + ", ".join(sorted({name for name, _ in hits}))
             + "; files written by earlier stages must not carry PHI (STL header, mask metadata, file names)"
         )
+
+
+def _kind(needle: str) -> str:
+    """What an identifier is, for messages that must not repeat it."""
+    if deid.is_source_uid(needle):
+        return "a UID"
+    if deid.is_date_text(needle):
+        return "a date"
+    return "a patient identifier"
 
 
 def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
@@ -109,13 +124,16 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     identifiers = deid.identifying_strings(inputs.patient, provenance)
     alias = None
     if inputs.deidentify:
-        patient_id = str(inputs.patient.get("id") or provenance.get("patient_id") or inputs.patient.get("name") or "")
-        alias = deid.pseudonym(patient_id)
+        alias = deid.pseudonym(deid.patient_key(inputs.patient, provenance))
+        staff = deid.staff_strings(inputs.encounter, inputs.workflow or [])
+        identifiers = sorted({*identifiers, *staff}, key=len, reverse=True)
+        forbidden = sorted({*deid.vendor_copy_identifiers(inputs.patient, provenance, inputs.encounter), *staff},
+                           key=len, reverse=True)
         named = [p for p in (model_dir.name, model_dir.parent.name) if any(s.lower() in p.lower() for s in identifiers)]
         if named:
             raise DocumentError("a de-identified packet cannot be written into a folder named after the patient; "
                                 "use a case id and model id that do not contain the name or MRN")
-        _refuse_identifiers(model_dir, identifiers, "before the packet was written")
+        _refuse_identifiers(model_dir, forbidden, "before the packet was written")
 
     stl_path = Path(inputs.files.get("model.stl") or model_dir / "model.stl")
     if not stl_path.is_file():
@@ -163,7 +181,7 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     (model_dir / "packet.pdf").write_bytes(pdf_bytes)
 
     if inputs.deidentify:
-        _refuse_identifiers(model_dir, identifiers, "after the packet was written")
+        _refuse_identifiers(model_dir, forbidden, "after the packet was written")
     write_sha256sums(model_dir)
     checksums = {p.relative_to(model_dir).as_posix(): sha256_file(p)
                  for p in sorted(model_dir.rglob("*")) if p.is_file()}

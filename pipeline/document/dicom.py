@@ -144,7 +144,8 @@ def build_encapsulated_stl(
         ds.PatientSex = ""
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = deid.METHOD_TEXT
-        ds.DeidentificationMethodCodeSequence = Sequence([_code(*deid.BASIC_PROFILE_CODE)])
+        ds.DeidentificationMethodCodeSequence = Sequence([_code(*code) for code in deid.METHOD_CODES])
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
     else:
         ds.PatientName = str(name)
         ds.PatientID = str(patient_id)
@@ -152,7 +153,9 @@ def build_encapsulated_stl(
         ds.PatientSex = str(provenance.get("patient_sex") or patient.get("sex") or "")
     # General Study
     ds.StudyInstanceUID = deid.replace_uid(study_uid) if deidentify else study_uid
-    ds.StudyDate = "" if deidentify else _dicom_date(provenance.get("study_date"))
+    patient_key = deid.patient_key(patient, provenance)
+    ds.StudyDate = (deid.shift_dicom_date(provenance.get("study_date"), patient_key) if deidentify
+                    else _dicom_date(provenance.get("study_date")))
     ds.StudyTime = "" if deidentify else str(provenance.get("study_time") or "")
     ds.AccessionNumber = "" if deidentify else str(provenance.get("accession_number") or "")
     ds.ReferringPhysicianName = ""
@@ -172,7 +175,7 @@ def build_encapsulated_stl(
     ds.SoftwareVersions = str(software_version)
     # Encapsulated Document
     ds.InstanceNumber = 1
-    ds.ContentDate = "" if deidentify else created.strftime("%Y%m%d")
+    ds.ContentDate = deid.shift_dicom_date(created, patient_key) if deidentify else created.strftime("%Y%m%d")
     ds.ContentTime = "" if deidentify else created.strftime("%H%M%S")
     ds.AcquisitionDateTime = ""
     ds.BurnedInAnnotation = "NO"

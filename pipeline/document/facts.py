@@ -30,8 +30,9 @@ SOURCE_FIELDS = (
     "pixel_spacing_mm", "convolution_kernel", "kvp", "contrast_bolus_agent", "gantry_tilt_deg",
     "transfer_syntax_uid", "study_instance_uid", "series_instance_uid", "frame_of_reference_uid", "source_sha256",
 )
-#: Removed from a de-identified packet (dates and the accession identify the study).
-DEIDENTIFIED_SOURCE_FIELDS = frozenset({"study_date", "study_time", "accession_number", "study_description"})
+#: Removed from a de-identified packet (the accession and time identify the study; the study
+#: date is shifted with every other date, see :mod:`pipeline.document.deidentify`).
+DEIDENTIFIED_SOURCE_FIELDS = frozenset({"study_time", "accession_number", "study_description"})
 _UID_FIELDS = ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid")
 
 
@@ -107,13 +108,14 @@ def workflow_steps(inputs: PacketInputs) -> list[dict[str, Any]]:
 
 
 def source_imaging(provenance: dict[str, Any], deidentify: bool) -> dict[str, Any]:
-    """The source series facts (dates, accession removed and UIDs replaced when de-identifying)."""
+    """The source series facts (accession and time removed and UIDs replaced when
+    de-identifying; the study date is shifted by :func:`~pipeline.document.deidentify.scrub`)."""
     shown: dict[str, Any] = {}
     for key in SOURCE_FIELDS:
         if key not in provenance or (deidentify and key in DEIDENTIFIED_SOURCE_FIELDS):
             continue
         value = to_jsonable(provenance[key])
-        if deidentify and key in _UID_FIELDS and value:
+        if deidentify and key in _UID_FIELDS and value:  # the same replacement as model.dcm's references
             value = deid.replace_uid(str(value))
         shown[key] = value
     shown["number_of_source_instances"] = len(provenance.get("source_instances") or [])
@@ -160,6 +162,7 @@ def build_facts(
     provenance = inputs.volume.provenance if inputs.volume is not None else {}
     spec = inputs.model_spec
     patient = inputs.patient or {}
+    patient_key = deid.patient_key(patient, provenance)
     if deidentify:
         patient_facts = {"name": None, "id": None, "birth_date": None, "sex": None, "pseudonym": alias}
     else:
@@ -176,11 +179,7 @@ def build_facts(
     steps = workflow_steps(inputs)
     reports = {name: to_jsonable(report) for name, report in (inputs.reports or {}).items()}
 
-    def report(name: str) -> dict[str, Any] | None:
-        value = reports.get(name)
-        if value is None:
-            return None
-        return deid.scrub(value, identifiers) if deidentify else value
+    report = reports.get  # de-identified below with the rest of the packet, once (UIDs are replaced once)
 
     facts = {
         "schema_version": SCHEMA_VERSION,
@@ -219,18 +218,25 @@ def build_facts(
         "files": files,
         "pictures": pictures,
         "deidentification": (
-            {"applied": True, "method": deid.METHOD_TEXT, "choices": [
-                "patient name and id replaced by one pseudonym",
-                "birth date, sex, accession number, study date and time removed",
-                "study, series, frame-of-reference and source-instance UIDs replaced by hash-derived UIDs",
-                "stage-report text containing an identifier replaced by [removed]; absolute paths cut to file names",
-            ]}
+            {"applied": True, "method": deid.METHOD_TEXT, "choices": list(deid.METHOD_CHOICES),
+             "codes": [{"code": code, "scheme": scheme, "meaning": meaning}
+                       for code, scheme, meaning in deid.METHOD_CODES],
+             "date_shift": "every date moved back by the same undisclosed number of days (1-365)"}
             if deidentify else {"applied": False}
         ),
         "warnings": list(warnings),
     }
     facts = to_jsonable(facts)
-    if deidentify:  # free text (summary, recipient, report strings) may still name the patient
-        facts = {k: (v if k == "patient" else deid.scrub(v, identifiers)) for k, v in facts.items()}
+    if deidentify:
+        # Basic Profile: institution and physician names go (the NPIs identify providers, not the patient).
+        facts["encounter"]["facility"] = deid.REMOVED
+        for role in ("ordering_provider", "rendering_provider"):
+            facts["encounter"][role]["name"] = deid.REMOVED
+        # Clean Descriptors, new UIDs, Modified Dates: over every string of the packet.
+        # "dicom" describes model.dcm, built de-identified; "source_imaging" has its UIDs replaced above.
+        kept = {"patient", "deidentification", "dicom", "files"}
+        facts = {k: (v if k in kept else deid.scrub(v, identifiers, patient_id=patient_key,
+                                                     uids=k != "source_imaging"))
+                 for k, v in facts.items()}
     validate_packet(facts)
     return facts

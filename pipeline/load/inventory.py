@@ -203,7 +203,8 @@ def _raise_damaged(damaged: list[SeriesInfo], root: str, unreadable: list[dict[s
     if any(s.problem in ("geometry", "duplicates") for s in damaged):
         raise GeometryError(
             message,
-            hint="re-export the complete series, pick another with --series, or accept wider gaps with --max-gap-mm",
+            hint="re-export the complete series, pick another with --series, accept wider gaps with --max-gap-mm, "
+                 "or fill them by interpolation with --resample-gaps",
         )
     raise DicomError(message)
 
@@ -394,7 +395,8 @@ def choose(series: list[SeriesInfo], prefer_bone: bool = False) -> tuple[str | N
     return best.series_instance_uid, f"{best.label()}: " + ", ".join(parts), False, notes
 
 
-def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: float | None = None) -> Inventory:
+def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: float | None = None,
+              allow_gaps: bool = False) -> Inventory:
     """Walk a study folder (recursively) and describe every series in it.
 
     Parameters
@@ -406,6 +408,8 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
         Let ``auto`` prefer bone (sharp) kernels over soft-tissue ones.
     max_gap_mm : float, optional
         Largest allowed step between slices, mm (see :func:`pipeline.load.stack.analyse`).
+    allow_gaps : bool
+        A series with gaps is usable (the loader will resample across them).
 
     Returns
     -------
@@ -444,7 +448,7 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
         grouped.setdefault(uid, []).extend(planes_from_header(path, ds, path.stat().st_size))
     series = []
     for uid, planes in grouped.items():
-        layout = analyse(planes, max_gap_mm) if "PixelData" in planes[0].header else None
+        layout = analyse(planes, max_gap_mm, allow_gaps=allow_gaps) if "PixelData" in planes[0].header else None
         series.append(_describe(uid, planes, base, layout))
     if not grouped and not unreadable:
         raise SeriesSelectionError(

@@ -23,7 +23,7 @@ from pipeline.load.resample import (
     resample_along_normal,
     uniform_positions,
 )
-from pipeline.load.stack import StackLayout, analyse, format_mm
+from pipeline.load.stack import GAP_FACTOR, MIN_SLICES, SPARSE_FACTOR, StackLayout, analyse, format_mm
 from pipeline.report import Report
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,18 @@ PROVENANCE_KEYS = (
 
 @dataclass
 class LoadReport(Report):
-    """What :func:`load_series` did, in words and numbers (no patient data)."""
+    """What :func:`load_series` did, in words and numbers (no patient data).
 
-    source: str
+    Its repr shows figures only: the source path (folder names often carry the patient's
+    name), the series UID and description are left out of it (they stay in :meth:`to_dict`).
+    """
+
+    source: str = field(repr=False)
     source_format: str
-    selection: str
-    series_instance_uid: str | None = None
+    selection: str = field(repr=False)
+    series_instance_uid: str | None = field(default=None, repr=False)
     series_number: int | None = None
-    series_description: str | None = None
+    series_description: str | None = field(default=None, repr=False)
     slices_found: int | None = None
     slices_used: int | None = None
     slice_ordering: str | None = None
@@ -64,11 +68,18 @@ class LoadReport(Report):
     spacing_between_slices_min_mm: float | None = None
     spacing_between_slices_max_mm: float | None = None
     resampling: str | None = None
+    slice_thickness_median_mm: float | None = None
+    slice_step_median_mm: float | None = None
+    imaged_fraction: float | None = None
+    coverage_mm: float | None = None
+    gaps: list[str] = field(default_factory=list)
+    gaps_resampled: bool = False
+    volume_check: str | None = None
     fill_hu: int | None = None
     output_shape: list[int] = field(default_factory=list)
     output_spacing_mm: list[float] = field(default_factory=list)
     source_sha256: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
 
 def _value(ds: Dataset, keyword: str) -> Any:
@@ -187,12 +198,37 @@ def _resolve_duplicates(layout: StackLayout, planes: list[Plane], root: Path) ->
     return f"{len(layout.duplicates)} duplicate position(s) held identical images; one of each kept"
 
 
+def _record_volume_check(report: LoadReport, layout: StackLayout) -> None:
+    """Put the figures behind "this series is a volume" and the decision in the report."""
+    def known(value: float) -> float | None:
+        return round(value, 4) if np.isfinite(value) else None
+
+    report.slice_thickness_median_mm = known(layout.median_thickness_mm)
+    report.slice_step_median_mm = known(layout.median_step_mm)
+    report.imaged_fraction = known(layout.imaged_fraction)
+    report.coverage_mm = known(float(layout.positions_mm[-1]))
+    report.gaps = list(layout.gaps)
+    thickness = (f"{format_mm(layout.median_thickness_mm)} mm thick" if np.isfinite(layout.median_thickness_mm)
+                 else "of unknown thickness (no SliceThickness)")
+    imaged = (f", imaging {100 * layout.imaged_fraction:.0f}% of the span" if np.isfinite(layout.imaged_fraction)
+              else "")
+    decision = (f"{len(layout.gaps)} gap(s) resampled as requested" if layout.gaps
+                else f"no gap over {GAP_FACTOR:g} x the usual step")
+    compared = (f"step at most {SPARSE_FACTOR:g} x the thickness" if np.isfinite(layout.median_thickness_mm)
+                else "step not compared with a thickness (none given)")
+    report.volume_check = (
+        f"a volume: {len(layout.order)} slices {thickness} every {format_mm(layout.median_step_mm)} mm over "
+        f"{format_mm(float(layout.positions_mm[-1]))} mm{imaged}; {compared}, at least {MIN_SLICES} slices, "
+        f"{decision}")
+
+
 def load_series(
     source: str | Path,
     series: str | int = "auto",
     *,
     prefer_bone: bool = False,
     max_gap_mm: float | None = None,
+    resample_gaps: bool = False,
 ) -> tuple[Volume, LoadReport]:
     """Load a CT series as an int16 HU :class:`Volume` on an orthogonal grid.
 
@@ -209,6 +245,11 @@ def load_series(
     max_gap_mm : float, optional
         Refuse steps between slices wider than this, mm; by default a step over 1.5 x the usual
         one that the slice thicknesses do not cover is refused.
+    resample_gaps : bool
+        Load a series with gaps anyway, filling each gap by linear interpolation between the
+        slices on either side; the report says so (``gaps``, ``gaps_resampled``, a warning).
+        A sparse series (usual step over ``SPARSE_FACTOR`` thicknesses) or one of fewer than
+        ``MIN_SLICES`` slices is refused either way.
 
     Returns
     -------
@@ -226,10 +267,10 @@ def load_series(
     source = Path(source)
     if source.is_file() and is_image_file(source):
         return _load_image_file(source)
-    found = inventory(source, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm)
+    found = inventory(source, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm, allow_gaps=resample_gaps)
     info, how = found.select(series)
     planes = found.planes(info.series_instance_uid)
-    layout = analyse(planes, max_gap_mm)
+    layout = analyse(planes, max_gap_mm, allow_gaps=resample_gaps)
     root = source if source.is_dir() else source.parent
     report = LoadReport(
         source=str(source),
@@ -287,6 +328,7 @@ def load_series(
     steps = layout.spacings_mm
     report.spacing_between_slices_min_mm = float(steps.min())
     report.spacing_between_slices_max_mm = float(steps.max())
+    _record_volume_check(report, layout)
     if layout.uneven:
         spacing = uniform_spacing(steps)
         targets = uniform_positions(layout.positions_mm, spacing)
@@ -297,6 +339,12 @@ def load_series(
             f"({targets.size} slices; smallest step, at least half the median) by linear interpolation "
             "along the slice normal between the two nearest slices"
         )
+        if layout.gaps:
+            report.gaps_resampled = True
+            report.resampling += f"; {len(layout.gaps)} gap(s) filled by interpolation as requested (resample_gaps)"
+            report.warnings.append(
+                f"{len(layout.gaps)} gap(s) in the series were filled by interpolation as requested: "
+                + "; ".join(layout.gaps))
     else:
         spacing = float(layout.positions_mm[-1] / (len(ordered) - 1))
     geometry = Geometry(

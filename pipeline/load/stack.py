@@ -31,6 +31,13 @@ UNEVEN_TOLERANCE_FRACTION = 0.02
 GAP_FACTOR = 1.5
 #: Slack on "the slice thicknesses cover the step", mm.
 COVERAGE_SLACK_MM = 0.1
+#: Fewest slices that make a volume: a surface needs planes on both sides of it, and two planes
+#: are a slab whatever their spacing.
+MIN_SLICES = 3
+#: A usual step wider than this many slice thicknesses leaves most of the anatomy unimaged
+#: between the slices (every 20th slice of a 1 mm series: 5% imaged); interpolating it would
+#: invent the rest, so it is refused whatever the caller asks.
+SPARSE_FACTOR = 2.0
 
 
 def format_mm(value: float) -> str:
@@ -78,6 +85,33 @@ class StackLayout:
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     dropped_copies: int = 0
     problems: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+
+    @property
+    def median_step_mm(self) -> float:
+        """The usual step between neighbouring slices, mm (NaN for fewer than two)."""
+        steps = self.spacings_mm
+        return float(np.median(steps)) if steps.size else float("nan")
+
+    @property
+    def median_thickness_mm(self) -> float:
+        """The usual SliceThickness, mm (NaN when no slice gives one)."""
+        known = self.slice_thickness_mm[np.isfinite(self.slice_thickness_mm)]
+        return float(np.median(known)) if known.size else float("nan")
+
+    @property
+    def imaged_fraction(self) -> float:
+        """Fraction of the stack's extent that some slice images (thickness vs step), 0..1.
+
+        Each step counts as imaged up to the mean thickness of its two slices; NaN without
+        thicknesses or with fewer than two slices.
+        """
+        steps = self.spacings_mm
+        thickness = self.slice_thickness_mm
+        if not steps.size or not np.all(np.isfinite(thickness)) or steps.sum() <= 0:
+            return float("nan")
+        covered = np.minimum(steps, (thickness[:-1] + thickness[1:]) / 2)
+        return float(covered.sum() / steps.sum())
 
     @property
     def spacings_mm(self) -> np.ndarray:
@@ -121,7 +155,8 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def analyse(planes: list[Plane], max_gap_mm: float | None = None) -> StackLayout | None:
+def analyse(planes: list[Plane], max_gap_mm: float | None = None, *,
+            allow_gaps: bool = False) -> StackLayout | None:
     """Sort planes along their normal and find what stops them forming a volume.
 
     Parameters
@@ -132,6 +167,9 @@ def analyse(planes: list[Plane], max_gap_mm: float | None = None) -> StackLayout
         Largest allowed step between neighbouring slices, mm. When None, a step over
         ``GAP_FACTOR`` times the median step that the two slices' thicknesses do not cover is a
         gap (so irregular but contiguous acquisitions load, missing slices do not).
+    allow_gaps : bool
+        Keep gaps out of ``problems`` (they are still listed in ``gaps``): the caller will
+        resample across them and say so. Too few slices and sparse stacks stay problems.
 
     Returns
     -------
@@ -203,9 +241,28 @@ def analyse(planes: list[Plane], max_gap_mm: float | None = None) -> StackLayout
     )
     if len(order) < 2:
         problems.append("single slice: not a volume")
-    else:
-        problems.extend(find_gaps(layout, planes, max_gap_mm))
+        return layout
+    if len(order) < MIN_SLICES:
+        problems.append(f"only {len(order)} slices ({format_mm(float(positions_mm[-1]))} mm apart): not a volume, "
+                        f"at least {MIN_SLICES} are needed")
+    sparse = sparse_problem(layout)
+    if sparse:
+        problems.append(sparse)
+    layout.gaps = find_gaps(layout, planes, max_gap_mm)
+    if not allow_gaps:
+        problems.extend(layout.gaps)
     return layout
+
+
+def sparse_problem(layout: StackLayout) -> str | None:
+    """Why the slices are too thin for their step to image the anatomy between them, or None."""
+    step, thickness = layout.median_step_mm, layout.median_thickness_mm
+    if not (np.isfinite(thickness) and thickness > 0 and step > SPARSE_FACTOR * thickness):
+        return None
+    return (f"slices {format_mm(thickness)} mm thick every {format_mm(step)} mm image only "
+            f"{100 * layout.imaged_fraction:.0f}% of the {format_mm(float(layout.positions_mm[-1]))} mm they span "
+            f"(the step is over {SPARSE_FACTOR:g} x the thickness): not a volume; load the full series "
+            "(every slice) or a reconstruction with slices as thick as their step")
 
 
 def find_gaps(layout: StackLayout, planes: list[Plane], max_gap_mm: float | None) -> list[str]:

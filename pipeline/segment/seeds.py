@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 
 from pipeline.errors import SegmentationError
-from pipeline.geometry import Geometry, Volume
+from pipeline.geometry import Geometry, Volume, format_lps
 
 
 @dataclass
@@ -43,7 +43,7 @@ def resolve_seeds(volume: Volume, kind: str, lps_points: Iterable, index_points:
         index = geometry.lps_to_index(point)
         if not geometry.contains_index(index):
             raise SegmentationError(
-                f"{kind} seed at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies outside the volume, "
+                f"{kind} seed at {format_lps(point)} lies outside the volume, "
                 f"which spans {_extent(geometry)}",
                 hint="check the seed's coordinates (LPS: x to the patient's left, y posterior, z superior)",
             )

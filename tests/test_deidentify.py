@@ -1,0 +1,211 @@
+"""De-identification that holds: a vendor copy of a real run identifies no one.
+
+A whole case is run with ``deidentify=True`` on the synthetic CTA written as DICOM, then every
+byte of every file of the vendor copy is searched (raw, every zlib stream inflated, gzip and zip
+members unpacked recursively, PDF text extracted by pypdf, DICOM values decoded by pydicom) for
+every identifier of the source read back from the source DICOM files themselves: names, ids,
+accession, every UID, and every real date. The scanner here is written independently of
+``pipeline.document.deidentify``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import stat
+import zipfile
+import zlib
+from pathlib import Path
+
+import pydicom
+import pypdf
+import pytest
+import yaml
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline.document import deidentify as deid
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CASE = {
+    "case_id": "VENDOR-7",
+    "patient": {"name": "PHANTOM^AORTA", "id": "PH0001", "birth_date": "1964-03-01", "sex": "M"},
+    "encounter": {"date_of_service": "2026-01-15", "facility": "Example University Hospital, 3D Printing Lab",
+                  "ordering_provider": {"name": "SURGEON^ORDERING", "npi": "1234567893"},
+                  "rendering_provider": {"name": "RADIOLOGIST^RENDERING", "npi": "1987654328"},
+                  "payer": "medicare"},
+}
+
+
+def _inflate_all(data: bytes, depth: int = 0) -> list[bytes]:
+    """The bytes, plus every zlib stream found at any offset, gzip and zip content, recursively."""
+    parts = [data]
+    if depth > 3:
+        return parts
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.namelist():
+                parts += [member.encode()] + _inflate_all(archive.read(member), depth + 1)
+    if data[:2] == b"\x1f\x8b":
+        parts += _inflate_all(gzip.decompress(data), depth + 1)
+    for match in re.finditer(rb"stream\r?\n", data):  # PDF streams, by their start only
+        try:
+            parts += _inflate_all(zlib.decompressobj().decompress(data[match.end():]), depth + 1)
+        except zlib.error:
+            continue
+    return parts
+
+
+def _readable(path: Path) -> bytes:
+    data = path.read_bytes()
+    parts = _inflate_all(data)
+    if data.startswith(b"%PDF"):
+        reader = pypdf.PdfReader(path)
+        parts += [page.extract_text().encode() for page in reader.pages]
+        parts.append(json.dumps({str(k): str(v) for k, v in (reader.metadata or {}).items()}).encode())
+    if path.suffix == ".dcm":
+        parts.append(str(pydicom.dcmread(path)).encode())
+    return b"\n".join(parts).lower()
+
+
+def _date_forms(day: dt.date) -> list[str]:
+    return [day.isoformat(), day.strftime("%Y%m%d"), day.strftime("%m/%d/%Y"), day.strftime("%d.%m.%Y")]
+
+
+@pytest.fixture(scope="module")
+def vendor_run(tmp_path_factory):
+    from pipeline.case import run_case
+
+    root = tmp_path_factory.mktemp("vendor")
+    write_dicom_series(make_phantom(shape_scale=0.5), root / "cta", with_truth=False)
+    example = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case = {**example, **CASE, "imaging": {"dicom": "cta", "series": "auto"}, "models": example["models"][:1]}
+    (root / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    result = run_case(root / "case.yaml", root / "out", deidentify=True, ledger=root / "ledger.sqlite3")
+    source = [pydicom.dcmread(p) for p in sorted((root / "cta").glob("IM*"))]
+    return result, source, case
+
+
+def _source_identifiers(source: list[pydicom.Dataset], case: dict) -> dict[str, list[str]]:
+    first = source[0]
+    uids = {str(ds.SOPInstanceUID) for ds in source}
+    uids |= {str(first.StudyInstanceUID), str(first.SeriesInstanceUID), str(first.FrameOfReferenceUID)}
+    name = str(first.PatientName)
+    names = {name, name.replace("^", " "), " ".join(reversed(name.split("^"))), name.replace("^", ", ")}
+    dates = {dt.datetime.strptime(first.StudyDate, "%Y%m%d").date(),
+             dt.datetime.strptime(first.PatientBirthDate, "%Y%m%d").date(),
+             dt.date.fromisoformat(case["encounter"]["date_of_service"])}
+    return {
+        "identifier": sorted(names | {str(first.PatientID), str(first.AccessionNumber), case["patient"]["id"],
+                                      str(first.ReferringPhysicianName), str(first.InstitutionName),
+                                      case["encounter"]["facility"], "SURGEON^ORDERING", "RADIOLOGIST^RENDERING"}),
+        "uid": sorted(uids),
+        "date": sorted(form for day in dates for form in _date_forms(day)),
+    }
+
+
+def test_no_byte_of_the_vendor_copy_identifies_the_source(vendor_run):
+    result, source, case = vendor_run
+    needles = _source_identifiers(source, case)
+    assert len(needles["uid"]) == len(source) + 3
+    model_dir = result.models[0].folder
+    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "print.3mf"} <= {p.name for p in files}
+    found = []
+    for path in files:
+        content = _readable(path)
+        for kind, values in needles.items():
+            for value in values:
+                for encoded in (value.lower().encode(), value.lower().encode("utf-16-le")):
+                    if encoded in content:
+                        found.append((path.name, kind, value))
+    assert found == []
+
+
+def test_every_uid_of_the_vendor_copy_is_new(vendor_run):
+    result, source, case = vendor_run
+    old = set(_source_identifiers(source, case)["uid"])
+    folder = result.models[0].folder
+    ds = pydicom.dcmread(folder / "model.dcm")
+    seen = []
+    ds.walk(lambda _, element: seen.append(str(element.value)) if element.VR == "UI" else None)
+    instance_uids = [uid for uid in seen if not uid.startswith("1.2.840.10008.")]
+    assert instance_uids and not old & set(instance_uids)
+    facts = json.loads((folder / "packet.json").read_text())
+    text = json.dumps(facts)
+    assert not [uid for uid in old if uid in text]
+    # The copy's references agree with each other: the packet names model.dcm's UIDs.
+    assert facts["load"]["series_instance_uid"] == facts["source_imaging"]["series_instance_uid"]
+    assert facts["source_imaging"]["series_instance_uid"] == ds.ReferencedSeriesSequence[0].SeriesInstanceUID
+    assert facts["dicom"]["sop_instance_uid"] == ds.SOPInstanceUID
+    assert facts["source_imaging"]["study_instance_uid"] == ds.StudyInstanceUID
+
+
+def test_dates_are_shifted_alike_as_the_method_says(vendor_run):
+    result, source, case = vendor_run
+    folder = result.models[0].folder
+    facts = json.loads((folder / "packet.json").read_text())
+    ds = pydicom.dcmread(folder / "model.dcm")
+    study = dt.datetime.strptime(source[0].StudyDate, "%Y%m%d").date()
+    service = dt.date.fromisoformat(case["encounter"]["date_of_service"])
+    shift = service - dt.date.fromisoformat(facts["encounter"]["date_of_service"])
+    assert 1 <= shift.days <= 365
+    assert study - dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date() == shift
+    assert study - dt.datetime.strptime(facts["source_imaging"]["study_date"], "%Y%m%d").date() == shift
+    assert "Modified Dates" in facts["deidentification"]["method"] == ds.DeidentificationMethod
+    assert [c["code"] for c in facts["deidentification"]["codes"]] == ["113100", "113107", "113105"]
+    assert ds.PatientBirthDate == "" and facts["patient"]["birth_date"] is None
+    text = "\n".join(page.extract_text() for page in pypdf.PdfReader(folder / "packet.pdf").pages)
+    assert facts["encounter"]["date_of_service"] in text
+
+
+# -- the key ------------------------------------------------------------------------------------------
+
+def test_a_key_is_generated_once_with_0600_and_pseudonyms_need_it(tmp_path, monkeypatch):
+    path = tmp_path / "config" / "deid.key"
+    monkeypatch.setenv(deid.KEY_FILE_VARIABLE, str(path))
+    monkeypatch.delenv(deid.KEY_VARIABLE, raising=False)
+    alias = deid.pseudonym("PH0001")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = path.read_text().strip()
+    assert len(key) >= deid.MIN_KEY_CHARS
+    assert deid.pseudonym("PH0001") == alias  # stable under one key
+    expected = hmac.new(key.encode(), b"pseudonym\x1fPH0001", hashlib.sha256).hexdigest()[:10].upper()
+    assert alias == f"ANON-{expected}"
+    # The old public salt no longer recomputes it.
+    public = hmac.new(b"anatomodel-deidentify-v1", b"PH0001", hashlib.sha256).hexdigest()[:10].upper()
+    assert alias != f"ANON-{public}"
+    path.unlink()
+    assert deid.pseudonym("PH0001") != alias  # a new installation, a new key
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "deid.key"
+    path.write_text("x" * 64)
+    os.chmod(path, 0o644)
+    monkeypatch.setenv(deid.KEY_FILE_VARIABLE, str(path))
+    monkeypatch.delenv(deid.KEY_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        deid.pseudonym("PH0001")
+
+
+def test_a_short_key_is_refused(monkeypatch):
+    monkeypatch.setenv(deid.KEY_VARIABLE, "secret")
+    with pytest.raises(ConfigError, match="shorter than"):
+        deid.replace_uid("1.2.3.4.5")
+
+
+def test_the_check_reads_compressed_pdf_streams_and_zip_members(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.123456789"
+    inner = zlib.compress(f"BT ({uid}) Tj ET".encode())
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <<>> stream\n" + inner + b"\nendstream endobj\n")
+    with zipfile.ZipFile(tmp_path / "b.3mf", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("3D/model.model", "<model name='2026-01-15'/>")
+    hits = deid.find_identifiers(tmp_path, [uid, "2026-01-15"])
+    assert sorted(hits) == [("a.pdf", uid), ("b.3mf", "2026-01-15")]
