@@ -90,3 +90,13 @@ class RegressionDrift(AnatomodelError):
     """A regression run found models outside their golden tolerances."""
 
     exit_code = 14
+
+
+class PacsError(AnatomodelError):
+    """A DICOM node cannot be reached, refuses us, or answers with too little or too much.
+
+    Unreachable node, rejected association, accession not found or ambiguous, a partial
+    retrieve, a store that failed. Messages name the node and counts, never the patient.
+    """
+
+    exit_code = 16
