@@ -121,6 +121,14 @@ def build_segmentation(mask: Mask, source: list[Dataset], model_dcm: Dataset, *,
         content_description=f"{label} of the 3D model"[:64],
         omit_empty_frames=False,
     )
+    # highdicom stamps a random dimension organisation UID and the build time: make them the model's.
+    organisation = derived_uid(model_dcm, "seg-dimension-organization")
+    for item in [*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence]:
+        item.DimensionOrganizationUID = organisation
+    made = f"{model_dcm.ContentDate}{model_dcm.ContentTime}"
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = made
     seg.ContentDate = str(model_dcm.ContentDate)
     seg.ContentTime = str(model_dcm.ContentTime)
     for keyword in ("InstanceCreationDate", "InstanceCreationTime", "TimezoneOffsetFromUTC"):
