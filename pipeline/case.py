@@ -95,13 +95,25 @@ class Indication(_Strict):
 
 
 class Imaging(_Strict):
-    dicom: Path = Field(description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
+    dicom: Path | None = Field(None, description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
     series: str = Field("auto", description="auto, a SeriesInstanceUID or a series number")
+    # Or pulled from a DICOM node (pipeline.pacs.resolve_imaging): node + accession [+ study].
+    node: str | None = Field(None, description="a node of the nodes file, AET@HOST:PORT or a DICOMweb URL")
+    accession: str | None = Field(None, min_length=1, description="the study's Accession Number at the node")
+    study: str | None = Field(None, description="Study Instance UID, when one accession has several studies")
 
     @field_validator("series", mode="before")
     @classmethod
     def _series_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Imaging":
+        if (self.dicom is None) == (self.node is None):
+            raise ValueError("give either dicom (a folder or file) or node with accession (a DICOM node)")
+        if self.node is not None and not (self.accession or self.study):
+            raise ValueError("a node needs accession (or study) to find the study")
+        return self
 
 
 class ManualStep(_Strict):
