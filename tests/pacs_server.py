@@ -100,7 +100,7 @@ class Orthanc:
             "HttpPort": self.http_port,
             "DicomPort": self.dicom_port,
             "DicomAet": self.aet,
-            "DicomCheckCalledAETitle": True,
+            "DicomCheckCalledAet": True,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomAlwaysAllowEcho": True,

@@ -136,6 +136,19 @@ def _build(model_dir: Path, model: Dataset, facts: dict, source_headers: list[Da
     return [("model", model), ("segmentation", seg), ("packet", pdf)]
 
 
+def _listed(client, study_uid: str, items: list[SentObject]) -> set[str]:
+    """SOP Instance UIDs the node lists in the series of ``items``: a store is confirmed only if listed.
+
+    An archive may answer a C-STORE or STOW-RS with success and still drop the instance (a filter,
+    a routing rule); only what a query finds afterwards counts as sent.
+    """
+    found: set[str] = set()
+    for series_uid in sorted({item.series_instance_uid for item in items}):
+        keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+        found |= {str(ds.get("SOPInstanceUID", "")) for ds in client.find("IMAGE", keys)}
+    return found
+
+
 def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike | None = None,
          ledger: str | os.PathLike | None = None, again: bool = False) -> PushReport:
     """Send a model folder's STL, SEG and packet PDF to ``node``, into the source study.
@@ -183,7 +196,10 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
             if not sent_before:
                 pending.append((item, ds))
         outcomes = client.store([ds for _, ds in pending]) if pending else []
+        listed = _listed(client, str(model.StudyInstanceUID), [item for (item, _), o in zip(pending, outcomes) if o.ok])
         for (item, _), outcome in zip(pending, outcomes):
+            if outcome.ok and item.sop_instance_uid not in listed:
+                outcome.ok, outcome.reason = False, "answered success but the node does not list it (filtered out?)"
             if outcome.ok:
                 item.status = "sent"
                 book.record(Transfer(now(), node.label, item.kind, (facts.get("case") or {}).get("case_id"),
