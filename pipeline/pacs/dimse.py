@@ -72,6 +72,7 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
     """
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.connection_timeout = node.timeout_s
+    ae.maximum_pdu_size = 0  # let the node send (a retrieve's images) in PDUs as large as it likes
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
     if assoc.is_rejected:
         raise PacsError(f"node {node.label} rejected the association (called AE title {node.ae_title!r}, calling "
@@ -176,6 +177,7 @@ class DimseClient:
         for uid in classes:
             scp.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         scp.network_timeout = scp.dimse_timeout = self.node.timeout_s
+        scp.maximum_pdu_size = 0
         try:
             server = scp.start_server(("", int(self.node.move_port)), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, on_store)])
