@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
+import pydicom  # noqa: E402
 from bench_load import make_series  # noqa: E402
 from pacs_server import Orthanc, dicom_files  # noqa: E402
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.dir / f"series_{args.slices}"
     make_series(folder, args.slices)
     files = dicom_files(folder)
-    accession = __import__("pydicom").dcmread(files[0], stop_before_pixels=True).AccessionNumber
+    accession = str(pydicom.dcmread(files[0], stop_before_pixels=True).AccessionNumber)
     size = sum(p.stat().st_size for p in files)
     scratch = Path(tempfile.mkdtemp(prefix="bench_pacs_"))
     servers = {"": Orthanc(scratch / "orthanc")}

@@ -206,7 +206,8 @@ class Orthanc:
 def dicom_files(folder: Path) -> list[Path]:
     """The DICOM files of a phantom folder (not its truth/ files)."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and "truth" not in p.relative_to(folder).parts)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and "truth" not in p.relative_to(folder).parts)
 
 
 class ShortGetServer:

@@ -146,17 +146,20 @@ def test_case_imaging_by_node_and_accession(orthanc, accession, source, tmp_path
 
 # -- round trip: pull, run, push, query back, validate ---------------------------------------
 @pytest.fixture(scope="module")
-def case_run(orthanc, accession, tmp_path_factory):
+def case_run(orthanc, phantom, accession, tmp_path_factory):
+    """A case whose imaging is named by node and accession: ``anatomodel run`` pulls it, then runs."""
     root = tmp_path_factory.mktemp("roundtrip")
-    pull(resolve_node(orthanc.inline), root / "pulled", accession=accession)
     case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
-    case["imaging"] = {"dicom": str(root / "pulled"), "series": "auto"}
+    case["imaging"] = {"node": orthanc.inline, "accession": accession}
     (root / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
     ledger = root / "ledger.sqlite3"
     result = _anatomodel("run", str(root / "case.yaml"), "--out", str(root / "out"),
                          env={"ANATOMODEL_LEDGER": str(ledger)})
     assert result.returncode == 0, result.stderr[-3000:]
-    return root / "out" / case["case_id"], ledger
+    case_dir = root / "out" / case["case_id"]
+    pulled = imaging_folder(case_dir, orthanc.inline, accession, None, "auto")
+    assert len(dicom_files(pulled)) == len(dicom_files(phantom))
+    return case_dir, ledger, pulled
 
 
 def _retrieve(orthanc: Orthanc, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
@@ -166,7 +169,7 @@ def _retrieve(orthanc: Orthanc, study_uid: str, series_uid: str, folder: Path) -
 
 
 def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_path):
-    case_dir, ledger = case_run
+    case_dir, ledger, pulled = case_run
     model_dir = case_dir / "aorta-surgeon"
     result = _anatomodel("push", str(model_dir), "--to", orthanc.inline, "--ledger", str(ledger), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -198,7 +201,7 @@ def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_p
     # The SEG outlines the mask on the very CT slices it references
     mask = read_mask(model_dir / "mask.nii.gz")
     ct = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p, stop_before_pixels=True)
-                                                for p in dicom_files(case_dir.parent.parent / "pulled"))}
+                                                for p in dicom_files(pulled))}
     frames = seg.pixel_array.reshape(-1, int(seg.Rows), int(seg.Columns))
     assert frames.shape[0] == len(ct) == mask.geometry.shape[0]
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source[0].provenance["series_instance_uid"]
@@ -218,7 +221,7 @@ def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_p
 
 
 def test_push_is_idempotent(orthanc, case_run):
-    case_dir, ledger = case_run
+    case_dir, ledger, pulled = case_run
     model_dir = case_dir / "ventricle-trainee"
     first = push(model_dir, resolve_node(orthanc.inline), ledger=ledger)
     before = len(orthanc.instances())
@@ -234,20 +237,20 @@ def test_push_is_idempotent(orthanc, case_run):
 
 
 def test_push_over_dicomweb(orthanc, case_run, tmp_path):
-    case_dir, _ = case_run
+    case_dir, _, pulled = case_run
     done = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "l.sqlite3",
-                source=case_dir.parent.parent / "pulled")
+                source=pulled)
     assert (done.sent, done.failed) == (3, 0)
     stored = {i["MainDicomTags"]["SOPInstanceUID"] for i in orthanc.instances()}
     assert {o.sop_instance_uid for o in done.objects} <= stored
 
 
 def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):
-    case_dir, _ = case_run
+    case_dir, _, pulled = case_run
     model_dir, ledger = case_dir / "aorta-surgeon", tmp_path / "ledger.sqlite3"
     refuse_documents = 'function ReceivedInstanceFilter(dicom, origin, info)\n  return dicom.Modality ~= "DOC"\nend\n'
     with Orthanc(tmp_path / "archive", lua=refuse_documents) as archive:
-        archive.store(dicom_files(case_dir.parent.parent / "pulled"))
+        archive.store(dicom_files(pulled))
         with pytest.raises(PacsError) as caught:
             push(model_dir, resolve_node(archive.inline), ledger=ledger)
         message = str(caught.value)
@@ -264,10 +267,10 @@ def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path)
 
 
 def test_seg_refuses_a_mask_off_the_source_grid(case_run):
-    case_dir, _ = case_run
+    case_dir, _, pulled = case_run
     model = pydicom.dcmread(case_dir / "aorta-surgeon" / "model.dcm")
     mask = read_mask(case_dir / "aorta-surgeon" / "mask.nii.gz")
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_files(case_dir.parent.parent / "pulled")]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_files(pulled)]
     for ds in headers:
         ds.ImagePositionPatient = [float(v) + 0.5 for v in ds.ImagePositionPatient]  # half a pixel off
     with pytest.raises(GeometryError, match="not on the grid of the source series"):
