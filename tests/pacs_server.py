@@ -25,7 +25,6 @@ from pathlib import Path
 import pydicom
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import (
-    CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
 )
@@ -62,11 +61,14 @@ class Orthanc:
         AE title -> (host, port) of peers Orthanc may C-MOVE to (our storage SCP).
     lua : str, optional
         A Lua script (e.g. a ``ReceivedInstanceFilter`` refusing some stores).
+    tls : dict, optional
+        :func:`make_certificates`' files: DICOM TLS on, client certificates signed by ``ca`` required.
     """
 
     def __init__(self, folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None,
-                 lua: str | None = None):
+                 lua: str | None = None, tls: dict[str, Path] | None = None):
         self.folder = Path(folder)
+        self.tls = tls
         self.aet = aet
         self.modalities = dict(modalities or {})
         self.lua = lua
@@ -121,6 +123,11 @@ class Orthanc:
             "DicomScpTimeout": 30,
             "SyncStorageArea": False,
         }
+        if self.tls:
+            config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(self.tls["server_cert"]),
+                           "DicomTlsPrivateKey": str(self.tls["server_key"]),
+                           "DicomTlsTrustedCertificates": str(self.tls["ca"]),
+                           "DicomTlsRemoteCertificateRequired": True})
         if self.lua:
             script = self.folder / "filter.lua"
             script.write_text(self.lua)
@@ -201,6 +208,28 @@ class Orthanc:
         finally:
             assoc.release()
         return stored
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server_cert", "server_key",
+                                                        "client_cert", "client_key")}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=anatomodel test CA",
+            "-keyout", str(paths["ca_key"]), "-out", str(paths["ca"]))
+    for who, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=ANATOMODEL")):
+        request = folder / f"{who}.csr"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(paths[f"{who}_key"]),
+                "-out", str(request))
+        extensions = folder / f"{who}.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1\n" if who == "server" else "basicConstraints=CA:FALSE\n")
+        openssl("x509", "-req", "-in", str(request), "-CA", str(paths["ca"]), "-CAkey", str(paths["ca_key"]),
+                "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(paths[f"{who}_cert"]))
+    return paths
 
 
 def dicom_files(folder: Path) -> list[Path]:
@@ -312,4 +341,5 @@ class SilentServer:
             connection.close()
 
 
-__all__ = ["CTImageStorage", "Orthanc", "ShortGetServer", "SilentServer", "dicom_files", "free_port"]
+__all__ = ["Orthanc", "ShortGetServer", "SilentServer", "dicom_files", "free_port",
+           "make_certificates"]

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from pacs_server import Orthanc, ShortGetServer, SilentServer, dicom_files, free_port
+from pacs_server import Orthanc, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
@@ -275,6 +275,28 @@ def test_seg_refuses_a_mask_off_the_source_grid(case_run):
         ds.ImagePositionPatient = [float(v) + 0.5 for v in ds.ImagePositionPatient]  # half a pixel off
     with pytest.raises(GeometryError, match="not on the grid of the source series"):
         build_segmentation(mask, headers, model, structure="aorta", software_version="0")
+
+
+def test_pull_and_push_over_dicom_tls(phantom, accession, source, case_run, tmp_path):
+    case_dir, _, _ = case_run
+    certificates = make_certificates(tmp_path / "pki")
+    with Orthanc(tmp_path / "archive", tls=certificates) as archive:
+        tls = {"ca_file": certificates["ca"], "cert_file": certificates["client_cert"],
+               "key_file": certificates["client_key"]}
+        node = Node(name="tls", ae_title=archive.aet, host="127.0.0.1", port=archive.dicom_port, tls=tls)
+        outcomes = DimseClient(node).store([pydicom.dcmread(p) for p in dicom_files(phantom)])
+        assert all(o.ok for o in outcomes) and len(outcomes) == len(dicom_files(phantom))
+        pull(node, tmp_path / "study", accession=accession)
+        _same_volume(tmp_path / "study", source)
+        done = push(case_dir / "aorta-surgeon", node, ledger=tmp_path / "l.sqlite3")
+        assert (done.sent, done.failed) == (3, 0)
+        # Without TLS, or without our client certificate, the archive does not talk to us
+        with pytest.raises(PacsError, match=rf"node {archive.aet}@127.0.0.1:{archive.dicom_port} (unreachable|rejected)"):
+            pull(node.model_copy(update={"tls": None, "timeout_s": 3}), tmp_path / "x", accession=accession)
+        no_client = node.model_copy(update={"tls": node.tls.model_copy(update={"cert_file": None, "key_file": None}),
+                                            "timeout_s": 3})
+        with pytest.raises(PacsError, match="unreachable|rejected"):
+            pull(no_client, tmp_path / "y", accession=accession)
 
 
 # -- failures ---------------------------------------------------------------------------------
