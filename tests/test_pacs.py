@@ -117,6 +117,40 @@ def test_pull_dicomweb_equals_the_source(orthanc, accession, source, tmp_path):
     _same_volume(tmp_path / "study", source)
 
 
+def _copy_series(files: list[Path], folder: Path, *, study: str, series: str, number: int, accession: str) -> list[Path]:
+    """Copies of instances under other UIDs (another study and series of the same patient)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.AccessionNumber, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = accession, study, series, number
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[series, str(ds.SOPInstanceUID)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / f"{number}-{path.name}")
+        copies.append(folder / f"{number}-{path.name}")
+    return copies
+
+
+def test_pull_auto_chooses_among_ct_series_as_inspect_does(orthanc, phantom, tmp_path):
+    from pipeline.load import inventory
+
+    study = pydicom.uid.generate_uid()
+    full, short = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    files = _copy_series(dicom_files(phantom), tmp_path / "send", study=study, series=full, number=5,
+                         accession="TWO-SERIES")
+    files += _copy_series(dicom_files(phantom)[:4], tmp_path / "send", study=study, series=short, number=6,
+                          accession="TWO-SERIES")
+    orthanc.store(files)
+    expected = inventory(tmp_path / "send").chosen  # what inspect's auto picks from the same files
+    assert expected == full
+    done = pull(resolve_node(orthanc.inline), tmp_path / "study", accession="TWO-SERIES")
+    assert [s.series_number for s in done.series] == [5, 6] and done.series_instance_uid == expected
+    assert done.instances_received == len(dicom_files(phantom)) and done.notes[0].startswith("auto chose series 5")
+    assert {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in dicom_files(tmp_path / "study")} \
+        == {full}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_pull_command_lists_the_series_and_logs_no_patient(orthanc, accession, tmp_path):
     log = tmp_path / "pull.log"
     result = _anatomodel("--verbose", "--log-file", str(log), "pull", "--from", orthanc.inline,
@@ -335,18 +369,11 @@ def test_accession_not_found(orthanc, kind, tmp_path):
 
 
 def test_several_studies_for_one_accession_are_listed(orthanc, phantom, tmp_path):
-    copies = []
-    for copy in range(2):
-        study = pydicom.uid.generate_uid()
-        for path in dicom_files(phantom)[:3]:
-            ds = pydicom.dcmread(path)
-            ds.AccessionNumber, ds.StudyInstanceUID = "DUP-ACC", study
-            ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[study])
-            ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[study, str(path.name)])
-            target = tmp_path / f"{copy}-{path.name}"
-            ds.save_as(target)
-        copies.append(study)
-    orthanc.store(sorted(tmp_path.glob("*-*")))
+    copies, files = [pydicom.uid.generate_uid() for _ in range(2)], []
+    for number, study in enumerate(copies, start=7):
+        files += _copy_series(dicom_files(phantom)[:3], tmp_path / "send", study=study,
+                              series=pydicom.uid.generate_uid(), number=number, accession="DUP-ACC")
+    orthanc.store(files)
     result = _anatomodel("pull", "--from", orthanc.inline, "--accession", "DUP-ACC", "--out", str(tmp_path / "x"))
     assert result.returncode == 16
     assert f"node {orthanc.inline} has 2 studies for the accession number given" in result.stderr

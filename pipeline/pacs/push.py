@@ -33,7 +33,6 @@ from pipeline.pacs.query import SeriesMatch
 from pipeline.report import Report
 
 log = logging.getLogger(__name__)
-KINDS = ("model", "segmentation", "packet")
 
 
 @dataclass
