@@ -122,6 +122,7 @@ class Orthanc:
             "OverwriteInstances": True,
             "DicomScpTimeout": 30,
             "SyncStorageArea": False,
+            "MaximumPduLength": 131072,  # the largest Orthanc allows (default 16 KiB)
         }
         if self.tls:
             config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(self.tls["server_cert"]),
