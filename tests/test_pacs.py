@@ -205,8 +205,10 @@ def _retrieve(orthanc: Orthanc, study_uid: str, series_uid: str, folder: Path) -
 def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_path):
     case_dir, ledger, pulled = case_run
     model_dir = case_dir / "aorta-surgeon"
-    result = _anatomodel("push", str(model_dir), "--to", orthanc.inline, "--ledger", str(ledger), "--json")
+    result = _anatomodel("--verbose", "push", str(model_dir), "--to", orthanc.inline, "--ledger", str(ledger),
+                         "--json")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert orthanc.inline in result.stderr and not [s for s in PATIENT_STRINGS if s in result.stderr]
     report = json.loads(result.stdout)
     assert (report["sent"], report["already_sent"], report["failed"]) == (3, 0, 0)
     model = pydicom.dcmread(model_dir / "model.dcm")

@@ -82,7 +82,8 @@ def find_study(client, accession: str | None, study_uid: str | None = None) -> S
 
 def list_series(client, study: StudyMatch) -> list[SeriesMatch]:
     """The series of a study as the node lists them, by series number."""
-    found = [SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", {"StudyInstanceUID": study.study_instance_uid})]
+    keys = {"StudyInstanceUID": study.study_instance_uid}
+    found = [SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", keys)]
     return sorted(found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid))
 
 
@@ -109,13 +110,14 @@ def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path)
     classes = sorted({i.sop_class_uid for i in listed if i.sop_class_uid})
     received = set(client.retrieve_series(study_uid, series.series_instance_uid, classes, folder))
     missing = [i for i in listed if i.sop_instance_uid not in received]
-    if missing or len(received) < len(listed):
+    arrived = len(listed) - len(missing)
+    if missing:
         numbers = sorted(i.instance_number for i in missing if i.instance_number is not None)
         where = f"instance number(s) {', '.join(map(str, numbers[:20]))}{' ...' if len(numbers) > 20 else ''}" \
             if numbers else "instances without numbers"
-        raise PacsError(f"partial retrieve from node {client.node.label}: {len(received & {i.sop_instance_uid for i in listed})} "
-                        f"of {len(listed)} listed instances of series {series.series_instance_uid} arrived; "
-                        f"missing {len(missing)}: {where}. Refused: a volume with holes is never loaded",
+        raise PacsError(f"partial retrieve from node {client.node.label}: {arrived} of {len(listed)} listed "
+                        f"instances of series {series.series_instance_uid} arrived; missing {len(missing)}: {where}. "
+                        "Refused: a volume with holes is never loaded",
                         hint="pull again; if it persists, the archive cannot serve the whole series")
     return len(listed), len(received)
 

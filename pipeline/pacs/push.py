@@ -213,7 +213,8 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
     log.info("push to %s: %d sent, %d already sent, %d failed", node.label, report.sent, report.already_sent,
              report.failed)
     if report.failed:
-        failed = "; ".join(f"{o.kind} {o.sop_instance_uid} ({o.reason})" for o in report_objects if o.status == "failed")
+        failed = "; ".join(f"{o.kind} {o.sop_instance_uid} ({o.reason})"
+                           for o in report_objects if o.status == "failed")
         raise PacsError(f"node {node.label} stored {report.sent + report.already_sent} of {len(report_objects)} "
                         f"instances; refused {report.failed}: {failed}. Nothing refused is recorded as sent",
                         hint="fix the node (or its filter) and push again: only what is missing is sent")
