@@ -313,6 +313,52 @@ class ShortGetServer:
         self.server.shutdown()
 
 
+class RefusingStoreServer:
+    """A pynetdicom storage SCP that answers C-STORE of Encapsulated PDF with a failure status
+    (0xA700, out of resources) and stores the rest in memory; its IMAGE-level C-FIND lists them."""
+
+    REFUSED = "1.2.840.10008.5.1.4.1.1.104.1"
+
+    def __init__(self, aet: str = "REFUSER"):
+        self.aet = aet
+        self.port = free_port()
+        self.stored: dict[str, pydicom.Dataset] = {}
+        self.ae = AE(ae_title=aet)
+        self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        classes = [c.abstract_syntax for c in StoragePresentationContexts][:120]
+        for uid in classes + ["1.2.840.10008.5.1.4.1.1.104.3", self.REFUSED]:  # Encapsulated STL and PDF
+            self.ae.add_supported_context(uid)
+        self.server = None
+
+    @property
+    def inline(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.port}"
+
+    def _on_store(self, event):
+        if str(event.request.AffectedSOPClassUID) == self.REFUSED:
+            return 0xA700
+        ds = event.dataset
+        self.stored[str(ds.SOPInstanceUID)] = ds
+        return 0x0000
+
+    def _on_find(self, event):
+        series = str(event.identifier.get("SeriesInstanceUID", ""))
+        for uid, ds in self.stored.items():
+            if not series or str(ds.SeriesInstanceUID) == series:
+                answer = pydicom.Dataset()
+                answer.QueryRetrieveLevel = "IMAGE"
+                answer.SOPInstanceUID, answer.SeriesInstanceUID = uid, ds.SeriesInstanceUID
+                yield 0xFF00, answer
+
+    def __enter__(self) -> "RefusingStoreServer":
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)]
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+
+
 class SilentServer:
     """A TCP listener that accepts connections and never answers (an association times out)."""
 
@@ -342,5 +388,5 @@ class SilentServer:
             connection.close()
 
 
-__all__ = ["Orthanc", "ShortGetServer", "SilentServer", "dicom_files", "free_port",
+__all__ = ["Orthanc", "RefusingStoreServer", "ShortGetServer", "SilentServer", "dicom_files", "free_port",
            "make_certificates"]

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from pacs_server import Orthanc, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
+from pacs_server import Orthanc, RefusingStoreServer, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
@@ -302,6 +302,18 @@ def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path)
             assert sorted(r.kind for r in book.list()) == ["model", "packet", "segmentation"]
 
 
+def test_store_failure_status_is_not_recorded(case_run, tmp_path):
+    case_dir, _, pulled = case_run
+    ledger = tmp_path / "ledger.sqlite3"
+    with RefusingStoreServer() as archive:
+        with pytest.raises(PacsError, match=rf"node {archive.inline} stored 2 of 3 instances; refused 1: packet "
+                                            r"\S+ \(status 0xA700\)"):
+            push(case_dir / "aorta-surgeon", resolve_node(archive.inline), ledger=ledger, source=pulled)
+        assert len(archive.stored) == 2
+    with Transfers(ledger) as book:
+        assert sorted(r.kind for r in book.list()) == ["model", "segmentation"]
+
+
 def test_seg_refuses_a_mask_off_the_source_grid(case_run):
     case_dir, _, pulled = case_run
     model = pydicom.dcmread(case_dir / "aorta-surgeon" / "model.dcm")
@@ -343,6 +355,12 @@ def test_unreachable_node_names_host_and_port(tmp_path):
     assert result.returncode == 16
     assert f"node PACS@127.0.0.1:{port} unreachable: cannot connect to 127.0.0.1:{port}" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_dicomweb_node_names_the_url(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):
+        pull(resolve_node(url), tmp_path / "x", accession="A1")
 
 
 def test_silent_node_times_out_naming_host_and_port(tmp_path):
