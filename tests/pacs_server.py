@@ -240,7 +240,31 @@ def dicom_files(folder: Path) -> list[Path]:
                   and "truth" not in p.relative_to(folder).parts)
 
 
-class ShortGetServer:
+class _Peer:
+    """A pynetdicom server on a free localhost port, run while the ``with`` block lasts."""
+
+    def __init__(self, aet: str):
+        self.aet = aet
+        self.port = free_port()
+        self.ae = AE(ae_title=aet)
+        self.server = None
+
+    @property
+    def inline(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.port}"
+
+    def handlers(self) -> list:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=self.handlers())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+
+
+class ShortGetServer(_Peer):
     """A pynetdicom Query/Retrieve SCP over one folder whose C-GET leaves out one instance.
 
     C-FIND answers at STUDY, SERIES and IMAGE level from the files' headers (so the counts it
@@ -249,19 +273,12 @@ class ShortGetServer:
     """
 
     def __init__(self, folder: Path, aet: str = "SHORTGET"):
-        self.aet = aet
+        super().__init__(aet)
         self.datasets = [pydicom.dcmread(p) for p in dicom_files(folder)]
-        self.port = free_port()
-        self.ae = AE(ae_title=aet)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
         for context in StoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, scu_role=True, scp_role=True)
-        self.server = None
-
-    @property
-    def inline(self) -> str:
-        return f"{self.aet}@127.0.0.1:{self.port}"
 
     def _matches(self, query) -> list:
         found = []
@@ -304,35 +321,23 @@ class ShortGetServer:
         for ds in sent:
             yield 0xFF00, ds
 
-    def __enter__(self) -> "ShortGetServer":
-        handlers = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get)]
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
+    def handlers(self) -> list:
+        return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get)]
 
 
-class RefusingStoreServer:
+class RefusingStoreServer(_Peer):
     """A pynetdicom storage SCP that answers C-STORE of Encapsulated PDF with a failure status
     (0xA700, out of resources) and stores the rest in memory; its IMAGE-level C-FIND lists them."""
 
     REFUSED = "1.2.840.10008.5.1.4.1.1.104.1"
 
     def __init__(self, aet: str = "REFUSER"):
-        self.aet = aet
-        self.port = free_port()
+        super().__init__(aet)
         self.stored: dict[str, pydicom.Dataset] = {}
-        self.ae = AE(ae_title=aet)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         classes = [c.abstract_syntax for c in StoragePresentationContexts][:120]
         for uid in classes + ["1.2.840.10008.5.1.4.1.1.104.3", self.REFUSED]:  # Encapsulated STL and PDF
             self.ae.add_supported_context(uid)
-        self.server = None
-
-    @property
-    def inline(self) -> str:
-        return f"{self.aet}@127.0.0.1:{self.port}"
 
     def _on_store(self, event):
         if str(event.request.AffectedSOPClassUID) == self.REFUSED:
@@ -350,13 +355,8 @@ class RefusingStoreServer:
                 answer.SOPInstanceUID, answer.SeriesInstanceUID = uid, ds.SeriesInstanceUID
                 yield 0xFF00, answer
 
-    def __enter__(self) -> "RefusingStoreServer":
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)]
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
+    def handlers(self) -> list:
+        return [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)]
 
 
 class SilentServer:
