@@ -137,6 +137,8 @@ class Orthanc:
 
     def start(self, timeout: float = 60.0) -> "Orthanc":
         """Start the server and wait until its REST API answers."""
+        if not Path(ORTHANC).is_file():
+            raise RuntimeError("Orthanc not found: apt-get install orthanc orthanc-dicomweb (.ci/run does)")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(self._config(), indent=2))

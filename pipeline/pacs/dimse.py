@@ -57,7 +57,8 @@ def _why_not(node: Node) -> str:
     try:
         with socket.create_connection((node.host, node.port), timeout=node.timeout_s):
             return f"{node.host}:{node.port} accepted the connection but gave no association answer within " \
-                   f"{node.timeout_s:g} s"
+                   f"{node.timeout_s:g} s" + (" (a TLS handshake failed: check the tls options)" if node.tls else
+                                              " (if the node speaks TLS, give tls options)")
     except socket.timeout:
         return f"no answer from {node.host}:{node.port} within {node.timeout_s:g} s (timeout)"
     except OSError as error:
