@@ -95,13 +95,25 @@ class Indication(_Strict):
 
 
 class Imaging(_Strict):
-    dicom: Path = Field(description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
+    dicom: Path | None = Field(None, description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
     series: str = Field("auto", description="auto, a SeriesInstanceUID or a series number")
+    # Or pulled from a DICOM node (pipeline.pacs.resolve_imaging): node + accession [+ study].
+    node: str | None = Field(None, description="a node of the nodes file, AET@HOST:PORT or a DICOMweb URL")
+    accession: str | None = Field(None, min_length=1, description="the study's Accession Number at the node")
+    study: str | None = Field(None, description="Study Instance UID, when one accession has several studies")
 
     @field_validator("series", mode="before")
     @classmethod
     def _series_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Imaging":
+        if (self.dicom is None) == (self.node is None):
+            raise ValueError("give either dicom (a folder or file) or node with accession (a DICOM node)")
+        if self.node is not None and not (self.accession or self.study):
+            raise ValueError("a node needs accession (or study) to find the study")
+        return self
 
 
 class ManualStep(_Strict):
@@ -177,6 +189,9 @@ class CaseFile(_Strict):
 
     @property
     def dicom_path(self) -> Path:
+        if self.imaging.dicom is None:
+            raise ConfigError("imaging names a DICOM node, not a folder: run the case (it pulls the series) or "
+                              "'anatomodel pull' it and name the folder in imaging.dicom")
         return self.resolve(self.imaging.dicom)
 
 
@@ -330,9 +345,16 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     case_dir.mkdir(parents=True, exist_ok=True)
     presets_ask_bone = any("bone" in model.preset for model in case.models)
 
-    tell(f"loading {case.imaging.dicom}")
+    if case.imaging.node is not None:  # named by node + accession: pulled once into the case folder
+        from pipeline.pacs.resolve import resolve_imaging
+
+        tell("pulling the series from the DICOM node")
+        source = resolve_imaging(case.imaging, case_dir)
+    else:
+        source = case.dicom_path
+    tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
-    volume, load_report = load_series(case.dicom_path, case.imaging.series, prefer_bone=presets_ask_bone)
+    volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
     run.timings["image_import"] = load_step.seconds

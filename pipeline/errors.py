@@ -97,3 +97,13 @@ class EnvironmentFault(AnatomodelError):
     is expected, no permission. Nothing is wrong with the input; fix the place and run again."""
 
     exit_code = 15
+
+
+class PacsError(AnatomodelError):
+    """A DICOM node cannot be reached, refuses us, or answers with too little or too much.
+
+    Unreachable node, rejected association, accession not found or ambiguous, a partial
+    retrieve, a store that failed. Messages name the node and counts, never the patient.
+    """
+
+    exit_code = 16

@@ -29,6 +29,8 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     mesh_cmd,
     phantom_cmd,
     prepare_cmd,
+    pull_cmd,
+    push_cmd,
     regress_cmd,
     run_cmd,
     segment_cmd,

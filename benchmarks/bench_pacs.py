@@ -1,0 +1,108 @@
+"""Benchmark: pull a 500-slice CTA from a local Orthanc vs copying the same files from disk.
+
+Run by hand (needs the Debian packages orthanc and orthanc-dicomweb)::
+
+    /work/venv/bin/python benchmarks/bench_pacs.py [--dir DIR] [--runs 3] [--slices 500]
+
+The series is the synthetic CTA phantom written as ``--slices`` DICOM files of 512 x 512 (made once
+in ``--dir``, shared with ``bench_load.py``) and stored once into an Orthanc started on free
+localhost ports (the tests' :class:`pacs_server.Orthanc`). Each run times, interleaved:
+
+- ``copy``: ``shutil.copytree`` of the series folder (the baseline: a user's manual export);
+- ``pull C-GET`` and ``pull WADO-RS``: :func:`pipeline.pacs.pull` by accession number (C-FIND of
+  study, series and instances, the retrieve, the completeness check, the rename into place).
+
+Orthanc's DICOM layer (DCMTK) keeps Nagle's algorithm on unless its environment sets
+``TCP_NODELAY=1``; then every C-GET sub-operation waits for a delayed ACK. ``--nagle`` also times
+C-GET against a second Orthanc started without that variable. Target: pull within 1.5 x copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+
+import pydicom  # noqa: E402
+from bench_load import make_series  # noqa: E402
+from pacs_server import Orthanc, dicom_files  # noqa: E402
+
+from pipeline.pacs import pull, resolve_node  # noqa: E402
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "anatomodel_bench_load")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=500)
+    parser.add_argument("--nagle", action="store_true", help="also time C-GET from an Orthanc with Nagle on")
+    args = parser.parse_args(argv)
+    folder = args.dir / f"series_{args.slices}"
+    make_series(folder, args.slices)
+    files = dicom_files(folder)
+    accession = str(pydicom.dcmread(files[0], stop_before_pixels=True).AccessionNumber)
+    size = sum(p.stat().st_size for p in files)
+    scratch = Path(tempfile.mkdtemp(prefix="bench_pacs_"))
+    servers = {"": Orthanc(scratch / "orthanc")}
+    if args.nagle:
+        servers["nagle"] = Orthanc(scratch / "orthanc-nagle")
+        servers["nagle"].env.pop("TCP_NODELAY")
+    try:
+        for server in servers.values():
+            server.start()
+            clock = time.perf_counter()
+            server.store(files)
+            print(f"stored {len(files)} files ({size / 2**20:.0f} MiB) in {time.perf_counter() - clock:.1f} s",
+                  file=sys.stderr)
+        methods = {
+            "copy": lambda out: shutil.copytree(folder, out, ignore=shutil.ignore_patterns(".complete", "truth")),
+            "pull C-GET": lambda out: pull(resolve_node(servers[""].inline), out, accession=accession),
+            "pull WADO-RS": lambda out: pull(resolve_node(servers[""].dicomweb_url), out, accession=accession),
+        }
+        if args.nagle:
+            methods["pull C-GET, Orthanc with Nagle"] = lambda out: pull(resolve_node(servers["nagle"].inline), out,
+                                                                         accession=accession)
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        for run in range(args.runs + 1):  # the first round warms caches and imports, untimed
+            for name, method in methods.items():
+                out = scratch / f"out-{run}-{len(times[name])}-{name.replace(' ', '_')}"
+                seconds = _timed(lambda: method(out))
+                assert len(list(out.iterdir())) == len(files), f"{name} wrote {len(list(out.iterdir()))} files"
+                shutil.rmtree(out)
+                if run:
+                    times[name].append(seconds)
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    base = statistics.median(times["copy"])
+    print(f"Pull {len(files)} CT files of 512 x 512 ({size / 2**20:.0f} MiB) from a local Orthanc vs copying them, "
+          f"{args.runs} runs each, medians; load average {os.getloadavg()[0]:.1f}\n")
+    print("| method | time (s) | time / copy | MiB/s |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {size / 2**20 / seconds:.0f} |")
+    best = min(statistics.median(times[name]) for name in ("pull C-GET", "pull WADO-RS"))
+    print(f"\ntarget: pull <= 1.5 x copy: C-GET {statistics.median(times['pull C-GET']) / base:.2f}, "
+          f"WADO-RS {statistics.median(times['pull WADO-RS']) / base:.2f} "
+          f"({'met' if best <= 1.5 * base else 'MISSED'} by the faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

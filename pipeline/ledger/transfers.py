@@ -1,0 +1,111 @@
+"""What was sent to which DICOM node, and when: the ledger's ``transfers`` table.
+
+Self-contained: the table is created by its own idempotent statement on the ledger's SQLite file
+(the ledger's numbered migrations do not know it), so it works beside any ledger schema version.
+One row per instance a node confirmed storing; an instance the node refused is never recorded,
+so a repeated push sends exactly what is missing. No patient data: nodes, UIDs, digests, times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from dataclasses import dataclass
+
+from pipeline.errors import LedgerError
+from pipeline.ledger.core import resolve_ledger_path
+from pipeline.report import Report
+
+CREATE = """
+CREATE TABLE IF NOT EXISTS transfers (
+    id                  INTEGER PRIMARY KEY,
+    sent_at             TEXT NOT NULL,            -- ISO time, UTC
+    node                TEXT NOT NULL,            -- AET@HOST:PORT or DICOMweb URL
+    kind                TEXT NOT NULL,            -- model (STL), segmentation, packet
+    case_id             TEXT,
+    model_id            TEXT,
+    study_instance_uid  TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    sop_instance_uid    TEXT NOT NULL,
+    sha256              TEXT NOT NULL,            -- of the instance as sent (Part 10 bytes)
+    UNIQUE (node, sop_instance_uid, sha256)
+)
+"""
+
+
+@dataclass
+class Transfer(Report):
+    """One instance a node confirmed storing."""
+
+    sent_at: str
+    node: str
+    kind: str
+    case_id: str | None
+    model_id: str | None
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    sha256: str
+
+
+class Transfers:
+    """The ``transfers`` table of a ledger file.
+
+    Parameters
+    ----------
+    path : path, optional
+        The ledger file (default :func:`pipeline.ledger.resolve_ledger_path`).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 60.0):
+        self.path = resolve_ledger_path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute(CREATE)
+        except (OSError, sqlite3.Error) as error:
+            raise LedgerError(f"cannot record transfers in the ledger {self.path}: {error}",
+                              hint="check the path given by --ledger or $ANATOMODEL_LEDGER") from error
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Transfers":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def was_sent(self, node: str, sop_instance_uid: str, sha256: str) -> bool:
+        """True if ``node`` confirmed storing this instance with these exact bytes."""
+        row = self._db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
+                               (node, sop_instance_uid, sha256)).fetchone()
+        return row is not None
+
+    def record(self, transfer: Transfer) -> None:
+        """Record one confirmed store (a repeat of the same instance and bytes is kept once)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO transfers (sent_at, node, kind, case_id, model_id, study_instance_uid, "
+            "series_instance_uid, sop_class_uid, sop_instance_uid, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (transfer.sent_at, transfer.node, transfer.kind, transfer.case_id, transfer.model_id,
+             transfer.study_instance_uid, transfer.series_instance_uid, transfer.sop_class_uid,
+             transfer.sop_instance_uid, transfer.sha256))
+
+    def list(self, *, node: str | None = None, study_instance_uid: str | None = None) -> list[Transfer]:
+        """Every recorded transfer, oldest first, optionally of one node or study."""
+        sql, args = "SELECT sent_at, node, kind, case_id, model_id, study_instance_uid, series_instance_uid, " \
+                    "sop_class_uid, sop_instance_uid, sha256 FROM transfers WHERE 1 = 1", []
+        if node:
+            sql, args = sql + " AND node = ?", args + [node]
+        if study_instance_uid:
+            sql, args = sql + " AND study_instance_uid = ?", args + [study_instance_uid]
+        return [Transfer(*row) for row in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def now() -> str:
+    """The current UTC time as recorded in ``sent_at``."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,232 @@
+"""DIMSE (DICOM upper layer) client over pynetdicom: C-FIND, C-GET, C-MOVE and C-STORE.
+
+Every failure to talk is a :class:`~pipeline.errors.PacsError` naming the node (``AET@HOST:PORT``):
+nothing listening, no answer within the node's timeout, an association rejected (with the AE
+titles), a failure status. Identifiers and datasets are never logged (pynetdicom's own logger is
+kept at WARNING: its debug output dumps datasets, which hold the patient's name).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from pipeline.errors import PacsError
+from pipeline.pacs.nodes import Node
+from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
+
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
+
+_PENDING = (0xFF00, 0xFF01)
+#: Storage classes asked for with C-GET when the node's C-FIND does not name the series' classes.
+CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
+_TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.70",
+                      "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5"]
+
+
+def _tls(node: Node) -> tuple[ssl.SSLContext, str] | None:
+    if node.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(node.tls.ca_file) if node.tls.ca_file else None)
+    if not node.tls.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if node.tls.cert_file:
+        context.load_cert_chain(str(node.tls.cert_file), str(node.tls.key_file))
+    return context, str(node.host)
+
+
+def _why_not(node: Node) -> str:
+    """Why no association came up, by trying a plain TCP connection to the node."""
+    try:
+        with socket.create_connection((node.host, node.port), timeout=node.timeout_s):
+            return f"{node.host}:{node.port} accepted the connection but gave no association answer within " \
+                   f"{node.timeout_s:g} s" + (" (a TLS handshake failed: check the tls options)" if node.tls else
+                                              " (if the node speaks TLS, give tls options)")
+    except socket.timeout:
+        return f"no answer from {node.host}:{node.port} within {node.timeout_s:g} s (timeout)"
+    except OSError as error:
+        return f"cannot connect to {node.host}:{node.port} ({error.strerror or error})"
+
+
+@contextmanager
+def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
+    """An established association with ``node`` (released afterwards), or a PacsError.
+
+    ``options`` go to :meth:`pynetdicom.AE.associate` (``ext_neg``, ``evt_handlers``).
+    """
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
+    ae.connection_timeout = node.timeout_s
+    ae.maximum_pdu_size = 0  # let the node send (a retrieve's images) in PDUs as large as it likes
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
+    if assoc.is_rejected:
+        raise PacsError(f"node {node.label} rejected the association (called AE title {node.ae_title!r}, calling "
+                        f"AE title {node.calling_ae_title!r})",
+                        hint="check the node's AE title and that it knows ours")
+    if not assoc.is_established:
+        raise PacsError(f"node {node.label} unreachable: {_why_not(node)}",
+                        hint="check the host, port and that the node is running")
+    log.info("association with %s established", node.label)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _check(status: Dataset | None, node: Node, what: str) -> int:
+    if status is None or "Status" not in status:
+        raise PacsError(f"node {node.label} gave no {what} answer within {node.timeout_s:g} s (timeout or abort)")
+    return int(status.Status)
+
+
+class DimseClient:
+    """Query, retrieve and store against one DIMSE node."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    def find(self, level: str, keys: dict[str, str]) -> list[Dataset]:
+        """C-FIND at ``level`` (STUDY, SERIES or IMAGE) with ``keys`` as matching keys.
+
+        The return keys of :data:`pipeline.pacs.query.QUERY_KEYS` for the level are asked for.
+        """
+        query = Dataset()
+        query.QueryRetrieveLevel = level
+        for keyword in QUERY_KEYS[level]:
+            setattr(query, keyword, "")
+        for keyword, value in keys.items():
+            setattr(query, keyword, value)
+        ae = AE(ae_title=self.node.calling_ae_title)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        found = []
+        with associate(self.node, ae) as assoc:
+            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                code = _check(status, self.node, "C-FIND")
+                if code in _PENDING and identifier is not None:
+                    found.append(identifier)
+                elif code != 0:
+                    raise PacsError(f"node {self.node.label} refused the {level.lower()} query (status 0x{code:04X})")
+        return found
+
+    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
+        """Retrieve every instance of a series into ``folder`` (one file each); their SOP Instance UIDs.
+
+        C-GET on the same association, or C-MOVE to a storage SCP we run on ``node.move_port``.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        received: list[str] = []
+        lock = threading.Lock()
+
+        def on_store(event: evt.Event) -> int:
+            uid = str(event.request.AffectedSOPInstanceUID)
+            (folder / instance_file_name(uid)).write_bytes(event.encoded_dataset())
+            with lock:
+                received.append(uid)
+            return 0x0000
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = study_uid
+        query.SeriesInstanceUID = series_uid
+        classes = list(dict.fromkeys(list(sop_classes) or list(CT_CLASSES)))
+        if self.node.retrieve == "move":
+            status = self._move(query, classes, on_store)
+        else:
+            status = self._get(query, classes, on_store)
+        code = _check(status, self.node, "C-GET" if self.node.retrieve == "get" else "C-MOVE")
+        failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+        if code not in (0x0000, 0xB000) or failed:
+            log.warning("retrieve from %s ended with status 0x%04X, %d failed sub-operation(s)",
+                        self.node.label, code, failed)
+        log.info("received %d instance(s) from %s", len(received), self.node.label)
+        return received
+
+    def _get(self, query: Dataset, classes: list[str], on_store) -> Dataset | None:
+        ae = AE(ae_title=self.node.calling_ae_title)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        roles = []
+        for uid in classes[:120]:
+            ae.add_requested_context(uid, _TRANSFER_SYNTAXES)
+            roles.append(build_role(uid, scp_role=True))
+        final = None
+        with associate(self.node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                final = status
+                if status is None or "Status" not in status or int(status.Status) not in _PENDING:
+                    break
+        return final
+
+    def _move(self, query: Dataset, classes: list[str], on_store) -> Dataset | None:
+        scp = AE(ae_title=self.node.calling_ae_title)
+        for uid in classes:
+            scp.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        scp.network_timeout = scp.dimse_timeout = self.node.timeout_s
+        scp.maximum_pdu_size = 0
+        try:
+            server = scp.start_server(("", int(self.node.move_port)), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        except OSError as error:
+            raise PacsError(f"cannot listen on port {self.node.move_port} for C-MOVE from {self.node.label} "
+                            f"({error.strerror or error})", hint="free the port or set another move_port") from error
+        try:
+            ae = AE(ae_title=self.node.calling_ae_title)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            final = None
+            with associate(self.node, ae) as assoc:
+                for status, _ in assoc.send_c_move(query, self.node.calling_ae_title,
+                                                   StudyRootQueryRetrieveInformationModelMove):
+                    final = status
+                    if status is None or "Status" not in status or int(status.Status) not in _PENDING:
+                        break
+            if final is not None and int(final.get("Status", 0)) == 0xA801:
+                raise PacsError(f"node {self.node.label} does not know the move destination "
+                                f"{self.node.calling_ae_title!r}",
+                                hint=f"register {self.node.calling_ae_title} with our host and port "
+                                     f"{self.node.move_port} at the node")
+            return final
+        finally:
+            server.shutdown()
+
+    def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
+        """C-STORE each dataset on one association; the outcome of each, in order."""
+        ae = AE(ae_title=self.node.calling_ae_title)
+        for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+            ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        outcomes = []
+        with associate(self.node, ae) as assoc:
+            for ds in datasets:
+                uid = str(ds.SOPInstanceUID)
+                try:
+                    status = assoc.send_c_store(ds)
+                except ValueError as error:  # no accepted presentation context for its class
+                    outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), False, f"not accepted: {error}"))
+                    continue
+                if status is None or "Status" not in status:
+                    outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), False, "no answer (timeout or abort)"))
+                    if not assoc.is_established:
+                        break
+                    continue
+                code = int(status.Status)
+                ok = code == 0x0000 or (0xB000 <= code <= 0xBFFF)  # success, or warning (stored with coercion)
+                outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), ok, "" if ok else f"status 0x{code:04X}"))
+        remaining = datasets[len(outcomes):]
+        outcomes += [StoreOutcome(str(ds.SOPInstanceUID), str(ds.SOPClassUID), False, "association lost")
+                     for ds in remaining]
+        return outcomes

@@ -1,0 +1,172 @@
+"""DICOM nodes: where a study is pulled from and models are pushed to.
+
+A node is a DIMSE peer (AE title, host, port) or a DICOMweb service (a base URL), with TLS
+options. Nodes are declared per user in a YAML file (``$ANATOMODEL_NODES``, else
+``~/.config/anatomodel/nodes.yaml``)::
+
+    calling_ae_title: ANATOMODEL        # our AE title (optional; this is the default)
+    nodes:
+      pacs:
+        ae_title: PACS
+        host: pacs.hospital.org
+        port: 11112
+        retrieve: get                   # or move (the node must know our AE title and move_port)
+        move_port: 11113
+        timeout_s: 30
+        tls: {ca_file: /etc/ssl/hospital-ca.pem, cert_file: me.pem, key_file: me.key}
+      web:
+        url: https://pacs.hospital.org/dicom-web
+        tls: {ca_file: /etc/ssl/hospital-ca.pem}
+
+or given inline on the command line as ``AET@HOST:PORT`` (DIMSE) or an ``http(s)://`` URL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.config import read_yaml, validate
+from pipeline.errors import ConfigError
+
+NODES_VARIABLE = "ANATOMODEL_NODES"
+DEFAULT_CALLING_AE = "ANATOMODEL"
+_AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # 1-16 printable ASCII characters, no backslash
+_INLINE = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class Tls(_Strict):
+    """TLS for a node: the CA bundle that verifies it, and our client certificate if it asks."""
+
+    ca_file: Path | None = Field(None, description="PEM bundle of the CAs that sign the node's certificate")
+    cert_file: Path | None = Field(None, description="our client certificate (PEM)")
+    key_file: Path | None = Field(None, description="the private key of cert_file (PEM)")
+    verify: bool = Field(True, description="verify the node's certificate and host name")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "Tls":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give cert_file and key_file together")
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
+
+
+class Node(_Strict):
+    """One DICOM node (DIMSE or DICOMweb)."""
+
+    name: str = Field("", description="the name it has in the nodes file (or its inline form)")
+    ae_title: str | None = Field(None, pattern=_AE_TITLE, description="the node's AE title (DIMSE)")
+    host: str | None = Field(None, min_length=1)
+    port: int | None = Field(None, ge=1, le=65535)
+    url: str | None = Field(None, description="DICOMweb base URL, http:// or https://")
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE, description="our AE title")
+    retrieve: Literal["get", "move"] = Field("get", description="C-GET, or C-MOVE to our storage SCP")
+    move_port: int | None = Field(None, ge=1, le=65535, description="port of our storage SCP for C-MOVE")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="connection, association and reply timeout")
+    tls: Tls | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("a DICOMweb url starts with http:// or https:// and names a host")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Node":
+        dimse = [self.ae_title, self.host, self.port]
+        if self.url is not None:
+            if any(value is not None for value in dimse):
+                raise ValueError("give either url (DICOMweb) or ae_title, host and port (DIMSE), not both")
+        elif any(value is None for value in dimse):
+            raise ValueError("a DIMSE node needs ae_title, host and port (or give a DICOMweb url)")
+        if self.retrieve == "move" and self.url is None and self.move_port is None:
+            raise ValueError("retrieve: move needs move_port, the port of our storage SCP the node sends to")
+        return self
+
+    @property
+    def is_dicomweb(self) -> bool:
+        return self.url is not None
+
+    @property
+    def label(self) -> str:
+        """How logs and messages name the node: ``AET@HOST:PORT`` or the URL (without credentials)."""
+        if self.url is not None:
+            return re.sub(r"//[^/@]*@", "//", self.url)
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class NodesFile(_Strict):
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE)
+    nodes: dict[str, dict] = Field(default_factory=dict)
+
+
+def default_nodes_path() -> Path:
+    """``$ANATOMODEL_NODES``, else ``$XDG_CONFIG_HOME/anatomodel/nodes.yaml`` (``~/.config``)."""
+    if os.environ.get(NODES_VARIABLE):
+        return Path(os.environ[NODES_VARIABLE]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "anatomodel" / "nodes.yaml"
+
+
+def load_nodes(path: str | os.PathLike | None = None) -> dict[str, Node]:
+    """Read and validate a nodes file; a missing default file means no named nodes.
+
+    Raises
+    ------
+    ConfigError
+        The file (when named explicitly) is missing, or a node is invalid (naming its field).
+    """
+    explicit = path is not None
+    path = Path(path).expanduser() if explicit else default_nodes_path()
+    if not path.is_file():
+        if explicit or os.environ.get(NODES_VARIABLE):
+            raise ConfigError(f"nodes file {path} not found", hint="give the YAML file that declares your nodes")
+        return {}
+    data = read_yaml(path)
+    document = validate(NodesFile, data if data is not None else {}, str(path))
+    nodes = {}
+    for name, fields in document.nodes.items():
+        fields = {"calling_ae_title": document.calling_ae_title, **(fields or {}), "name": name}
+        nodes[name] = validate(Node, fields, f"{path}: node '{name}'")
+    return nodes
+
+
+def resolve_node(text: str, nodes_file: str | os.PathLike | None = None, *,
+                 calling_ae_title: str | None = None) -> Node:
+    """The node a command line or case file names: a nodes-file name, ``AET@HOST:PORT`` or a URL.
+
+    Parameters
+    ----------
+    text : str
+        The node as written.
+    nodes_file : path, optional
+        The nodes file (default: :func:`default_nodes_path`).
+    calling_ae_title : str, optional
+        Our AE title for an inline node (default ``ANATOMODEL``).
+    """
+    text = (text or "").strip()
+    overrides = {"calling_ae_title": calling_ae_title} if calling_ae_title else {}
+    if re.match(r"^https?://", text):
+        return validate(Node, {"name": text, "url": text, **overrides}, f"node {text!r}")
+    inline = _INLINE.match(text)
+    if inline:
+        fields = {"name": text, "ae_title": inline["aet"], "host": inline["host"], "port": int(inline["port"])}
+        return validate(Node, {**fields, **overrides}, f"node {text!r}")
+    nodes = load_nodes(nodes_file)
+    if text in nodes:
+        node = nodes[text]
+        return node.model_copy(update=overrides) if overrides else node
+    known = ", ".join(sorted(nodes)) or "none declared"
+    raise ConfigError(f"node {text!r} is neither AET@HOST:PORT, an http(s):// URL nor a node of the nodes file "
+                      f"({known})", hint=f"declare it in {Path(nodes_file) if nodes_file else default_nodes_path()}")

@@ -1,0 +1,207 @@
+"""Pull a CT series from a DICOM node by accession number into a folder ``load_series`` reads.
+
+Find the study (C-FIND / QIDO-RS), list its series, choose one (``auto`` chooses as ``inspect``
+does, from the retrieved headers), list its instances, retrieve them (C-GET, C-MOVE or WADO-RS)
+into a temporary sibling of the output folder, and rename it into place only if every listed
+instance arrived: a partial retrieve is refused, naming how many and which instance numbers are
+missing, so a volume with holes is never loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import ConfigError, PacsError, SeriesSelectionError
+from pipeline.pacs.nodes import Node
+from pipeline.pacs.query import InstanceMatch, SeriesMatch, StudyMatch, instance_file_name
+from pipeline.report import Report
+
+log = logging.getLogger(__name__)
+
+
+def client_for(node: Node):
+    """The client that speaks the node's protocol: DICOMweb or DIMSE."""
+    if node.is_dicomweb:
+        from pipeline.pacs.web import WebClient
+
+        return WebClient(node)
+    from pipeline.pacs.dimse import DimseClient
+
+    return DimseClient(node)
+
+
+@dataclass
+class PullReport(Report):
+    """What a pull found and retrieved (no patient data, no accession number)."""
+
+    node: str
+    method: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series: list[SeriesMatch]
+    instances_listed: int
+    instances_received: int
+    folder: Path
+    seconds: float
+    reused: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def find_study(client, accession: str | None, study_uid: str | None = None) -> StudyMatch:
+    """The one study of an accession number (or a Study Instance UID) at the client's node.
+
+    Raises
+    ------
+    PacsError
+        No study matches, or several do and no ``study_uid`` picks one (they are listed).
+    """
+    if not accession and not study_uid:
+        raise ConfigError("give an accession number or a Study Instance UID to pull")
+    keys = {"AccessionNumber": accession} if accession else {}
+    if study_uid:
+        keys["StudyInstanceUID"] = study_uid
+    label = client.node.label
+    studies = [StudyMatch.from_dataset(ds) for ds in client.find("STUDY", keys)]
+    log.info("%s: %d study(ies) match", label, len(studies))
+    if not studies:
+        what = "the accession number given" if accession else "the Study Instance UID given"
+        what += f" (study {study_uid})" if accession and study_uid else ""
+        raise PacsError(f"node {label} has no study for {what}",
+                        hint="check the accession number and that the study was sent to this node")
+    if len(studies) > 1:
+        listed = "; ".join(study.label() for study in studies)
+        raise PacsError(f"node {label} has {len(studies)} studies for the accession number given: {listed}",
+                        hint="choose one with --study UID (imaging.study in a case file)")
+    return studies[0]
+
+
+def list_series(client, study: StudyMatch) -> list[SeriesMatch]:
+    """The series of a study as the node lists them, by series number."""
+    keys = {"StudyInstanceUID": study.study_instance_uid}
+    found = [SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", keys)]
+    return sorted(found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid))
+
+
+def list_instances(client, study_uid: str, series_uid: str) -> list[InstanceMatch]:
+    """The instances of one series as the node lists them."""
+    keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+    return [InstanceMatch.from_dataset(ds) for ds in client.find("IMAGE", keys)]
+
+
+def _named(series: list[SeriesMatch], wanted: str) -> SeriesMatch:
+    for match in series:
+        if match.series_instance_uid == wanted or (wanted.isdigit() and match.series_number == int(wanted)):
+            return match
+    listed = "; ".join(s.label() for s in series) or "none"
+    raise SeriesSelectionError(f"the study has no series {wanted!r}; it has: {listed}",
+                               hint="give --series auto, a Series Instance UID or a series number")
+
+
+def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path) -> tuple[int, int]:
+    """Retrieve a whole series into ``folder``; (listed, received) counts, or PacsError if partial."""
+    listed = list_instances(client, study_uid, series.series_instance_uid)
+    if not listed:
+        raise PacsError(f"node {client.node.label} lists no instances in series {series.series_instance_uid}")
+    classes = sorted({i.sop_class_uid for i in listed if i.sop_class_uid})
+    received = set(client.retrieve_series(study_uid, series.series_instance_uid, classes, folder))
+    missing = [i for i in listed if i.sop_instance_uid not in received]
+    arrived = len(listed) - len(missing)
+    if missing:
+        numbers = sorted(i.instance_number for i in missing if i.instance_number is not None)
+        where = f"instance number(s) {', '.join(map(str, numbers[:20]))}{' ...' if len(numbers) > 20 else ''}" \
+            if numbers else "instances without numbers"
+        raise PacsError(f"partial retrieve from node {client.node.label}: {arrived} of {len(listed)} listed "
+                        f"instances of series {series.series_instance_uid} arrived; missing {len(missing)}: {where}. "
+                        "Refused: a volume with holes is never loaded",
+                        hint="pull again; if it persists, the archive cannot serve the whole series")
+    return len(listed), len(received)
+
+
+def _choose_auto(client, study: StudyMatch, series: list[SeriesMatch], staging: Path) -> tuple[SeriesMatch, list[str]]:
+    """``auto``: retrieve the CT series and let the inventory choose, as ``inspect`` does."""
+    from pipeline.load import inventory
+
+    candidates = [s for s in series if s.modality == "CT"]
+    if not candidates:
+        raise SeriesSelectionError(f"the study has no CT series at node {client.node.label}; it has: "
+                                   f"{'; '.join(s.label() for s in series) or 'none'}")
+    if len(candidates) == 1:
+        return candidates[0], []
+    for index, match in enumerate(candidates):
+        retrieve_complete(client, study.study_instance_uid, match, staging / f"s{index}")
+    found = inventory(staging)
+    if not found.chosen:
+        raise SeriesSelectionError(f"auto chooses no series of the study: {found.chosen_reason}",
+                                   hint="give --series with a Series Instance UID or number")
+    chosen = next(s for s in candidates if s.series_instance_uid == found.chosen)
+    return chosen, [f"auto chose {chosen.label()}: {found.chosen_reason}"]
+
+
+def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study_uid: str | None = None,
+         series: str = "auto") -> PullReport:
+    """Pull one series of a study from a node into ``out_dir`` (created; must be new or hold that series).
+
+    Parameters
+    ----------
+    node : Node
+        Where to pull from (:func:`pipeline.pacs.resolve_node`).
+    out_dir : path
+        The folder to write the series' files into (named by a hash of each SOP Instance UID).
+    accession : str, optional
+        The study's Accession Number.
+    study_uid : str, optional
+        The Study Instance UID, to choose among several studies of one accession (or instead of it).
+    series : str
+        ``auto``, a Series Instance UID or a series number.
+
+    Returns
+    -------
+    PullReport
+    """
+    clock = time.perf_counter()
+    out_dir = Path(out_dir)
+    client = client_for(node)
+    method = "WADO-RS" if node.is_dicomweb else "C-MOVE" if node.retrieve == "move" else "C-GET"
+    study = find_study(client, accession, study_uid)
+    all_series = list_series(client, study)
+    log.info("%s: study %s has %d series", node.label, study.study_instance_uid, len(all_series))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
+    try:
+        if series == "auto":
+            chosen, notes = _choose_auto(client, study, all_series, staging)
+        else:
+            chosen, notes = _named(all_series, series), []
+        listed = list_instances(client, study.study_instance_uid, chosen.series_instance_uid)
+        if out_dir.exists():
+            names = {p.name for p in out_dir.iterdir()}
+            if names == {instance_file_name(i.sop_instance_uid) for i in listed}:
+                return PullReport(node.label, method, study.study_instance_uid, chosen.series_instance_uid,
+                                  all_series, len(listed), 0, out_dir, round(time.perf_counter() - clock, 3),
+                                  reused=True, notes=notes + ["the folder already held every instance"])
+            raise ConfigError(f"{out_dir} already exists and is not this series",
+                              hint="give a new --out folder or remove it")
+        picked = next((p for p in staging.iterdir() if p.is_dir() and _holds(p, listed)), None) if notes else None
+        target = staging / "chosen"
+        if picked is not None:
+            picked.rename(target)
+            received = len(listed)
+        else:
+            _, received = retrieve_complete(client, study.study_instance_uid, chosen, target)
+        target.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = round(time.perf_counter() - clock, 3)
+    log.info("pulled %d instance(s) of series %s from %s in %.1f s", received, chosen.series_instance_uid,
+             node.label, seconds)
+    return PullReport(node.label, method, study.study_instance_uid, chosen.series_instance_uid, all_series,
+                      len(listed), received, out_dir, seconds, notes=notes)
+
+
+def _holds(folder: Path, listed: list[InstanceMatch]) -> bool:
+    return {p.name for p in folder.iterdir()} == {instance_file_name(i.sop_instance_uid) for i in listed}

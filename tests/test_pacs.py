@@ -1,0 +1,414 @@
+"""PACS against a real Orthanc: pull by accession (C-GET, C-MOVE, WADO-RS), run a case, push the
+model, its SEG and its packet back, query them back and validate them with dciodvfy; and every
+failure with the message it gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+from pacs_server import Orthanc, RefusingStoreServer, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline import load_series
+from pipeline.errors import GeometryError, PacsError
+from pipeline.geometry import read_mask
+from pipeline.ledger.transfers import Transfers
+from pipeline.pacs import Node, pull, resolve_node
+from pipeline.pacs.dimse import DimseClient
+from pipeline.pacs.objects import build_segmentation
+from pipeline.pacs.pull import retrieve_complete
+from pipeline.pacs.push import push
+from pipeline.pacs.query import SeriesMatch
+from pipeline.pacs.resolve import imaging_folder, resolve_imaging
+
+REPO = Path(__file__).resolve().parents[1]
+PATIENT_STRINGS = ("PHANTOM", "AORTA", "PH0001")
+
+
+def _anatomodel(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "anatomodel"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
+    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "1000", **(env or {})})  # one message a line
+
+
+def _errors(path: Path) -> list[str]:
+    """dciodvfy's error lines for one file (dicom3tools)."""
+    if not shutil.which("dciodvfy"):
+        pytest.fail("dciodvfy not found: apt-get install dicom3tools (.ci/run does)")
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cta") / "cta"
+    write_dicom_series(make_phantom(0.5), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def accession(phantom) -> str:
+    return str(pydicom.dcmread(dicom_files(phantom)[0], stop_before_pixels=True).AccessionNumber)
+
+
+@pytest.fixture(scope="module")
+def move_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, phantom, move_port):
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"), modalities={"ANATOMODEL": ("127.0.0.1", move_port)})
+    with server:
+        assert server.store(dicom_files(phantom)) == len(dicom_files(phantom))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def source(phantom):
+    return load_series(phantom)
+
+
+def _same_volume(folder: Path, source) -> None:
+    volume, report = load_series(folder)
+    expected, _ = source
+    assert volume.geometry.same_grid(expected.geometry)
+    assert np.array_equal(volume.array, expected.array)
+    assert volume.provenance["series_instance_uid"] == expected.provenance["series_instance_uid"]
+
+
+# -- pull -------------------------------------------------------------------------------------
+def test_pull_c_get_equals_the_source_voxel_for_voxel(orthanc, accession, source, tmp_path):
+    done = pull(resolve_node(orthanc.inline), tmp_path / "study", accession=accession)
+    count = len(source[0].provenance["source_instances"])
+    assert (done.method, done.instances_listed, done.instances_received) == ("C-GET", count, count)
+    assert [s.instances for s in done.series] == [count]
+    _same_volume(tmp_path / "study", source)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    # A second pull into the complete folder reuses it
+    again = pull(resolve_node(orthanc.inline), tmp_path / "study", accession=accession)
+    assert again.reused and again.instances_received == 0
+
+
+def test_pull_c_move_to_our_storage_scp(orthanc, accession, source, move_port, tmp_path):
+    node = Node(name="move", ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.dicom_port, retrieve="move",
+                move_port=move_port)
+    number = str(source[0].provenance["series_number"])  # a series chosen by its number
+    done = pull(node, tmp_path / "study", accession=accession, series=number)
+    assert done.method == "C-MOVE" and done.instances_received == done.instances_listed
+    _same_volume(tmp_path / "study", source)
+
+
+def test_pull_dicomweb_equals_the_source(orthanc, accession, source, tmp_path):
+    done = pull(resolve_node(orthanc.dicomweb_url), tmp_path / "study", accession=accession)
+    assert done.method == "WADO-RS" and done.instances_received == done.instances_listed
+    _same_volume(tmp_path / "study", source)
+
+
+def _copy_series(files: list[Path], folder: Path, *, study: str, series: str, number: int, accession: str) -> list[Path]:
+    """Copies of instances under other UIDs (another study and series of the same patient)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.AccessionNumber, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = accession, study, series, number
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[series, str(ds.SOPInstanceUID)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / f"{number}-{path.name}")
+        copies.append(folder / f"{number}-{path.name}")
+    return copies
+
+
+def test_pull_auto_chooses_among_ct_series_as_inspect_does(orthanc, phantom, tmp_path):
+    from pipeline.load import inventory
+
+    study = pydicom.uid.generate_uid()
+    full, short = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    files = _copy_series(dicom_files(phantom), tmp_path / "send", study=study, series=full, number=5,
+                         accession="TWO-SERIES")
+    files += _copy_series(dicom_files(phantom)[:4], tmp_path / "send", study=study, series=short, number=6,
+                          accession="TWO-SERIES")
+    orthanc.store(files)
+    expected = inventory(tmp_path / "send").chosen  # what inspect's auto picks from the same files
+    assert expected == full
+    done = pull(resolve_node(orthanc.inline), tmp_path / "study", accession="TWO-SERIES")
+    assert [s.series_number for s in done.series] == [5, 6] and done.series_instance_uid == expected
+    assert done.instances_received == len(dicom_files(phantom)) and done.notes[0].startswith("auto chose series 5")
+    assert {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in dicom_files(tmp_path / "study")} \
+        == {full}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pull_command_lists_the_series_and_logs_no_patient(orthanc, accession, tmp_path):
+    log = tmp_path / "pull.log"
+    result = _anatomodel("--verbose", "--log-file", str(log), "pull", "--from", orthanc.inline,
+                         "--accession", accession, "--out", str(tmp_path / "study"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pulled ->" in result.stdout and "auto chooses" in result.stdout
+    text = result.stderr + log.read_text()
+    assert orthanc.inline in text
+    assert not [s for s in PATIENT_STRINGS + (accession,) if s in text]
+    assert not [p.name for p in (tmp_path / "study").iterdir() if any(s in p.name for s in PATIENT_STRINGS)]
+
+
+def test_case_imaging_by_node_and_accession(orthanc, accession, source, tmp_path):
+    from pipeline.case import Imaging
+
+    imaging = Imaging(node=orthanc.inline, accession=accession)
+    folder = resolve_imaging(imaging, tmp_path / "CASE-1")
+    assert folder == imaging_folder(tmp_path / "CASE-1", orthanc.inline, accession, None, "auto")
+    assert accession not in str(folder)
+    _same_volume(folder, source)
+    assert resolve_imaging(imaging, tmp_path / "CASE-1") == folder  # already there: reused
+    with pytest.raises(ValueError, match="either dicom"):
+        Imaging(dicom="x", node=orthanc.inline, accession=accession)
+    with pytest.raises(ValueError, match="needs accession"):
+        Imaging(node=orthanc.inline)
+
+
+# -- round trip: pull, run, push, query back, validate ---------------------------------------
+@pytest.fixture(scope="module")
+def case_run(orthanc, phantom, accession, tmp_path_factory):
+    """A case whose imaging is named by node and accession: ``anatomodel run`` pulls it, then runs."""
+    root = tmp_path_factory.mktemp("roundtrip")
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["imaging"] = {"node": orthanc.inline, "accession": accession}
+    (root / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    ledger = root / "ledger.sqlite3"
+    result = _anatomodel("run", str(root / "case.yaml"), "--out", str(root / "out"),
+                         env={"ANATOMODEL_LEDGER": str(ledger)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    case_dir = root / "out" / case["case_id"]
+    pulled = imaging_folder(case_dir, orthanc.inline, accession, None, "auto")
+    assert len(dicom_files(pulled)) == len(dicom_files(phantom))
+    return case_dir, ledger, pulled
+
+
+def _retrieve(orthanc: Orthanc, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
+    client = DimseClient(resolve_node(orthanc.inline))
+    retrieve_complete(client, study_uid, SeriesMatch(series_uid, None, "", "", None), folder)
+    return sorted(folder.iterdir())
+
+
+def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_path):
+    case_dir, ledger, pulled = case_run
+    model_dir = case_dir / "aorta-surgeon"
+    result = _anatomodel("--verbose", "push", str(model_dir), "--to", orthanc.inline, "--ledger", str(ledger),
+                         "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert orthanc.inline in result.stderr and not [s for s in PATIENT_STRINGS if s in result.stderr]
+    report = json.loads(result.stdout)
+    assert (report["sent"], report["already_sent"], report["failed"]) == (3, 0, 0)
+    model = pydicom.dcmread(model_dir / "model.dcm")
+    study_uid = str(model.StudyInstanceUID)
+    assert study_uid == source[0].provenance["study_instance_uid"] == report["study_instance_uid"]
+
+    # Query back: the three new series are in the source study
+    client = DimseClient(resolve_node(orthanc.inline))
+    listed = {match.series_instance_uid: match.modality for match in
+              (SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", {"StudyInstanceUID": study_uid}))}
+    pushed = {listed[item["series_instance_uid"]]: item["series_instance_uid"] for item in report["objects"]}
+    assert sorted(pushed) == ["DOC", "M3D", "SEG"]
+    files = {kind: _retrieve(orthanc, study_uid, uid, tmp_path / kind) for kind, uid in pushed.items()}
+    for kind, paths in files.items():
+        assert len(paths) == 1
+        assert _errors(paths[0]) == [], f"dciodvfy finds errors in the {kind} instance"
+    stl, seg, pdf = (pydicom.dcmread(files[kind][0]) for kind in ("M3D", "SEG", "DOC"))
+    for ds in (stl, seg, pdf):
+        assert ds.StudyInstanceUID == study_uid
+    assert stl.FrameOfReferenceUID == seg.FrameOfReferenceUID == source[0].provenance["frame_of_reference_uid"]
+    assert stl.EncapsulatedDocument[:len((model_dir / "model.stl").read_bytes())] == (model_dir / "model.stl").read_bytes()
+    packet = (model_dir / "packet.pdf").read_bytes()
+    assert pdf.EncapsulatedDocument[:int(pdf.EncapsulatedDocumentLength)] == packet
+    assert pdf.MIMETypeOfEncapsulatedDocument == "application/pdf"
+
+    # The SEG outlines the mask on the very CT slices it references
+    mask = read_mask(model_dir / "mask.nii.gz")
+    ct = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p, stop_before_pixels=True)
+                                                for p in dicom_files(pulled))}
+    frames = seg.pixel_array.reshape(-1, int(seg.Rows), int(seg.Columns))
+    assert frames.shape[0] == len(ct) == mask.geometry.shape[0]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source[0].provenance["series_instance_uid"]
+    for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        uid = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        k = int(round(mask.geometry.lps_to_index(np.asarray(ct[uid].ImagePositionPatient, float))[0]))
+        assert np.array_equal(frame.astype(bool), mask.array[k] > 0)
+    assert int(frames.sum()) == mask.voxel_count()
+
+    # The ledger records what was sent, when and where
+    with Transfers(ledger) as book:
+        rows = book.list(node=orthanc.inline)
+    assert sorted(r.kind for r in rows) == ["model", "packet", "segmentation"]
+    assert {r.sop_instance_uid for r in rows} == {str(stl.SOPInstanceUID), str(seg.SOPInstanceUID),
+                                                   str(pdf.SOPInstanceUID)}
+    assert all(r.sent_at and r.study_instance_uid == study_uid and r.case_id == "EXAMPLE-001" for r in rows)
+
+
+def test_push_is_idempotent(orthanc, case_run):
+    case_dir, ledger, pulled = case_run
+    model_dir = case_dir / "ventricle-trainee"
+    first = push(model_dir, resolve_node(orthanc.inline), ledger=ledger)
+    before = len(orthanc.instances())
+    second = push(model_dir, resolve_node(orthanc.inline), ledger=ledger)
+    assert (first.sent, second.sent, second.already_sent) == (3, 0, 3)
+    forced = push(model_dir, resolve_node(orthanc.inline), ledger=ledger, again=True)
+    assert forced.sent == 3
+    assert [o.sop_instance_uid for o in forced.objects] == [o.sop_instance_uid for o in first.objects]
+    assert len(orthanc.instances()) == before  # the same UIDs: replaced, not duplicated
+    with sqlite3.connect(ledger) as db:
+        count = db.execute("SELECT COUNT(*) FROM transfers WHERE model_id = 'ventricle-trainee'").fetchone()[0]
+    assert count == 3
+
+
+def test_push_over_dicomweb(orthanc, case_run, tmp_path):
+    case_dir, _, pulled = case_run
+    done = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "l.sqlite3",
+                source=pulled)
+    assert (done.sent, done.failed) == (3, 0)
+    stored = {i["MainDicomTags"]["SOPInstanceUID"] for i in orthanc.instances()}
+    assert {o.sop_instance_uid for o in done.objects} <= stored
+
+
+def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):
+    case_dir, _, pulled = case_run
+    model_dir, ledger = case_dir / "aorta-surgeon", tmp_path / "ledger.sqlite3"
+    refuse_documents = 'function ReceivedInstanceFilter(dicom, origin, info)\n  return dicom.Modality ~= "DOC"\nend\n'
+    with Orthanc(tmp_path / "archive", lua=refuse_documents) as archive:
+        archive.store(dicom_files(pulled))
+        with pytest.raises(PacsError) as caught:
+            push(model_dir, resolve_node(archive.inline), ledger=ledger)
+        message = str(caught.value)
+        assert f"node {archive.inline} stored 2 of 3 instances; refused 1: packet" in message
+        assert "push again" in message
+        with Transfers(ledger) as book:
+            assert sorted(r.kind for r in book.list()) == ["model", "segmentation"]
+        archive.restart(lua=None)  # the archive is fixed
+        retry = push(model_dir, resolve_node(archive.inline), ledger=ledger)
+        assert (retry.sent, retry.already_sent) == (1, 2)
+        assert [o.kind for o in retry.objects if o.status == "sent"] == ["packet"]
+        with Transfers(ledger) as book:
+            assert sorted(r.kind for r in book.list()) == ["model", "packet", "segmentation"]
+
+
+def test_store_failure_status_is_not_recorded(case_run, tmp_path):
+    case_dir, _, pulled = case_run
+    ledger = tmp_path / "ledger.sqlite3"
+    with RefusingStoreServer() as archive:
+        with pytest.raises(PacsError, match=rf"node {archive.inline} stored 2 of 3 instances; refused 1: packet "
+                                            r"\S+ \(status 0xA700\)"):
+            push(case_dir / "aorta-surgeon", resolve_node(archive.inline), ledger=ledger, source=pulled)
+        assert len(archive.stored) == 2
+    with Transfers(ledger) as book:
+        assert sorted(r.kind for r in book.list()) == ["model", "segmentation"]
+
+
+def test_seg_refuses_a_mask_off_the_source_grid(case_run):
+    case_dir, _, pulled = case_run
+    model = pydicom.dcmread(case_dir / "aorta-surgeon" / "model.dcm")
+    mask = read_mask(case_dir / "aorta-surgeon" / "mask.nii.gz")
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_files(pulled)]
+    for ds in headers:
+        ds.ImagePositionPatient = [float(v) + 0.5 for v in ds.ImagePositionPatient]  # half a pixel off
+    with pytest.raises(GeometryError, match="not on the grid of the source series"):
+        build_segmentation(mask, headers, model, structure="aorta", software_version="0")
+
+
+def test_pull_and_push_over_dicom_tls(phantom, accession, source, case_run, tmp_path):
+    case_dir, _, _ = case_run
+    certificates = make_certificates(tmp_path / "pki")
+    with Orthanc(tmp_path / "archive", tls=certificates) as archive:
+        tls = {"ca_file": certificates["ca"], "cert_file": certificates["client_cert"],
+               "key_file": certificates["client_key"]}
+        node = Node(name="tls", ae_title=archive.aet, host="127.0.0.1", port=archive.dicom_port, tls=tls)
+        outcomes = DimseClient(node).store([pydicom.dcmread(p) for p in dicom_files(phantom)])
+        assert all(o.ok for o in outcomes) and len(outcomes) == len(dicom_files(phantom))
+        pull(node, tmp_path / "study", accession=accession)
+        _same_volume(tmp_path / "study", source)
+        done = push(case_dir / "aorta-surgeon", node, ledger=tmp_path / "l.sqlite3")
+        assert (done.sent, done.failed) == (3, 0)
+        # Without TLS, or without our client certificate, the archive does not talk to us
+        with pytest.raises(PacsError, match=rf"node {archive.aet}@127.0.0.1:{archive.dicom_port} (unreachable|rejected)"):
+            pull(node.model_copy(update={"tls": None, "timeout_s": 3}), tmp_path / "x", accession=accession)
+        no_client = node.model_copy(update={"tls": node.tls.model_copy(update={"cert_file": None, "key_file": None}),
+                                            "timeout_s": 3})
+        with pytest.raises(PacsError, match="unreachable|rejected"):
+            pull(no_client, tmp_path / "y", accession=accession)
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_unreachable_node_names_host_and_port(tmp_path):
+    port = free_port()
+    result = _anatomodel("pull", "--from", f"PACS@127.0.0.1:{port}", "--accession", "A1", "--out",
+                         str(tmp_path / "x"))
+    assert result.returncode == 16
+    assert f"node PACS@127.0.0.1:{port} unreachable: cannot connect to 127.0.0.1:{port}" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_dicomweb_node_names_the_url(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):
+        pull(resolve_node(url), tmp_path / "x", accession="A1")
+
+
+def test_silent_node_times_out_naming_host_and_port(tmp_path):
+    with SilentServer() as silent:
+        node = Node(name="silent", ae_title="PACS", host="127.0.0.1", port=silent.port, timeout_s=1)
+        with pytest.raises(PacsError, match=rf"unreachable: 127.0.0.1:{silent.port} accepted the connection but "
+                                            r"gave no association answer within 1 s"):
+            pull(node, tmp_path / "x", accession="A1")
+
+
+def test_association_rejected_names_the_ae_titles(orthanc, accession, tmp_path):
+    node = resolve_node(f"WRONGAET@127.0.0.1:{orthanc.dicom_port}")
+    with pytest.raises(PacsError) as caught:
+        pull(node, tmp_path / "x", accession=accession)
+    assert str(caught.value).startswith(f"node WRONGAET@127.0.0.1:{orthanc.dicom_port} rejected the association "
+                                        "(called AE title 'WRONGAET', calling AE title 'ANATOMODEL')")
+    assert caught.value.exit_code == 16
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_accession_not_found(orthanc, kind, tmp_path):
+    node = resolve_node(orthanc.inline if kind == "dimse" else orthanc.dicomweb_url)
+    with pytest.raises(PacsError, match=rf"node {node.label} has no study for the accession number given"):
+        pull(node, tmp_path / "x", accession="NO-SUCH-ACC")
+    assert not (tmp_path / "x").exists()
+
+
+def test_several_studies_for_one_accession_are_listed(orthanc, phantom, tmp_path):
+    copies, files = [pydicom.uid.generate_uid() for _ in range(2)], []
+    for number, study in enumerate(copies, start=7):
+        files += _copy_series(dicom_files(phantom)[:3], tmp_path / "send", study=study,
+                              series=pydicom.uid.generate_uid(), number=number, accession="DUP-ACC")
+    orthanc.store(files)
+    result = _anatomodel("pull", "--from", orthanc.inline, "--accession", "DUP-ACC", "--out", str(tmp_path / "x"))
+    assert result.returncode == 16
+    assert f"node {orthanc.inline} has 2 studies for the accession number given" in result.stderr
+    assert all(uid in result.stderr for uid in copies) and "--study" in result.stderr
+    done = pull(resolve_node(orthanc.inline), tmp_path / "x", accession="DUP-ACC", study_uid=copies[1])
+    assert done.study_instance_uid == copies[1] and done.instances_received == 3
+
+
+def test_partial_retrieve_is_refused(phantom, accession, tmp_path):
+    with ShortGetServer(phantom) as archive:
+        with pytest.raises(PacsError) as caught:
+            pull(resolve_node(archive.inline), tmp_path / "study", accession=accession)
+    count = len(dicom_files(phantom))
+    dropped = pydicom.dcmread(dicom_files(phantom)[count // 2], stop_before_pixels=True)  # ShortGetServer's
+    message = str(caught.value)
+    assert (f"partial retrieve from node {archive.inline}: {count - 1} of {count} listed instances" in message
+            and f"missing 1: instance number(s) {dropped.InstanceNumber}." in message and "Refused" in message)
+    assert not (tmp_path / "study").exists() and list(tmp_path.iterdir()) == []
