@@ -90,3 +90,15 @@ class RegressionDrift(AnatomodelError):
     """A regression run found models outside their golden tolerances."""
 
     exit_code = 14
+
+
+class ScanError(AnatomodelError):
+    """A print-QA scan is unusable: empty, unreadable, in the wrong units, or holds no printed object."""
+
+    exit_code = 15
+
+
+class RegistrationError(AnatomodelError):
+    """A print-QA scan could not be registered to the model (another object, or no convergence)."""
+
+    exit_code = 16

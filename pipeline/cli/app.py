@@ -57,7 +57,7 @@ def _global(
 ) -> None:
     """Global options apply to every subcommand and are given before it.
 
-    Exit codes: 0 success, 1 internal error, 2 usage, 3-14 input errors by kind (see the README);
+    Exit codes: 0 success, 1 internal error, 2 usage, 3-16 input errors by kind (see the README);
     14 means regression drift. Shell completion: anatomodel --install-completion.
     """
     options.debug, options.quiet, options.verbose, options.log_file = debug, quiet, verbose, log_file
