@@ -19,6 +19,7 @@ from pipeline.errors import AnatomodelError
 # Importing the command modules registers their subcommands on ``app``.
 from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     batch_cmd,
+    check_cmd,
     convert_cmd,
     document_cmd,
     inspect_cmd,
