@@ -34,7 +34,7 @@ PICTURE_FILE = "deviation_views.png"
 def check_print(model_dir: str | os.PathLike, scan: str | os.PathLike | Scan, *,
                 policy: str | QAPolicy = "default", printer: str | None = None, material: str | None = None,
                 estimate_scale: bool = True, out_dir: str | os.PathLike | None = None,
-                seed: int = 0) -> CheckReport:
+                samples: int = SAMPLES, seed: int = 0) -> CheckReport:
     """Register a scan of a printed model to the model and measure the print against it.
 
     Parameters
@@ -54,6 +54,8 @@ def check_print(model_dir: str | os.PathLike, scan: str | os.PathLike | Scan, *,
         shrunk print shows as deviation.
     out_dir : path, optional
         Write ``check.json`` and ``deviation_views.png`` there.
+    samples : int
+        Area-uniform samples of each surface for the deviation figures.
     seed : int
         Seed of the surface samples (results are deterministic for a seed).
 
@@ -89,22 +91,22 @@ def check_print(model_dir: str | os.PathLike, scan: str | os.PathLike | Scan, *,
     excluded = None
     if support is not None and policy.exclude_support_contacts:
         excluded = _with_margin(reference, support, policy.support_margin_mm)
-    samples = model_to_scan(reference, moved, excluded_faces=excluded, count=SAMPLES, seed=seed)
+    seen = model_to_scan(reference, moved, excluded_faces=excluded, count=samples, seed=seed)
     scan_points, scan_signed, scan_excluded = scan_to_model(moved, reference, excluded_faces=excluded,
-                                                            count=SAMPLES, seed=seed + 1)
-    measured = samples.measured
-    measured_area = float(measured.sum()) * samples.area_per_point_mm2
-    m2s = DeviationStats.of("model_to_scan", samples.signed_mm[measured], measured_area, limits.tolerance_mm)
+                                                            count=samples, seed=seed + 1)
+    measured = seen.measured
+    measured_area = float(measured.sum()) * seen.area_per_point_mm2
+    m2s = DeviationStats.of("model_to_scan", seen.signed_mm[measured], measured_area, limits.tolerance_mm)
     s2m = DeviationStats.of("scan_to_model", scan_signed[~scan_excluded], moved.area * float(np.mean(~scan_excluded)),
                             limits.tolerance_mm)
-    coverage = float(samples.covered[~samples.excluded].mean()) if (~samples.excluded).any() else 0.0
+    coverage = float(seen.covered[~seen.excluded].mean()) if (~seen.excluded).any() else 0.0
     supports, contact_share = _supports(support, reference, scan_signed, scan_excluded if excluded is not None
                                         else _closest_in(support, reference, scan_points), moved.area,
                                         limits.tolerance_mm)
 
     transform = np.asarray(plan["transform"]) if plan and frame == "lps" else None
-    regions = worst_regions(samples.points[measured], samples.signed_mm[measured], limits.tolerance_mm,
-                            samples.area_per_point_mm2, frame=frame, bounds=reference.bounds, to_print=transform)
+    regions = worst_regions(seen.points[measured], seen.signed_mm[measured], limits.tolerance_mm,
+                            seen.area_per_point_mm2, frame=frame, bounds=reference.bounds, to_print=transform)
     criteria = _criteria(m2s, s2m, registration.scale, coverage, limits)
     passed = all(c.passed for c in criteria)
     model_id = folder.resolve().name
@@ -123,7 +125,7 @@ def check_print(model_dir: str | os.PathLike, scan: str | os.PathLike | Scan, *,
         report.warnings.append("the policy keeps support contact areas in the verdict")
     if out_dir is not None:
         report.files = [REPORT_FILE, PICTURE_FILE]
-        picture = deviation_views_png(reference, samples.points, samples.signed_mm, measured, limits.tolerance_mm,
+        picture = deviation_views_png(reference, seen.points, seen.signed_mm, measured, limits.tolerance_mm,
                                       frame=frame, caption=f"{'PASS' if passed else 'FAIL'} ({policy.name})")
         report.seconds = time.perf_counter() - started
         _write(Path(out_dir), {PICTURE_FILE: picture, REPORT_FILE: (report.to_json() + "\n").encode()})
