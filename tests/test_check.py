@@ -254,3 +254,48 @@ def test_policy_is_validated(tmp_path):
     assert policy.limits_for("prusa_mk4").max_abs_mm == 1.5
     assert policy.limits_for("formlabs_form3b") == policy.limits
     assert load_policy("leng2017").limits.max_mean_abs_mm < policy.limits.max_mean_abs_mm
+
+
+@pytest.fixture(scope="module")
+def planned_dir(model, tmp_path_factory):
+    """A model folder that went through the prepare stage: model.stl, print.stl, plan.json."""
+    from pipeline.prepare import plan_print, write_print_files
+
+    folder = tmp_path_factory.mktemp("planned") / "blob-planned"
+    blob = Model(model, "blob")
+    write_model(blob, folder / "model.stl")
+    plan = plan_print(blob, "formlabs_form3b")
+    write_print_files(plan, blob, folder)
+    return folder, plan
+
+
+def _with_struts(mesh: trimesh.Trimesh, faces: np.ndarray, down: np.ndarray, count: int = 12) -> trimesh.Trimesh:
+    """The mesh with support struts (0.8 mm thick, 5 mm long) hanging from ``count`` of ``faces``."""
+    chosen = np.flatnonzero(faces)[np.linspace(0, faces.sum() - 1, count).astype(int)]
+    struts = []
+    for centre in mesh.triangles_center[chosen]:
+        strut = trimesh.creation.cylinder(radius=0.4, segment=[centre, centre + 5.0 * down])
+        struts.append(strut)
+    return trimesh.util.concatenate([mesh, *struts])
+
+
+def test_supports_left_on_are_found_and_left_out(model, planned_dir):
+    from pipeline.prepare import plan_support_faces
+
+    folder, plan = planned_dir
+    faces = plan_support_faces(plan, Model(model))
+    down = np.asarray(plan.transform)[:3, :3].T @ np.array([0.0, 0.0, -1.0])   # print -z in LPS
+    rng = np.random.default_rng(11)
+    transform = trimesh.transformations.random_rotation_matrix(rng.random(3))
+    with_struts = _with_struts(model, faces, down)
+    with_struts.apply_transform(transform)
+    report = check_print(folder, read_scan_mesh(with_struts), samples=SAMPLES)
+    assert report.supports == "present" and report.supports_excluded
+    assert report.support_contact_share == pytest.approx(model.area_faces[faces].sum() / model.area)
+    assert report.scan_to_model.max_abs_mm < 0.5        # the 5 mm struts are left out of the verdict
+    assert report.passed
+    assert report.regions == [] or all(r.centre_print_mm is not None for r in report.regions)
+
+    bare = model.copy()
+    bare.apply_transform(transform)
+    assert check_print(folder, read_scan_mesh(bare), samples=SAMPLES).supports == "removed"

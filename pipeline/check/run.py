@@ -24,8 +24,8 @@ from pipeline.holds import Hold
 
 #: Samples of each surface for the deviation figures.
 SAMPLES = 20_000
-#: Scan area outside the model at support contacts, as a share of the contact area, that means
-#: the supports are still on (estimate: a removed support leaves a nub well under this).
+#: Scan area hanging below the support contacts, as a share of the contact area, that means the
+#: supports are still on (estimate: a removed support leaves a nub well under this).
 SUPPORTS_PRESENT_SHARE = 0.1
 REPORT_FILE = "check.json"
 PICTURE_FILE = "deviation_views.png"
@@ -94,17 +94,20 @@ def check_print(model_dir: str | os.PathLike, scan: str | os.PathLike | Scan, *,
     seen = model_to_scan(reference, moved, excluded_faces=excluded, count=samples, seed=seed)
     scan_points, scan_signed, scan_excluded = scan_to_model(moved, reference, excluded_faces=excluded,
                                                             count=samples, seed=seed + 1)
+    to_print = (np.asarray(plan["transform"]) if frame == "lps" else np.eye(4)) if plan else None
+    hanging = _below_contacts(scan_points, scan_signed, support, reference, to_print, policy.support_margin_mm,
+                              limits.tolerance_mm)
+    if excluded is not None:
+        scan_excluded = scan_excluded | hanging
     measured = seen.measured
     measured_area = float(measured.sum()) * seen.area_per_point_mm2
     m2s = DeviationStats.of("model_to_scan", seen.signed_mm[measured], measured_area, limits.tolerance_mm)
     s2m = DeviationStats.of("scan_to_model", scan_signed[~scan_excluded], moved.area * float(np.mean(~scan_excluded)),
                             limits.tolerance_mm)
     coverage = float(seen.covered[~seen.excluded].mean()) if (~seen.excluded).any() else 0.0
-    supports, contact_share = _supports(support, reference, scan_signed, scan_excluded if excluded is not None
-                                        else _closest_in(support, reference, scan_points), moved.area,
-                                        limits.tolerance_mm)
+    supports, contact_share = _supports(support, reference, hanging, moved.area)
 
-    transform = np.asarray(plan["transform"]) if plan and frame == "lps" else None
+    transform = to_print if frame == "lps" else None
     regions = worst_regions(seen.points[measured], seen.signed_mm[measured], limits.tolerance_mm,
                             seen.area_per_point_mm2, frame=frame, bounds=reference.bounds, to_print=transform)
     criteria = _criteria(m2s, s2m, registration.scale, coverage, limits)
@@ -178,23 +181,32 @@ def _with_margin(mesh: trimesh.Trimesh, faces: np.ndarray, margin_mm: float) -> 
     return faces | np.isfinite(distance)
 
 
-def _closest_in(faces: np.ndarray | None, mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
-    if faces is None:
+def _below_contacts(points, signed, support, reference, to_print, margin_mm, tolerance_mm) -> np.ndarray:
+    """Scan points outside the model that hang below a support contact (where supports stand).
+
+    In the print frame, a point within ``margin_mm`` + 1 mm (a strut's radius) across the plate
+    of a support face's centre and below it, and more than the tolerance outside the model, is
+    support material (or its stub), not a deviation of the model.
+    """
+    if support is None or not support.any():
         return np.zeros(len(points), bool)
-    _, _, triangle = trimesh.proximity.closest_point(mesh, points)
-    return faces[triangle]
+    centres = trimesh.transform_points(reference.triangles_center[support], to_print)
+    placed = trimesh.transform_points(points, to_print)
+    across, nearest = cKDTree(centres[:, :2]).query(placed[:, :2], distance_upper_bound=margin_mm + 1.0)
+    below = np.zeros(len(points), bool)
+    found = np.isfinite(across)
+    below[found] = placed[found, 2] < centres[nearest[found], 2] + margin_mm
+    return below & (signed > tolerance_mm)
 
 
-def _supports(support, reference, scan_signed, at_contacts, scan_area, tolerance) -> tuple[str, float]:
-    """"present" when the scan holds material outside the model over the support contacts."""
+def _supports(support, reference, hanging, scan_area) -> tuple[str, float]:
+    """"present" when the scan holds material hanging below the support contacts."""
     if support is None:
         return "unknown", 0.0
     contact_area = float(reference.area_faces[support].sum())
     share = contact_area / float(reference.area)
-    if contact_area == 0:
-        return "removed", share
-    outside = float(np.mean(at_contacts & (scan_signed > 2 * tolerance))) * scan_area
-    return ("present" if outside > SUPPORTS_PRESENT_SHARE * contact_area else "removed"), share
+    outside = float(np.mean(hanging)) * scan_area
+    return ("present" if contact_area > 0 and outside > SUPPORTS_PRESENT_SHARE * contact_area else "removed"), share
 
 
 def _criteria(m2s: DeviationStats, s2m: DeviationStats, scale: float, coverage: float, limits) -> list[Criterion]:
