@@ -7,8 +7,9 @@ negative one that it lacks material (too small). Samples are area-uniform, so a 
 is a share of surface area.
 
 Model points the scan does not see ("uncovered": their closest scan point lies on the rim of a
-hole of the scan, or off to the side rather than in front of or behind them) are left out of
-the figures; so are model points in support contact areas when the plan knows them.
+hole of the scan, or off to the side rather than in front of or behind them, or on scan surface
+running across the model's rather than alongside it, or on scan surface whose own nearest model
+point is elsewhere: a wall seen across a hole) are left out of the figures; so are model points in support contact areas when the plan knows them.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ class ModelSamples:
     signed_mm : (n,) ndarray
         Signed deviation to the scan (NaN where not measured).
     covered : (n,) ndarray of bool
-        Seen by the scan: the closest scan point is not on the rim of a hole and lies within
-        ``SIDEWAYS_DEG`` of the model's normal line (or nearer than ``SIDEWAYS_MIN_MM``).
+        Seen by the scan: the closest scan point is not on the rim of a hole, lies within
+        ``SIDEWAYS_DEG`` of the model's normal line on a scan face within ``SIDEWAYS_DEG`` of
+        parallel to the model's, and the model point nearest to it is this one (all waived
+        nearer than ``SIDEWAYS_MIN_MM``).
     excluded : (n,) ndarray of bool
         In a support contact area.
     area_per_point_mm2 : float
@@ -117,9 +120,17 @@ def model_to_scan(model: trimesh.Trimesh, scan: trimesh.Trimesh, *, excluded_fac
     closest, distance, triangle = trimesh.proximity.closest_point(scan, points)
     sign = np.sign(np.einsum("ij,ij->i", closest - points, normals))
     signed = np.where(sign == 0, 1.0, sign) * distance
+    limit = np.cos(np.radians(SIDEWAYS_DEG))
     along = np.abs(np.einsum("ij,ij->i", closest - points, normals)) / np.maximum(distance, 1e-12)
-    sideways = (along < np.cos(np.radians(SIDEWAYS_DEG))) & (distance > SIDEWAYS_MIN_MM)
-    covered = ~(_on_rim(scan, closest, triangle) | sideways)
+    # the scan's surface there must also run alongside the model's (not a wall seen across a crease)
+    parallel = np.abs(np.einsum("ij,ij->i", np.asarray(scan.face_normals)[triangle], normals))
+    unseen = ((along < limit) | (parallel < limit)) & (distance > SIDEWAYS_MIN_MM)
+    # ... and the model point nearest to that scan point must be this one (not a wall across a hole)
+    far = np.flatnonzero(~unseen & (distance > SIDEWAYS_MIN_MM))
+    if far.size:
+        back = trimesh.proximity.closest_point(model, closest[far])[0]
+        unseen[far] = np.linalg.norm(back - points[far], axis=1) > 0.5 * distance[far] + SIDEWAYS_MIN_MM
+    covered = ~(_on_rim(scan, closest, triangle) | unseen)
     excluded = np.zeros(len(points), bool) if excluded_faces is None else np.asarray(excluded_faces)[faces]
     return ModelSamples(points=np.asarray(points), normals=normals, signed_mm=signed, covered=covered,
                         excluded=excluded, area_per_point_mm2=float(model.area) / count)
