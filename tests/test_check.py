@@ -18,11 +18,11 @@ import trimesh
 from PIL import Image
 from scipy import ndimage
 
-from pipeline.check import QAPolicy, check_print, checked_event, ct_scan, load_policy, register
+from pipeline.check import QAPolicy, check_print, checked_event, ct_scan, load_policy, read_scan, register
 from pipeline.check.deviation import model_to_scan
 from pipeline.cli import main
 from pipeline.errors import ConfigError, RegistrationError, ScanError
-from pipeline.geometry import Geometry, Mask, Volume
+from pipeline.geometry import Geometry, Mask, Volume, write_volume
 from pipeline.mesh import MeshOptions, mesh_mask, write_model
 from pipeline.model import Model
 
@@ -193,12 +193,14 @@ def _ct_of(mesh: trimesh.Trimesh, spacing: float = 0.3, blur_mm: float = 0.3, no
     return Volume(np.rint(hu).astype(np.int16), geometry)
 
 
-def test_ct_of_the_print_against_analytic_truth(model, model_dir, print_scan):
+def test_ct_of_the_print_against_analytic_truth(model, model_dir, print_scan, tmp_path):
     printed, _, transform = print_scan
     moved = printed.copy()
     moved.apply_transform(transform)         # the print as it lies in the CT scanner
     volume = _ct_of(moved)
     scan = ct_scan(volume, source="ct")
+    write_volume(volume, tmp_path / "print_ct.nii.gz")              # the same CT as a file
+    assert read_scan(tmp_path / "print_ct.nii.gz").ct.threshold == scan.ct.threshold
     assert scan.kind == "ct" and scan.open_edges == 0
     assert -1000 - 30 < scan.ct.background_level < -1000 + 30 and 1150 - 1000 - 30 < scan.ct.object_level < 150 + 30
     assert abs(scan.ct.threshold - (-425)) < 30
