@@ -298,6 +298,14 @@ def test_supports_left_on_are_found_and_left_out(model, planned_dir):
     assert report.passed
     assert report.regions == [] or all(r.centre_print_mm is not None for r in report.regions)
 
+    # a folder with only the print frame's mesh: the same contacts, named in print words
+    print_only = folder.parent / "print-only"
+    print_only.mkdir()
+    for name in ("print.stl", "plan.json"):
+        (print_only / name).write_bytes((folder / name).read_bytes())
     bare = model.copy()
     bare.apply_transform(transform)
-    assert check_print(folder, read_scan_mesh(bare), samples=SAMPLES).supports == "removed"
+    plain = check_print(print_only, read_scan_mesh(bare), samples=SAMPLES)
+    assert plain.reference == "print.stl" and plain.frame == "print"
+    assert plain.supports == "removed" and plain.passed
+    assert plain.support_contact_share == pytest.approx(report.support_contact_share, rel=1e-3)
