@@ -67,7 +67,8 @@ class Scan:
         Surface in the scanner's frame, in the file's units (mm expected).
     kind : {"surface", "ct"}
     source : str
-        File or folder name (no path, no patient data).
+        What was read, e.g. "stl file", "DICOM folder", "nii.gz file": never the file name,
+        which may carry patient data.
     open_edges : int
         Edges used by one face only (holes of a surface scan; 0 for a closed surface).
     ct : CtThreshold or None
@@ -108,7 +109,11 @@ def read_scan(path: str | Path, *, series: str | int = "auto") -> Scan:
     if path.is_file() and not is_image_file(path) and path.stat().st_size == 0:
         raise ScanError(f"{path.name}: the scan file is empty", hint="export the scan again")
     volume, _ = load_series(path, series)
-    return ct_scan(volume, source=path.name)
+    kind = "DICOM folder" if path.is_dir() else f"{_suffix(path)} file"
+    try:
+        return ct_scan(volume, source=kind)
+    except ScanError as error:
+        raise ScanError(f"{path.name}: {error}") from None
 
 
 def _surface(path: Path) -> Scan:
@@ -125,14 +130,19 @@ def _surface(path: Path) -> Scan:
         raise ScanError(f"{path.name}: the scan has vertices that are not finite numbers", hint="export it again")
     if mesh.area <= 0:
         raise ScanError(f"{path.name}: the scan's triangles enclose no area (all degenerate)")
-    return Scan(mesh=mesh, kind="surface", source=path.name, open_edges=_open_edges(mesh))
+    return Scan(mesh=mesh, kind="surface", source=f"{_suffix(path)} file", open_edges=_open_edges(mesh))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return "nii.gz" if name.endswith(".nii.gz") else (path.suffix.lstrip(".") or "DICOM")
 
 
 def _open_edges(mesh: trimesh.Trimesh) -> int:
     return int(len(trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1)))
 
 
-def ct_scan(volume: Volume, source: str = "volume") -> Scan:
+def ct_scan(volume: Volume, source: str = "CT volume") -> Scan:
     """Mesh a CT of a printed model at the CT's resolution.
 
     The threshold is chosen from the histogram: Otsu's split separates air from resin, the
@@ -153,14 +163,14 @@ def ct_scan(volume: Volume, source: str = "volume") -> Scan:
     stride = max(1, array.size // HISTOGRAM_SAMPLE)
     sample = array.reshape(-1)[::stride].astype(np.float32)
     if sample.min() == sample.max():
-        raise ScanError(f"{source}: the CT is uniform ({sample.min():g} everywhere): no printed object in it")
+        raise ScanError(f"the CT is uniform ({sample.min():g} everywhere): no printed object in it")
     otsu = float(threshold_otsu(sample))
     low, high = sample[sample <= otsu], sample[sample > otsu]
     pooled = float(np.sqrt((low.var() * low.size + high.var() * high.size) / sample.size))
     separation = float((high.mean() - low.mean()) / max(pooled, 1e-6))
     if separation < MIN_SEPARATION or high.size < 0.00001 * sample.size:
         raise ScanError(
-            f"{source}: no printed object in the CT (the histogram has one population; background and "
+            f"no printed object in the CT (the histogram has one population; background and "
             f"brightest class are {separation:.1f} standard deviations apart, a print is over {MIN_SEPARATION:g})",
             hint="check that the series is the CT of the printed model")
     background, bright = float(np.median(low)), float(np.median(high))
@@ -174,7 +184,7 @@ def ct_scan(volume: Volume, source: str = "volume") -> Scan:
              if binary.take(0, axis).any() or binary.take(-1, axis).any()]
     if edges:
         raise ScanError(
-            f"{source}: the object above {threshold:.0f} is cut by the scan's edge ({', '.join(edges)}): "
+            f"the object above {threshold:.0f} is cut by the scan's edge ({', '.join(edges)}): "
             "this is not a whole printed model in air",
             hint="scan the print with the whole model inside the field of view, on a low-density support")
     mask = Mask(binary.view(np.uint8), volume.geometry, {1: "print"})
@@ -182,7 +192,7 @@ def ct_scan(volume: Volume, source: str = "volume") -> Scan:
     try:
         model, _ = mesh_mask(mask, options=MeshOptions(target_faces=None, min_shell_volume_mm3=0.0))
     except MeshError as error:
-        raise ScanError(f"{source}: the printed object in the CT cannot be meshed ({error})") from None
+        raise ScanError(f"the printed object in the CT cannot be meshed ({error})") from None
     info = CtThreshold(
         otsu_level=otsu, background_level=background, object_level=bright, threshold=threshold,
         separation=separation, voxel_spacing_mm=[float(s) for s in spacing],
