@@ -309,3 +309,11 @@ def test_supports_left_on_are_found_and_left_out(model, planned_dir):
     assert plain.reference == "print.stl" and plain.frame == "print"
     assert plain.supports == "removed" and plain.passed
     assert plain.support_contact_share == pytest.approx(report.support_contact_share, rel=1e-3)
+
+
+def test_a_patient_ct_is_not_a_print(model_dir, phantoms_dir, capsys):
+    """A real DICOM series of a head phantom: the object runs out of the scanned slices."""
+    series = phantoms_dir / "dcm_qa_ct" / "series" / "Philips" / "S21570" / "S2020"
+    assert main(["check", str(model_dir), str(series)]) == ScanError.exit_code
+    message = " ".join(capsys.readouterr().err.split())
+    assert "cut by the scan's edge (first/last slice)" in message and "S2020" in message
