@@ -223,6 +223,14 @@ def test_scan_in_other_units_is_refused(model, factor, unit):
         register(model.copy().apply_scale(factor), model)
 
 
+def test_rigid_registration_fits_no_scale(model):
+    shrunk = model.copy().apply_scale(SCALE)
+    rigid = register(shrunk, model, estimate_scale=False)
+    assert rigid.scale == pytest.approx(1.0, abs=1e-9)
+    assert rigid.residual_rms_mm > 0.05           # the 1 % shows as distance (about 0.1 mm here)
+    assert register(shrunk, model).scale == pytest.approx(SCALE, rel=1e-4)
+
+
 def test_ct_without_a_printed_object_is_refused():
     noise = np.random.default_rng(0).normal(-1000, 20, (40, 50, 60))
     volume = Volume(np.rint(noise).astype(np.int16), Geometry((40, 50, 60), (0.5,) * 3, (0, 0, 0)))
@@ -293,6 +301,7 @@ def test_supports_left_on_are_found_and_left_out(model, planned_dir):
     with_struts.apply_transform(transform)
     report = check_print(folder, read_scan_mesh(with_struts), samples=SAMPLES)
     assert report.supports == "present" and report.supports_excluded
+    assert (report.printer, report.material) == (plan.printer, plan.material)   # read from plan.json
     assert report.support_contact_share == pytest.approx(model.area_faces[faces].sum() / model.area)
     assert report.scan_to_model.max_abs_mm < 0.5        # the 5 mm struts are left out of the verdict
     assert report.passed
