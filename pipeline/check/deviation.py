@@ -9,7 +9,8 @@ is a share of surface area.
 Model points the scan does not see ("uncovered": their closest scan point lies on the rim of a
 hole of the scan, or off to the side rather than in front of or behind them, or on scan surface
 running across the model's rather than alongside it, or on scan surface whose own nearest model
-point is elsewhere: a wall seen across a hole) are left out of the figures; so are model points in support contact areas when the plan knows them.
+point is elsewhere: a wall seen across a hole) are left out of the figures; so are model points
+in support contact areas when the plan knows them.
 """
 
 from __future__ import annotations

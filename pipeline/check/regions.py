@@ -85,7 +85,8 @@ def worst_regions(points: np.ndarray, signed: np.ndarray, tolerance_mm: float, a
         values = signed[members]
         regions.append(Region(
             where=describe(centre, bounds, frame), centre_mm=centre.round(2).tolist(), frame=frame,
-            centre_print_mm=None if to_print is None else (to_print[:3, :3] @ centre + to_print[:3, 3]).round(2).tolist(),
+            centre_print_mm=None if to_print is None
+            else (to_print[:3, :3] @ centre + to_print[:3, 3]).round(2).tolist(),
             area_mm2=float(members.size * area_per_point_mm2), peak_mm=float(values[np.argmax(np.abs(values))]),
             mean_mm=float(values.mean())))
     return regions

@@ -152,7 +152,8 @@ def register(scan: trimesh.Trimesh, reference: trimesh.Trimesh, *,
                for _, initial in candidates[:3]]
     matrix = min(refined, key=lambda item: item[2])[0]
     # Another object shows already here; its fine ICP would only be slow (far k-d queries).
-    near = coarse_tree.query(trimesh.transform_points(few, matrix), distance_upper_bound=limits.overlap_mm + coarse_spacing)[0]
+    near, _ = coarse_tree.query(trimesh.transform_points(few, matrix),
+                                distance_upper_bound=limits.overlap_mm + coarse_spacing)
     coarse_overlap = float(np.mean(np.isfinite(near)))
     if coarse_overlap < limits.min_overlap / 2:
         raise RegistrationError(

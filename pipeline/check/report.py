@@ -98,7 +98,8 @@ class CheckReport(Report):
         worst = f"; worst: {self.regions[0].where} ({self.regions[0].peak_mm:+.2f} mm, " \
                 f"{self.regions[0].area_mm2:.0f} mm2)" if self.regions else ""
         return (f"{'PASS' if self.passed else 'FAIL'} ({self.policy}): mean |dev| {m.mean_abs_mm:.3f} mm, "
-                f"SD {m.sd_mm:.3f}, p95 {m.p95_abs_mm:.3f}, max {max(m.max_abs_mm, self.scan_to_model.max_abs_mm):.3f} mm, "
+                f"SD {m.sd_mm:.3f}, p95 {m.p95_abs_mm:.3f}, "
+                f"max {max(m.max_abs_mm, self.scan_to_model.max_abs_mm):.3f} mm, "
                 f"{m.share_beyond_tolerance:.1%} beyond {m.tolerance_mm:g} mm; scale {self.scale:.4f}; "
                 f"coverage {self.coverage:.0%}; supports {self.supports}{worst}")
 

@@ -213,7 +213,8 @@ def _criteria(m2s: DeviationStats, s2m: DeviationStats, scale: float, coverage: 
     worst = max(m2s.max_abs_mm, s2m.max_abs_mm)
     scale_error = abs(scale - 1) * 100
     return [
-        Criterion("mean_abs_deviation", m2s.mean_abs_mm, limits.max_mean_abs_mm, m2s.mean_abs_mm <= limits.max_mean_abs_mm),
+        Criterion("mean_abs_deviation", m2s.mean_abs_mm, limits.max_mean_abs_mm,
+                  m2s.mean_abs_mm <= limits.max_mean_abs_mm),
         Criterion("max_abs_deviation", worst, limits.max_abs_mm, worst <= limits.max_abs_mm),
         Criterion("area_share_beyond_tolerance", m2s.share_beyond_tolerance, limits.max_area_share_beyond,
                   m2s.share_beyond_tolerance <= limits.max_area_share_beyond, "share"),
@@ -227,7 +228,8 @@ _HOLD_TEXT = {
     "mean_abs_deviation": "the print's mean deviation from the model is {value:.3f} mm (policy {limit:g} mm)",
     "max_abs_deviation": "the print deviates from the model by up to {value:.3f} mm (policy {limit:g} mm)",
     "area_share_beyond_tolerance": "{value:.1%} of the model surface deviates beyond tolerance (policy {limit:.1%})",
-    "scale_error": "the print is {value:.2f} % off the model's size (policy {limit:g} %): check the printer's calibration",
+    "scale_error": "the print is {value:.2f} % off the model's size (policy {limit:g} %): "
+                   "check the printer's calibration",
     "coverage": "the scan sees only {value:.0%} of the model (policy {limit:.0%}): rescan the missing sides",
 }
 

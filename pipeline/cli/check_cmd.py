@@ -43,7 +43,8 @@ def check_command(
         stdout.print(report.to_json(), markup=False, highlight=False)
     if report.ct is not None:
         say(f"CT of the print: threshold {report.ct.threshold:.0f} (half-way between background "
-            f"{report.ct.background_level:.0f} and object {report.ct.object_level:.0f}; Otsu {report.ct.otsu_level:.0f})")
+            f"{report.ct.background_level:.0f} and object {report.ct.object_level:.0f}; "
+            f"Otsu {report.ct.otsu_level:.0f})")
     r = report.registration
     say(f"registered: {r.overlap_share:.0%} of the scan within {r.overlap_mm:g} mm, RMS {r.residual_rms_mm:.3f} mm, "
         f"scale {report.scale:.4f} ({report.scale_error_percent:+.2f} %)")
