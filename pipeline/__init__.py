@@ -9,6 +9,7 @@ The Python API a lab scripts (the ``anatomodel`` command is a thin layer over ex
     mask, segment_report = pipeline.segment(volume, "aorta_cta", seeds_lps_mm=[(x, y, z)])
     model, mesh_report = pipeline.mesh_mask(mask)
     plan = pipeline.plan_print(model, "formlabs_form3b")
+    check = pipeline.check_print("out/CASE/model-id", "scan_of_the_print.stl")   # print QA
 
 Names are imported on first use, so ``import pipeline`` stays fast.
 """
@@ -40,6 +41,7 @@ _EXPORTS = {
     "plan_print": "pipeline.prepare",
     "write_print_files": "pipeline.prepare",
     "write_packet": "pipeline.document",
+    "check_print": "pipeline.check",
     "load_case": "pipeline.case",
     "run_case": "pipeline.case",
     "run_batch": "pipeline.batch",

@@ -107,3 +107,15 @@ class PacsError(AnatomodelError):
     """
 
     exit_code = 16
+
+
+class ScanError(AnatomodelError):
+    """A print-QA scan is unusable: empty, unreadable, in the wrong units, or holds no printed object."""
+
+    exit_code = 17
+
+
+class RegistrationError(AnatomodelError):
+    """A print-QA scan could not be registered to the model (another object, or no convergence)."""
+
+    exit_code = 18

@@ -22,6 +22,7 @@ from pipeline.preflight import environment_fault, find_environment_error
 from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     batch_cmd,
     charges_cmd,
+    check_cmd,
     convert_cmd,
     document_cmd,
     inspect_cmd,

@@ -60,7 +60,8 @@ def _global(
     """Global options apply to every subcommand and are given before it.
 
     Exit codes: 0 success, 1 internal error, 2 usage, 3-13 input errors by kind (see the README);
-    14 means regression drift, 15 an environment fault (disk full, read-only path). Shell completion: anatomodel --install-completion.
+    14 means regression drift, 15 an environment fault (disk full, read-only path), 16 a PACS
+    node, 17-18 a print-QA scan. Shell completion: anatomodel --install-completion.
     """
     options.debug, options.quiet, options.verbose, options.log_file = debug, quiet, verbose, log_file
     level = logging.DEBUG if verbose or debug else logging.WARNING if quiet else logging.INFO

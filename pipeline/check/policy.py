@@ -1,0 +1,116 @@
+"""QA policies: the tolerances a printed model is checked against (``configs/qa/<name>.yaml``).
+
+A policy holds default :class:`Limits` and, if a lab wants them, overrides per printer profile and
+per material (a material override is applied after the printer's). Every number in a shipped
+policy carries its source in ``sources``, keyed by the field it documents.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.config import load_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Acceptance limits of one print.
+
+    Attributes
+    ----------
+    tolerance_mm : float
+        A point of the surface deviating by more than this (either sign) counts as beyond
+        tolerance, mm.
+    max_mean_abs_mm : float
+        Largest accepted mean absolute deviation (model surface to scan), mm.
+    max_abs_mm : float
+        Largest accepted absolute deviation anywhere on the checked surface, mm.
+    max_area_share_beyond : float
+        Largest accepted share (0-1) of the checked model surface beyond ``tolerance_mm``.
+    max_scale_error_percent : float
+        Largest accepted uniform scale error of the print (shrinkage or growth), percent.
+    min_coverage : float
+        Smallest share (0-1) of the model surface the scan must see for a verdict.
+    """
+
+    tolerance_mm: float = Field(gt=0, le=10)
+    max_mean_abs_mm: float = Field(gt=0, le=10)
+    max_abs_mm: float = Field(gt=0, le=20)
+    max_area_share_beyond: float = Field(ge=0, le=1)
+    max_scale_error_percent: float = Field(ge=0, le=10)
+    min_coverage: float = Field(gt=0, le=1)
+
+
+class LimitOverride(_Strict):
+    """Some of the :class:`Limits` fields, replacing the defaults for one printer or material."""
+
+    tolerance_mm: float | None = Field(None, gt=0, le=10)
+    max_mean_abs_mm: float | None = Field(None, gt=0, le=10)
+    max_abs_mm: float | None = Field(None, gt=0, le=20)
+    max_area_share_beyond: float | None = Field(None, ge=0, le=1)
+    max_scale_error_percent: float | None = Field(None, ge=0, le=10)
+    min_coverage: float | None = Field(None, gt=0, le=1)
+
+
+class RegistrationLimits(_Strict):
+    """When a registration counts as converged.
+
+    Attributes
+    ----------
+    overlap_mm : float
+        A scan point closer than this to the registered model overlaps it, mm.
+    min_overlap : float
+        Smallest share (0-1) of scan points that must overlap the model.
+    max_residual_mm : float
+        Largest accepted RMS distance of the overlapping scan points, mm.
+    """
+
+    overlap_mm: float = Field(2.0, gt=0, le=20)
+    min_overlap: float = Field(0.7, gt=0, le=1)
+    max_residual_mm: float = Field(0.5, gt=0, le=10)
+
+
+class QAPolicy(_Strict):
+    """A lab's print-QA policy (``configs/qa/<name>.yaml``)."""
+
+    name: str
+    description: str = ""
+    limits: Limits
+    registration: RegistrationLimits = RegistrationLimits()
+    exclude_support_contacts: bool = True
+    support_margin_mm: float = Field(1.0, ge=0, le=20)
+    by_printer: dict[str, LimitOverride] = Field(default_factory=dict)
+    by_material: dict[str, LimitOverride] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "QAPolicy":
+        for where, limits in [("limits", self.limits)] + [
+                (f"by_printer.{k}", self.limits_for(printer=k)) for k in self.by_printer] + [
+                (f"by_material.{k}", self.limits_for(material=k)) for k in self.by_material]:
+            if limits.max_abs_mm < limits.tolerance_mm:
+                raise ValueError(f"{where}: max_abs_mm ({limits.max_abs_mm}) is below tolerance_mm "
+                                 f"({limits.tolerance_mm}); no print could have area beyond tolerance and pass")
+        return self
+
+    def limits_for(self, printer: str | None = None, material: str | None = None) -> Limits:
+        """The limits for a print on ``printer`` in ``material`` (defaults where no override)."""
+        values = self.limits.model_dump()
+        for override in (self.by_printer.get(printer or ""), self.by_material.get(material or "")):
+            if override is not None:
+                values.update({k: v for k, v in override.model_dump().items() if v is not None})
+        return Limits(**values)
+
+
+def load_policy(name: str = "default") -> QAPolicy:
+    """Load and validate ``configs/qa/<name>.yaml`` (or a YAML path).
+
+    Raises
+    ------
+    pipeline.errors.ConfigError
+        Unknown policy, or a field out of range (the message names the file and the field).
+    """
+    return load_config("qa", name, QAPolicy)
