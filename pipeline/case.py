@@ -41,7 +41,8 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config import find_config, read_yaml, validate
-from pipeline.errors import CodingError, ConfigError, LedgerError
+from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
+from pipeline.holds import Hold
 from pipeline.report import Report
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -228,15 +229,24 @@ class ModelResult(Report):
     seconds: float
     warnings: list[str] = field(default_factory=list)
     version: int | None = None
+    holds: list[Hold] = field(default_factory=list)
 
 
 @dataclass
 class CaseResult(Report):
+    """A run's models, the encounter's charges files, and the holds that keep lines unbillable."""
+
     case_id: str
     folder: Path
     models: list[ModelResult]
     charges_files: list[Path]
     seconds: float
+    holds: list[Hold] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        """Done, but at least one model's charge is held for review (exit code 15)."""
+        return bool(self.holds)
 
 
 def _now() -> str:
@@ -266,6 +276,8 @@ def run_case(
     operator: str | None = None,
     progress: Callable[[str], None] | None = None,
     ledger: Any = None,
+    identity_override: str | None = None,
+    correct_encounter: str | None = None,
 ) -> CaseResult:
     """Make every model of a case: load, segment, mesh, prepare, document, charge.
 
@@ -285,22 +297,48 @@ def run_case(
         The case ledger that records the run, numbers the charges (one transaction per
         encounter) and commits each model once its packet is in place (default:
         ``$ANATOMODEL_LEDGER``, else the per-user ledger).
+    identity_override : str, optional
+        Run although the case's patient differs from the series' patient; the reason is kept
+        in the audit log and every model's charge is held until someone releases it.
+    correct_encounter : str, optional
+        Reason for moving a case id recorded for another patient or date of service (all its
+        charges void) to the case's encounter.
 
     Returns
     -------
     CaseResult
+
+    Raises
+    ------
+    IdentityError
+        The case's patient (name, ID, birth date) is not the series' patient; before any work.
+    CodingError
+        A malformed ICD-10 code or refused modifiers; before any work.
     """
+    from pipeline.checks import case_holds, identity_mismatches
     from pipeline.ledger import open_ledger
 
     if not isinstance(case, CaseFile):
         case = load_case(case)
     operator = operator or case.operator or getpass.getuser()
+    holds = case_holds(case)  # refuses malformed coding before any work
+    mismatches = identity_mismatches(case)
+    if mismatches and not (identity_override or "").strip():
+        raise IdentityError(f"the case file's patient is not the patient of the series: {'; '.join(mismatches)}",
+                            hint="check that the case file and the DICOM folder belong together; to run anyway, "
+                                 "give --identity-override 'REASON' (recorded, and every charge held)")
+    if mismatches:
+        holds.append(Hold("identity.override", f"run on a series whose patient differs ({'; '.join(mismatches)}), "
+                          f"overridden: {identity_override.strip()}", "identity"))
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
-                            date_of_service=case.encounter.date_of_service,
+                            date_of_service=case.encounter.date_of_service, correction=correct_encounter,
                             parameters=_run_parameters(case, deidentify)) as run:
-            return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress)
+            if mismatches:
+                run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
+            return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
+                                holds=holds)
     finally:
         if book is not ledger:
             book.close()
@@ -312,11 +350,24 @@ def _run_parameters(case: CaseFile, deidentify: bool) -> dict[str, Any]:
             "models": [spec.model_dump(mode="json", exclude={"manual_steps"}) for spec in case.models]}
 
 
+def mesh_geometry_sha256(model: Any) -> str:
+    """SHA-256 of a model's triangles (float32 LPS mm), not of the STL file: a header that names
+    the model does not make a reprint look new."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(model.mesh.triangles, dtype="<f4").tobytes()).hexdigest()
+
+
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
-                 progress: Callable[[str], None] | None) -> CaseResult:
+                 progress: Callable[[str], None] | None, holds: list[Hold]) -> CaseResult:
     """The stages for every model of a case, each model published and charged through ``run``."""
+    import dataclasses
+
+    from pipeline.checks import stage_holds
     from pipeline.coding import BillableModel
-    from pipeline.document import PacketInputs, write_case_charges, write_packet
+    from pipeline.document import PacketInputs, write_packet
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
     from pipeline.prepare import plan_print, write_print_files
@@ -355,8 +406,9 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                             note="orientation, supports, fit")
         for manual in spec.manual_steps:
             started = manual.started.isoformat() if manual.started else ""
+            note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
             workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
-                                             False, manual.note))
+                                             False, note))
 
         reservation = run.stage(spec.id, case_dir / spec.id)
         staging = reservation.staging
@@ -364,7 +416,10 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             write_mask(mask, staging / "mask.nii.gz")
             write_model(model, staging / "model.stl")
             write_print_files(plan, model, staging)
-            billable = BillableModel.from_case(case, spec, staging / "model.stl")
+            geometry = mesh_geometry_sha256(model)
+            billable = dataclasses.replace(BillableModel.from_case(case, spec), mesh_sha256=geometry)
+            model_holds = [h.for_model(spec.id) for h in holds if h.model_id in (None, spec.id)]
+            model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
             tell(f"{spec.id}: documenting ({charge.cpt})")
             inputs = PacketInputs.from_run(
@@ -378,19 +433,53 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             shutil.rmtree(staging, ignore_errors=True)
             raise
         target = case_dir / spec.id
-        published = run.publish(reservation)
         run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
                             if step.automatic and step is not load_step})
+        published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds)
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
-                                   published.version))
-    try:  # the encounter's billed lines, from the ledger (other cases' models of the encounter too)
-        charges_files = write_case_charges(run.encounter_lines(), case_dir, case=case, deidentify=deidentify)
+                                   published.version, list(published.holds)))
+    removed = run.void_removed([spec.id for spec in case.models])
+    for model_id in removed:
+        tell(f"{model_id}: no longer in the case file, its charge is void")
+    charges_files = write_encounter_charges(run.ledger, run.encounter.id, Path(out_dir), case=case,
+                                            deidentify=deidentify)
+    return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
+                      [hold for result in results for hold in result.holds])
+
+
+def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any) -> Path:
+    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name)."""
+    from pipeline.coding import encounter_key
+    from pipeline.document.deidentify import pseudonym
+
+    day = date_of_service if isinstance(date_of_service, dt.date) else dt.date.fromisoformat(str(date_of_service))
+    return Path(out_dir) / "encounters" / pseudonym(encounter_key(patient_id, day)).replace("ANON-", "ENC-")
+
+
+def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *, case: Any = None,
+                            deidentify: bool = False) -> list[Path]:
+    """Write an encounter's charges once, under the encounter, from the ledger; record their checksums.
+
+    ``charges.csv`` lists the billable lines, ``charges_pending.csv`` the others with the step
+    they wait for. ``case`` (a :class:`CaseFile`) gives the patient and encounter header.
+    """
+    from pipeline.document import write_case_charges
+    from pipeline.ledger import sha256_file
+
+    billing = book.billing(encounter_id)
+    folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
+    header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
+    try:
+        files = write_case_charges([entry.line for entry in billing.billable], folder, case=header,
+                                   deidentify=deidentify, pending=billing.pending)
     except CodingError as error:
-        raise LedgerError(f"the models of {case.case_id} are published, but the encounter's charges cannot be "
-                          f"written yet: {error}",
-                          hint="`anatomodel ledger verify` lists reserved lines; repeat the run that left one") from error
-    return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2))
+        raise LedgerError(f"the encounter's billable lines do not form a claim: {error}",
+                          hint="`anatomodel ledger verify` and `anatomodel ledger show CASE` show the lines") from error
+    for path in files:
+        if path.suffix in (".csv", ".json"):
+            book.record_document(encounter_id, str(path.absolute()), sha256_file(path))
+    return files
 
 
 __all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, console, options
-from pipeline.errors import AnatomodelError
+from pipeline.errors import AnatomodelError, HeldForReview
 
 # Importing the command modules registers their subcommands on ``app``.
 from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
@@ -23,6 +23,7 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     document_cmd,
     inspect_cmd,
     ledger_cmd,
+    lifecycle_cmd,
     mesh_cmd,
     phantom_cmd,
     prepare_cmd,
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except _ABORT:
         console.print("aborted")
         return 130
+    except HeldForReview as held:
+        console.print(f"[bold yellow]done, but held for review:[/] {escape(str(held))}")
+        return held.exit_code
     except AnatomodelError as error:
         if options.debug or "--debug" in args:
             traceback.print_exc()

@@ -105,17 +105,36 @@ def void(
     say(f"{escape(case_id)}/{escape(model_id)} {what}")
 
 
+@ledger_app.command("unvoid")
+def unvoid(
+    case_id: str = typer.Argument(..., help="The case id."),
+    model_id: str = typer.Argument(..., help="The model id within the case."),
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    operator: str = typer.Option(None, "--operator", help="Who (default: $ANATOMODEL_OPERATOR or the login)."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Undo a void: the model's charge counts again (a dead run's reservation can be voided and back)."""
+    with Ledger(ledger) as book:
+        line = book.unvoid(case_id, model_id, reason=reason, operator=operator)
+    say(f"{escape(case_id)}/{escape(model_id)} counts again (provisional {line.cpt})")
+
+
 @ledger_app.command("export")
 def export(
     out: Path = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     fmt: str = typer.Option("json", "--format", help="json (charges and claim lines) or csv (charges)."),
+    preview: bool = typer.Option(False, "--preview", help="Do not record the billable lines as exported."),
+    operator: str = typer.Option(None, "--operator", help="Who exports (default: $ANATOMODEL_OPERATOR or the login)."),
     ledger: Path = LEDGER_OPTION,
 ) -> None:
-    """Export every charge line (and, as JSON, each encounter's claim lines) for billing."""
+    """Export for billing: each encounter's claim from its billable (delivered) lines, pending lines apart.
+
+    Exported lines keep their CPT code from then on (unless --preview).
+    """
     if fmt not in ("json", "csv"):
         raise LedgerError(f"--format must be json or csv, got {fmt!r}")
     with Ledger(ledger) as book:
-        data = book.export()
+        data = book.export(record=not preview, operator=operator)
     if fmt == "json":
         text = json.dumps(to_jsonable(data), indent=2) + "\n"
     else:
