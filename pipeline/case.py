@@ -421,12 +421,14 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             model_holds = [h.for_model(spec.id) for h in holds if h.model_id in (None, spec.id)]
             model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
-            tell(f"{spec.id}: documenting ({charge.cpt})")
+            tell(f"{spec.id}: documenting (provisional {charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
+                lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
+                           "holds": model_holds},
             )
             write_packet(inputs, staging)
         except BaseException:

@@ -45,9 +45,10 @@ def _report(book, case_id: str, model_id: str, state: dict) -> None:
     billing = book.case_billing(case_id)
     folder = book.show(case_id)["models"]
     current = [m for m in folder if m["model_id"] == model_id and m["status"] == "current"]
-    if current:
+    if current:  # rewrite the encounter's charges beside the case folder, de-identified if the run was
         out = Path(current[0]["folder"]).parent.parent
-        write_encounter_charges(book, billing.encounter_id, out)
+        run = next(r for r in book.show(case_id)["runs"] if r["id"] == current[0]["run_id"])
+        write_encounter_charges(book, billing.encounter_id, out, deidentify=bool(run["parameters"].get("deidentify")))
     entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
     say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "
         + (f"billable as {entry.line.cpt}" if entry.billable else f"pending: waits for {escape(entry.waiting_for)}"))
