@@ -23,8 +23,9 @@ A case names one patient encounter, its source imaging, the printer, and every m
 
 Relative paths resolve against the case file's folder. Outputs go to
 ``OUT/<case_id>/<model_id>/`` (``mask.nii.gz``, ``model.stl``, ``print.stl``, ``print.3mf``,
-``plan.json``, ``packet.pdf``, ``packet.json``, ``model.dcm``, ``SHA256SUMS``) and
-``OUT/<case_id>/charges.csv`` / ``charges.json``.
+``plan.json``, ``packet.pdf``, ``packet.json``, ``model.dcm``, ``SHA256SUMS``); the encounter's
+one claim goes to ``OUT/encounters/ENC-<pseudonym>/charges.csv`` (billable lines),
+``charges_pending.csv`` (lines waiting for a lifecycle step or a hold release) and ``charges.json``.
 """
 
 from __future__ import annotations
@@ -457,6 +458,21 @@ def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any)
 
     day = date_of_service if isinstance(date_of_service, dt.date) else dt.date.fromisoformat(str(date_of_service))
     return Path(out_dir) / "encounters" / pseudonym(encounter_key(patient_id, day)).replace("ANON-", "ENC-")
+
+
+def rewrite_encounter_charges(book: Any, case_id: str) -> list[Path]:
+    """Rewrite the charges files of a case's encounter where its run wrote them (after a step).
+
+    The output root is the one of the case's published models; the files are de-identified if
+    that run was. Returns the files written, or an empty list when the case has no published model.
+    """
+    detail = book.show(case_id)
+    current = [model for model in detail["models"] if model["status"] == "current"]
+    if not current:
+        return []
+    run = next(r for r in detail["runs"] if r["id"] == current[0]["run_id"])
+    return write_encounter_charges(book, detail["encounter"]["id"], Path(current[0]["folder"]).parent.parent,
+                                   deidentify=bool(run["parameters"].get("deidentify")))
 
 
 def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *, case: Any = None,

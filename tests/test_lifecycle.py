@@ -271,3 +271,33 @@ def test_show_json_has_the_lifecycle(tmp_path, cli):
     rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", "--preview", "--ledger",
                                                str(path))[1])))
     assert [(r["model_id"], r["status"]) for r in rows] == [("aorta", "committed")]
+
+
+def test_effort_per_registry_category_from_the_events(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    walk(ledger, "CASE-1", "aorta")  # 10 min entered at each step, the print job measured (5.5 h)
+    effort = ledger.model_state("CASE-1", "aorta")["effort_minutes"]
+    assert effort["segmentation"] == {"clinician": 10.0, "non_clinician": 0.0}  # the radiologist's approval
+    assert effort["preparation_post_processing"] == {"clinician": 0.0, "non_clinician": 330.0 + 10.0 + 10.0}
+    assert effort["consultation"] == {"clinician": 0.0, "non_clinician": 10.0}  # the delivery
+
+
+def test_a_dead_runs_reservation_is_voidable_and_blocks_nothing(ledger, tmp_path):
+    with ledger.start_run(case_id="CASE-D", patient_id=PATIENT, date_of_service=DATE) as run:
+        run.reserve("first", billable("CASE-D", "first"), tmp_path / "out" / "CASE-D" / "first")
+    publish(ledger, tmp_path / "out", "CASE-E", ["second"])
+    walk(ledger, "CASE-E", "second")
+    assert [e.line.cpt for e in ledger.case_billing("CASE-E").billable] == ["0559T"]
+    ledger.void("CASE-D", "first", reason="the run died; the model was made again as CASE-E")
+    assert ledger.case_billing("CASE-E").pending == [] and ledger.verify().ok
+
+
+def test_cli_ledger_charges_rewrites_the_encounter_files(tmp_path, cli):
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta"])
+        walk(ledger, "CASE-1", "aorta")
+    assert cli("ledger", "charges", "CASE-1", "--ledger", str(path))[0] == 0
+    rows = list(csv.DictReader(next((out / "encounters").iterdir()).joinpath("charges.csv").open()))
+    assert [(r["cpt"], r["model_ids"]) for r in rows] == [("0559T", "aorta")]
+    assert cli("ledger", "verify", "--ledger", str(path))[0] == 0

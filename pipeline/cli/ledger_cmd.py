@@ -105,6 +105,22 @@ def void(
     say(f"{escape(case_id)}/{escape(model_id)} {what}")
 
 
+@ledger_app.command("charges")
+def charges(
+    case_id: str = typer.Argument(..., help="A case id of the encounter."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Rewrite the encounter's charges files (OUT/encounters/ENC-...) from the ledger."""
+    from pipeline.case import rewrite_encounter_charges
+
+    with Ledger(ledger) as book:
+        files = rewrite_encounter_charges(book, case_id)
+    if not files:
+        raise LedgerError(f"case {case_id!r} has no published model, so no output folder is known",
+                          hint="run the case first")
+    say(f"wrote {', '.join(escape(str(p)) for p in files)}")
+
+
 @ledger_app.command("unvoid")
 def unvoid(
     case_id: str = typer.Argument(..., help="The case id."),

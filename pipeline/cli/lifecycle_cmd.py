@@ -40,15 +40,10 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
 
 def _report(book, case_id: str, model_id: str, state: dict) -> None:
     """Rewrite the encounter's charges files, say where the model stands; exit 15 when held."""
-    from pipeline.case import write_encounter_charges
+    from pipeline.case import rewrite_encounter_charges
 
+    rewrite_encounter_charges(book, case_id)
     billing = book.case_billing(case_id)
-    folder = book.show(case_id)["models"]
-    current = [m for m in folder if m["model_id"] == model_id and m["status"] == "current"]
-    if current:  # rewrite the encounter's charges beside the case folder, de-identified if the run was
-        out = Path(current[0]["folder"]).parent.parent
-        run = next(r for r in book.show(case_id)["runs"] if r["id"] == current[0]["run_id"])
-        write_encounter_charges(book, billing.encounter_id, out, deidentify=bool(run["parameters"].get("deidentify")))
     entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
     say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "
         + (f"billable as {entry.line.cpt}" if entry.billable else f"pending: waits for {escape(entry.waiting_for)}"))

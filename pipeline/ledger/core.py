@@ -417,6 +417,7 @@ class Ledger(LifecycleLedger):
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
                      for r in runs],
             "audit": [{**dict(r), "detail": json.loads(r["detail"])} for r in audit],
+            "lifecycle": [self.model_state(case_id, m["model_id"]) for m in models if m["status"] == "current"],
         }
 
     def export(self, *, record: bool = False, operator: str | None = None) -> dict[str, Any]:
@@ -563,7 +564,7 @@ class Ledger(LifecycleLedger):
                 notes.append(f"{path}: written from the ledger, no longer there")
             elif folders.sha256_file(path) != document["sha256"]:
                 problems.append(f"{path}: changed since the ledger wrote it (rewrite it with `anatomodel ledger "
-                                "charges`, never by hand)")
+                                "charges CASE`, never by hand)")
         for attempt in self._db.execute("SELECT m.model_id, cs.case_id, r.host, r.pid FROM models m JOIN runs r "
                                         "ON r.id = m.run_id JOIN cases cs ON cs.id = m.case_ref "
                                         "WHERE m.status = 'pending'"):

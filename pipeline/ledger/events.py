@@ -60,6 +60,7 @@ class LifecycleLedger:
         events = self._events(case["id"], model_id, model["version"])
         return {"case_id": case_id, "model_id": model_id, "version": model["version"],
                 "state": events[-1]["step"] if events else "prepared", "events": events,
+                "effort_minutes": lifecycle.effort_summary(events),
                 "holds": self._holds(case["id"], model_id, model["version"])}
 
     # -- recording --------------------------------------------------------------------------

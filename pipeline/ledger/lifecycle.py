@@ -106,6 +106,16 @@ def run_effort(timings: dict[str, float], model_id: str) -> list[dict[str, Any]]
     return [effort(category, value, False, "measured") for category, value in minutes.items()]
 
 
+def effort_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Minutes per registry category, for clinicians and non-clinicians, over a version's events."""
+    summary = {category: {"clinician": 0.0, "non_clinician": 0.0} for category in REGISTRY_CATEGORIES}
+    for event in events:
+        for entry in event["effort"]:
+            who = "clinician" if entry["clinician"] else "non_clinician"
+            summary[entry["category"]][who] = round(summary[entry["category"]][who] + entry["minutes"], 2)
+    return summary
+
+
 def parse_time(value: str | dt.datetime | None, what: str) -> dt.datetime:
     """An aware UTC time from ISO text or a datetime (naive means UTC); now when None.
 
