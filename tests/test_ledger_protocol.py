@@ -23,6 +23,7 @@ import pytest
 
 from pipeline.coding import BillableModel
 from pipeline.ledger import Ledger, folder_problems
+from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures: both back ends)
 
 HERE = Path(__file__).resolve()
 PATIENT = "PT-PROTOCOL"
@@ -169,9 +170,9 @@ def _verify(ledger_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("processes", [2, 4])
-def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes):
+def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes, new_ledger):
     for trial in range(TRIALS):
-        ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
+        ledger_path, out = new_ledger(f"ledger{trial}"), tmp_path / f"out{trial}"
         Ledger(ledger_path).close()
         go = tmp_path / f"go{trial}"
         # Two cases of the same patient and date: one encounter across cases and processes.
@@ -191,8 +192,8 @@ def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tm
         _assert_disk_clean(out)
 
 
-def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     go = tmp_path / "go"
     workers = [_spawn(str(ledger_path), str(out), "CASE-A", "aorta", go=go) for _ in range(3)]
     _start_together(workers, go)
@@ -207,8 +208,8 @@ def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
-def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     models = ["aorta", "ventricle"]
     first = publish_models(ledger_path, out, "CASE-K", models)
     assert [m["cpt"] for m in first] == ["0559T", "0560T"]
@@ -233,8 +234,8 @@ def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_pat
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_repeat(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_sigkill_at_random_moments_then_repeat(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     payload = ["--payload", "3000000"]
     timing = _spawn(str(ledger_path), str(out), "CASE-TIMING", *[f"t-m{i}" for i in range(4)], *payload)
     assert timing.stdout.readline() == "ready\n"
@@ -269,8 +270,8 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
     assert [(c["cpt"], c["units"]) for c in export["claims"][0]["lines"]] == [("0559T", 1), ("0560T", 4 * (trials + 1) - 1)]
 
 
-def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     killed = _spawn(str(ledger_path), str(out), "CASE-D", "first", crash_at="reserved")
     killed.communicate(timeout=60)
     second = publish_models(ledger_path, out, "CASE-E", ["second"])

@@ -30,7 +30,7 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
     from pipeline.ledger import Ledger, resolve_ledger_path
 
     path = resolve_ledger_path(ledger)
-    if path.is_file():
+    if isinstance(path, str) or path.is_file():  # a PostgreSQL URL, or a ledger file
         book = Ledger(path)
         try:
             billing = book.case_billing(case.case_id)
@@ -46,7 +46,7 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
                          for e in state["events"] if e["step"] != "prepared"]
             lifecycle = {"state": entry.state, "billable": entry.billable, "waiting_for": entry.waiting_for,
                          "sign_offs": sign_offs, "holds": entry.holds}
-            return entry.line, lifecycle, f"charge line from the ledger {path.name}"
+            return entry.line, lifecycle, f"charge line from the ledger {book.path}"
     lines = []
     for spec in case.models:
         line = next_charge(lines, BillableModel.from_case(case, spec, case_dir / spec.id / "model.stl"))

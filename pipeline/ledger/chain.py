@@ -43,10 +43,19 @@ def backfill(connection: sqlite3.Connection) -> None:
                                (table, row_id, entry, prev_hash, prev))
 
 
-def problems(connection: sqlite3.Connection) -> list[str]:
-    """Every break of the chain and every row that does not match its latest entry."""
+def problems(connection: Any, backend: str = "sqlite") -> list[str]:
+    """Every break of the chain and every row that does not match its latest entry.
+
+    ``backend`` is ``sqlite`` or ``postgresql`` (:mod:`pipeline.ledger.pg`): where the triggers
+    are listed, and how a row's content is written (``json_array`` or ``json_build_array``).
+    """
     found: list[str] = []
-    present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    if backend == "postgresql":
+        from pipeline.ledger import pg
+
+        present = pg.trigger_names(connection)
+    else:
+        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     for name in sorted(chain_trigger_names() - present):
         found.append(f"trigger {name} is missing: rows of its table may have been written outside the chain")
     latest: dict[tuple[str, int], str] = {}
@@ -61,8 +70,9 @@ def problems(connection: sqlite3.Connection) -> list[str]:
         prev = entry_hash
         latest[(table, row_id)] = content
     for table in CHAINED:
-        rows: dict[int, Any] = {row_id: content for row_id, content in connection.execute(
-            f"SELECT id, {content_sql(table)} FROM {table}")}
+        content = content_sql(table) + ("::text" if backend == "postgresql" else "")
+        rows: dict[int, Any] = {row_id: text for row_id, text in connection.execute(
+            f"SELECT id, {content} FROM {table}")}
         for row_id, content in sorted(rows.items()):
             recorded = latest.get((table, row_id))
             if recorded is None:

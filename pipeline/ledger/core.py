@@ -38,7 +38,7 @@ from typing import Any
 from pipeline import coding
 from pipeline.errors import CodingError, LedgerError
 from pipeline.holds import Hold
-from pipeline.ledger import chain, folders, lifecycle
+from pipeline.ledger import chain, folders, lifecycle, pg
 from pipeline.ledger.events import LifecycleLedger
 from pipeline.ledger.process import ProcessIdentity, operator_name
 from pipeline.ledger.schema import migrate
@@ -62,12 +62,14 @@ def default_ledger_path() -> Path:
     return Path(base) / "anatomodel" / "ledger.sqlite3"
 
 
-def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path:
-    """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`."""
-    if path:
-        return Path(path).expanduser()
-    if os.environ.get(LEDGER_VARIABLE):
-        return Path(os.environ[LEDGER_VARIABLE]).expanduser()
+def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path | str:
+    """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`.
+
+    A PostgreSQL connection URL (``postgresql://...``) is returned as it is (a str).
+    """
+    for given in (path, os.environ.get(LEDGER_VARIABLE)):
+        if given:
+            return pg.normalised(given) if pg.is_url(given) else Path(given).expanduser()
     return default_ledger_path()
 
 
@@ -160,8 +162,12 @@ class Ledger(LifecycleLedger):
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 120.0):
-        self.path = resolve_ledger_path(path)
+        location = resolve_ledger_path(path)
         self.identity = ProcessIdentity.current()
+        if pg.is_url(location):
+            self._open_postgresql(str(location), timeout)
+            return
+        self.backend, self.path = "sqlite", location
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -185,6 +191,23 @@ class Ledger(LifecycleLedger):
             raise LedgerError(f"{self.path} is not a usable ledger: {error}",
                               hint="give --ledger the ledger file, or a new path to start one") from error
 
+    def _open_postgresql(self, url: str, timeout: float) -> None:
+        """Connect to the ledger on a PostgreSQL server and bring its schema up to date."""
+        import psycopg
+
+        self.backend, self.path = "postgresql", pg.redacted(url)
+        try:
+            self._db = pg.PgConnection(url, timeout)
+        except psycopg.Error as error:
+            raise LedgerError(f"cannot connect to the ledger {self.path}: {str(error).strip()}",
+                              hint="check the URL given by --ledger or $ANATOMODEL_LEDGER and that the "
+                                   "server is running") from error
+        try:
+            pg.migrate(self._db)
+        except psycopg.Error as error:
+            self._db.close()
+            raise LedgerError(f"{self.path} is not a usable ledger: {str(error).strip()}") from error
+
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
         self._db.close()
@@ -203,7 +226,7 @@ class Ledger(LifecycleLedger):
         """One write transaction that holds the database's write lock from its first statement."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
+        except pg.database_errors() as error:
             raise LedgerError(f"the ledger {self.path} stayed locked: {error}",
                               hint="another process holds it; try again") from error
         try:
@@ -512,7 +535,7 @@ class Ledger(LifecycleLedger):
         """
         try:
             return self._verify()
-        except sqlite3.DatabaseError as error:
+        except pg.database_errors() as error:
             return VerifyReport(str(self.path), 0, 0, [f"{self.path}: the database is damaged: {error}"], [])
 
     def _verify(self) -> VerifyReport:
@@ -546,7 +569,7 @@ class Ledger(LifecycleLedger):
                 problems.append(f"{where}: charge {charge['cpt']} is {charge['status']} but has no packet")
             elif charge["status"] == "reserved":
                 notes.append(f"{where}: {charge['cpt']} reserved, awaiting its packet (run the case again)")
-        problems.extend(chain.problems(self._db))
+        problems.extend(chain.problems(self._db, self.backend))
         voids = {(r["case_id"], r["model_id"]) for r in self._db.execute(
             "SELECT case_id, model_id FROM audit_log WHERE action = 'charge.void'")}
         for charge in charges:
