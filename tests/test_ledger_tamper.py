@@ -128,3 +128,56 @@ def test_a_damaged_database_exits_13(recorded, cli, damage):
     recorded.write_bytes(bytes(data))
     code, printed, err = cli("ledger", "verify", "--ledger", str(recorded))
     assert code == LedgerError.exit_code, (printed, err)
+
+
+#: The same tamperings on PostgreSQL, by a superuser who disables the triggers around the edit.
+PG_TAMPERINGS = [
+    ("cpt 0559T to 0560T", "charges", "UPDATE charges SET cpt = '0560T' WHERE cpt = '0559T'"),
+    ("charge row deleted", "charges", "DELETE FROM charges WHERE model_id = 'ventricle'"),
+    ("icd10 edited", "charges", "UPDATE charges SET line = replace(line, 'I71.21', 'I71.9')"),
+    ("patient changed", "encounters", "UPDATE encounters SET patient_id = 'PT-SOMEONE-ELSE'"),
+    ("audit rewritten", "audit_log", "UPDATE audit_log SET operator = 'nobody' WHERE action = 'model.approved'"),
+    ("delivery deleted", "events", "DELETE FROM events WHERE step = 'delivered'"),
+    ("chain entry deleted", "chain", "DELETE FROM chain WHERE id = 5"),
+]
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    from postgres_server import Server
+
+    server = Server()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("name, table, sql", PG_TAMPERINGS, ids=[name for name, *_ in PG_TAMPERINGS])
+def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, table, sql):
+    import psycopg
+
+    url = pg.new_database()
+    with Ledger(url) as ledger:
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+        walk(ledger, "CASE-1", "aorta")
+        walk(ledger, "CASE-1", "ventricle")
+        assert ledger.verify().ok
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
+        db.execute(sql)
+        db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+    code, printed, err = cli("ledger", "verify", "--ledger", url)
+    assert code == LedgerError.exit_code, (name, printed, err)
+    assert "problem:" in printed
+
+
+def test_an_unreachable_server_is_a_ledger_error(cli):
+    code, _, err = cli("ledger", "verify", "--ledger", f"postgresql://postgres:secret@127.0.0.1:{_free_port()}/x")
+    assert code == LedgerError.exit_code and "cannot connect to the ledger" in err and "secret" not in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

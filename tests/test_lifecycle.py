@@ -12,6 +12,7 @@ from pipeline.errors import CodingError, LedgerError
 from pipeline.holds import Hold
 from pipeline.ledger import Ledger
 from pipeline.ledger.lifecycle import Person, REGISTRY_CATEGORIES
+from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures)
 from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
 from test_ledger_protocol import DATE, PATIENT, REVIEWER, TECH, billable, walk, write_packet
 
@@ -20,8 +21,9 @@ PRINT = {"printer": "formlabs_form3b", "serial": "F3B-0042", "material": "Clear 
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
+def ledger(new_ledger):
+    """A new ledger, on SQLite and on PostgreSQL."""
+    with Ledger(new_ledger()) as opened:
         yield opened
 
 
