@@ -319,8 +319,9 @@ def run_case(
     from pipeline.checks import case_holds, identity_mismatches
     from pipeline.ledger import open_ledger
 
-    if not isinstance(case, CaseFile):
-        case = load_case(case)
+    case_file = None if isinstance(case, CaseFile) else Path(case).absolute()
+    if case_file is not None:
+        case = load_case(case_file)
     operator = operator or case.operator or getpass.getuser()
     holds = case_holds(case)  # refuses malformed coding before any work
     mismatches = identity_mismatches(case)
@@ -335,7 +336,7 @@ def run_case(
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
                             date_of_service=case.encounter.date_of_service, correction=correct_encounter,
-                            parameters=_run_parameters(case, deidentify)) as run:
+                            parameters=_run_parameters(case, deidentify, case_file)) as run:
             if mismatches:
                 run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
             return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
@@ -345,9 +346,11 @@ def run_case(
             book.close()
 
 
-def _run_parameters(case: CaseFile, deidentify: bool) -> dict[str, Any]:
-    """What the ledger records as the run's parameters (no patient identifiers)."""
+def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = None) -> dict[str, Any]:
+    """What the ledger records as the run's parameters (no patient identifiers; the case file's
+    path, from which a lifecycle step re-issues the packet)."""
     return {"imaging": case.imaging.model_dump(mode="json"), "printer": case.printer, "deidentify": deidentify,
+            "case_file": str(case_file) if case_file else None,
             "models": [spec.model_dump(mode="json", exclude={"manual_steps"}) for spec in case.models]}
 
 
@@ -458,6 +461,36 @@ def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any)
 
     day = date_of_service if isinstance(date_of_service, dt.date) else dt.date.fromisoformat(str(date_of_service))
     return Path(out_dir) / "encounters" / pseudonym(encounter_key(patient_id, day)).replace("ANON-", "ENC-")
+
+
+def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
+    """Re-issue a model's packet after a lifecycle step, as a new revision beside the model folder.
+
+    The packet (with the step's state, sign-offs and holds on page 1) goes to
+    ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>/``; its files' checksums are
+    recorded in the ledger (``ledger verify`` checks them). The published model folder is left
+    as it was. Returns the folder, or None when the run's case file is no longer where it was.
+    """
+    from pipeline.document.stage import document_model_folder
+    from pipeline.ledger import sha256_file
+
+    detail = book.show(case_id)
+    model = next((m for m in detail["models"] if m["model_id"] == model_id and m["status"] == "current"), None)
+    if model is None:
+        return None
+    run = next(r for r in detail["runs"] if r["id"] == model["run_id"])
+    case_file = run["parameters"].get("case_file")
+    if not case_file or not Path(case_file).is_file():
+        return None
+    state = book.model_state(case_id, model_id)
+    folder = Path(model["folder"])
+    revisions = folder.parent / f"{model_id}.packets"
+    name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
+    report = document_model_folder(case_file, folder, out_dir=revisions / name, model_id=model_id,
+                                   deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
+    for path in sorted(p for p in report.model_dir.rglob("*") if p.is_file()):
+        book.record_document(detail["encounter"]["id"], str(path.absolute()), sha256_file(path))
+    return report.model_dir
 
 
 def rewrite_encounter_charges(book: Any, case_id: str) -> list[Path]:

@@ -154,3 +154,28 @@ def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
     assert facts["lifecycle"]["state"] == "prepared" and facts["lifecycle"]["billable"] is False
     source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
     assert source.PatientID == case["patient"]["id"]  # the identity check compared these
+
+
+def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
+    import pypdf
+
+    root, case = study
+    reissue = copy.deepcopy(case)
+    reissue["case_id"] = "REISSUE-1"
+    assert _run(root, reissue, "reissue", ledger="reissue.sqlite3", out="reissue-out")[0] == 0
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "reissue.sqlite3")}
+    result = subprocess.run([_anatomodel(), "approve", "REISSUE-1", "aorta-surgeon", "--by", "RADIOLOGIST^RENDERING",
+                             "--role", "radiologist", "--npi", "1987654328"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    packet = root / "reissue-out" / "REISSUE-1" / "aorta-surgeon.packets" / "v1-02-approved" / "REISSUE-1" / "aorta-surgeon"
+    facts = json.loads((packet / "packet.json").read_text())
+    assert facts["lifecycle"]["state"] == "approved" and facts["lifecycle"]["waiting_for"] == "printing"
+    assert facts["lifecycle"]["sign_offs"][0]["person"] == "RADIOLOGIST^RENDERING"
+    first_page = " ".join(pypdf.PdfReader(packet / "packet.pdf").pages[0].extract_text().split())
+    assert "Status: approved - NOT BILLABLE YET (provisional 0559T): waits for printing" in first_page
+    assert "Signed off: approved by RADIOLOGIST^RENDERING (radiologist)" in first_page
+    # The published model folder is untouched; the revision's files are checked by verify.
+    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
+    (packet / "packet.pdf").write_bytes(b"%PDF-1.4 replaced")
+    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 13

@@ -2,7 +2,8 @@
 
 Each records one audited lifecycle step of a model's current version in the ledger
 (:meth:`pipeline.ledger.Ledger.record_step`), rewrites the encounter's charges files under
-``OUT/encounters/`` when the model folder is known, and says whether the model is billable.
+``OUT/encounters/``, re-issues the model's packet as a new revision
+(:func:`pipeline.case.reissue_packet`), and says whether the model is billable.
 A model with an open hold exits 15 (done, but held for review).
 """
 
@@ -40,9 +41,12 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
 
 def _report(book, case_id: str, model_id: str, state: dict) -> None:
     """Rewrite the encounter's charges files, say where the model stands; exit 15 when held."""
-    from pipeline.case import rewrite_encounter_charges
+    from pipeline.case import reissue_packet, rewrite_encounter_charges
 
     rewrite_encounter_charges(book, case_id)
+    packet = reissue_packet(book, case_id, model_id)
+    say(f"packet re-issued: {escape(str(packet))}" if packet else
+        "the run's case file is no longer where it was: packet not re-issued")
     billing = book.case_billing(case_id)
     entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
     say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "

@@ -154,9 +154,11 @@ class Ledger(LifecycleLedger):
 
     Parameters
     ----------
-    path : path, optional
-        The database file; see :func:`resolve_ledger_path` for the default. Created (with its
-        folder) on first use and migrated to the current schema.
+    path : path or str, optional
+        The database file, or a PostgreSQL URL (``postgresql://user@host:port/db``); see
+        :func:`resolve_ledger_path` for the default. Created (a file with its folder) on first
+        use and migrated to the current schema. ``path`` is the location as shown (a URL
+        without its password), ``location`` the one to connect to.
     timeout : float
         Seconds to wait for another process's write transaction before giving up.
     """
@@ -167,7 +169,7 @@ class Ledger(LifecycleLedger):
         if pg.is_url(location):
             self._open_postgresql(str(location), timeout)
             return
-        self.backend, self.path = "sqlite", location
+        self.backend, self.path, self.location = "sqlite", location, location
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -195,7 +197,7 @@ class Ledger(LifecycleLedger):
         """Connect to the ledger on a PostgreSQL server and bring its schema up to date."""
         import psycopg
 
-        self.backend, self.path = "postgresql", pg.redacted(url)
+        self.backend, self.path, self.location = "postgresql", pg.redacted(url), url
         try:
             self._db = pg.PgConnection(url, timeout)
         except psycopg.Error as error:
