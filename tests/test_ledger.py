@@ -238,3 +238,29 @@ def test_cli_verify_list_show_export_void(tmp_path, cli):
     code, printed, err = cli("ledger", "verify", "--ledger", str(path))
     assert code == LedgerError.exit_code
     assert "packet.json: missing" in printed and "1 problem(s)" in err
+
+
+def test_a_version_1_ledger_is_migrated_and_its_rows_enter_the_chain(tmp_path, monkeypatch):
+    from pipeline.ledger import schema
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in schema._statements(MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO encounters (patient_id, date_of_service, created_at) VALUES ('PT-OLD', '2025-05-01', 'x')")
+    db.execute("INSERT INTO cases (case_id, encounter_id, created_at) VALUES ('OLD-1', 1, 'x')")
+    db.execute("INSERT INTO audit_log (at, operator, host, pid, action) VALUES ('x', 'tech', 'h', 1, 'run.started')")
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert ledger._db.execute("SELECT COUNT(*) FROM chain").fetchone()[0] == 3
+        assert ledger.verify().ok
+    db = sqlite3.connect(path)
+    chain.register(db)
+    db.execute("DROP TRIGGER chain_encounters_update")
+    db.execute("UPDATE encounters SET patient_id = 'PT-NEW'")
+    db.commit()
+    db.close()
+    with Ledger(path) as ledger:
+        assert any("encounters row 1 differs" in p for p in ledger.verify().problems)

@@ -77,13 +77,21 @@ def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path =
     for charge in detail["charges"]:
         charges.add_row(str(charge["seq"]), escape(charge["model_id"]), charge["cpt"],
                         " ".join(charge["line"]["modifiers"]), charge["status"], escape(charge["reason"] or ""))
+    lifecycle = Table(title="lifecycle (current versions)")
+    for column in ("model", "version", "state", "signed off by", "open holds"):
+        lifecycle.add_column(column, overflow="fold")
+    for state in detail["lifecycle"]:
+        signed = ", ".join(f"{e['step']}: {e['person']} ({e['role']})" for e in state["events"] if e["step"] != "prepared")
+        holds = ", ".join(h["code"] for h in state["holds"] if h["released_by"] is None)
+        lifecycle.add_row(escape(state["model_id"]), str(state["version"]), state["state"], escape(signed),
+                          escape(holds))
     audit = Table(title="audit log")
     for column in ("at", "operator", "action", "model", "detail"):
         audit.add_column(column)
     for entry in detail["audit"]:
         audit.add_row(entry["at"], escape(entry["operator"]), entry["action"], escape(entry["model_id"] or ""),
                       escape(json.dumps(entry["detail"])))
-    for table in (models, charges, audit):
+    for table in (models, charges, lifecycle, audit):
         stdout.print(table)
 
 
