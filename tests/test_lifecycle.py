@@ -303,3 +303,18 @@ def test_cli_ledger_charges_rewrites_the_encounter_files(tmp_path, cli):
     rows = list(csv.DictReader(next((out / "encounters").iterdir()).joinpath("charges.csv").open()))
     assert [(r["cpt"], r["model_ids"]) for r in rows] == [("0559T", "aorta")]
     assert cli("ledger", "verify", "--ledger", str(path))[0] == 0
+
+
+def test_stage_findings_become_holds():
+    from pipeline.checks import stage_holds
+    from pipeline.mesh.report import MeshReport
+
+    good = MeshReport("aorta", 1, 1000, [1.0, 1.0, 1.0], 1000.0, [[0, 0, 0], [9, 9, 9]], [], watertight=True,
+                      winding_consistent=True)
+    bad = MeshReport("aorta", 1, 1000, [1.0, 1.0, 1.0], 1000.0, [[0, 0, 0], [9, 9, 9]], [], watertight=False,
+                     winding_consistent=True, self_intersecting_faces=12)
+    segment = type("SegmentReport", (), {"holds": [Hold("segment.tube_ends_inside_scan", "ends inside", "segment")]})()
+    assert stage_holds(None, good, None) == []
+    codes = [h.code for h in stage_holds(segment, bad, None)]
+    assert codes == ["segment.tube_ends_inside_scan", "mesh.qa_failed"]
+    assert "not watertight, 12 self-intersecting faces" in stage_holds(None, bad, None)[0].reason
