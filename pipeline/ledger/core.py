@@ -16,8 +16,12 @@ instant a process is killed at:
 A pending attempt whose process has died is *reclaimed* by the next writer: if its folder was
 already renamed into place (its ``SHA256SUMS`` is the one recorded) the commit is completed,
 otherwise the staging folder is deleted and the attempt marked abandoned. A reserved charge line
-stays with its model id, so repeating the run picks it up: no charge exists without a packet, and
-the encounter's numbering (one 0559T, then 0560T) never depends on who died.
+stays with its model id, so repeating the run picks it up (or it is voided): no charge exists
+without a packet. The code decided at reservation is *provisional*: a committed charge is billed
+only once its model is delivered and no hold is open, and the encounter's codes are numbered in
+the order its models became billable (:mod:`pipeline.ledger.lifecycle`), so a dead run blocks
+nothing. The same ledger runs on SQLite (a file) or PostgreSQL (a URL, :mod:`pipeline.ledger.pg`);
+every row is under a hash chain (:mod:`pipeline.ledger.chain`).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from pipeline.report import Report, to_jsonable
 LEDGER_VARIABLE = "ANATOMODEL_LEDGER"
 #: Charge statuses that count as lines of the encounter when the next line is decided.
 ACTIVE = ("reserved", "committed", "discontinued")
-#: Charge statuses that are billed (a packet exists on disk).
+#: Charge statuses whose model has a packet on disk (billable once delivered and not held).
 BILLED = ("committed", "discontinued")
 #: Fields of a billed line a re-run corrects (until the line is exported).
 _CORRECTABLE = ("icd10", "icd10_pointers", "modifiers", "modifier_reasons", "ordering_provider", "rendering_provider",
@@ -315,11 +319,6 @@ class Ledger(LifecycleLedger):
             f"SELECT ch.*, cs.case_id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
             f"WHERE ch.encounter_id = ? AND ch.status IN ({marks}) ORDER BY ch.seq",
             (encounter_id, *statuses)).fetchall()
-
-    def encounter_lines(self, case_id: str) -> list[Any]:
-        """The billed charge lines (committed or discontinued) of the case's encounter, in order."""
-        case = self._case_row(case_id)
-        return [_line(row["line"]) for row in self._lines(case["encounter_id"], BILLED)]
 
     def void(self, case_id: str, model_id: str, *, reason: str, discontinued: bool = False,
              operator: str | None = None) -> Any:
@@ -829,25 +828,6 @@ class Run:
             self.ledger._audit(f"run.{status}", self.case_id, operator=self.operator, run=self.id,
                                **({"error": error} if error else {}))
         self._finished = True
-
-    def encounter_billing(self, *, wait: float = 600.0) -> lifecycle.Billing:
-        """The billable and pending lines of this run's encounter (for its charges files).
-
-        Waits up to ``wait`` seconds while other live processes are still publishing models of
-        the encounter, so that the lines are complete.
-        """
-        deadline = time.monotonic() + wait
-        while self._others_publishing() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return self.ledger.billing(self.encounter.id)
-
-    def _others_publishing(self) -> bool:
-        rows = self.ledger._db.execute(
-            "SELECT r.host, r.pid, r.pid_start FROM charges ch JOIN models m ON m.case_ref = ch.case_ref "
-            "AND m.model_id = ch.model_id JOIN runs r ON r.id = m.run_id WHERE ch.encounter_id = ? "
-            "AND ch.status = 'reserved' AND m.status = 'pending' AND r.id != ?",
-            (self.encounter.id, self.id)).fetchall()
-        return any(ProcessIdentity(*row).is_alive() for row in rows)
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
