@@ -371,6 +371,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
 
     from pipeline.checks import stage_holds
     from pipeline.coding import BillableModel
+    from pipeline.ledger import lifecycle
     from pipeline.document import PacketInputs, write_packet
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
@@ -414,6 +415,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
                                              False, note))
 
+        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
+                            if step.automatic and step is not load_step})
         reservation = run.stage(spec.id, case_dir / spec.id)
         staging = reservation.staging
         try:
@@ -432,15 +435,14 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
-                           "holds": model_holds},
+                           "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
+                               [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
             )
             write_packet(inputs, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         target = case_dir / spec.id
-        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
-                            if step.automatic and step is not load_step})
         published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds)
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),

@@ -58,7 +58,7 @@ def write_case_charges(
         The billable model lines (from the ledger), in the order they were charged.
     pending : list of pipeline.ledger.lifecycle.BillingLine, optional
         Lines not billable yet, each with the step it waits for and its open holds: written to
-        ``charges_pending.csv`` and the JSON, never to ``charges.csv``.
+        ``charges_pending.csv`` (when given, even empty) and the JSON, never to ``charges.csv``.
     case_dir : Path
         ``OUT/<case_id>``; created if needed. Each file is written atomically.
     case : CaseFile or dict
@@ -70,7 +70,7 @@ def write_case_charges(
     Returns
     -------
     list of Path
-        ``charges.csv``, ``charges_pending.csv``, ``charges.json``, ``case_summary.pdf``.
+        ``charges.csv``, ``charges_pending.csv`` (with ``pending``), ``charges.json``, ``case_summary.pdf``.
 
     Raises
     ------
@@ -116,7 +116,7 @@ def write_case_charges(
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
-    pending = list(pending or [])
+    with_pending, pending = pending is not None, list(pending or [])
     waiting = io.StringIO()
     writer = csv.DictWriter(waiting, fieldnames=PENDING_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -174,9 +174,10 @@ def write_case_charges(
         "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()]
                 + [f"model {e.model_id} waits for {e.waiting_for}" for e in pending],
     }
-    return [
-        _atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8")),
-        _atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")),
+    written = [_atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8"))]
+    if with_pending:
+        written.append(_atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")))
+    return written + [
         _atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
         _atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
     ]

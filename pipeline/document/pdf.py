@@ -160,6 +160,11 @@ def _lifecycle_block(pdf: Any, lifecycle: dict[str, Any] | None, cpt: str) -> No
                       f"{sign_off['at']}", size=9)
     for hold in lifecycle.get("holds", []):
         pdf.paragraph(f"HELD: {hold['code']}: {hold['reason']}", size=9, style="I")
+    effort = [f"{category.replace('_', ' ')} {who.replace('_', '-')} {minutes:.0f}"
+              for category, split in (lifecycle.get("effort_minutes") or {}).items()
+              for who, minutes in split.items() if minutes]
+    if effort:
+        pdf.paragraph("Effort recorded (min, ACR-RSNA registry categories): " + "; ".join(effort), size=9)
 
 
 def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]]) -> tuple[bytes, int]:

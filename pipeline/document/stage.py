@@ -45,7 +45,7 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
             sign_offs = [{"step": e["step"], "person": e["person"], "role": e["role"], "at": e["at"]}
                          for e in state["events"] if e["step"] != "prepared"]
             lifecycle = {"state": entry.state, "billable": entry.billable, "waiting_for": entry.waiting_for,
-                         "sign_offs": sign_offs, "holds": entry.holds}
+                         "sign_offs": sign_offs, "holds": entry.holds, "effort_minutes": state["effort_minutes"]}
             return entry.line, lifecycle, f"charge line from the ledger {book.path}"
     lines = []
     for spec in case.models:
