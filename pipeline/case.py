@@ -331,7 +331,7 @@ def run_case(
                                  "give --identity-override 'REASON' (recorded, and every charge held)")
     if mismatches:
         holds.append(Hold("identity.override", f"run on a series whose patient differs ({'; '.join(mismatches)}), "
-                          f"overridden: {identity_override.strip()}", "identity"))
+                          "overridden with the reason kept in the audit log", "identity"))
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
