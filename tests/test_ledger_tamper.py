@@ -130,16 +130,17 @@ def test_a_damaged_database_exits_13(recorded, cli, damage):
     assert code == LedgerError.exit_code, (printed, err)
 
 
-#: The same tamperings on PostgreSQL, by a superuser who disables the triggers around the edit.
-PG_TAMPERINGS = [
-    ("cpt 0559T to 0560T", "charges", "UPDATE charges SET cpt = '0560T' WHERE cpt = '0559T'"),
-    ("charge row deleted", "charges", "DELETE FROM charges WHERE model_id = 'ventricle'"),
-    ("icd10 edited", "charges", "UPDATE charges SET line = replace(line, 'I71.21', 'I71.9')"),
-    ("patient changed", "encounters", "UPDATE encounters SET patient_id = 'PT-SOMEONE-ELSE'"),
-    ("audit rewritten", "audit_log", "UPDATE audit_log SET operator = 'nobody' WHERE action = 'model.approved'"),
-    ("delivery deleted", "events", "DELETE FROM events WHERE step = 'delivered'"),
-    ("chain entry deleted", "chain", "DELETE FROM chain WHERE id = 5"),
-]
+def _pg_sql(sql: str) -> str:
+    """A tampering of :data:`TAMPERINGS` in PostgreSQL's dialect (JSON edits as text edits)."""
+    replacements = {
+        _set_json("line", "units", "3"): "UPDATE charges SET line = replace(line, '\"units\": 1', '\"units\": 3') "
+                                         "WHERE model_id = 'aorta';",
+        _set_json("line", "icd10", '["I71.9"]'): "UPDATE charges SET line = replace(line, 'I71.21', 'I71.9') "
+                                                 "WHERE model_id = 'aorta';",
+        _set_json("line", "modifiers", '["22"]'): "UPDATE charges SET line = replace(line, '\"modifiers\": []', "
+                                                  "'\"modifiers\": [\"22\"]') WHERE model_id = 'aorta';",
+    }
+    return replacements.get(sql, sql)
 
 
 @pytest.fixture(scope="module")
@@ -151,20 +152,33 @@ def pg(tmp_path_factory):
     server.stop()
 
 
-@pytest.mark.parametrize("name, table, sql", PG_TAMPERINGS, ids=[name for name, *_ in PG_TAMPERINGS])
-def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, table, sql):
+@pytest.mark.parametrize("name, sql", TAMPERINGS, ids=[name for name, _ in TAMPERINGS])
+def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, sql):
+    """The same tamperings by a PostgreSQL superuser who disables every trigger around the edit."""
     import psycopg
 
-    url = pg.new_database()
+    from pipeline.holds import Hold
+    from pipeline.ledger.schema import CHAINED
+    from test_ledger_protocol import DATE, PATIENT, billable, write_packet
+
+    url, out = pg.new_database(), tmp_path / "out"
     with Ledger(url) as ledger:
-        publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
         walk(ledger, "CASE-1", "aorta")
+        ledger.export(record=True)
         walk(ledger, "CASE-1", "ventricle")
+        with ledger.start_run(case_id="CASE-2", patient_id=PATIENT, date_of_service=DATE) as run:
+            reservation = run.reserve("spine", billable("CASE-2", "spine"), out / "CASE-2" / "spine")
+            write_packet(reservation.staging, "spine", 4096)
+            run.publish(reservation, holds=[Hold("coding.education_only", "patient education", "coding")])
         assert ledger.verify().ok
     with psycopg.connect(url, autocommit=True) as db:
-        db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
-        db.execute(sql)
-        db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+        for table in (*CHAINED, "chain"):
+            db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
+        changed = db.execute(_pg_sql(sql)).rowcount
+        for table in (*CHAINED, "chain"):
+            db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+    assert changed >= 1, name  # the tampering touched a row
     code, printed, err = cli("ledger", "verify", "--ledger", url)
     assert code == LedgerError.exit_code, (name, printed, err)
     assert "problem:" in printed
