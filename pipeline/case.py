@@ -474,7 +474,6 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     as it was. Returns the folder, or None when the run's case file is no longer where it was.
     """
     from pipeline.document.stage import document_model_folder
-    from pipeline.ledger import sha256_file
 
     detail = book.show(case_id)
     model = next((m for m in detail["models"] if m["model_id"] == model_id and m["status"] == "current"), None)
@@ -490,8 +489,8 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
     report = document_model_folder(case_file, folder, out_dir=revisions / name, model_id=model_id,
                                    deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
-    for path in sorted(p for p in report.model_dir.rglob("*") if p.is_file()):
-        book.record_document(detail["encounter"]["id"], str(path.absolute()), sha256_file(path))
+    book.write_documents(detail["encounter"]["id"],
+                         lambda _billing: sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
     return report.model_dir
 
 
@@ -518,21 +517,18 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     they wait for. ``case`` (a :class:`CaseFile`) gives the patient and encounter header.
     """
     from pipeline.document import write_case_charges
-    from pipeline.ledger import sha256_file
 
-    billing = book.billing(encounter_id)
-    folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
-    header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
-    try:
-        files = write_case_charges([entry.line for entry in billing.billable], folder, case=header,
-                                   deidentify=deidentify, pending=billing.pending)
-    except CodingError as error:
-        raise LedgerError(f"the encounter's billable lines do not form a claim: {error}",
-                          hint="`anatomodel ledger verify` and `anatomodel ledger show CASE` show the lines") from error
-    for path in files:
-        if path.suffix in (".csv", ".json"):
-            book.record_document(encounter_id, str(path.absolute()), sha256_file(path))
-    return files
+    def write(billing: Any) -> list[Path]:
+        folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
+        header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
+        try:
+            return write_case_charges([entry.line for entry in billing.billable], folder, case=header,
+                                      deidentify=deidentify, pending=billing.pending)
+        except CodingError as error:
+            raise LedgerError(f"the encounter's billable lines do not form a claim: {error}",
+                              hint="`anatomodel ledger verify` and `anatomodel ledger show CASE` show the lines") from error
+
+    return book.write_documents(encounter_id, write)
 
 
 __all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",

@@ -268,8 +268,17 @@ class LifecycleLedger:
         return self._db.execute("SELECT 1 FROM exports x JOIN charges ch ON ch.id = x.charge_id "
                                 "WHERE ch.case_ref = ? AND ch.model_id = ?", (case_ref, model_id)).fetchone() is not None
 
-    def record_document(self, encounter_id: int, path: str, sha256: str) -> None:
-        """Record a file written from the ledger (an encounter's charges) with its checksum."""
+    def write_documents(self, encounter_id: int, write: Any) -> list[Any]:
+        """Write files from the ledger and record their checksums, under the ledger's write lock.
+
+        ``write(billing)`` gets the encounter's :meth:`billing` and returns the paths it wrote;
+        holding the lock keeps two processes from recording each other's version of a file.
+        """
+        from pipeline.ledger.folders import sha256_file
+
         with self._write():
-            self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
-                             (encounter_id, path, sha256, _now()))
+            paths = write(self.billing(encounter_id))
+            for path in paths:
+                self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
+                                 (encounter_id, str(path.absolute()), sha256_file(path), _now()))
+        return paths
