@@ -23,8 +23,9 @@ A case names one patient encounter, its source imaging, the printer, and every m
 
 Relative paths resolve against the case file's folder. Outputs go to
 ``OUT/<case_id>/<model_id>/`` (``mask.nii.gz``, ``model.stl``, ``print.stl``, ``print.3mf``,
-``plan.json``, ``packet.pdf``, ``packet.json``, ``model.dcm``, ``SHA256SUMS``) and
-``OUT/<case_id>/charges.csv`` / ``charges.json``.
+``plan.json``, ``packet.pdf``, ``packet.json``, ``model.dcm``, ``SHA256SUMS``); the encounter's
+one claim goes to ``OUT/encounters/ENC-<pseudonym>/charges.csv`` (billable lines),
+``charges_pending.csv`` (lines waiting for a lifecycle step or a hold release) and ``charges.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config import find_config, read_yaml, validate
-from pipeline.errors import CodingError, ConfigError, LedgerError
+from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
+from pipeline.holds import Hold
 from pipeline.report import Report
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -243,15 +245,24 @@ class ModelResult(Report):
     seconds: float
     warnings: list[str] = field(default_factory=list)
     version: int | None = None
+    holds: list[Hold] = field(default_factory=list)
 
 
 @dataclass
 class CaseResult(Report):
+    """A run's models, the encounter's charges files, and the holds that keep lines unbillable."""
+
     case_id: str
     folder: Path
     models: list[ModelResult]
     charges_files: list[Path]
     seconds: float
+    holds: list[Hold] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        """Done, but at least one model's charge is held for review (exit code 19)."""
+        return bool(self.holds)
 
 
 def _now() -> str:
@@ -281,6 +292,8 @@ def run_case(
     operator: str | None = None,
     progress: Callable[[str], None] | None = None,
     ledger: Any = None,
+    identity_override: str | None = None,
+    correct_encounter: str | None = None,
 ) -> CaseResult:
     """Make every model of a case: load, segment, mesh, prepare, document, charge.
 
@@ -300,38 +313,81 @@ def run_case(
         The case ledger that records the run, numbers the charges (one transaction per
         encounter) and commits each model once its packet is in place (default:
         ``$ANATOMODEL_LEDGER``, else the per-user ledger).
+    identity_override : str, optional
+        Run although the case's patient differs from the series' patient; the reason is kept
+        in the audit log and every model's charge is held until someone releases it.
+    correct_encounter : str, optional
+        Reason for moving a case id recorded for another patient or date of service (all its
+        charges void) to the case's encounter.
 
     Returns
     -------
     CaseResult
+
+    Raises
+    ------
+    IdentityError
+        The case's patient (name, ID, birth date) is not the series' patient; before any work.
+    CodingError
+        A malformed ICD-10 code or refused modifiers; before any work.
     """
+    from pipeline.checks import case_holds, identity_mismatches
     from pipeline.ledger import open_ledger
 
-    if not isinstance(case, CaseFile):
-        case = load_case(case)
+    case_file = None if isinstance(case, CaseFile) else Path(case).absolute()
+    if case_file is not None:
+        case = load_case(case_file)
     operator = operator or case.operator or getpass.getuser()
+    holds = case_holds(case)  # refuses malformed coding before any work
+    mismatches = identity_mismatches(case)
+    if mismatches and not (identity_override or "").strip():
+        raise IdentityError(f"the case file's patient is not the patient of the series: {'; '.join(mismatches)}",
+                            hint="check that the case file and the DICOM folder belong together; to run anyway, "
+                                 "give --identity-override 'REASON' (recorded, and every charge held)")
+    if mismatches:
+        holds.append(Hold("identity.override", f"run on a series whose patient differs ({'; '.join(mismatches)}), "
+                          "overridden with the reason kept in the audit log", "identity"))
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
-                            date_of_service=case.encounter.date_of_service,
-                            parameters=_run_parameters(case, deidentify)) as run:
-            return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress)
+                            date_of_service=case.encounter.date_of_service, correction=correct_encounter,
+                            parameters=_run_parameters(case, deidentify, case_file)) as run:
+            if mismatches:
+                run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
+            return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
+                                holds=holds)
     finally:
         if book is not ledger:
             book.close()
 
 
-def _run_parameters(case: CaseFile, deidentify: bool) -> dict[str, Any]:
-    """What the ledger records as the run's parameters (no patient identifiers)."""
+def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = None) -> dict[str, Any]:
+    """What the ledger records as the run's parameters (no patient identifiers; the case file's
+    path, from which a lifecycle step re-issues the packet)."""
     return {"imaging": case.imaging.model_dump(mode="json"), "printer": case.printer, "deidentify": deidentify,
+            "case_file": str(case_file) if case_file else None,
             "models": [spec.model_dump(mode="json", exclude={"manual_steps"}) for spec in case.models]}
 
 
+def mesh_geometry_sha256(model: Any) -> str:
+    """SHA-256 of a model's triangles (float32 LPS mm), not of the STL file: a header that names
+    the model does not make a reprint look new."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(model.mesh.triangles, dtype="<f4").tobytes()).hexdigest()
+
+
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
-                 progress: Callable[[str], None] | None) -> CaseResult:
+                 progress: Callable[[str], None] | None, holds: list[Hold]) -> CaseResult:
     """The stages for every model of a case, each model published and charged through ``run``."""
+    import dataclasses
+
+    from pipeline.checks import stage_holds
     from pipeline.coding import BillableModel
-    from pipeline.document import PacketInputs, write_case_charges, write_packet
+    from pipeline.ledger import lifecycle
+    from pipeline.document import PacketInputs, write_packet
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
     from pipeline.prepare import plan_print, write_print_files
@@ -377,42 +433,124 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                             note="orientation, supports, fit")
         for manual in spec.manual_steps:
             started = manual.started.isoformat() if manual.started else ""
+            note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
             workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
-                                             False, manual.note))
+                                             False, note))
 
+        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
+                            if step.automatic and step is not load_step})
         reservation = run.stage(spec.id, case_dir / spec.id)
         staging = reservation.staging
         try:
             write_mask(mask, staging / "mask.nii.gz")
             write_model(model, staging / "model.stl")
             write_print_files(plan, model, staging)
-            billable = BillableModel.from_case(case, spec, staging / "model.stl")
+            geometry = mesh_geometry_sha256(model)
+            billable = dataclasses.replace(BillableModel.from_case(case, spec), mesh_sha256=geometry)
+            model_holds = [h.for_model(spec.id) for h in holds if h.model_id in (None, spec.id)]
+            model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
-            tell(f"{spec.id}: documenting ({charge.cpt})")
+            tell(f"{spec.id}: documenting (provisional {charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
+                lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
+                           "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
+                               [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
             )
             write_packet(inputs, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         target = case_dir / spec.id
-        published = run.publish(reservation)
-        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
-                            if step.automatic and step is not load_step})
+        published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds)
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
-                                   published.version))
-    try:  # the encounter's billed lines, from the ledger (other cases' models of the encounter too)
-        charges_files = write_case_charges(run.encounter_lines(), case_dir, case=case, deidentify=deidentify)
-    except CodingError as error:
-        raise LedgerError(f"the models of {case.case_id} are published, but the encounter's charges cannot be "
-                          f"written yet: {error}",
-                          hint="`anatomodel ledger verify` lists reserved lines; repeat the run that left one") from error
-    return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2))
+                                   published.version, list(published.holds)))
+    removed = run.void_removed([spec.id for spec in case.models])
+    for model_id in removed:
+        tell(f"{model_id}: no longer in the case file, its charge is void")
+    charges_files = write_encounter_charges(run.ledger, run.encounter.id, Path(out_dir), case=case,
+                                            deidentify=deidentify)
+    return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
+                      [hold for result in results for hold in result.holds])
+
+
+def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any) -> Path:
+    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name)."""
+    from pipeline.coding import encounter_key
+    from pipeline.document.deidentify import pseudonym
+
+    day = date_of_service if isinstance(date_of_service, dt.date) else dt.date.fromisoformat(str(date_of_service))
+    return Path(out_dir) / "encounters" / pseudonym(encounter_key(patient_id, day)).replace("ANON-", "ENC-")
+
+
+def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
+    """Re-issue a model's packet after a lifecycle step, as a new revision beside the model folder.
+
+    The packet (with the step's state, sign-offs and holds on page 1) goes to
+    ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>/``; its files' checksums are
+    recorded in the ledger (``ledger verify`` checks them). The published model folder is left
+    as it was. Returns the folder, or None when the run's case file is no longer where it was.
+    """
+    from pipeline.document.stage import document_model_folder
+
+    detail = book.show(case_id)
+    model = next((m for m in detail["models"] if m["model_id"] == model_id and m["status"] == "current"), None)
+    if model is None:
+        return None
+    run = next(r for r in detail["runs"] if r["id"] == model["run_id"])
+    case_file = run["parameters"].get("case_file")
+    if not case_file or not Path(case_file).is_file():
+        return None
+    state = book.model_state(case_id, model_id)
+    folder = Path(model["folder"])
+    revisions = folder.parent / f"{model_id}.packets"
+    name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
+    report = document_model_folder(case_file, folder, out_dir=revisions / name, model_id=model_id,
+                                   deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
+    book.write_documents(detail["encounter"]["id"],
+                         lambda _billing: sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
+    return report.model_dir
+
+
+def rewrite_encounter_charges(book: Any, case_id: str) -> list[Path]:
+    """Rewrite the charges files of a case's encounter where its run wrote them (after a step).
+
+    The output root is the one of the case's published models; the files are de-identified if
+    that run was. Returns the files written, or an empty list when the case has no published model.
+    """
+    detail = book.show(case_id)
+    current = [model for model in detail["models"] if model["status"] == "current"]
+    if not current:
+        return []
+    run = next(r for r in detail["runs"] if r["id"] == current[0]["run_id"])
+    return write_encounter_charges(book, detail["encounter"]["id"], Path(current[0]["folder"]).parent.parent,
+                                   deidentify=bool(run["parameters"].get("deidentify")))
+
+
+def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *, case: Any = None,
+                            deidentify: bool = False) -> list[Path]:
+    """Write an encounter's charges once, under the encounter, from the ledger; record their checksums.
+
+    ``charges.csv`` lists the billable lines, ``charges_pending.csv`` the others with the step
+    they wait for. ``case`` (a :class:`CaseFile`) gives the patient and encounter header.
+    """
+    from pipeline.document import write_case_charges
+
+    def write(billing: Any) -> list[Path]:
+        folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
+        header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
+        try:
+            return write_case_charges([entry.line for entry in billing.billable], folder, case=header,
+                                      deidentify=deidentify, pending=billing.pending)
+        except CodingError as error:
+            raise LedgerError(f"the encounter's billable lines do not form a claim: {error}",
+                              hint="`anatomodel ledger verify` and `anatomodel ledger show CASE` show the lines") from error
+
+    return book.write_documents(encounter_id, write)
 
 
 __all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",

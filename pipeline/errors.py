@@ -6,7 +6,7 @@ where, and what to do. The command line maps each class to its own exit code and
 message on one line, without a traceback (``--debug`` shows it).
 
 Exit codes 0 (success), 1 (internal error: a bug) and 2 (command-line usage, from click) are
-reserved; the codes below start at 3.
+reserved; the codes below start at 3. Code 15 (:class:`HeldForReview`) is not a failure.
 """
 
 from __future__ import annotations
@@ -119,3 +119,18 @@ class RegistrationError(AnatomodelError):
     """A print-QA scan could not be registered to the model (another object, or no convergence)."""
 
     exit_code = 18
+
+
+class HeldForReview(AnatomodelError):
+    """Not a failure: the work is done, but a charge is held until a named person releases it.
+
+    Raised by the command line after the work, so that scripts see exit code 19.
+    """
+
+    exit_code = 19
+
+
+class IdentityError(AnatomodelError):
+    """The case file's patient (name, ID, birth date) is not the patient of the series."""
+
+    exit_code = 20

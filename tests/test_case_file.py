@@ -33,7 +33,7 @@ def test_example_case_is_valid_and_resolves_paths():
     case = load_case(EXAMPLE)
     assert case.case_id == "EXAMPLE-001"
     assert case.dicom_path == (REPO / "example_data" / "cta_phantom").resolve()
-    assert [m.id for m in case.models] == ["aorta-surgeon", "ventricle-trainee"]
+    assert [m.id for m in case.models] == ["aorta-surgeon", "ventricle-or"]
     assert case.models[0].seeds_lps_mm == [(-8.0, -22.0, 25.0)]
 
 

@@ -59,7 +59,7 @@ def test_list_shows_state_diagnoses_and_payer_rules(tmp_path, capsys):
     assert code == 0, err
     lines = json.loads(out)["lines"]
     assert [(l["model_id"], l["cpt"], l["modifiers"], l["state"]) for l in lines] == [
-        ("aorta-surgeon", "0559T", ["GA"], "billable"), ("ventricle-trainee", "0560T", ["GA"], "billable")]
+        ("aorta-surgeon", "0559T", ["GA"], "billable"), ("ventricle-or", "0560T", ["GA"], "billable")]
     assert lines[0]["diagnoses"] == ["I71.23 Aneurysm of the descending thoracic aorta, without rupture"]
     assert any(rule.startswith("ABN 0559T: ok") for rule in lines[0]["rules"])
     code, out, err = run_cli(capsys, "charges", "list", str(case), "--ledger", str(ledger), "--other-code", "76377")

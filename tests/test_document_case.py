@@ -18,8 +18,9 @@ from pipeline.cli import main
 from pipeline.document.deidentify import readable_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-PATIENT = {"name": "PHANTOM^CASEDOC", "id": "PHX4242", "birth_date": "1959-07-04", "sex": "F"}
-IDENTIFYING = ["PHANTOM^CASEDOC", "PHANTOM CASEDOC", "PHX4242", "1959-07-04", "19590704"]
+# The phantom series' own patient: a case for anyone else is refused by the identity check.
+PATIENT = {"name": "PHANTOM^AORTA", "id": "PH0001", "birth_date": "1964-03-01", "sex": "M"}
+IDENTIFYING = ["PHANTOM^AORTA", "PHANTOM AORTA", "PH0001", "1964-03-01", "19640301"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def phantom_case(tmp_path_factory) -> dict:
         {"id": "aorta-surgeon", "preset": "aorta_cta", "seeds_lps_mm": [list(landmarks["ascending_aorta"])],
          "purpose": "surgical_planning", "recipient": "Cardiac surgery",
          "manual_steps": [{"step": "post_processing", "operator": "TECH^LAB", "minutes": 40}]},
-        {"id": "ventricle-trainee", "preset": "heart_bloodpool_cta", "seeds_lps_mm": [list(landmarks["left_ventricle"])],
+        {"id": "ventricle-or", "preset": "heart_bloodpool_cta", "seeds_lps_mm": [list(landmarks["left_ventricle"])],
          "exclude_seeds_lps_mm": [list(landmarks["ascending_aorta"])], "purpose": "trainee_education",
          "recipient": "Trainee"},
         {"id": "spine-education", "preset": "bone_ct", "seeds_lps_mm": [list(landmarks["vertebra"])],
@@ -66,8 +67,13 @@ def test_three_models_give_0559t_and_0560t_x2(phantom_case, three_models):
     root, result = phantom_case["root"], three_models
     assert [m.cpt for m in result.models] == ["0559T", "0560T", "0560T"]
     case_dir = root / "out" / "DOC-E2E-1"
-    rows = list(csv.DictReader((case_dir / "charges.csv").open()))
-    assert [(r["cpt"], r["units"]) for r in rows] == [("0559T", "1"), ("0560T", "2")]
+    # Nothing is billable before delivery; the two education models are held (likely not medically necessary).
+    encounter = next((root / "out" / "encounters").iterdir())
+    assert list(csv.DictReader((encounter / "charges.csv").open())) == []
+    pending = list(csv.DictReader((encounter / "charges_pending.csv").open()))
+    assert [(r["provisional_cpt"], r["waiting_for"]) for r in pending] == [("0559T", "approval"),
+                                                                          ("0560T", "approval"), ("0560T", "approval")]
+    assert [m.model_id for m in result.models if m.holds] == ["ventricle-or", "spine-education"]
     schema = json.loads((REPO / "pipeline" / "schemas" / "packet.schema.json").read_text())
     source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
     for model in result.models:
@@ -93,7 +99,8 @@ def test_deidentified_run_has_no_identifier_in_any_byte(phantom_case, monkeypatc
     needles = IDENTIFYING + [str(source.PatientName), source.PatientID, source.AccessionNumber, source.PatientBirthDate]
     needles = [n for n in needles if len(n) >= 3]
     files = [p for p in (root / "vendor").rglob("*") if p.is_file()]
-    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "charges.csv", "charges.json"} <= {p.name for p in files}
+    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "charges.csv", "charges_pending.csv",
+            "charges.json"} <= {p.name for p in files}
     for path in files:
         content = readable_bytes(path).lower()
         text = ""
@@ -109,16 +116,16 @@ def test_deidentified_run_has_no_identifier_in_any_byte(phantom_case, monkeypatc
 @pytest.mark.slow
 def test_document_command_writes_a_copy_and_a_vendor_copy(phantom_case, three_models, tmp_path):
     root = phantom_case["root"]
-    folder = root / "out" / "DOC-E2E-1" / "ventricle-trainee"
+    folder = root / "out" / "DOC-E2E-1" / "ventricle-or"
     base = ["document", str(folder), "--case", str(root / "case3.yaml"), "--ledger", str(root / "ledger.sqlite")]
     assert main(base) == 12  # in place would break the ledger's checksums of the published packet
     assert main([*base, "--deidentify"]) == 12  # a vendor copy never goes over the original
     assert main([*base, "--no-images", "--out", str(tmp_path / "copy")]) == 0
-    facts = json.loads((tmp_path / "copy" / "DOC-E2E-1" / "ventricle-trainee" / "packet.json").read_text())
+    facts = json.loads((tmp_path / "copy" / "DOC-E2E-1" / "ventricle-or" / "packet.json").read_text())
     assert facts["charge"]["cpt"] == "0560T" and facts["charge"]["sequence"] == 2
     assert "no source volume given: CT slices not shown" in facts["warnings"]
     assert main([*base, "--no-images", "--deidentify", "--out", str(tmp_path / "vendor")]) == 0
-    copy = tmp_path / "vendor" / "DOC-E2E-1" / "ventricle-trainee"
+    copy = tmp_path / "vendor" / "DOC-E2E-1" / "ventricle-or"
     assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "SHA256SUMS"} <= {
         p.name for p in copy.iterdir()}
     for path in copy.iterdir():

@@ -23,6 +23,7 @@ import pytest
 
 from pipeline.coding import BillableModel
 from pipeline.ledger import Ledger, folder_problems
+from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures: both back ends)
 
 HERE = Path(__file__).resolve()
 PATIENT = "PT-PROTOCOL"
@@ -36,6 +37,38 @@ CRASH_POINTS = ("reserved", "writing", "before-rename", "after-rename", "after-c
 def billable(case_id: str, model_id: str, patient: str = PATIENT) -> BillableModel:
     return BillableModel(model_id=model_id, patient_id=patient, date_of_service=DATE, icd10=("I71.21",),
                          case_id=case_id, structure=model_id)
+
+
+#: A clinician (NPI with a valid check digit) and a technologist for the lifecycle steps.
+REVIEWER = ("RADIOLOGIST^REVIEW", "radiologist", "1234567893")
+TECH = ("TECH^LAB", "technologist", None)
+
+
+def walk(ledger: Ledger, case_id: str, model_id: str, until: str = "delivered") -> dict:
+    """Take a published model through approval, printing and post-processing up to ``until``."""
+    from pipeline.ledger.lifecycle import Person
+
+    steps = [("approved", Person(*REVIEWER), {}),
+             ("printed", Person(*TECH), {"printer": "formlabs_form3b", "serial": "F3B-0042", "material": "Clear V4",
+                                         "lot": "L-7781", "layer_height_mm": 0.1,
+                                         "job_start": "2026-01-16T08:00:00+00:00",
+                                         "job_end": "2026-01-16T13:30:00+00:00"}),
+             ("post_processed", Person(*TECH), {"steps": ["cleaning", "curing", "support_removal"]}),
+             ("delivered", Person(*TECH), {"recipient": "Cardiac surgery", "purpose": "surgical planning"})]
+    state = ledger.model_state(case_id, model_id)
+    for step, person, detail in steps:
+        state = ledger.record_step(case_id, model_id, step, person, detail=detail, minutes=10)
+        if step == until:
+            break
+    return state
+
+
+def deliver_all(ledger: Ledger) -> None:
+    """Deliver every current model of the ledger that is still only prepared."""
+    for row in ledger._db.execute("SELECT cs.case_id, m.model_id FROM models m JOIN cases cs ON cs.id = m.case_ref "
+                                  "WHERE m.status = 'current' ORDER BY m.committed_at").fetchall():
+        if ledger.model_state(row["case_id"], row["model_id"])["state"] == "prepared":
+            walk(ledger, row["case_id"], row["model_id"])
 
 
 def write_packet(folder: Path, model_id: str, payload_bytes: int = 200_000, *, halfway=None) -> None:
@@ -137,9 +170,9 @@ def _verify(ledger_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("processes", [2, 4])
-def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes):
+def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tmp_path, processes, new_ledger):
     for trial in range(TRIALS):
-        ledger_path, out = tmp_path / f"ledger{trial}.sqlite3", tmp_path / f"out{trial}"
+        ledger_path, out = new_ledger(f"ledger{trial}"), tmp_path / f"out{trial}"
         Ledger(ledger_path).close()
         go = tmp_path / f"go{trial}"
         # Two cases of the same patient and date: one encounter across cases and processes.
@@ -159,8 +192,8 @@ def test_concurrent_processes_on_one_encounter_number_exactly_one_first_model(tm
         _assert_disk_clean(out)
 
 
-def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     go = tmp_path / "go"
     workers = [_spawn(str(ledger_path), str(out), "CASE-A", "aorta", go=go) for _ in range(3)]
     _start_together(workers, go)
@@ -175,8 +208,8 @@ def test_same_model_in_two_processes_makes_versions_not_charges(tmp_path):
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
-def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_path, crash_at, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     models = ["aorta", "ventricle"]
     first = publish_models(ledger_path, out, "CASE-K", models)
     assert [m["cpt"] for m in first] == ["0559T", "0560T"]
@@ -201,8 +234,8 @@ def test_sigkill_at_each_protocol_step_leaves_ledger_and_disk_consistent(tmp_pat
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_repeat(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_sigkill_at_random_moments_then_repeat(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     payload = ["--payload", "3000000"]
     timing = _spawn(str(ledger_path), str(out), "CASE-TIMING", *[f"t-m{i}" for i in range(4)], *payload)
     assert timing.stdout.readline() == "ready\n"
@@ -225,6 +258,7 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
         again = publish_models(ledger_path, out, case, models)
         assert [m["model_id"] for m in again] == models
     with Ledger(ledger_path) as ledger:
+        deliver_all(ledger)
         export = ledger.export()
         assert ledger.verify().ok
         interrupted = ledger._db.execute("SELECT COUNT(*) FROM runs WHERE status = 'interrupted'").fetchone()[0]
@@ -236,20 +270,26 @@ def test_sigkill_at_random_moments_then_repeat(tmp_path):
     assert [(c["cpt"], c["units"]) for c in export["claims"][0]["lines"]] == [("0559T", 1), ("0560T", 4 * (trials + 1) - 1)]
 
 
-def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path):
-    ledger_path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path, new_ledger):
+    ledger_path, out = new_ledger(), tmp_path / "out"
     killed = _spawn(str(ledger_path), str(out), "CASE-D", "first", crash_at="reserved")
     killed.communicate(timeout=60)
     second = publish_models(ledger_path, out, "CASE-E", ["second"])
-    assert second[0]["cpt"] == "0560T"  # the dead run's 0559T stays with its model id
+    assert second[0]["cpt"] == "0560T"  # provisional: the dead run's 0559T stays with its model id
     with Ledger(ledger_path) as ledger:
         report = ledger.verify()
         assert report.ok and any("reserved" in note for note in report.notes)
-        assert "held" in ledger.export()["claims"][0]  # 0560T without a billed 0559T is held
+        deliver_all(ledger)
+        claim = ledger.export()["claims"][0]
+        # The dead reservation blocks nothing: numbering follows the delivered models.
+        assert [(c["cpt"], c["units"], c["model_ids"]) for c in claim["lines"]] == [("0559T", 1, ["second"])]
+        assert [(p["model_id"], p["waiting_for"][:10]) for p in claim["pending"]] == [("first", "its packet")]
     assert publish_models(ledger_path, out, "CASE-D", ["first"])[0]["cpt"] == "0559T"
     with Ledger(ledger_path) as ledger:
+        deliver_all(ledger)
         claims = ledger.export()["claims"][0]["lines"]
-    assert [(c["cpt"], c["units"]) for c in claims] == [("0559T", 1), ("0560T", 1)]
+    assert [(c["cpt"], c["units"], c["model_ids"]) for c in claims] == [("0559T", 1, ["second"]),
+                                                                         ("0560T", 1, ["first"])]
 
 
 def main() -> None:

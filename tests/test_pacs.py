@@ -258,7 +258,7 @@ def test_push_round_trip_validates_and_overlays(orthanc, case_run, source, tmp_p
 
 def test_push_is_idempotent(orthanc, case_run):
     case_dir, ledger, pulled = case_run
-    model_dir = case_dir / "ventricle-trainee"
+    model_dir = case_dir / "ventricle-or"
     first = push(model_dir, resolve_node(orthanc.inline), ledger=ledger)
     before = len(orthanc.instances())
     second = push(model_dir, resolve_node(orthanc.inline), ledger=ledger)
@@ -268,7 +268,7 @@ def test_push_is_idempotent(orthanc, case_run):
     assert [o.sop_instance_uid for o in forced.objects] == [o.sop_instance_uid for o in first.objects]
     assert len(orthanc.instances()) == before  # the same UIDs: replaced, not duplicated
     with sqlite3.connect(ledger) as db:
-        count = db.execute("SELECT COUNT(*) FROM transfers WHERE model_id = 'ventricle-trainee'").fetchone()[0]
+        count = db.execute("SELECT COUNT(*) FROM transfers WHERE model_id = 'ventricle-or'").fetchone()[0]
     assert count == 3
 
 

@@ -39,12 +39,17 @@ def example_run(tmp_path_factory):
     write_dicom_series(phantom, root / "cta_phantom")
     case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
     case["imaging"]["dicom"] = "cta_phantom"
+    # The example as shipped holds nothing (CI runs it as the README's first command); here its
+    # second model is made a trainee's, so the run also shows a hold that holds.
+    case["models"][1]["purpose"] = "trainee_education"
     case_file = root / "case.yaml"
     case_file.write_text(yaml.safe_dump(case, sort_keys=False))
     env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "ledger.sqlite3")}
     result = subprocess.run([_anatomodel(), "run", str(case_file), "--out", str(root / "out")],
                             capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Done, but held: the ventricle model is for trainee education (likely not medically necessary).
+    assert result.returncode == 19, result.stderr[-3000:]
+    assert "ventricle-or coding.education_only" in " ".join(result.stderr.split())
     return root / "out" / case["case_id"], case, phantom
 
 
@@ -53,7 +58,9 @@ def test_layout(example_run):
     for model in case["models"]:
         folder = case_dir / model["id"]
         assert MODEL_FILES <= {p.name for p in folder.iterdir()}, sorted(p.name for p in folder.iterdir())
-    assert (case_dir / "charges.csv").is_file() and (case_dir / "charges.json").is_file()
+    encounter = next((case_dir.parent / "encounters").iterdir())  # one claim per encounter, not per case
+    assert (encounter / "charges.csv").is_file() and (encounter / "charges.json").is_file()
+    assert not list(case_dir.glob("charges*"))
     # No staging or set-aside folders are left behind.
     assert not [p for p in case_dir.iterdir() if p.name.startswith(".")]
 
@@ -98,10 +105,29 @@ def test_aorta_model_is_the_aorta(example_run):
 
 def test_charges_first_then_additional(example_run):
     case_dir, case, _ = example_run
-    lines = json.loads((case_dir / "charges.json").read_text())
+    encounter = next((case_dir.parent / "encounters").iterdir())
+    with open(encounter / "charges.csv", newline="") as handle:
+        assert list(csv.DictReader(handle)) == []  # nothing is billable before delivery
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(case_dir.parent.parent / "ledger.sqlite3")}
+    tech = ["--by", "TECH^LAB", "--role", "technologist"]
+    for model in ("ventricle-or", "aorta-surgeon"):  # delivered in this order
+        for step in (["approve", "--by", "RADIOLOGIST^RENDERING", "--role", "radiologist", "--npi", "1987654328"],
+                     ["printed", *tech, "--printer", "formlabs_form3b", "--serial", "F3B-1", "--material",
+                      "Clear V4", "--lot", "L1", "--layer-height-mm", "0.1", "--job-start", "2026-01-16T08:00",
+                      "--job-end", "2026-01-16T12:00"],
+                     ["post-processed", *tech, "--step", "cleaning", "--step", "curing"],
+                     ["delivered", *tech, "--to", "Cardiac surgery", "--purpose", "planning"]):
+            result = subprocess.run([_anatomodel(), step[0], case["case_id"], model, *step[1:]], env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == (19 if model == "ventricle-or" else 0), result.stderr
+    result = subprocess.run([_anatomodel(), "release", case["case_id"], "ventricle-or", "coding.education_only",
+                             *tech, "--reason", "payer covers trainee models for this indication"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = json.loads((encounter / "charges.json").read_text())
     text = json.dumps(lines)
     assert "0559T" in text and "0560T" in text
-    with open(case_dir / "charges.csv", newline="") as handle:
+    with open(encounter / "charges.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     codes = {}
     for row in rows:
@@ -109,6 +135,8 @@ def test_charges_first_then_additional(example_run):
         units_key = next(k for k in row if k and "unit" in k.lower())
         codes[cpt] = codes.get(cpt, 0) + int(float(row[units_key]))
     assert codes == {"0559T": 1, "0560T": 1}
+    # Numbering follows delivery: the aorta, delivered while the ventricle was held, is the first model.
+    assert {row["cpt"]: row["model_ids"] for row in rows} == {"0559T": "aorta-surgeon", "0560T": "ventricle-or"}
 
 
 def test_outputs_carry_no_patient_name_in_file_names_or_stl_headers(example_run):

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, console, options
-from pipeline.errors import AnatomodelError
+from pipeline.errors import AnatomodelError, HeldForReview
 from pipeline.interrupt import Terminated, received, terminate_unwinds
 from pipeline.preflight import environment_fault, find_environment_error
 
@@ -27,6 +27,7 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     document_cmd,
     inspect_cmd,
     ledger_cmd,
+    lifecycle_cmd,
     mesh_cmd,
     phantom_cmd,
     prepare_cmd,
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(stop)
         console.print("aborted")
         return 130
+    except HeldForReview as held:
+        console.print(f"[bold yellow]done, but held for review:[/] {escape(str(held))}")
+        return held.exit_code
     except AnatomodelError as error:
         return _report(error, args)
     except Terminated as stop:

@@ -77,13 +77,21 @@ def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path =
     for charge in detail["charges"]:
         charges.add_row(str(charge["seq"]), escape(charge["model_id"]), charge["cpt"],
                         " ".join(charge["line"]["modifiers"]), charge["status"], escape(charge["reason"] or ""))
+    lifecycle = Table(title="lifecycle (current versions)")
+    for column in ("model", "version", "state", "signed off by", "open holds"):
+        lifecycle.add_column(column, overflow="fold")
+    for state in detail["lifecycle"]:
+        signed = ", ".join(f"{e['step']}: {e['person']} ({e['role']})" for e in state["events"] if e["step"] != "prepared")
+        holds = ", ".join(h["code"] for h in state["holds"] if h["released_by"] is None)
+        lifecycle.add_row(escape(state["model_id"]), str(state["version"]), state["state"], escape(signed),
+                          escape(holds))
     audit = Table(title="audit log")
     for column in ("at", "operator", "action", "model", "detail"):
         audit.add_column(column)
     for entry in detail["audit"]:
         audit.add_row(entry["at"], escape(entry["operator"]), entry["action"], escape(entry["model_id"] or ""),
                       escape(json.dumps(entry["detail"])))
-    for table in (models, charges, audit):
+    for table in (models, charges, lifecycle, audit):
         stdout.print(table)
 
 
@@ -105,17 +113,52 @@ def void(
     say(f"{escape(case_id)}/{escape(model_id)} {what}")
 
 
+@ledger_app.command("charges")
+def charges(
+    case_id: str = typer.Argument(..., help="A case id of the encounter."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Rewrite the encounter's charges files (OUT/encounters/ENC-...) from the ledger."""
+    from pipeline.case import rewrite_encounter_charges
+
+    with Ledger(ledger) as book:
+        files = rewrite_encounter_charges(book, case_id)
+    if not files:
+        raise LedgerError(f"case {case_id!r} has no published model, so no output folder is known",
+                          hint="run the case first")
+    say(f"wrote {', '.join(escape(str(p)) for p in files)}")
+
+
+@ledger_app.command("unvoid")
+def unvoid(
+    case_id: str = typer.Argument(..., help="The case id."),
+    model_id: str = typer.Argument(..., help="The model id within the case."),
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    operator: str = typer.Option(None, "--operator", help="Who (default: $ANATOMODEL_OPERATOR or the login)."),
+    ledger: Path = LEDGER_OPTION,
+) -> None:
+    """Undo a void: the model's charge counts again (a dead run's reservation can be voided and back)."""
+    with Ledger(ledger) as book:
+        line = book.unvoid(case_id, model_id, reason=reason, operator=operator)
+    say(f"{escape(case_id)}/{escape(model_id)} counts again (provisional {line.cpt})")
+
+
 @ledger_app.command("export")
 def export(
     out: Path = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     fmt: str = typer.Option("json", "--format", help="json (charges and claim lines) or csv (charges)."),
+    preview: bool = typer.Option(False, "--preview", help="Do not record the billable lines as exported."),
+    operator: str = typer.Option(None, "--operator", help="Who exports (default: $ANATOMODEL_OPERATOR or the login)."),
     ledger: Path = LEDGER_OPTION,
 ) -> None:
-    """Export every charge line (and, as JSON, each encounter's claim lines) for billing."""
+    """Export for billing: each encounter's claim from its billable (delivered) lines, pending lines apart.
+
+    Exported lines keep their CPT code from then on (unless --preview).
+    """
     if fmt not in ("json", "csv"):
         raise LedgerError(f"--format must be json or csv, got {fmt!r}")
     with Ledger(ledger) as book:
-        data = book.export()
+        data = book.export(record=not preview, operator=operator)
     if fmt == "json":
         text = json.dumps(to_jsonable(data), indent=2) + "\n"
     else:

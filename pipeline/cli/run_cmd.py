@@ -7,7 +7,10 @@ from pathlib import Path
 
 import typer
 
+from rich.markup import escape
+
 from pipeline.cli.app import app, log_to_file, say, stdout
+from pipeline.errors import HeldForReview
 
 
 @app.command("run")
@@ -19,10 +22,18 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ledger: Path = typer.Option(
         None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
+    identity_override: str = typer.Option(
+        None, "--identity-override", metavar="REASON",
+        help="Run although the case's patient differs from the series' (reason recorded; every charge held)."),
+    correct_encounter: str = typer.Option(
+        None, "--correct-encounter", metavar="REASON",
+        help="Move this case id (all its charges void) to the case file's patient and date of service."),
 ) -> None:
     """Run a case: load, segment, mesh, prepare and document every model, then write the charges.
 
-    The steps are logged to OUT/<case_id>/run.log.
+    The steps are logged to OUT/<case_id>/run.log. Each model is then *prepared*: its charge
+    becomes billable once approved, printed, post-processed and delivered (`anatomodel approve
+    ...`). Exit 19: done, but a charge is held for review (`anatomodel release`).
 
     Examples:
 
@@ -34,12 +45,19 @@ def run(
 
     with log_to_file(out / load_case(case_file).case_id / "run.log"):  # the case id is sanitised
         result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
-                          ledger=ledger)
+                          ledger=ledger, identity_override=identity_override, correct_encounter=correct_encounter)
     if as_json:
         stdout.print_json(json.dumps(result.to_dict()))
-        return
-    for model in result.models:
-        say(f"{model.model_id}: {model.cpt} -> {model.folder} ({model.seconds:.1f} s)")
-        for warning in model.warnings:
-            say(f"  warning: {warning}")
-    say(f"charges: {', '.join(str(p) for p in result.charges_files)}")
+    else:
+        for model in result.models:
+            say(f"{model.model_id}: prepared (provisional {model.cpt}) -> {model.folder} ({model.seconds:.1f} s)")
+            for warning in model.warnings:
+                say(f"  warning: {warning}")
+            for hold in model.holds:
+                say(f"  [yellow]held:[/] {hold.code}: {escape(hold.reason)}")
+        say(f"charges: {', '.join(str(p) for p in result.charges_files)}")
+    if result.held:
+        raise HeldForReview(f"{len(result.holds)} hold(s) on the models of {result.case_id}: "
+                            + ", ".join(sorted({f'{h.model_id} {h.code}' for h in result.holds})),
+                            hint="each line stays unbillable until released: anatomodel release CASE MODEL CODE "
+                                 "--by NAME --role ROLE --reason ...")

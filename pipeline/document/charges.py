@@ -1,4 +1,5 @@
-"""Per-case charges: ``charges.csv``, ``charges.json`` and ``case_summary.pdf``."""
+"""An encounter's charges: ``charges.csv`` (billable lines), ``charges_pending.csv`` (lines that
+wait for a step or a hold release), ``charges.json`` and ``case_summary.pdf``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ CSV_COLUMNS = (
     "descriptor", "ordering_provider", "ordering_npi", "rendering_provider", "rendering_npi", "payer",
     "model_ids", "held_for_review",
 )
+PENDING_COLUMNS = ("case_id", "model_id", "version", "state", "waiting_for", "provisional_cpt", "holds")
 
 
 def _cell(value: object) -> object:
@@ -46,13 +48,17 @@ def write_case_charges(
     deidentify: bool = False,
     software_version: str | None = None,
     created: dt.datetime | None = None,
+    pending: list[Any] | None = None,
 ) -> list[Path]:
-    """Write the case's charges (one row per billed CPT line) and its summary page.
+    """Write an encounter's charges (one row per billable CPT line), pending lines and summary.
 
     Parameters
     ----------
     lines : list of ChargeLine
-        Every model line of the case (from the ledger), in the order they were charged.
+        The billable model lines (from the ledger), in the order they were charged.
+    pending : list of pipeline.ledger.lifecycle.BillingLine, optional
+        Lines not billable yet, each with the step it waits for and its open holds: written to
+        ``charges_pending.csv`` (when given, even empty) and the JSON, never to ``charges.csv``.
     case_dir : Path
         ``OUT/<case_id>``; created if needed. Each file is written atomically.
     case : CaseFile or dict
@@ -64,7 +70,7 @@ def write_case_charges(
     Returns
     -------
     list of Path
-        ``charges.csv``, ``charges.json``, ``case_summary.pdf``.
+        ``charges.csv``, ``charges_pending.csv`` (with ``pending``), ``charges.json``, ``case_summary.pdf``.
 
     Raises
     ------
@@ -110,6 +116,15 @@ def write_case_charges(
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
+    with_pending, pending = pending is not None, list(pending or [])
+    waiting = io.StringIO()
+    writer = csv.DictWriter(waiting, fieldnames=PENDING_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for entry in pending:
+        writer.writerow({key: _cell(value) for key, value in {
+            "case_id": entry.case_id, "model_id": entry.model_id, "version": entry.version, "state": entry.state,
+            "waiting_for": entry.waiting_for, "provisional_cpt": entry.line.cpt,
+            "holds": ";".join(f"{h.code}: {h.reason}" for h in entry.holds)}.items()})
 
     def public(value: Any) -> Any:
         value = to_jsonable(value)
@@ -128,6 +143,9 @@ def write_case_charges(
                      "birth_date": to_jsonable(patient.get("birth_date"))}),
         "claim_lines": [public(c) for c in claims],
         "model_lines": [public(line) for line in lines],
+        "pending": [{"case_id": e.case_id, "model_id": e.model_id, "version": e.version, "state": e.state,
+                     "waiting_for": e.waiting_for, "provisional_cpt": e.line.cpt,
+                     "holds": [public(h) for h in e.holds]} for e in pending],
     }
     encounter = case.get("encounter") or {}
 
@@ -153,10 +171,13 @@ def write_case_charges(
                     "modifiers": c.modifiers, "icd10_pointers": c.icd10_pointers, "model_ids": c.model_ids}
                    for c in claims],
         "diagnoses": [(POINTER_LETTERS[i], code) for i, code in enumerate(diagnoses)],
-        "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()],
+        "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()]
+                + [f"model {e.model_id} waits for {e.waiting_for}" for e in pending],
     }
-    return [
-        _atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8")),
+    written = [_atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8"))]
+    if with_pending:
+        written.append(_atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")))
+    return written + [
         _atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
         _atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
     ]

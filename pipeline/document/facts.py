@@ -214,6 +214,7 @@ def build_facts(
         "mesh_qa": report("mesh"),
         "print_plan": report("plan"),
         "charge": charge,
+        "lifecycle": lifecycle_facts(inputs.lifecycle, identifiers if deidentify else None),
         "dicom": dicom,
         "files": files,
         "pictures": pictures,
@@ -240,3 +241,12 @@ def build_facts(
                  for k, v in facts.items()}
     validate_packet(facts)
     return facts
+
+
+def lifecycle_facts(lifecycle: dict[str, Any] | None, identifiers: Any = None) -> dict[str, Any]:
+    """The model's lifecycle block: state, billable or pending (and why), sign-offs, holds."""
+    value = {"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [], "holds": [],
+             **to_jsonable(lifecycle or {})}
+    if not value["billable"] and value["holds"] and value["waiting_for"] == "approval":
+        value["waiting_for"] = "approval, then release of " + ", ".join(h["code"] for h in value["holds"])
+    return deid.scrub(value, identifiers) if identifiers is not None else value

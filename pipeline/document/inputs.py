@@ -67,6 +67,9 @@ class PacketInputs:
         Per face of ``print_mesh``: True where it needs support.
     deidentify : bool
         Write the vendor copy: no name, id, birth date or accession anywhere.
+    lifecycle : dict, optional
+        Where the model stands in the ledger: ``state``, ``billable``, ``waiting_for``,
+        ``sign_offs`` (list of ``{step, person, role, at}``) and ``holds`` (list of Hold dicts).
     """
 
     case_id: str
@@ -86,6 +89,7 @@ class PacketInputs:
     support_faces: np.ndarray | None = None
     software_version: str = field(default_factory=software_version)
     deidentify: bool = False
+    lifecycle: dict[str, Any] | None = None
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
 
     @classmethod
@@ -103,6 +107,7 @@ class PacketInputs:
         workflow: list[dict[str, Any]] | None = None,
         deidentify: bool = False,
         files: dict[str, Path] | None = None,
+        lifecycle: dict[str, Any] | None = None,
     ) -> "PacketInputs":
         """Inputs from ``run_case``'s objects: the ``CaseFile``, its ``ModelSpec`` and the stage outputs.
 
@@ -126,6 +131,7 @@ class PacketInputs:
             files=dict(files or {}),
             print_plan=plan,
             deidentify=deidentify,
+            lifecycle=lifecycle,
         )
 
 

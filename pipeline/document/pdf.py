@@ -148,6 +148,25 @@ def _output(pdf: _Document) -> bytes:
     return bytes(pdf.output())
 
 
+def _lifecycle_block(pdf: Any, lifecycle: dict[str, Any] | None, cpt: str) -> None:
+    """Page 1: where the model stands (state, sign-offs, holds) and whether its charge is billable."""
+    if not lifecycle:
+        return
+    billable = (f"BILLABLE as {cpt}" if lifecycle["billable"]
+                else f"NOT BILLABLE YET (provisional {cpt}): waits for {lifecycle['waiting_for']}")
+    pdf.paragraph(f"Status: {lifecycle['state'].replace('_', '-')} - {billable}", size=10, style="B")
+    for sign_off in lifecycle.get("sign_offs", []):
+        pdf.paragraph(f"Signed off: {sign_off['step']} by {sign_off['person']} ({sign_off['role']}) at "
+                      f"{sign_off['at']}", size=9)
+    for hold in lifecycle.get("holds", []):
+        pdf.paragraph(f"HELD: {hold['code']}: {hold['reason']}", size=9, style="I")
+    effort = [f"{category.replace('_', ' ')} {who.replace('_', '-')} {minutes:.0f}"
+              for category, split in (lifecycle.get("effort_minutes") or {}).items()
+              for who, minutes in split.items() if minutes]
+    if effort:
+        pdf.paragraph("Effort recorded (min, ACR-RSNA registry categories): " + "; ".join(effort), size=9)
+
+
 def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]]) -> tuple[bytes, int]:
     """Draw the packet; return the PDF bytes and its page count."""
     case_id, model = facts["case"]["case_id"], facts["model"]
@@ -163,6 +182,7 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]]) -> tupl
         f"Case {case_id} - model {model['id']} ({model['structure']}) - {charge['cpt']} - generated "
         f"{facts['generated']['created']} by anatomodel {facts['generated']['version']}"
         + (" - DE-IDENTIFIED COPY" if facts["case"]["deidentified"] else ""), size=9)
+    _lifecycle_block(pdf, facts.get("lifecycle"), charge["cpt"])
 
     patient, encounter = facts["patient"], facts["encounter"]
     pdf.heading("1. Patient and encounter")

@@ -22,29 +22,36 @@ STAGE_FILES = ("mask.nii.gz", "model.stl", "print.stl", "print.3mf", "plan.json"
 
 
 def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | None):
-    """The model's charge line: the ledger's record if it has one, else numbered over the case's
-    models in case-file order (sibling models' ``model.stl`` flag reprints). Returns the line
-    and a note saying where it came from."""
+    """The model's charge line and lifecycle: the ledger's record if it has one (the billed code
+    once billable, else the provisional one), else numbered over the case's models in case-file
+    order. Returns the line, the lifecycle block (None without a record) and where they came from."""
     from pipeline.coding import BillableModel, next_charge
     from pipeline.errors import LedgerError
     from pipeline.ledger import Ledger, resolve_ledger_path
 
     path = resolve_ledger_path(ledger)
-    if path.is_file():
+    if isinstance(path, str) or path.is_file():  # a PostgreSQL URL, or a ledger file
         book = Ledger(path)
         try:
-            recorded = [line for line in book.encounter_lines(case.case_id) if line.model_id == model_id]
+            billing = book.case_billing(case.case_id)
+            entry = next((e for e in billing.billable + billing.pending
+                          if e.case_id == case.case_id and e.model_id == model_id), None)
+            state = book.model_state(case.case_id, model_id) if entry is not None else None
         except LedgerError:
-            recorded = []
+            entry = None
         finally:
             book.close()
-        if recorded:
-            return recorded[-1], f"charge line from the ledger {path.name}"
+        if entry is not None:
+            sign_offs = [{"step": e["step"], "person": e["person"], "role": e["role"], "at": e["at"]}
+                         for e in state["events"] if e["step"] != "prepared"]
+            lifecycle = {"state": entry.state, "billable": entry.billable, "waiting_for": entry.waiting_for,
+                         "sign_offs": sign_offs, "holds": entry.holds, "effort_minutes": state["effort_minutes"]}
+            return entry.line, lifecycle, f"charge line from the ledger {book.path}"
     lines = []
     for spec in case.models:
         line = next_charge(lines, BillableModel.from_case(case, spec, case_dir / spec.id / "model.stl"))
         if spec.id == model_id:
-            return line, "no ledger record: charge numbered in case-file order (not recorded in the ledger)"
+            return line, None, "no ledger record: charge numbered in case-file order (not recorded in the ledger)"
         lines.append(line)
     raise DocumentError(f"model {model_id!r} is not in case {case.case_id}")
 
@@ -110,7 +117,7 @@ def document_model_folder(
     reports: dict[str, Any] = {}
     if (model_dir / "plan.json").is_file():
         reports["plan"] = json.loads((model_dir / "plan.json").read_text(encoding="utf-8"))
-    charge, source = _charge_of(case, model_id, model_dir.parent, ledger)
+    charge, lifecycle, source = _charge_of(case, model_id, model_dir.parent, ledger)
     log.info("%s: %s", model_id, source)
     if out_dir is None and source.startswith("charge line from the ledger"):
         raise DocumentError(f"the ledger records the checksums of {model_dir}'s packet: write the new packet "
@@ -120,7 +127,8 @@ def document_model_folder(
     # plan.json carries what the prepare stage's picture helpers read (transform, supports).
     plan = SimpleNamespace(**reports["plan"]) if "plan" in reports else None
     inputs = PacketInputs.from_run(case=case, spec=spec, charge=charge, volume=volume, mask=mask, model=model,
-                                   plan=plan, reports=reports, workflow=workflow, deidentify=deidentify)
+                                   plan=plan, reports=reports, workflow=workflow, deidentify=deidentify,
+                                   lifecycle=lifecycle)
     from pipeline.document import write_packet
 
     if out_dir is None:

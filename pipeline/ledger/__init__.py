@@ -1,7 +1,9 @@
-"""The embedded case ledger (SQLite): cases, encounters, model versions, runs, charges, audit.
+"""The case ledger (SQLite file or PostgreSQL server): cases, encounters, model versions, runs,
+charges, the model lifecycle, holds, exports and an audit log, under one hash chain.
 
 See :mod:`pipeline.ledger.core` for the publishing protocol that keeps the ledger and the model
-folders on disk consistent across concurrent processes and crashes.
+folders on disk consistent across concurrent processes and crashes, and
+:mod:`pipeline.ledger.lifecycle` for when a charge becomes billable.
 """
 
 from pipeline.ledger.core import (
@@ -18,8 +20,12 @@ from pipeline.ledger.core import (
     software_versions,
 )
 from pipeline.ledger.folders import folder_problems, read_sums, sha256_file
+from pipeline.ledger.lifecycle import Billing, BillingLine, Person
 
 __all__ = [
+    "Billing",
+    "BillingLine",
+    "Person",
     "LEDGER_VARIABLE",
     "Encounter",
     "Ledger",

@@ -16,8 +16,12 @@ instant a process is killed at:
 A pending attempt whose process has died is *reclaimed* by the next writer: if its folder was
 already renamed into place (its ``SHA256SUMS`` is the one recorded) the commit is completed,
 otherwise the staging folder is deleted and the attempt marked abandoned. A reserved charge line
-stays with its model id, so repeating the run picks it up: no charge exists without a packet, and
-the encounter's numbering (one 0559T, then 0560T) never depends on who died.
+stays with its model id, so repeating the run picks it up (or it is voided): no charge exists
+without a packet. The code decided at reservation is *provisional*: a committed charge is billed
+only once its model is delivered and no hold is open, and the encounter's codes are numbered in
+the order its models became billable (:mod:`pipeline.ledger.lifecycle`), so a dead run blocks
+nothing. The same ledger runs on SQLite (a file) or PostgreSQL (a URL, :mod:`pipeline.ledger.pg`);
+every row is under a hash chain (:mod:`pipeline.ledger.chain`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from typing import Any
 
 from pipeline import coding
 from pipeline.errors import CodingError, LedgerError
-from pipeline.ledger import folders
+from pipeline.holds import Hold
+from pipeline.ledger import chain, folders, lifecycle, pg
+from pipeline.ledger.events import LifecycleLedger
 from pipeline.ledger.process import ProcessIdentity, operator_name
 from pipeline.ledger.schema import migrate
 from pipeline.report import Report, to_jsonable
@@ -45,8 +51,11 @@ from pipeline.report import Report, to_jsonable
 LEDGER_VARIABLE = "ANATOMODEL_LEDGER"
 #: Charge statuses that count as lines of the encounter when the next line is decided.
 ACTIVE = ("reserved", "committed", "discontinued")
-#: Charge statuses that are billed (a packet exists on disk).
+#: Charge statuses whose model has a packet on disk (billable once delivered and not held).
 BILLED = ("committed", "discontinued")
+#: Fields of a billed line a re-run corrects (until the line is exported).
+_CORRECTABLE = ("icd10", "icd10_pointers", "modifiers", "modifier_reasons", "ordering_provider", "rendering_provider",
+                "payer", "kind", "medical_necessity")
 _SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh",
              "manifold3d", "highdicom", "fpdf2")
 
@@ -57,12 +66,14 @@ def default_ledger_path() -> Path:
     return Path(base) / "anatomodel" / "ledger.sqlite3"
 
 
-def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path:
-    """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`."""
-    if path:
-        return Path(path).expanduser()
-    if os.environ.get(LEDGER_VARIABLE):
-        return Path(os.environ[LEDGER_VARIABLE]).expanduser()
+def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path | str:
+    """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`.
+
+    A PostgreSQL connection URL (``postgresql://...``) is returned as it is (a str).
+    """
+    for given in (path, os.environ.get(LEDGER_VARIABLE)):
+        if given:
+            return pg.normalised(given) if pg.is_url(given) else Path(given).expanduser()
     return default_ledger_path()
 
 
@@ -139,23 +150,30 @@ class PublishedModel(Report):
     charge_line: Any
     sums_sha256: str
     mesh_sha256: str | None
+    holds: list[Hold] = dataclasses.field(default_factory=list)
 
 
-class Ledger:
+class Ledger(LifecycleLedger):
     """The case ledger in a SQLite file (WAL mode, safe for concurrent processes).
 
     Parameters
     ----------
-    path : path, optional
-        The database file; see :func:`resolve_ledger_path` for the default. Created (with its
-        folder) on first use and migrated to the current schema.
+    path : path or str, optional
+        The database file, or a PostgreSQL URL (``postgresql://user@host:port/db``); see
+        :func:`resolve_ledger_path` for the default. Created (a file with its folder) on first
+        use and migrated to the current schema. ``path`` is the location as shown (a URL
+        without its password), ``location`` the one to connect to.
     timeout : float
         Seconds to wait for another process's write transaction before giving up.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 120.0):
-        self.path = resolve_ledger_path(path)
+        location = resolve_ledger_path(path)
         self.identity = ProcessIdentity.current()
+        if pg.is_url(location):
+            self._open_postgresql(str(location), timeout)
+            return
+        self.backend, self.path, self.location = "sqlite", location, location
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -172,11 +190,29 @@ class Ledger:
                                   hint="keep the ledger on a local disk, not a network share")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
+            chain.register(self._db)
             migrate(self._db)
         except sqlite3.DatabaseError as error:
             self._db.close()
             raise LedgerError(f"{self.path} is not a usable ledger: {error}",
                               hint="give --ledger the ledger file, or a new path to start one") from error
+
+    def _open_postgresql(self, url: str, timeout: float) -> None:
+        """Connect to the ledger on a PostgreSQL server and bring its schema up to date."""
+        import psycopg
+
+        self.backend, self.path, self.location = "postgresql", pg.redacted(url), url
+        try:
+            self._db = pg.PgConnection(url, timeout)
+        except psycopg.Error as error:
+            raise LedgerError(f"cannot connect to the ledger {self.path}: {str(error).strip()}",
+                              hint="check the URL given by --ledger or $ANATOMODEL_LEDGER and that the "
+                                   "server is running") from error
+        try:
+            pg.migrate(self._db)
+        except psycopg.Error as error:
+            self._db.close()
+            raise LedgerError(f"{self.path} is not a usable ledger: {str(error).strip()}") from error
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -196,7 +232,7 @@ class Ledger:
         """One write transaction that holds the database's write lock from its first statement."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
+        except pg.database_errors() as error:
             raise LedgerError(f"the ledger {self.path} stayed locked: {error}",
                               hint="another process holds it; try again") from error
         try:
@@ -226,8 +262,13 @@ class Ledger:
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, *, case_id: str, patient_id: str, date_of_service: dt.date | str,
-                  parameters: dict | None = None, operator: str | None = None) -> Run:
-        """Record the start of a run of a case (creating its case and encounter if new)."""
+                  parameters: dict | None = None, operator: str | None = None,
+                  correction: str | None = None) -> Run:
+        """Record the start of a run of a case (creating its case and encounter if new).
+
+        A case recorded for another encounter is refused, unless every charge of it is void and
+        ``correction`` gives the reason: then the case moves to the new encounter (audited).
+        """
         if not case_id or not patient_id:
             raise LedgerError("a run needs a case id and a patient id")
         day = date_of_service.isoformat() if isinstance(date_of_service, dt.date) else str(date_of_service)
@@ -243,9 +284,23 @@ class Ledger:
                 case_ref = db.execute("INSERT INTO cases (case_id, encounter_id, created_at) VALUES (?, ?, ?)",
                                       (case_id, encounter, _now())).lastrowid
             elif case["encounter_id"] != encounter:
-                raise LedgerError(
-                    f"case {case_id!r} is recorded in the ledger for another patient or date of service",
-                    hint="give a case with a different encounter its own case_id")
+                live = db.execute("SELECT COUNT(*) FROM charges WHERE case_ref = ? AND status != 'void'",
+                                  (case["id"],)).fetchone()[0]
+                if live or not correction:
+                    raise LedgerError(
+                        f"case {case_id!r} is recorded in the ledger for another patient or date of service",
+                        hint="to correct the case's patient or date, void its charges with a reason "
+                             "(`anatomodel ledger void`) and re-run with --correct-encounter REASON; "
+                             "otherwise give this case its own case_id")
+                db.execute("UPDATE cases SET encounter_id = ? WHERE id = ?", (encounter, case["id"]))
+                for charge_id, in db.execute("SELECT id FROM charges WHERE case_ref = ? ORDER BY seq",
+                                             (case["id"],)).fetchall():  # re-decided by this run
+                    db.execute("UPDATE charges SET encounter_id = ?, status = 'reserved', reason = ?, seq = "
+                               "(SELECT COALESCE(MAX(seq), 0) + 1 FROM charges WHERE encounter_id = ?) WHERE id = ?",
+                               (encounter, correction, encounter, charge_id))
+                self._audit("case.encounter_corrected", case_id, operator=operator, reason=correction,
+                            previous_encounter=case["encounter_id"], encounter=encounter)
+                case_ref = case["id"]
             else:
                 case_ref = case["id"]
             me = self.identity
@@ -264,11 +319,6 @@ class Ledger:
             f"SELECT ch.*, cs.case_id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
             f"WHERE ch.encounter_id = ? AND ch.status IN ({marks}) ORDER BY ch.seq",
             (encounter_id, *statuses)).fetchall()
-
-    def encounter_lines(self, case_id: str) -> list[Any]:
-        """The billed charge lines (committed or discontinued) of the case's encounter, in order."""
-        case = self._case_row(case_id)
-        return [_line(row["line"]) for row in self._lines(case["encounter_id"], BILLED)]
 
     def void(self, case_id: str, model_id: str, *, reason: str, discontinued: bool = False,
              operator: str | None = None) -> Any:
@@ -294,6 +344,11 @@ class Ledger:
             if charge["status"] in ("void", "discontinued"):
                 raise LedgerError(f"the charge of {case_id}/{model_id} is already {charge['status']}")
             line = _line(charge["line"])
+            if self.is_exported(case["id"], model_id):
+                raise LedgerError(
+                    f"the charge of {case_id}/{model_id} was exported for billing: changing it here would "
+                    "leave the submitted claim unexplained",
+                    hint="correct the claim with the payer first; the ledger keeps the exported line")
             if discontinued:
                 if charge["status"] != "committed":
                     raise LedgerError(
@@ -302,21 +357,46 @@ class Ledger:
                 line = _discontinued(line, reason.strip())
                 status = "discontinued"
             else:
-                remaining = [(r["line"], r["billable"]) for r in self._lines(charge["encounter_id"], ACTIVE)
-                             if r["id"] != charge["id"]]
-                problems = _numbering_problems(remaining)
-                if problems:
-                    raise LedgerError(
-                        f"voiding {case_id}/{model_id} would leave the encounter misnumbered: "
-                        + "; ".join(problems),
-                        hint="void the later models first, discontinue this one (modifier 53), or repeat "
-                             "the run of a model whose line is only reserved")
                 status = "void"
             db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
                        (status, reason.strip(), _json(line), charge["id"]))
             self._audit(f"charge.{status}", case_id, model_id, operator, reason=reason.strip(),
                         cpt=charge["cpt"], previous_status=charge["status"])
         return line
+
+    def unvoid(self, case_id: str, model_id: str, *, reason: str, operator: str | None = None) -> Any:
+        """Undo a void: the model's charge counts again (committed if it has a packet, else reserved)."""
+        if not reason or not reason.strip():
+            raise LedgerError(f"undoing the void of {case_id}/{model_id} needs a reason",
+                              hint="give --reason 'why the charge is right after all'")
+        with self._write() as db:
+            case = self._case_row(case_id)
+            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
+                                (case["id"], model_id)).fetchone()
+            if charge is None or charge["status"] != "void":
+                raise LedgerError(f"the charge of {case_id}/{model_id} is not void"
+                                  + ("" if charge is None else f" (it is {charge['status']})"))
+            status = "committed" if self._current_model(case["id"], model_id) is not None else "reserved"
+            db.execute("UPDATE charges SET status = ?, reason = ? WHERE id = ?", (status, reason.strip(), charge["id"]))
+            self._audit("charge.unvoided", case_id, model_id, operator, reason=reason.strip(), status=status)
+        return _line(charge["line"])
+
+    def _duplicate_holds(self, case_ref: int, model_id: str, mesh_sha256: str | None) -> list[Hold]:
+        """A hold when another model whose charge is not void has the same mesh hash."""
+        if not mesh_sha256:
+            return []
+        other = self._db.execute(
+            "SELECT cs.case_id, m.model_id FROM models m JOIN cases cs ON cs.id = m.case_ref JOIN charges ch "
+            "ON ch.case_ref = m.case_ref AND ch.model_id = m.model_id WHERE m.mesh_sha256 = ? AND "
+            "m.status IN ('current', 'superseded') AND ch.status != 'void' AND NOT (m.case_ref = ? AND "
+            "m.model_id = ?) AND ch.id < (SELECT id FROM charges WHERE case_ref = ? AND model_id = ?) LIMIT 1",
+            (mesh_sha256, case_ref, model_id, case_ref, model_id)).fetchone()
+        if other is None:
+            return []
+        return [Hold("ledger.duplicate_mesh",
+                     f"the mesh geometry is identical to model {other['model_id']} of case {other['case_id']}, "
+                     "already charged: a reprint is not an individually prepared model; release it only if "
+                     "this is a separately prepared model", "ledger", model_id)]
 
     # -- reading ----------------------------------------------------------------------------
     def _case_row(self, case_id: str) -> sqlite3.Row:
@@ -361,10 +441,14 @@ class Ledger:
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
                      for r in runs],
             "audit": [{**dict(r), "detail": json.loads(r["detail"])} for r in audit],
+            "lifecycle": [self.model_state(case_id, m["model_id"]) for m in models if m["status"] == "current"],
         }
 
-    def export(self) -> dict[str, Any]:
-        """Every charge line, and each encounter's claim lines (billed lines aggregated)."""
+    def export(self, *, record: bool = False, operator: str | None = None) -> dict[str, Any]:
+        """Every charge row, and per encounter its claim (billable lines) and pending lines apart.
+
+        With ``record`` the billable lines are recorded as exported: their codes are frozen.
+        """
         with self._read():
             rows = self._db.execute(
                 "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
@@ -373,21 +457,10 @@ class Ledger:
                 "  AND m.status = 'current') AS version "
                 "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
                 "ORDER BY e.id, ch.seq").fetchall()
-            lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
-            claims = []
-            for encounter_id in sorted({r["encounter_id"] for r in rows}):
-                billed = [_line(r["line"]) for r in self._lines(encounter_id, BILLED)]
-                if not billed:
-                    continue
-                first = next(r for r in rows if r["encounter_id"] == encounter_id)
-                claim = {"encounter_id": encounter_id, "patient_id": first["patient_id"],
-                         "date_of_service": first["date_of_service"]}
-                try:
-                    claim["lines"] = to_jsonable(coding.claim_lines(billed))
-                except CodingError as error:  # e.g. the 0559T is still reserved: hold the claim
-                    claim.update(lines=[], held=str(error))
-                claims.append(claim)
-        return {"ledger": str(self.path), "exported_at": _now(), "charges": lines, "claims": claims}
+        lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
+        billing = self.export_billing(operator=operator, record=record)
+        return {"ledger": str(self.path), "exported_at": billing["exported_at"], "charges": lines,
+                "claims": billing["claims"]}
 
     # -- recovery and verification -----------------------------------------------------------
     def reclaim(self) -> None:
@@ -448,15 +521,25 @@ class Ledger:
             self._audit("charge.committed", case_id, key[1], operator, cpt=charge["cpt"])
         self._audit("model.published", case_id, key[1], operator, version=version,
                     sums_sha256=attempt["sums_sha256"], folder=attempt["folder"])
+        self._record_prepared(attempt, version, operator)
         return version
 
     def verify(self) -> VerifyReport:
-        """Settle dead processes' attempts, then re-check every current packet on disk.
+        """Settle dead processes' attempts, then re-check the ledger and every current packet.
 
-        Checks each current model folder against its ``SHA256SUMS`` (and that file against the
-        checksum recorded when it was committed), that every billed charge has a current packet,
-        that each encounter's numbering is what the coding rules give, and SQLite's integrity.
+        Checks SQLite's integrity, the hash chain over every chained row
+        (:func:`pipeline.ledger.chain.problems`), each current model folder against its
+        ``SHA256SUMS`` (and that file against the checksum recorded when it was committed), that
+        every billed charge has a current packet and every void its audit entry, that each
+        encounter's billable lines form a valid claim, and that the charges files written from
+        the ledger are unchanged. A file SQLite cannot read is a problem too, never a crash.
         """
+        try:
+            return self._verify()
+        except pg.database_errors() as error:
+            return VerifyReport(str(self.path), 0, 0, [f"{self.path}: the database is damaged: {error}"], [])
+
+    def _verify(self) -> VerifyReport:
         self.reclaim()
         problems: list[str] = []
         notes: list[str] = []
@@ -487,9 +570,25 @@ class Ledger:
                 problems.append(f"{where}: charge {charge['cpt']} is {charge['status']} but has no packet")
             elif charge["status"] == "reserved":
                 notes.append(f"{where}: {charge['cpt']} reserved, awaiting its packet (run the case again)")
+        problems.extend(chain.problems(self._db, self.backend))
+        voids = {(r["case_id"], r["model_id"]) for r in self._db.execute(
+            "SELECT case_id, model_id FROM audit_log WHERE action = 'charge.void'")}
+        for charge in charges:
+            if charge["status"] == "void" and (charge["case_id"], charge["model_id"]) not in voids:
+                problems.append(f"{charge['case_id']}/{charge['model_id']}: charge is void without an audit entry")
         for encounter_id in sorted({c["encounter_id"] for c in charges}):
-            active = [(r["line"], r["billable"]) for r in self._lines(encounter_id, ACTIVE)]
-            problems.extend(f"encounter {encounter_id}: {p}" for p in _numbering_problems(active))
+            try:
+                self.billing(encounter_id).claim()
+            except (CodingError, LedgerError, KeyError, ValueError) as error:
+                problems.append(f"encounter {encounter_id}: its billable lines do not form a claim: {error}")
+        for document in self._db.execute("SELECT d.* FROM documents d WHERE d.id IN (SELECT MAX(id) FROM "
+                                          "documents GROUP BY path)"):
+            path = Path(document["path"])
+            if not path.is_file():
+                notes.append(f"{path}: written from the ledger, no longer there")
+            elif folders.sha256_file(path) != document["sha256"]:
+                problems.append(f"{path}: changed since the ledger wrote it (rewrite it with `anatomodel ledger "
+                                "charges CASE`, never by hand)")
         for attempt in self._db.execute("SELECT m.model_id, cs.case_id, r.host, r.pid FROM models m JOIN runs r "
                                         "ON r.id = m.run_id JOIN cases cs ON cs.id = m.case_ref "
                                         "WHERE m.status = 'pending'"):
@@ -584,7 +683,7 @@ class Run:
                     ledger._audit("charge.redecided", self.case_id, model_id, self.operator,
                                   previous=charge["cpt"], cpt=line.cpt)
             elif charge is not None:
-                line = _line(charge["line"])
+                line = self._corrected(charge, billable)
             else:
                 active = ledger._lines(self.encounter.id, ACTIVE)
                 line = coding.next_charge([_line(r["line"]) for r in active], billable)
@@ -604,14 +703,48 @@ class Run:
         reservation.charge_line, reservation.new_charge = line, charge is None
         return line
 
+    def _corrected(self, charge: sqlite3.Row, billable: Any) -> Any:
+        """Within the charge transaction: a billed line with the case's coding as it is now.
+
+        A line not yet exported takes the new ICD-10 codes, modifiers and providers (audited as
+        ``charge.corrected``); an exported one is refused if they changed. A void or
+        discontinued line is kept as it is.
+        """
+        ledger, line = self.ledger, _line(charge["line"])
+        if charge["status"] != "committed":
+            return line
+        before = [_line(r["line"]) for r in ledger._lines(self.encounter.id, ACTIVE) if r["seq"] < charge["seq"]]
+        fresh = coding.next_charge(before, billable)
+        fresh = dataclasses.replace(fresh, cpt=line.cpt, descriptor=line.descriptor, sequence=line.sequence)
+        changed = {name: (getattr(line, name), getattr(fresh, name)) for name in _CORRECTABLE
+                   if getattr(line, name) != getattr(fresh, name)}
+        if not changed:
+            return line
+        if ledger.is_exported(self.case_ref, charge["model_id"]):
+            raise LedgerError(
+                f"the charge of {self.case_id}/{charge['model_id']} was exported for billing; its "
+                f"{', '.join(changed)} cannot be changed by a re-run",
+                hint="correct the claim with the payer, then void the line with a reason "
+                     "(`anatomodel ledger void`) and re-run")
+        ledger._db.execute("UPDATE charges SET line = ?, billable = ? WHERE id = ?",
+                           (_json(fresh), _json(billable), charge["id"]))
+        ledger._audit("charge.corrected", self.case_id, charge["model_id"], self.operator,
+                      changed={name: {"from": old, "to": new} for name, (old, new) in changed.items()})
+        return fresh
+
     def reserve(self, model_id: str, billable: Any, folder: str | os.PathLike) -> Reservation:
         """:meth:`stage` and :meth:`charge` in one call (when the billable model is known first)."""
         reservation = self.stage(model_id, folder)
         self.charge(reservation, billable)
         return reservation
 
-    def publish(self, reservation: Reservation, *, mesh_sha256: str | None = None) -> PublishedModel:
+    def publish(self, reservation: Reservation, *, mesh_sha256: str | None = None,
+                holds: Sequence[Hold] = ()) -> PublishedModel:
         """Put the staged packet in place and commit its version and charge (step 3).
+
+        The version is recorded as ``prepared`` (with the run's measured effort), with ``holds``
+        (:class:`pipeline.holds.Hold`) on it, plus a hold when ``mesh_sha256`` (best: of the mesh
+        geometry, not the file) equals another model's whose charge is not void.
 
         Raises
         ------
@@ -630,8 +763,12 @@ class Run:
         if mesh_sha256 is None:
             mesh_sha256 = folders.read_sums(reservation.staging / folders.SUMS_NAME).get("model.stl")
         with ledger._write():
-            updated = db.execute("UPDATE models SET sums_sha256 = ?, mesh_sha256 = ? WHERE id = ? AND "
-                                 "status = 'pending'", (sums_sha256, mesh_sha256, reservation.attempt_id))
+            holds = [*holds, *ledger._duplicate_holds(self.case_ref, reservation.model_id, mesh_sha256)]
+            outcome = {"holds": [h.for_model(reservation.model_id) for h in holds],
+                       "effort": lifecycle.run_effort(self.timings, reservation.model_id)}
+            updated = db.execute("UPDATE models SET sums_sha256 = ?, mesh_sha256 = ?, outcome = ? WHERE id = ? AND "
+                                 "status = 'pending'", (sums_sha256, mesh_sha256, _json(outcome),
+                                                        reservation.attempt_id))
             if updated.rowcount != 1:
                 raise LedgerError(f"the attempt to publish {self.case_id}/{reservation.model_id} was "
                                   "reclaimed by another process", hint="run the case again")
@@ -645,7 +782,7 @@ class Run:
         self._pending.pop(reservation.attempt_id, None)
         folders.remove_folder(reservation.staging)  # now holds the previous version, if any
         return PublishedModel(self.case_id, reservation.model_id, version, reservation.folder, charge["status"],
-                              _line(charge["line"]), sums_sha256, mesh_sha256)
+                              _line(charge["line"]), sums_sha256, mesh_sha256, list(outcome["holds"]))
 
     def abandon(self, reservation: Reservation, reason: str = "the run stopped before publishing") -> None:
         """Give up an attempt: delete its staging folder; its charge line stays reserved."""
@@ -658,6 +795,29 @@ class Run:
             folders.remove_folder(reservation.staging)
         self._pending.pop(reservation.attempt_id, None)
 
+    def audit(self, action: str, **detail: Any) -> None:
+        """Record an entry of this run in the audit log (e.g. an overridden identity check)."""
+        with self.ledger._write():
+            self.ledger._audit(action, self.case_id, operator=self.operator, run=self.id, **detail)
+
+    def void_removed(self, model_ids: Sequence[str]) -> list[str]:
+        """Void the charges of this case's models that are no longer in the case file.
+
+        Returns the model ids voided. A removed model whose charge was exported is refused.
+        """
+        ledger, voided = self.ledger, []
+        rows = ledger._db.execute("SELECT model_id FROM charges WHERE case_ref = ? AND status != 'void'",
+                                  (self.case_ref,)).fetchall()
+        for row in rows:
+            if row["model_id"] in model_ids:
+                continue
+            if ledger.is_exported(self.case_ref, row["model_id"]):
+                raise LedgerError(f"model {row['model_id']!r} was removed from case {self.case_id}, but its charge "
+                                  "was exported for billing", hint="correct the claim with the payer first")
+            ledger.void(self.case_id, row["model_id"], reason="removed from the case file", operator=self.operator)
+            voided.append(row["model_id"])
+        return voided
+
     def finish(self, *, error: str | None = None, timings: dict[str, float] | None = None) -> None:
         """Record the end of the run: ``ok``, or ``failed`` with the error message."""
         self.timings.update(timings or {})
@@ -668,25 +828,6 @@ class Run:
             self.ledger._audit(f"run.{status}", self.case_id, operator=self.operator, run=self.id,
                                **({"error": error} if error else {}))
         self._finished = True
-
-    def encounter_lines(self, *, wait: float = 600.0) -> list[Any]:
-        """The billed charge lines of this run's encounter (for the case's charges files).
-
-        Waits up to ``wait`` seconds while other live processes are still publishing models of
-        the encounter, so that the lines form a complete claim (their 0559T may still be pending).
-        """
-        deadline = time.monotonic() + wait
-        while self._others_publishing() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return self.ledger.encounter_lines(self.case_id)
-
-    def _others_publishing(self) -> bool:
-        rows = self.ledger._db.execute(
-            "SELECT r.host, r.pid, r.pid_start FROM charges ch JOIN models m ON m.case_ref = ch.case_ref "
-            "AND m.model_id = ch.model_id JOIN runs r ON r.id = m.run_id WHERE ch.encounter_id = ? "
-            "AND ch.status = 'reserved' AND m.status = 'pending' AND r.id != ?",
-            (self.encounter.id, self.id)).fetchall()
-        return any(ProcessIdentity(*row).is_alive() for row in rows)
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
@@ -699,36 +840,8 @@ def _line(text: str) -> Any:
     return coding.ChargeLine.from_dict(json.loads(text))
 
 
-def _billable(text: str) -> Any:
-    """A stored :class:`pipeline.coding.BillableModel`."""
-    data = json.loads(text)
-    data["date_of_service"] = dt.date.fromisoformat(data["date_of_service"])
-    for name in ("icd10", "modifiers"):
-        data[name] = tuple(data.get(name) or ())
-    return coding.BillableModel(**data)
-
-
 def _discontinued(line: Any, reason: str) -> Any:
     """The line with modifier 53 (discontinued procedure) and its reason, checked by the rules."""
     reasons = {**line.modifier_reasons, "53": reason}
     modifiers = coding.validate_modifiers([*line.modifiers, "53"], reasons)
     return dataclasses.replace(line, modifiers=modifiers, modifier_reasons=reasons)
-
-
-def _numbering_problems(lines: Sequence[tuple[str, str]]) -> list[str]:
-    """Where an encounter's stored codes differ from what the coding rules give in order.
-
-    ``lines`` holds ``(line JSON, billable JSON)`` pairs in the order the lines were decided.
-    """
-    problems, previous = [], []
-    for line_text, billable_text in lines:
-        line = _line(line_text)
-        try:
-            expected = coding.next_charge(previous, _billable(billable_text))
-        except CodingError as error:
-            problems.append(f"{line.model_id}: {error}")
-        else:
-            if expected.cpt != line.cpt:
-                problems.append(f"{line.model_id} is {line.cpt} where the coding rules give {expected.cpt}")
-        previous.append(line)
-    return problems

@@ -101,8 +101,141 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
 
+#: Version 2: the model lifecycle (events), holds and their releases, exports, the encounter
+#: documents written (charges files, with their checksums) and the hash chain.
+_V2 = """
+ALTER TABLE models ADD COLUMN outcome TEXT NOT NULL DEFAULT '{}';  -- JSON: the run's holds and effort
+
+-- One row per lifecycle step of a model version: who (name, role, NPI of a clinician), when,
+-- what, and the effort by ACR-RSNA registry category (measured from the run or the event's
+-- times, or entered with the event).
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    case_ref    INTEGER NOT NULL REFERENCES cases (id),
+    model_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    step        TEXT NOT NULL CHECK (step IN ('prepared', 'approved', 'printed', 'post_processed',
+                                              'delivered', 'discontinued', 'reduced')),
+    person      TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    npi         TEXT,
+    at          TEXT NOT NULL,                -- when it happened (ISO, UTC)
+    effort      TEXT NOT NULL DEFAULT '[]',   -- JSON: [{category, clinician, minutes, source}]
+    detail      TEXT NOT NULL DEFAULT '{}',   -- JSON: what (printer, material, recipient...)
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX events_by_model ON events (case_ref, model_id, version);
+
+-- A hold keeps a model's charge from being billed until a named person releases it.
+CREATE TABLE holds (
+    id        INTEGER PRIMARY KEY,
+    case_ref  INTEGER NOT NULL REFERENCES cases (id),
+    model_id  TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    code      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    raised_at TEXT NOT NULL
+);
+CREATE TABLE releases (
+    id        INTEGER PRIMARY KEY,
+    hold_id   INTEGER NOT NULL UNIQUE REFERENCES holds (id),
+    person    TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+
+-- A billable line as it was exported for billing: its code is frozen from then on.
+CREATE TABLE exports (
+    id          INTEGER PRIMARY KEY,
+    charge_id   INTEGER NOT NULL REFERENCES charges (id),
+    cpt         TEXT NOT NULL,
+    line        TEXT NOT NULL,                -- JSON of the ChargeLine as exported
+    operator    TEXT NOT NULL,
+    exported_at TEXT NOT NULL
+);
+
+-- Files written from the ledger (an encounter's charges), with their checksum for verify.
+CREATE TABLE documents (
+    id           INTEGER PRIMARY KEY,
+    encounter_id INTEGER NOT NULL REFERENCES encounters (id),
+    path         TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    written_at   TEXT NOT NULL
+);
+
+-- The hash chain: one entry per row written to a chained table (insert or update), each
+-- hash covering the row's content and the previous entry's hash.
+CREATE TABLE chain (
+    id      INTEGER PRIMARY KEY,
+    tbl     TEXT NOT NULL,
+    row_id  INTEGER NOT NULL,
+    content TEXT NOT NULL,                    -- SHA-256 of the row's canonical JSON
+    prev    TEXT NOT NULL,
+    hash    TEXT NOT NULL
+);
+CREATE INDEX chain_by_row ON chain (tbl, row_id);
+CREATE TRIGGER chain_no_update BEFORE UPDATE ON chain
+BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
+CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
+BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
+"""
+
+#: Tables under the hash chain and the columns their content covers (fixed: a later
+#: ``ADD COLUMN`` does not change the content of the rows already chained).
+CHAINED: dict[str, tuple[str, ...]] = {
+    "encounters": ("id", "patient_id", "date_of_service", "created_at"),
+    "cases": ("id", "case_id", "encounter_id", "created_at"),
+    "models": ("id", "case_ref", "model_id", "version", "status", "run_id", "folder", "mesh_sha256",
+               "sums_sha256", "outcome", "created_at", "committed_at"),
+    "charges": ("id", "encounter_id", "case_ref", "model_id", "seq", "cpt", "line", "billable", "status",
+                "reason", "reserved_at", "committed_at"),
+    "audit_log": ("id", "at", "operator", "host", "pid", "action", "case_id", "model_id", "detail"),
+    "events": ("id", "case_ref", "model_id", "version", "step", "person", "role", "npi", "at", "effort",
+               "detail", "recorded_at"),
+    "holds": ("id", "case_ref", "model_id", "version", "code", "reason", "source", "raised_at"),
+    "releases": ("id", "hold_id", "person", "role", "reason", "at"),
+    "exports": ("id", "charge_id", "cpt", "line", "operator", "exported_at"),
+    "documents": ("id", "encounter_id", "path", "sha256", "written_at"),
+}
+
+
+#: The ``prev`` of the chain's first entry.
+GENESIS = "anatomodel-ledger-chain-v1"
+
+
+def content_sql(table: str, prefix: str = "") -> str:
+    """The SQL expression of a row's canonical content (``json_array`` of its chained columns)."""
+    return "json_array(" + ", ".join(f"{prefix}{column}" for column in CHAINED[table]) + ")"
+
+
+def chain_triggers() -> str:
+    """The triggers that append a chain entry for every row inserted or updated in a chained table.
+
+    They call ``chain_digest`` and ``chain_hash``, functions each ledger connection registers
+    (:func:`pipeline.ledger.chain.register`): a connection without them cannot write to a
+    chained table at all, and one that drops a trigger leaves rows the chain does not match.
+    """
+    statements = []
+    for table in CHAINED:
+        for event in ("INSERT", "UPDATE"):
+            statements.append(
+                f"CREATE TRIGGER chain_{table}_{event.lower()} AFTER {event} ON {table}\n"
+                f"BEGIN INSERT INTO chain (tbl, row_id, content, prev, hash) "
+                f"SELECT '{table}', NEW.id, d, p, chain_hash(p, '{table}', NEW.id, d) FROM "
+                f"(SELECT chain_digest({content_sql(table, 'NEW.')}) AS d, "
+                f"COALESCE((SELECT hash FROM chain ORDER BY id DESC LIMIT 1), '{GENESIS}') AS p); END;")
+    return "\n".join(statements) + "\n"
+
+
+def chain_trigger_names() -> set[str]:
+    """The names of the chain triggers :func:`chain_triggers` creates."""
+    return {f"chain_{table}_{event}" for table in CHAINED for event in ("insert", "update")}
+
+
 #: Ordered migrations; entry ``n - 1`` takes the schema from version ``n - 1`` to ``n``.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,6 +264,10 @@ def migrate(connection: sqlite3.Connection) -> int:
         for number in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _statements(MIGRATIONS[number - 1]):
                 connection.execute(statement)
+            if number == 2:  # rows written before the chain existed enter it in table order
+                from pipeline.ledger.chain import backfill
+
+                backfill(connection)
             connection.execute(f"PRAGMA user_version = {number}")
         connection.execute("COMMIT")
     except BaseException:

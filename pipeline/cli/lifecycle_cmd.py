@@ -1,0 +1,129 @@
+"""``anatomodel approve | printed | post-processed | delivered | discontinue | reduce | release``.
+
+Each records one audited lifecycle step of a model's current version in the ledger
+(:meth:`pipeline.ledger.Ledger.record_step`), rewrites the encounter's charges files under
+``OUT/encounters/``, re-issues the model's packet as a new revision
+(:func:`pipeline.case.reissue_packet`), and says whether the model is billable.
+A model with an open hold exits 19 (done, but held for review).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from pipeline.cli.app import app, say
+from pipeline.errors import HeldForReview
+
+CASE = typer.Argument(..., help="The case id.")
+MODEL = typer.Argument(..., help="The model id within the case.")
+BY = typer.Option(..., "--by", help="Who did the step (name).")
+ROLE = typer.Option(..., "--role", help="Their role, e.g. radiologist, surgeon, technologist.")
+NPI = typer.Option(None, "--npi", help="The clinician's NPI (required to approve).")
+AT = typer.Option(None, "--at", help="When it happened, ISO date-time (default: now, UTC).")
+MINUTES = typer.Option(None, "--minutes", help="Effort of the step in minutes (registry category of the step).")
+LEDGER = typer.Option(None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger).")
+
+
+def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str | None, at: str | None,
+          minutes: float | None, ledger: Path | None, **detail: object) -> None:
+    from pipeline.ledger import Ledger
+    from pipeline.ledger.lifecycle import Person
+
+    person = Person(by, role, npi)
+    with Ledger(ledger) as book:
+        state = book.record_step(case_id, model_id, step, person, at=at, minutes=minutes,
+                                 detail={k: v for k, v in detail.items() if v is not None})
+        _report(book, case_id, model_id, state)
+
+
+def _report(book, case_id: str, model_id: str, state: dict) -> None:
+    """Rewrite the encounter's charges files, say where the model stands; exit 19 when held."""
+    from pipeline.case import reissue_packet, rewrite_encounter_charges
+
+    rewrite_encounter_charges(book, case_id)
+    packet = reissue_packet(book, case_id, model_id)
+    say(f"packet re-issued: {escape(str(packet))}" if packet else
+        "the run's case file is no longer where it was: packet not re-issued")
+    billing = book.case_billing(case_id)
+    entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
+    say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "
+        + (f"billable as {entry.line.cpt}" if entry.billable else f"pending: waits for {escape(entry.waiting_for)}"))
+    if entry.holds:
+        raise HeldForReview(f"{case_id}/{model_id}: " + "; ".join(f"{h.code}: {h.reason}" for h in entry.holds),
+                            hint=f"a named person releases each with `anatomodel release {case_id} {model_id} CODE`")
+
+
+@app.command("approve")
+def approve(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+            at: str = AT, minutes: float = MINUTES, note: str = typer.Option(None, "--note"),
+            ledger: Path = LEDGER) -> None:
+    """A clinician (with NPI) signs off the segmentation and the model of the current version."""
+    _step(case_id, model_id, "approved", by, role, npi, at, minutes, ledger, note=note)
+
+
+@app.command("printed")
+def printed(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+            at: str = AT, minutes: float = MINUTES,
+            printer: str = typer.Option(..., "--printer", help="Printer profile."),
+            serial: str = typer.Option(..., "--serial", help="Printer serial number."),
+            material: str = typer.Option(..., "--material"), lot: str = typer.Option(..., "--lot"),
+            layer_height_mm: float = typer.Option(..., "--layer-height-mm"),
+            job_start: str = typer.Option(..., "--job-start", help="ISO date-time."),
+            job_end: str = typer.Option(..., "--job-end", help="ISO date-time."),
+            ledger: Path = LEDGER) -> None:
+    """The model was printed: printer, serial, material and lot, layer height, job start and end."""
+    _step(case_id, model_id, "printed", by, role, npi, at, minutes, ledger, printer=printer, serial=serial,
+          material=material, lot=lot, layer_height_mm=layer_height_mm, job_start=job_start, job_end=job_end)
+
+
+@app.command("post-processed")
+def post_processed(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+                   at: str = AT, minutes: float = MINUTES,
+                   step: list[str] = typer.Option(..., "--step",
+                                                  help="cleaning, curing, support_removal or labelling (repeat)."),
+                   ledger: Path = LEDGER) -> None:
+    """The print was post-processed (cleaning, curing, support removal, labelling)."""
+    _step(case_id, model_id, "post_processed", by, role, npi, at, minutes, ledger, steps=list(step))
+
+
+@app.command("delivered")
+def delivered(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+              at: str = AT, minutes: float = MINUTES,
+              recipient: str = typer.Option(..., "--to", help="To whom."),
+              purpose: str = typer.Option(..., "--purpose", help="For which purpose."),
+              ledger: Path = LEDGER) -> None:
+    """The model was handed over: to whom, when, for which purpose. Its charge becomes billable."""
+    _step(case_id, model_id, "delivered", by, role, npi, at, minutes, ledger, recipient=recipient, purpose=purpose)
+
+
+@app.command("discontinue")
+def discontinue(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+                at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason"),
+                ledger: Path = LEDGER) -> None:
+    """The model was started but discontinued: billable with modifier 53 (with the reason)."""
+    _step(case_id, model_id, "discontinued", by, role, npi, at, minutes, ledger, reason=reason)
+
+
+@app.command("reduce")
+def reduce(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
+           at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason"),
+           ledger: Path = LEDGER) -> None:
+    """The service was reduced: billable with modifier 52 (with the reason)."""
+    _step(case_id, model_id, "reduced", by, role, npi, at, minutes, ledger, reason=reason)
+
+
+@app.command("release")
+def release(case_id: str = CASE, model_id: str = MODEL,
+            code: str = typer.Argument(..., help="The hold's code, e.g. coding.education_only."),
+            by: str = BY, role: str = ROLE, reason: str = typer.Option(..., "--reason"),
+            ledger: Path = LEDGER) -> None:
+    """Release a hold on a model's charge (a named person, with a reason; audited)."""
+    from pipeline.ledger import Ledger
+    from pipeline.ledger.lifecycle import Person
+
+    with Ledger(ledger) as book:
+        state = book.release(case_id, model_id, code, Person(by, role), reason=reason)
+        _report(book, case_id, model_id, state)

@@ -1,0 +1,86 @@
+"""The ledger's hash chain: every row written to a chained table, checked by ``ledger verify``.
+
+Each insert or update of a row in a table of :data:`pipeline.ledger.schema.CHAINED` appends an
+entry to ``chain`` (by trigger): the SHA-256 of the row's content, the previous entry's hash,
+and the SHA-256 over both. :func:`problems` re-derives the chain and compares every row with
+its latest entry, so an edited, deleted or forged row (also one changed after dropping a
+trigger, or through a connection that bypasses anatomodel) is found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Any
+
+from pipeline.ledger.schema import CHAINED, GENESIS, chain_trigger_names, content_sql
+
+
+def digest(content: str) -> str:
+    """SHA-256 (hex) of a row's canonical content."""
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def link(prev: str, table: str, row_id: int, content_digest: str) -> str:
+    """The hash of one chain entry: SHA-256 over the previous hash, the row's table, id and content."""
+    return hashlib.sha256(f"{prev}\n{table}\n{row_id}\n{content_digest}".encode("utf-8")).hexdigest()
+
+
+def register(connection: sqlite3.Connection) -> None:
+    """Give a connection the functions the chain triggers call."""
+    connection.create_function("chain_digest", 1, digest, deterministic=True)
+    connection.create_function("chain_hash", 4, link, deterministic=True)
+
+
+def backfill(connection: sqlite3.Connection) -> None:
+    """Enter every existing row of the chained tables into an empty chain (migration to v2)."""
+    prev = GENESIS
+    for table in CHAINED:
+        for row_id, content in connection.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id"):
+            entry = digest(content)
+            prev_hash, prev = prev, link(prev, table, row_id, entry)
+            connection.execute("INSERT INTO chain (tbl, row_id, content, prev, hash) VALUES (?, ?, ?, ?, ?)",
+                               (table, row_id, entry, prev_hash, prev))
+
+
+def problems(connection: Any, backend: str = "sqlite") -> list[str]:
+    """Every break of the chain and every row that does not match its latest entry.
+
+    ``backend`` is ``sqlite`` or ``postgresql`` (:mod:`pipeline.ledger.pg`): where the triggers
+    are listed, and how a row's content is written (``json_array`` or ``json_build_array``).
+    """
+    found: list[str] = []
+    if backend == "postgresql":
+        from pipeline.ledger import pg
+
+        present = pg.trigger_names(connection)
+    else:
+        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    for name in sorted(chain_trigger_names() - present):
+        found.append(f"trigger {name} is missing: rows of its table may have been written outside the chain")
+    latest: dict[tuple[str, int], str] = {}
+    prev = GENESIS
+    for entry_id, table, row_id, content, entry_prev, entry_hash in connection.execute(
+            "SELECT id, tbl, row_id, content, prev, hash FROM chain ORDER BY id"):
+        if entry_prev != prev:
+            found.append(f"hash chain broken at entry {entry_id}: its previous hash is not entry {entry_id - 1}'s "
+                         "(entries removed or inserted)")
+        if link(entry_prev, table, row_id, content) != entry_hash:
+            found.append(f"hash chain entry {entry_id} ({table} row {row_id}) does not match its hash (edited)")
+        prev = entry_hash
+        latest[(table, row_id)] = content
+    for table in CHAINED:
+        content = content_sql(table) + ("::text" if backend == "postgresql" else "")
+        rows: dict[int, Any] = {row_id: text for row_id, text in connection.execute(
+            f"SELECT id, {content} FROM {table}")}
+        for row_id, content in sorted(rows.items()):
+            recorded = latest.get((table, row_id))
+            if recorded is None:
+                found.append(f"{table} row {row_id} is not in the hash chain (written outside anatomodel)")
+            elif digest(content) != recorded:
+                found.append(f"{table} row {row_id} differs from its last recorded content (edited outside "
+                             "anatomodel)")
+        for (chained_table, row_id) in sorted(latest):
+            if chained_table == table and row_id not in rows:
+                found.append(f"{table} row {row_id} was deleted")
+    return found

@@ -1,0 +1,284 @@
+"""The ledger's lifecycle operations: record a step, release a hold, decide what is billable.
+
+:class:`LifecycleLedger` is a mixin of :class:`pipeline.ledger.Ledger`; the rules of the
+lifecycle (order of the steps, details each needs, effort categories, numbering) live in
+:mod:`pipeline.ledger.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from pipeline import coding
+from pipeline.errors import CodingError, LedgerError
+from pipeline.holds import Hold
+from pipeline.ledger import lifecycle
+from pipeline.ledger.lifecycle import Billing, BillingLine, Person
+from pipeline.report import to_jsonable
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True)
+
+
+class LifecycleLedger:
+    """Lifecycle steps, holds and billing on the ledger's tables (mixin of ``Ledger``)."""
+
+    # -- state ------------------------------------------------------------------------------
+    def _current_model(self, case_ref: int, model_id: str) -> Any:
+        return self._db.execute("SELECT * FROM models WHERE case_ref = ? AND model_id = ? AND status = 'current'",
+                                (case_ref, model_id)).fetchone()
+
+    def _events(self, case_ref: int, model_id: str, version: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM events WHERE case_ref = ? AND model_id = ? AND version = ? "
+                                "ORDER BY id", (case_ref, model_id, version)).fetchall()
+        return [lifecycle.event_row(row) for row in rows]
+
+    def _holds(self, case_ref: int, model_id: str, version: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT h.*, r.person AS released_by, r.role AS released_role, r.reason AS release_reason, "
+            "r.at AS released_at FROM holds h LEFT JOIN releases r ON r.hold_id = h.id "
+            "WHERE h.case_ref = ? AND h.model_id = ? AND h.version = ? ORDER BY h.id",
+            (case_ref, model_id, version)).fetchall()
+        return [dict(row) for row in rows]
+
+    def model_state(self, case_id: str, model_id: str) -> dict[str, Any]:
+        """The current version of a model, its state, its events and its holds (open and released)."""
+        case = self._case_row(case_id)
+        model = self._current_model(case["id"], model_id)
+        if model is None:
+            raise LedgerError(f"model {model_id!r} of case {case_id!r} has no published version in {self.path}",
+                              hint=f"run the case first; `anatomodel ledger show {case_id}` lists its models")
+        events = self._events(case["id"], model_id, model["version"])
+        return {"case_id": case_id, "model_id": model_id, "version": model["version"],
+                "state": events[-1]["step"] if events else "prepared", "events": events,
+                "effort_minutes": lifecycle.effort_summary(events),
+                "holds": self._holds(case["id"], model_id, model["version"])}
+
+    # -- recording --------------------------------------------------------------------------
+    def _record_prepared(self, attempt: Any, version: int, operator: str | None) -> None:
+        """Within the commit's transaction: the ``prepared`` event and the holds of the run."""
+        outcome = json.loads(attempt["outcome"] or "{}")
+        at = _now()
+        self._db.execute(
+            "INSERT INTO events (case_ref, model_id, version, step, person, role, npi, at, effort, detail, "
+            "recorded_at) VALUES (?, ?, ?, 'prepared', ?, 'operator', NULL, ?, ?, ?, ?)",
+            (attempt["case_ref"], attempt["model_id"], version, operator or "recovery", at,
+             _dumps(outcome.get("effort", [])), _dumps({"run": attempt["run_id"], "folder": attempt["folder"]}), at))
+        for hold in outcome.get("holds", []):
+            self._db.execute("INSERT INTO holds (case_ref, model_id, version, code, reason, source, raised_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (attempt["case_ref"], attempt["model_id"], version,
+                                                               hold["code"], hold["reason"], hold["source"], at))
+
+    def record_step(self, case_id: str, model_id: str, step: str, person: Person, *, at: Any = None,
+                    minutes: float | None = None, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record one lifecycle step of a model's current version; return the model's new state.
+
+        Parameters
+        ----------
+        step : {"approved", "printed", "post_processed", "delivered", "discontinued", "reduced"}
+        person : Person
+            Who did it. Approval needs a clinician (an NPI).
+        at : ISO text or datetime, optional
+            When it happened (default now); not before the previous step, not in the future.
+        minutes : float, optional
+            Effort entered with the step (its registry category: :data:`lifecycle.STEP_CATEGORY`).
+        detail : dict
+            What: see :func:`pipeline.ledger.lifecycle.step_details`.
+
+        Raises
+        ------
+        LedgerError
+            A step out of order, missing details, an approval without an NPI, impossible times.
+        CodingError
+            Modifier 53 or 52 refused by the coding rules.
+        """
+        if step not in lifecycle.FOLLOWS:
+            raise LedgerError(f"unknown lifecycle step {step!r}; steps: {', '.join(lifecycle.FOLLOWS)}")
+        if step == "approved" and not person.clinician:
+            raise LedgerError(f"approval of {case_id}/{model_id} needs a clinician: give {person.name}'s NPI",
+                              hint="give --npi")
+        detail, measured = lifecycle.step_details(step, dict(detail or {}))
+        when = lifecycle.parse_time(at, f"the time of the {step} step")
+        efforts = []
+        if measured is not None:
+            efforts.append(lifecycle.effort(lifecycle.STEP_CATEGORY[step], measured, person.clinician, "measured"))
+        if minutes is not None:
+            efforts.append(lifecycle.effort(lifecycle.STEP_CATEGORY[step], minutes, person.clinician, "entered"))
+        with self._write() as db:
+            case = self._case_row(case_id)
+            model = self._current_model(case["id"], model_id)
+            if model is None:
+                raise LedgerError(f"model {model_id!r} of case {case_id!r} has no published version",
+                                  hint="run the case first")
+            events = self._events(case["id"], model_id, model["version"])
+            state = events[-1]["step"] if events else "prepared"
+            if state not in lifecycle.FOLLOWS[step]:
+                expected = next((s for s, after in lifecycle.FOLLOWS.items() if state in after
+                                 and s in lifecycle.STEPS), None)
+                raise LedgerError(
+                    f"{case_id}/{model_id} v{model['version']} is {state}: it cannot be {step} now"
+                    + (f" (next step: {expected})" if expected else " (it has reached its end state)"),
+                    hint="a new version of the model needs approval again" if step != "approved" else None)
+            if events and when.isoformat() < events[-1]["at"]:
+                raise LedgerError(f"the {step} step ({when.isoformat()}) cannot be before the {state} step "
+                                  f"({events[-1]['at']})", hint="give the time it happened with --at")
+            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
+                                (case["id"], model_id)).fetchone()
+            if step in ("discontinued", "reduced"):
+                modifier = "53" if step == "discontinued" else "52"
+                line = coding.ChargeLine.from_dict(json.loads(charge["line"]))
+                reasons = {**line.modifier_reasons, modifier: detail["reason"]}
+                modifiers = coding.validate_modifiers([*line.modifiers, modifier], reasons)
+                line = dataclasses.replace(line, modifiers=modifiers, modifier_reasons=reasons)
+                status = "discontinued" if step == "discontinued" else charge["status"]
+                db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
+                           (status, detail["reason"], _dumps(line), charge["id"]))
+            db.execute(
+                "INSERT INTO events (case_ref, model_id, version, step, person, role, npi, at, effort, detail, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (case["id"], model_id, model["version"], step, person.name, person.role, person.npi,
+                 when.isoformat(), _dumps(efforts), _dumps(detail), _now()))
+            self._audit(f"model.{step}", case_id, model_id, person.name, version=model["version"],
+                        role=person.role, npi=person.npi, at=when.isoformat(), **detail)
+        return self.model_state(case_id, model_id)
+
+    def release(self, case_id: str, model_id: str, code: str, person: Person, *, reason: str) -> dict[str, Any]:
+        """Release an open hold of a model's current version, by a named person with a reason."""
+        if not reason or not reason.strip():
+            raise LedgerError(f"releasing hold {code} of {case_id}/{model_id} needs a reason",
+                              hint="give --reason 'what was checked and why the charge is right'")
+        with self._write():
+            case = self._case_row(case_id)
+            model = self._current_model(case["id"], model_id)
+            if model is None:
+                raise LedgerError(f"model {model_id!r} of case {case_id!r} has no published version")
+            holds = self._holds(case["id"], model_id, model["version"])
+            open_holds = [h for h in holds if h["released_by"] is None]
+            match = [h for h in open_holds if h["code"] == code or str(h["id"]) == str(code)]
+            if not match:
+                known = ", ".join(h["code"] for h in open_holds) or "none"
+                raise LedgerError(f"{case_id}/{model_id} v{model['version']} has no open hold {code!r} "
+                                  f"(open holds: {known})")
+            for hold in match:
+                self._db.execute("INSERT INTO releases (hold_id, person, role, reason, at) VALUES (?, ?, ?, ?, ?)",
+                                 (hold["id"], person.name, person.role, reason.strip(), _now()))
+                self._audit("hold.released", case_id, model_id, person.name, code=hold["code"], hold=hold["id"],
+                            role=person.role, reason=reason.strip())
+        return self.model_state(case_id, model_id)
+
+    # -- billing ----------------------------------------------------------------------------
+    def billing(self, encounter_id: int) -> Billing:
+        """The encounter's lines: billable ones (numbered), and pending ones with what they wait for."""
+        encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (encounter_id,)).fetchone()
+        if encounter is None:
+            raise LedgerError(f"no encounter {encounter_id} in {self.path}")
+        rows = self._db.execute(
+            "SELECT ch.*, cs.case_id, (SELECT line FROM exports x WHERE x.charge_id = ch.id ORDER BY x.id DESC "
+            "LIMIT 1) AS exported FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
+            "WHERE ch.encounter_id = ? AND ch.status != 'void' ORDER BY ch.seq", (encounter_id,)).fetchall()
+        entries = []
+        for row in rows:
+            line = coding.ChargeLine.from_dict(json.loads(row["line"]))
+            exported = coding.ChargeLine.from_dict(json.loads(row["exported"])) if row["exported"] else None
+            model = self._current_model(row["case_ref"], row["model_id"])
+            version = model["version"] if model is not None else None
+            events = self._events(row["case_ref"], row["model_id"], version) if model is not None else []
+            state = events[-1]["step"] if events else ("prepared" if model is not None else "reserved")
+            holds = [Hold(h["code"], h["reason"], h["source"], row["model_id"])
+                     for h in (self._holds(row["case_ref"], row["model_id"], version) if model is not None else [])
+                     if h["released_by"] is None]
+            releases = self._db.execute(
+                "SELECT MAX(r.at) FROM releases r JOIN holds h ON h.id = r.hold_id WHERE h.case_ref = ? AND "
+                "h.model_id = ? AND h.version = ?", (row["case_ref"], row["model_id"], version)).fetchone()[0]
+            if row["status"] == "reserved" or model is None:
+                waiting = "its packet (the run that reserved it did not finish: run the case again, or void it)"
+            elif state in lifecycle.END_STATES:
+                waiting = None
+            else:
+                waiting = lifecycle.WAITS_FOR[state]
+            if waiting is None and holds:
+                waiting = "release of " + ", ".join(h.code for h in holds)
+            ready_at = None
+            if waiting is None:
+                ready_at = max(filter(None, [events[-1]["at"] if events else None, releases]))
+            entries.append({"row": row, "line": exported or line, "exported": exported, "ready_at": ready_at,
+                            "state": state, "waiting": waiting, "holds": holds, "version": version})
+        lifecycle.number_lines(entries)
+        billable, pending = [], []
+        for entry in entries:
+            item = BillingLine(entry["row"]["case_id"], entry["row"]["model_id"], entry["version"], entry["state"],
+                               entry["waiting"] is None, entry["waiting"], entry["exported"] is not None,
+                               entry["holds"], entry["line"])
+            (billable if item.billable else pending).append(item)
+        billable.sort(key=lambda item: (item.line.kind, item.line.sequence))
+        return Billing(encounter_id, encounter["patient_id"], encounter["date_of_service"], billable, pending)
+
+    def case_billing(self, case_id: str) -> Billing:
+        """:meth:`billing` of the encounter of a case."""
+        return self.billing(self._case_row(case_id)["encounter_id"])
+
+    def export_billing(self, *, operator: str | None = None, record: bool = True) -> dict[str, Any]:
+        """Every encounter's billable lines and claim, and its pending lines apart.
+
+        With ``record``, each billable line not yet exported is recorded as exported (its code is
+        frozen from then on: a later void or correction of it is refused).
+        """
+        encounters = [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]
+        result = []
+        with self._write():
+            for encounter_id in encounters:
+                billing = self.billing(encounter_id)
+                if not billing.billable and not billing.pending:
+                    continue
+                try:
+                    claim = to_jsonable(billing.claim())
+                    problem = None
+                except CodingError as error:
+                    claim, problem = [], str(error)
+                if record and problem is None:
+                    for entry in billing.billable:
+                        if entry.exported:
+                            continue
+                        charge = self._charge_id(entry.case_id, entry.model_id)
+                        self._db.execute("INSERT INTO exports (charge_id, cpt, line, operator, exported_at) "
+                                         "VALUES (?, ?, ?, ?, ?)", (charge, entry.line.cpt, _dumps(entry.line),
+                                                                     operator or "export", _now()))
+                        self._audit("charge.exported", entry.case_id, entry.model_id, operator, cpt=entry.line.cpt)
+                result.append({"encounter_id": encounter_id, "patient_id": billing.patient_id,
+                               "date_of_service": billing.date_of_service, "lines": claim,
+                               **({"held": problem} if problem else {}),
+                               "billable": to_jsonable(billing.billable), "pending": to_jsonable(billing.pending)})
+        return {"ledger": str(self.path), "exported_at": _now(), "claims": result}
+
+    def _charge_id(self, case_id: str, model_id: str) -> int:
+        return self._db.execute("SELECT ch.id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
+                                "WHERE cs.case_id = ? AND ch.model_id = ?", (case_id, model_id)).fetchone()[0]
+
+    def is_exported(self, case_ref: int, model_id: str) -> bool:
+        """Whether the model's charge was exported for billing (its line is frozen)."""
+        return self._db.execute("SELECT 1 FROM exports x JOIN charges ch ON ch.id = x.charge_id "
+                                "WHERE ch.case_ref = ? AND ch.model_id = ?", (case_ref, model_id)).fetchone() is not None
+
+    def write_documents(self, encounter_id: int, write: Any) -> list[Any]:
+        """Write files from the ledger and record their checksums, under the ledger's write lock.
+
+        ``write(billing)`` gets the encounter's :meth:`billing` and returns the paths it wrote;
+        holding the lock keeps two processes from recording each other's version of a file.
+        """
+        from pipeline.ledger.folders import sha256_file
+
+        with self._write():
+            paths = write(self.billing(encounter_id))
+            for path in paths:
+                self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
+                                 (encounter_id, str(path.absolute()), sha256_file(path), _now()))
+        return paths

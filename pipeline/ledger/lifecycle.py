@@ -1,0 +1,237 @@
+"""A model's life after its packet: approved, printed, post-processed, delivered -- then billed.
+
+Every step is an audited ledger event of one model version, with who (name, role, and the NPI
+of a clinician), when and what. The steps go in order::
+
+    prepared -> approved -> printed -> post_processed -> delivered
+                        \\-> discontinued (modifier 53, from approved, printed or post_processed)
+                                        \\-> reduced (modifier 52, from printed or post_processed)
+
+``prepared`` is recorded when a run publishes a version; a new version needs approval again.
+A charge is billable only when its model is delivered (or reduced, or discontinued with
+modifier 53) and no hold on the version is unreleased. CPT numbering follows the billable lines
+of the encounter in the order they became billable (the first of a kind gets the primary code),
+except that a line once exported keeps the code it was exported with.
+
+Effort is recorded per ACR-RSNA 3D printing registry category (:data:`REGISTRY_CATEGORIES`),
+for clinicians and non-clinicians: measured from the run (segmentation, CAD/design) and from the
+print job's start and end, or entered with the event (``minutes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from pipeline import coding
+from pipeline.errors import LedgerError
+from pipeline.holds import Hold
+from pipeline.report import Report
+
+#: The steps of a model's life in order, then the end states.
+STEPS = ("prepared", "approved", "printed", "post_processed", "delivered")
+END_STATES = ("delivered", "discontinued", "reduced")
+#: Which state each step may follow.
+FOLLOWS: dict[str, tuple[str, ...]] = {
+    "approved": ("prepared",),
+    "printed": ("approved",),
+    "post_processed": ("printed",),
+    "delivered": ("post_processed",),
+    "discontinued": ("approved", "printed", "post_processed"),
+    "reduced": ("printed", "post_processed"),
+}
+#: What a model in each state waits for before it can be billed.
+WAITS_FOR = {"prepared": "approval", "approved": "printing", "printed": "post-processing",
+             "post_processed": "delivery"}
+#: The registry's effort categories (each for clinicians and for non-clinicians).
+REGISTRY_CATEGORIES = ("consultation", "segmentation", "cad_design", "preparation_post_processing")
+#: The category a step's entered minutes count in.
+STEP_CATEGORY = {"approved": "segmentation", "printed": "preparation_post_processing",
+                 "post_processed": "preparation_post_processing", "delivered": "consultation",
+                 "discontinued": "preparation_post_processing", "reduced": "preparation_post_processing"}
+#: Run timing keys (``<model>.<step>``) and the registry category their seconds count in.
+RUN_CATEGORY = {"segmentation": "segmentation", "processing": "cad_design", "print_preparation": "cad_design"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Person(Report):
+    """Who did a step: name, role, and the NPI of a clinician (checked by its check digit).
+
+    Parameters
+    ----------
+    name : str
+    role : str
+        For example ``radiologist``, ``surgeon``, ``technologist``, ``engineer``.
+    npi : str, optional
+        The clinician's National Provider Identifier; given, it must pass the check digit.
+    """
+
+    name: str
+    role: str
+    npi: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise LedgerError("a lifecycle step needs the name of the person who did it", hint="give --by NAME")
+        if not self.role or not self.role.strip():
+            raise LedgerError(f"give the role of {self.name} (e.g. radiologist, technologist)", hint="give --role")
+        if self.npi is not None and not coding.npi_is_valid(self.npi):
+            raise LedgerError(f"NPI {self.npi!r} of {self.name} fails the NPI check digit",
+                              hint="give the clinician's 10-digit NPI as registered in NPPES")
+
+    @property
+    def clinician(self) -> bool:
+        """A clinician is someone who gave an NPI."""
+        return bool(self.npi)
+
+
+def effort(category: str, minutes: float, clinician: bool, source: str) -> dict[str, Any]:
+    """One effort entry: ``minutes`` (>= 0) of a registry category, measured or entered."""
+    if category not in REGISTRY_CATEGORIES:
+        raise LedgerError(f"effort category {category!r} is not one of {', '.join(REGISTRY_CATEGORIES)}")
+    if not minutes >= 0:
+        raise LedgerError(f"effort minutes must be zero or more, got {minutes}")
+    return {"category": category, "clinician": clinician, "minutes": round(float(minutes), 2), "source": source}
+
+
+def run_effort(timings: dict[str, float], model_id: str) -> list[dict[str, Any]]:
+    """The measured effort of a run for one model (non-clinician, from its step timings in s)."""
+    minutes: dict[str, float] = {}
+    for step, category in RUN_CATEGORY.items():
+        seconds = timings.get(f"{model_id}.{step}")
+        if seconds is not None:
+            minutes[category] = minutes.get(category, 0.0) + seconds / 60.0
+    return [effort(category, value, False, "measured") for category, value in minutes.items()]
+
+
+def effort_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Minutes per registry category, for clinicians and non-clinicians, over a version's events."""
+    summary = {category: {"clinician": 0.0, "non_clinician": 0.0} for category in REGISTRY_CATEGORIES}
+    for event in events:
+        for entry in event["effort"]:
+            who = "clinician" if entry["clinician"] else "non_clinician"
+            summary[entry["category"]][who] = round(summary[entry["category"]][who] + entry["minutes"], 2)
+    return summary
+
+
+def parse_time(value: str | dt.datetime | None, what: str) -> dt.datetime:
+    """An aware UTC time from ISO text or a datetime (naive means UTC); now when None.
+
+    Raises
+    ------
+    LedgerError
+        Unparseable text, or a time more than five minutes in the future.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    if value is None:
+        return now
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise LedgerError(f"{what} {value!r} is not an ISO date-time such as 2026-01-16T14:30") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    if value - now > dt.timedelta(minutes=5):
+        raise LedgerError(f"{what} {value.isoformat()} is in the future", hint="give the time the step happened")
+    return value.astimezone(dt.timezone.utc)
+
+
+def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """Check the required details of a step; return them and the minutes measured from them.
+
+    ``printed`` needs ``printer``, ``serial``, ``material``, ``lot``, ``layer_height_mm`` (> 0),
+    ``job_start`` and ``job_end`` (after the start: their difference is the measured time);
+    ``post_processed`` needs ``steps`` (of cleaning, curing, support_removal, labelling);
+    ``delivered`` needs ``recipient`` and ``purpose``; ``discontinued`` and ``reduced`` need
+    ``reason``.
+    """
+    required = {"printed": ("printer", "serial", "material", "lot", "layer_height_mm", "job_start", "job_end"),
+                "post_processed": ("steps",), "delivered": ("recipient", "purpose"),
+                "discontinued": ("reason",), "reduced": ("reason",)}.get(step, ())
+    missing = [name for name in required if detail.get(name) in (None, "", [], ())]
+    if missing:
+        raise LedgerError(f"the {step.replace('_', '-')} step needs {', '.join(missing)}",
+                          hint=f"give --{missing[0].replace('_', '-')}")
+    measured = None
+    if step == "printed":
+        if not float(detail["layer_height_mm"]) > 0:
+            raise LedgerError(f"layer height must be more than 0 mm, got {detail['layer_height_mm']}")
+        start = parse_time(detail["job_start"], "job start")
+        end = parse_time(detail["job_end"], "job end")
+        if end <= start:
+            raise LedgerError(f"the print job ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+        detail = {**detail, "job_start": start.isoformat(), "job_end": end.isoformat(),
+                  "layer_height_mm": float(detail["layer_height_mm"])}
+        measured = (end - start).total_seconds() / 60.0
+    if step == "post_processed":
+        known = {"cleaning", "curing", "support_removal", "labelling"}
+        unknown = sorted(set(detail["steps"]) - known)
+        if unknown:
+            raise LedgerError(f"post-processing steps {unknown} are not among {sorted(known)}")
+    return detail, measured
+
+
+@dataclasses.dataclass
+class BillingLine(Report):
+    """One model's line of an encounter: billable, or pending with what it waits for."""
+
+    case_id: str
+    model_id: str
+    version: int | None
+    state: str
+    billable: bool
+    waiting_for: str | None
+    exported: bool
+    holds: list[Hold]
+    line: Any  # pipeline.coding.ChargeLine: the billed code when billable, else the provisional one
+
+
+@dataclasses.dataclass
+class Billing(Report):
+    """An encounter's lines split into billable and pending (with the step each waits for)."""
+
+    encounter_id: int
+    patient_id: str
+    date_of_service: str
+    billable: list[BillingLine]
+    pending: list[BillingLine]
+
+    def claim(self) -> list[Any]:
+        """The claim lines of the billable lines (:func:`pipeline.coding.claim_lines`)."""
+        return coding.claim_lines([entry.line for entry in self.billable]) if self.billable else []
+
+    @property
+    def held(self) -> list[BillingLine]:
+        return [entry for entry in self.pending if entry.holds]
+
+
+def number_lines(entries: list[dict[str, Any]]) -> None:
+    """Give the ready, unexported lines their codes in the order they became ready (in place).
+
+    ``entries`` hold ``line`` (ChargeLine), ``ready_at`` (ISO text or None) and ``exported``
+    (the line as exported, or None). Exported lines keep their code; the first of a kind on the
+    encounter gets the primary code, the others the add-on code.
+    """
+    rules = coding.load_rules()
+    taken = {entry["exported"].kind for entry in entries if entry["exported"] is not None
+             and entry["exported"].cpt == rules.code_for(entry["exported"].kind, "primary").code}
+    ready = sorted((e for e in entries if e["ready_at"] and e["exported"] is None),
+                   key=lambda e: (e["ready_at"], e["line"].sequence))
+    counts = {kind: sum(1 for e in entries if e["exported"] is not None and e["exported"].kind == kind)
+              for kind in ("model", "guide")}
+    for entry in ready:
+        line = entry["line"]
+        role = "add_on" if line.kind in taken else "primary"
+        taken.add(line.kind)
+        counts[line.kind] = counts.get(line.kind, 0) + 1
+        code = rules.code_for(line.kind, role)
+        entry["line"] = dataclasses.replace(line, cpt=code.code, descriptor=code.descriptor,
+                                            sequence=counts[line.kind])
+
+
+def event_row(row: Any) -> dict[str, Any]:
+    """A stored event as a dict with its JSON decoded."""
+    return {**dict(row), "effort": json.loads(row["effort"]), "detail": json.loads(row["detail"])}

@@ -1,0 +1,181 @@
+"""``anatomodel run`` validates first, holds what can make a claim wrong, and bills one claim per
+encounter only after delivery -- end to end on a small synthetic CTA written as real DICOM."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+import yaml
+
+from example_data.cta_phantom import make_phantom, write_dicom_series
+from pipeline.errors import CodingError, IdentityError
+from pipeline.ledger import Ledger
+from test_ledger_protocol import walk
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _anatomodel() -> str:
+    script = Path(sys.executable).parent / "anatomodel"
+    return str(script) if script.exists() else "anatomodel"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle_case")
+    write_dicom_series(make_phantom(shape_scale=0.3), root / "dicom", with_truth=False)
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["imaging"]["dicom"] = str(root / "dicom")
+    case["models"] = case["models"][:1]  # the aorta, for surgical planning
+    return root, case
+
+
+def _run(root: Path, case: dict, name: str, *extra: str, ledger: str = "ledger.sqlite3", out: str = "out"):
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    (folder / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(root / ledger)}
+    result = subprocess.run([_anatomodel(), "run", str(folder / "case.yaml"), "--out", str(root / out), *extra],
+                            capture_output=True, text=True, env=env, timeout=600)
+    return result.returncode, " ".join(result.stderr.split())
+
+
+def _holds(root: Path, case_id: str, model_id: str = "aorta-surgeon", ledger: str = "ledger.sqlite3"):
+    with Ledger(root / ledger) as book:
+        return sorted(h["code"] for h in book.model_state(case_id, model_id)["holds"] if h["released_by"] is None)
+
+
+def test_wrong_patient_is_refused_before_any_work_then_overridden_with_a_reason(study):
+    root, case = study
+    wrong = copy.deepcopy(case)
+    wrong.update(case_id="ID-CHECK-1", patient={**case["patient"], "id": "MRN999999"})
+    code, err = _run(root, wrong, "wrong", ledger="identity.sqlite3")
+    assert code == IdentityError.exit_code, err
+    assert "not the patient of the series: the patient ID differs" in err and "MRN999999" not in err
+    assert not (root / "out" / "ID-CHECK-1" / "aorta-surgeon").exists()  # only run.log, with the refusal
+    with Ledger(root / "identity.sqlite3") as book:
+        assert book.list_cases() == []  # refused before the ledger recorded a run
+    code, err = _run(root, wrong, "wrong", "--identity-override", "MRN merged: PH0001 is the old number",
+                     ledger="identity.sqlite3")
+    assert code == 19 and "identity.override" in err, err
+    assert _holds(root, "ID-CHECK-1", ledger="identity.sqlite3") == ["identity.override"]
+    with Ledger(root / "identity.sqlite3") as book:
+        audit = {e["action"]: e["detail"] for e in book.show("ID-CHECK-1")["audit"]}
+    assert audit["identity.overridden"]["reason"] == "MRN merged: PH0001 is the old number"
+
+
+def test_malformed_coding_is_refused_before_the_first_stage(study):
+    root, case = study
+    bad = copy.deepcopy(case)
+    bad["case_id"] = "CODING-BAD-1"
+    bad["models"][0]["modifiers"] = ["22"]  # needs a written justification
+    code, err = _run(root, bad, "bad-modifier", ledger="refused.sqlite3")
+    assert code == CodingError.exit_code and "modifier 22" in err, err
+    assert "loading" not in err and not (root / "out" / "CODING-BAD-1" / "aorta-surgeon").exists()
+
+
+def test_coding_holds_hold_until_released(study):
+    root, case = study
+    held = copy.deepcopy(case)
+    held["case_id"] = "HOLDS-1"
+    held["indication"]["icd10"] = ["I71.2"]  # a header code since FY2023: not billable
+    held["encounter"]["ordering_provider"]["npi"] = "1234567890"  # fails the check digit
+    held["encounter"]["date_of_service"] = "2099-01-15"
+    held["patient"]["birth_date"] = "2099-06-01"  # after the date of service
+    held["models"][0]["purpose"] = "patient_education"
+    profile = yaml.safe_load((REPO / "configs" / "printers" / "formlabs_form3b.yaml").read_text())
+    profile.update(name="tiny_test_printer", build_volume_mm={"x": 20, "y": 20, "z": 20})
+    (root / "tiny_test_printer.yaml").write_text(yaml.safe_dump(profile))
+    held["printer"] = str(root / "tiny_test_printer.yaml")
+    # The birth date no longer matches the series: this case also needs the identity override.
+    code, err = _run(root, held, "held", "--identity-override", "test of every hold", ledger="holds.sqlite3")
+    assert code == 19, err
+    expected = ["coding.date_of_service_before_birth", "coding.date_of_service_in_future", "coding.education_only",
+                "coding.icd10_not_billable", "coding.ordering_npi_check_digit", "identity.override",
+                "prepare.no_printer_fit"]
+    assert _holds(root, "HOLDS-1", ledger="holds.sqlite3") == expected
+    with Ledger(root / "holds.sqlite3") as book:
+        walk(book, "HOLDS-1", "aorta-surgeon")
+        billing = book.case_billing("HOLDS-1")
+        assert billing.billable == [] and billing.pending[0].waiting_for.startswith("release of ")
+        from pipeline.ledger.lifecycle import Person
+
+        coder = Person("CODER^CHIEF", "coder")
+        for number, code_name in enumerate(expected):
+            assert book.case_billing("HOLDS-1").billable == []  # every hold still open keeps it unbillable
+            book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
+        assert [e.line.cpt for e in book.case_billing("HOLDS-1").billable] == ["0559T"]
+
+
+def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
+    root, case = study
+    first = copy.deepcopy(case)
+    first["case_id"] = "ENC-A"
+    assert _run(root, first, "enc-a", out="enc")[0] == 0
+    second = copy.deepcopy(case)
+    second["case_id"] = "ENC-B"
+    second["models"][0]["id"] = "aorta-copy"
+    code, err = _run(root, second, "enc-b", out="enc")
+    assert code == 19 and "ledger.duplicate_mesh" in err, err  # same geometry, another model id
+    # One claim, under the encounter: no charges files in the case folders.
+    assert not list((root / "enc" / "ENC-A").glob("charges*")) and not list((root / "enc" / "ENC-B").glob("charges*"))
+    encounters = list((root / "enc" / "encounters").iterdir())
+    assert len(encounters) == 1 and case["patient"]["id"] not in encounters[0].name
+    # A corrected ICD-10 code and an added modifier 22 reach the unexported charge on re-run.
+    first["indication"]["icd10"] = ["I71.21"]
+    first["models"][0]["modifiers"] = ["22"]
+    first["models"][0]["modifier_reasons"] = {"22": "segmentation took twice the usual time"}
+    assert _run(root, first, "enc-a", out="enc")[0] == 0
+    with Ledger(root / "ledger.sqlite3") as book:
+        line = book.show("ENC-A")["charges"][0]["line"]
+        assert (line["icd10"], line["modifiers"]) == (["I71.21"], ["22"])
+        walk(book, "ENC-A", "aorta-surgeon")
+    files = {p.name: p for p in encounters[0].iterdir()}
+    # The CLI rewrites the encounter's files at each step; here the library stepped, so write them.
+    from pipeline.case import write_encounter_charges
+
+    with Ledger(root / "ledger.sqlite3") as book:
+        write_encounter_charges(book, book.case_billing("ENC-A").encounter_id, root / "enc")
+        assert book.verify().ok
+    rows = list(csv.DictReader(files["charges.csv"].open()))
+    assert [(r["cpt"], r["units"], r["modifiers"], r["model_ids"]) for r in rows] == [("0559T", "1", "22",
+                                                                                        "aorta-surgeon")]
+    pending = list(csv.DictReader(files["charges_pending.csv"].open()))
+    assert [(r["case_id"], r["model_id"], r["waiting_for"]) for r in pending] == [("ENC-B", "aorta-copy", "approval")]
+    facts = json.loads((root / "enc" / "ENC-A" / "aorta-surgeon" / "packet.json").read_text())
+    assert facts["lifecycle"]["state"] == "prepared" and facts["lifecycle"]["billable"] is False
+    source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
+    assert source.PatientID == case["patient"]["id"]  # the identity check compared these
+
+
+def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
+    import pypdf
+
+    root, case = study
+    reissue = copy.deepcopy(case)
+    reissue["case_id"] = "REISSUE-1"
+    assert _run(root, reissue, "reissue", ledger="reissue.sqlite3", out="reissue-out")[0] == 0
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "reissue.sqlite3")}
+    result = subprocess.run([_anatomodel(), "approve", "REISSUE-1", "aorta-surgeon", "--by", "RADIOLOGIST^RENDERING",
+                             "--role", "radiologist", "--npi", "1987654328"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    packet = root / "reissue-out" / "REISSUE-1" / "aorta-surgeon.packets" / "v1-02-approved" / "REISSUE-1" / "aorta-surgeon"
+    facts = json.loads((packet / "packet.json").read_text())
+    assert facts["lifecycle"]["state"] == "approved" and facts["lifecycle"]["waiting_for"] == "printing"
+    assert facts["lifecycle"]["sign_offs"][0]["person"] == "RADIOLOGIST^RENDERING"
+    first_page = " ".join(pypdf.PdfReader(packet / "packet.pdf").pages[0].extract_text().split())
+    assert "Status: approved - NOT BILLABLE YET (provisional 0559T): waits for printing" in first_page
+    assert "Signed off: approved by RADIOLOGIST^RENDERING (radiologist)" in first_page
+    # The published model folder is untouched; the revision's files are checked by verify.
+    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
+    (packet / "packet.pdf").write_bytes(b"%PDF-1.4 replaced")
+    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 13

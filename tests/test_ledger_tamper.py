@@ -1,0 +1,197 @@
+"""``ledger verify`` catches every tampering: edits, deletions and forgeries of charges, encounters,
+model versions, lifecycle events, releases and audit rows (also after dropping and re-creating
+the triggers that guard them), edited charges files, and a damaged database file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import LedgerError
+from pipeline.ledger import Ledger
+from pipeline.ledger.schema import chain_triggers
+from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
+from test_ledger_protocol import walk
+
+_AUDIT_GUARDS = """
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""
+
+
+def _tamper(path: Path, sql: str) -> None:
+    """Edit the ledger as someone with the sqlite3 shell would: drop every trigger, change the rows,
+    then put the triggers back so that the schema looks untouched."""
+    db = sqlite3.connect(path, isolation_level=None)
+    triggers = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    for name in triggers:
+        db.execute(f"DROP TRIGGER {name}")
+    db.executescript(sql)
+    db.executescript(chain_triggers() + _AUDIT_GUARDS + """
+CREATE TRIGGER chain_no_update BEFORE UPDATE ON chain
+BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
+CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
+BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
+""")
+    db.close()
+
+
+def _set_json(column: str, key: str, value: str) -> str:
+    return f"UPDATE charges SET {column} = json_set({column}, '$.{key}', json('{value}')) WHERE model_id = 'aorta';"
+
+
+#: (name, SQL) of each tampering of the database.
+TAMPERINGS = [
+    ("cpt 0559T to 0560T", "UPDATE charges SET cpt = '0560T' WHERE cpt = '0559T';"),
+    ("charge row deleted", "DELETE FROM charges WHERE model_id = 'ventricle';"),
+    ("units edited", _set_json("line", "units", "3")),
+    ("icd10 edited", _set_json("line", "icd10", '["I71.9"]')),
+    ("modifiers edited", _set_json("line", "modifiers", '["22"]')),
+    ("void without audit", "UPDATE charges SET status = 'void', reason = 'x' WHERE model_id = 'ventricle';"),
+    ("patient changed", "UPDATE encounters SET patient_id = 'PT-SOMEONE-ELSE';"),
+    ("date changed", "UPDATE encounters SET date_of_service = '2026-02-01';"),
+    ("audit rewritten", "UPDATE audit_log SET operator = 'nobody', detail = '{}' WHERE action = 'model.approved';"),
+    ("audit rows deleted", "DELETE FROM audit_log WHERE action LIKE 'charge.%';"),
+    ("model version edited", "UPDATE models SET mesh_sha256 = 'ff' WHERE status = 'current' AND model_id = 'aorta';"),
+    ("lifecycle event forged", "INSERT INTO events (case_ref, model_id, version, step, person, role, at, recorded_at) "
+                               "SELECT case_ref, 'ventricle', 1, 'approved', 'FORGED', 'radiologist', at, at "
+                               "FROM events LIMIT 1;"),
+    ("delivery deleted", "DELETE FROM events WHERE step = 'delivered';"),
+    ("hold deleted", "DELETE FROM holds;"),
+    ("release forged", "INSERT INTO releases (hold_id, person, role, reason, at) SELECT id, 'X', 'coder', 'x', "
+                       "raised_at FROM holds WHERE code = 'coding.education_only';"),
+    ("charge forged", "INSERT INTO charges (encounter_id, case_ref, model_id, seq, cpt, line, billable, status, "
+                      "reserved_at) SELECT encounter_id, case_ref, 'ghost', 99, cpt, line, billable, 'committed', "
+                      "reserved_at FROM charges LIMIT 1;"),
+    ("export edited", "UPDATE exports SET cpt = '0560T';"),
+    ("chain entry deleted", "DELETE FROM chain WHERE id = 5;"),
+    ("chain entry edited", "UPDATE chain SET content = 'x' WHERE id = 7;"),
+    ("case moved", "UPDATE cases SET encounter_id = encounter_id + 1;"),
+]
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    """A ledger with two delivered models (one exported) and one held model, verified intact."""
+    from pipeline.holds import Hold
+    from test_ledger_protocol import DATE, PATIENT, billable, write_packet
+
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
+        walk(ledger, "CASE-1", "aorta")
+        ledger.export(record=True)
+        walk(ledger, "CASE-1", "ventricle")
+        with ledger.start_run(case_id="CASE-2", patient_id=PATIENT, date_of_service=DATE) as run:
+            reservation = run.reserve("spine", billable("CASE-2", "spine"), out / "CASE-2" / "spine")
+            write_packet(reservation.staging, "spine", 4096)
+            run.publish(reservation, holds=[Hold("coding.education_only", "patient education", "coding")])
+        assert ledger.verify().ok, ledger.verify().problems
+    return path
+
+
+@pytest.mark.parametrize("name, sql", TAMPERINGS, ids=[name for name, _ in TAMPERINGS])
+def test_verify_catches_each_tampering(recorded, cli, name, sql):
+    _tamper(recorded, sql)
+    code, printed, err = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == LedgerError.exit_code, (name, printed, err)
+    assert "problem:" in printed
+
+
+def test_a_connection_outside_anatomodel_cannot_write_chained_rows(recorded):
+    db = sqlite3.connect(recorded)
+    with pytest.raises(sqlite3.OperationalError, match="no such function: chain_digest"):
+        db.execute("UPDATE charges SET cpt = '0560T'")
+
+
+def test_a_dropped_trigger_alone_is_reported(recorded, cli):
+    db = sqlite3.connect(recorded)
+    db.execute("DROP TRIGGER chain_charges_update")
+    db.close()
+    code, printed, _ = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == LedgerError.exit_code and "chain_charges_update is missing" in printed
+
+
+@pytest.mark.parametrize("damage", ["middle", "truncated", "header"])
+def test_a_damaged_database_exits_13(recorded, cli, damage):
+    data = bytearray(recorded.read_bytes())
+    if damage == "middle":
+        data[len(data) // 2:len(data) // 2 + 4096] = b"\x5a" * 4096
+    elif damage == "truncated":
+        data = data[: len(data) // 3]
+    else:
+        data[:100] = b"\x00" * 100
+    recorded.write_bytes(bytes(data))
+    code, printed, err = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == LedgerError.exit_code, (printed, err)
+
+
+def _pg_sql(sql: str) -> str:
+    """A tampering of :data:`TAMPERINGS` in PostgreSQL's dialect (JSON edits as text edits)."""
+    replacements = {
+        _set_json("line", "units", "3"): "UPDATE charges SET line = replace(line, '\"units\": 1', '\"units\": 3') "
+                                         "WHERE model_id = 'aorta';",
+        _set_json("line", "icd10", '["I71.9"]'): "UPDATE charges SET line = replace(line, 'I71.21', 'I71.9') "
+                                                 "WHERE model_id = 'aorta';",
+        _set_json("line", "modifiers", '["22"]'): "UPDATE charges SET line = replace(line, '\"modifiers\": []', "
+                                                  "'\"modifiers\": [\"22\"]') WHERE model_id = 'aorta';",
+    }
+    return replacements.get(sql, sql)
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    from postgres_server import Server
+
+    server = Server()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("name, sql", TAMPERINGS, ids=[name for name, _ in TAMPERINGS])
+def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, sql):
+    """The same tamperings by a PostgreSQL superuser who disables every trigger around the edit."""
+    import psycopg
+
+    from pipeline.holds import Hold
+    from pipeline.ledger.schema import CHAINED
+    from test_ledger_protocol import DATE, PATIENT, billable, write_packet
+
+    url, out = pg.new_database(), tmp_path / "out"
+    with Ledger(url) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
+        walk(ledger, "CASE-1", "aorta")
+        ledger.export(record=True)
+        walk(ledger, "CASE-1", "ventricle")
+        with ledger.start_run(case_id="CASE-2", patient_id=PATIENT, date_of_service=DATE) as run:
+            reservation = run.reserve("spine", billable("CASE-2", "spine"), out / "CASE-2" / "spine")
+            write_packet(reservation.staging, "spine", 4096)
+            run.publish(reservation, holds=[Hold("coding.education_only", "patient education", "coding")])
+        assert ledger.verify().ok
+    with psycopg.connect(url, autocommit=True) as db:
+        for table in (*CHAINED, "chain"):
+            db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
+        changed = db.execute(_pg_sql(sql)).rowcount
+        for table in (*CHAINED, "chain"):
+            db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+    assert changed >= 1, name  # the tampering touched a row
+    code, printed, err = cli("ledger", "verify", "--ledger", url)
+    assert code == LedgerError.exit_code, (name, printed, err)
+    assert "problem:" in printed
+
+
+def test_an_unreachable_server_is_a_ledger_error(cli):
+    code, _, err = cli("ledger", "verify", "--ledger", f"postgresql://postgres:secret@127.0.0.1:{_free_port()}/x")
+    assert code == LedgerError.exit_code and "cannot connect to the ledger" in err and "secret" not in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

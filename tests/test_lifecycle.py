@@ -1,0 +1,320 @@
+"""The model lifecycle: a charge is billable only when its model is delivered and no hold is open."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from pipeline.errors import CodingError, LedgerError
+from pipeline.holds import Hold
+from pipeline.ledger import Ledger
+from pipeline.ledger.lifecycle import Person, REGISTRY_CATEGORIES
+from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures)
+from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
+from test_ledger_protocol import DATE, PATIENT, REVIEWER, TECH, billable, walk, write_packet
+
+PRINT = {"printer": "formlabs_form3b", "serial": "F3B-0042", "material": "Clear V4", "lot": "L-7781",
+         "layer_height_mm": 0.1, "job_start": "2026-01-16T08:00:00+00:00", "job_end": "2026-01-16T13:30:00+00:00"}
+
+
+@pytest.fixture
+def ledger(new_ledger):
+    """A new ledger, on SQLite and on PostgreSQL."""
+    with Ledger(new_ledger()) as opened:
+        yield opened
+
+
+def _lines(ledger, case_id="CASE-1"):
+    billing = ledger.case_billing(case_id)
+    return ([(e.model_id, e.line.cpt) for e in billing.billable],
+            [(e.model_id, e.state, e.waiting_for) for e in billing.pending])
+
+
+def test_one_case_through_every_state_with_the_charges_at_each(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    assert _lines(ledger) == ([], [("aorta", "prepared", "approval"), ("ventricle", "prepared", "approval")])
+    reviewer, tech = Person(*REVIEWER), Person(*TECH)
+    expected = [("approved", reviewer, {}, "printing"), ("printed", tech, PRINT, "post-processing"),
+                ("post_processed", tech, {"steps": ["cleaning", "curing"]}, "delivery")]
+    for step, person, detail, waits in expected:
+        state = ledger.record_step("CASE-1", "ventricle", step, person, detail=detail)
+        assert state["state"] == step
+        assert _lines(ledger) == ([], [("aorta", "prepared", "approval"), ("ventricle", step, waits)])
+    ledger.record_step("CASE-1", "ventricle", "delivered", tech, detail={"recipient": "Trainee", "purpose": "planning"})
+    # The first model delivered is the first of the encounter: 0559T, though it was reserved second.
+    assert _lines(ledger) == ([("ventricle", "0559T")], [("aorta", "prepared", "approval")])
+    walk(ledger, "CASE-1", "aorta", until="post_processed")
+    ledger.record_step("CASE-1", "aorta", "discontinued", tech, detail={"reason": "resin tank leak at layer 212"})
+    billable_lines, pending = _lines(ledger)
+    assert billable_lines == [("ventricle", "0559T"), ("aorta", "0560T")] and pending == []
+    claim = ledger.case_billing("CASE-1").claim()
+    assert [(c.cpt, c.units, c.modifiers) for c in claim] == [("0559T", 1, []), ("0560T", 1, ["53"])]
+    with pytest.raises(LedgerError, match="reached its end state"):
+        ledger.record_step("CASE-1", "aorta", "delivered", tech, detail={"recipient": "x", "purpose": "y"})
+    audit = [e["action"] for e in ledger.show("CASE-1")["audit"]]
+    for step in ("approved", "printed", "post_processed", "delivered", "discontinued"):
+        assert f"model.{step}" in audit
+    assert ledger.verify().ok
+
+
+def test_steps_in_order_with_who_and_what(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    tech = Person(*TECH)
+    with pytest.raises(LedgerError, match="is prepared: it cannot be printed now \\(next step: approved\\)"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail=PRINT)
+    with pytest.raises(LedgerError, match="needs a clinician"):
+        ledger.record_step("CASE-1", "aorta", "approved", tech)
+    with pytest.raises(LedgerError, match="fails the NPI check digit"):
+        Person("DR^WRONG", "radiologist", "1234567890")
+    ledger.record_step("CASE-1", "aorta", "approved", Person(*REVIEWER), minutes=25)
+    with pytest.raises(LedgerError, match="needs lot"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "lot": ""})
+    with pytest.raises(LedgerError, match="ends .* before it starts"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "job_end": "2026-01-16T07:00:00"})
+    with pytest.raises(LedgerError, match="in the future"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail=PRINT, at="2099-01-01T00:00:00")
+    state = ledger.record_step("CASE-1", "aorta", "printed", tech, detail=PRINT)
+    printed = state["events"][-1]
+    assert (printed["person"], printed["role"], printed["npi"]) == ("TECH^LAB", "technologist", None)
+    assert printed["detail"]["serial"] == "F3B-0042" and printed["detail"]["lot"] == "L-7781"
+    # Effort: the print job's 5.5 h measured from its times; the approval's 25 min entered, by a clinician.
+    assert printed["effort"] == [{"category": "preparation_post_processing", "clinician": False,
+                                  "minutes": 330.0, "source": "measured"}]
+    approved = state["events"][-2]
+    assert approved["effort"] == [{"category": "segmentation", "clinician": True, "minutes": 25.0,
+                                   "source": "entered"}]
+    assert {e["category"] for ev in state["events"] for e in ev["effort"]} <= set(REGISTRY_CATEGORIES)
+
+
+def test_a_new_version_after_approval_needs_approval_again(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    walk(ledger, "CASE-1", "aorta", until="printed")
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])  # a re-run: version 2
+    state = ledger.model_state("CASE-1", "aorta")
+    assert (state["version"], state["state"]) == (2, "prepared")
+    assert _lines(ledger) == ([], [("aorta", "prepared", "approval")])
+    with pytest.raises(LedgerError, match="v2 is prepared"):
+        ledger.record_step("CASE-1", "aorta", "post_processed", Person(*TECH), detail={"steps": ["cleaning"]})
+
+
+def _publish_with_holds(ledger, out, case_id, model_id, holds, mesh=None):
+    with ledger.start_run(case_id=case_id, patient_id=PATIENT, date_of_service=DATE) as run:
+        reservation = run.reserve(model_id, billable(case_id, model_id), out / case_id / model_id)
+        write_packet(reservation.staging, model_id, 4096)
+        return run.publish(reservation, holds=holds, mesh_sha256=mesh)
+
+
+HOLDS = [Hold("coding.icd10_not_billable", "ICD-10-CM I71.2 is not billable", "coding"),
+         Hold("coding.ordering_npi_check_digit", "the ordering NPI fails its check digit", "coding"),
+         Hold("coding.date_of_service_in_future", "the date of service 2099-01-01 is after today", "coding"),
+         Hold("coding.date_of_service_before_birth", "the date of service is before the birth date", "coding"),
+         Hold("prepare.no_printer_fit", "fits the printer in no orientation", "prepare"),
+         Hold("mesh.qa_failed", "the mesh failed QA: not watertight", "mesh"),
+         Hold("segment.tube_ends_inside_scan", "the vessel ends inside the scan", "segment"),
+         Hold("coding.education_only", "purpose trainee education", "coding"),
+         Hold("identity.override", "patient differs, overridden", "identity")]
+
+
+@pytest.mark.parametrize("hold", HOLDS, ids=[h.code for h in HOLDS])
+def test_a_hold_keeps_a_delivered_line_unbillable_until_released(ledger, tmp_path, hold):
+    published = _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [hold])
+    assert [h.code for h in published.holds] == [hold.code]
+    walk(ledger, "CASE-1", "aorta")
+    assert _lines(ledger) == ([], [("aorta", "delivered", f"release of {hold.code}")])
+    assert ledger.export(record=True)["claims"][0]["lines"] == []
+    with pytest.raises(LedgerError, match="needs a reason"):
+        ledger.release("CASE-1", "aorta", hold.code, Person("CODER^CHIEF", "coder"), reason=" ")
+    ledger.release("CASE-1", "aorta", hold.code, Person("CODER^CHIEF", "coder"), reason="checked against the chart")
+    assert _lines(ledger) == ([("aorta", "0559T")], [])
+    entry = next(e for e in ledger.show("CASE-1")["audit"] if e["action"] == "hold.released")
+    assert (entry["operator"], entry["detail"]["reason"]) == ("CODER^CHIEF", "checked against the chart")
+
+
+def test_a_reprint_of_an_already_charged_mesh_is_held(ledger, tmp_path):
+    geometry = "ab" * 32
+    _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [], mesh=geometry)
+    reprint = _publish_with_holds(ledger, tmp_path / "out", "CASE-2", "aorta-copy", [], mesh=geometry)
+    assert [h.code for h in reprint.holds] == ["ledger.duplicate_mesh"]
+    assert "model aorta of case CASE-1" in reprint.holds[0].reason
+    # The original's own re-run (same geometry) is not a duplicate of itself.
+    assert _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [], mesh=geometry).holds == []
+
+
+def test_cli_walks_a_model_and_exits_15_while_held(tmp_path, cli):
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        _publish_with_holds(ledger, out, "CASE-1", "aorta", [HOLDS[0]])
+    base = ["--ledger", str(path), "--by", "TECH^LAB", "--role", "technologist"]
+    code, _, err = cli("approve", "CASE-1", "aorta", *base)
+    assert code == LedgerError.exit_code and "needs a clinician" in err
+    code, _, err = cli("approve", "CASE-1", "aorta", "--ledger", str(path), "--by", REVIEWER[0], "--role",
+                       REVIEWER[1], "--npi", REVIEWER[2])
+    assert code == 19 and "pending: waits for printing" in err and "held for review" in err
+    code, _, err = cli("printed", "CASE-1", "aorta", *base, "--printer", "formlabs_form3b", "--serial", "S1",
+                       "--material", "Clear V4", "--lot", "L1", "--layer-height-mm", "0.1",
+                       "--job-start", "2026-01-16T08:00", "--job-end", "2026-01-16T09:00")
+    assert code == 19
+    assert cli("post-processed", "CASE-1", "aorta", *base, "--step", "cleaning", "--step", "curing")[0] == 19
+    code, _, err = cli("delivered", "CASE-1", "aorta", *base, "--to", "Cardiac surgery", "--purpose", "planning")
+    assert code == 19 and "waits for release of coding.icd10_not_billable" in err
+    code, _, err = cli("release", "CASE-1", "aorta", "coding.icd10_not_billable", *base, "--reason",
+                       "code corrected to I71.23 on the claim")
+    assert code == 0 and "billable as 0559T" in err
+    encounter = next((out / "encounters").iterdir())
+    rows = list(csv.DictReader((encounter / "charges.csv").open()))
+    assert [(r["cpt"], r["units"], r["model_ids"]) for r in rows] == [("0559T", "1", "aorta")]
+    assert list(csv.DictReader((encounter / "charges_pending.csv").open())) == []
+
+
+def test_charges_files_list_billable_and_pending_apart_and_edits_are_caught(tmp_path, cli):
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
+        walk(ledger, "CASE-1", "aorta")
+        from pipeline.case import write_encounter_charges
+
+        files = write_encounter_charges(ledger, ledger.case_billing("CASE-1").encounter_id, out)
+        assert ledger.verify().ok
+    csv_path = next(p for p in files if p.name == "charges.csv")
+    assert [(r["cpt"], r["model_ids"]) for r in csv.DictReader(csv_path.open())] == [("0559T", "aorta")]
+    pending = list(csv.DictReader(next(p for p in files if p.name == "charges_pending.csv").open()))
+    assert [(r["model_id"], r["state"], r["waiting_for"]) for r in pending] == [("ventricle", "prepared", "approval")]
+    csv_path.write_text(csv_path.read_text().replace("0559T", "0560T"))
+    code, printed, err = cli("ledger", "verify", "--ledger", str(path))
+    assert code == LedgerError.exit_code and "charges.csv: changed since the ledger wrote it" in printed
+
+
+def test_export_freezes_the_code_and_refuses_later_changes(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    walk(ledger, "CASE-1", "ventricle")
+    exported = ledger.export(record=True)
+    assert [(c["cpt"], c["model_ids"]) for c in exported["claims"][0]["lines"]] == [("0559T", ["ventricle"])]
+    assert exported["claims"][0]["pending"][0]["model_id"] == "aorta"
+    with pytest.raises(LedgerError, match="was exported for billing"):
+        ledger.void("CASE-1", "ventricle", reason="entered in error")
+    # A re-run of the exported model with another ICD-10 code is refused; the unexported one is corrected.
+    with ledger.start_run(case_id="CASE-1", patient_id=PATIENT, date_of_service=DATE) as run:
+        corrected = billable("CASE-1", "aorta")
+        corrected = type(corrected)(**{**corrected.__dict__, "icd10": ("I71.23",), "modifiers": ("22",),
+                                       "modifier_reasons": {"22": "twice the usual segmentation time"}})
+        reservation = run.reserve("aorta", corrected, tmp_path / "out" / "CASE-1" / "aorta")
+        assert reservation.charge_line.icd10 == ["I71.23"] and reservation.charge_line.modifiers == ["22"]
+        run.abandon(reservation)
+        with pytest.raises(LedgerError, match="exported for billing; its icd10"):
+            run.reserve("ventricle", type(corrected)(**{**corrected.__dict__, "model_id": "ventricle"}),
+                        tmp_path / "out" / "CASE-1" / "ventricle")
+    corrections = [e for e in ledger.show("CASE-1")["audit"] if e["action"] == "charge.corrected"]
+    assert corrections[0]["detail"]["changed"]["icd10"] == {"from": ["I71.21"], "to": ["I71.23"]}
+    walk(ledger, "CASE-1", "aorta")
+    lines = ledger.export(record=True)["claims"][0]["lines"]
+    assert [(c["cpt"], c["modifiers"], c["model_ids"]) for c in lines] == [
+        ("0559T", [], ["ventricle"]), ("0560T", ["22"], ["aorta"])]
+
+
+def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    ledger.void("CASE-1", "aorta", reason="MRN typed wrong")
+    ledger.unvoid("CASE-1", "aorta", reason="the MRN was right after all")
+    assert ledger.show("CASE-1")["charges"][0]["status"] == "committed"
+    with pytest.raises(LedgerError, match="is not void"):
+        ledger.unvoid("CASE-1", "aorta", reason="again")
+    with pytest.raises(LedgerError, match="another patient or date"):
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"], patient="PT-CORRECTED")
+    ledger.void("CASE-1", "aorta", reason="MRN typed wrong")
+    with ledger.start_run(case_id="CASE-1", patient_id="PT-CORRECTED", date_of_service=DATE,
+                          correction="MRN corrected from the order") as run:
+        reservation = run.reserve("aorta", billable("CASE-1", "aorta", "PT-CORRECTED"),
+                                  tmp_path / "out" / "CASE-1" / "aorta")
+        write_packet(reservation.staging, "aorta", 4096)
+        run.publish(reservation)
+    walk(ledger, "CASE-1", "aorta")
+    billing = ledger.case_billing("CASE-1")
+    assert billing.patient_id == "PT-CORRECTED" and [e.line.cpt for e in billing.billable] == ["0559T"]
+    assert any(e["action"] == "case.encounter_corrected" for e in ledger.show("CASE-1")["audit"])
+    assert ledger.verify().ok
+
+
+def test_removed_model_is_voided_on_the_next_run(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    with ledger.start_run(case_id="CASE-1", patient_id=PATIENT, date_of_service=DATE) as run:
+        assert run.void_removed(["aorta"]) == ["ventricle"]
+    statuses = {c["model_id"]: c["status"] for c in ledger.show("CASE-1")["charges"]}
+    assert statuses == {"aorta": "committed", "ventricle": "void"}
+
+
+def test_discontinue_needs_modifier_53_allowed_by_the_rules(ledger, tmp_path, monkeypatch):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    walk(ledger, "CASE-1", "aorta", until="approved")
+    from pipeline import coding
+
+    real = coding.validate_modifiers
+
+    def refuse_53(modifiers, reasons=None, rules=None):
+        if "53" in modifiers:
+            raise CodingError("modifier 53 is refused by this payer")
+        return real(modifiers, reasons, rules)
+
+    monkeypatch.setattr(coding, "validate_modifiers", refuse_53)
+    with pytest.raises(CodingError, match="53 is refused"):
+        ledger.record_step("CASE-1", "aorta", "discontinued", Person(*TECH), detail={"reason": "cracked"})
+    assert ledger.model_state("CASE-1", "aorta")["state"] == "approved"
+
+
+def test_show_json_has_the_lifecycle(tmp_path, cli):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+        walk(ledger, "CASE-1", "aorta", until="approved")
+    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", "--ledger", str(path))[1])
+    assert [e["action"] for e in shown["audit"]][-1] == "model.approved"
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", "--preview", "--ledger",
+                                               str(path))[1])))
+    assert [(r["model_id"], r["status"]) for r in rows] == [("aorta", "committed")]
+
+
+def test_effort_per_registry_category_from_the_events(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    walk(ledger, "CASE-1", "aorta")  # 10 min entered at each step, the print job measured (5.5 h)
+    effort = ledger.model_state("CASE-1", "aorta")["effort_minutes"]
+    assert effort["segmentation"] == {"clinician": 10.0, "non_clinician": 0.0}  # the radiologist's approval
+    assert effort["preparation_post_processing"] == {"clinician": 0.0, "non_clinician": 330.0 + 10.0 + 10.0}
+    assert effort["consultation"] == {"clinician": 0.0, "non_clinician": 10.0}  # the delivery
+
+
+def test_a_dead_runs_reservation_is_voidable_and_blocks_nothing(ledger, tmp_path):
+    with ledger.start_run(case_id="CASE-D", patient_id=PATIENT, date_of_service=DATE) as run:
+        run.reserve("first", billable("CASE-D", "first"), tmp_path / "out" / "CASE-D" / "first")
+    publish(ledger, tmp_path / "out", "CASE-E", ["second"])
+    walk(ledger, "CASE-E", "second")
+    assert [e.line.cpt for e in ledger.case_billing("CASE-E").billable] == ["0559T"]
+    ledger.void("CASE-D", "first", reason="the run died; the model was made again as CASE-E")
+    assert ledger.case_billing("CASE-E").pending == [] and ledger.verify().ok
+
+
+def test_cli_ledger_charges_rewrites_the_encounter_files(tmp_path, cli):
+    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
+    with Ledger(path) as ledger:
+        publish(ledger, out, "CASE-1", ["aorta"])
+        walk(ledger, "CASE-1", "aorta")
+    assert cli("ledger", "charges", "CASE-1", "--ledger", str(path))[0] == 0
+    rows = list(csv.DictReader(next((out / "encounters").iterdir()).joinpath("charges.csv").open()))
+    assert [(r["cpt"], r["model_ids"]) for r in rows] == [("0559T", "aorta")]
+    assert cli("ledger", "verify", "--ledger", str(path))[0] == 0
+
+
+def test_stage_findings_become_holds():
+    from pipeline.checks import stage_holds
+    from pipeline.mesh.report import MeshReport
+
+    good = MeshReport("aorta", 1, 1000, [1.0, 1.0, 1.0], 1000.0, [[0, 0, 0], [9, 9, 9]], [], watertight=True,
+                      winding_consistent=True)
+    bad = MeshReport("aorta", 1, 1000, [1.0, 1.0, 1.0], 1000.0, [[0, 0, 0], [9, 9, 9]], [], watertight=False,
+                     winding_consistent=True, self_intersecting_faces=12)
+    segment = type("SegmentReport", (), {"holds": [Hold("segment.tube_ends_inside_scan", "ends inside", "segment")]})()
+    assert stage_holds(None, good, None) == []
+    codes = [h.code for h in stage_holds(segment, bad, None)]
+    assert codes == ["segment.tube_ends_inside_scan", "mesh.qa_failed"]
+    assert "not watertight, 12 self-intersecting faces" in stage_holds(None, bad, None)[0].reason
