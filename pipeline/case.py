@@ -198,11 +198,18 @@ class CaseFile(_Strict):
 
 
 def load_case(path: str | Path) -> CaseFile:
-    """Read and validate a case file; unknown presets and printers are refused by field."""
+    """Read and validate a case file, before any stage runs.
+
+    Unknown presets, printers and payers, and diagnosis codes that are not ICD-10-CM, are refused
+    naming the file, the field and the reason (a folder or a missing file too).
+
+    Raises
+    ------
+    ConfigError
+        Any of the above.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"case file {path} not found")
-    data = read_yaml(path)
+    data = read_yaml(path, "case file")
     case = validate(CaseFile, data, str(path))
     case = case.model_copy(update={"base_dir": path.resolve().parent})
     _check_named_configs(case, str(path))
@@ -220,6 +227,11 @@ def _check_named_configs(case: CaseFile, source: str) -> None:
             find_config(kind, name)
         except ConfigError as error:
             raise ConfigError(f"{source}: field '{field_name}': {error}") from None
+    from pipeline.icd10 import check_indication
+    from pipeline.payers import check_payer
+
+    check_payer(case.encounter.payer, source)
+    check_indication(case.indication.icd10, source)
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -339,7 +351,8 @@ def run_case(
         case = load_case(case_file)
     operator = operator or case.operator or getpass.getuser()
     holds = case_holds(case)  # refuses malformed coding before any work
-    mismatches = identity_mismatches(case)
+    source = _imaging_source(case, Path(out_dir) / case.case_id, progress)
+    mismatches = identity_mismatches(case, source)
     if mismatches and not (identity_override or "").strip():
         raise IdentityError(f"the case file's patient is not the patient of the series: {'; '.join(mismatches)}",
                             hint="check that the case file and the DICOM folder belong together; to run anyway, "
@@ -355,7 +368,7 @@ def run_case(
             if mismatches:
                 run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
             return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
-                                holds=holds)
+                                holds=holds, source=source)
     finally:
         if book is not ledger:
             book.close()
@@ -379,8 +392,20 @@ def mesh_geometry_sha256(model: Any) -> str:
     return hashlib.sha256(np.ascontiguousarray(model.mesh.triangles, dtype="<f4").tobytes()).hexdigest()
 
 
+def _imaging_source(case: CaseFile, case_dir: Path, progress: Callable[[str], None] | None) -> Path:
+    """The case's DICOM folder or image file; a series named by node and accession is pulled
+    once into ``case_dir/imaging/`` first (before the identity check reads its headers)."""
+    if case.imaging.node is None:
+        return case.dicom_path
+    from pipeline.pacs.resolve import resolve_imaging
+
+    if progress:
+        progress("pulling the series from the DICOM node")
+    return resolve_imaging(case.imaging, case_dir)
+
+
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
-                 progress: Callable[[str], None] | None, holds: list[Hold]) -> CaseResult:
+                 progress: Callable[[str], None] | None, holds: list[Hold], source: Path) -> CaseResult:
     """The stages for every model of a case, each model published and charged through ``run``."""
     import dataclasses
 
@@ -401,13 +426,6 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     case_dir.mkdir(parents=True, exist_ok=True)
     presets_ask_bone = any("bone" in model.preset for model in case.models)
 
-    if case.imaging.node is not None:  # named by node + accession: pulled once into the case folder
-        from pipeline.pacs.resolve import resolve_imaging
-
-        tell("pulling the series from the DICOM node")
-        source = resolve_imaging(case.imaging, case_dir)
-    else:
-        source = case.dicom_path
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)

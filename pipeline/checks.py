@@ -16,6 +16,8 @@ from typing import Any
 
 from pipeline import coding
 from pipeline.holds import Hold
+from pipeline.icd10 import icd10_holds
+from pipeline.payers import check_claim, load_payer
 
 #: Purposes that serve teaching rather than the patient's care: likely not medically necessary.
 EDUCATION_ONLY = ("patient_education", "trainee_education")
@@ -29,15 +31,25 @@ def _person_name(text: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def identity_mismatches(case: Any) -> list[str]:
+def identity_mismatches(case: Any, source: Path | None = None) -> list[str]:
     """How the case file's patient differs from the patient in the chosen series' headers.
 
-    Returns sentences naming the field only (never the values: they are PHI). Empty when they
-    match, or when the source is an image file without patient data (NIfTI, NRRD, MHA).
+    Parameters
+    ----------
+    case : CaseFile
+    source : Path, optional
+        The DICOM folder or image file (default: the case's ``imaging.dicom``; give the pulled
+        folder for a case whose imaging is named by a DICOM node).
+
+    Returns
+    -------
+    list of str
+        Sentences naming the field only (never the values: they are PHI). Empty when they
+        match, or when the source is an image file without patient data (NIfTI, NRRD, MHA).
     """
     from pipeline.load.inventory import inventory
 
-    source = Path(case.dicom_path)
+    source = Path(source if source is not None else case.dicom_path)
     if source.is_file() and source.suffix.lower() in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
         return []
     found = inventory(source, prefer_bone=any("bone" in m.preset for m in case.models))
@@ -65,12 +77,9 @@ def case_holds(case: Any, *, today: dt.date | None = None) -> list[Hold]:
     today = today or dt.date.today()
     rules = coding.load_rules()
     holds = []
-    for code in case.indication.icd10:
-        code = coding.validate_icd10(code)
-        if code in rules.expanded_categories:
-            holds.append(Hold("coding.icd10_not_billable",
-                              f"ICD-10-CM {code} is not billable: {rules.expanded_categories[code]}", "coding"))
     encounter = case.encounter
+    codes = [coding.validate_icd10(code) for code in case.indication.icd10]  # refuses what is not ICD-10-CM
+    holds += icd10_holds(codes, encounter.date_of_service)  # headers, codes not yet in effect
     for role, provider in (("ordering", encounter.ordering_provider), ("rendering", encounter.rendering_provider)):
         if not coding.npi_is_valid(provider.npi):
             holds.append(Hold(f"coding.{role}_npi_check_digit",
@@ -90,7 +99,34 @@ def case_holds(case: Any, *, today: dt.date | None = None) -> list[Hold]:
                               f"the purpose is {spec.purpose.replace('_', ' ')}: likely not medically necessary "
                               "for the patient's payer; release only with the payer's policy in hand",
                               "coding", spec.id))
+    holds += payer_holds(case, codes, rules)
     return holds
+
+
+def payer_holds(case: Any, codes: list[str], rules: Any) -> list[Hold]:
+    """The payer rules' holds on the case's lines (coverage stance, ABN, units per day).
+
+    The lines are provisional here (first model of each kind of this case primary, the others
+    add-on, one unit each): the ledger numbers the encounter's lines only at delivery, but the
+    coverage and ABN rules hold every one of these codes alike, and the units limit is checked
+    against what this case alone asks for.
+    """
+    payer = load_payer(case.encounter.payer)
+    encounter = case.encounter
+    seen: set[str] = set()
+    lines = []
+    for spec in case.models:
+        kind = "guide" if spec.kind == "guide" else "model"
+        cpt = rules.code_for(kind, "add_on" if kind in seen else "primary")
+        seen.add(kind)
+        lines.append(coding.ClaimLine(
+            cpt=cpt.code, units=1, modifiers=list(spec.modifiers), icd10_pointers=[], diagnoses=codes,
+            date_of_service=encounter.date_of_service,
+            encounter_key=coding.encounter_key(case.patient.id, encounter.date_of_service),
+            ordering_provider=encounter.ordering_provider.model_dump(),
+            rendering_provider=encounter.rendering_provider.model_dump(), payer=encounter.payer,
+            descriptor=cpt.descriptor, model_ids=[spec.id]))
+    return check_claim(lines, payer).holds
 
 
 def stage_holds(segment_report: Any, mesh_report: Any, plan: Any) -> list[Hold]:
