@@ -41,7 +41,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.config import find_config, read_yaml, validate
+from pipeline.config import (CoordinateMM, LongString, PersonName, ShortText, bounded_text, find_config, read_yaml,
+                             validate)
 from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
 from pipeline.holds import Hold
 from pipeline.report import Report
@@ -72,28 +73,28 @@ class _Strict(BaseModel):
 
 
 class Provider(_Strict):
-    name: str = Field(min_length=1)
+    name: PersonName = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
     npi: str = Field(pattern=r"^\d{10}$", description="National Provider Identifier, 10 digits")
 
 
 class Patient(_Strict):
-    name: str = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
-    id: str = Field(min_length=1, description="medical record number")
+    name: PersonName = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
+    id: LongString = Field(min_length=1, description="medical record number")
     birth_date: dt.date
     sex: Literal["M", "F", "O", "U"]
 
 
 class Encounter(_Strict):
     date_of_service: dt.date
-    facility: str = Field(min_length=1)
+    facility: LongString = Field(min_length=1)
     ordering_provider: Provider
     rendering_provider: Provider
-    payer: str = Field(min_length=1)
+    payer: LongString = Field(min_length=1)
 
 
 class Indication(_Strict):
     icd10: list[str] = Field(min_length=1, description="ICD-10-CM codes, first is primary")
-    summary: str = Field(min_length=1, description="medical necessity in one or two sentences")
+    summary: ShortText = Field(min_length=1, description="medical necessity in one or two sentences")
 
 
 class Imaging(_Strict):
@@ -120,13 +121,13 @@ class Imaging(_Strict):
 
 class ManualStep(_Strict):
     step: Literal["segmentation", "processing", "printing", "post_processing", "review", "other"]
-    operator: str = Field(min_length=1)
-    minutes: float = Field(ge=0)
+    operator: PersonName = Field(min_length=1)
+    minutes: float = Field(ge=0, le=10_000)
     started: dt.datetime | None = None
-    note: str = ""
+    note: ShortText = ""
 
 
-Point = tuple[float, float, float]
+Point = tuple[CoordinateMM, CoordinateMM, CoordinateMM]
 
 
 class ModelSpec(_Strict):
@@ -137,7 +138,7 @@ class ModelSpec(_Strict):
     seeds_index: list[tuple[int, int, int]] = Field(default_factory=list, description="(k, j, i) voxel seeds")
     purpose: Literal["surgical_planning", "patient_education", "trainee_education", "intraoperative_reference",
                      "procedural_simulation", "device_sizing", "other"] = "surgical_planning"
-    recipient: str = ""
+    recipient: bounded_text(256) = ""
     kind: Literal["anatomic_model", "guide"] = "anatomic_model"
     printer: str | None = Field(None, description="overrides the case's printer for this model")
     modifiers: list[str] = Field(default_factory=list)
@@ -164,7 +165,7 @@ class CaseFile(_Strict):
     imaging: Imaging
     printer: str
     models: list[ModelSpec] = Field(min_length=1)
-    operator: str | None = Field(None, description="who runs the case (default: the login name)")
+    operator: PersonName | None = Field(None, description="who runs the case (default: the login name)")
     #: Folder of the case file; relative paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -420,15 +421,17 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     from pipeline.segment import segment
     from pipeline.geometry import write_mask
 
+    from pipeline.preflight import estimate_output_bytes, free_space, output_folder
+
     clock = time.perf_counter()
     tell = progress or (lambda message: None)
-    case_dir = Path(out_dir) / case.case_id
-    case_dir.mkdir(parents=True, exist_ok=True)
+    case_dir = output_folder(Path(out_dir) / case.case_id)  # writable, or EnvironmentFault before any work
     presets_ask_bone = any("bone" in model.preset for model in case.models)
 
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)
+    free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
     run.timings["image_import"] = load_step.seconds

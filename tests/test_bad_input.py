@@ -216,7 +216,7 @@ FIELD_CASES: list[tuple[str, Callable[[dict], None], str]] = [
     ("indication-missing", _drop("indication"), "indication"),
     ("icd10-empty", _set("indication.icd10", []), "icd10"),
     ("imaging-missing", _drop("imaging"), "imaging"),
-    ("imaging-dicom-missing", _drop("imaging.dicom"), "imaging.dicom"),
+    ("imaging-dicom-missing", _drop("imaging.dicom"), "give either dicom"),
     ("unknown-top-field", _set("patinet", {"name": "x"}), "patinet"),
     ("unknown-patient-field", _set("patient.ssn", "123-45-6789"), "ssn"),
     ("unknown-model-field", _set("models.0.seed_lps_mm", [[0, 0, 0]]), "seed_lps_mm"),
@@ -517,10 +517,10 @@ def test_outputs_to_a_read_only_folder_fail_before_the_work(tmp_path, capsys, ct
     assert time.perf_counter() - started < 5.0
 
 
-def test_disk_full_during_a_run(tmp_path, capsys, ledger, base_case, tmpfs):
-    out = tmpfs("size=48k")
+def test_a_disk_too_full_for_the_run_is_refused_before_the_first_model(tmp_path, capsys, ledger, base_case, tmpfs):
+    out = tmpfs("size=48k")  # the pre-flight estimate (mask, model, packet per model) does not fit
     code, err = _run(capsys, ["run", _write_case(tmp_path, base_case), "--out", out])
-    _assert_clear_error(code, err, ENVIRONMENT, contains="disk is full")
+    _assert_clear_error(code, err, ENVIRONMENT, contains="MB free, the run needs about")
     _assert_nothing_left(out, ledger)
     with sqlite3.connect(ledger) as db:
         assert [r[0] for r in db.execute("SELECT status FROM runs")] == ["failed"]

@@ -131,12 +131,13 @@ def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
     assert len(encounters) == 1 and case["patient"]["id"] not in encounters[0].name
     # A corrected ICD-10 code and an added modifier 22 reach the unexported charge on re-run.
     first["indication"]["icd10"] = ["I71.21"]
-    first["models"][0]["modifiers"] = ["22"]
-    first["models"][0]["modifier_reasons"] = {"22": "segmentation took twice the usual time"}
+    first["models"][0]["modifiers"] = ["22", "GA"]  # GA: the example's ABN stays on file
+    first["models"][0]["modifier_reasons"] = {"22": "segmentation took twice the usual time",
+                                              "GA": "ABN (CMS-R-131) signed, on file"}
     assert _run(root, first, "enc-a", out="enc")[0] == 0
     with Ledger(root / "ledger.sqlite3") as book:
         line = book.show("ENC-A")["charges"][0]["line"]
-        assert (line["icd10"], line["modifiers"]) == (["I71.21"], ["22"])
+        assert (line["icd10"], line["modifiers"]) == (["I71.21"], ["22", "GA"])
         walk(book, "ENC-A", "aorta-surgeon")
     files = {p.name: p for p in encounters[0].iterdir()}
     # The CLI rewrites the encounter's files at each step; here the library stepped, so write them.

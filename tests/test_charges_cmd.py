@@ -16,6 +16,7 @@ from pipeline.coding import BillableModel
 from pipeline.exports.fhir import parse_bundle
 from pipeline.exports.hl7 import parse_dft
 from pipeline.ledger import Ledger
+from test_ledger_protocol import walk
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "cases" / "example_aorta.yaml"
 
@@ -44,6 +45,9 @@ def publish(case_path: Path, ledger_path: Path, out: Path) -> None:
             digest = hashlib.sha256((reservation.staging / "model.stl").read_bytes()).hexdigest()
             (reservation.staging / "SHA256SUMS").write_text(f"{digest}  model.stl\n")
             run.publish(reservation, mesh_sha256=digest)
+    with Ledger(ledger_path) as book:  # approved, printed, post-processed, delivered: billable unless held
+        for spec in case.models:
+            walk(book, case.case_id, spec.id)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

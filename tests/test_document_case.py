@@ -29,14 +29,15 @@ def phantom_case(tmp_path_factory) -> dict:
     phantom = make_phantom()
     write_dicom_series(phantom, root / "dicom", with_truth=False)
     landmarks = phantom.landmarks
+    abn = {"modifiers": ["GA"], "modifier_reasons": {"GA": "ABN (CMS-R-131) signed, on file"}}  # Medicare
     models = [
-        {"id": "aorta-surgeon", "preset": "aorta_cta", "seeds_lps_mm": [list(landmarks["ascending_aorta"])],
+        {**abn, "id": "aorta-surgeon", "preset": "aorta_cta", "seeds_lps_mm": [list(landmarks["ascending_aorta"])],
          "purpose": "surgical_planning", "recipient": "Cardiac surgery",
          "manual_steps": [{"step": "post_processing", "operator": "TECH^LAB", "minutes": 40}]},
-        {"id": "ventricle-or", "preset": "heart_bloodpool_cta", "seeds_lps_mm": [list(landmarks["left_ventricle"])],
+        {**abn, "id": "ventricle-or", "preset": "heart_bloodpool_cta", "seeds_lps_mm": [list(landmarks["left_ventricle"])],
          "exclude_seeds_lps_mm": [list(landmarks["ascending_aorta"])], "purpose": "trainee_education",
          "recipient": "Trainee"},
-        {"id": "spine-education", "preset": "bone_ct", "seeds_lps_mm": [list(landmarks["vertebra"])],
+        {**abn, "id": "spine-education", "preset": "bone_ct", "seeds_lps_mm": [list(landmarks["vertebra"])],
          "purpose": "patient_education", "recipient": "Patient"},
     ]
     case = {

@@ -54,9 +54,8 @@ def _review(case_file: Path, ledger: Path | None, other: list[str] | None, mesh_
                                  f"({', '.join(spec.id for spec in case.models)})", param_hint="--mesh-only")
     facts = ClaimFacts(other_codes=tuple(other or ()), mesh_only_models=tuple(mesh_only or ()), setting=setting)
     with Ledger(ledger) as book:
-        detail = book.show(case.case_id)
-        billed = book.encounter_lines(case.case_id)
-    return case, detail["encounter"]["id"], review_lines(detail["charges"], billed, payer, facts)
+        billing = book.case_billing(case.case_id)
+    return case, billing.encounter_id, review_lines(billing, payer, facts)
 
 
 @charges_app.command("list")

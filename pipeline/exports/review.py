@@ -1,11 +1,11 @@
 """The coder's view of one encounter: each model's line, its state, diagnoses and payer rules.
 
-:func:`review_lines` is pure: it takes the ledger's charge rows of a case (``Ledger.show``'s
-``charges``: model id, seq, cpt, status, reason, line), the encounter's billed lines and the payer
-rules, and says for every line whether it is ``pending`` (reserved, no packet yet), ``held``
-(with every hold's reason), ``billable``, ``void`` or ``discontinued``-and-billable, with the
-diagnosis titles and the payer rules that applied. The billable claim lines it returns are what
-the exporters take.
+:func:`review_lines` is pure: it takes the encounter's lines from the ledger's lifecycle
+(``Ledger.case_billing``: billable lines numbered in delivery order, pending lines with the step
+they wait for and their open holds) and the payer rules, and says for every line whether it is
+``pending`` (with the step it waits for), ``held`` (with every hold's reason), ``billable`` or
+``exported``, with the diagnosis titles and the payer rules that applied. The billable claim
+lines it returns are what the exporters take.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.coding import ChargeLine, ClaimLine, claim_lines
+from pipeline.coding import ClaimLine, claim_lines
 from pipeline.errors import CodingError
 from pipeline.exports import billable_lines
 from pipeline.holds import Hold
@@ -52,53 +52,61 @@ class EncounterReview:
         return billable_lines(self.claims, self.holds)
 
 
-def review_lines(rows: list[dict[str, Any]], billed: list[ChargeLine], payer: PayerRules,
-                 facts: ClaimFacts | None = None) -> EncounterReview:
-    """The coder's view of a case (see the module docstring).
+def review_lines(billing: Any, payer: PayerRules, facts: ClaimFacts | None = None) -> EncounterReview:
+    """The coder's view of an encounter (see the module docstring).
 
     Parameters
     ----------
-    rows : list of dict
-        The case's charge rows (``model_id``, ``seq``, ``cpt``, ``status``, ``reason``, ``line``).
-    billed : list of ChargeLine
-        The encounter's billed lines (``Ledger.encounter_lines``).
+    billing : pipeline.ledger.lifecycle.Billing
+        The encounter's lines from the ledger (``Ledger.case_billing``): billable ones with
+        their numbered codes, pending ones with the step they wait for and their open holds.
     payer : PayerRules
     facts : ClaimFacts, optional
+        Other codes that day, mesh-only models, the setting.
+
+    Returns
+    -------
+    EncounterReview
+        Every line with its state (``billable``, ``exported``, ``held``, ``pending: waits for
+        ...``), reasons, diagnosis titles and the payer rules that applied; the claim lines of
+        the billable lines as the payer takes them.
     """
     facts = facts or ClaimFacts()
     notes: list[str] = []
-    holds: list[Hold] = [hold for line in billed for hold in line.holds]
+    entries = sorted([*billing.billable, *billing.pending], key=lambda entry: entry.line.sequence)
+    holds: list[Hold] = [hold for entry in entries for hold in [*entry.holds, *entry.line.holds]]
+    billed = [entry.line for entry in billing.billable]
     try:
         check = check_claim(claim_lines(billed), payer, facts) if billed else None
-    except CodingError as error:  # e.g. the 0559T is still reserved: no claim yet
-        check = None
+        # the payer's view of the lines still pending, so a coder sees their rules before delivery
+        provisional = check_claim(claim_lines([e.line for e in billing.pending]), payer, facts) \
+            if billing.pending else None
+    except CodingError as error:
+        check = provisional = None
         notes.append(f"no claim can be formed yet: {error}")
     claims = check.lines if check else []
-    applied = check.applied if check else []
-    holds += check.holds if check else []
+    applied = [*(check.applied if check else []), *(provisional.applied if provisional else [])]
+    holds += [*(check.holds if check else []), *(provisional.holds if provisional else [])]
     held_apart = {model: reason for claim in claims for model, reason in claim.held.items()}
     views = []
-    for row in rows:
-        line = ChargeLine.from_dict(row["line"]) if isinstance(row["line"], dict) else row["line"]
-        reasons = [hold.reason for hold in holds if hold.model_id == line.model_id]
+    for entry in entries:
+        line = entry.line
+        reasons = list(dict.fromkeys(hold.reason for hold in holds if hold.model_id == line.model_id))
         if line.model_id in held_apart and held_apart[line.model_id] not in reasons:
             reasons.append(held_apart[line.model_id])
-        status = row["status"]
-        if status == "reserved":
-            state = "pending"
-        elif status == "void":
-            state = "void"
-        elif reasons:
+        if reasons:
             state = "held"
+        elif entry.exported:
+            state = "exported"
+        elif entry.billable:
+            state = "billable"
         else:
-            state = "billable" if status == "committed" else "billable (discontinued, modifier 53)"
-        if status == "void" and row.get("reason"):
-            reasons = [str(row["reason"])]
+            state = f"pending: waits for {entry.waiting_for}"
         rules = [f"{a.rule}: {a.outcome} ({a.source})" for a in applied if line.model_id in a.model_ids]
         views.append(LineView(
-            model_id=line.model_id, seq=int(row.get("seq") or line.sequence), cpt=line.cpt,
-            modifiers=list(line.modifiers), state=state, reasons=reasons,
-            diagnoses=[f"{code} {icd10_description(code)}" for code in line.icd10], rules=rules))
+            model_id=line.model_id, seq=int(line.sequence), cpt=line.cpt, modifiers=list(line.modifiers),
+            state=state, reasons=reasons, diagnoses=[f"{code} {icd10_description(code)}" for code in line.icd10],
+            rules=rules))
     return EncounterReview(payer=payer.payer, lines=views, claims=claims, holds=holds, applied=applied, notes=notes)
 
 
