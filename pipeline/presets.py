@@ -81,10 +81,20 @@ class LeakControl(_Strict):
     abdominal aneurysm) is not cut (see :mod:`pipeline.segment.leak`). ``mode``: ``always``
     applies the cut; ``auto`` only when the region exceeds ``max_volume_ml`` or
     ``max_extent_mm``; ``off`` never.
+
+    A narrowing of the structure itself (isthmus, coarctation, the compressed true lumen of a
+    dissection) is told from a leak by shape: the piece beyond a neck is kept when it continues
+    the kept tube (the line between the two sides' centroids near the neck runs within
+    ``continuation_angle_deg`` of the kept tube's axis there) and is not a blob (a piece that
+    stays inside the scan and is shorter than ``blob_elongation`` times its widest radius).
+    ``leak``: what a leak is for this structure, in words (it goes into the report).
     """
 
     mode: Literal["off", "auto", "always"] = "always"
     neck_ratio: float = Field(0.8, gt=0, le=1)
+    continuation_angle_deg: float | None = Field(None, gt=0, le=90)
+    blob_elongation: float = Field(4.0, gt=0, le=50)
+    leak: str = ""
     neighbourhood_mm: float = Field(30.0, gt=0, le=200)
     analysis_spacing_mm: float = Field(1.5, gt=0, le=5)
     max_volume_ml: float | None = Field(None, gt=0)

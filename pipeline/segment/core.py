@@ -20,7 +20,7 @@ from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, 
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
 from pipeline.segment.seeds import check_in_window, resolve_seeds, snap_into
-from pipeline.segment.threshold import Window, hu_window
+from pipeline.segment.threshold import Window, hu_window, refine_window
 
 
 @dataclass
@@ -135,27 +135,44 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     block_spacing = tuple(s * f for s, f in zip(spacing, factors))
     details["analysis_grid"] = {"block_voxels_kji": list(factors), "block_mm_kji": [round(s, 2) for s in block_spacing]}
     mean, highest = block_mean_max(hu, factors)
-    in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
-    del mean
     blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
-    if preset.bone_separation.enabled:
-        # Bone must read brighter than the structure: a window raised for dense contrast raises it.
-        bone = preset.bone_separation
-        if window.upper_hu > bone.cortical_hu:
-            bone = bone.model_copy(update={"cortical_hu": window.upper_hu})
-        barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
-        in_window &= ~barrier
-    else:
-        barrier = np.zeros_like(in_window)
-    snapped = [snap_into(in_window, b) for b in blocks_of]
-    if any(s is None for s in snapped):
+
+    def grow() -> tuple | None:
+        in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
+        # Blocks half-way between the tissue around the lumen and the window's floor: a thin
+        # septum between two lumina (a dissection's flap) or a partial-volume rim.
+        septum = (mean >= 0.5 * (window.lower_hu + preset.threshold.background_hu)) & (mean <= window.upper_hu)
+        if preset.bone_separation.enabled:
+            # Bone must read brighter than the structure: a window raised for dense contrast raises it.
+            bone = preset.bone_separation
+            if window.upper_hu > bone.cortical_hu:
+                bone = bone.model_copy(update={"cortical_hu": window.upper_hu})
+            barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
+            in_window &= ~barrier
+        else:
+            barrier = np.zeros_like(in_window)
+        snapped = [snap_into(in_window, b) for b in blocks_of]
+        if any(s is None for s in snapped):
+            return None
+        pieces, _ = ndi.label(in_window)
+        region = np.isin(pieces, [pieces[s] for s in snapped])
+        return in_window, septum, barrier, snapped, region
+
+    grown = grow()
+    if grown is not None and preset.threshold.mode == "half_maximum":
+        # The window's level is the structure's, not the seed's surroundings': a seed in a dimmer
+        # part (a dissection's false lumen, the far end of a falling bolus) gives the same window.
+        core = extreme_3x3x3(extreme_3x3x3(grown[4], np.logical_and), np.logical_and)
+        if np.count_nonzero(core) >= 27:
+            if refine_window(window, preset.threshold, float(np.median(mean[core]))):
+                grown = grow() or grown
+    if grown is None:
         details["warnings"].append(
             "the structure at a seed is narrower than the analysis grid "
             f"({settings.analysis_spacing_mm} mm); grown without leak control or bone separation")
         return None
-    pieces, _ = ndi.label(in_window)
-    region = np.isin(pieces, [pieces[s] for s in snapped])
-    del pieces
+    in_window, septum, barrier, snapped, region = grown
+    del mean, grown
     block_ml = float(np.prod(block_spacing)) / 1000.0
     grown_ml = float(region.sum()) * block_ml
     extent = [(b.stop - b.start) * s for b, s in zip(bounding_box(region), block_spacing)]
@@ -172,11 +189,19 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
             "applied": cut, "exclude_seeds_in_region": len(exclude_blocks),
             "competitive_split": bool(exclude_blocks)}
     if cut or exclude_blocks:
-        split = split_at_constrictions(region, block_spacing, snapped, exclude_blocks,
-                                       settings.neck_ratio if cut else None, settings.neighbourhood_mm)
-        kept = split.keep
+        # A septum of one block between two parts of the region (a dissection's intimal flap) is
+        # no neck: close it for the analysis; the region itself keeps its voxels.
+        closed = region | (ndi.binary_closing(region, np.ones((3, 3, 3), bool)) & septum & ~barrier)
+        split = split_at_constrictions(closed, block_spacing, snapped, exclude_blocks,
+                                       settings.neck_ratio if cut else None, settings.neighbourhood_mm,
+                                       continuation_angle_deg=settings.continuation_angle_deg,
+                                       blob_elongation=settings.blob_elongation)
+        kept = split.keep & region
+        split.pieces[~region] = 0
         leak.update({"basins": split.basins, "removed_ml": round(split.removed_voxels * block_ml, 1),
-                     "rejoined_after_local_check": split.rejoined, "cuts": split.removed})
+                     "rejoined_after_local_check": split.rejoined, "rejoined_as_continuation": split.continued,
+                     "cuts": split.removed})
+        details["removed_blocks"] = split.pieces
     else:
         kept = region
         leak.update({"removed_ml": 0.0, "cuts": []})
