@@ -45,6 +45,9 @@ class ThresholdSettings(_Strict):
     adaptive_radius_mm: float = Field(4.0, gt=0, le=50)
     background_hu: float = Field(40.0, ge=HU_LIMITS[0], le=HU_LIMITS[1])
     upper_margin_hu: float = Field(150.0, ge=0, le=2000)
+    min_contrast_hu: float | None = Field(
+        None, ge=HU_LIMITS[0], le=HU_LIMITS[1],
+        description="a contrast study: the HU at an include seed must reach this (else the scan is refused)")
     reason: str = Field(min_length=1, description="why this window: the HU of the structure and its neighbours")
 
     @model_validator(mode="after")
@@ -107,6 +110,21 @@ class LeakControl(_Strict):
         return "off" if value is False else value
 
 
+class Plausibility(_Strict):
+    """What the structure looks like; a result that does not is held for a person.
+
+    ``shape``: ``tube`` (one continuous tube that leaves the scan at its ends or ends at a
+    removed blob such as a heart chamber behind a valve), ``blob`` or ``any`` (no check).
+    ``radius_mm``: the range of the tube's widest radius. ``min_end_radius_mm``: a tube end
+    narrower than this (a small branch's stump) is not checked.
+    """
+
+    shape: Literal["tube", "blob", "any"] = "any"
+    radius_mm: tuple[float, float] | None = None
+    min_end_radius_mm: float = Field(4.0, ge=0, le=50)
+    reason: str = ""
+
+
 class Shell(_Strict):
     """Hollow model: a wall of ``thickness_mm`` inside or outside the segmented surface."""
 
@@ -142,6 +160,7 @@ class Preset(_Strict):
     seeds_required: bool = True
     bone_separation: BoneSeparation = BoneSeparation()
     leak_control: LeakControl = LeakControl(mode="off")
+    plausibility: Plausibility = Plausibility()
     cleanup: Cleanup = Cleanup()
     expected_volume_ml: tuple[float, float] | None = None
     partial_volume_estimate: bool = Field(

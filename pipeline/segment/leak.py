@@ -272,6 +272,9 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
             "neck_index": ([int(c + b.start) for c, b in zip(places[neck], box)] if neck is not None
                            else [int(c + b.start) for c, b in zip(np.argwhere(piece)[0], box)]),
             "held_exclude_seed": bool(any(piece[s] for s, kind in seeds if kind == "exclude")),
+            "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
+                                                                                piece.shape), box)],
+            "tubular": not _is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
         })
     full_pieces = np.zeros(full_shape, np.int32)
     full_pieces[box] = pieces
