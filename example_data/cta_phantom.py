@@ -358,8 +358,9 @@ def thrombus_sdf(x, y, z, kind: str):
 
 
 def outer_wall_sdf(x, y, z, kind: str):
-    """The aorta's outer wall: lumen, thrombus and the wall itself (no annulus)."""
-    inner = _vessel_sdf(x, y, z, kind, with_annulus=False)
+    """The aorta's outer wall: lumen, thrombus and the wall itself (the root's part inside the
+    left ventricle is no wall: :func:`make_phantom` takes the blood pool out of the truth)."""
+    inner = _vessel_sdf(x, y, z, kind)
     if kind == "aneurysm":
         inner = np.minimum(inner, _aneurysm_outer_sdf(x, y, z))
     return inner - WALL_MM
@@ -732,6 +733,7 @@ def make_phantom(shape_scale: float = 1.0, seed: int = 0, shape: tuple[int, int,
         _paint_all(image[start:stop], labels[start:stop], wall[start:stop], coords, ramp_mm, kind)
         if kind == "bolus":
             _add_streaks(image[start:stop], coords)
+    wall &= labels != 2
     sigma = [BLUR_SIGMA_MM / s for s in geometry.spacing]
     ndimage.gaussian_filter(image, sigma, output=image, mode="nearest")
     rng = np.random.default_rng(seed)

@@ -125,6 +125,18 @@ class Plausibility(_Strict):
     reason: str = ""
 
 
+class OuterWall(_Strict):
+    """Grow from the lumen into the wall and thrombus, bounded by fat (see :mod:`pipeline.segment.wall`)."""
+
+    lower_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    upper_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    max_thickness_mm: float = Field(30.0, gt=0, le=100)
+    smoothing_mm: float = Field(0.7, ge=0, le=5)
+    opening_mm: float = Field(3.0, ge=0, le=20)
+    wall_mm: float = Field(2.5, ge=0, le=10)
+    reason: str = Field(min_length=1, description="the HU of wall, thrombus and their neighbours, with sources")
+
+
 class Shell(_Strict):
     """Hollow model: a wall of ``thickness_mm`` inside or outside the segmented surface."""
 
@@ -161,6 +173,7 @@ class Preset(_Strict):
     bone_separation: BoneSeparation = BoneSeparation()
     leak_control: LeakControl = LeakControl(mode="off")
     plausibility: Plausibility = Plausibility()
+    outer_wall: OuterWall | None = None
     cleanup: Cleanup = Cleanup()
     expected_volume_ml: tuple[float, float] | None = None
     partial_volume_estimate: bool = Field(

@@ -22,6 +22,7 @@ from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, 
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
 from pipeline.segment.seeds import check_apart, check_contrast, check_in_window, resolve_seeds, snap_into
+from pipeline.segment.wall import outer_wall
 from pipeline.segment.threshold import Window, hu_window, refine_window
 
 
@@ -407,6 +408,17 @@ def segment(
             work, cleaned["islands_removed"] = cleanup.drop_islands(
                 work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
         details["components"] = ndi.label(work)[1]
+    if preset.outer_wall is not None and work.any():
+        # the outer wall around the lumen: a crop reaching the largest wall thickness beyond it
+        reach = [int(np.ceil((preset.outer_wall.max_thickness_mm + 3 * preset.outer_wall.smoothing_mm) / s)) + 2
+                 for s in spacing]
+        inner = tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, bounding_box(work)))
+        wider = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(inner, reach, hu.shape))
+        lumen = np.zeros(tuple(w.stop - w.start for w in wider), bool)
+        lumen[tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(outer, wider))] = work
+        work, cleaned["outer_wall"] = outer_wall(hu[wider], lumen, spacing, preset.outer_wall)
+        outer = wider
+        del lumen
     solid = work
     if clean.shell is not None:
         work = cleanup.hollow_shell(work, spacing, clean.shell.thickness_mm, clean.shell.side)
