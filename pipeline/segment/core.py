@@ -202,7 +202,7 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
             f"({settings.analysis_spacing_mm} mm); grown without leak control or bone separation")
         return None
     in_window, septum, barrier, snapped, region = grown
-    del mean, grown
+    del grown
     block_ml = float(np.prod(block_spacing)) / 1000.0
     grown_ml = float(region.sum()) * block_ml
     extent = [(b.stop - b.start) * s for b, s in zip(bounding_box(region), block_spacing)]
@@ -269,7 +269,25 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     code[cut_blocks] = CUT
     offset = tuple(s % f for s, f in zip(start, factors))
     code = upsample(code[coarse_box], factors, shape, offset)
-    in_window = (crop >= window.lower_hu) & (crop <= window.upper_hu)
+    lower = window.lower_hu
+    if preset.threshold.mode == "half_maximum" and interior[coarse_box].any():
+        # The half maximum of the lumen where it is: a bolus fading along the aorta (430 HU in
+        # the root, 280 HU low down) has its edge at a different HU in each place. Each block
+        # takes the level of the nearest interior block (smoothed over 5 blocks).
+        inner = interior[coarse_box]
+        nearest = ndi.distance_transform_edt(~inner, sampling=block_spacing, return_distances=False,
+                                             return_indices=True)
+        level = ndi.uniform_filter(np.where(inner, mean[coarse_box], 0).astype(np.float32), 5)
+        weight = ndi.uniform_filter(inner.astype(np.float32), 5)
+        level = (level / np.maximum(weight, 1e-6))[tuple(nearest)]
+        del nearest
+        local_lower = np.maximum(preset.threshold.lower_hu, 0.5 * (level + preset.threshold.background_hu))
+        lower = upsample(np.rint(local_lower).astype(np.int16), factors, shape, offset)
+        details["local_half_maximum_hu"] = [round(float(local_lower[inner].min()), 1),
+                                            round(float(local_lower[inner].max()), 1)]
+    del mean
+    in_window = (crop >= lower) & (crop <= window.upper_hu)
+    del lower
     fine = (in_window & (code == FRINGE)) | (code == INSIDE)
     if cut_blocks.any():
         fine |= settle_cuts(in_window, code, cut_blocks[coarse_box], factors, offset, spacing)
@@ -470,7 +488,8 @@ def segment(
     report = SegmentReport(
         preset=preset.name, structure=name, label=int(label), method=method,
         parameters={"preset": preset.model_dump(mode="json"), "overrides": overrides or {}},
-        window=window.to_dict(), seeds=seeds,
+        window={**window.to_dict(), **({"local_lower_hu_range": details["local_half_maximum_hu"]}
+                                       if "local_half_maximum_hu" in details else {})}, seeds=seeds,
         voxels=voxels, volume_ml=round(volume_ml, 3), volume_ml_partial_volume=pv_ml,
         components=int(details["components"]), hu_statistics=stats,
         bone_separation=details["bone_separation"], leak_control=leak, cleanup=cleaned,

@@ -123,6 +123,43 @@ def _is_blob(piece: np.ndarray, widest_mm: float, spacing: tuple[float, ...], fu
     return length < elongation * max(widest_mm, 1e-6)
 
 
+def _return_neck_tubes(region: np.ndarray, kept: np.ndarray, distance: np.ndarray, spacing: tuple[float, ...],
+                       box: tuple[slice, ...], full_shape: tuple[int, ...], elongation: float,
+                       exclude: list[tuple[int, int, int]]) -> np.ndarray:
+    """Give the kept part the tube that leads into a removed blob (the aortic root's annulus).
+
+    The watershed puts a cut anywhere along a uniform neck. A chamber is the part of the blob
+    wider than its neck: its voxels farther than the neck's radius from the blob's surface, grown
+    back by that radius (an opening). The rest of the neck, next to the kept part, is kept.
+    """
+    pieces, count = ndi.label(region & ~kept, np.ones((3, 3, 3), bool))
+    near_kept = ndi.binary_dilation(kept)
+    for number, where in enumerate(ndi.find_objects(pieces), start=1):
+        local = tuple(slice(max(w.start - 1, 0), w.stop + 1) for w in where)
+        piece = pieces[local] == number
+        if any(piece[tuple(e - b.start for e, b in zip(x, local))] for x in exclude
+               if all(b.start <= e < b.stop for e, b in zip(x, local))):
+            continue  # the user asked for this piece to go
+        contact = near_kept[local] & piece
+        if not contact.any():
+            continue
+        widest = float(distance[local][piece].max())
+        shifted = tuple(slice(l.start + b.start, l.stop + b.start) for l, b in zip(local, box))
+        if not _is_blob(piece, widest, spacing, shifted, full_shape, elongation):
+            continue
+        neck = float(distance[local][contact].max()) + 0.5 * max(spacing)
+        own = ndi.distance_transform_edt(np.pad(piece, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        deep = own > neck
+        if not deep.any():
+            continue
+        body = (ndi.distance_transform_edt(~deep, sampling=spacing) <= neck) & piece
+        stub = piece & ~body
+        stubs, _ = ndi.label(stub, np.ones((3, 3, 3), bool))
+        joined = np.unique(stubs[contact & stub])
+        kept[local] |= np.isin(stubs, joined[joined > 0])
+    return kept
+
+
 def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, float],
                            include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
                            neck_ratio: float | None, neighbourhood_mm: float = 30.0,
@@ -251,6 +288,9 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
     # Every removed voxel belongs to one listed piece: a connected part of the region outside the
     # kept one, with its size, widest ball and the widest neck by which it touched the kept part.
     kept_local = kept_basins[labels]
+    if neck_ratio is not None:
+        kept_local = _return_neck_tubes(region, kept_local, distance, spacing, box, full_shape, blob_elongation,
+                                        [s for s, kind in seeds if kind == "exclude"])
     pieces, count_pieces = ndi.label(region & ~kept_local, np.ones((3, 3, 3), bool))
     removed = []
     voxel_mm3 = float(np.prod(spacing))
