@@ -294,22 +294,20 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
     pieces, count_pieces = ndi.label(region & ~kept_local, np.ones((3, 3, 3), bool))
     removed = []
     voxel_mm3 = float(np.prod(spacing))
-    touching = kept_basins[pairs[:, 0]] | kept_basins[pairs[:, 1]]
+    near_kept = ndi.binary_dilation(kept_local)
     for number, where in enumerate(ndi.find_objects(pieces), start=1):
         piece = pieces == number
-        in_piece = np.zeros(count + 1, bool)
-        in_piece[np.unique(labels[piece])] = True
-        in_piece[0] = False
-        necks = np.flatnonzero(touching & (in_piece[pairs[:, 0]] | in_piece[pairs[:, 1]]))
-        neck = necks[np.argmax(saddles[necks])] if necks.size else None
+        # the neck: the widest ball on the piece's contact with the kept part
+        contact = np.argwhere(piece & near_kept)
+        neck = contact[np.argmax(distance[tuple(contact.T)])] if len(contact) else None
         removed.append({
             "piece": number,
             "voxels": int(piece.sum()),
             "volume_ml": round(int(piece.sum()) * voxel_mm3 / 1000, 2),
-            "neck_radius_mm": round(float(saddles[neck]), 1) if neck is not None else None,
+            "neck_radius_mm": round(float(distance[tuple(neck)]), 1) if neck is not None else None,
             "widest_radius_mm": round(float(distance[piece].max()), 1),
             "centroid_index": [round(float(c + b.start), 1) for c, b in zip(np.argwhere(piece).mean(axis=0), box)],
-            "neck_index": ([int(c + b.start) for c, b in zip(places[neck], box)] if neck is not None
+            "neck_index": ([int(c + b.start) for c, b in zip(neck, box)] if neck is not None
                            else [int(c + b.start) for c, b in zip(np.argwhere(piece)[0], box)]),
             "held_exclude_seed": bool(any(piece[s] for s, kind in seeds if kind == "exclude")),
             "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
