@@ -509,6 +509,7 @@ def segment(
                           tuple(b.stop - b.start for b in local_box), tuple(b.start % f for b, f in zip(local_box, factors)))
         crop = hu[local_box]
         pieces = np.where((crop >= window.lower_hu) & (crop <= window.upper_hu), pieces, 0).astype(np.uint8)
+        pieces[array[tuple(slice(b.start + f.start, b.stop + f.start) for b, f in zip(local_box, full_box))] > 0] = 0
         report._removed = (tuple(slice(b.start + f.start, b.stop + f.start) for b, f in zip(local_box, full_box)), pieces)
     mask = Mask(array, geometry, {int(label): name},
                 {"method": method, "preset": preset.name, "volume_ml": round(volume_ml, 3)})
