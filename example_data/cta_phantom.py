@@ -42,10 +42,11 @@ Kinds (the figures each follows are given with its parameters below):
     aortic HU falling 150 HU from the ascending (430 HU) to the descending aorta (280 HU);
     undiluted contrast (1400 HU) in the SVC with streak artefacts (+-120 HU) around it.
 ``calcified``
-    calcified plaques (1000 HU, radius 2.5 mm) in the wall, protruding 2 mm into the lumen.
+    calcified plaques (1000 HU, radius 2 mm) in the wall, protruding 2 mm into the lumen.
 ``spine`` / ``spine_osteoporotic``
-    the descending aorta 2 mm in front of a vertebral body with a 1 mm cortex of 750 HU around
-    cancellous bone of 250 HU; the osteoporotic variant's cortex reads 350 HU around 180 HU.
+    the descending aorta 2 mm in front of a vertebral body with a 1 mm cortex of 900 HU (reads
+    500-700 HU once blurred) around cancellous bone of 250 HU; the osteoporotic variant's cortex
+    is 350 HU (reads under 400 HU) around 180 HU.
 
 The ground truth samples the same functions at voxel centres: ``labels`` (1 contrast-filled
 aortic lumen with its branches, 2 left-ventricle blood pool, 3 vertebral bone, 4 thrombus,
@@ -148,16 +149,17 @@ FALSE_LUMEN_THROMBUS_Z = (-55.0, 15.0)  # a 7 cm thrombosed stretch of the false
 ENTRY_TEAR = (32.0, 5.0)  # z and radius (mm) of the entry tear
 REENTRY_TEAR = (-75.0, 4.0)
 # coarctation: isthmus narrowed to 40 % of the diameter (a significant coarctation is < 50 %)
-COARCTATION_Z, COARCTATION_HALF_LENGTH, COARCTATION_FRACTION = 40.0, 5.0, 0.4
-POST_STENOTIC = (14.0, 14.0, 4.0)  # centre z, half length, added radius (mm)
+# (below z 38, where the arch's end cap stops covering the descending aorta's top)
+COARCTATION_Z, COARCTATION_HALF_LENGTH, COARCTATION_FRACTION = 30.0, 5.0, 0.4
+POST_STENOTIC = (5.0, 14.0, 4.0)  # centre z, half length, added radius (mm)
 # open aortic valve: annulus 23 mm diameter against a 28 mm root
 OPEN_ANNULUS_RADIUS = 11.5
 # bolus: ascending 430 HU falling 150 HU along the aorta
 BOLUS_HU = (430.0, 280.0)
 SVC_STREAKS = (120.0, 12, 20.0)  # amplitude HU, streaks around the SVC, decay length mm
 # calcified plaques: centre z or arch angle, direction around the axis (rad); radius 2.5 mm
-PLAQUE_RADIUS_MM = 2.5
-PLAQUE_DEPTH_MM = 2.0  # how far a plaque reaches into the lumen
+PLAQUE_RADIUS_MM = 2.0
+PLAQUE_DEPTH_MM = 2.0  # how far a plaque reaches into the lumen (and out through the 2 mm wall)
 PLAQUES = (("descending", 30.0, 0.5), ("descending", 0.0, 2.5), ("descending", -40.0, 4.0),
            ("descending", -80.0, 1.0), ("arch", 0.6 * np.pi, -1.0), ("ascending", 20.0, 3.5))
 # spine kinds: descending aorta 2 mm in front of a vertebral body, cortex 1 mm
@@ -189,7 +191,7 @@ def anatomy(kind: str) -> Anatomy:
         towards = (SPINE_XY - DESCENDING_XY) / np.linalg.norm(SPINE_XY - DESCENDING_XY)
         spine = tuple(DESCENDING_XY + towards * (DESCENDING_RADIUS + SPINE_GAP_MM + VERTEBRA_RADIUS))
         cortex = SPINE_CORTEX_MM
-        cortical, cancellous = (750.0, 250.0) if kind == "spine" else (350.0, 180.0)
+        cortical, cancellous = (900.0, 250.0) if kind == "spine" else (350.0, 180.0)
     return Anatomy(kind, OPEN_ANNULUS_RADIUS if kind == "open_valve" else ANNULUS_RADIUS,
                    (float(spine[0]), float(spine[1])), cortex, cortical, cancellous)
 
