@@ -14,6 +14,7 @@ import pytest
 
 from example_data.cta_phantom import KINDS, make_phantom
 from pipeline.errors import SegmentationError
+from pipeline.geometry import Mask
 from pipeline.segment import segment
 
 _phantoms: dict = {}
@@ -173,3 +174,26 @@ def test_exclude_seeds_report_their_effect():
     assert effects[0] == "removed with the piece it lies in"
     assert effects[1].startswith("outside the grown region")
     assert any("had no effect" in w for w in report.warnings)
+
+
+def test_removed_pieces_are_drawn_in_cyan():
+    import io
+
+    from PIL import Image
+
+    from pipeline.document.pictures import ct_slices_png
+
+    made = phantom("aneurysm")
+    mask, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
+    removed = report.removed_pieces()
+    assert removed is not None and removed.any()
+    # through the ventricle (the removed piece), so every slice crosses it
+    centre = np.argwhere(removed > 0).mean(axis=0).round().astype(int)
+    spot = np.zeros(removed.shape, np.uint8)
+    spot[tuple(centre)] = 1
+    probe = Mask(spot, mask.geometry, {1: "probe"}, {})
+    pixels = np.asarray(Image.open(io.BytesIO(ct_slices_png(made.volume(), probe, removed=removed))).convert("RGB"))
+    cyan = (pixels[..., 0] < 80) & (pixels[..., 1] > 180) & (pixels[..., 2] > 180)
+    assert cyan.sum() > 50
+    plain = np.asarray(Image.open(io.BytesIO(ct_slices_png(made.volume(), probe))).convert("RGB"))
+    assert ((plain[..., 0] < 80) & (plain[..., 1] > 180) & (plain[..., 2] > 180)).sum() == 0
