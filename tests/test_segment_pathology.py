@@ -197,3 +197,20 @@ def test_removed_pieces_are_drawn_in_cyan():
     assert cyan.sum() > 50
     plain = np.asarray(Image.open(io.BytesIO(ct_slices_png(made.volume(), probe))).convert("RGB"))
     assert ((plain[..., 0] < 80) & (plain[..., 1] > 180) & (plain[..., 2] > 180)).sum() == 0
+
+
+def test_command_line_shows_the_hold_and_the_report_keeps_it(tmp_path, capsys):
+    import json
+
+    from pipeline.cli import main
+    from pipeline.geometry import write_volume
+
+    made = phantom("aneurysm")
+    source = write_volume(made.volume(), tmp_path / "ct.nii.gz")
+    x, y, z = made.landmarks["left_ventricle"]
+    code = main(["--quiet", "segment", str(source), "--preset", "aorta_cta", "--seed", str(x), str(y), str(z),
+                 "--out", str(tmp_path / "m.nii.gz"), "--report", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 0 and "HOLD segment.result_is_a_blob" in " ".join(err.split())
+    holds = json.loads((tmp_path / "r.json").read_text())["holds"]
+    assert holds and holds[0]["code"] == "segment.result_is_a_blob" and holds[0]["source"] == "segment"

@@ -90,7 +90,7 @@ def _widest_near(distance: np.ndarray, labels: np.ndarray, member_basins: np.nda
     return float(distance[box][near].max()) if near.any() else 0.0
 
 
-def _continues(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spacing: tuple[float, ...],
+def continues_tube(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spacing: tuple[float, ...],
                radius_mm: float, min_cos: float) -> tuple[bool, float]:
     """Whether ``piece`` lies along the axis of ``kept`` near ``centre`` (index): the cosine between
     the kept voxels' principal axis and the line from their centroid to the piece's, within
@@ -112,7 +112,7 @@ def _continues(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spacing:
     return cos >= min_cos, cos
 
 
-def _is_blob(piece: np.ndarray, widest_mm: float, spacing: tuple[float, ...], full_box: tuple[slice, ...],
+def is_blob(piece: np.ndarray, widest_mm: float, spacing: tuple[float, ...], full_box: tuple[slice, ...],
              full_shape: tuple[int, ...], elongation: float) -> bool:
     """A piece that stays inside the scan and is shorter than ``elongation`` x its widest radius."""
     where = bounding_box(piece)
@@ -145,7 +145,7 @@ def _return_neck_tubes(region: np.ndarray, kept: np.ndarray, distance: np.ndarra
             continue
         widest = float(distance[local][piece].max())
         shifted = tuple(slice(l.start + b.start, l.stop + b.start) for l, b in zip(local, box))
-        if not _is_blob(piece, widest, spacing, shifted, full_shape, elongation):
+        if not is_blob(piece, widest, spacing, shifted, full_shape, elongation):
             continue
         neck = float(distance[local][contact].max()) + 0.5 * max(spacing)
         own = ndi.distance_transform_edt(np.pad(piece, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
@@ -269,9 +269,9 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
             if continuation_angle_deg is None or (kept_root, other_root) in refused:
                 continue
             other = (roots == other_root)[labels]
-            along, _ = _continues(kept_basins[labels], other, places[index], spacing,
+            along, _ = continues_tube(kept_basins[labels], other, places[index], spacing,
                                   max(2.5 * near_kept, 10.0), float(np.cos(np.radians(continuation_angle_deg))))
-            if along and not _is_blob(other, float(group_peak[other_root]), spacing, box, full_shape,
+            if along and not is_blob(other, float(group_peak[other_root]), spacing, box, full_shape,
                                       blob_elongation):
                 join(kept_root, other_root)
                 continued += 1
@@ -312,7 +312,7 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
             "held_exclude_seed": bool(any(piece[s] for s, kind in seeds if kind == "exclude")),
             "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
                                                                                 piece.shape), box)],
-            "tubular": not _is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
+            "tubular": not is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
         })
     full_pieces = np.zeros(full_shape, np.int32)
     full_pieces[box] = pieces

@@ -25,7 +25,7 @@ from skimage.graph import MCP_Geometric
 from pipeline.geometry import bounding_box
 from pipeline.holds import Hold
 from pipeline.presets import Preset
-from pipeline.segment.leak import _continues, _is_blob
+from pipeline.segment.leak import continues_tube, is_blob
 
 Point = Callable[[np.ndarray], str]  # block index -> "LPS (x, y, z) mm"
 
@@ -72,7 +72,7 @@ def check(kept: np.ndarray, pieces: np.ndarray, removed: list[dict], seeds: list
     widest = float(distance.max())
     length = max((b.stop - b.start) * s for b, s in zip(box, spacing))
     full = tuple(slice(0, n) for n in kept.shape)
-    blob = _is_blob(kept, widest, spacing, full, kept.shape, settings.blob_elongation)
+    blob = is_blob(kept, widest, spacing, full, kept.shape, settings.blob_elongation)
     measured.update({"widest_radius_mm": round(widest, 1), "length_mm": round(length, 1), "blob": bool(blob)})
     seed_text = " and ".join(seed_names) or "the seed"
     tubes = [r for r in removed if r["tubular"]]
@@ -93,7 +93,7 @@ def check(kept: np.ndarray, pieces: np.ndarray, removed: list[dict], seeds: list
         if not piece["tubular"]:
             continue
         member = pieces == piece["piece"]
-        along, _ = _continues(kept, member, np.asarray(piece["neck_index"]), spacing,
+        along, _ = continues_tube(kept, member, np.asarray(piece["neck_index"]), spacing,
                               max(2.5 * (piece["neck_radius_mm"] or 4.0), 10.0), cos)
         if along:
             holds.append(Hold("segment.removed_tube_continues",
