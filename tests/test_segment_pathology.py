@@ -155,7 +155,7 @@ def test_bad_seeds_are_refused_naming_the_seed():
     made = phantom("aneurysm")
     volume = made.volume()
     plaque = phantom("calcified").landmarks["plaque_0"]
-    with pytest.raises(SegmentationError, match=r"include seed at LPS .* it lies in bone, a calcification"):
+    with pytest.raises(SegmentationError, match=r"include seed at LPS .* lies in bone(,| or) a calcification"):
         segment(phantom("calcified").volume(), "aorta_cta", [plaque])
     lung = tuple(float(v) for v in (-58.0, 5.0, 40.0))
     with pytest.raises(SegmentationError, match=r"include seed at LPS \(-58.0, 5.0, 40.0\) mm .* air or lung"):

@@ -176,7 +176,7 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
             barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
             for name, block in zip(names, blocks_of):
                 if barrier[block] and not in_window[block]:
-                    raise SegmentationError(f"{name} lies in bone: inside a cortical shell above "
+                    raise SegmentationError(f"{name} lies in bone or a calcification: inside a shell above "
                                             f"{bone.cortical_hu:.0f} HU", hint=f"place the seed in the {preset.structure}")
             in_window &= ~barrier
         else:
