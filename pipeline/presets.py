@@ -45,6 +45,9 @@ class ThresholdSettings(_Strict):
     adaptive_radius_mm: float = Field(4.0, gt=0, le=50)
     background_hu: float = Field(40.0, ge=HU_LIMITS[0], le=HU_LIMITS[1])
     upper_margin_hu: float = Field(150.0, ge=0, le=2000)
+    min_contrast_hu: float | None = Field(
+        None, ge=HU_LIMITS[0], le=HU_LIMITS[1],
+        description="a contrast study: the HU at an include seed must reach this (else the scan is refused)")
     reason: str = Field(min_length=1, description="why this window: the HU of the structure and its neighbours")
 
     @model_validator(mode="after")
@@ -81,10 +84,20 @@ class LeakControl(_Strict):
     abdominal aneurysm) is not cut (see :mod:`pipeline.segment.leak`). ``mode``: ``always``
     applies the cut; ``auto`` only when the region exceeds ``max_volume_ml`` or
     ``max_extent_mm``; ``off`` never.
+
+    A narrowing of the structure itself (isthmus, coarctation, the compressed true lumen of a
+    dissection) is told from a leak by shape: the piece beyond a neck is kept when it continues
+    the kept tube (the line between the two sides' centroids near the neck runs within
+    ``continuation_angle_deg`` of the kept tube's axis there) and is not a blob (a piece that
+    stays inside the scan and is shorter than ``blob_elongation`` times its widest radius).
+    ``leak``: what a leak is for this structure, in words (it goes into the report).
     """
 
     mode: Literal["off", "auto", "always"] = "always"
     neck_ratio: float = Field(0.8, gt=0, le=1)
+    continuation_angle_deg: float | None = Field(None, gt=0, le=90)
+    blob_elongation: float = Field(4.0, gt=0, le=50)
+    leak: str = ""
     neighbourhood_mm: float = Field(30.0, gt=0, le=200)
     analysis_spacing_mm: float = Field(1.5, gt=0, le=5)
     max_volume_ml: float | None = Field(None, gt=0)
@@ -95,6 +108,33 @@ class LeakControl(_Strict):
     def _yaml_off(cls, value: Any) -> Any:
         # YAML 1.1 reads an unquoted ``off`` as false.
         return "off" if value is False else value
+
+
+class Plausibility(_Strict):
+    """What the structure looks like; a result that does not is held for a person.
+
+    ``shape``: ``tube`` (one continuous tube that leaves the scan at its ends or ends at a
+    removed blob such as a heart chamber behind a valve), ``blob`` or ``any`` (no check).
+    ``radius_mm``: the range of the tube's widest radius. ``min_end_radius_mm``: a tube end
+    narrower than this (a small branch's stump) is not checked.
+    """
+
+    shape: Literal["tube", "blob", "any"] = "any"
+    radius_mm: tuple[float, float] | None = None
+    min_end_radius_mm: float = Field(4.0, ge=0, le=50)
+    reason: str = ""
+
+
+class OuterWall(_Strict):
+    """Grow from the lumen into the wall and thrombus, bounded by fat (see :mod:`pipeline.segment.wall`)."""
+
+    lower_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    upper_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
+    max_thickness_mm: float = Field(30.0, gt=0, le=100)
+    smoothing_mm: float = Field(0.7, ge=0, le=5)
+    opening_mm: float = Field(3.0, ge=0, le=20)
+    wall_mm: float = Field(2.5, ge=0, le=10)
+    reason: str = Field(min_length=1, description="the HU of wall, thrombus and their neighbours, with sources")
 
 
 class Shell(_Strict):
@@ -132,6 +172,8 @@ class Preset(_Strict):
     seeds_required: bool = True
     bone_separation: BoneSeparation = BoneSeparation()
     leak_control: LeakControl = LeakControl(mode="off")
+    plausibility: Plausibility = Plausibility()
+    outer_wall: OuterWall | None = None
     cleanup: Cleanup = Cleanup()
     expected_volume_ml: tuple[float, float] | None = None
     partial_volume_estimate: bool = Field(

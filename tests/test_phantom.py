@@ -116,3 +116,119 @@ def test_dicom_series_is_real_and_out_of_order(tmp_path):
     np.testing.assert_allclose(image.GetSpacing(), made.geometry.spacing[::-1], atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), made.hu)
     assert (tmp_path / "series" / "truth" / "labels.nii.gz").is_file()
+
+
+# --- the phantom family: each kind's pathology, measured on its truth and its HU ------------
+_kinds: dict = {}
+
+
+def kind_at(kind, spacing=1.0, fov=None):
+    if (kind, spacing, fov) not in _kinds:
+        _kinds[kind, spacing, fov] = make_phantom(kind=kind, spacing_mm=spacing, field_of_view_mm=fov)
+    return _kinds[kind, spacing, fov]
+
+
+def _slice_at(made, z):
+    return int(round(made.geometry.lps_to_index((0.0, 0.0, z))[0]))
+
+
+def test_dissection_true_lumen_false_lumen_and_thrombus():
+    from scipy import ndimage
+
+    made = kind_at("dissection")
+    g = made.geometry
+    # the true lumen in the thrombosed stretch is a 3-5 mm crescent: its thickness along the
+    # flap's normal, measured on the truth, on slices through that stretch
+    u = cta_phantom._away_from_spine()
+    widths = []
+    for z in (-50.0, -35.0, -20.0, -5.0, 10.0):
+        k = _slice_at(made, z)
+        j, i = np.nonzero(made.lumen[k])
+        points = g.index_to_lps(np.stack([np.full(j.size, k), j, i], axis=1))
+        t = (points[:, 0] - cta_phantom.DESCENDING_XY[0]) * u[0] + (points[:, 1] - cta_phantom.DESCENDING_XY[1]) * u[1]
+        near_descending = np.hypot(points[:, 0] - cta_phantom.DESCENDING_XY[0],
+                                   points[:, 1] - cta_phantom.DESCENDING_XY[1]) < 20
+        widths.append(t[near_descending].max() - t[near_descending].min() + g.spacing[1])
+    assert 2.0 <= min(widths) and max(widths) <= 6.0  # 3-5 mm, +-1 voxel of quantisation
+    false_lumen_hu = np.median(made.hu[ndimage.binary_erosion(made.lumen, iterations=2)
+                                       & (np.abs(_z_centres(g) - 30)[:, None, None] < 8)
+                                       & (np.hypot(*np.meshgrid(_x_centres(g) - cta_phantom.DESCENDING_XY[0] + 5 * u[0],
+                                                                g.origin[1] + g.spacing[1] * np.arange(g.shape[1])
+                                                                - cta_phantom.DESCENDING_XY[1] + 5 * u[1],
+                                                                indexing="xy")) < 5)[None]])
+    assert 150 <= false_lumen_hu <= 300
+    thrombus = ndimage.binary_erosion(made.labels == 4, iterations=2)
+    assert np.median(made.hu[thrombus]) < 60
+    # the entry tear joins the lumina: true and false lumen are one component of the truth
+    labels, _ = ndimage.label(made.lumen)
+    at = lambda name: labels[tuple(np.rint(g.lps_to_index(made.landmarks[name])).astype(int))]
+    assert at("true_lumen") == at("false_lumen") == at("ascending_aorta") != 0
+    assert made.wall[made.labels == 4].all()  # the thrombus lies inside the outer wall
+
+
+def test_coarctation_isthmus_is_40_percent_of_the_diameter():
+    made = kind_at("coarctation", 0.5, ((20.0, 40.0), (0.0, 45.0), (0.0, 45.0)))
+    area = np.count_nonzero(made.lumen[_slice_at(made, cta_phantom.COARCTATION_Z)] &
+                            (_x_centres(made.geometry) > 8)[None, :]) * made.geometry.spacing[1] * made.geometry.spacing[2]
+    diameter = 2 * np.sqrt(area / np.pi)
+    assert diameter / (2 * cta_phantom.DESCENDING_RADIUS) == pytest.approx(0.4, abs=0.04)
+
+
+@pytest.mark.parametrize("label", [6, 7, 8])
+def test_touching_neighbours_are_within_a_voxel_of_the_aorta(label):
+    from scipy import ndimage
+
+    made = kind_at("touching", 1.5)
+    to_aorta = ndimage.distance_transform_edt(~made.lumen, sampling=made.geometry.spacing)
+    assert to_aorta[made.labels == label].min() <= max(made.geometry.spacing)
+
+
+def test_open_valve_annulus_narrower_than_the_root():
+    assert cta_phantom.anatomy("open_valve").annulus_radius / cta_phantom.ASCENDING_RADIUS == pytest.approx(0.82, abs=0.01)
+    assert cta_phantom.anatomy("open_valve").annulus_radius > cta_phantom.anatomy("aneurysm").annulus_radius
+
+
+def test_bolus_falls_150_hu_and_the_svc_is_dense():
+    from scipy import ndimage
+
+    made = kind_at("bolus", 1.5)
+    core = ndimage.binary_erosion(made.lumen, iterations=2)
+    z = _z_centres(made.geometry)[:, None, None]
+    x = _x_centres(made.geometry)[None, None, :]
+    ascending = np.median(made.hu[core & (z > 5) & (z < 15) & (x < 8)])
+    distal = np.median(made.hu[core & (z < -85)])
+    assert 120 <= ascending - distal <= 170
+    assert np.median(made.hu[ndimage.binary_erosion(made.labels == 7, iterations=2)]) > 1000
+
+
+def test_calcified_plaques_are_dense_and_out_of_the_lumen():
+    made = kind_at("calcified")
+    plaque = made.labels == 5
+    assert plaque.any() and np.percentile(made.hu[plaque], 75) > 700
+    assert not (plaque & made.lumen).any() and made.wall[plaque].mean() >= 0.95  # in the wall, out of the lumen
+
+
+@pytest.mark.parametrize("kind, cortex_range", [("spine", (500, 1000)), ("spine_osteoporotic", (-1000, 400))])
+def test_spine_kinds_sit_close_with_their_cortex(kind, cortex_range):
+    from scipy import ndimage
+
+    made = kind_at(kind, 0.5, ((-40.0, 0.0), (5.0, 65.0), (-20.0, 40.0)))  # descending aorta and spine
+    bone = made.labels == 3
+    gap = ndimage.distance_transform_edt(~bone, sampling=made.geometry.spacing)[made.lumen].min()
+    assert 1.0 <= gap <= 3.0
+    shell = bone & ~ndimage.binary_erosion(bone, iterations=2)  # the outer 1 mm: the cortex
+    assert cortex_range[0] <= np.median(made.hu[shell & ndimage.binary_erosion(bone)]) <= cortex_range[1]
+
+
+def test_phantom_command_writes_a_kind_with_its_truth(tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.geometry import read_image
+
+    assert main(["phantom", str(tmp_path / "c"), "--kind", "coarctation", "--spacing", "4"]) == 0
+    truth = tmp_path / "c" / "truth"
+    meta = __import__("json").loads((truth / "truth.json").read_text())
+    assert meta["kind"] == "coarctation" and "isthmus" in meta["landmarks_lps_mm"]
+    lumen, wall = read_image(truth / "lumen.nii.gz"), read_image(truth / "wall.nii.gz")
+    assert lumen[0].shape == wall[0].shape and (wall[0][lumen[0] > 0] > 0).mean() > 0.97
+    assert main(["phantom", str(tmp_path / "x"), "--kind", "nope"]) == 4
+    assert "choose one of" in capsys.readouterr().err

@@ -100,7 +100,9 @@ def test_several_structures_into_one_label_map_and_import(phantom_files, tmp_pat
     assert code == 0, err
     combined = read_mask(both)
     assert set(np.unique(combined.array)) == {0, 1, 2}
-    assert np.count_nonzero(combined.array == 1) >= 0.99 * np.count_nonzero(read_mask(aorta).array)
+    # the heart's blood pool takes its side of the annulus, which the aorta (kept down to the
+    # chamber since leak control returns the neck of a removed blob) also holds: about 1 %
+    assert np.count_nonzero(combined.array == 1) >= 0.98 * np.count_nonzero(read_mask(aorta).array)
     # a label map from another tool, on another grid (every other voxel), comes back on the source grid
     from pipeline.geometry import Geometry, write_image
 

@@ -246,8 +246,13 @@ def test_seed_outside_the_volume_names_the_extent(two_chambers):
 
 def test_seed_outside_the_window_names_its_hu_and_the_window(two_chambers):
     volume, *_ = two_chambers
-    with pytest.raises(SegmentationError, match=r"has \d+ HU, outside the aorta_cta window 150\.\.700 HU"):
+    # the CTA preset first asks for contrast at the seed (soft tissue, ~40 HU, is below 200 HU) ...
+    with pytest.raises(SegmentationError, match=r"HU at the seed \d+; an arterial phase needs at least 200 HU"):
         segment(volume, "aorta_cta", [(30, 30, 30)])
+    # ... and without that requirement the window says what the seed hit
+    with pytest.raises(SegmentationError, match=r"has \d+ HU, outside the aorta_cta window 150\.\.700 HU: it lies "
+                                                r"in soft tissue"):
+        segment(volume, "aorta_cta", [(30, 30, 30)], overrides={"threshold.min_contrast_hu": None})
 
 
 def test_missing_seed_bad_label_and_empty_result_are_refused(two_chambers):
@@ -276,11 +281,16 @@ def test_a_widening_far_along_a_narrower_vessel_stays():
     mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=overrides)
     assert dice(mask.binary(), vessel < 0) >= 0.95
     assert report.leak_control["rejoined_after_local_check"] >= 1
-    # with widths measured over the whole pieces (a neighbourhood wider than the volume), the
-    # widening is cut off at the narrow vessel
+    # with widths measured over the whole pieces (a neighbourhood wider than the volume) and no
+    # shape test, the widening is cut off at the narrow vessel ...
+    whole = dict(overrides, **{"leak_control.neighbourhood_mm": 200.0})
     mask, report = segment(volume, "aorta_cta", [(0, 0, 55)],
-                           overrides=dict(overrides, **{"leak_control.neighbourhood_mm": 200.0}))
+                           overrides=dict(whole, **{"leak_control.continuation_angle_deg": None}))
     assert np.count_nonzero(mask.binary() & (z < -30)) == 0
+    # ... and the shape test keeps it: the piece lies along the kept tube's axis and runs out of the scan
+    mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=whole)
+    assert dice(mask.binary(), vessel < 0) >= 0.95
+    assert report.leak_control["rejoined_as_continuation"] >= 1
 
 
 @pytest.mark.parametrize("lumen_hu", [230.0, 350.0, 680.0])

@@ -10,7 +10,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from pipeline.cli.app import app, say
+from pipeline.cli.app import app, console, options, say
 from pipeline.errors import ConfigError
 
 
@@ -146,3 +146,9 @@ def segment_command(
         f"({segment_report.voxels} voxels, {segment_report.components} component(s)){cut}")
     for warning in segment_report.warnings:
         say(f"[yellow]warning:[/] {escape(warning)}")
+    if options.verbose:
+        for piece in leak.get("cuts", []):
+            say(f"  removed piece {piece['piece']}: {piece['volume_ml']:g} ml at LPS {tuple(piece['centroid_lps_mm'])} "
+                f"mm, neck radius {piece['neck_radius_mm']} mm ({'tube' if piece['tubular'] else 'blob'})")
+    for hold in segment_report.holds:  # a hold blocks the charge: shown even with --quiet
+        console.print(f"[red]HOLD[/] {escape(hold.code)}: {escape(hold.reason)}")

@@ -86,8 +86,12 @@ def _oriented_slice(image: np.ndarray, outline: np.ndarray | None, spacing: tupl
     return image, outline, spacing, (rows, cols)
 
 
-def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float] = CTA_WINDOW) -> bytes:
+def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float] = CTA_WINDOW,
+                  removed: np.ndarray | None = None) -> bytes:
     """Axial, coronal and sagittal slices through the mask centroid, the mask outline in red.
+
+    ``removed`` (on the volume's grid, non-zero where segmentation's leak control cut pieces
+    off: ``SegmentReport.removed_pieces()``) is outlined in cyan.
 
     The slices pass through the mask voxel nearest to the centroid (:func:`mask_centroid_index`).
 
@@ -117,10 +121,16 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
         height_mm, width_mm = image.shape[0] * row_mm, image.shape[1] * col_mm
         ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2,
                   extent=(0, width_mm, height_mm, 0), interpolation="nearest")
+        ys = (np.arange(image.shape[0]) + 0.5) * row_mm
+        xs = (np.arange(image.shape[1]) + 0.5) * col_mm
         if outline is not None and outline.any():
-            ys = (np.arange(image.shape[0]) + 0.5) * row_mm
-            xs = (np.arange(image.shape[1]) + 0.5) * col_mm
             ax.contour(xs, ys, outline.astype(np.uint8), levels=[0.5], colors="red", linewidths=1.0)
+        if removed is not None:
+            cut = _oriented_slice(volume.array[tuple(index)], removed[tuple(index)] > 0,
+                                  (geometry.spacing[rows_axis], geometry.spacing[cols_axis]),
+                                  (_direction_letter(direction[:, rows_axis]), _direction_letter(direction[:, cols_axis])))[1]
+            if cut.any():
+                ax.contour(xs, ys, cut.astype(np.uint8), levels=[0.5], colors="cyan", linewidths=1.0)
         for text, x, y, ha, va in ((right, 0.98, 0.5, "right", "center"), (opposite[right], 0.02, 0.5, "left", "center"),
                                    (bottom, 0.5, 0.02, "center", "bottom"), (opposite[bottom], 0.5, 0.98, "center", "top")):
             ax.text(x, y, text, color="yellow", ha=ha, va=va, fontsize=11, transform=ax.transAxes)
@@ -129,7 +139,8 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
         ax.set_title(f"{plane}, {'xyz'[lps_axis]} = {centre_lps[lps_axis]:.1f} mm (LPS)", fontsize=9)
         ax.set_xlabel("mm", fontsize=8)
         ax.tick_params(labelsize=7)
-    figure.suptitle(f"CT (window L{level:.0f}/W{width:.0f} HU) with the segmentation outline (red)", fontsize=10)
+    cut_note = ", removed pieces (cyan)" if removed is not None and removed.any() else ""
+    figure.suptitle(f"CT (window L{level:.0f}/W{width:.0f} HU) with the segmentation outline (red){cut_note}", fontsize=10)
     return _png(figure)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import ClassVar
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -12,15 +13,17 @@ from skimage.segmentation import watershed
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Mask, Volume, bounding_box
+from pipeline.holds import Hold
 from pipeline.presets import Preset, apply_overrides, load_preset
 from pipeline.report import Report
-from pipeline.segment import cleanup
+from pipeline.segment import cleanup, plausibility
 from pipeline.segment.bone import bone_barrier
 from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, extreme_3x3x3, upsample
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
-from pipeline.segment.seeds import check_in_window, resolve_seeds, snap_into
-from pipeline.segment.threshold import Window, hu_window
+from pipeline.segment.seeds import check_apart, check_contrast, check_in_window, resolve_seeds, snap_into
+from pipeline.segment.wall import outer_wall
+from pipeline.segment.threshold import Window, hu_window, refine_window
 
 
 @dataclass
@@ -46,6 +49,26 @@ class SegmentReport(Report):
     grid: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: findings that hold the model's charge until a person releases them (source "segment")
+    holds: list[Hold] = field(default_factory=list)
+    #: what the plausibility checks measured (shape, widest radius, length, open ends)
+    plausibility: dict[str, Any] = field(default_factory=dict)
+
+    #: Not serialised: the removed pieces, ``(index box on the volume's grid, uint8 piece numbers)``.
+    _removed: ClassVar[tuple | None] = None
+
+    def removed_pieces(self, shape: tuple[int, int, int] | None = None) -> np.ndarray | None:
+        """The voxels leak control removed, numbered as ``leak_control["cuts"]`` (``piece``).
+
+        uint8 on the volume's grid (``shape``, the grid's by default), voxels in the HU window in
+        the removed blocks; None when nothing was removed. For pictures of what was cut off.
+        """
+        if self._removed is None:
+            return None
+        box, pieces = self._removed
+        out = np.zeros(tuple(shape or self.grid["shape_kji"]), np.uint8)
+        out[box] = pieces
+        return out
 
 
 class _Clock:
@@ -124,38 +147,62 @@ def settle_cuts(in_window: np.ndarray, code: np.ndarray, cut_blocks: np.ndarray,
 
 def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
                         include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
-                        details: dict) -> tuple[tuple[slice, ...], np.ndarray] | None:
+                        details: dict, names: list[str], to_lps: Callable[[np.ndarray], np.ndarray]
+                        ) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """Grow in the HU window on a block grid with bone barrier and leak control, then refine.
 
     Returns the full-resolution box (relative to ``hu``) and the region inside it, or None when
     the structure at the seeds is too thin for the analysis grid (the caller grows directly).
+    ``names`` describe the include and then the exclude seeds; ``to_lps`` maps indices of
+    ``hu`` (k, j, i) to LPS mm. Plausibility holds go to ``details["holds"]``.
     """
     settings = preset.leak_control
     factors = block_factors(spacing, settings.analysis_spacing_mm)
     block_spacing = tuple(s * f for s, f in zip(spacing, factors))
     details["analysis_grid"] = {"block_voxels_kji": list(factors), "block_mm_kji": [round(s, 2) for s in block_spacing]}
     mean, highest = block_mean_max(hu, factors)
-    in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
-    del mean
     blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
-    if preset.bone_separation.enabled:
-        # Bone must read brighter than the structure: a window raised for dense contrast raises it.
-        bone = preset.bone_separation
-        if window.upper_hu > bone.cortical_hu:
-            bone = bone.model_copy(update={"cortical_hu": window.upper_hu})
-        barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
-        in_window &= ~barrier
-    else:
-        barrier = np.zeros_like(in_window)
-    snapped = [snap_into(in_window, b) for b in blocks_of]
-    if any(s is None for s in snapped):
+
+    def grow() -> tuple | None:
+        in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
+        # Blocks half-way between the tissue around the lumen and the window's floor: a thin
+        # septum between two lumina (a dissection's flap) or a partial-volume rim.
+        septum = (mean >= 0.5 * (window.lower_hu + preset.threshold.background_hu)) & (mean <= window.upper_hu)
+        if preset.bone_separation.enabled:
+            # Bone must read brighter than the structure: a window raised for dense contrast raises it.
+            bone = preset.bone_separation
+            if window.upper_hu > bone.cortical_hu:
+                bone = bone.model_copy(update={"cortical_hu": window.upper_hu})
+            barrier, details["bone_separation"] = bone_barrier(highest, block_spacing, bone, blocks_of)
+            for name, block in zip(names, blocks_of):
+                if barrier[block] and not in_window[block]:
+                    raise SegmentationError(f"{name} lies in bone or a calcification: inside a shell above "
+                                            f"{bone.cortical_hu:.0f} HU", hint=f"place the seed in the {preset.structure}")
+            in_window &= ~barrier
+        else:
+            barrier = np.zeros_like(in_window)
+        snapped = [snap_into(in_window, b) for b in blocks_of]
+        if any(s is None for s in snapped):
+            return None
+        pieces, _ = ndi.label(in_window)
+        region = np.isin(pieces, [pieces[s] for s in snapped])
+        return in_window, septum, barrier, snapped, region
+
+    grown = grow()
+    if grown is not None and preset.threshold.mode == "half_maximum":
+        # The window's level is the structure's, not the seed's surroundings': a seed in a dimmer
+        # part (a dissection's false lumen, the far end of a falling bolus) gives the same window.
+        core = extreme_3x3x3(extreme_3x3x3(grown[4], np.logical_and), np.logical_and)
+        if np.count_nonzero(core) >= 27:
+            if refine_window(window, preset.threshold, float(np.median(mean[core]))):
+                grown = grow() or grown
+    if grown is None:
         details["warnings"].append(
             "the structure at a seed is narrower than the analysis grid "
             f"({settings.analysis_spacing_mm} mm); grown without leak control or bone separation")
         return None
-    pieces, _ = ndi.label(in_window)
-    region = np.isin(pieces, [pieces[s] for s in snapped])
-    del pieces
+    in_window, septum, barrier, snapped, region = grown
+    del grown
     block_ml = float(np.prod(block_spacing)) / 1000.0
     grown_ml = float(region.sum()) * block_ml
     extent = [(b.stop - b.start) * s for b, s in zip(bounding_box(region), block_spacing)]
@@ -165,22 +212,43 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     if settings.max_extent_mm is not None and max(extent) > settings.max_extent_mm:
         exceeded.append(f"extent {max(extent):.0f} mm > {settings.max_extent_mm:g} mm")
     cut = settings.mode == "always" or (settings.mode == "auto" and bool(exceeded))
-    exclude_blocks = [snap_into(region, tuple(v // f for v, f in zip(s, factors))) for s in exclude]
-    exclude_blocks = [b for b in exclude_blocks if b is not None]
+    exclude_snapped = [snap_into(region, tuple(v // f for v, f in zip(s, factors))) for s in exclude]
+    exclude_blocks = [b for b in exclude_snapped if b is not None]
     leak = {"mode": settings.mode, "neck_ratio": settings.neck_ratio, "grown_ml": round(grown_ml, 1),
             "grown_extent_mm": [round(e, 1) for e in extent], "expectation_exceeded": exceeded,
             "applied": cut, "exclude_seeds_in_region": len(exclude_blocks),
             "competitive_split": bool(exclude_blocks)}
     if cut or exclude_blocks:
-        split = split_at_constrictions(region, block_spacing, snapped, exclude_blocks,
-                                       settings.neck_ratio if cut else None, settings.neighbourhood_mm)
-        kept = split.keep
+        # A septum of one block between two parts of the region (a dissection's intimal flap) is
+        # no neck: close it for the analysis; the region itself keeps its voxels.
+        closed = region | (ndi.binary_closing(region, np.ones((3, 3, 3), bool)) & septum & ~barrier)
+        split = split_at_constrictions(closed, block_spacing, snapped, exclude_blocks,
+                                       settings.neck_ratio if cut else None, settings.neighbourhood_mm,
+                                       continuation_angle_deg=settings.continuation_angle_deg,
+                                       blob_elongation=settings.blob_elongation)
+        kept = split.keep & region
+        pieces, removed = split.pieces, split.removed
+        pieces[~region] = 0
         leak.update({"basins": split.basins, "removed_ml": round(split.removed_voxels * block_ml, 1),
-                     "rejoined_after_local_check": split.rejoined, "cuts": split.removed})
+                     "rejoined_after_local_check": split.rejoined, "rejoined_as_continuation": split.continued,
+                     "cuts": split.removed})
     else:
         kept = region
+        pieces, removed = np.zeros(region.shape, np.int32), []
         leak.update({"removed_ml": 0.0, "cuts": []})
     details["leak_control"] = leak
+    details["removed_blocks"] = pieces
+    details["exclude_effects"] = [
+        "outside the grown region: no effect" if b is None else
+        ("removed with the piece it lies in" if pieces[b] else "kept: it lies in the structure and could not be cut off")
+        for b in exclude_snapped]
+
+    def where(block: np.ndarray) -> str:
+        x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
+        return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+
+    details["holds"], details["plausibility"] = plausibility.check(
+        kept, pieces, removed, snapped, names[:len(include)], block_spacing, preset, where)
     rejected = region & ~kept
     del region
     # Blocks on the edge of the kept region that hold no contrast on average still hold its
@@ -201,7 +269,25 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     code[cut_blocks] = CUT
     offset = tuple(s % f for s, f in zip(start, factors))
     code = upsample(code[coarse_box], factors, shape, offset)
-    in_window = (crop >= window.lower_hu) & (crop <= window.upper_hu)
+    lower = window.lower_hu
+    if preset.threshold.mode == "half_maximum" and interior[coarse_box].any():
+        # The half maximum of the lumen where it is: a bolus fading along the aorta (430 HU in
+        # the root, 280 HU low down) has its edge at a different HU in each place. Each block
+        # takes the level of the nearest interior block (smoothed over 5 blocks).
+        inner = interior[coarse_box]
+        nearest = ndi.distance_transform_edt(~inner, sampling=block_spacing, return_distances=False,
+                                             return_indices=True)
+        level = ndi.uniform_filter(np.where(inner, mean[coarse_box], 0).astype(np.float32), 5)
+        weight = ndi.uniform_filter(inner.astype(np.float32), 5)
+        level = (level / np.maximum(weight, 1e-6))[tuple(nearest)]
+        del nearest
+        local_lower = np.maximum(preset.threshold.lower_hu, 0.5 * (level + preset.threshold.background_hu))
+        lower = upsample(np.rint(local_lower).astype(np.int16), factors, shape, offset)
+        details["local_half_maximum_hu"] = [round(float(local_lower[inner].min()), 1),
+                                            round(float(local_lower[inner].max()), 1)]
+    del mean
+    in_window = (crop >= lower) & (crop <= window.upper_hu)
+    del lower
     fine = (in_window & (code == FRINGE)) | (code == INSIDE)
     if cut_blocks.any():
         fine |= settle_cuts(in_window, code, cut_blocks[coarse_box], factors, offset, spacing)
@@ -292,7 +378,10 @@ def segment(
         if not all(b.start <= v < b.stop for v, b in zip(seed.index, full_box)):
             raise SegmentationError(f"{seed.kind} seed at LPS {tuple(round(v, 1) for v in seed.lps_mm)} mm lies "
                                     "outside the region of interest")
+    check_apart(include, exclude, geometry.spacing,
+                max(preset.leak_control.analysis_spacing_mm, max(geometry.spacing)) * 2)
     window = hu_window(volume, preset.threshold, include)
+    check_contrast(include, preset.threshold.min_contrast_hu, preset.structure)
     check_in_window(include, window.lower_hu, window.upper_hu, preset.name)
     clock.lap("seeds_and_window")
 
@@ -304,7 +393,10 @@ def segment(
     analysed = preset.leak_control.mode != "off" or preset.bone_separation.enabled or bool(exclude)
     grown = None
     if analysed and include:
-        grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details)
+        names = [seed.describe() for seed in include + exclude]
+        offset = np.array([b.start for b in full_box], float)
+        grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details,
+                                    names, lambda index: geometry.index_to_lps(np.asarray(index) + offset))
         method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
     analysed = grown is not None  # holes were filled on the block grid
     if grown is None:
@@ -334,6 +426,17 @@ def segment(
             work, cleaned["islands_removed"] = cleanup.drop_islands(
                 work, int(np.ceil(clean.min_island_ml * 1000 / geometry.voxel_volume_mm3)))
         details["components"] = ndi.label(work)[1]
+    if preset.outer_wall is not None and work.any():
+        # the outer wall around the lumen: a crop reaching the largest wall thickness beyond it
+        reach = [int(np.ceil((preset.outer_wall.max_thickness_mm + 3 * preset.outer_wall.smoothing_mm) / s)) + 2
+                 for s in spacing]
+        inner = tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, bounding_box(work)))
+        wider = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(inner, reach, hu.shape))
+        lumen = np.zeros(tuple(w.stop - w.start for w in wider), bool)
+        lumen[tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(outer, wider))] = work
+        work, cleaned["outer_wall"] = outer_wall(hu[wider], lumen, spacing, preset.outer_wall)
+        outer = wider
+        del lumen
     solid = work
     if clean.shell is not None:
         work = cleanup.hollow_shell(work, spacing, clean.shell.thickness_mm, clean.shell.side)
@@ -358,10 +461,25 @@ def segment(
         details["warnings"].append(
             f"volume {volume_ml:.1f} ml lies outside what {preset.name} expects "
             f"({preset.expected_volume_ml[0]:g}-{preset.expected_volume_ml[1]:g} ml): check the result")
+    seeds = [s.to_dict() for s in include + exclude]
+    for seed, index in zip(seeds[:len(include)], include_local):
+        # every include seed is in the result, or the command fails saying which and why
+        local = tuple(v - o.start for v, o in zip(index, outer))
+        if not all(0 <= v < n for v, n in zip(local, work.shape)) or snap_into(solid, local) is None:
+            raise SegmentationError(
+                f"include seed at LPS {tuple(seed['lps_mm'])} mm ({seed['hu']:.0f} HU) is not in the result: its "
+                "structure was cut off or is narrower than the analysis grid",
+                hint="move the seed into the lumen's centre, or give an exclude seed only in what is to go")
+        seed["effect"] = "in the result"
+    for seed, effect in zip(seeds[len(include):], details.get("exclude_effects", [])):
+        seed["effect"] = effect
+        if effect.startswith("outside") or effect.startswith("kept"):
+            details["warnings"].append(f"exclude seed at LPS {tuple(seed['lps_mm'])} mm had no effect: {effect}")
     leak = details["leak_control"]
+    leak["leak_definition"] = preset.leak_control.leak
     for cut in leak.get("cuts", []):
         factors = details["analysis_grid"]["block_voxels_kji"]
-        for name in ("centroid", "neck"):
+        for name in ("centroid", "neck", "inside"):
             centre = [(c + 0.5) * f - 0.5 + b.start for c, f, b in zip(cut.pop(f"{name}_index"), factors, full_box)]
             cut[f"{name}_lps_mm"] = [round(float(v), 1) for v in geometry.index_to_lps(centre)]
     clock.lap("measure")
@@ -370,7 +488,8 @@ def segment(
     report = SegmentReport(
         preset=preset.name, structure=name, label=int(label), method=method,
         parameters={"preset": preset.model_dump(mode="json"), "overrides": overrides or {}},
-        window=window.to_dict(), seeds=[s.to_dict() for s in include + exclude],
+        window={**window.to_dict(), **({"local_lower_hu_range": details["local_half_maximum_hu"]}
+                                       if "local_half_maximum_hu" in details else {})}, seeds=seeds,
         voxels=voxels, volume_ml=round(volume_ml, 3), volume_ml_partial_volume=pv_ml,
         components=int(details["components"]), hu_statistics=stats,
         bone_separation=details["bone_separation"], leak_control=leak, cleanup=cleaned,
@@ -379,7 +498,19 @@ def segment(
               "crop_index_box": [[b.start, b.stop] for b in outer_abs],
               **({"analysis_grid": details["analysis_grid"]} if "analysis_grid" in details else {})},
         warnings=details["warnings"], timings_s=clock.laps,
+        holds=details.get("holds", []), plausibility=details.get("plausibility", {}),
     )
+    removed_blocks = details.get("removed_blocks")
+    if removed_blocks is not None and removed_blocks.any():
+        factors = tuple(details["analysis_grid"]["block_voxels_kji"])
+        coarse = bounding_box(removed_blocks > 0)
+        local_box = coarse_to_box(coarse, factors, hu.shape)
+        pieces = upsample(removed_blocks[coarse].astype(np.uint8), factors,
+                          tuple(b.stop - b.start for b in local_box), tuple(b.start % f for b, f in zip(local_box, factors)))
+        crop = hu[local_box]
+        pieces = np.where((crop >= window.lower_hu) & (crop <= window.upper_hu), pieces, 0).astype(np.uint8)
+        pieces[array[tuple(slice(b.start + f.start, b.stop + f.start) for b, f in zip(local_box, full_box))] > 0] = 0
+        report._removed = (tuple(slice(b.start + f.start, b.stop + f.start) for b, f in zip(local_box, full_box)), pieces)
     mask = Mask(array, geometry, {int(label): name},
                 {"method": method, "preset": preset.name, "volume_ml": round(volume_ml, 3)})
     return mask, report

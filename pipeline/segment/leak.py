@@ -22,6 +22,14 @@ neighbouring basins meet at a saddle: the radius of the widest ball that passes 
    looked at again, comparing the neck with the widest radius on either side within
    ``neighbourhood_mm`` of it: a valve ring or a contact is a *short* neck between two wide
    parts and stays cut; a long narrow vessel is as wide as its own neck near it and rejoins.
+3. A narrowing of the structure itself (the aortic isthmus, a coarctation, the compressed true
+   lumen of a dissection) is a deep neck too. What tells it from a leak is the shape on either
+   side: the kept tube's axis near the neck (principal axis of its voxels within a few radii)
+   points at the piece beyond (the line between the two sides' centroids runs within
+   ``continuation_angle`` of that axis), and the piece is not a blob (it reaches the scan's edge,
+   or is at least ``blob_elongation`` times as long as its widest radius). Such a piece rejoins.
+   A chamber behind a valve is a blob; a neighbouring tube touching the side of the kept one
+   (pulmonary trunk, SVC, a vertebral body) lies across its axis, not along it.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class Split:
     basins: int
     removed_voxels: int
     rejoined: int  # pieces cut by the whole-piece test and rejoined by the local one
+    continued: int  # pieces rejoined because they continue the kept tube
+    pieces: np.ndarray  # int32 on the region's grid: 0 kept or outside, n the n-th removed piece
 
 
 def _basin_graph(labels: np.ndarray, distance: np.ndarray, count: int):
@@ -80,10 +90,81 @@ def _widest_near(distance: np.ndarray, labels: np.ndarray, member_basins: np.nda
     return float(distance[box][near].max()) if near.any() else 0.0
 
 
+def continues_tube(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spacing: tuple[float, ...],
+               radius_mm: float, min_cos: float) -> tuple[bool, float]:
+    """Whether ``piece`` lies along the axis of ``kept`` near ``centre`` (index): the cosine between
+    the kept voxels' principal axis and the line from their centroid to the piece's, within
+    ``radius_mm`` of the centre."""
+    half = [int(np.ceil(radius_mm / s)) for s in spacing]
+    box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, kept.shape))
+    offsets = np.ogrid[tuple(slice(b.start - c, b.stop - c) for b, c in zip(box, centre))]
+    ball = sum((o * s) ** 2 for o, s in zip(offsets, spacing)) <= radius_mm**2
+    near_kept = np.argwhere(kept[box] & ball) * np.asarray(spacing)
+    near_piece = np.argwhere(piece[box] & ball) * np.asarray(spacing)
+    if len(near_kept) < 8 or len(near_piece) < 2:
+        return False, 0.0
+    values, vectors = np.linalg.eigh(np.cov(near_kept.T))
+    axis = vectors[:, -1]
+    if values[-1] < 1.5 * values[-2]:  # no clear axis: a blob, not a tube
+        return False, 0.0
+    line = near_piece.mean(axis=0) - near_kept.mean(axis=0)
+    cos = abs(float(line @ axis)) / max(float(np.linalg.norm(line)), 1e-6)
+    return cos >= min_cos, cos
+
+
+def is_blob(piece: np.ndarray, widest_mm: float, spacing: tuple[float, ...], full_box: tuple[slice, ...],
+             full_shape: tuple[int, ...], elongation: float) -> bool:
+    """A piece that stays inside the scan and is shorter than ``elongation`` x its widest radius."""
+    where = bounding_box(piece)
+    for axis, (w, b, n) in enumerate(zip(where, full_box, full_shape)):
+        if w.start + b.start == 0 or w.stop + b.start == n:
+            return False
+    length = max((w.stop - w.start) * s for w, s in zip(where, spacing))
+    return length < elongation * max(widest_mm, 1e-6)
+
+
+def _return_neck_tubes(region: np.ndarray, kept: np.ndarray, distance: np.ndarray, spacing: tuple[float, ...],
+                       box: tuple[slice, ...], full_shape: tuple[int, ...], elongation: float,
+                       exclude: list[tuple[int, int, int]]) -> np.ndarray:
+    """Give the kept part the tube that leads into a removed blob (the aortic root's annulus).
+
+    The watershed puts a cut anywhere along a uniform neck. A chamber is the part of the blob
+    wider than its neck: its voxels farther than the neck's radius from the blob's surface, grown
+    back by that radius (an opening). The rest of the neck, next to the kept part, is kept.
+    """
+    pieces, count = ndi.label(region & ~kept, np.ones((3, 3, 3), bool))
+    near_kept = ndi.binary_dilation(kept)
+    for number, where in enumerate(ndi.find_objects(pieces), start=1):
+        local = tuple(slice(max(w.start - 1, 0), w.stop + 1) for w in where)
+        piece = pieces[local] == number
+        if any(piece[tuple(e - b.start for e, b in zip(x, local))] for x in exclude
+               if all(b.start <= e < b.stop for e, b in zip(x, local))):
+            continue  # the user asked for this piece to go
+        contact = near_kept[local] & piece
+        if not contact.any():
+            continue
+        widest = float(distance[local][piece].max())
+        shifted = tuple(slice(l.start + b.start, l.stop + b.start) for l, b in zip(local, box))
+        if not is_blob(piece, widest, spacing, shifted, full_shape, elongation):
+            continue
+        neck = float(distance[local][contact].max()) + 0.5 * max(spacing)
+        own = ndi.distance_transform_edt(np.pad(piece, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        deep = own > neck
+        if not deep.any():
+            continue
+        body = (ndi.distance_transform_edt(~deep, sampling=spacing) <= neck) & piece
+        stub = piece & ~body
+        stubs, _ = ndi.label(stub, np.ones((3, 3, 3), bool))
+        joined = np.unique(stubs[contact & stub])
+        kept[local] |= np.isin(stubs, joined[joined > 0])
+    return kept
+
+
 def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, float],
                            include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
                            neck_ratio: float | None, neighbourhood_mm: float = 30.0,
-                           tolerance_mm: float | None = None) -> Split:
+                           tolerance_mm: float | None = None, continuation_angle_deg: float | None = None,
+                           blob_elongation: float = 4.0) -> Split:
     """Keep the pieces of ``region`` joined to the include seeds by no constriction.
 
     Parameters
@@ -101,6 +182,11 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
         Radius around a neck within which the sides' widths are measured in the second step, mm.
     tolerance_mm : float, optional
         Allowance for the distance map's quantisation; half the largest voxel size by default.
+    continuation_angle_deg : float, optional
+        Rejoin a piece lying within this angle of the kept tube's axis that is not a blob (step
+        3); None leaves every cut piece cut.
+    blob_elongation : float
+        A piece inside the scan shorter than this many times its widest radius is a blob.
 
     Returns
     -------
@@ -159,7 +245,8 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
             join(a, b)
 
     # Step 2: look again at the cuts next to the kept region, with the widths near each neck.
-    rejoined = 0
+    rejoined = continued = 0
+    refused: set[tuple[int, int]] = set()
     changed = neck_ratio is not None
     while changed:
         changed = False
@@ -179,34 +266,57 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
                 rejoined += 1
                 changed = True
                 break
+            if continuation_angle_deg is None or (kept_root, other_root) in refused:
+                continue
+            other = (roots == other_root)[labels]
+            along, _ = continues_tube(kept_basins[labels], other, places[index], spacing,
+                                  max(2.5 * near_kept, 10.0), float(np.cos(np.radians(continuation_angle_deg))))
+            if along and not is_blob(other, float(group_peak[other_root]), spacing, box, full_shape,
+                                      blob_elongation):
+                join(kept_root, other_root)
+                continued += 1
+                changed = True
+                refused.clear()
+                break
+            refused.add((kept_root, other_root))
 
     roots = np.array([find(a) for a in range(count + 1)])
     kept_roots = {roots[labels[seed]] for seed, kind in seeds if kind == "include"}
     kept_basins = np.isin(roots, list(kept_roots))
     kept_basins[0] = False
-    keep = np.zeros(full_shape, bool)
-    keep[box] = kept_basins[labels]
 
-    # Report the pieces cut off right next to the kept region: their size, widest ball and neck.
+    # Every removed voxel belongs to one listed piece: a connected part of the region outside the
+    # kept one, with its size, widest ball and the widest neck by which it touched the kept part.
+    kept_local = kept_basins[labels]
+    if neck_ratio is not None:
+        kept_local = _return_neck_tubes(region, kept_local, distance, spacing, box, full_shape, blob_elongation,
+                                        [s for s, kind in seeds if kind == "exclude"])
+    pieces, count_pieces = ndi.label(region & ~kept_local, np.ones((3, 3, 3), bool))
     removed = []
     voxel_mm3 = float(np.prod(spacing))
-    for root in sorted(set(roots[1:]) - kept_roots):
-        members = roots == root
-        members[0] = False
-        touching = kept_basins[pairs[:, 0]] & members[pairs[:, 1]] | kept_basins[pairs[:, 1]] & members[pairs[:, 0]]
-        if not touching.any():
-            continue
-        piece = members[labels]
-        neck = np.flatnonzero(touching)[np.argmax(saddles[touching])]
+    near_kept = ndi.binary_dilation(kept_local)
+    for number, where in enumerate(ndi.find_objects(pieces), start=1):
+        piece = pieces == number
+        # the neck: the widest ball on the piece's contact with the kept part
+        contact = np.argwhere(piece & near_kept)
+        neck = contact[np.argmax(distance[tuple(contact.T)])] if len(contact) else None
         removed.append({
+            "piece": number,
             "voxels": int(piece.sum()),
             "volume_ml": round(int(piece.sum()) * voxel_mm3 / 1000, 2),
-            "neck_radius_mm": round(float(saddles[neck]), 1),
-            "widest_radius_mm": round(float(group_peak[root]), 1),
+            "neck_radius_mm": round(float(distance[tuple(neck)]), 1) if neck is not None else None,
+            "widest_radius_mm": round(float(distance[piece].max()), 1),
             "centroid_index": [round(float(c + b.start), 1) for c, b in zip(np.argwhere(piece).mean(axis=0), box)],
-            "neck_index": [int(c + b.start) for c, b in zip(places[neck], box)],
-            "held_exclude_seed": bool(has_exclude[root]),
+            "neck_index": ([int(c + b.start) for c, b in zip(neck, box)] if neck is not None
+                           else [int(c + b.start) for c, b in zip(np.argwhere(piece)[0], box)]),
+            "held_exclude_seed": bool(any(piece[s] for s, kind in seeds if kind == "exclude")),
+            "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
+                                                                                piece.shape), box)],
+            "tubular": not is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
         })
-    removed.sort(key=lambda r: -r["voxels"])
-    return Split(keep=keep, removed=removed, basins=count,
-                 removed_voxels=int(region.sum() - kept_basins[labels].sum()), rejoined=rejoined)
+    full_pieces = np.zeros(full_shape, np.int32)
+    full_pieces[box] = pieces
+    keep = np.zeros(full_shape, bool)
+    keep[box] = kept_local
+    return Split(keep=keep, removed=removed, basins=count, removed_voxels=int(region.sum() - kept_local.sum()),
+                 rejoined=rejoined, continued=continued, pieces=full_pieces)

@@ -21,6 +21,11 @@ class Seed:
     given_as: str  # "lps_mm" or "index"
     hu: float = float("nan")  # median HU of the 3x3x3 voxels around the seed
 
+    def describe(self) -> str:
+        """``include seed at LPS (x, y, z) mm``."""
+        x, y, z = self.lps_mm
+        return f"{self.kind} seed at LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "index_kji": list(self.index), "lps_mm": [round(v, 2) for v in self.lps_mm],
                 "given_as": self.given_as, "hu": self.hu}
@@ -68,17 +73,48 @@ def resolve_seeds(volume: Volume, kind: str, lps_points: Iterable, index_points:
     return seeds
 
 
-def check_in_window(seeds: list[Seed], lower: float, upper: float, preset_name: str) -> None:
-    """Refuse an include seed whose HU lies outside the window, saying both."""
+def check_contrast(seeds: list[Seed], min_contrast_hu: float | None, structure: str) -> None:
+    """Refuse a contrast preset on a scan whose HU at an include seed shows no contrast."""
+    if min_contrast_hu is None:
+        return
     for seed in seeds:
-        if not lower <= seed.hu <= upper:
-            x, y, z = seed.lps_mm
+        if -300 <= seed.hu < min_contrast_hu:
             raise SegmentationError(
-                f"include seed at LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm has {seed.hu:.0f} HU, outside the "
-                f"{preset_name} window {lower:.0f}..{upper:.0f} HU",
-                hint="place the seed inside the contrast-filled structure, or choose a preset or "
-                     "threshold override that matches its HU",
-            )
+                f"{seed.describe()}: HU at the seed {seed.hu:.0f}; an arterial phase needs at least "
+                f"{min_contrast_hu:.0f} HU in the {structure}: this scan has no arterial contrast there, "
+                "or the seed lies outside the lumen",
+                hint="use an arterial-phase CTA, or move the seed into the contrast-filled lumen")
+
+
+def check_in_window(seeds: list[Seed], lower: float, upper: float, preset_name: str) -> None:
+    """Refuse an include seed whose HU lies outside the window, saying both and what it hit."""
+    for seed in seeds:
+        if lower <= seed.hu <= upper:
+            continue
+        if seed.hu < -300:
+            what = "it lies in air or lung"
+        elif seed.hu > upper:
+            what = "it lies in bone, a calcification or metal, brighter than the lumen"
+        else:
+            what = "it lies in soft tissue or a vessel wall, below the lumen"
+        raise SegmentationError(
+            f"{seed.describe()} has {seed.hu:.0f} HU, outside the {preset_name} window "
+            f"{lower:.0f}..{upper:.0f} HU: {what}",
+            hint="place the seed inside the contrast-filled structure, or choose a preset or "
+                 "threshold override that matches its HU",
+        )
+
+
+def check_apart(include: list[Seed], exclude: list[Seed], spacing: tuple[float, ...], min_mm: float) -> None:
+    """Refuse an exclude seed on top of an include seed (closer than ``min_mm``)."""
+    for a in include:
+        for b in exclude:
+            gap = float(np.linalg.norm((np.asarray(a.index) - np.asarray(b.index)) * np.asarray(spacing)))
+            if gap < min_mm:
+                raise SegmentationError(
+                    f"{b.describe()} lies {gap:.1f} mm from the {a.describe()}: a structure cannot be both kept and "
+                    f"removed (seeds must be at least {min_mm:.1f} mm apart)",
+                    hint="move the exclude seed into the structure to remove, or drop it")
 
 
 def snap_into(mask: np.ndarray, index: tuple[int, int, int]) -> tuple[int, int, int] | None:

@@ -19,11 +19,13 @@ class Window:
     mode: str
     seed_level_hu: float | None = None  # mean (adaptive) or median (half_maximum) around the seeds
     seed_sd_hu: float | None = None
+    structure_median_hu: float | None = None  # half_maximum: the grown structure's core, when it moved the window
 
     def to_dict(self) -> dict:
         level = "seed_median_hu" if self.mode == "half_maximum" else "seed_mean_hu"
         return {"mode": self.mode, "lower_hu": round(self.lower_hu, 1), "upper_hu": round(self.upper_hu, 1),
-                level: self.seed_level_hu, "seed_sd_hu": self.seed_sd_hu}
+                level: self.seed_level_hu, "seed_sd_hu": self.seed_sd_hu,
+                "structure_median_hu": self.structure_median_hu}
 
 
 def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.ndarray:
@@ -59,3 +61,23 @@ def hu_window(volume: Volume, settings: ThresholdSettings, seeds: list[Seed]) ->
     if lower > upper:  # the seeds' HU lies outside the allowed bounds altogether
         lower, upper = settings.lower_hu, settings.upper_hu
     return Window(lower, upper, "adaptive", round(mean, 1), round(sd, 1))
+
+
+def refine_window(window: Window, settings: ThresholdSettings, structure_median_hu: float,
+                  tolerance_hu: float = 10.0) -> bool:
+    """Move a half-maximum window to the level of the structure grown from it (in place).
+
+    The seed may sit in a dimmer part of the structure (a dissection's false lumen, the far end
+    of a bolus): the level measured in the grown structure's core (its median HU, blocks two
+    blocks inside) is the one whose half maximum marks the structure's edge. Returns True when
+    the window moved by more than ``tolerance_hu``.
+    """
+    if window.mode != "half_maximum":
+        return False
+    lower = max(settings.lower_hu, 0.5 * (structure_median_hu + settings.background_hu))
+    upper = max(settings.upper_hu, structure_median_hu + settings.upper_margin_hu)
+    if abs(lower - window.lower_hu) <= tolerance_hu and abs(upper - window.upper_hu) <= tolerance_hu:
+        return False
+    window.lower_hu, window.upper_hu = lower, upper
+    window.structure_median_hu = round(structure_median_hu, 1)
+    return True
