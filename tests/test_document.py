@@ -246,10 +246,10 @@ def _pdf_text(path: Path) -> tuple[pypdf.PdfReader, list[str]]:
 def test_pdf_opens_and_holds_the_expected_text(packet):
     reader, pages = _pdf_text(packet / "packet.pdf")
     text = "\n".join(pages)
-    for expected in ("CASE-7", "aorta-surgeon", "DOE^JANE", "MRN778899", "1964-03-01", "2026-01-15",
+    for expected in ("CASE-7", "aorta-surgeon", "Jane Doe", "MRN778899", "1964-03-01", "2026-01-15",
                      "Dr. Ann Order", "1234567893", "I71.23", "Fusiform aneurysm", "0559T",
                      "first individually prepared and processed component", "B26f", "iodinated", ACCESSION,
-                     "Tech Ty", "post_processing", "35.00", "threshold_region_growing", "support_volume_mm3",
+                     "Tech Ty", "post processing", "35.00", "threshold_region_growing", "Support volume 812.5 mm³",
                      "Medical necessity", "Prepared by", "Reviewed by", "Total time recorded: 35.5 min"):
         assert expected in text, expected
     for number, page in enumerate(pages, start=1):
@@ -268,12 +268,61 @@ def test_pdf_holds_the_three_pictures(packet):
         assert picture.width > 300 and picture.height > 150
         pixels = np.asarray(picture.convert("RGB"))
         assert pixels.std() > 10  # not blank
-    # The CT picture shows the outline: pure red pixels are present.
-    ct = np.asarray(images[0].image.convert("RGB")).astype(int)
+    # Page 1 shows the model (figure 2); the CT picture, with the outline in pure red pixels, follows.
+    assert len(reader.pages[0].images) == 1
+    ct = np.asarray(images[1].image.convert("RGB")).astype(int)
     assert np.count_nonzero((ct[..., 0] > 200) & (ct[..., 1] < 60) & (ct[..., 2] < 60)) > 50
     # The print picture marks supports in red-dominant faces.
     plate = np.asarray(images[2].image.convert("RGB")).astype(int)
     assert np.count_nonzero((plate[..., 0] > 80) & (plate[..., 0] > 2.5 * plate[..., 1])) > 200
+
+
+def test_page_one_is_the_summary_a_coder_reads(packet):
+    reader, pages = _pdf_text(packet / "packet.pdf")
+    first = " ".join(pages[0].split())
+    facts = json.loads((packet / "packet.json").read_text())
+    charge = facts["charge"]
+    # the charge line's row: CPT, units, modifiers, state (derived from the packet's own facts)
+    assert f"{charge['cpt']} {charge['units']} none pending: the model is not yet approved" in first
+    for pointer, code, title in zip(charge["icd10_pointers"], charge["icd10"], facts["indication"]["descriptions"]):
+        assert f"{pointer}: {code} {title}" in first
+    assert "prepared, not yet approved" in first and "No hold on this model." in first
+    assert "Patient Jane Doe" in first and "Date of service 2026-01-15" in first
+
+
+def test_pdf_has_no_cut_word_and_no_dropped_row(packet):
+    _, pages = _pdf_text(packet / "packet.pdf")
+    text = "\n".join(pages)
+    words = set(text.split())
+    facts = json.loads((packet / "packet.json").read_text())
+    assert "..." not in text and "\u2026" not in text and "more rows" not in text
+    for entry in facts["files"]:                                     # every row, the hash whole
+        assert entry["name"] in words and entry["sha256"] in words
+    for key in ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid", "source_sha256"):
+        assert facts["source_imaging"][key] in words
+    for step in facts["workflow"]["steps"]:
+        assert step["step"].replace("_", " ") in text
+    assert "2026-01-15 08:00:00 +00:00" in text
+
+
+def test_unicode_names_render(source, tmp_path):
+    """A CJK (and an accented) name is drawn, not folded to '?'; the emoji is not required."""
+    from pipeline.document.pdf import font_files
+
+    if "cjk" not in font_files():
+        pytest.fail("no CJK font on this system: install Debian fonts-droid-fallback (.ci/run does)")
+    charge = next_charge([], _billable("aorta-intl"))
+    model_dir = tmp_path / "CASE-7" / "aorta-intl"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-intl", charge, deidentify=False, with_print=False)
+    inputs.patient = dict(PATIENT, name="山田^太郎")
+    inputs.encounter["ordering_provider"] = {"name": "MÜLLER^ZOË", "npi": "1234567893"}
+    write_packet(inputs, model_dir)
+    first = pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text()
+    assert "太郎 山田" in first
+    assert "Zoë Müller" in first
+    assert "?" not in first
 
 
 def test_packet_without_volume_or_plan_still_written(source, tmp_path):
