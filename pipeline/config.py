@@ -65,8 +65,13 @@ def find_config(kind: str, name: str) -> Path:
         path = folder / kind / f"{name}.yaml"
         if path.is_file():
             return path
-    choices = ", ".join(available(kind)) or "none"
-    raise ConfigError(f"unknown {kind[:-1]} {name!r}; available: {choices}")
+    names = available(kind)
+    choices = ", ".join(names) or "none"
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown {kind[:-1]} {name!r}; {hint}available: {choices}")
 
 
 def read_yaml(path: Path) -> object:

@@ -6,6 +6,7 @@ Errors caused by input are printed as one line and mapped to the exit code of th
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 
@@ -54,25 +55,32 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.exit_code)
     except _USAGE as error:
         error.show()
-        return int(error.exit_code)
+        return _json_error(args, "usage", error.format_message(), int(error.exit_code))
     except _ABORT:
         console.print("aborted")
-        return 130
+        return _json_error(args, "aborted", "aborted", 130)
     except AnatomodelError as error:
         if options.debug or "--debug" in args:
             traceback.print_exc()
         console.print(f"[bold red]error:[/] {escape(str(error))}")
-        return error.exit_code
+        return _json_error(args, type(error).__name__, str(error), error.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted")
-        return 130
+        return _json_error(args, "interrupted", "interrupted", 130)
     except Exception as error:  # a bug: say so, and how to report it
+        message = (f"internal error: {type(error).__name__}: {error}. Run again with --debug for the "
+                   "traceback and report it with the command you ran.")
         if options.debug or "--debug" in args:
             traceback.print_exc()
         else:
-            console.print(
-                escape(f"internal error: {type(error).__name__}: {error}. Run again with --debug for the "
-                       "traceback and report it with the command you ran.")
-            )
-        return 1
+            console.print(escape(message))
+        return _json_error(args, "internal", message, 1)
     return int(result) if isinstance(result, int) else 0
+
+
+def _json_error(args: list[str], kind: str, message: str, code: int) -> int:
+    """With ``--json``, the one JSON document on stdout is this error object; returns ``code``."""
+    if "--json" in args:
+        sys.stdout.write(json.dumps({"error": {"kind": kind, "message": message, "exit_code": code}}) + "\n")
+        sys.stdout.flush()
+    return code

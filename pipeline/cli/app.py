@@ -7,6 +7,7 @@ is a thin layer over a library function importable from :mod:`pipeline`.
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,13 @@ app = typer.Typer(
 )
 
 #: Messages for people go to stderr so that ``--json`` output on stdout stays machine-readable.
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
+#: Off a terminal (a pipe, a log file) lines are never hard-wrapped: paths and cells stay whole.
+console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty(),
+                  width=None if sys.stderr.isatty() else 100_000)
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+
+#: Libraries whose log lines (font scans, image plugins, font subsetting) are shown only with --debug.
+QUIET_LIBRARIES = ("matplotlib", "PIL", "fontTools", "fpdf", "trimesh", "urllib3", "asyncio")
 
 
 @dataclass
@@ -46,6 +52,18 @@ cli_log = logging.getLogger("anatomodel.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("anatomodel")
+        except PackageNotFoundError:
+            installed = "0+unknown"
+        stdout.print(f"anatomodel {installed}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     context: typer.Context,
@@ -54,6 +72,8 @@ def _global(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step's details."),
     log_file: Path = typer.Option(None, "--log-file", help="Also append every step's log to this file "
                                   "(with times; never patient data)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the anatomodel version and exit."),
 ) -> None:
     """Global options apply to every subcommand and are given before it.
 
@@ -73,6 +93,8 @@ def _global(
     for handler in root.handlers:
         if getattr(handler, "_anatomodel_console", False):
             handler.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     if log_file is not None:
         handler = _add_file_handler(log_file)
         context.call_on_close(lambda: (root.removeHandler(handler), handler.close()))
