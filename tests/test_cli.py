@@ -75,3 +75,22 @@ def test_library_loggers_quiet_unless_debug():
     assert logging.getLogger("PIL").getEffectiveLevel() == logging.WARNING
     runner.invoke(app, ["--debug", "ledger", "--help"])
     assert logging.getLogger("matplotlib").getEffectiveLevel() == logging.DEBUG
+
+
+def test_timed_steps_prints_each_step_and_its_time(capsys):
+    import time
+
+    from pipeline.cli.app import timed_steps
+
+    started = time.perf_counter()
+    with timed_steps("demo", announce=True) as step:
+        step("first step")
+        time.sleep(0.3)
+        step("second step")
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert "first step" in err and "second step" in err and "step times" in err
+    times = {line.split(" s  ")[1]: float(line.split(" s  ")[0]) for line in err.splitlines() if " s  " in line}
+    assert times["first step"] >= 0.3 - 0.01 and times["second step"] >= 0.1 - 0.01
+    assert sum(times.values()) <= elapsed + 0.02

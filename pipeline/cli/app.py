@@ -85,7 +85,7 @@ def _global(
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose or debug else logging.INFO)
     if not any(getattr(handler, "_anatomodel_console", False) for handler in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.addFilter(lambda record: not record.name.startswith(cli_log.name))  # say() already printed it
         handler._anatomodel_console = True  # type: ignore[attr-defined]
@@ -98,6 +98,17 @@ def _global(
     if log_file is not None:
         handler = _add_file_handler(log_file)
         context.call_on_close(lambda: (root.removeHandler(handler), handler.close()))
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log lines through the same rich console as the progress bars, so a line printed while a
+    bar is drawn goes above it instead of breaking into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.print(self.format(record), markup=False, highlight=False)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 def _add_file_handler(path: Path) -> logging.Handler:
@@ -153,3 +164,51 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
                        description=f"{description}: {escape(message)}" if message else description)
 
         yield advance
+
+
+@dataclass
+class StepTime:
+    """One step of a command and how long it took, s."""
+
+    step: str
+    seconds: float
+
+
+@contextmanager
+def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[str], None]]:
+    """A ``progress(message)`` callback for a library function that announces each step.
+
+    Each message ends the step before it and starts a new one: on a terminal a spinner with the
+    step's elapsed time runs until the next message, and with ``announce`` the message is also
+    printed with :func:`say` (a line per step; otherwise a failing command's first line stays
+    its error). When the block ends, the time of every step is printed (``step times:`` lines).
+    """
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    times: list[StepTime] = []
+    current: list = [None, 0.0]  # step message, start time
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=console, transient=True, disable=options.quiet)
+
+    def close() -> None:
+        if current[0] is not None:
+            times.append(StepTime(current[0], round(time.perf_counter() - current[1], 2)))
+
+    with bar:
+        task = bar.add_task(description, total=None)
+
+        def progress(message: str) -> None:
+            close()
+            current[:] = [message, time.perf_counter()]
+            if announce:
+                say(escape(message))
+            bar.reset(task, description=f"{description}: {escape(message)}")
+
+        yield progress
+        close()
+    if times:
+        say(f"step times ({sum(t.seconds for t in times):.1f} s in all):")
+        for entry in times:
+            say(f"  {entry.seconds:7.1f} s  {escape(entry.step)}")

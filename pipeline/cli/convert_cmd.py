@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say
+from pipeline.cli.app import app, say, timed_steps
 from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, write_volume
 from pipeline.load import load_series
 
@@ -31,8 +31,11 @@ def convert_command(
     """
     if not is_image_file(output):
         raise typer.BadParameter(f"{output}: use one of {', '.join(IMAGE_SUFFIXES)}", param_hint="OUTPUT")
-    volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm)
-    write_volume(volume, output)
+    with timed_steps("convert") as step:
+        step("reading the series")
+        volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm)
+        step("writing the volume")
+        write_volume(volume, output)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(load_report.to_json() + "\n")

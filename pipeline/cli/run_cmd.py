@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, log_to_file, say, stdout
+from pipeline.cli.app import app, log_to_file, say, stdout, timed_steps
 
 
 @app.command("run")
@@ -32,9 +32,9 @@ def run(
     """
     from pipeline.case import load_case, run_case
 
-    with log_to_file(out / load_case(case_file).case_id / "run.log"):  # the case id is sanitised
-        result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
-                          ledger=ledger)
+    with log_to_file(out / load_case(case_file).case_id / "run.log"), timed_steps("run", announce=True) as progress:
+        result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=progress,
+                          ledger=ledger)  # (the case id naming the log's folder is sanitised)
     if as_json:
         stdout.print_json(json.dumps(result.to_dict()))
         return
