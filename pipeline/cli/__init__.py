@@ -29,6 +29,7 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     phantom_cmd,
     prepare_cmd,
     regress_cmd,
+    review_cmd,
     run_cmd,
     segment_cmd,
 )
