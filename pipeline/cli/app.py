@@ -190,7 +190,7 @@ def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[
     times: list[StepTime] = []
     current: list = [None, 0.0]  # step message, start time
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=console, transient=True, disable=options.quiet)
+                   console=console, transient=True, disable=options.quiet or not console.is_terminal)
 
     def close() -> None:
         if current[0] is not None:

@@ -370,9 +370,13 @@ def verdicts(facts: dict[str, Any]) -> list[Verdict]:
         found.append(Verdict("Closed and printable", None, "no mesh QA report"))
     thinnest = _number(mesh.get("min_wall_thickness_mm"))
     limit = printer_limit_mm(plan.get("printer")) or _number(mesh.get("min_wall_mm"))
+    probe = _number(mesh.get("wall_probe_mm"))
     if thinnest is not None and limit is not None:
         found.append(Verdict("Thinnest wall", thinnest >= limit,
                              f"{thinnest:.2f} mm measured; the printer needs {limit:g} mm"))
+    elif mesh.get("min_wall_thickness_mm", 0) is None and probe is not None and limit is not None:
+        found.append(Verdict("Thinnest wall", probe >= limit,
+                             f"every wall is thicker than the {probe:g} mm probed; the printer needs {limit:g} mm"))
     else:
         found.append(Verdict("Thinnest wall", None, "not measured"))
     if plan.get("fits") is not None:

@@ -221,7 +221,7 @@ MESH_ROWS = (("Surface faces", "faces_final", "", 0), ("Surface faces", "faces",
              ("Distance to the voxel surface, mean", "distance_to_raw_mean_mm", "mm", 2),
              ("Distance to the voxel surface, 95th percentile", "distance_to_raw_p95_mm", "mm", 2),
              ("Distance to the voxel surface, largest", "distance_to_raw_max_mm", "mm", 2),
-             ("Surface thinner than the printer allows", "thin_area_fraction", "(fraction)", 4),
+             ("Share of the surface thinner than the printer allows", "thin_area_fraction", "", 4),
              ("Repaired", "repaired", "", 0), ("Repairs", "repair_actions", "", 0))
 PLAN_ROWS = (("Technology", "technology", "", 0), ("Layer height", "layer_height_mm", "mm", 2),
              ("Layers", "layers", "", 0), ("Height on the plate", "height_mm", "mm", 1),
@@ -274,8 +274,6 @@ def page_one(pdf: _Document, summary: PacketSummary, picture: tuple[bytes, str] 
     marks = {True: "✓ pass", False: "✗ check", None: "– not measured"}
     pdf.grid(["Check", "Result", "Measured"], [[v.name, marks[v.passed], v.text] for v in summary.verdicts],
              widths=(55, 25, 100))
-    if picture is not None:
-        pdf.picture(picture[0], picture[1], width=110)
     pdf.heading("Sign-offs and holds")
     pdf.grid(["Role", "Name", "Signed"], [[s.role, s.name, s.signed_at] for s in summary.signoffs]
              or [["(no sign-off yet)", "", ""]], widths=(55, 75, 50))
@@ -287,6 +285,13 @@ def page_one(pdf: _Document, summary: PacketSummary, picture: tuple[bytes, str] 
     pdf.paragraph("Warnings" if summary.warnings else "No warnings from any stage.", size=9, style="B")
     for warning in summary.warnings:
         pdf.paragraph(f"- {warning}", size=8)
+    if picture is not None:  # on page 1 whatever the room left: as large as fits, up to 75 mm wide
+        from PIL import Image
+
+        with Image.open(io.BytesIO(picture[0])) as image:
+            aspect = image.width / image.height
+        room = pdf.h - 16 - pdf.get_y() - 12
+        pdf.picture(picture[0], picture[1], width=max(20.0, min(75.0, room * aspect)))
 
 
 def _diagnosis_lines(summary: PacketSummary) -> list[str]:
