@@ -527,3 +527,27 @@ def test_case_charges_for_one_two_three_models(tmp_path, count, expected):
     assert len(document["model_lines"]) == count
     summary = "\n".join(p.extract_text() for p in pypdf.PdfReader(paths[2]).pages)
     assert "CASE-7" in summary and all(f"model-{n}" in summary for n in range(count))
+
+
+def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
+    from pipeline.document.facts import gather_warnings
+
+    assert gather_warnings({"segment": {"warnings": ["small"]}, "mesh": {"warnings": ["cut"]},
+                            "plan": {"warnings": ["cut"]}}, ["cut", "own"]) == [
+        "segmentation: small", "mesh QA: cut", "print plan: cut", "cut", "own"]
+    charge = next_charge([], _billable("aorta-warned"))
+    model_dir = tmp_path / "CASE-7" / "aorta-warned"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-warned", charge, deidentify=False)
+    inputs.reports["segment"]["warnings"] = ["volume 52.7 ml lies outside what aorta_cta expects"]
+    inputs.reports["mesh"]["warnings"] = ["the structure is cut by the edge of the scanned volume"]
+    write_packet(inputs, model_dir)
+    facts = json.loads((model_dir / "packet.json").read_text())
+    assert facts["warnings"][:2] == ["segmentation: volume 52.7 ml lies outside what aorta_cta expects",
+                                     "mesh QA: the structure is cut by the edge of the scanned volume"]
+    first = " ".join(pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text().split())
+    for warning in facts["warnings"]:
+        assert warning in first
+    # the segmentation's warning is also its plausibility verdict
+    assert "Segmentation plausibility ✗ check volume 52.7 ml" in first

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from pipeline.cli.app import app, log_to_file, say, stdout, timed_steps
 
@@ -40,6 +41,14 @@ def run(
         return
     for model in result.models:
         say(f"{model.model_id}: {model.cpt} -> {model.folder} ({model.seconds:.1f} s)")
-        for warning in model.warnings:
-            say(f"  warning: {warning}")
+        for warning in packet_warnings(Path(model.folder), model.warnings):
+            say(f"  warning: {escape(warning)}")
     say(f"charges: {', '.join(str(p) for p in result.charges_files)}")
+
+
+def packet_warnings(folder: Path, fallback: list[str]) -> list[str]:
+    """The model's one list of warnings (every stage's, from its ``packet.json``), else ``fallback``."""
+    packet = folder / "packet.json"
+    if packet.is_file():
+        return list(json.loads(packet.read_text(encoding="utf-8")).get("warnings") or [])
+    return list(fallback)
