@@ -94,3 +94,10 @@ def test_timed_steps_prints_each_step_and_its_time(capsys):
     times = {line.split(" s  ")[1]: float(line.split(" s  ")[0]) for line in err.splitlines() if " s  " in line}
     assert times["first step"] >= 0.3 - 0.01 and times["second step"] >= 0.1 - 0.01
     assert sum(times.values()) <= elapsed + 0.02
+
+
+@pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["charges", "list", "--help"]])
+def test_help_shows_no_type_on_flags(command, tmp_path):
+    done = _run(*command, tmp_path=tmp_path)
+    assert done.returncode == 0
+    assert "--help" in done.stdout and "<bool>" not in done.stdout

@@ -14,7 +14,7 @@ import click
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, console, options
+from pipeline.cli.app import app, console, hide_flag_types, options
 from pipeline.errors import AnatomodelError
 
 # Importing the command modules registers their subcommands on ``app``.
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code (also the process exit code)."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
+    hide_flag_types(command)
     try:
         result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
     except _EXIT as done:

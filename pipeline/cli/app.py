@@ -212,3 +212,14 @@ def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[
         say(f"step times ({sum(t.seconds for t in times):.1f} s in all):")
         for entry in times:
             say(f"  {entry.seconds:7.1f} s  {escape(entry.step)}")
+
+
+def hide_flag_types(command) -> None:
+    """Show flags in help without a ``<bool>`` type column (they take no value): every flag of
+    ``command`` and its subcommands gets an empty metavar."""
+    help_option = command.get_help_option(command.context_class(command))  # created once, then cached
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        hide_flag_types(sub)
