@@ -88,15 +88,44 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from error
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One readable line per problem: ``file: field 'a.b': reason (got value)``."""
+def format_validation_error(source: str, error: ValidationError, model: type[Model] | None = None) -> str:
+    """One readable line per problem: ``file: field 'a.b': reason (got value)``; an unknown
+    field of ``model`` (or of a model nested in it) names the closest known one."""
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         got = problem.get("input")
         shown = "" if problem["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: field '{field}': {problem['msg']}{shown}")
+        hint = ""
+        if problem["type"] == "extra_forbidden" and model is not None and problem["loc"]:
+            import difflib
+
+            known = _field_names(model, problem["loc"][:-1])
+            close = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else (f"; known fields: {', '.join(known)}" if known else "")
+        lines.append(f"{source}: field '{field}': {problem['msg']}{shown}{hint}")
     return "; ".join(lines)
+
+
+def _field_names(model: type[Model], path: tuple) -> list[str]:
+    """Field names of the model found at ``path`` (field names and list indices) inside ``model``."""
+    import typing
+
+    current: object = model
+    for part in path:
+        if isinstance(part, int):  # a list item: the element type was taken with the list
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+        while typing.get_origin(current) is not None:  # list[X], X | None, dict[str, X]: the model inside
+            inner = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not inner:
+                return []
+            current = inner[0]
+    fields = getattr(current, "model_fields", None) or {}
+    return [info.alias or name for name, info in fields.items()]
 
 
 def validate(model: type[Model], data: object, source: str) -> Model:
@@ -106,7 +135,7 @@ def validate(model: type[Model], data: object, source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error)) from None
+        raise ConfigError(format_validation_error(source, error, model)) from None
 
 
 def load_config(kind: str, name: str, model: type[Model]) -> Model:

@@ -101,3 +101,22 @@ def test_help_shows_no_type_on_flags(command, tmp_path):
     done = _run(*command, tmp_path=tmp_path)
     assert done.returncode == 0
     assert "--help" in done.stdout and "<bool>" not in done.stdout
+
+
+def test_unknown_case_file_field_suggests_the_closest(tmp_path):
+    import yaml
+
+    from pipeline.case import load_case
+    from pipeline.errors import ConfigError
+
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["imaging"]["dicom"] = str(tmp_path)
+    case["models"][0]["seed_lps_mm"] = case["models"][0].pop("seeds_lps_mm")
+    case["printr"] = case.pop("printer")
+    path = tmp_path / "case.yaml"
+    path.write_text(yaml.safe_dump(case, sort_keys=False))
+    with pytest.raises(ConfigError) as raised:
+        load_case(path)
+    message = str(raised.value)
+    assert "field 'models.0.seed_lps_mm'" in message and "did you mean 'seeds_lps_mm'?" in message
+    assert "field 'printr'" in message and "did you mean 'printer'?" in message
