@@ -551,3 +551,39 @@ def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
         assert warning in first
     # the segmentation's warning is also its plausibility verdict
     assert "Segmentation plausibility ✗ check volume 52.7 ml" in first
+
+
+def test_holds_of_the_charge_line_and_the_stages_make_page_one_held(packet):
+    from pipeline.document.facts import packet_summary
+
+    facts = json.loads((packet / "packet.json").read_text())
+    assert packet_summary(facts).billing == "pending" and packet_summary(facts).holds == []
+    coding = {"code": "coding.icd10_not_billable", "reason": "I71.2 is a header", "source": "coding",
+              "model_id": "aorta-surgeon"}
+    segment = {"code": "segment.tube_ends_inside_scan", "reason": "the aorta ends inside the scan",
+               "source": "segment", "model_id": "aorta-surgeon"}
+    facts["charge"]["holds"] = [coding]
+    facts["segmentation"]["holds"] = [segment, segment]
+    summary = packet_summary(facts)
+    assert [h.code for h in summary.holds] == ["segment.tube_ends_inside_scan", "coding.icd10_not_billable"]
+    assert summary.billing == "held" and "I71.2 is a header" in summary.billing_reason
+    plausibility = next(v for v in summary.verdicts if v.name == "Segmentation plausibility")
+    assert plausibility.passed is False and "ends inside the scan" in plausibility.text
+
+
+def test_page_one_draws_the_lifecycle_given(packet):
+    """The summary the lifecycle fills (state, sign-offs, holds) is what page 1 says."""
+    from pipeline.document.facts import SignOff, packet_summary
+    from pipeline.document.pdf import packet_pdf
+    from pipeline.holds import Hold
+
+    facts = json.loads((packet / "packet.json").read_text())
+    summary = packet_summary(facts)
+    summary.state, summary.billing, summary.billing_reason = "approved", "held", "payer rule: ABN missing"
+    summary.signoffs = [SignOff("Reviewed by (rendering provider)", "Ray Render", "2026-01-16 09:30")]
+    summary.holds = [Hold("payer.abn_required", "Medicare expects an ABN: append GA or GZ", "payer:medicare")]
+    data, _ = packet_pdf(facts, [], summary)
+    first = " ".join(pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text().split())
+    assert "held: payer rule: ABN missing" in first and ": approved" in first
+    assert "Reviewed by (rendering provider) Ray Render 2026-01-16 09:30" in first
+    assert "payer.abn_required payer:medicare Medicare expects an ABN: append GA or GZ" in first

@@ -404,12 +404,13 @@ def verdicts(facts: dict[str, Any]) -> list[Verdict]:
 
 
 def report_holds(facts: dict[str, Any]) -> list[Hold]:
-    """Holds carried in the stage reports (``holds`` lists of ``Hold`` dicts)."""
+    """Holds carried in the stage reports and on the charge line (``holds`` lists of ``Hold``
+    dicts), each once."""
     holds = []
-    for key in ("load", "segmentation", "mesh_qa", "print_plan"):
+    for key in ("load", "segmentation", "mesh_qa", "print_plan", "charge"):
         for item in (facts.get(key) or {}).get("holds") or []:
             holds.append(Hold.from_dict(item) if isinstance(item, dict) else item)
-    return holds
+    return list(dict.fromkeys(holds))
 
 
 def packet_summary(facts: dict[str, Any]) -> PacketSummary:
