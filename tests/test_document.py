@@ -248,7 +248,7 @@ def test_pdf_opens_and_holds_the_expected_text(packet):
     text = "\n".join(pages)
     for expected in ("CASE-7", "aorta-surgeon", "Jane Doe", "MRN778899", "1964-03-01", "2026-01-15",
                      "Dr. Ann Order", "1234567893", "I71.23", "Fusiform aneurysm", "0559T",
-                     "first individually prepared and processed component", "B26f", "iodinated", ACCESSION,
+                     "first individually prepared and processed component", "B26f", "iodinated", ACCESSION, "Study date 2026-01-10", "Study time 10:15:00",
                      "Tech Ty", "post processing", "35.00", "threshold_region_growing", "Support volume 812.5 mm³",
                      "Medical necessity", "Prepared by", "Reviewed by", "Total time recorded: 35.5 min"):
         assert expected in text, expected

@@ -107,7 +107,7 @@ class _Document(FPDF):
 
     def paragraph(self, words: str, size: float = 9, style: str = "") -> None:
         self.set_font(FONT, style, size)
-        self.multi_cell(0, 4.6, text(words), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, 4.6, text(words), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def key_values(self, rows: Iterable[tuple[str, Any]], key_width: float = 68) -> None:
         rows = [(k, v) for k, v in rows]
@@ -245,6 +245,17 @@ def _clock(stamp: str | None) -> str:
                                                   if moment.tzinfo else "")
 
 
+def _dicom_when(key: str, value: Any) -> str:
+    """DICOM dates and times as people write them (``20260115`` as ``2026-01-15``, ``081500``
+    as ``08:15:00``); other values as :func:`_shown` draws them."""
+    raw = text(value)
+    if key.endswith("_date") and len(raw) == 8 and raw.isdigit():
+        return f"{raw[:4]}-{raw[4:6]}-{raw[6:]}"
+    if key.endswith("_time") and len(raw) >= 6 and raw[:6].isdigit():
+        return f"{raw[:2]}:{raw[2:4]}:{raw[4:6]}"
+    return _shown(value, "", 2)
+
+
 def _label(key: str) -> str:
     """``slice_thickness_mm`` as ``Slice thickness (mm)``."""
     if key == "kvp":
@@ -344,7 +355,7 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]],
                       if plan.get("material") else []))
 
     pdf.heading("2. Source imaging")
-    pdf.key_values([(_label(k), _shown(v, "", 2)) for k, v in facts["source_imaging"].items()])
+    pdf.key_values([(_label(k), _dicom_when(k, v)) for k, v in facts["source_imaging"].items()])
 
     pdf.heading("3. Workflow: steps, operators, time spent")
     steps = facts["workflow"]["steps"]
