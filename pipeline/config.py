@@ -67,8 +67,13 @@ def find_config(kind: str, name: str) -> Path:
         path = folder / kind / f"{name}.yaml"
         if path.is_file():
             return path
-    choices = ", ".join(available(kind)) or "none"
-    raise ConfigError(f"unknown {kind[:-1]} {name!r}; available: {choices}")
+    names = available(kind)
+    choices = ", ".join(names) or "none"
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown {kind[:-1]} {name!r}; {hint}available: {choices}")
 
 
 #: Largest YAML file read (case files, manifests, presets, printer profiles), bytes.
@@ -334,15 +339,44 @@ ShortText = bounded_text(1024)
 CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_000.0)]
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One readable line per problem: ``file: field 'a.b': reason (got value)``."""
+def format_validation_error(source: str, error: ValidationError, model: type[Model] | None = None) -> str:
+    """One readable line per problem: ``file: field 'a.b': reason (got value)``; an unknown
+    field of ``model`` (or of a model nested in it) names the closest known one."""
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         got = problem.get("input")
         shown = "" if problem["type"] == "missing" or isinstance(got, dict) else f" (got {shorten_text(got)})"
-        lines.append(f"{source}: field '{field}': {problem['msg']}{shown}")
+        hint = ""
+        if problem["type"] == "extra_forbidden" and model is not None and problem["loc"]:
+            import difflib
+
+            known = _field_names(model, problem["loc"][:-1])
+            close = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else (f"; known fields: {', '.join(known)}" if known else "")
+        lines.append(f"{source}: field '{field}': {problem['msg']}{shown}{hint}")
     return "; ".join(lines)
+
+
+def _field_names(model: type[Model], path: tuple) -> list[str]:
+    """Field names of the model found at ``path`` (field names and list indices) inside ``model``."""
+    import typing
+
+    current: object = model
+    for part in path:
+        if isinstance(part, int):  # a list item: the element type was taken with the list
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+        while typing.get_origin(current) is not None:  # list[X], X | None, dict[str, X]: the model inside
+            inner = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not inner:
+                return []
+            current = inner[0]
+    fields = getattr(current, "model_fields", None) or {}
+    return [info.alias or name for name, info in fields.items()]
 
 
 def validate(model: type[Model], data: object, source: str) -> Model:
@@ -352,7 +386,7 @@ def validate(model: type[Model], data: object, source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error)) from None
+        raise ConfigError(format_validation_error(source, error, model)) from None
 
 
 def load_config(kind: str, name: str, model: type[Model]) -> Model:

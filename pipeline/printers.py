@@ -39,8 +39,11 @@ class Material(_Strict):
     cost_per_liter : float
         Price per liter of material in ``currency`` (for filament and powder: per liter of
         solid material, converted from the price per kg by the profile author).
+    label : str
+        The material's name as its vendor sells it (``BioMed Clear Resin``); empty: the id.
     """
 
+    label: str = ""
     density_g_per_ml: float = Field(gt=0.3, le=5.0)
     cost_per_liter: float = Field(ge=0)
     currency: str = "USD"

@@ -246,10 +246,10 @@ def _pdf_text(path: Path) -> tuple[pypdf.PdfReader, list[str]]:
 def test_pdf_opens_and_holds_the_expected_text(packet):
     reader, pages = _pdf_text(packet / "packet.pdf")
     text = "\n".join(pages)
-    for expected in ("CASE-7", "aorta-surgeon", "DOE^JANE", "MRN778899", "1964-03-01", "2026-01-15",
+    for expected in ("CASE-7", "aorta-surgeon", "Jane Doe", "MRN778899", "1964-03-01", "2026-01-15",
                      "Dr. Ann Order", "1234567893", "I71.23", "Fusiform aneurysm", "0559T",
-                     "first individually prepared and processed component", "B26f", "iodinated", ACCESSION,
-                     "Tech Ty", "post_processing", "35.00", "threshold_region_growing", "support_volume_mm3",
+                     "first individually prepared and processed component", "B26f", "iodinated", ACCESSION, "Study date 2026-01-10", "Study time 10:15:00",
+                     "Tech Ty", "post processing", "35.00", "threshold_region_growing", "Support volume 812.5 mm³",
                      "Medical necessity", "Prepared by", "Reviewed by", "Total time recorded: 35.5 min"):
         assert expected in text, expected
     for number, page in enumerate(pages, start=1):
@@ -268,12 +268,61 @@ def test_pdf_holds_the_three_pictures(packet):
         assert picture.width > 300 and picture.height > 150
         pixels = np.asarray(picture.convert("RGB"))
         assert pixels.std() > 10  # not blank
-    # The CT picture shows the outline: pure red pixels are present.
-    ct = np.asarray(images[0].image.convert("RGB")).astype(int)
+    # Page 1 shows the model (figure 2); the CT picture, with the outline in pure red pixels, follows.
+    assert len(reader.pages[0].images) == 1
+    ct = np.asarray(images[1].image.convert("RGB")).astype(int)
     assert np.count_nonzero((ct[..., 0] > 200) & (ct[..., 1] < 60) & (ct[..., 2] < 60)) > 50
     # The print picture marks supports in red-dominant faces.
     plate = np.asarray(images[2].image.convert("RGB")).astype(int)
     assert np.count_nonzero((plate[..., 0] > 80) & (plate[..., 0] > 2.5 * plate[..., 1])) > 200
+
+
+def test_page_one_is_the_summary_a_coder_reads(packet):
+    reader, pages = _pdf_text(packet / "packet.pdf")
+    first = " ".join(pages[0].split())
+    facts = json.loads((packet / "packet.json").read_text())
+    charge = facts["charge"]
+    # the charge line's row: CPT, units, modifiers, state (derived from the packet's own facts)
+    assert f"{charge['cpt']} {charge['units']} none pending: the model is not yet approved" in first
+    for pointer, code, title in zip(charge["icd10_pointers"], charge["icd10"], facts["indication"]["descriptions"]):
+        assert f"{pointer}: {code} {title}" in first
+    assert "prepared, not yet approved" in first and "No hold on this model." in first
+    assert "Patient Jane Doe" in first and "Date of service 2026-01-15" in first
+
+
+def test_pdf_has_no_cut_word_and_no_dropped_row(packet):
+    _, pages = _pdf_text(packet / "packet.pdf")
+    text = "\n".join(pages)
+    words = set(text.split())
+    facts = json.loads((packet / "packet.json").read_text())
+    assert "..." not in text and "\u2026" not in text and "more rows" not in text
+    for entry in facts["files"]:                                     # every row, the hash whole
+        assert entry["name"] in words and entry["sha256"] in words
+    for key in ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid", "source_sha256"):
+        assert facts["source_imaging"][key] in words
+    for step in facts["workflow"]["steps"]:
+        assert step["step"].replace("_", " ") in text
+    assert "2026-01-15 08:00:00 +00:00" in text
+
+
+def test_unicode_names_render(source, tmp_path):
+    """A CJK (and an accented) name is drawn, not folded to '?'; the emoji is not required."""
+    from pipeline.document.pdf import font_files
+
+    if "cjk" not in font_files():
+        pytest.fail("no CJK font on this system: install Debian fonts-droid-fallback (.ci/run does)")
+    charge = next_charge([], _billable("aorta-intl"))
+    model_dir = tmp_path / "CASE-7" / "aorta-intl"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-intl", charge, deidentify=False, with_print=False)
+    inputs.patient = dict(PATIENT, name="山田^太郎")
+    inputs.encounter["ordering_provider"] = {"name": "MÜLLER^ZOË", "npi": "1234567893"}
+    write_packet(inputs, model_dir)
+    first = pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text()
+    assert "太郎 山田" in first
+    assert "Zoë Müller" in first
+    assert "?" not in first
 
 
 def test_packet_without_volume_or_plan_still_written(source, tmp_path):
@@ -486,3 +535,63 @@ def test_case_charges_for_one_two_three_models(tmp_path, count, expected):
     assert len(document["model_lines"]) == count
     summary = "\n".join(p.extract_text() for p in pypdf.PdfReader(paths[2]).pages)
     assert "CASE-7" in summary and all(f"model-{n}" in summary for n in range(count))
+
+
+def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
+    from pipeline.document.facts import gather_warnings
+
+    assert gather_warnings({"segment": {"warnings": ["small"]}, "mesh": {"warnings": ["cut"]},
+                            "plan": {"warnings": ["cut"]}}, ["cut", "own"]) == [
+        "segmentation: small", "mesh QA: cut", "print plan: cut", "cut", "own"]
+    charge = next_charge([], _billable("aorta-warned"))
+    model_dir = tmp_path / "CASE-7" / "aorta-warned"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-warned", charge, deidentify=False)
+    inputs.reports["segment"]["warnings"] = ["volume 52.7 ml lies outside what aorta_cta expects"]
+    inputs.reports["mesh"]["warnings"] = ["the structure is cut by the edge of the scanned volume"]
+    write_packet(inputs, model_dir)
+    facts = json.loads((model_dir / "packet.json").read_text())
+    assert facts["warnings"][:2] == ["segmentation: volume 52.7 ml lies outside what aorta_cta expects",
+                                     "mesh QA: the structure is cut by the edge of the scanned volume"]
+    first = " ".join(pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text().split())
+    for warning in facts["warnings"]:
+        assert warning in first
+    # the segmentation's warning is also its plausibility verdict
+    assert "Segmentation plausibility ✗ check volume 52.7 ml" in first
+
+
+def test_holds_of_the_charge_line_and_the_stages_make_page_one_held(packet):
+    from pipeline.document.facts import packet_summary
+
+    facts = json.loads((packet / "packet.json").read_text())
+    assert packet_summary(facts).billing == "pending" and packet_summary(facts).holds == []
+    coding = {"code": "coding.icd10_not_billable", "reason": "I71.2 is a header", "source": "coding",
+              "model_id": "aorta-surgeon"}
+    segment = {"code": "segment.tube_ends_inside_scan", "reason": "the aorta ends inside the scan",
+               "source": "segment", "model_id": "aorta-surgeon"}
+    facts["charge"]["holds"] = [coding]
+    facts["segmentation"]["holds"] = [segment, segment]
+    summary = packet_summary(facts)
+    assert [h.code for h in summary.holds] == ["segment.tube_ends_inside_scan", "coding.icd10_not_billable"]
+    assert summary.billing == "held" and "I71.2 is a header" in summary.billing_reason
+    plausibility = next(v for v in summary.verdicts if v.name == "Segmentation plausibility")
+    assert plausibility.passed is False and "ends inside the scan" in plausibility.text
+
+
+def test_page_one_draws_the_lifecycle_given(packet):
+    """The summary the lifecycle fills (state, sign-offs, holds) is what page 1 says."""
+    from pipeline.document.facts import SignOff, packet_summary
+    from pipeline.document.pdf import packet_pdf
+    from pipeline.holds import Hold
+
+    facts = json.loads((packet / "packet.json").read_text())
+    summary = packet_summary(facts)
+    summary.state, summary.billing, summary.billing_reason = "approved", "held", "payer rule: ABN missing"
+    summary.signoffs = [SignOff("Reviewed by (rendering provider)", "Ray Render", "2026-01-16 09:30")]
+    summary.holds = [Hold("payer.abn_required", "Medicare expects an ABN: append GA or GZ", "payer:medicare")]
+    data, _ = packet_pdf(facts, [], summary)
+    first = " ".join(pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text().split())
+    assert "held: payer rule: ABN missing" in first and ": approved" in first
+    assert "Reviewed by (rendering provider) Ray Render 2026-01-16 09:30" in first
+    assert "payer.abn_required payer:medicare Medicare expects an ABN: append GA or GZ" in first

@@ -225,3 +225,23 @@ def test_bad_requests_raise_print_plan_errors(hemisphere):
         plan_print(Model(inside_out), "formlabs_form3b")
     with pytest.raises(PrintPlanError, match="important_faces"):
         plan_print(Model(hemisphere, important_faces=np.zeros(3, bool)), "formlabs_form3b")
+
+
+def test_a_fold_of_the_surface_is_not_a_wall():
+    """A sliver folded over its neighbour (as on the example's ventricle) must not read as a
+    0.00 mm wall; the real wall below it, 0.3 mm away, still counts."""
+    from pipeline.prepare.arrays import MeshArrays
+    from pipeline.prepare.walls import _ray_triangle, sample_wall_thickness
+
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0.5, 0.1, 0],          # A: faces +z
+                         [0.5, 0.5, -0.01],                              # B = (1, 0, 3): folded under A
+                         [0.3, -0.2, -0.3], [0.3, 0.3, -0.3], [0.8, -0.2, -0.3]], dtype=float)  # C: the far wall
+    faces = np.array([[0, 1, 2], [1, 0, 3], [4, 5, 6]])
+    mesh = MeshArrays.from_arrays(vertices, faces)
+    origin, direction = mesh.centres[[0]], -mesh.normals[[0]]
+    fold = _ray_triangle(origin, direction, mesh.triangles[[1]])[0]
+    wall = _ray_triangle(origin, direction, mesh.triangles[[2]])[0]
+    assert 0 < fold < 0.001 and wall == pytest.approx(0.3)               # the fold is there, right under A
+    sampled = next(s for s in (sample_wall_thickness(mesh, max_mm=0.8, seed=seed) for seed in range(50))
+                   if 0 in s.faces)
+    assert sampled.thickness_mm[list(sampled.faces).index(0)] == pytest.approx(0.3)

@@ -147,3 +147,32 @@ def test_outputs_carry_no_patient_name_in_file_names_or_stl_headers(example_run)
         if path.suffix == ".stl":
             header = path.read_bytes()[:80].decode("latin-1")
             assert not any(token in header for token in identifiers), header
+
+
+def test_every_packet_page_one_gives_the_coder_the_charge(example_run):
+    """CPT, units, each diagnosis with its description and the state on page 1; nothing cut or
+    dropped anywhere; stage warnings in the one list, and no wall-thickness contradiction."""
+    import pypdf
+
+    case_dir, case, _ = example_run
+    for model in case["models"]:
+        folder = case_dir / model["id"]
+        facts = json.loads((folder / "packet.json").read_text())
+        pages = [page.extract_text() for page in pypdf.PdfReader(folder / "packet.pdf").pages]
+        first = " ".join(pages[0].split())
+        charge = facts["charge"]
+        assert f"{charge['cpt']} {charge['units']} " in first and "pending:" in first
+        for pointer, code, title in zip(charge["icd10_pointers"], charge["icd10"], facts["indication"]["descriptions"]):
+            assert f"{pointer}: {code} {title}" in first
+        assert "prepared, not yet approved" in first
+        text = "\n".join(pages)
+        assert "..." not in text and "more rows" not in text and "?" not in first
+        for entry in facts["files"]:
+            assert entry["sha256"] in text.split()
+        for stage, key in (("segmentation", "segmentation"), ("mesh QA", "mesh_qa"), ("print plan", "print_plan")):
+            for warning in (facts[key] or {}).get("warnings") or []:
+                assert f"{stage}: {warning}" in facts["warnings"]
+        assert not any("thinnest 0.00 mm" in w for w in facts["warnings"])
+        thinnest = facts["mesh_qa"]["min_wall_thickness_mm"]
+        if thinnest is not None:
+            assert f"Thinnest wall ✓ pass {thinnest:.2f} mm measured" in first

@@ -6,6 +6,7 @@ Errors caused by input are printed as one line and mapped to the exit code of th
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 
@@ -13,7 +14,7 @@ import click
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, console, options
+from pipeline.cli.app import app, console, hide_flag_types, options
 from pipeline.errors import AnatomodelError, HeldForReview
 from pipeline.interrupt import Terminated, received, terminate_unwinds
 from pipeline.preflight import environment_fault, find_environment_error
@@ -34,6 +35,7 @@ from pipeline.cli import (  # noqa: E402,F401  (imported for their side effect)
     pull_cmd,
     push_cmd,
     regress_cmd,
+    review_cmd,
     run_cmd,
     segment_cmd,
 )
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code (also the process exit code)."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
+    hide_flag_types(command)
     try:
         with terminate_unwinds():
             result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
@@ -61,34 +64,35 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.exit_code)
     except _USAGE as error:
         error.show()
-        return int(error.exit_code)
+        return _json_error(args, "usage", error.format_message(), int(error.exit_code))
     except _ABORT:  # click turns KeyboardInterrupt (and so Terminated) into Abort
         stop = received()
         if stop is not None:
-            return _stopped(stop)
+            return _json_error(args, "stopped", str(stop), _stopped(stop))
         console.print("aborted")
-        return 130
+        return _json_error(args, "aborted", "aborted", 130)
     except HeldForReview as held:
         console.print(f"[bold yellow]done, but held for review:[/] {escape(str(held))}")
         return held.exit_code
     except AnatomodelError as error:
-        return _report(error, args)
+        return _json_error(args, type(error).__name__, str(error), _report(error, args))
     except Terminated as stop:
-        return _stopped(stop)
+        return _json_error(args, "stopped", str(stop), _stopped(stop))
     except KeyboardInterrupt:
         console.print("interrupted")
-        return 130
+        return _json_error(args, "interrupted", "interrupted", 130)
     except Exception as error:  # a bug: say so, and how to report it
         fault = find_environment_error(error)
         if fault is not None:  # disk full, read-only, ... met mid-run: the machine's fault, not a bug
-            return _report(environment_fault(fault), args)
+            environment = environment_fault(fault)
+            return _json_error(args, type(environment).__name__, str(environment), _report(environment, args))
+        message = (f"internal error: {type(error).__name__}: {' '.join(str(error).split())}. Run again with "
+                   "--debug for the traceback and report it with the command you ran.")
         if options.debug or "--debug" in args:
             traceback.print_exc()
         else:
-            console.print(
-                escape(f"internal error: {type(error).__name__}: {' '.join(str(error).split())}. Run again with "
-                       "--debug for the traceback and report it with the command you ran."), soft_wrap=True)
-        return 1
+            console.print(escape(message), soft_wrap=True)
+        return _json_error(args, "internal", message, 1)
     return int(result) if isinstance(result, int) else 0
 
 
@@ -106,3 +110,11 @@ def _report(error: AnatomodelError, args: list[str]) -> int:
     line = " ".join("".join(c if c.isprintable() else " " for c in str(error)).split())
     console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     return error.exit_code
+
+
+def _json_error(args: list[str], kind: str, message: str, code: int) -> int:
+    """With ``--json``, the one JSON document on stdout is this error object; returns ``code``."""
+    if "--json" in args:
+        sys.stdout.write(json.dumps({"error": {"kind": kind, "message": message, "exit_code": code}}) + "\n")
+        sys.stdout.flush()
+    return code

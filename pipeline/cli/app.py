@@ -7,6 +7,7 @@ is a thin layer over a library function importable from :mod:`pipeline`.
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,13 @@ app = typer.Typer(
 )
 
 #: Messages for people go to stderr so that ``--json`` output on stdout stays machine-readable.
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
+#: Off a terminal (a pipe, a log file) lines are never hard-wrapped: paths and cells stay whole.
+console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty(),
+                  width=None if sys.stderr.isatty() else 100_000)
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+
+#: Libraries whose log lines (font scans, image plugins, font subsetting) are shown only with --debug.
+QUIET_LIBRARIES = ("matplotlib", "PIL", "fontTools", "fpdf", "trimesh", "urllib3", "asyncio")
 
 
 @dataclass
@@ -48,6 +54,18 @@ cli_log = logging.getLogger("anatomodel.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("anatomodel")
+        except PackageNotFoundError:
+            installed = "0+unknown"
+        stdout.print(f"anatomodel {installed}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     context: typer.Context,
@@ -56,6 +74,8 @@ def _global(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step's details."),
     log_file: Path = typer.Option(None, "--log-file", help="Also append every step's log to this file "
                                   "(with times; never patient data)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the anatomodel version and exit."),
 ) -> None:
     """Global options apply to every subcommand and are given before it.
 
@@ -68,7 +88,7 @@ def _global(
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose or debug else logging.INFO)
     if not any(getattr(handler, "_anatomodel_console", False) for handler in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.addFilter(lambda record: not record.name.startswith(cli_log.name))  # say() already printed it
         handler._anatomodel_console = True  # type: ignore[attr-defined]
@@ -76,9 +96,22 @@ def _global(
     for handler in root.handlers:
         if getattr(handler, "_anatomodel_console", False):
             handler.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     if log_file is not None:
         handler = _add_file_handler(log_file)
         context.call_on_close(lambda: (root.removeHandler(handler), handler.close()))
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log lines through the same rich console as the progress bars, so a line printed while a
+    bar is drawn goes above it instead of breaking into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.print(self.format(record), markup=False, highlight=False)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 def _add_file_handler(path: Path) -> logging.Handler:
@@ -148,3 +181,62 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
                        description=f"{description}: {escape(message)}" if message else description)
 
         yield advance
+
+
+@dataclass
+class StepTime:
+    """One step of a command and how long it took, s."""
+
+    step: str
+    seconds: float
+
+
+@contextmanager
+def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[str], None]]:
+    """A ``progress(message)`` callback for a library function that announces each step.
+
+    Each message ends the step before it and starts a new one: on a terminal a spinner with the
+    step's elapsed time runs until the next message, and with ``announce`` the message is also
+    printed with :func:`say` (a line per step; otherwise a failing command's first line stays
+    its error). When the block ends, the time of every step is printed (``step times:`` lines).
+    """
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    times: list[StepTime] = []
+    current: list = [None, 0.0]  # step message, start time
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=console, transient=True, disable=options.quiet or not console.is_terminal)
+
+    def close() -> None:
+        if current[0] is not None:
+            times.append(StepTime(current[0], round(time.perf_counter() - current[1], 2)))
+
+    with bar:
+        task = bar.add_task(description, total=None)
+
+        def progress(message: str) -> None:
+            close()
+            current[:] = [message, time.perf_counter()]
+            if announce:
+                say(escape(message))
+            bar.reset(task, description=f"{description}: {escape(message)}")
+
+        yield progress
+        close()
+    if times:
+        say(f"step times ({sum(t.seconds for t in times):.1f} s in all):")
+        for entry in times:
+            say(f"  {entry.seconds:7.1f} s  {escape(entry.step)}")
+
+
+def hide_flag_types(command) -> None:
+    """Show flags in help without a ``<bool>`` type column (they take no value): every flag of
+    ``command`` and its subcommands gets an empty metavar."""
+    help_option = command.get_help_option(command.context_class(command))  # created once, then cached
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        hide_flag_types(sub)

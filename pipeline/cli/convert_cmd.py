@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say
+from pipeline.cli.app import app, say, timed_steps
 from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, write_volume
 from pipeline.load import load_series
 
@@ -38,9 +38,12 @@ def convert_command(
     writable_file(output)  # a read-only or misnamed output fails now, not after the load
     if report is not None:
         writable_file(report)
-    volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm,
-                                      resample_gaps=resample_gaps)
-    write_volume(volume, output)
+    with timed_steps("convert") as step:
+        step("reading the series")
+        volume, load_report = load_series(source, series, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm,
+                                          resample_gaps=resample_gaps)
+        step("writing the volume")
+        write_volume(volume, output)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(load_report.to_json() + "\n")

@@ -8,7 +8,7 @@ import click
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import app, say, stdout, timed_steps
 from pipeline.files import atomic_write
 
 
@@ -59,7 +59,9 @@ def mesh_command(
     except ValueError as error:
         raise click.BadParameter(str(error)) from error
     mask = read_mask(mask_file)
-    model, mesh_report = mesh_mask(mask, label=label, options=options, min_wall_mm=min_wall)
+    with timed_steps("mesh") as step:
+        step("meshing, smoothing and measuring the surface")
+        model, mesh_report = mesh_mask(mask, label=label, options=options, min_wall_mm=min_wall)
     write_model(model, out, format)
     if report is not None:
         atomic_write(report, mesh_report.to_json() + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import app, say, stdout, timed_steps
 
 
 @app.command("prepare")
@@ -30,8 +30,11 @@ def prepare_command(
     from pipeline.prepare import plan_print, write_print_files
 
     model = read_model(model_file)
-    plan = plan_print(model, printer, alternatives=alternatives, material=material)
-    paths = write_print_files(plan, model, out)
+    with timed_steps("prepare") as step:
+        step(f"searching the print orientation on {printer}")
+        plan = plan_print(model, printer, alternatives=alternatives, material=material)
+        step("writing the print files")
+        paths = write_print_files(plan, model, out)
     if as_json:
         stdout.print(plan.to_json(), markup=False, highlight=False)
     fit = "fits" if plan.fits else "DOES NOT FIT"

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-
 from rich.markup import escape
 
-from pipeline.cli.app import app, log_to_file, say, stdout
+from pipeline.cli.app import app, log_to_file, say, stdout, timed_steps
 from pipeline.errors import HeldForReview
 
 
@@ -43,16 +42,17 @@ def run(
     """
     from pipeline.case import load_case, run_case
 
-    with log_to_file(out / load_case(case_file).case_id / "run.log"):  # the case id is sanitised
-        result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=say,
+    with log_to_file(out / load_case(case_file).case_id / "run.log"), timed_steps("run", announce=True) as progress:
+        result = run_case(case_file, out, deidentify=deidentify, operator=operator or None, progress=progress,
                           ledger=ledger, identity_override=identity_override, correct_encounter=correct_encounter)
+        # (the case id naming the log's folder is sanitised)
     if as_json:
         stdout.print_json(json.dumps(result.to_dict()))
     else:
         for model in result.models:
             say(f"{model.model_id}: prepared (provisional {model.cpt}) -> {model.folder} ({model.seconds:.1f} s)")
-            for warning in model.warnings:
-                say(f"  warning: {warning}")
+            for warning in packet_warnings(Path(model.folder), model.warnings):
+                say(f"  warning: {escape(warning)}")
             for hold in model.holds:
                 say(f"  [yellow]held:[/] {hold.code}: {escape(hold.reason)}")
         say(f"charges: {', '.join(str(p) for p in result.charges_files)}")
@@ -61,3 +61,11 @@ def run(
                             + ", ".join(sorted({f'{h.model_id} {h.code}' for h in result.holds})),
                             hint="each line stays unbillable until released: anatomodel release CASE MODEL CODE "
                                  "--by NAME --role ROLE --reason ...")
+
+
+def packet_warnings(folder: Path, fallback: list[str]) -> list[str]:
+    """The model's one list of warnings (every stage's, from its ``packet.json``), else ``fallback``."""
+    packet = folder / "packet.json"
+    if packet.is_file():
+        return list(json.loads(packet.read_text(encoding="utf-8")).get("warnings") or [])
+    return list(fallback)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import jsonschema
 from pipeline.document import deidentify as deid
 from pipeline.document.inputs import PacketInputs
 from pipeline.errors import DocumentError
-from pipeline.report import to_jsonable
+from pipeline.holds import Hold
+from pipeline.report import Report, to_jsonable
 
 SCHEMA_VERSION = "1.0.0"
 #: ``pipeline/schemas/packet.schema.json`` (package data).
@@ -157,7 +159,11 @@ def build_facts(
     pictures: list[dict[str, str]],
     warnings: list[str],
 ) -> dict[str, Any]:
-    """The packet's facts as a JSON-able dict (validated against the schema)."""
+    """The packet's facts as a JSON-able dict (validated against the schema).
+
+    ``warnings`` (the document stage's own) are joined by every stage report's ``warnings``, each
+    prefixed with its stage, into the one top-level list of the model.
+    """
     deidentify = alias is not None
     provenance = inputs.volume.provenance if inputs.volume is not None else {}
     spec = inputs.model_spec
@@ -225,7 +231,7 @@ def build_facts(
              "date_shift": "every date moved back by the same undisclosed number of days (1-365)"}
             if deidentify else {"applied": False}
         ),
-        "warnings": list(warnings),
+        "warnings": gather_warnings(reports, warnings),
     }
     facts = to_jsonable(facts)
     if deidentify:
@@ -250,3 +256,224 @@ def lifecycle_facts(lifecycle: dict[str, Any] | None, identifiers: Any = None) -
     if not value["billable"] and value["holds"] and value["waiting_for"] == "approval":
         value["waiting_for"] = "approval, then release of " + ", ".join(h["code"] for h in value["holds"])
     return deid.scrub(value, identifiers) if identifiers is not None else value
+
+
+#: Stage report keys of ``PacketInputs.reports``, with the name a warning is prefixed with.
+STAGE_NAMES = {"load": "load", "segment": "segmentation", "mesh": "mesh QA", "plan": "print plan"}
+
+
+def gather_warnings(reports: dict[str, Any], own: list[str]) -> list[str]:
+    """One list of the model's warnings: every stage report's, prefixed with its stage, then ``own``
+    (the document stage's); each text once."""
+    gathered: list[str] = []
+    for key, stage in STAGE_NAMES.items():
+        for text in (reports.get(key) or {}).get("warnings") or []:
+            gathered.append(f"{stage}: {text}")
+    gathered += [str(text) for text in own]
+    return list(dict.fromkeys(gathered))
+
+
+def person_name(value: Any) -> str:
+    """A DICOM person name (``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``) as a person writes it
+    (``Prefix Given Middle Family, Suffix``); other text unchanged."""
+    text = "" if value is None else str(value)
+    if "^" not in text:
+        return text
+    from pydicom.valuerep import PersonName
+
+    name = PersonName(text)
+    written = " ".join(p for p in (name.name_prefix, name.given_name, name.middle_name, name.family_name) if p)
+    written = " ".join(part.capitalize() if part.isupper() else part for part in written.split())
+    return f"{written}, {name.name_suffix}" if name.name_suffix else written
+
+
+@dataclass
+class Verdict(Report):
+    """One check a reader of page 1 needs: ``passed`` None when it was not measured."""
+
+    name: str
+    passed: bool | None
+    text: str
+
+
+@dataclass
+class SignOff(Report):
+    """A person's sign-off of the model (filled from the model's lifecycle)."""
+
+    role: str
+    name: str
+    signed_at: str
+
+
+@dataclass
+class PacketSummary(Report):
+    """What page 1 of ``packet.pdf`` shows: who, the charge line and its state, the verdicts,
+    the sign-offs and the holds, and the model's warnings.
+
+    ``state``, ``billing``, ``billing_reason``, ``signoffs`` and ``holds`` default to a model
+    prepared and not yet approved; the model's lifecycle (approval, printing, delivery, holds
+    from the ledger) replaces them. ``units`` is a count; dates are ISO text.
+    """
+
+    case_id: str
+    model_id: str
+    structure: str
+    deidentified: bool
+    patient: list[tuple[str, str]]
+    encounter: list[tuple[str, str]]
+    cpt: str
+    units: int
+    modifiers: list[str]
+    diagnoses: list[tuple[str, str, str]]
+    descriptor: str
+    verdicts: list[Verdict]
+    warnings: list[str]
+    state: str = "prepared, not yet approved"
+    billing: str = "pending"
+    billing_reason: str = "the model is not yet approved"
+    signoffs: list[SignOff] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    effort: list[str] = field(default_factory=list)
+
+
+def printer_title(name: str | None) -> str:
+    """A printer profile's real name (``Formlabs Form 3B``), else the id as given."""
+    profile = _profile(name)
+    return f"{profile.vendor} {profile.model}".strip() if profile is not None else str(name or "")
+
+
+def material_title(printer: str | None, material: str | None) -> str:
+    """A material's real name from the printer profile (its ``label``), else the id as given."""
+    profile = _profile(printer)
+    found = profile.materials.get(str(material)) if profile is not None else None
+    return (found.label if found is not None and found.label else None) or str(material or "")
+
+
+def printer_limit_mm(printer: str | None) -> float | None:
+    """The thinnest wall the printer profile allows, mm."""
+    profile = _profile(printer)
+    return None if profile is None else float(profile.min_wall_mm)
+
+
+def _profile(name: str | None):
+    if not name:
+        return None
+    from pipeline.errors import ConfigError
+    from pipeline.printers import load_printer
+
+    try:
+        return load_printer(str(name))
+    except ConfigError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verdicts(facts: dict[str, Any]) -> list[Verdict]:
+    """The checks of page 1, from the mesh QA and print plan reports as given."""
+    mesh, plan, segment = facts.get("mesh_qa") or {}, facts.get("print_plan") or {}, facts.get("segmentation") or {}
+    found: list[Verdict] = []
+    closed = [mesh.get(k) for k in ("watertight", "manifold", "winding_consistent", "outward_normals")]
+    if any(v is not None for v in closed):
+        crossings = mesh.get("self_intersecting_faces") or 0
+        ok = all(v is True for v in closed) and not crossings
+        found.append(Verdict("Closed and printable", ok,
+                             "watertight, manifold, outward normals, no self-intersection" if ok else
+                             f"watertight {mesh.get('watertight')}, manifold {mesh.get('manifold')}, "
+                             f"outward normals {mesh.get('outward_normals')}, {crossings} self-intersecting faces"))
+    else:
+        found.append(Verdict("Closed and printable", None, "no mesh QA report"))
+    thinnest = _number(mesh.get("min_wall_thickness_mm"))
+    limit = printer_limit_mm(plan.get("printer")) or _number(mesh.get("min_wall_mm"))
+    probe = _number(mesh.get("wall_probe_mm"))
+    if thinnest is not None and limit is not None:
+        found.append(Verdict("Thinnest wall", thinnest >= limit,
+                             f"{thinnest:.2f} mm measured; the printer needs {limit:g} mm"))
+    elif mesh.get("min_wall_thickness_mm", 0) is None and probe is not None and limit is not None:
+        found.append(Verdict("Thinnest wall", probe >= limit,
+                             f"every wall is thicker than the {probe:g} mm probed; the printer needs {limit:g} mm"))
+    else:
+        found.append(Verdict("Thinnest wall", None, "not measured"))
+    if plan.get("fits") is not None:
+        margins = plan.get("margins_mm") or {}
+        room = ", ".join(f"{axis} {float(v):.0f} mm" for axis, v in margins.items() if _number(v) is not None)
+        found.append(Verdict("Fits the build volume", bool(plan["fits"]),
+                             f"{printer_title(plan.get('printer'))}; room left {room}" if plan["fits"] and room
+                             else printer_title(plan.get("printer")) or "see the print plan"))
+    else:
+        found.append(Verdict("Fits the build volume", None, "no print plan"))
+    smoothing, total = _number(mesh.get("smoothing_volume_change_percent")), _number(mesh.get("volume_vs_mask_percent"))
+    if total is not None:
+        parts = [f"{total:+.2f} % against the segmentation"]
+        if smoothing is not None:
+            parts.append(f"smoothing {smoothing:+.2f} % before volume correction")
+        found.append(Verdict("Volume change (smoothing, decimation)", abs(total) <= 2.0, "; ".join(parts)))
+    else:
+        found.append(Verdict("Volume change (smoothing, decimation)", None, "not measured"))
+    plausibility = [str(w) for w in segment.get("warnings") or []]
+    held = [h for h in report_holds(facts) if h.source == "segment"]
+    found.append(Verdict("Segmentation plausibility", not (plausibility or held) if segment else None,
+                         "; ".join([h.reason for h in held] + plausibility) or
+                         ("within what the preset expects" if segment else "no segmentation report")))
+    return found
+
+
+def report_holds(facts: dict[str, Any]) -> list[Hold]:
+    """Holds carried in the stage reports and on the charge line (``holds`` lists of ``Hold``
+    dicts), each once."""
+    holds = []
+    for key in ("load", "segmentation", "mesh_qa", "print_plan", "charge"):
+        for item in (facts.get(key) or {}).get("holds") or []:
+            holds.append(Hold.from_dict(item) if isinstance(item, dict) else item)
+    return list(dict.fromkeys(holds))
+
+
+def packet_summary(facts: dict[str, Any]) -> PacketSummary:
+    """Page 1 of the packet from its facts (a model prepared, not yet approved; holds from the
+    stage reports)."""
+    patient, encounter, charge = facts["patient"], facts["encounter"], facts["charge"]
+    if facts["case"]["deidentified"]:
+        patient_rows = [("Patient (pseudonym)", str(patient["pseudonym"]))]
+    else:
+        patient_rows = [("Patient", person_name(patient["name"])), ("Patient id (MRN)", str(patient["id"])),
+                        ("Birth date", str(patient["birth_date"] or "")), ("Sex", str(patient["sex"] or ""))]
+
+    def provider(p: dict[str, Any]) -> str:
+        return f"{person_name(p['name'])} (NPI {p['npi'] or 'not given'})"
+
+    encounter_rows = [("Date of service", encounter["date_of_service"]), ("Facility", encounter["facility"]),
+                      ("Ordering provider", provider(encounter["ordering_provider"])),
+                      ("Rendering provider", provider(encounter["rendering_provider"])),
+                      ("Payer", encounter["payer"])]
+    titles = facts["indication"].get("descriptions") or [""] * len(charge["icd10"])
+    by_code = dict(zip(facts["indication"]["icd10"], titles))
+    diagnoses = [(p, c, by_code.get(c, "")) for p, c in zip(charge["icd10_pointers"], charge["icd10"])]
+    holds = report_holds(facts)
+    summary = PacketSummary(
+        case_id=facts["case"]["case_id"], model_id=facts["model"]["id"], structure=facts["model"]["structure"],
+        deidentified=facts["case"]["deidentified"], patient=patient_rows, encounter=encounter_rows,
+        cpt=charge["cpt"], units=int(charge["units"]), modifiers=list(charge["modifiers"]), diagnoses=diagnoses,
+        descriptor=charge["descriptor"], verdicts=verdicts(facts), warnings=list(facts["warnings"]), holds=holds,
+    )
+    life = facts.get("lifecycle")
+    if life:  # where the model stands in the ledger: state, sign-offs, open holds, effort
+        summary.state = str(life["state"]).replace("_", "-")
+        summary.signoffs = [SignOff(f"{s['step'].replace('_', '-')} ({s['role']})", person_name(s["person"]),
+                                    str(s["at"])) for s in life.get("sign_offs") or []]
+        ledger_holds = [Hold(str(h["code"]), str(h["reason"]), str(h.get("source") or "ledger"), summary.model_id)
+                        for h in life.get("holds") or []]
+        holds = summary.holds = list(dict.fromkeys([*holds, *ledger_holds]))
+        summary.effort = [f"{category.replace('_', ' ')}, {who.replace('_', '-')}: {minutes:.0f} min"
+                          for category, split in (life.get("effort_minutes") or {}).items()
+                          for who, minutes in split.items() if minutes]
+        if life.get("billable") and not holds:
+            summary.billing, summary.billing_reason = "billable", f"delivered: billable as {summary.cpt}"
+        else:
+            summary.billing = "held" if holds else "pending"
+            summary.billing_reason = f"waits for {life.get('waiting_for') or 'release of its holds'}"
+    elif holds:
+        summary.billing = "held"
+        summary.billing_reason = "; ".join(h.reason for h in holds)
+    return summary

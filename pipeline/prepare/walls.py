@@ -1,7 +1,11 @@
 """Cheap wall-thickness estimate: cast rays inwards from a sample of faces.
 
 From the centre of each sampled face a ray goes along the inward normal; the distance to the
-first surface it leaves the solid through, facing the other way, is the local wall thickness. Only thicknesses up to ``max_mm`` matter
+first surface it leaves the solid through, facing the other way, is the local wall thickness.
+Triangles that share a vertex with the ray's own face are not walls: a ray meets one of them only
+through a fold of the surface (a sliver folded over its neighbour, found at 0.001 mm on the
+example's ventricle where the mask-based measurement of the mesh stage gives 0.5 mm), which is
+a crease of the mesh, not material. Only thicknesses up to ``max_mm`` matter
 (thin walls), so each ray is a short segment and is tested only against triangles near it
 (a k-d tree on triangle centres), with a vectorised Moller-Trumbore intersection.
 """
@@ -80,7 +84,8 @@ def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
     thickness = np.full(len(faces), np.inf)
     for start in range(0, len(ray), _CHUNK_PAIRS):
         r, t = ray[start:start + _CHUNK_PAIRS], tri[start:start + _CHUNK_PAIRS]
-        keep = t != faces[r]
+        own = mesh.faces[faces[r]]
+        keep = ~(mesh.faces[t][:, :, None] == own[:, None, :]).any(axis=(1, 2))  # own face, neighbours
         r, t = r[keep], t[keep]
         distance = _ray_triangle(origins[r], directions[r], triangles[t])
         # Count only exits across the wall (the far side faces along the ray, within 60
