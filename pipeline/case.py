@@ -414,6 +414,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     from pipeline.coding import BillableModel
     from pipeline.ledger import lifecycle
     from pipeline.document import PacketInputs, write_packet
+    from pipeline.document.review import write_review_entries
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
     from pipeline.prepare import plan_print, write_print_files
@@ -437,6 +438,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     run.timings["image_import"] = load_step.seconds
 
     results: list[ModelResult] = []
+    reviews: list[dict[str, Any]] = []
     for spec in case.models:
         model_clock = time.perf_counter()
         workflow = _Workflow(operator)
@@ -477,6 +479,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
+                removed=segment_report.removed_pieces(),
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
                            "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
                                [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
@@ -490,6 +493,11 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version, list(published.holds)))
+        if not deidentify:  # the radiologist's review page (identified cases only)
+            reviews.append(_review_entry(case, spec.id, volume, mask, model, segment_report, target))
+    if reviews:
+        tell("writing the review page")
+        write_review_entries(reviews, case_dir / "review.html", case_id=case.case_id)
     removed = run.void_removed([spec.id for spec in case.models])
     for model_id in removed:
         tell(f"{model_id}: no longer in the case file, its charge is void")
@@ -497,6 +505,21 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                                             deidentify=deidentify)
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
                       [hold for result in results for hold in result.holds])
+
+
+def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: Any, segment_report: Any,
+                  folder: Path) -> dict[str, Any]:
+    """One model's part of ``review.html``, made while its mask is in memory."""
+    import json
+
+    from pipeline.document.review import ReviewModel, review_entry
+    from pipeline.geometry import Mask
+
+    removed = segment_report.removed_pieces()
+    facts = json.loads((folder / "packet.json").read_text(encoding="utf-8"))
+    return review_entry(volume, case.case_id, ReviewModel(
+        model_id=model_id, mask=mask, mesh=model.mesh, facts=facts,
+        removed=None if removed is None else Mask(removed, volume.geometry, {1: "removed by leak control"})))
 
 
 def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any) -> Path:
@@ -574,5 +597,42 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     return book.write_documents(encounter_id, write)
 
 
-__all__ = ["CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",
+def write_case_review(case_file: str | Path, out: str | Path) -> Any:
+    """``OUT/<case_id>/review.html`` from the case's model folders (``mask.nii.gz``, ``model.stl``,
+    ``packet.json``) and its source series (``anatomodel review``; ``run_case`` writes it too).
+
+    Returns
+    -------
+    pipeline.document.review.ReviewReport
+
+    Raises
+    ------
+    DocumentError
+        A model folder lacks its mask, model or packet (the case was not run).
+    """
+    import json
+
+    import trimesh
+
+    from pipeline.document.review import ReviewModel, write_review_page
+    from pipeline.errors import DocumentError
+    from pipeline.geometry import read_mask
+    from pipeline.load import load_series
+
+    case = load_case(case_file)
+    case_dir = Path(out) / case.case_id
+    missing = [spec.id for spec in case.models
+               if not all((case_dir / spec.id / name).is_file() for name in ("mask.nii.gz", "model.stl", "packet.json"))]
+    if missing:
+        raise DocumentError(f"{case_dir}: model folder(s) {', '.join(missing)} lack mask.nii.gz, model.stl or "
+                            "packet.json; run `anatomodel run` on the case first")
+    volume, _ = load_series(_imaging_source(case, case_dir, None), case.imaging.series)
+    models = [ReviewModel(model_id=spec.id, mask=read_mask(case_dir / spec.id / "mask.nii.gz", {1: spec.id}),
+                          mesh=trimesh.load_mesh(case_dir / spec.id / "model.stl"),
+                          facts=json.loads((case_dir / spec.id / "packet.json").read_text(encoding="utf-8")))
+              for spec in case.models]
+    return write_review_page(volume, models, case_dir / "review.html", case_id=case.case_id)
+
+
+__all__ = ["write_case_review", "CaseFile", "ModelSpec", "load_case", "run_case", "safe_path_component", "CaseResult", "ModelResult",
            "StepRecord"]

@@ -22,9 +22,9 @@ def review_command(
 
       anatomodel review configs/cases/example_aorta.yaml --out out
     """
-    from pipeline.document.review import review_case_folder
+    from pipeline.case import write_case_review
 
     with timed_steps("review") as step:
         step("reading the series and the model folders")
-        report = review_case_folder(case_file, out)
+        report = write_case_review(case_file, out)
     say(f"wrote {escape(str(report.path))} ({report.bytes / 1e6:.1f} MB, {len(report.crops)} model(s))")

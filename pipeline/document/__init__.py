@@ -144,8 +144,9 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     if inputs.volume is not None:
         if inputs.mask is None:
             warnings.append("no segmentation mask given: CT slices shown without an outline")
-        pictures.append((ct_slices_png(inputs.volume, inputs.mask),
-                         "Orthogonal CT slices through the centroid of the segmentation, outline in red."))
+        removed = "" if inputs.removed is None else "; pieces that leak control removed, in cyan"
+        pictures.append((ct_slices_png(inputs.volume, inputs.mask, removed=inputs.removed),
+                         f"Orthogonal CT slices through the centroid of the segmentation, outline in red{removed}."))
     else:
         warnings.append("no source volume given: CT slices not shown")
     mesh = inputs.model.mesh if inputs.model is not None else trimesh.load_mesh(stl_path)

@@ -305,6 +305,12 @@ class SignOff(Report):
     signed_at: str
 
 
+#: A lifecycle state as page 1 says it: where the model is and what comes next.
+STATE_TEXT = {"prepared": "prepared, not yet approved", "approved": "approved, not yet printed",
+              "printed": "printed, not yet post-processed", "post_processed": "post-processed, not yet delivered",
+              "delivered": "delivered", "discontinued": "discontinued (modifier 53)", "reduced": "reduced (modifier 52)"}
+
+
 @dataclass
 class PacketSummary(Report):
     """What page 1 of ``packet.pdf`` shows: who, the charge line and its state, the verdicts,
@@ -459,7 +465,7 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
     )
     life = facts.get("lifecycle")
     if life:  # where the model stands in the ledger: state, sign-offs, open holds, effort
-        summary.state = str(life["state"]).replace("_", "-")
+        summary.state = STATE_TEXT.get(str(life["state"]), str(life["state"]).replace("_", "-"))
         summary.signoffs = [SignOff(f"{s['step'].replace('_', '-')} ({s['role']})", person_name(s["person"]),
                                     str(s["at"])) for s in life.get("sign_offs") or []]
         ledger_holds = [Hold(str(h["code"]), str(h["reason"]), str(h.get("source") or "ledger"), summary.model_id)
@@ -468,11 +474,15 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
         summary.effort = [f"{category.replace('_', ' ')}, {who.replace('_', '-')}: {minutes:.0f} min"
                           for category, split in (life.get("effort_minutes") or {}).items()
                           for who, minutes in split.items() if minutes]
+        waiting = str(life.get("waiting_for") or "")
         if life.get("billable") and not holds:
             summary.billing, summary.billing_reason = "billable", f"delivered: billable as {summary.cpt}"
+        elif holds:
+            summary.billing, summary.billing_reason = "held", "; ".join(h.reason for h in holds)
         else:
-            summary.billing = "held" if holds else "pending"
-            summary.billing_reason = f"waits for {life.get('waiting_for') or 'release of its holds'}"
+            summary.billing = "pending"
+            summary.billing_reason = ("the model is not yet approved" if waiting.startswith("approval")
+                                      else f"waits for {waiting or 'the next step'}")
     elif holds:
         summary.billing = "held"
         summary.billing_reason = "; ".join(h.reason for h in holds)

@@ -70,6 +70,9 @@ class PacketInputs:
     lifecycle : dict, optional
         Where the model stands in the ledger: ``state``, ``billable``, ``waiting_for``,
         ``sign_offs`` (list of ``{step, person, role, at}``) and ``holds`` (list of Hold dicts).
+    removed : ndarray of uint8, optional
+        On the volume's grid, non-zero where the segmentation's leak control cut pieces off
+        (``SegmentReport.removed_pieces()``): outlined in another colour on the CT slices.
     """
 
     case_id: str
@@ -90,6 +93,7 @@ class PacketInputs:
     software_version: str = field(default_factory=software_version)
     deidentify: bool = False
     lifecycle: dict[str, Any] | None = None
+    removed: np.ndarray | None = None
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
 
     @classmethod
@@ -108,6 +112,7 @@ class PacketInputs:
         deidentify: bool = False,
         files: dict[str, Path] | None = None,
         lifecycle: dict[str, Any] | None = None,
+        removed: np.ndarray | None = None,
     ) -> "PacketInputs":
         """Inputs from ``run_case``'s objects: the ``CaseFile``, its ``ModelSpec`` and the stage outputs.
 
@@ -132,6 +137,7 @@ class PacketInputs:
             print_plan=plan,
             deidentify=deidentify,
             lifecycle=lifecycle,
+            removed=removed,
         )
 
 

@@ -36,7 +36,8 @@ VIEW_FACES = 6000
 #: CT display window, HU (a CTA soft-tissue and contrast window).
 WINDOW_HU = (-160.0, 640.0)
 #: What the reviewer runs to approve a model; ``{case_id}`` and ``{model_id}`` are filled in.
-APPROVE_COMMAND = "anatomodel ledger approve {case_id} {model_id} --reviewer 'Given Family'"
+APPROVE_COMMAND = ("anatomodel approve {case_id} {model_id} --by 'FAMILY^GIVEN' --role radiologist "
+                   "--npi NPI")
 
 
 @dataclass
@@ -111,6 +112,12 @@ def mesh_data(mesh: trimesh.Trimesh) -> dict[str, Any]:
             "count": int(len(faces)), "radius_mm": float(np.linalg.norm(vertices - centre, axis=1).max())}
 
 
+def review_entry(volume: Volume, case_id: str, model: ReviewModel) -> dict[str, Any]:
+    """One model's part of the page (its slice crop, mesh and facts), made while its mask is at
+    hand so that a case's masks need not all be kept for the page."""
+    return _model_entry(volume, case_id, model)
+
+
 def _model_entry(volume: Volume, case_id: str, model: ReviewModel) -> dict[str, Any]:
     summary = packet_summary(model.facts)
     return {
@@ -147,7 +154,13 @@ def write_review_page(volume: Volume, models: list[ReviewModel], path: str | Pat
     """
     if not models:
         raise DocumentError("no model to review: run the case first")
-    entries = [_model_entry(volume, case_id, m) for m in models]
+    return write_review_entries([_model_entry(volume, case_id, m) for m in models], path, case_id=case_id)
+
+
+def write_review_entries(entries: list[dict[str, Any]], path: str | Path, *, case_id: str) -> ReviewReport:
+    """Write ``review.html`` from :func:`review_entry` parts (see :func:`write_review_page`)."""
+    if not entries:
+        raise DocumentError("no model to review: run the case first")
     data = json.dumps({"case_id": case_id, "models": entries}).replace("</", "<\\/")
     page = (TEMPLATE.read_text(encoding="utf-8")
             .replace("{{TITLE}}", html.escape(f"Review - case {case_id}"))
@@ -156,25 +169,3 @@ def write_review_page(volume: Volume, models: list[ReviewModel], path: str | Pat
     atomic_write(path, page)
     return ReviewReport(path=path, bytes=path.stat().st_size,
                         crops={e["id"]: e["slices"]["shape"] for e in entries})
-
-
-def review_case_folder(case_file: str | Path, out: str | Path) -> ReviewReport:
-    """``OUT/<case_id>/review.html`` from the case's model folders (``mask.nii.gz``, ``model.stl``,
-    ``packet.json``) and its source series."""
-    from pipeline.case import load_case
-    from pipeline.geometry import read_mask
-    from pipeline.load import load_series
-
-    case = load_case(case_file)
-    case_dir = Path(out) / case.case_id
-    missing = [spec.id for spec in case.models
-               if not all((case_dir / spec.id / name).is_file() for name in ("mask.nii.gz", "model.stl", "packet.json"))]
-    if missing:
-        raise DocumentError(f"{case_dir}: model folder(s) {', '.join(missing)} lack mask.nii.gz, model.stl or "
-                            "packet.json; run `anatomodel run` on the case first")
-    volume, _ = load_series(case.dicom_path, case.imaging.series)
-    models = [ReviewModel(model_id=spec.id, mask=read_mask(case_dir / spec.id / "mask.nii.gz", {1: spec.id}),
-                          mesh=trimesh.load_mesh(case_dir / spec.id / "model.stl"),
-                          facts=json.loads((case_dir / spec.id / "packet.json").read_text(encoding="utf-8")))
-              for spec in case.models]
-    return write_review_page(volume, models, case_dir / "review.html", case_id=case.case_id)
