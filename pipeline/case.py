@@ -553,7 +553,7 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     folder = Path(model["folder"])
     revisions = folder.parent / f"{model_id}.packets"
     name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
-    report = document_model_folder(case_file, folder, out_dir=revisions / name, model_id=model_id,
+    report = document_model_folder(load_case(case_file), folder, out_dir=revisions / name, model_id=model_id,
                                    deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
     book.write_documents(detail["encounter"]["id"],
                          lambda _billing: sorted(p for p in report.model_dir.rglob("*") if p.is_file()))

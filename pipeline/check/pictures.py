@@ -13,7 +13,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 # The packet's orthographic renderer (painter's order, Lambert shading) draws these views too.
-from pipeline.document.pictures import _png, _render, display_mesh  # noqa: E402
+from pipeline.document.pictures import display_mesh, figure_png, render_mesh  # noqa: E402
 
 #: Faces not measured (not seen by the scan, or support contact): grey.
 UNMEASURED = (0.75, 0.75, 0.75)
@@ -51,10 +51,10 @@ def deviation_views_png(model: trimesh.Trimesh, points: np.ndarray, signed_mm: n
     colors[~measured[nearest]] = UNMEASURED
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.4), layout="constrained")
     for ax, (title, view, up) in zip(axes, VIEWS[frame]):
-        _render(ax, shown, np.array(view), np.array(up), colors)
+        render_mesh(ax, shown, np.array(view), np.array(up), colors)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mm", fontsize=8)
     bar = figure.colorbar(plt.cm.ScalarMappable(scale, colormap), ax=list(axes), shrink=0.8)
     bar.set_label("deviation, mm (+ print outside the model)", fontsize=8)
     figure.suptitle(f"Print vs model: signed deviation (grey: not measured). {caption}".strip(), fontsize=10)
-    return _png(figure)
+    return figure_png(figure)

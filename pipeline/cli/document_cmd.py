@@ -34,9 +34,10 @@ def document_command(
 
       anatomodel document out/EXAMPLE-001/aorta-surgeon --case case.yaml --deidentify --out vendor
     """
+    from pipeline.case import load_case
     from pipeline.document.stage import document_model_folder
 
-    report = document_model_folder(case_file, model_dir, out_dir=out, deidentify=deidentify,
+    report = document_model_folder(load_case(case_file), model_dir, out_dir=out, deidentify=deidentify,
                                    model_id=model_id, with_images=images, ledger=ledger)
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))

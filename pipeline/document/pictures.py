@@ -36,7 +36,7 @@ _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 _DPI = 110
 
 
-def _png(figure: plt.Figure) -> bytes:
+def figure_png(figure: plt.Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(figure)
@@ -141,7 +141,7 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
         ax.tick_params(labelsize=7)
     cut_note = ", removed pieces (cyan)" if removed is not None and removed.any() else ""
     figure.suptitle(f"CT (window L{level:.0f}/W{width:.0f} HU) with the segmentation outline (red){cut_note}", fontsize=10)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trimesh.Trimesh:
@@ -155,7 +155,7 @@ def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trime
         return trimesh.Trimesh(mesh.vertices, mesh.faces[np.sort(keep)], process=False)
 
 
-def _render(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarray,
+def render_mesh(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarray,
             colors: np.ndarray | None = None) -> None:
     """Orthographic Lambert-shaded render of ``mesh`` looking along ``view`` (unit, from eye)."""
     view = view / np.linalg.norm(view)
@@ -217,12 +217,12 @@ def model_views_png(mesh: trimesh.Trimesh, shown: trimesh.Trimesh | None = None)
     )
     figure, axes = plt.subplots(1, 3, figsize=(11, 4.2), layout="constrained")
     for ax, (title, view, up) in zip(axes, views):
-        _render(ax, shown, view, up)
+        render_mesh(ax, shown, view, up)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mm", fontsize=8)
     figure.suptitle(f"Model, patient space ({len(mesh.faces)} faces"
                     f"{f', {len(shown.faces)} drawn' if shown is not mesh else ''})", fontsize=10)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "",
@@ -243,10 +243,10 @@ def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, cap
     z0 = float(mesh.bounds[0, 2])
     for ax, (title, view) in zip(axes, (("front (looking along +y)", np.array([0.0, 1.0, 0.0])),
                                         ("side (looking along -x)", np.array([-1.0, 0.0, 0.0])))):
-        _render(ax, shown, view, np.array([0.0, 0.0, 1.0]), colors)
+        render_mesh(ax, shown, view, np.array([0.0, 0.0, 1.0]), colors)
         ax.axhline(z0, color="black", linewidth=2)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mm", fontsize=8)
     legend = "red: faces that need support" if support_faces is not None else "support faces not available"
     figure.suptitle(f"Print orientation on the build plate (black line); {legend}. {caption}".strip(), fontsize=10)
-    return _png(figure)
+    return figure_png(figure)

@@ -57,7 +57,7 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
 
 
 def document_model_folder(
-    case_file: str | Path,
+    case: Any,
     model_dir: str | Path,
     *,
     out_dir: str | Path | None = None,
@@ -70,8 +70,9 @@ def document_model_folder(
 
     Parameters
     ----------
-    case_file : path
-        The case YAML the model belongs to.
+    case : pipeline.case.CaseFile
+        The case the model belongs to, as :func:`pipeline.case.load_case` read it (the caller
+        loads it: this stage does not import the case layer above it).
     model_dir : path
         ``OUT/<case_id>/<model_id>`` with at least ``model.stl`` (and ``mask.nii.gz``,
         ``print.stl``, ``plan.json`` when those stages ran).
@@ -91,17 +92,16 @@ def document_model_folder(
         The case ledger holding the model's charge line (default: ``$ANATOMODEL_LEDGER`` or the
         per-user ledger). Without a record the line is numbered in case-file order.
     """
-    from pipeline.case import load_case
     from pipeline.ledger.folders import publish_folder, remove_folder
     from pipeline.geometry import read_mask
     from pipeline.model import Model
 
-    case = load_case(case_file)
     model_dir = Path(model_dir)
     model_id = model_id or model_dir.name
     spec = next((s for s in case.models if s.id == model_id), None)
     if spec is None:
-        raise DocumentError(f"model {model_id!r} is not in {case_file}; models: {', '.join(s.id for s in case.models)}")
+        raise DocumentError(f"model {model_id!r} is not in case {case.case_id}; models: "
+                            f"{', '.join(s.id for s in case.models)}")
     if not (model_dir / "model.stl").is_file():
         raise DocumentError(f"{model_dir / 'model.stl'} is missing: run the mesh stage (or `anatomodel run`) first")
     if deidentify and out_dir is None:

@@ -285,7 +285,7 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
         lower = upsample(np.rint(local_lower).astype(np.int16), factors, shape, offset)
         details["local_half_maximum_hu"] = [round(float(local_lower[inner].min()), 1),
                                             round(float(local_lower[inner].max()), 1)]
-    del mean
+    mean = None  # the block means are done with (grow() ran above): free them
     in_window = (crop >= lower) & (crop <= window.upper_hu)
     del lower
     fine = (in_window & (code == FRINGE)) | (code == INSIDE)
