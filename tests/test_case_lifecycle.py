@@ -147,7 +147,7 @@ def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
         write_encounter_charges(book, book.case_billing("ENC-A").encounter_id, root / "enc")
         assert book.verify().ok
     rows = list(csv.DictReader(files["charges.csv"].open()))
-    assert [(r["cpt"], r["units"], r["modifiers"], r["model_ids"]) for r in rows] == [("0559T", "1", "22",
+    assert [(r["cpt"], r["units"], r["modifiers"], r["model_ids"]) for r in rows] == [("0559T", "1", "22;GA",
                                                                                         "aorta-surgeon")]
     pending = list(csv.DictReader(files["charges_pending.csv"].open()))
     assert [(r["case_id"], r["model_id"], r["waiting_for"]) for r in pending] == [("ENC-B", "aorta-copy", "approval")]
@@ -174,8 +174,8 @@ def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
     assert facts["lifecycle"]["state"] == "approved" and facts["lifecycle"]["waiting_for"] == "printing"
     assert facts["lifecycle"]["sign_offs"][0]["person"] == "RADIOLOGIST^RENDERING"
     first_page = " ".join(pypdf.PdfReader(packet / "packet.pdf").pages[0].extract_text().split())
-    assert "Status: approved - NOT BILLABLE YET (provisional 0559T): waits for printing" in first_page
-    assert "Signed off: approved by RADIOLOGIST^RENDERING (radiologist)" in first_page
+    assert "approved, not yet printed" in first_page and "pending: waits for printing" in first_page
+    assert "approved (radiologist) Rendering Radiologist" in first_page  # the sign-off, name as a person writes it
     # The published model folder is untouched; the revision's files are checked by verify.
     assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
     (packet / "packet.pdf").write_bytes(b"%PDF-1.4 replaced")
