@@ -41,6 +41,19 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def installed_versions(distributions: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Installed version of each distribution, by name (those not installed are left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 class Report:
     """Mixin for report dataclasses: ``to_dict`` and ``to_json``."""
 

@@ -46,7 +46,7 @@ from pipeline.ledger import chain, folders, lifecycle, pg
 from pipeline.ledger.events import LifecycleLedger
 from pipeline.ledger.process import ProcessIdentity, operator_name
 from pipeline.ledger.schema import migrate
-from pipeline.report import Report, to_jsonable
+from pipeline.report import Report, installed_versions, to_jsonable
 
 LEDGER_VARIABLE = "ANATOMODEL_LEDGER"
 #: Charge statuses that count as lines of the encounter when the next line is decided.
@@ -56,8 +56,10 @@ BILLED = ("committed", "discontinued")
 #: Fields of a billed line a re-run corrects (until the line is exported).
 _CORRECTABLE = ("icd10", "icd10_pointers", "modifiers", "modifier_reasons", "ordering_provider", "rendering_provider",
                 "payer", "kind", "medical_necessity")
-_SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh",
-             "manifold3d", "highdicom", "fpdf2")
+#: The packages that shape a model or its packet (each model's mesh report also records the
+#: libraries its own mesh went through: MeshReport.libraries).
+_SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh", "vtk",
+             "fast-simplification", "pymeshfix", "highdicom", "fpdf2")
 
 
 def default_ledger_path() -> Path:
@@ -81,13 +83,7 @@ def software_versions() -> dict[str, str]:
     """Versions of Python and the packages that shape a model, for the run record."""
     import platform
 
-    versions = {"python": platform.python_version()}
-    for name in _SOFTWARE:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return {"python": platform.python_version(), **installed_versions(_SOFTWARE)}
 
 
 def _now() -> str:

@@ -7,7 +7,6 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import metadata
 
 import numpy as np
 import trimesh
@@ -25,6 +24,7 @@ from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
 from pipeline.mesh.topology import compact, measures, vertex_adjacency
 from pipeline.model import Model
+from pipeline.report import installed_versions
 
 
 def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | None = None,
@@ -203,7 +203,7 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
         report.algorithms["repair"] = "; ".join(
             ("MeshFix (pymeshfix)" if action.startswith("MeshFix") else "local removal of back-to-back folds")
             for action in report.repair_actions)
-    report.libraries = _versions(used)
+    report.libraries = installed_versions(used)
     _fill_quality(report, measured)
     report.faces_final, report.vertices_final = len(faces), len(vertices)
     if not (measured.topology.watertight and measured.topology.manifold):
@@ -217,17 +217,6 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
     }
     timings["total"] = float(sum(timings.values()))
     return Model(mesh=mesh, name=name, provenance=provenance), report
-
-
-def _versions(distributions: list[str]) -> dict[str, str]:
-    """Installed version of each distribution (those not installed are left out)."""
-    versions = {}
-    for name in distributions:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 _huge_pages_lock = threading.Lock()
