@@ -21,7 +21,7 @@ from pacs_server import Orthanc, RefusingStoreServer, ShortGetServer, SilentServ
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
-from pipeline.errors import GeometryError, PacsError
+from pipeline.errors import GeometryError, HeldForReview, PacsError
 from pipeline.geometry import read_mask
 from pipeline.ledger.transfers import Transfers
 from pipeline.pacs import Node, pull, resolve_node
@@ -189,7 +189,9 @@ def case_run(orthanc, phantom, accession, tmp_path_factory):
     ledger = root / "ledger.sqlite3"
     result = _anatomodel("run", str(root / "case.yaml"), "--out", str(root / "out"),
                          env={"ANATOMODEL_LEDGER": str(ledger)})
-    assert result.returncode == 0, result.stderr[-3000:]
+    # 19 = done, but held: on this half-scale phantom (2 mm voxels) the aorta's plausibility check
+    # may hold the line (the transport is what is tested here; holds are tested elsewhere)
+    assert result.returncode in (0, HeldForReview.exit_code), result.stderr[-3000:]
     case_dir = root / "out" / case["case_id"]
     pulled = imaging_folder(case_dir, orthanc.inline, accession, None, "auto")
     assert len(dicom_files(pulled)) == len(dicom_files(phantom))
