@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app, cli_log, options, progress_bar, say, stdout
+from pipeline.errors import RegressionDrift
 
 
 @app.command("regress")
@@ -63,6 +65,12 @@ def regress(
         _print_tables(result)
     if update_golden:
         say(f"golden records rewritten in {result.golden}: review the diff before committing")
+    if as_json and not result.ok:  # the result above is the one JSON document: no error object after it
+        try:
+            result.raise_for_drift()
+        except RegressionDrift as drift:
+            say(f"[bold red]error:[/] {escape(str(drift))}")
+            raise typer.Exit(drift.exit_code) from None
     result.raise_for_drift()
     say(f"[green]regress passed[/]: {len(result.cases)} model(s), {sum(len(c['checks']) for c in result.cases)} "
         f"checks, {len(result.consistency)} cross-acquisition comparison(s), {result.seconds:.0f} s")
