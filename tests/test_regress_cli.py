@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import inspect
 import logging
 import os
@@ -75,13 +77,14 @@ def test_install_completion_writes_a_bash_completion_script(tmp_path):
     assert str(script) in (tmp_path / ".bashrc").read_text()
 
 
-def test_json_error_leaves_stdout_empty(tmp_path, capsys):
+def test_json_error_is_the_one_document_on_stdout(tmp_path, capsys):
     # Messages go to stderr; a successful run's JSON on stdout is checked in test_regress.py.
     code = main(["regress", "--only", "synthetic_aorta", "--golden", str(tmp_path / "none"), "--json"])
     captured = capsys.readouterr()
     assert code == errors.ConfigError.exit_code
-    assert captured.out == ""
-    assert "golden folder" in captured.err
+    assert json.loads(captured.out) == {"error": {"kind": "ConfigError", "exit_code": code,
+                                                  "message": json.loads(captured.out)["error"]["message"]}}
+    assert "golden folder" in json.loads(captured.out)["error"]["message"] and "golden folder" in captured.err
 
 
 @pytest.mark.parametrize("command", ["batch", "convert", "document", "inspect", "ledger", "mesh", "phantom",
