@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -19,13 +18,9 @@ from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.errors import CodingError, IdentityError
 from pipeline.ledger import Ledger
 from test_ledger_protocol import walk
+from test_run_case import anatomodel_script
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _anatomodel() -> str:
-    script = Path(sys.executable).parent / "anatomodel"
-    return str(script) if script.exists() else "anatomodel"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +38,7 @@ def _run(root: Path, case: dict, name: str, *extra: str, ledger: str = "ledger.s
     folder.mkdir(exist_ok=True)
     (folder / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
     env = {**os.environ, "ANATOMODEL_LEDGER": str(root / ledger)}
-    result = subprocess.run([_anatomodel(), "run", str(folder / "case.yaml"), "--out", str(root / out), *extra],
+    result = subprocess.run([anatomodel_script(), "run", str(folder / "case.yaml"), "--out", str(root / out), *extra],
                             capture_output=True, text=True, env=env, timeout=600)
     return result.returncode, " ".join(result.stderr.split())
 
@@ -165,7 +160,7 @@ def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
     reissue["case_id"] = "REISSUE-1"
     assert _run(root, reissue, "reissue", ledger="reissue.sqlite3", out="reissue-out")[0] == 0
     env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "reissue.sqlite3")}
-    result = subprocess.run([_anatomodel(), "approve", "REISSUE-1", "aorta-surgeon", "--by", "RADIOLOGIST^RENDERING",
+    result = subprocess.run([anatomodel_script(), "approve", "REISSUE-1", "aorta-surgeon", "--by", "RADIOLOGIST^RENDERING",
                              "--role", "radiologist", "--npi", "1987654328"], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -177,6 +172,6 @@ def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
     assert "approved, not yet printed" in first_page and "pending: waits for printing" in first_page
     assert "approved (radiologist) Rendering Radiologist" in first_page  # the sign-off, name as a person writes it
     # The published model folder is untouched; the revision's files are checked by verify.
-    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([anatomodel_script(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
     (packet / "packet.pdf").write_bytes(b"%PDF-1.4 replaced")
-    assert subprocess.run([_anatomodel(), "ledger", "verify"], env=env, capture_output=True).returncode == 13
+    assert subprocess.run([anatomodel_script(), "ledger", "verify"], env=env, capture_output=True).returncode == 13

@@ -77,11 +77,17 @@ TAMPERINGS = [
 @pytest.fixture
 def recorded(tmp_path):
     """A ledger with two delivered models (one exported) and one held model, verified intact."""
+    path = tmp_path / "ledger.sqlite3"
+    _record(path, tmp_path / "out")
+    return path
+
+
+def _record(location, out) -> None:
+    """Two delivered models (one exported) and one held model in the ledger at ``location``."""
     from pipeline.holds import Hold
     from test_ledger_protocol import DATE, PATIENT, billable, write_packet
 
-    path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
-    with Ledger(path) as ledger:
+    with Ledger(location) as ledger:
         publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
         walk(ledger, "CASE-1", "aorta")
         ledger.export(record=True)
@@ -91,7 +97,6 @@ def recorded(tmp_path):
             write_packet(reservation.staging, "spine", 4096)
             run.publish(reservation, holds=[Hold("coding.education_only", "patient education", "coding")])
         assert ledger.verify().ok, ledger.verify().problems
-    return path
 
 
 @pytest.mark.parametrize("name, sql", TAMPERINGS, ids=[name for name, _ in TAMPERINGS])
@@ -157,21 +162,10 @@ def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, sq
     """The same tamperings by a PostgreSQL superuser who disables every trigger around the edit."""
     import psycopg
 
-    from pipeline.holds import Hold
     from pipeline.ledger.schema import CHAINED
-    from test_ledger_protocol import DATE, PATIENT, billable, write_packet
 
-    url, out = pg.new_database(), tmp_path / "out"
-    with Ledger(url) as ledger:
-        publish(ledger, out, "CASE-1", ["aorta", "ventricle"])
-        walk(ledger, "CASE-1", "aorta")
-        ledger.export(record=True)
-        walk(ledger, "CASE-1", "ventricle")
-        with ledger.start_run(case_id="CASE-2", patient_id=PATIENT, date_of_service=DATE) as run:
-            reservation = run.reserve("spine", billable("CASE-2", "spine"), out / "CASE-2" / "spine")
-            write_packet(reservation.staging, "spine", 4096)
-            run.publish(reservation, holds=[Hold("coding.education_only", "patient education", "coding")])
-        assert ledger.verify().ok
+    url = pg.new_database()
+    _record(url, tmp_path / "out")
     with psycopg.connect(url, autocommit=True) as db:
         for table in (*CHAINED, "chain"):
             db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")

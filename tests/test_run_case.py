@@ -27,7 +27,8 @@ MODEL_FILES = {"mask.nii.gz", "model.stl", "print.stl", "plan.json", "packet.pdf
                "SHA256SUMS"}
 
 
-def _anatomodel() -> str:
+def anatomodel_script() -> str:
+    """The installed console script (in CI, the wheel built from this checkout)."""
     script = Path(sys.executable).parent / "anatomodel"
     return str(script) if script.exists() else "anatomodel"
 
@@ -45,7 +46,7 @@ def example_run(tmp_path_factory):
     case_file = root / "case.yaml"
     case_file.write_text(yaml.safe_dump(case, sort_keys=False))
     env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "ledger.sqlite3")}
-    result = subprocess.run([_anatomodel(), "run", str(case_file), "--out", str(root / "out")],
+    result = subprocess.run([anatomodel_script(), "run", str(case_file), "--out", str(root / "out")],
                             capture_output=True, text=True, env=env, timeout=900)
     # Done, but held: the ventricle model is for trainee education (likely not medically necessary).
     assert result.returncode == 19, result.stderr[-3000:]
@@ -117,10 +118,10 @@ def test_charges_first_then_additional(example_run):
                       "--job-end", "2026-01-16T12:00"],
                      ["post-processed", *tech, "--step", "cleaning", "--step", "curing"],
                      ["delivered", *tech, "--to", "Cardiac surgery", "--purpose", "planning"]):
-            result = subprocess.run([_anatomodel(), step[0], case["case_id"], model, *step[1:]], env=env,
+            result = subprocess.run([anatomodel_script(), step[0], case["case_id"], model, *step[1:]], env=env,
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == (19 if model == "ventricle-or" else 0), result.stderr
-    result = subprocess.run([_anatomodel(), "release", case["case_id"], "ventricle-or", "coding.education_only",
+    result = subprocess.run([anatomodel_script(), "release", case["case_id"], "ventricle-or", "coding.education_only",
                              *tech, "--reason", "payer covers trainee models for this indication"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
