@@ -11,32 +11,19 @@ import pytest
 
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
-from pipeline.ledger.schema import chain_triggers
 from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
 from test_ledger_protocol import walk
 
-_AUDIT_GUARDS = """
-CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-"""
-
-
 def _tamper(path: Path, sql: str) -> None:
     """Edit the ledger as someone with the sqlite3 shell would: drop every trigger, change the rows,
-    then put the triggers back so that the schema looks untouched."""
+    then put the triggers back as they were, so that the schema looks untouched."""
     db = sqlite3.connect(path, isolation_level=None)
-    triggers = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
-    for name in triggers:
+    triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for name, _ in triggers:
         db.execute(f"DROP TRIGGER {name}")
     db.executescript(sql)
-    db.executescript(chain_triggers() + _AUDIT_GUARDS + """
-CREATE TRIGGER chain_no_update BEFORE UPDATE ON chain
-BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
-CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
-BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
-""")
+    for _, definition in triggers:
+        db.execute(definition)
     db.close()
 
 
@@ -71,6 +58,15 @@ TAMPERINGS = [
     ("chain entry deleted", "DELETE FROM chain WHERE id = 5;"),
     ("chain entry edited", "UPDATE chain SET content = 'x' WHERE id = 7;"),
     ("case moved", "UPDATE cases SET encounter_id = encounter_id + 1;"),
+    ("revision cpt edited", "UPDATE charge_revisions SET cpt = '0560T' WHERE cpt = '0559T';"),
+    ("revision made void", "UPDATE charge_revisions SET status = 'void' WHERE status = 'committed' AND charge_id = "
+                           "(SELECT id FROM charges WHERE model_id = 'ventricle');"),
+    ("latest revision deleted", "DELETE FROM charge_revisions WHERE revision > 1 AND charge_id = "
+                                "(SELECT id FROM charges WHERE model_id = 'aorta');"),
+    ("revision forged", "INSERT INTO charge_revisions (charge_id, revision, supersedes, encounter_id, seq, cpt, line, "
+                        "billable, status, reason, operator, at) SELECT charge_id, revision + 1, id, encounter_id, seq, "
+                        "cpt, line, billable, 'void', 'x', 'x', at FROM charge_revisions WHERE charge_id = "
+                        "(SELECT id FROM charges WHERE model_id = 'ventricle') ORDER BY revision DESC LIMIT 1;"),
 ]
 
 
@@ -119,6 +115,41 @@ def test_a_dropped_trigger_alone_is_reported(recorded, cli):
     db.close()
     code, printed, _ = cli("ledger", "verify", "--ledger", str(recorded))
     assert code == LedgerError.exit_code and "chain_charges_update is missing" in printed
+
+
+def test_a_revision_edited_through_the_chain_after_dropping_its_guard_is_caught(recorded, cli):
+    """Someone with anatomodel's chain functions drops the revision table's guard, edits a revision
+    (the chain trigger records the edit as a consistent entry) and puts the guard back."""
+    from pipeline.ledger import chain
+
+    db = sqlite3.connect(recorded, isolation_level=None)
+    chain.register(db)
+    guard = db.execute("SELECT sql FROM sqlite_master WHERE name = 'charge_revisions_no_update'").fetchone()[0]
+    db.execute("DROP TRIGGER charge_revisions_no_update")
+    assert db.execute("UPDATE charge_revisions SET cpt = '0560T' WHERE cpt = '0559T'").rowcount >= 1
+    db.execute(guard)
+    db.close()
+    code, printed, _ = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == LedgerError.exit_code and "was changed after it was written" in printed, printed
+
+
+def test_a_dropped_guard_alone_is_reported(recorded, cli):
+    db = sqlite3.connect(recorded)
+    db.execute("DROP TRIGGER charges_no_update")
+    db.close()
+    code, printed, _ = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == LedgerError.exit_code and "charges_no_update is missing" in printed
+
+
+def test_charges_and_their_revisions_refuse_edits(recorded):
+    from pipeline.ledger import chain
+
+    db = sqlite3.connect(recorded)
+    chain.register(db)
+    for sql in ("UPDATE charges SET cpt = '0560T'", "DELETE FROM charges", "UPDATE charge_revisions SET cpt = '0560T'",
+                "DELETE FROM charge_revisions"):
+        with pytest.raises(sqlite3.IntegrityError, match="never|append-only"):
+            db.execute(sql)
 
 
 @pytest.mark.parametrize("damage", ["middle", "truncated", "header"])
@@ -176,6 +207,22 @@ def test_verify_catches_each_tampering_on_postgresql(pg, tmp_path, cli, name, sq
     code, printed, err = cli("ledger", "verify", "--ledger", url)
     assert code == LedgerError.exit_code, (name, printed, err)
     assert "problem:" in printed
+
+
+def test_a_revision_edited_through_the_chain_on_postgresql_is_caught(pg, tmp_path, cli):
+    """A superuser disables only the revision table's guard: the chain trigger records the edit."""
+    import psycopg
+
+    url = pg.new_database()
+    _record(url, tmp_path / "out")
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("ALTER TABLE charge_revisions DISABLE TRIGGER charge_revisions_no_update")
+        assert db.execute("UPDATE charge_revisions SET cpt = '0560T' WHERE cpt = '0559T'").rowcount >= 1
+        db.execute("ALTER TABLE charge_revisions ENABLE TRIGGER charge_revisions_no_update")
+        with pytest.raises(psycopg.Error, match="append-only"):
+            db.execute("DELETE FROM charge_revisions")
+    code, printed, _ = cli("ledger", "verify", "--ledger", url)
+    assert code == LedgerError.exit_code and "was changed after it was written" in printed, printed
 
 
 def test_an_unreachable_server_is_a_ledger_error(cli):

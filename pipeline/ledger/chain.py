@@ -13,7 +13,11 @@ import hashlib
 import sqlite3
 from typing import Any
 
-from pipeline.ledger.schema import CHAINED, GENESIS, chain_trigger_names, content_sql
+from pipeline.ledger.schema import CHAINED, CHAINED_SINCE, GENESIS, chain_trigger_names, content_sql, guard_trigger_names
+
+
+#: Chained tables whose rows are written once: a second chain entry for a row is an edit.
+_INSERT_ONLY = ("audit_log", "charge_revisions")
 
 
 def digest(content: str) -> str:
@@ -35,7 +39,7 @@ def register(connection: sqlite3.Connection) -> None:
 def backfill(connection: sqlite3.Connection) -> None:
     """Enter every existing row of the chained tables into an empty chain (migration to v2)."""
     prev = GENESIS
-    for table in CHAINED:
+    for table in CHAINED_SINCE[2]:
         for row_id, content in connection.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id"):
             entry = digest(content)
             prev_hash, prev = prev, link(prev, table, row_id, entry)
@@ -58,8 +62,11 @@ def problems(connection: Any, backend: str = "sqlite") -> list[str]:
         present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     for name in sorted(chain_trigger_names() - present):
         found.append(f"trigger {name} is missing: rows of its table may have been written outside the chain")
+    for name in sorted(guard_trigger_names() - present):
+        found.append(f"trigger {name} is missing: rows of an append-only table may have been changed")
     latest: dict[tuple[str, int], str] = {}
     prev = GENESIS
+    revisions_since = None  # the first entry of a charge revision: charges are insert-only from then on
     for entry_id, table, row_id, content, entry_prev, entry_hash in connection.execute(
             "SELECT id, tbl, row_id, content, prev, hash FROM chain ORDER BY id"):
         if entry_prev != prev:
@@ -67,6 +74,11 @@ def problems(connection: Any, backend: str = "sqlite") -> list[str]:
                          "(entries removed or inserted)")
         if link(entry_prev, table, row_id, content) != entry_hash:
             found.append(f"hash chain entry {entry_id} ({table} row {row_id}) does not match its hash (edited)")
+        if table == "charge_revisions" and revisions_since is None:
+            revisions_since = entry_id
+        if (table, row_id) in latest and (table in _INSERT_ONLY or (table == "charges" and revisions_since)):
+            found.append(f"{table} row {row_id} was changed after it was written (chain entry {entry_id}); "
+                         "its table is append-only")
         prev = entry_hash
         latest[(table, row_id)] = content
     for table in CHAINED:

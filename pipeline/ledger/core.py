@@ -279,7 +279,7 @@ class Ledger(LifecycleLedger):
                 case_ref = db.execute("INSERT INTO cases (case_id, encounter_id, created_at) VALUES (?, ?, ?)",
                                       (case_id, encounter, _now())).lastrowid
             elif case["encounter_id"] != encounter:
-                live = db.execute("SELECT COUNT(*) FROM charges WHERE case_ref = ? AND status != 'void'",
+                live = db.execute("SELECT COUNT(*) FROM current_charges WHERE case_ref = ? AND status != 'void'",
                                   (case["id"],)).fetchone()[0]
                 if live or not correction:
                     raise LedgerError(
@@ -288,11 +288,10 @@ class Ledger(LifecycleLedger):
                              "(`anatomodel ledger void`) and re-run with --correct-encounter REASON; "
                              "otherwise give this case its own case_id")
                 db.execute("UPDATE cases SET encounter_id = ? WHERE id = ?", (encounter, case["id"]))
-                for charge_id, in db.execute("SELECT id FROM charges WHERE case_ref = ? ORDER BY seq",
-                                             (case["id"],)).fetchall():  # re-decided by this run
-                    db.execute("UPDATE charges SET encounter_id = ?, status = 'reserved', reason = ?, seq = "
-                               "(SELECT COALESCE(MAX(seq), 0) + 1 FROM charges WHERE encounter_id = ?) WHERE id = ?",
-                               (encounter, correction, encounter, charge_id))
+                for charge in db.execute("SELECT * FROM current_charges WHERE case_ref = ? ORDER BY seq",
+                                         (case["id"],)).fetchall():  # re-decided by this run
+                    self._revise(charge, operator, f"case moved to another encounter: {correction}",
+                                 encounter_id=encounter, seq=self._next_seq(encounter), status="reserved")
                 self._audit("case.encounter_corrected", case_id, operator=operator, reason=correction,
                             previous_encounter=case["encounter_id"], encounter=encounter)
                 case_ref = case["id"]
@@ -308,10 +307,38 @@ class Ledger(LifecycleLedger):
         return Run(self, run_id, case_ref, case_id, Encounter(encounter, patient_id, day), operator)
 
     # -- charges ----------------------------------------------------------------------------
+    def _charge(self, case_ref: int, model_id: str) -> sqlite3.Row | None:
+        """The model's charge as it stands (its newest revision), or None."""
+        return self._db.execute("SELECT * FROM current_charges WHERE case_ref = ? AND model_id = ?",
+                                (case_ref, model_id)).fetchone()
+
+    def _next_seq(self, encounter_id: int) -> int:
+        """The next place in an encounter's order of lines (after every line it ever had)."""
+        return self._db.execute(
+            "SELECT COALESCE(MAX(s.seq), 0) + 1 FROM (SELECT seq FROM charges WHERE encounter_id = ? "
+            "UNION ALL SELECT seq FROM charge_revisions WHERE encounter_id = ?) s",
+            (encounter_id, encounter_id)).fetchone()[0]
+
+    def _revise(self, charge: sqlite3.Row, operator: str | None, reason: str, **changes: Any) -> None:
+        """Within a write transaction: a new revision of ``charge`` (a ``current_charges`` row).
+
+        ``changes`` are the columns that differ from the current revision (``encounter_id``,
+        ``seq``, ``cpt``, ``line`` and ``billable`` as JSON text, ``status``); the revision
+        supersedes the current one, with ``reason``. The rows of a charge are never changed.
+        """
+        values = {name: charge[name] for name in ("encounter_id", "seq", "cpt", "line", "billable", "status")}
+        values.update(changes)
+        self._db.execute(
+            "INSERT INTO charge_revisions (charge_id, revision, supersedes, encounter_id, seq, cpt, line, billable, "
+            "status, reason, operator, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (charge["id"], charge["revision"] + 1, charge["revision_id"], values["encounter_id"], values["seq"],
+             values["cpt"], values["line"], values["billable"], values["status"], reason,
+             operator or operator_name(), _now()))
+
     def _lines(self, encounter_id: int, statuses: Sequence[str]) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(statuses))
         return self._db.execute(
-            f"SELECT ch.*, cs.case_id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
+            f"SELECT ch.*, cs.case_id FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref "
             f"WHERE ch.encounter_id = ? AND ch.status IN ({marks}) ORDER BY ch.seq",
             (encounter_id, *statuses)).fetchall()
 
@@ -330,10 +357,9 @@ class Ledger(LifecycleLedger):
         if not reason or not reason.strip():
             raise LedgerError(f"voiding or discontinuing {case_id}/{model_id} needs a reason",
                               hint="give --reason 'what happened and why'")
-        with self._write() as db:
+        with self._write():
             case = self._case_row(case_id)
-            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
-                                (case["id"], model_id)).fetchone()
+            charge = self._charge(case["id"], model_id)
             if charge is None:
                 raise LedgerError(f"no charge for model {model_id!r} of case {case_id!r} in {self.path}")
             if charge["status"] in ("void", "discontinued"):
@@ -353,8 +379,7 @@ class Ledger(LifecycleLedger):
                 status = "discontinued"
             else:
                 status = "void"
-            db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
-                       (status, reason.strip(), _json(line), charge["id"]))
+            self._revise(charge, operator, reason.strip(), status=status, line=_json(line))
             self._audit(f"charge.{status}", case_id, model_id, operator, reason=reason.strip(),
                         cpt=charge["cpt"], previous_status=charge["status"])
         return line
@@ -364,15 +389,14 @@ class Ledger(LifecycleLedger):
         if not reason or not reason.strip():
             raise LedgerError(f"undoing the void of {case_id}/{model_id} needs a reason",
                               hint="give --reason 'why the charge is right after all'")
-        with self._write() as db:
+        with self._write():
             case = self._case_row(case_id)
-            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
-                                (case["id"], model_id)).fetchone()
+            charge = self._charge(case["id"], model_id)
             if charge is None or charge["status"] != "void":
                 raise LedgerError(f"the charge of {case_id}/{model_id} is not void"
                                   + ("" if charge is None else f" (it is {charge['status']})"))
             status = "committed" if self._current_model(case["id"], model_id) is not None else "reserved"
-            db.execute("UPDATE charges SET status = ?, reason = ? WHERE id = ?", (status, reason.strip(), charge["id"]))
+            self._revise(charge, operator, reason.strip(), status=status)
             self._audit("charge.unvoided", case_id, model_id, operator, reason=reason.strip(), status=status)
         return _line(charge["line"])
 
@@ -381,7 +405,7 @@ class Ledger(LifecycleLedger):
         if not mesh_sha256:
             return []
         other = self._db.execute(
-            "SELECT cs.case_id, m.model_id FROM models m JOIN cases cs ON cs.id = m.case_ref JOIN charges ch "
+            "SELECT cs.case_id, m.model_id FROM models m JOIN cases cs ON cs.id = m.case_ref JOIN current_charges ch "
             "ON ch.case_ref = m.case_ref AND ch.model_id = m.model_id WHERE m.mesh_sha256 = ? AND "
             "m.status IN ('current', 'superseded') AND ch.status != 'void' AND NOT (m.case_ref = ? AND "
             "m.model_id = ?) AND ch.id < (SELECT id FROM charges WHERE case_ref = ? AND model_id = ?) LIMIT 1",
@@ -407,7 +431,7 @@ class Ledger(LifecycleLedger):
             "SELECT cs.case_id, cs.encounter_id, e.date_of_service, "
             " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
             " (SELECT GROUP_CONCAT(ch.cpt || ':' || ch.status, ' ') FROM "
-            "    (SELECT * FROM charges WHERE case_ref = cs.id ORDER BY seq) ch) AS charges, "
+            "    (SELECT * FROM current_charges WHERE case_ref = cs.id ORDER BY seq) ch) AS charges, "
             " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
             "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
         return [dict(row) for row in rows]
@@ -421,8 +445,12 @@ class Ledger(LifecycleLedger):
                 "SELECT model_id, version, status, mesh_sha256, sums_sha256, folder, run_id, created_at, "
                 "committed_at FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
             charges = self._db.execute(
-                "SELECT model_id, seq, cpt, status, reason, line, reserved_at, committed_at FROM charges "
-                "WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
+                "SELECT model_id, seq, cpt, status, reason, line, revision, reserved_at, committed_at "
+                "FROM current_charges WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
+            revisions = self._db.execute(
+                "SELECT ch.model_id, r.revision, r.status, r.cpt, r.encounter_id, r.reason, r.operator, r.at "
+                "FROM charge_revisions r JOIN charges ch ON ch.id = r.charge_id WHERE ch.case_ref = ? "
+                "ORDER BY ch.id, r.revision", (case["id"],)).fetchall()
             runs = self._db.execute(
                 "SELECT id, status, operator, host, pid, started_at, finished_at, parameters, software, "
                 "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
@@ -433,6 +461,7 @@ class Ledger(LifecycleLedger):
             "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
             "models": [dict(r) for r in models],
             "charges": [{**dict(r), "line": json.loads(r["line"])} for r in charges],
+            "charge_revisions": [dict(r) for r in revisions],
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
                      for r in runs],
             "audit": [{**dict(r), "detail": json.loads(r["detail"])} for r in audit],
@@ -450,7 +479,7 @@ class Ledger(LifecycleLedger):
                 "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
                 " (SELECT MAX(version) FROM models m WHERE m.case_ref = ch.case_ref AND m.model_id = ch.model_id "
                 "  AND m.status = 'current') AS version "
-                "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
+                "FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
                 "ORDER BY e.id, ch.seq").fetchall()
         lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
         billing = self.export_billing(operator=operator, record=record)
@@ -508,11 +537,9 @@ class Ledger(LifecycleLedger):
         self._db.execute("UPDATE models SET status = 'current', version = ?, committed_at = ? WHERE id = ?",
                          (version, _now(), attempt["id"]))
         case_id = self._db.execute("SELECT case_id FROM cases WHERE id = ?", (key[0],)).fetchone()[0]
-        charge = self._db.execute("SELECT id, cpt, status FROM charges WHERE case_ref = ? AND model_id = ?",
-                                  key).fetchone()
+        charge = self._charge(*key)
         if charge["status"] == "reserved":
-            self._db.execute("UPDATE charges SET status = 'committed', committed_at = ? WHERE id = ?",
-                             (_now(), charge["id"]))
+            self._revise(charge, operator, f"its packet was published (version {version})", status="committed")
             self._audit("charge.committed", case_id, key[1], operator, cpt=charge["cpt"])
         self._audit("model.published", case_id, key[1], operator, version=version,
                     sums_sha256=attempt["sums_sha256"], folder=attempt["folder"])
@@ -558,7 +585,7 @@ class Ledger(LifecycleLedger):
         charges = self._db.execute(
             "SELECT ch.*, cs.case_id, (SELECT COUNT(*) FROM models m WHERE m.case_ref = ch.case_ref "
             " AND m.model_id = ch.model_id AND m.status = 'current') AS packets "
-            "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref ORDER BY ch.encounter_id, ch.seq").fetchall()
+            "FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref ORDER BY ch.encounter_id, ch.seq").fetchall()
         for charge in charges:
             where = f"{charge['case_id']}/{charge['model_id']}"
             if charge["status"] in BILLED and not charge["packets"]:
@@ -566,11 +593,7 @@ class Ledger(LifecycleLedger):
             elif charge["status"] == "reserved":
                 notes.append(f"{where}: {charge['cpt']} reserved, awaiting its packet (run the case again)")
         problems.extend(chain.problems(self._db, self.backend))
-        voids = {(r["case_id"], r["model_id"]) for r in self._db.execute(
-            "SELECT case_id, model_id FROM audit_log WHERE action = 'charge.void'")}
-        for charge in charges:
-            if charge["status"] == "void" and (charge["case_id"], charge["model_id"]) not in voids:
-                problems.append(f"{charge['case_id']}/{charge['model_id']}: charge is void without an audit entry")
+        problems.extend(self._revision_problems())
         for encounter_id in sorted({c["encounter_id"] for c in charges}):
             try:
                 self.billing(encounter_id).claim()
@@ -590,6 +613,36 @@ class Ledger(LifecycleLedger):
             notes.append(f"{attempt['case_id']}/{attempt['model_id']}: being written by pid {attempt['pid']} "
                          f"on {attempt['host']}")
         return VerifyReport(str(self.path), len(current), len(charges), problems, notes)
+
+
+    def _revision_problems(self) -> list[str]:
+        """Breaks in the charges' revision histories: each charge has revisions 1, 2, ... each
+        superseding the one before, and every void revision its ``charge.void`` audit entry."""
+        found, history = [], {}
+        for row in self._db.execute(
+                "SELECT ch.id AS charge, cs.case_id, ch.model_id, r.id, r.revision, r.supersedes, r.status "
+                "FROM charges ch JOIN cases cs ON cs.id = ch.case_ref LEFT JOIN charge_revisions r "
+                "ON r.charge_id = ch.id ORDER BY ch.id, r.revision"):
+            history.setdefault((row["charge"], row["case_id"], row["model_id"]), []).append(row)
+        audited = {}
+        for row in self._db.execute("SELECT case_id, model_id FROM audit_log WHERE action = 'charge.void'"):
+            audited[(row["case_id"], row["model_id"])] = audited.get((row["case_id"], row["model_id"]), 0) + 1
+        for (_, case_id, model_id), revisions in history.items():
+            where = f"{case_id}/{model_id}"
+            if revisions[0]["id"] is None:
+                found.append(f"{where}: the charge has no revision (its state was removed)")
+                continue
+            previous = None
+            for number, revision in enumerate(revisions, start=1):
+                if revision["revision"] != number or revision["supersedes"] != previous:
+                    found.append(f"{where}: charge revision {revision['revision']} does not supersede revision "
+                                 f"{number - 1} (its history was rewritten)")
+                    break
+                previous = revision["id"]
+            voids = sum(1 for revision in revisions if revision["status"] == "void")
+            if voids > audited.get((case_id, model_id), 0):
+                found.append(f"{where}: charge is void without an audit entry")
+        return found
 
 
 @dataclasses.dataclass
@@ -667,13 +720,13 @@ class Run:
         """
         ledger, db, model_id = self.ledger, self.ledger._db, reservation.model_id
         with ledger._write():
-            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
-                                (self.case_ref, model_id)).fetchone()
+            charge = ledger._charge(self.case_ref, model_id)
             if charge is not None and charge["status"] == "reserved":
                 before = [_line(r["line"]) for r in ledger._lines(self.encounter.id, ACTIVE) if r["seq"] < charge["seq"]]
                 line = coding.next_charge(before, billable)
-                db.execute("UPDATE charges SET cpt = ?, line = ?, billable = ? WHERE id = ?",
-                           (line.cpt, _json(line), _json(billable), charge["id"]))
+                if (_json(line), _json(billable)) != (charge["line"], charge["billable"]):
+                    ledger._revise(charge, self.operator, f"re-decided by run {self.id} from the case as it is now",
+                                   cpt=line.cpt, line=_json(line), billable=_json(billable))
                 if line.cpt != charge["cpt"]:
                     ledger._audit("charge.redecided", self.case_id, model_id, self.operator,
                                   previous=charge["cpt"], cpt=line.cpt)
@@ -687,13 +740,17 @@ class Run:
                     raise LedgerError(
                         f"model id {model_id!r} is already used by case {other!r} on the same encounter",
                         hint="model ids must be unique within an encounter; rename the model in the case file")
-                seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM charges WHERE encounter_id = ?",
-                                 (self.encounter.id,)).fetchone()[0]
-                db.execute(
+                seq = ledger._next_seq(self.encounter.id)
+                charge_id = db.execute(
                     "INSERT INTO charges (encounter_id, case_ref, model_id, seq, cpt, line, billable, status, "
                     "reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?)",
                     (self.encounter.id, self.case_ref, model_id, seq, line.cpt, _json(line), _json(billable),
-                     _now()))
+                     _now())).lastrowid
+                db.execute(
+                    "INSERT INTO charge_revisions (charge_id, revision, supersedes, encounter_id, seq, cpt, line, "
+                    "billable, status, reason, operator, at) VALUES (?, 1, NULL, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)",
+                    (charge_id, self.encounter.id, seq, line.cpt, _json(line), _json(billable),
+                     f"reserved by run {self.id}", self.operator, _now()))
                 ledger._audit("charge.reserved", self.case_id, model_id, self.operator, cpt=line.cpt, seq=seq)
         reservation.charge_line, reservation.new_charge = line, charge is None
         return line
@@ -721,8 +778,8 @@ class Run:
                 f"{', '.join(changed)} cannot be changed by a re-run",
                 hint="correct the claim with the payer, then void the line with a reason "
                      "(`anatomodel ledger void`) and re-run")
-        ledger._db.execute("UPDATE charges SET line = ?, billable = ? WHERE id = ?",
-                           (_json(fresh), _json(billable), charge["id"]))
+        ledger._revise(charge, self.operator, f"corrected by run {self.id}: {', '.join(changed)} changed in the case",
+                       line=_json(fresh), billable=_json(billable))
         ledger._audit("charge.corrected", self.case_id, charge["model_id"], self.operator,
                       changed={name: {"from": old, "to": new} for name, (old, new) in changed.items()})
         return fresh
@@ -772,8 +829,7 @@ class Run:
             folders.publish_folder(reservation.staging, reservation.folder)
             attempt = db.execute("SELECT * FROM models WHERE id = ?", (reservation.attempt_id,)).fetchone()
             version = ledger._commit_attempt(attempt, self.operator)
-            charge = db.execute("SELECT status, line FROM charges WHERE case_ref = ? AND model_id = ?",
-                                (self.case_ref, reservation.model_id)).fetchone()
+            charge = ledger._charge(self.case_ref, reservation.model_id)
         self._pending.pop(reservation.attempt_id, None)
         folders.remove_folder(reservation.staging)  # now holds the previous version, if any
         return PublishedModel(self.case_id, reservation.model_id, version, reservation.folder, charge["status"],
@@ -801,7 +857,7 @@ class Run:
         Returns the model ids voided. A removed model whose charge was exported is refused.
         """
         ledger, voided = self.ledger, []
-        rows = ledger._db.execute("SELECT model_id FROM charges WHERE case_ref = ? AND status != 'void'",
+        rows = ledger._db.execute("SELECT model_id FROM current_charges WHERE case_ref = ? AND status != 'void'",
                                   (self.case_ref,)).fetchall()
         for row in rows:
             if row["model_id"] in model_ids:

@@ -131,8 +131,7 @@ class LifecycleLedger:
             if events and when.isoformat() < events[-1]["at"]:
                 raise LedgerError(f"the {step} step ({when.isoformat()}) cannot be before the {state} step "
                                   f"({events[-1]['at']})", hint="give the time it happened with --at")
-            charge = db.execute("SELECT * FROM charges WHERE case_ref = ? AND model_id = ?",
-                                (case["id"], model_id)).fetchone()
+            charge = self._charge(case["id"], model_id)
             if step in ("discontinued", "reduced"):
                 modifier = "53" if step == "discontinued" else "52"
                 line = coding.ChargeLine.from_dict(json.loads(charge["line"]))
@@ -140,8 +139,8 @@ class LifecycleLedger:
                 modifiers = coding.validate_modifiers([*line.modifiers, modifier], reasons)
                 line = dataclasses.replace(line, modifiers=modifiers, modifier_reasons=reasons)
                 status = "discontinued" if step == "discontinued" else charge["status"]
-                db.execute("UPDATE charges SET status = ?, reason = ?, line = ? WHERE id = ?",
-                           (status, detail["reason"], _dumps(line), charge["id"]))
+                self._revise(charge, person.name, f"{step.replace('_', '-')}: {detail['reason']}", status=status,
+                             line=_dumps(line))
             db.execute(
                 "INSERT INTO events (case_ref, model_id, version, step, person, role, npi, at, effort, detail, "
                 "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -183,7 +182,7 @@ class LifecycleLedger:
             raise LedgerError(f"no encounter {encounter_id} in {self.path}")
         rows = self._db.execute(
             "SELECT ch.*, cs.case_id, (SELECT line FROM exports x WHERE x.charge_id = ch.id ORDER BY x.id DESC "
-            "LIMIT 1) AS exported FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "
+            "LIMIT 1) AS exported FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref "
             "WHERE ch.encounter_id = ? AND ch.status != 'void' ORDER BY ch.seq", (encounter_id,)).fetchall()
         entries = []
         for row in rows:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.ledger.schema import CHAINED, GENESIS, MIGRATIONS, _statements
+from pipeline.ledger.schema import CHAINED, CHAINED_SINCE, GENESIS, MIGRATIONS, V3_BACKFILL, _statements
 
 #: The advisory lock every write transaction takes (one writer at a time, as on SQLite).
 WRITE_LOCK = 0x616E61746F  # "anato"
@@ -150,10 +150,11 @@ def _guards(table: str, message: str) -> list[str]:
     ]
 
 
-def chain_functions() -> list[str]:
-    """The chain's trigger function per chained table and its insert and update triggers."""
+def chain_functions(tables: tuple[str, ...]) -> list[str]:
+    """The chain's trigger function per chained table of ``tables`` and its insert and update triggers."""
     statements = []
-    for table, columns in CHAINED.items():
+    for table in tables:
+        columns = CHAINED[table]
         content = "json_build_array(" + ", ".join(f"NEW.{c}" for c in columns) + ")::text"
         statements.append(
             f"CREATE OR REPLACE FUNCTION chain_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -167,6 +168,16 @@ def chain_functions() -> list[str]:
             statements.append(f"CREATE TRIGGER chain_{table}_{event} AFTER {event.upper()} ON {table} "
                               f"FOR EACH ROW EXECUTE FUNCTION chain_{table}()")
     return statements
+
+
+#: Per migration, what PostgreSQL needs beyond its tables: guards, chain triggers, backfills.
+_EXTRA = {
+    1: lambda: _guards("audit_log", "audit_log is append-only"),
+    2: lambda: _guards("chain", "the hash chain is append-only") + chain_functions(CHAINED_SINCE[2]),
+    3: lambda: (_guards("charges", "charges are corrected by new revisions, never edited")
+                + _guards("charge_revisions", "charge revisions are append-only")
+                + chain_functions(CHAINED_SINCE[3]) + [V3_BACKFILL]),
+}
 
 
 def migrate(connection: PgConnection) -> int:
@@ -184,9 +195,7 @@ def migrate(connection: PgConnection) -> int:
         for number in range(version + 1, len(MIGRATIONS) + 1):
             for statement in _ddl(MIGRATIONS[number - 1]):
                 connection._conn.execute(statement)
-            extra = _guards("audit_log", "audit_log is append-only") if number == 1 else (
-                _guards("chain", "the hash chain is append-only") + chain_functions())
-            for statement in extra:
+            for statement in _EXTRA[number]():
                 connection._conn.execute(statement)
         if version == 0:
             connection._conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (len(MIGRATIONS),))

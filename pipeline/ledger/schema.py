@@ -182,6 +182,67 @@ CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
 BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
 """
 
+#: Version 3: the charge record is append-only. ``charges`` keeps a charge's identity (the
+#: model of a case) and where it was first reserved, and is never changed again; every state of
+#: the charge (reserved, committed, void, discontinued; its code, line, encounter and place in
+#: it) is a row of ``charge_revisions``, each superseding the one before with a reason. The
+#: newest revision is the charge as it stands (view ``current_charges``).
+_V3 = """
+CREATE TABLE charge_revisions (
+    id           INTEGER PRIMARY KEY,
+    charge_id    INTEGER NOT NULL REFERENCES charges (id),
+    revision     INTEGER NOT NULL,            -- 1, 2, ... per charge
+    supersedes   INTEGER UNIQUE REFERENCES charge_revisions (id),  -- the previous revision
+    encounter_id INTEGER NOT NULL REFERENCES encounters (id),
+    seq          INTEGER NOT NULL,
+    cpt          TEXT NOT NULL,
+    line         TEXT NOT NULL,               -- JSON of the coding ChargeLine
+    billable     TEXT NOT NULL,               -- JSON of the coding BillableModel
+    status       TEXT NOT NULL
+                 CHECK (status IN ('reserved', 'committed', 'void', 'discontinued')),
+    reason       TEXT NOT NULL,               -- why this revision was made
+    operator     TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    UNIQUE (charge_id, revision),
+    CHECK ((revision = 1) = (supersedes IS NULL))
+);
+CREATE INDEX charge_revisions_by_encounter ON charge_revisions (encounter_id, seq);
+
+CREATE VIEW current_charges AS
+SELECT ch.id, ch.case_ref, ch.model_id, ch.reserved_at, r.encounter_id, r.seq, r.cpt, r.line, r.billable,
+       r.status, r.reason, r.revision, r.id AS revision_id, r.operator AS revised_by, r.at AS revised_at,
+       COALESCE(ch.committed_at, (SELECT MIN(c.at) FROM charge_revisions c
+                                  WHERE c.charge_id = ch.id AND c.status = 'committed')) AS committed_at
+FROM charges ch JOIN charge_revisions r ON r.charge_id = ch.id
+WHERE r.revision = (SELECT MAX(x.revision) FROM charge_revisions x WHERE x.charge_id = ch.id);
+
+CREATE TRIGGER charges_no_update BEFORE UPDATE ON charges
+BEGIN SELECT RAISE(ABORT, 'charges are corrected by new revisions, never edited'); END;
+CREATE TRIGGER charges_no_delete BEFORE DELETE ON charges
+BEGIN SELECT RAISE(ABORT, 'charges are corrected by new revisions, never deleted'); END;
+CREATE TRIGGER charge_revisions_no_update BEFORE UPDATE ON charge_revisions
+BEGIN SELECT RAISE(ABORT, 'charge revisions are append-only'); END;
+CREATE TRIGGER charge_revisions_no_delete BEFORE DELETE ON charge_revisions
+BEGIN SELECT RAISE(ABORT, 'charge revisions are append-only'); END;
+"""
+
+#: Run after the v3 tables and their chain triggers exist: each charge of an older ledger gets
+#: its state as revision 1 (its rows stay as they were, under the chain).
+V3_BACKFILL = (
+    "INSERT INTO charge_revisions (charge_id, revision, supersedes, encounter_id, seq, cpt, line, billable, "
+    "status, reason, operator, at) SELECT id, 1, NULL, encounter_id, seq, cpt, line, billable, status, "
+    "COALESCE(reason, 'as recorded before charge revisions'), 'migration', COALESCE(committed_at, reserved_at) "
+    "FROM charges ORDER BY id")
+
+#: Tables whose rows are never changed or deleted (guarded by triggers), and the guard names.
+APPEND_ONLY = ("audit_log", "chain", "charges", "charge_revisions")
+
+
+def guard_trigger_names() -> set[str]:
+    """The names of the triggers that keep the :data:`APPEND_ONLY` tables append-only."""
+    return {f"{table}_no_{event}" for table in APPEND_ONLY for event in ("update", "delete")}
+
+
 #: Tables under the hash chain and the columns their content covers (fixed: a later
 #: ``ADD COLUMN`` does not change the content of the rows already chained).
 CHAINED: dict[str, tuple[str, ...]] = {
@@ -198,7 +259,11 @@ CHAINED: dict[str, tuple[str, ...]] = {
     "releases": ("id", "hold_id", "person", "role", "reason", "at"),
     "exports": ("id", "charge_id", "cpt", "line", "operator", "exported_at"),
     "documents": ("id", "encounter_id", "path", "sha256", "written_at"),
+    "charge_revisions": ("id", "charge_id", "revision", "supersedes", "encounter_id", "seq", "cpt", "line",
+                         "billable", "status", "reason", "operator", "at"),
 }
+#: The chained tables each migration creates (its chain triggers are created with it).
+CHAINED_SINCE = {2: tuple(t for t in CHAINED if t != "charge_revisions"), 3: ("charge_revisions",)}
 
 
 #: The ``prev`` of the chain's first entry.
@@ -210,7 +275,7 @@ def content_sql(table: str, prefix: str = "") -> str:
     return "json_array(" + ", ".join(f"{prefix}{column}" for column in CHAINED[table]) + ")"
 
 
-def chain_triggers() -> str:
+def chain_triggers(tables: tuple[str, ...] | None = None) -> str:
     """The triggers that append a chain entry for every row inserted or updated in a chained table.
 
     They call ``chain_digest`` and ``chain_hash``, functions each ledger connection registers
@@ -218,7 +283,7 @@ def chain_triggers() -> str:
     chained table at all, and one that drops a trigger leaves rows the chain does not match.
     """
     statements = []
-    for table in CHAINED:
+    for table in CHAINED if tables is None else tables:
         for event in ("INSERT", "UPDATE"):
             statements.append(
                 f"CREATE TRIGGER chain_{table}_{event.lower()} AFTER {event} ON {table}\n"
@@ -235,7 +300,7 @@ def chain_trigger_names() -> set[str]:
 
 
 #: Ordered migrations; entry ``n - 1`` takes the schema from version ``n - 1`` to ``n``.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers())
+MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers(CHAINED_SINCE[2]), _V3 + chain_triggers(CHAINED_SINCE[3]))
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -268,6 +333,8 @@ def migrate(connection: sqlite3.Connection) -> int:
                 from pipeline.ledger.chain import backfill
 
                 backfill(connection)
+            if number == 3:
+                connection.execute(V3_BACKFILL)
             connection.execute(f"PRAGMA user_version = {number}")
         connection.execute("COMMIT")
     except BaseException:
