@@ -264,3 +264,50 @@ def test_a_version_1_ledger_is_migrated_and_its_rows_enter_the_chain(tmp_path, m
     db.close()
     with Ledger(path) as ledger:
         assert any("encounters row 1 differs" in p for p in ledger.verify().problems)
+
+
+def test_a_version_2_ledger_gets_each_charge_as_its_first_revision(tmp_path):
+    """A ledger written before charge revisions (its charges edited in place, as then) is migrated:
+    each charge's state becomes revision 1, the old rows stay under the chain, and from then on the
+    charge changes only by new revisions."""
+    from pipeline.ledger import schema
+
+    path = tmp_path / "v2.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    chain.register(db)
+    for migration in MIGRATIONS[:2]:
+        for statement in schema._statements(migration):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO encounters (patient_id, date_of_service, created_at) VALUES ('PT-OLD', '2025-05-01', 'x')")
+    db.execute("INSERT INTO cases (case_id, encounter_id, created_at) VALUES ('OLD-1', 1, 'x')")
+    from pipeline.report import to_jsonable
+
+    line = json.dumps(to_jsonable(ledger_line := _old_line()), sort_keys=True)
+    for seq, (model_id, status) in enumerate([("aorta", "reserved"), ("spine", "void")], start=1):
+        db.execute("INSERT INTO charges (encounter_id, case_ref, model_id, seq, cpt, line, billable, status, reason, "
+                   "reserved_at) VALUES (1, 1, ?, ?, ?, ?, '{}', 'reserved', NULL, '2025-05-01T10:00')",
+                   (model_id, seq, ledger_line.cpt, line))
+        if status == "void":  # the old code voided in place, with its audit entry
+            db.execute("UPDATE charges SET status = 'void', reason = 'entered in error' WHERE model_id = ?", (model_id,))
+            db.execute("INSERT INTO audit_log (at, operator, host, pid, action, case_id, model_id) "
+                       "VALUES ('x', 'tech', 'h', 1, 'charge.void', 'OLD-1', ?)", (model_id,))
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        history = [(r["model_id"], r["revision"], r["status"], r["reason"], r["operator"])
+                   for r in ledger.show("OLD-1")["charge_revisions"]]
+        assert history == [("aorta", 1, "reserved", "as recorded before charge revisions", "migration"),
+                           ("spine", 1, "void", "entered in error", "migration")]
+        assert ledger.verify().ok, ledger.verify().problems
+        ledger.unvoid("OLD-1", "spine", reason="the spine model was ordered after all")
+        assert [c["status"] for c in ledger.show("OLD-1")["charges"]] == ["reserved", "reserved"]
+        assert ledger.verify().ok, ledger.verify().problems
+        with pytest.raises(sqlite3.IntegrityError, match="never edited"):
+            ledger._db.execute("UPDATE charges SET status = 'void'")
+
+
+def _old_line():
+    from pipeline import coding
+
+    return coding.next_charge([], billable("OLD-1", "aorta", "PT-OLD"))

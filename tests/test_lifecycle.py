@@ -33,6 +33,21 @@ def _lines(ledger, case_id="CASE-1"):
             [(e.model_id, e.state, e.waiting_for) for e in billing.pending])
 
 
+def _revisions(ledger, case_id, model_id):
+    """The model's charge history: (revision, status, cpt, reason) of each revision, oldest first."""
+    return [(r["revision"], r["status"], r["cpt"], r["reason"]) for r in ledger.show(case_id)["charge_revisions"]
+            if r["model_id"] == model_id]
+
+
+def _assert_written_once(ledger):
+    """Every charge and charge revision entered the hash chain once: none was ever edited."""
+    for table in ("charges", "charge_revisions"):
+        rows = ledger._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        entries = ledger._db.execute("SELECT COUNT(*), COUNT(DISTINCT row_id) FROM chain WHERE tbl = ?",
+                                     (table,)).fetchone()
+        assert tuple(entries) == (rows, rows), table
+
+
 def test_one_case_through_every_state_with_the_charges_at_each(ledger, tmp_path):
     publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
     assert _lines(ledger) == ([], [("aorta", "prepared", "approval"), ("ventricle", "prepared", "approval")])
@@ -57,6 +72,12 @@ def test_one_case_through_every_state_with_the_charges_at_each(ledger, tmp_path)
     audit = [e["action"] for e in ledger.show("CASE-1")["audit"]]
     for step in ("approved", "printed", "post_processed", "delivered", "discontinued"):
         assert f"model.{step}" in audit
+    # Each change of a charge is a new revision; delivery changes no charge row, only the billing.
+    assert [r[:2] for r in _revisions(ledger, "CASE-1", "ventricle")] == [(1, "reserved"), (2, "committed")]
+    assert [r[:2] for r in _revisions(ledger, "CASE-1", "aorta")] == [(1, "reserved"), (2, "committed"),
+                                                                       (3, "discontinued")]
+    assert _revisions(ledger, "CASE-1", "aorta")[2][3] == "discontinued: resin tank leak at layer 212"
+    _assert_written_once(ledger)
     assert ledger.verify().ok
 
 
@@ -208,6 +229,10 @@ def test_export_freezes_the_code_and_refuses_later_changes(ledger, tmp_path):
                         tmp_path / "out" / "CASE-1" / "ventricle")
     corrections = [e for e in ledger.show("CASE-1")["audit"] if e["action"] == "charge.corrected"]
     assert corrections[0]["detail"]["changed"]["icd10"] == {"from": ["I71.21"], "to": ["I71.23"]}
+    history = _revisions(ledger, "CASE-1", "aorta")
+    assert [r[:2] for r in history] == [(1, "reserved"), (2, "committed"), (3, "committed")]
+    assert "icd10" in history[2][3] and "modifiers" in history[2][3]
+    assert [r[:2] for r in _revisions(ledger, "CASE-1", "ventricle")] == [(1, "reserved"), (2, "committed")]
     walk(ledger, "CASE-1", "aorta")
     lines = ledger.export(record=True)["claims"][0]["lines"]
     assert [(c["cpt"], c["modifiers"], c["model_ids"]) for c in lines] == [
@@ -234,6 +259,20 @@ def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):
     billing = ledger.case_billing("CASE-1")
     assert billing.patient_id == "PT-CORRECTED" and [e.line.cpt for e in billing.billable] == ["0559T"]
     assert any(e["action"] == "case.encounter_corrected" for e in ledger.show("CASE-1")["audit"])
+    # void -> undo -> void -> moved to the corrected encounter -> re-decided for the corrected
+    # patient -> committed there: eight revisions, each with its reason; the first five on the
+    # first encounter, the last three on the corrected one.
+    history = _revisions(ledger, "CASE-1", "aorta")
+    assert [(n, status) for n, status, _, _ in history] == [
+        (1, "reserved"), (2, "committed"), (3, "void"), (4, "committed"), (5, "void"), (6, "reserved"),
+        (7, "reserved"), (8, "committed")]
+    assert [reason for *_, reason in history][2:6] == [
+        "MRN typed wrong", "the MRN was right after all", "MRN typed wrong",
+        "case moved to another encounter: MRN corrected from the order"]
+    assert history[6][3].startswith("re-decided by run")
+    encounters = [r["encounter_id"] for r in ledger.show("CASE-1")["charge_revisions"]]
+    assert len(set(encounters[:5])) == 1 and set(encounters[5:]) == {billing.encounter_id} != {encounters[0]}
+    _assert_written_once(ledger)
     assert ledger.verify().ok
 
 
