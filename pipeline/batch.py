@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.config import MAX_TEXT_CHARS, read_text, read_yaml, text_problem
-from pipeline.errors import AnatomodelError, ConfigError
+from pipeline.errors import AnatomodelError, ConfigError, HeldForReview
 from pipeline.ledger import Ledger, resolve_ledger_path
 from pipeline.report import Report
 
@@ -46,6 +46,8 @@ class CaseOutcome(Report):
     error: str | None = None
     error_type: str | None = None
     exit_code: int = 0
+    #: ``MODEL CODE`` of each hold that keeps a line of the case unbillable (done, but held).
+    holds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,24 +67,37 @@ class BatchReport(Report):
         return [outcome for outcome in self.outcomes if not outcome.ok]
 
     @property
+    def held(self) -> list[CaseOutcome]:
+        """The cases that succeeded with at least one line held for review."""
+        return [outcome for outcome in self.outcomes if outcome.ok and outcome.holds]
+
+    @property
     def exit_code(self) -> int:
-        """0 if every case succeeded, else the exit code of the first failure (never 0)."""
-        return next((outcome.exit_code or 1 for outcome in self.failed), 0)
+        """The exit code of the first failure (never 0); else 19 (:class:`HeldForReview`) if a
+        case is held; else 0."""
+        failure = next((outcome.exit_code or 1 for outcome in self.failed), 0)
+        return failure or (HeldForReview.exit_code if self.held else 0)
 
     def table(self) -> Table:
         """A summary table for people: one row per case."""
         table = Table(title=f"batch: {len(self.outcomes) - len(self.failed)} of {len(self.outcomes)} "
                             f"case(s) succeeded in {self.seconds:.1f} s")
-        for column in ("case file", "case id", "result", "models", "seconds", "error"):
+        for column in ("case file", "case id", "result", "models", "seconds", "error or holds"):
             table.add_column(column, overflow="fold")
         folder = Path(self.manifest).absolute().parent
         for outcome in self.outcomes:
             shown = Path(outcome.case_file)
             shown = shown.relative_to(folder) if shown.is_relative_to(folder) else shown
             table.add_row(escape(str(shown)), escape(outcome.case_id or ""),
-                          "[green]ok[/]" if outcome.ok else "[red]failed[/]", escape(" ".join(outcome.models)),
-                          f"{outcome.seconds:.1f}", escape(outcome.error or ""))
+                          _result(outcome), escape(" ".join(outcome.models)), f"{outcome.seconds:.1f}",
+                          escape(outcome.error or ", ".join(outcome.holds)))
         return table
+
+
+def _result(outcome: CaseOutcome) -> str:
+    if not outcome.ok:
+        return "[red]failed[/]"
+    return "[yellow]held[/]" if outcome.holds else "[green]ok[/]"
 
 
 def read_manifest(manifest: str | os.PathLike) -> list[Path]:
@@ -162,7 +177,8 @@ def run_one_case(case_file: str, out_dir: str, ledger: str) -> CaseOutcome:
         return CaseOutcome(case_file, False, time.perf_counter() - start, error=f"internal error: {detail}",
                            error_type=type(error).__name__, exit_code=1)
     return CaseOutcome(case_file, True, time.perf_counter() - start, case_id=_case_id(result),
-                       models=_model_ids(result))
+                       models=_model_ids(result),
+                       holds=sorted({f"{hold.model_id} {hold.code}" for hold in getattr(result, "holds", None) or []}))
 
 
 def _case_id(result: object) -> str | None:
@@ -209,8 +225,10 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     cases = read_manifest(manifest)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ledger_path = resolve_ledger_path(ledger).absolute()
-    Ledger(ledger_path).close()  # create and migrate it once, before the workers start
+    ledger_path = resolve_ledger_path(ledger)  # a file (made absolute for the workers) or a PostgreSQL URL
+    ledger_path = ledger_path.absolute() if isinstance(ledger_path, Path) else ledger_path
+    with Ledger(ledger_path) as opened:  # create and migrate it once, before the workers start
+        shown = str(opened.path)  # without a URL's password
     console = console or Console(stderr=True)
     client = _connect(scheduler) if scheduler else None
     start = time.perf_counter()
@@ -221,7 +239,7 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
 
         def record(index: int, outcome: CaseOutcome) -> None:
             outcomes[index] = outcome
-            mark = "[green]ok[/]" if outcome.ok else "[red]failed[/]"
+            mark = _result(outcome)
             bar.console.print(f"{mark} {escape(Path(outcome.case_file).name)} ({outcome.seconds:.1f} s)")
             bar.advance(task)
 
@@ -231,7 +249,7 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
                 _run_on_dask(client, arguments, record)
         else:
             _run_locally(workers, arguments, record)
-    return BatchReport(str(manifest), str(out_dir), str(ledger_path), workers, scheduler,
+    return BatchReport(str(manifest), str(out_dir), shown, workers, scheduler,
                        time.perf_counter() - start, [outcomes[i] for i in range(len(cases))])
 
 

@@ -13,6 +13,7 @@ from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.batch import read_manifest, run_batch
 from pipeline.errors import AnatomodelError, ConfigError, DicomError
 from pipeline.ledger import Ledger, folder_problems
+from postgres_server import postgres_server  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 #: Smaller than the default phantom (about 1.7 mm voxels) to keep the end-to-end runs quick.
@@ -189,3 +190,32 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     (tmp_path / "m.csv").write_text("case\na.yaml\n")
     with pytest.raises(AnatomodelError, match="cannot reach the Dask scheduler at nowhere"):
         run_batch(tmp_path / "m.csv", tmp_path / "out", scheduler="nowhere", ledger=tmp_path / "l.sqlite3")
+
+
+@pytest.mark.slow
+def test_a_batch_on_a_postgresql_ledger_with_a_held_case_exits_19(tmp_path, phantom_series, postgres_server, capsys):
+    """``anatomodel batch`` on a ledger URL (the real server): one clean case, one whose model is for
+    trainee education (held: likely not medically necessary). Done, but held: exit 19, not 0."""
+    from pipeline.cli import main
+    from pipeline.errors import HeldForReview
+
+    url = postgres_server.new_database()
+    (tmp_path / "cases").mkdir()
+    clean = write_case(tmp_path / "cases", 6, phantom_series, 1)
+    held = write_case(tmp_path / "cases", 7, phantom_series, 1)
+    case = yaml.safe_load(held.read_text())
+    case["models"][0]["purpose"] = "trainee_education"
+    held.write_text(yaml.safe_dump(case, sort_keys=False))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"case\ncases/{clean.name}\ncases/{held.name}\n")
+    code = main(["batch", str(manifest), "--workers", "2", "--out", str(tmp_path / "out"), "--ledger", url, "--json"])
+    printed = capsys.readouterr()
+    report = json.loads(printed.out)
+    assert code == HeldForReview.exit_code == 19, printed.err
+    assert [(o["ok"], o["holds"]) for o in report["outcomes"]] == [
+        (True, []), (True, ["ventricle-or coding.education_only"])]
+    assert report["ledger"] == url  # the URL as given, not a path made of it
+    assert "held for review" in " ".join(printed.err.split())
+    with Ledger(url) as ledger:  # both cases are in the server's ledger, one claim each once delivered
+        assert {c["case_id"] for c in ledger.list_cases()} == {"BATCH-006", "BATCH-007"}
+        assert ledger.verify().ok

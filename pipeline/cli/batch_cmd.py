@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from pipeline.batch import run_batch
 from pipeline.cli.app import app, console, options, stdout
+from pipeline.errors import HeldForReview
 
 
 @app.command("batch")
@@ -19,7 +20,7 @@ def batch(
         None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT); runs the cases on that cluster."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; each case writes OUT/<case_id>/."),
     ledger: Path = typer.Option(
-        None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
+        None, "--ledger", help="Ledger file or postgresql:// URL (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON on stdout."),
 ) -> None:
     """Run every case of a manifest; a failing case does not stop the others.
@@ -41,3 +42,8 @@ def batch(
         console.print(f"[bold red]error:[/] {len(report.failed)} of {len(report.outcomes)} case(s) failed; "
                       f"first: {escape(Path(first.case_file).name)}: {escape(first.error or '')}")
         raise typer.Exit(report.exit_code)
+    if report.held:
+        raise HeldForReview(f"{len(report.held)} of {len(report.outcomes)} case(s) held for review: "
+                            + "; ".join(f"{o.case_id}: {', '.join(o.holds)}" for o in report.held),
+                            hint="each held line stays unbillable until released: anatomodel release CASE MODEL "
+                                 "CODE --by NAME --role ROLE --reason ...")
