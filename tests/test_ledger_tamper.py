@@ -152,6 +152,63 @@ def test_charges_and_their_revisions_refuse_edits(recorded):
             db.execute(sql)
 
 
+def _rewrite_whole_chain(path: Path, sql: str) -> None:
+    """A consistent forgery: edit rows, then recompute the whole hash chain from the rows as they
+    are (with anatomodel's own hash functions), so that the chain alone shows nothing."""
+    from pipeline.ledger import chain
+    from pipeline.ledger.schema import CHAINED, GENESIS, content_sql
+
+    db = sqlite3.connect(path, isolation_level=None)
+    triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for name, _ in triggers:
+        db.execute(f"DROP TRIGGER {name}")
+    db.executescript(sql)
+    db.execute("DELETE FROM chain")
+    prev = GENESIS
+    for table in CHAINED:
+        for row_id, content in db.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id").fetchall():
+            entry = chain.digest(content)
+            db.execute("INSERT INTO chain (tbl, row_id, content, prev, hash) VALUES (?, ?, ?, ?, ?)",
+                       (table, row_id, entry, prev, prev := chain.link(prev, table, row_id, entry)))
+    for _, definition in triggers:
+        db.execute(definition)
+    db.close()
+
+
+def test_a_rewrite_of_the_whole_chain_is_caught_by_the_anchor_kept_elsewhere(recorded, cli, tmp_path):
+    kept = tmp_path / "elsewhere" / "anchor.json"
+    kept.parent.mkdir()
+    assert cli("ledger", "anchor", "--out", str(kept), "--ledger", str(recorded))[0] == 0
+    assert cli("ledger", "verify", "--anchor", str(kept), "--ledger", str(recorded))[0] == 0
+    with Ledger(recorded) as ledger:  # the ledger goes on: the chain still extends the anchor
+        ledger.void("CASE-2", "spine", reason="entered in error")
+    assert cli("ledger", "verify", "--anchor", str(kept), "--ledger", str(recorded))[0] == 0
+    _rewrite_whole_chain(recorded, "UPDATE charge_revisions SET cpt = '0560T' WHERE cpt = '0559T';")
+    code, printed, _ = cli("ledger", "verify", "--ledger", str(recorded))
+    assert code == 0, printed  # a consistent rewrite: the chain alone cannot tell
+    code, printed, _ = cli("ledger", "verify", "--anchor", str(kept), "--ledger", str(recorded))
+    assert code == LedgerError.exit_code, printed
+    assert "no longer extends the anchor" in printed or "shorter than the anchor" in printed, printed
+
+
+def test_a_file_that_is_not_an_anchor_is_refused(recorded, cli, tmp_path):
+    (tmp_path / "a.json").write_text('{"head": 3}')
+    code, _, err = cli("ledger", "verify", "--anchor", str(tmp_path / "a.json"), "--ledger", str(recorded))
+    assert code == LedgerError.exit_code and "is not a ledger anchor" in err
+
+
+def test_the_anchor_on_postgresql(pg, tmp_path):
+    url = pg.new_database()
+    _record(url, tmp_path / "out")
+    with Ledger(url) as ledger:
+        kept = ledger.anchor()
+        assert ledger.verify(kept).ok
+        forged = {**kept, "head": "0" * 64}
+        assert any("no longer extends the anchor" in p for p in ledger.verify(forged).problems)
+        longer = {**kept, "entries": kept["entries"] + 1000}
+        assert any("shorter than the anchor" in p for p in ledger.verify(longer).problems)
+
+
 @pytest.mark.parametrize("damage", ["middle", "truncated", "header"])
 def test_a_damaged_database_exits_13(recorded, cli, damage):
     data = bytearray(recorded.read_bytes())

@@ -1,4 +1,4 @@
-"""``anatomodel ledger list | show | void | export | verify``: read and correct the case ledger."""
+"""``anatomodel ledger list | show | void | export | anchor | verify``: read and correct the case ledger."""
 
 from __future__ import annotations
 
@@ -178,11 +178,43 @@ def export(
         say(f"wrote {len(data['charges'])} charge line(s) to {escape(str(out))}")
 
 
-@ledger_app.command("verify")
-def verify(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Re-check every recorded packet against its SHA256SUMS; fail if anything is missing or changed."""
+@ledger_app.command("anchor")
+def anchor(ledger: Path = LEDGER_OPTION, out: Path = typer.Option(
+        None, "--out", "-o", help="Write the anchor to this file (keep it outside the ledger's machine).")) -> None:
+    """Print (or write) the hash chain's head: last hash, entries, time. `ledger verify --anchor FILE`
+    later fails if the chain no longer extends it (a rewrite of the whole chain)."""
+    from pipeline.files import atomic_write
+
     with Ledger(ledger) as book:
-        report = book.verify()
+        kept = book.anchor()
+    text = json.dumps(kept, indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write(out, text.encode("utf-8"))
+        say(f"wrote the anchor ({kept['entries']} chain entries) to {escape(str(out))}")
+
+
+def _read_anchor(path: Path) -> dict:
+    from pipeline.ledger.chain import ANCHOR_FORMAT
+
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LedgerError(f"cannot read the anchor {path}: {error}", hint="give the file `ledger anchor` wrote") from None
+    if not isinstance(kept, dict) or kept.get("format") != ANCHOR_FORMAT or not isinstance(kept.get("entries"), int) \
+            or not isinstance(kept.get("head"), str):
+        raise LedgerError(f"{path} is not a ledger anchor", hint="give the file `ledger anchor` wrote")
+    return kept
+
+
+@ledger_app.command("verify")
+def verify(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION, anchor_file: Path = typer.Option(
+        None, "--anchor", help="An anchor from `ledger anchor`: also fail if the chain no longer extends it.")) -> None:
+    """Re-check every recorded packet against its SHA256SUMS; fail if anything is missing or changed."""
+    kept = _read_anchor(anchor_file) if anchor_file is not None else None
+    with Ledger(ledger) as book:
+        report = book.verify(kept)
     if as_json:
         _print_json({**report.to_dict(), "ok": report.ok})
     else:

@@ -96,3 +96,32 @@ def problems(connection: Any, backend: str = "sqlite") -> list[str]:
             if chained_table == table and row_id not in rows:
                 found.append(f"{table} row {row_id} was deleted")
     return found
+
+
+#: The ``format`` of an anchor file (:func:`anchor`).
+ANCHOR_FORMAT = "anatomodel-ledger-anchor-v1"
+
+
+def anchor(connection: Any, at: str) -> dict[str, Any]:
+    """The chain's head as of now: its last hash and number of entries, to keep outside the ledger.
+
+    A later chain must extend it (:func:`anchor_problems`): a rewrite of the whole chain, which
+    the chain alone cannot reveal, changes the hash at that position.
+    """
+    entries, = connection.execute("SELECT COUNT(*) FROM chain").fetchone()
+    head = connection.execute("SELECT hash FROM chain ORDER BY id DESC LIMIT 1").fetchone()
+    return {"format": ANCHOR_FORMAT, "entries": int(entries), "head": head[0] if head else GENESIS, "at": at}
+
+
+def anchor_problems(connection: Any, kept: dict[str, Any]) -> list[str]:
+    """Why the chain does not extend the anchor ``kept`` (empty when it does)."""
+    entries = int(kept["entries"])
+    if entries == 0:
+        return [] if kept["head"] == GENESIS else ["the anchor names no entry but a hash (not an anchor)"]
+    row = connection.execute("SELECT hash FROM chain ORDER BY id LIMIT 1 OFFSET ?", (entries - 1,)).fetchone()
+    if row is None:
+        return [f"the hash chain is shorter than the anchor of {kept['at']} ({entries} entries): entries were removed"]
+    if row[0] != kept["head"]:
+        return [f"the hash chain no longer extends the anchor of {kept['at']}: entry {entries} has another hash "
+                "(the chain was rewritten)"]
+    return []

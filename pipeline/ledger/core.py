@@ -546,7 +546,12 @@ class Ledger(LifecycleLedger):
         self._record_prepared(attempt, version, operator)
         return version
 
-    def verify(self) -> VerifyReport:
+    def anchor(self) -> dict[str, Any]:
+        """The hash chain's head (last hash, number of entries, time) to keep outside the ledger."""
+        with self._read():
+            return chain.anchor(self._db, _now())
+
+    def verify(self, anchor: dict[str, Any] | None = None) -> VerifyReport:
         """Settle dead processes' attempts, then re-check the ledger and every current packet.
 
         Checks SQLite's integrity, the hash chain over every chained row
@@ -555,9 +560,13 @@ class Ledger(LifecycleLedger):
         every billed charge has a current packet and every void its audit entry, that each
         encounter's billable lines form a valid claim, and that the charges files written from
         the ledger are unchanged. A file SQLite cannot read is a problem too, never a crash.
+        With ``anchor`` (from :meth:`anchor`, kept elsewhere), the chain must also extend it.
         """
         try:
-            return self._verify()
+            report = self._verify()
+            if anchor is not None:
+                report.problems.extend(chain.anchor_problems(self._db, anchor))
+            return report
         except pg.database_errors() as error:
             return VerifyReport(str(self.path), 0, 0, [f"{self.path}: the database is damaged: {error}"], [])
 
