@@ -38,6 +38,7 @@ HOLD_ABN = "payer.abn_modifier_missing"
 HOLD_UNITS = "payer.units_over_limit"
 HOLD_SAME_CLAIM = "payer.code_not_allowed_on_same_claim"
 HOLD_REPLACED = "payer.code_replaced"
+HOLD_MODIFIER = "payer.modifier_not_allowed"
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -123,6 +124,20 @@ class ReplacementRule(_Rule):
         return _check_codes(codes)
 
 
+class ModifierRule(_Rule):
+    """Whether the payer pays a line of ``codes`` with a reduced (52) or discontinued (53) modifier."""
+
+    modifier: Literal["52", "53"]
+    codes: list[str] = Field(min_length=1)
+    allowed: bool
+    note: str = Field(default="", description="what the payer says, in a few words")
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, codes: list[str]) -> list[str]:
+        return _check_codes(codes)
+
+
 def _check_codes(codes: list[str]) -> list[str]:
     bad = [c for c in codes if not re.match(PROCEDURE_CODE, str(c))]
     if bad:
@@ -145,6 +160,7 @@ class PayerRules(BaseModel):
     units: list[UnitsRule] = Field(default_factory=list)
     same_claim: list[SameClaimRule] = Field(default_factory=list)
     replacements: list[ReplacementRule] = Field(default_factory=list)
+    modifiers: list[ModifierRule] = Field(default_factory=list, description="52/53: paid or not (default: paid)")
 
     @model_validator(mode="after")
     def _one_stance_per_code(self) -> PayerRules:
@@ -163,6 +179,28 @@ class PayerRules(BaseModel):
 
     def stance(self, code: str) -> CoverageRule | None:
         return next((rule for rule in self.coverage if code in rule.codes), None)
+
+    def refuses(self, modifier: str, code: str) -> ModifierRule | None:
+        """The rule by which the payer does not pay ``code`` with ``modifier`` (52/53), or None."""
+        return next((rule for rule in self.modifiers if rule.modifier == modifier and code in rule.codes
+                     and not rule.allowed), None)
+
+
+def modifier_hold(payer: str, modifier: str, code: str, model_id: str) -> Hold | None:
+    """A hold when the payer ``payer`` (its rules file) does not pay ``code`` with ``modifier``.
+
+    A discontinued (53) or reduced (52) model of such a payer is not billable until a named
+    person releases the hold (e.g. after the payer confirmed it case by case).
+    """
+    if not payer:
+        return None
+    rules = load_payer(payer)
+    rule = rules.refuses(modifier, code)
+    if rule is None:
+        return None
+    what = "discontinued" if modifier == "53" else "reduced"
+    return Hold(HOLD_MODIFIER, f"{rules.name} does not pay a {what} model ({code}-{modifier})"
+                + (f": {rule.note}" if rule.note else "") + f" (source: {rule.source})", "payer", model_id)
 
 
 @lru_cache(maxsize=16)

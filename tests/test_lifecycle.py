@@ -357,3 +357,48 @@ def test_stage_findings_become_holds():
     codes = [h.code for h in stage_holds(segment, bad, None)]
     assert codes == ["segment.tube_ends_inside_scan", "mesh.qa_failed"]
     assert "not watertight, 12 self-intersecting faces" in stage_holds(None, bad, None)[0].reason
+
+
+_STRICT_PAYER = """payer: strict_payer
+name: Strict Health Plan
+reviewed: 2026-12-01
+modifiers:
+  - modifier: "53"
+    codes: ["0559T", "0560T"]
+    allowed: false
+    note: "a discontinued model is not paid"
+    source: "Strict Health Plan provider manual, section 9 (test fixture)"
+"""
+
+
+def test_a_discontinued_model_of_a_payer_that_refuses_53_stays_pending_with_why(ledger, tmp_path, monkeypatch):
+    """The payer's rules file says it does not pay modifier 53: the discontinued line is held
+    (listed apart, with the payer's reason) until released; a reduced (52) line it allows is billed."""
+    import dataclasses
+
+    from pipeline import payers
+
+    (tmp_path / "site" / "payers").mkdir(parents=True)
+    (tmp_path / "site" / "payers" / "strict_payer.yaml").write_text(_STRICT_PAYER)
+    monkeypatch.setenv("ANATOMODEL_CONFIG_PATH", str(tmp_path / "site"))
+    payers.load_payer.cache_clear()
+    with ledger.start_run(case_id="CASE-P", patient_id=PATIENT, date_of_service=DATE) as run:
+        for model_id in ("aorta", "ventricle"):
+            model = dataclasses.replace(billable("CASE-P", model_id), payer="strict_payer")
+            reservation = run.reserve(model_id, model, tmp_path / "out" / "CASE-P" / model_id)
+            write_packet(reservation.staging, model_id, 4096)
+            run.publish(reservation)
+    tech = Person(*TECH)
+    walk(ledger, "CASE-P", "aorta", until="printed")
+    ledger.record_step("CASE-P", "aorta", "discontinued", tech, detail={"reason": "support failure at layer 80"})
+    walk(ledger, "CASE-P", "ventricle", until="printed")
+    ledger.record_step("CASE-P", "ventricle", "reduced", tech, detail={"reason": "one chamber printed"})
+    billable_lines, pending = _lines(ledger, "CASE-P")
+    assert billable_lines == [("ventricle", "0559T")]
+    assert pending == [("aorta", "discontinued", f"release of {payers.HOLD_MODIFIER}")]
+    reason = ledger.case_billing("CASE-P").pending[0].holds[0].reason
+    assert "Strict Health Plan does not pay a discontinued model" in reason and "section 9" in reason
+    ledger.release("CASE-P", "aorta", payers.HOLD_MODIFIER, Person("CODER^CHIEF", "coder"),
+                   reason="the plan agreed in writing to pay this one")
+    assert [(m, c) for m, c in _lines(ledger, "CASE-P")[0]] == [("ventricle", "0559T"), ("aorta", "0560T")]
+    payers.load_payer.cache_clear()

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from pipeline import coding
+from pipeline import coding, payers
 from pipeline.errors import CodingError, LedgerError
 from pipeline.holds import Hold
 from pipeline.ledger import lifecycle
@@ -141,6 +141,11 @@ class LifecycleLedger:
                 status = "discontinued" if step == "discontinued" else charge["status"]
                 self._revise(charge, person.name, f"{step.replace('_', '-')}: {detail['reason']}", status=status,
                              line=_dumps(line))
+                refused = payers.modifier_hold(line.payer, modifier, line.cpt, model_id)
+                if refused is not None:  # listed apart, with why, until a named person releases it
+                    db.execute("INSERT INTO holds (case_ref, model_id, version, code, reason, source, raised_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)", (case["id"], model_id, model["version"], refused.code,
+                                                                refused.reason, refused.source, _now()))
             db.execute(
                 "INSERT INTO events (case_ref, model_id, version, step, person, role, npi, at, effort, detail, "
                 "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
