@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.ledger.schema import CHAINED, GENESIS, MIGRATIONS, _statements
+from pipeline.ledger.schema import CHAINED, GENESIS, MIGRATIONS, PG_V3, _statements
 
 #: The advisory lock every write transaction takes (one writer at a time, as on SQLite).
 WRITE_LOCK = 0x616E61746F  # "anato"
@@ -182,10 +182,11 @@ def migrate(connection: PgConnection) -> int:
             raise LedgerError(f"the ledger has schema version {version}, newer than this anatomodel "
                               f"understands ({len(MIGRATIONS)})", hint="upgrade anatomodel before using this ledger")
         for number in range(version + 1, len(MIGRATIONS) + 1):
-            for statement in _ddl(MIGRATIONS[number - 1]):
+            # Version 3 alters a constraint in place (SQLite rebuilds the table instead).
+            for statement in PG_V3 if number == 3 else _ddl(MIGRATIONS[number - 1]):
                 connection._conn.execute(statement)
-            extra = _guards("audit_log", "audit_log is append-only") if number == 1 else (
-                _guards("chain", "the hash chain is append-only") + chain_functions())
+            extra = {1: _guards("audit_log", "audit_log is append-only"),
+                     2: _guards("chain", "the hash chain is append-only") + chain_functions()}.get(number, [])
             for statement in extra:
                 connection._conn.execute(statement)
         if version == 0:

@@ -182,6 +182,37 @@ CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
 BEGIN SELECT RAISE(ABORT, 'the hash chain is append-only'); END;
 """
 
+#: Version 3: the ``checked`` step (print QA, between ``post_processed`` and ``delivered``). SQLite
+#: cannot change a CHECK constraint, so the events table is rebuilt with its rows (same ids, so
+#: the hash chain still covers them) and its index and chain triggers made again.
+_V3_EVENT_STEPS = ("'prepared', 'approved', 'printed', 'post_processed', 'checked', 'delivered', "
+                   "'discontinued', 'reduced'")
+_EVENT_COLUMNS = "id, case_ref, model_id, version, step, person, role, npi, at, effort, detail, recorded_at"
+_V3 = f"""
+CREATE TABLE events_v3 (
+    id          INTEGER PRIMARY KEY,
+    case_ref    INTEGER NOT NULL REFERENCES cases (id),
+    model_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    step        TEXT NOT NULL CHECK (step IN ({_V3_EVENT_STEPS})),
+    person      TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    npi         TEXT,
+    at          TEXT NOT NULL,
+    effort      TEXT NOT NULL DEFAULT '[]',
+    detail      TEXT NOT NULL DEFAULT '{{}}',
+    recorded_at TEXT NOT NULL
+);
+INSERT INTO events_v3 ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE INDEX events_by_model ON events (case_ref, model_id, version);
+"""
+#: The same change on PostgreSQL, which alters the constraint in place.
+PG_V3 = ("ALTER TABLE events DROP CONSTRAINT events_step_check",
+         f"ALTER TABLE events ADD CONSTRAINT events_step_check CHECK (step IN ({_V3_EVENT_STEPS}))")
+
+
 #: Tables under the hash chain and the columns their content covers (fixed: a later
 #: ``ADD COLUMN`` does not change the content of the rows already chained).
 CHAINED: dict[str, tuple[str, ...]] = {
@@ -210,7 +241,7 @@ def content_sql(table: str, prefix: str = "") -> str:
     return "json_array(" + ", ".join(f"{prefix}{column}" for column in CHAINED[table]) + ")"
 
 
-def chain_triggers() -> str:
+def chain_triggers(tables: tuple[str, ...] | None = None) -> str:
     """The triggers that append a chain entry for every row inserted or updated in a chained table.
 
     They call ``chain_digest`` and ``chain_hash``, functions each ledger connection registers
@@ -218,7 +249,7 @@ def chain_triggers() -> str:
     chained table at all, and one that drops a trigger leaves rows the chain does not match.
     """
     statements = []
-    for table in CHAINED:
+    for table in tables or tuple(CHAINED):
         for event in ("INSERT", "UPDATE"):
             statements.append(
                 f"CREATE TRIGGER chain_{table}_{event.lower()} AFTER {event} ON {table}\n"
@@ -235,7 +266,7 @@ def chain_trigger_names() -> set[str]:
 
 
 #: Ordered migrations; entry ``n - 1`` takes the schema from version ``n - 1`` to ``n``.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers())
+MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers(), _V3 + chain_triggers(("events",)))
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
