@@ -26,7 +26,7 @@ from pipeline.model import Model
 from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures)
 from test_check import BUMP_CENTRE, _blob
 from test_ledger import cli  # noqa: F401  (a fixture)
-from test_ledger_protocol import DATE, PATIENT, REVIEWER, TECH, billable, walk
+from test_ledger_protocol import DATE, PATIENT, TECH, billable, walk
 
 PUSH_MM = 2.0
 CHECKER = ["--by", "TECH^QA", "--role", "technologist"]
