@@ -45,7 +45,8 @@ TECH = ("TECH^LAB", "technologist", None)
 
 
 def walk(ledger: Ledger, case_id: str, model_id: str, until: str = "delivered") -> dict:
-    """Take a published model through approval, printing and post-processing up to ``until``."""
+    """Take a published model through approval, printing, post-processing and delivery (without a
+    print check, under a QA policy that requires none) up to ``until``."""
     from pipeline.ledger.lifecycle import Person
 
     steps = [("approved", Person(*REVIEWER), {}),
@@ -54,7 +55,9 @@ def walk(ledger: Ledger, case_id: str, model_id: str, until: str = "delivered") 
                                          "job_start": "2026-01-16T08:00:00+00:00",
                                          "job_end": "2026-01-16T13:30:00+00:00"}),
              ("post_processed", Person(*TECH), {"steps": ["cleaning", "curing", "support_removal"]}),
-             ("delivered", Person(*TECH), {"recipient": "Cardiac surgery", "purpose": "surgical planning"})]
+             # Delivered unchecked, as a lab whose QA policy does not require a print check (configs/qa/optional.yaml).
+             ("delivered", Person(*TECH), {"recipient": "Cardiac surgery", "purpose": "surgical planning",
+                                           "qa_policy": "optional", "qa_required": False})]
     state = ledger.model_state(case_id, model_id)
     for step, person, detail in steps:
         state = ledger.record_step(case_id, model_id, step, person, detail=detail, minutes=10)

@@ -53,12 +53,13 @@ def test_one_case_through_every_state_with_the_charges_at_each(ledger, tmp_path)
     assert _lines(ledger) == ([], [("aorta", "prepared", "approval"), ("ventricle", "prepared", "approval")])
     reviewer, tech = Person(*REVIEWER), Person(*TECH)
     expected = [("approved", reviewer, {}, "printing"), ("printed", tech, PRINT, "post-processing"),
-                ("post_processed", tech, {"steps": ["cleaning", "curing"]}, "delivery")]
+                ("post_processed", tech, {"steps": ["cleaning", "curing"]}, "print QA")]
     for step, person, detail, waits in expected:
         state = ledger.record_step("CASE-1", "ventricle", step, person, detail=detail)
         assert state["state"] == step
         assert _lines(ledger) == ([], [("aorta", "prepared", "approval"), ("ventricle", step, waits)])
-    ledger.record_step("CASE-1", "ventricle", "delivered", tech, detail={"recipient": "Trainee", "purpose": "planning"})
+    ledger.record_step("CASE-1", "ventricle", "delivered", tech, detail={"recipient": "Trainee", "purpose": "planning",
+                                                                        "qa_policy": "optional", "qa_required": False})
     # The first model delivered is the first of the encounter: 0559T, though it was reserved second.
     assert _lines(ledger) == ([("ventricle", "0559T")], [("aorta", "prepared", "approval")])
     walk(ledger, "CASE-1", "aorta", until="post_processed")
@@ -180,6 +181,12 @@ def test_cli_walks_a_model_and_exits_15_while_held(tmp_path, cli):
     assert code == 19
     assert cli("post-processed", "CASE-1", "aorta", *base, "--step", "cleaning", "--step", "curing")[0] == 19
     code, _, err = cli("delivered", "CASE-1", "aorta", *base, "--to", "Cardiac surgery", "--purpose", "planning")
+    assert code == LedgerError.exit_code and "needs its print check before delivery" in err
+    code, _, err = cli("delivered", "CASE-1", "aorta", *base, "--to", "Cardiac surgery", "--purpose", "planning",
+                       "--qa-policy", "default")
+    assert code == 4 and "requires a print check" in err  # ConfigError: the default policy requires one
+    code, _, err = cli("delivered", "CASE-1", "aorta", *base, "--to", "Cardiac surgery", "--purpose", "planning",
+                       "--qa-policy", "optional")
     assert code == 19 and "waits for release of coding.icd10_not_billable" in err
     code, _, err = cli("release", "CASE-1", "aorta", "coding.icd10_not_billable", *base, "--reason",
                        "code corrected to I71.23 on the claim")

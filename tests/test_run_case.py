@@ -111,16 +111,37 @@ def test_charges_first_then_additional(example_run):
         assert list(csv.DictReader(handle)) == []  # nothing is billable before delivery
     env = {**os.environ, "ANATOMODEL_LEDGER": str(case_dir.parent.parent / "ledger.sqlite3")}
     tech = ["--by", "TECH^LAB", "--role", "technologist"]
+    # The aorta's print is checked: its scan is print.stl moved by a rigid motion (a perfect print).
+    scan = trimesh.load(case_dir / "aorta-surgeon" / "print.stl", force="mesh")
+    motion = trimesh.transformations.rotation_matrix(0.7, [0.3, -0.5, 0.8])
+    motion[:3, 3] = [31.0, -12.0, 55.0]
+    scan.apply_transform(motion)
+    scan.export(case_dir.parent.parent / "aorta-print-scan.stl")
     for model in ("ventricle-or", "aorta-surgeon"):  # delivered in this order
+        check = (["check", *tech, str(case_dir.parent.parent / "aorta-print-scan.stl")] if model == "aorta-surgeon"
+                 else None)
         for step in (["approve", "--by", "RADIOLOGIST^RENDERING", "--role", "radiologist", "--npi", "1987654328"],
                      ["printed", *tech, "--printer", "formlabs_form3b", "--serial", "F3B-1", "--material",
                       "Clear V4", "--lot", "L1", "--layer-height-mm", "0.1", "--job-start", "2026-01-16T08:00",
                       "--job-end", "2026-01-16T12:00"],
                      ["post-processed", *tech, "--step", "cleaning", "--step", "curing"],
-                     ["delivered", *tech, "--to", "Cardiac surgery", "--purpose", "planning"]):
-            result = subprocess.run([anatomodel_script(), step[0], case["case_id"], model, *step[1:]], env=env,
-                                    capture_output=True, text=True, timeout=120)
+                     *([check] if check else []),
+                     # The ventricle is delivered unchecked, as under a policy that does not require a check.
+                     ["delivered", *tech, "--to", "Cardiac surgery", "--purpose", "planning",
+                      *([] if check else ["--qa-policy", "optional"])]):
+            target = [str(case_dir / model)] if step[0] == "check" else [case["case_id"], model]
+            arguments = [*target, step[-1], *step[1:-1]] if step[0] == "check" else [*target, *step[1:]]
+            result = subprocess.run([anatomodel_script(), step[0], *arguments], env=env,
+                                    capture_output=True, text=True, timeout=300)
             assert result.returncode == (19 if model == "ventricle-or" else 0), result.stderr
+    import pypdf
+
+    checked = next((case_dir / "aorta-surgeon.packets").glob("v1-*-checked/*/aorta-surgeon/packet.pdf"))
+    first_page = " ".join(pypdf.PdfReader(checked).pages[0].extract_text().split())
+    assert "print checked, not yet delivered" in first_page and "Print check (default v1)" in first_page
+    assert "PASS: mean |dev|" in first_page
+    facts = json.loads((checked.parent / "packet.json").read_text())
+    assert facts["lifecycle"]["state"] == "checked" and facts["lifecycle"]["print_qa"]["passed"] is True
     result = subprocess.run([anatomodel_script(), "release", case["case_id"], "ventricle-or", "coding.education_only",
                              *tech, "--reason", "payer covers trainee models for this indication"], env=env,
                             capture_output=True, text=True, timeout=120)

@@ -74,9 +74,21 @@ class RegistrationLimits(_Strict):
 
 
 class QAPolicy(_Strict):
-    """A lab's print-QA policy (``configs/qa/<name>.yaml``)."""
+    """A lab's print-QA policy (``configs/qa/<name>.yaml``).
+
+    Attributes
+    ----------
+    version : str
+        The lab's version of the policy, recorded with every check (with the file's SHA-256).
+    required : bool
+        Whether a model must pass a print check (``checked``) before it is delivered; False lets
+        ``anatomodel delivered --qa-policy NAME`` deliver a post-processed model unchecked (the
+        event records the policy).
+    """
 
     name: str
+    version: str = Field("1", min_length=1, max_length=40)
+    required: bool = True
     description: str = ""
     limits: Limits
     registration: RegistrationLimits = RegistrationLimits()
@@ -114,3 +126,12 @@ def load_policy(name: str = "default") -> QAPolicy:
         Unknown policy, or a field out of range (the message names the file and the field).
     """
     return load_config("qa", name, QAPolicy)
+
+
+def policy_sha256(name: str = "default") -> str:
+    """SHA-256 of the policy's YAML file (``configs/qa/<name>.yaml`` or a YAML path)."""
+    import hashlib
+
+    from pipeline.config import find_config
+
+    return hashlib.sha256(find_config("qa", name).read_bytes()).hexdigest()

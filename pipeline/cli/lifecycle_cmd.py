@@ -1,5 +1,7 @@
 """``anatomodel approve | printed | post-processed | delivered | discontinue | reduce | release``.
 
+(``checked``, the print QA step, is recorded by ``anatomodel check``: :mod:`pipeline.cli.check_cmd`.)
+
 Each records one audited lifecycle step of a model's current version in the ledger
 (:meth:`pipeline.ledger.Ledger.record_step`), rewrites the encounter's charges files under
 ``OUT/encounters/``, re-issues the model's packet as a new revision
@@ -36,10 +38,10 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
     with Ledger(ledger) as book:
         state = book.record_step(case_id, model_id, step, person, at=at, minutes=minutes,
                                  detail={k: v for k, v in detail.items() if v is not None})
-        _report(book, case_id, model_id, state)
+        report_state(book, case_id, model_id, state)
 
 
-def _report(book, case_id: str, model_id: str, state: dict) -> None:
+def report_state(book, case_id: str, model_id: str, state: dict) -> None:
     """Rewrite the encounter's charges files, say where the model stands; exit 19 when held."""
     from pipeline.case import reissue_packet, rewrite_encounter_charges
 
@@ -94,9 +96,29 @@ def delivered(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: st
               at: str = AT, minutes: float = MINUTES,
               recipient: str = typer.Option(..., "--to", help="To whom."),
               purpose: str = typer.Option(..., "--purpose", help="For which purpose."),
+              qa_policy: str = typer.Option(None, "--qa-policy",
+                                            help="Deliver a post-processed model without a print check: a QA "
+                                                 "policy (configs/qa/) that says required: false."),
               ledger: Path = LEDGER) -> None:
-    """The model was handed over: to whom, when, for which purpose. Its charge becomes billable."""
-    _step(case_id, model_id, "delivered", by, role, npi, at, minutes, ledger, recipient=recipient, purpose=purpose)
+    """The model was handed over: to whom, when, for which purpose. Its charge becomes billable.
+
+    A model is delivered after its print check (`anatomodel check`); a failed check's holds are
+    released first, or the model reprinted and checked again. Only a lab whose QA policy says
+    `required: false` delivers a post-processed model unchecked, with --qa-policy (recorded).
+    """
+    waiver = {}
+    if qa_policy is not None:
+        from pipeline.check.policy import load_policy, policy_sha256
+        from pipeline.errors import ConfigError
+
+        policy = load_policy(qa_policy)
+        if policy.required:
+            raise ConfigError(f"QA policy {policy.name!r} requires a print check before delivery",
+                              hint="anatomodel check MODEL_DIR SCAN --by NAME --role ROLE")
+        waiver = {"qa_policy": policy.name, "qa_policy_version": policy.version,
+                  "qa_policy_sha256": policy_sha256(qa_policy), "qa_required": False}
+    _step(case_id, model_id, "delivered", by, role, npi, at, minutes, ledger, recipient=recipient, purpose=purpose,
+          **waiver)
 
 
 @app.command("discontinue")
@@ -126,4 +148,4 @@ def release(case_id: str = CASE, model_id: str = MODEL,
 
     with Ledger(ledger) as book:
         state = book.release(case_id, model_id, code, Person(by, role), reason=reason)
-        _report(book, case_id, model_id, state)
+        report_state(book, case_id, model_id, state)

@@ -31,8 +31,8 @@ def run(
     """Run a case: load, segment, mesh, prepare and document every model, then write the charges.
 
     The steps are logged to OUT/<case_id>/run.log. Each model is then *prepared*: its charge
-    becomes billable once approved, printed, post-processed and delivered (`anatomodel approve
-    ...`). Exit 19: done, but a charge is held for review (`anatomodel release`).
+    becomes billable once approved, printed, post-processed, checked (`anatomodel check`) and
+    delivered (`anatomodel approve ...`). Exit 19: done, but a charge is held for review (`anatomodel release`).
 
     Examples:
 

@@ -307,7 +307,8 @@ class SignOff(Report):
 
 #: A lifecycle state as page 1 says it: where the model is and what comes next.
 STATE_TEXT = {"prepared": "prepared, not yet approved", "approved": "approved, not yet printed",
-              "printed": "printed, not yet post-processed", "post_processed": "post-processed, not yet delivered",
+              "printed": "printed, not yet post-processed", "post_processed": "post-processed, not yet checked",
+              "checked": "print checked, not yet delivered",
               "delivered": "delivered", "discontinued": "discontinued (modifier 53)", "reduced": "reduced (modifier 52)"}
 
 
@@ -423,6 +424,15 @@ def verdicts(facts: dict[str, Any]) -> list[Verdict]:
     found.append(Verdict("Segmentation plausibility", not (plausibility or held) if segment else None,
                          "; ".join([h.reason for h in held] + plausibility) or
                          ("within what the preset expects" if segment else "no segmentation report")))
+    qa = (facts.get("lifecycle") or {}).get("print_qa")
+    if qa:  # the print check of the current print (lifecycle step ``checked``)
+        f = qa["figures"]
+        failed = f"; failed: {', '.join(c.replace('_', ' ') for c in qa['failed'])}" if qa.get("failed") else ""
+        found.append(Verdict(f"Print check ({qa['policy']} v{qa.get('policy_version') or '-'})", bool(qa["passed"]),
+                             f"{'PASS' if qa['passed'] else 'FAIL'}: mean |dev| {f['mean_abs_mm']:.2f} mm, "
+                             f"SD {f['sd_mm']:.2f}, p95 {f['p95_abs_mm']:.2f}, max {f['max_abs_mm']:.2f} mm, "
+                             f"{f['share_beyond_tolerance']:.1%} beyond {f['tolerance_mm']:g} mm, "
+                             f"scale {f['scale']:.4f}{failed}"))
     return found
 
 

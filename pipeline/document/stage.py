@@ -46,6 +46,9 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
                          for e in state["events"] if e["step"] != "prepared"]
             lifecycle = {"state": entry.state, "billable": entry.billable, "waiting_for": entry.waiting_for,
                          "sign_offs": sign_offs, "holds": entry.holds, "effort_minutes": state["effort_minutes"]}
+            qa = _print_qa(state["events"])
+            if qa is not None:
+                lifecycle["print_qa"] = qa
             return entry.line, lifecycle, f"charge line from the ledger {book.path}"
     lines = []
     for spec in case.models:
@@ -54,6 +57,21 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
             return line, None, "no ledger record: charge numbered in case-file order (not recorded in the ledger)"
         lines.append(line)
     raise DocumentError(f"model {model_id!r} is not in case {case.case_id}")
+
+
+def _print_qa(events: list[dict]) -> dict | None:
+    """The last print check of the current print (none once a reprint follows it)."""
+    steps = [event["step"] for event in events]
+    if "checked" not in steps:
+        return None
+    last = len(steps) - 1 - steps[::-1].index("checked")
+    if "printed" in steps[last:]:
+        return None
+    event = events[last]
+    detail = event["detail"]
+    return {"passed": detail["passed"], "policy": detail["policy"], "policy_version": detail.get("policy_version"),
+            "failed": detail.get("failed", []), "figures": detail["figures"], "person": event["person"],
+            "at": event["at"]}
 
 
 def document_model_folder(

@@ -78,13 +78,26 @@ class LifecycleLedger:
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (attempt["case_ref"], attempt["model_id"], version,
                                                                hold["code"], hold["reason"], hold["source"], at))
 
+    def model_at_folder(self, folder: Any) -> tuple[str, str] | None:
+        """``(case_id, model_id)`` of the current model version published to ``folder``, or None."""
+        from pathlib import Path
+
+        names = {str(Path(folder).absolute()), str(Path(folder).resolve())}
+        for name in sorted(names):
+            row = self._db.execute("SELECT cs.case_id, m.model_id FROM models m JOIN cases cs ON cs.id = m.case_ref "
+                                   "WHERE m.folder = ? AND m.status = 'current'", (name,)).fetchone()
+            if row is not None:
+                return row["case_id"], row["model_id"]
+        return None
+
     def record_step(self, case_id: str, model_id: str, step: str, person: Person, *, at: Any = None,
-                    minutes: float | None = None, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+                    minutes: float | None = None, detail: dict[str, Any] | None = None,
+                    holds: list[Hold] | None = None) -> dict[str, Any]:
         """Record one lifecycle step of a model's current version; return the model's new state.
 
         Parameters
         ----------
-        step : {"approved", "printed", "post_processed", "delivered", "discontinued", "reduced"}
+        step : {"approved", "printed", "post_processed", "checked", "delivered", "discontinued", "reduced"}
         person : Person
             Who did it. Approval needs a clinician (an NPI).
         at : ISO text or datetime, optional
@@ -92,12 +105,20 @@ class LifecycleLedger:
         minutes : float, optional
             Effort entered with the step (its registry category: :data:`lifecycle.STEP_CATEGORY`).
         detail : dict
-            What: see :func:`pipeline.ledger.lifecycle.step_details`.
+            What: see :func:`pipeline.ledger.lifecycle.step_details`. ``delivered`` straight after
+            ``post_processed`` needs ``qa_policy`` and ``qa_required`` false (a QA policy that does
+            not require a print check).
+        holds : list of Hold, optional
+            Holds the step raises on the version (a failed ``checked`` step: one per failed
+            criterion, at least one; a passing check raises none).
 
         Raises
         ------
         LedgerError
-            A step out of order, missing details, an approval without an NPI, impossible times.
+            A step out of order (see :mod:`pipeline.ledger.lifecycle`: a reprint only after a failed
+            check, delivery only after a check or with a policy that needs none, and after a failed
+            check only once its holds are released), missing details, an approval without an NPI,
+            impossible times.
         CodingError
             Modifier 53 or 52 refused by the coding rules.
         """
@@ -107,6 +128,12 @@ class LifecycleLedger:
             raise LedgerError(f"approval of {case_id}/{model_id} needs a clinician: give {person.name}'s NPI",
                               hint="give --npi")
         detail, measured = lifecycle.step_details(step, dict(detail or {}))
+        holds = [hold.for_model(model_id) for hold in holds or []]
+        if holds and step != "checked":
+            raise LedgerError(f"the {step.replace('_', '-')} step raises no holds; a failed print check does")
+        if step == "checked" and detail["passed"] == bool(holds):
+            raise LedgerError("a failed print check needs its holds, a passing one has none"
+                              if not holds else "a passing print check raises no holds")
         when = lifecycle.parse_time(at, f"the time of the {step} step")
         efforts = []
         if measured is not None:
@@ -121,13 +148,16 @@ class LifecycleLedger:
                                   hint="run the case first")
             events = self._events(case["id"], model_id, model["version"])
             state = events[-1]["step"] if events else "prepared"
+            name = f"{case_id}/{model_id} v{model['version']}"
             if state not in lifecycle.FOLLOWS[step]:
-                expected = next((s for s, after in lifecycle.FOLLOWS.items() if state in after
-                                 and s in lifecycle.STEPS), None)
+                position = lifecycle.STEPS.index(state) if state in lifecycle.STEPS[:-1] else None
+                expected = lifecycle.STEPS[position + 1] if position is not None else None
                 raise LedgerError(
-                    f"{case_id}/{model_id} v{model['version']} is {state}: it cannot be {step} now"
+                    f"{name} is {state}: it cannot be {step} now"
                     + (f" (next step: {expected})" if expected else " (it has reached its end state)"),
                     hint="a new version of the model needs approval again" if step != "approved" else None)
+            open_qa = self._print_qa_holds(case["id"], model_id, model["version"])
+            self._check_order(name, step, state, events, detail, open_qa)
             if events and when.isoformat() < events[-1]["at"]:
                 raise LedgerError(f"the {step} step ({when.isoformat()}) cannot be before the {state} step "
                                   f"({events[-1]['at']})", hint="give the time it happened with --at")
@@ -153,7 +183,47 @@ class LifecycleLedger:
                  when.isoformat(), _dumps(efforts), _dumps(detail), _now()))
             self._audit(f"model.{step}", case_id, model_id, person.name, version=model["version"],
                         role=person.role, npi=person.npi, at=when.isoformat(), **detail)
+            raised = _now()
+            for hold in holds:
+                db.execute("INSERT INTO holds (case_ref, model_id, version, code, reason, source, raised_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (case["id"], model_id, model["version"], hold.code,
+                                                            hold.reason, hold.source, raised))
+            if step == "printed" and state == "checked":  # a reprint releases the failed check's holds
+                reason = f"reprinted on {detail['printer']} ({detail['job_end']}): the new print is checked again"
+                for hold in open_qa:
+                    db.execute("INSERT INTO releases (hold_id, person, role, reason, at) VALUES (?, ?, ?, ?, ?)",
+                               (hold["id"], person.name, person.role, reason, raised))
+                    self._audit("hold.released", case_id, model_id, person.name, code=hold["code"], hold=hold["id"],
+                                role=person.role, reason=reason, reprint=True)
         return self.model_state(case_id, model_id)
+
+    def _print_qa_holds(self, case_ref: int, model_id: str, version: int) -> list[dict[str, Any]]:
+        return [h for h in self._holds(case_ref, model_id, version)
+                if h["source"] == lifecycle.PRINT_QA_SOURCE and h["released_by"] is None]
+
+    @staticmethod
+    def _check_order(name: str, step: str, state: str, events: list[dict[str, Any]], detail: dict[str, Any],
+                     open_qa: list[dict[str, Any]]) -> None:
+        """The print-QA rules of the order (:mod:`pipeline.ledger.lifecycle`) beyond :data:`FOLLOWS`."""
+        checks = [event for event in events if event["step"] == "checked"]
+        if step == "printed" and state == "checked" and checks[-1]["detail"]["passed"]:
+            raise LedgerError(f"{name} passed its print check: deliver it (a reprint follows a failed check)")
+        if step != "delivered":
+            return
+        if state == "post_processed":
+            if checks:
+                raise LedgerError(f"{name} was reprinted after a failed print check: check the new print "
+                                  "before delivery", hint="anatomodel check MODEL_DIR SCAN --by NAME --role ROLE")
+            if detail.get("qa_required") is not False or not detail.get("qa_policy"):
+                raise LedgerError(f"{name} is post-processed: it needs its print check before delivery",
+                                  hint="anatomodel check MODEL_DIR SCAN --by NAME --role ROLE; a lab whose QA "
+                                       "policy says required: false delivers with --qa-policy NAME")
+        elif open_qa:
+            codes = ", ".join(hold["code"] for hold in open_qa)
+            raise LedgerError(f"{name} failed its print check ({codes}): it is not delivered until a named "
+                              "person releases the holds or the model is reprinted and checked again",
+                              hint="anatomodel release CASE MODEL CODE --by NAME --role ROLE --reason ...; "
+                                   "or anatomodel printed ... for the reprint")
 
     def release(self, case_id: str, model_id: str, code: str, person: Person, *, reason: str) -> dict[str, Any]:
         """Release an open hold of a model's current version, by a named person with a reason."""
@@ -211,6 +281,8 @@ class LifecycleLedger:
                 waiting = lifecycle.WAITS_FOR[state]
             if waiting is None and holds:
                 waiting = "release of " + ", ".join(h.code for h in holds)
+            elif state == "checked" and any(h.source == lifecycle.PRINT_QA_SOURCE for h in holds):
+                waiting = "release of " + ", ".join(h.code for h in holds) + " or a reprint"
             ready_at = None
             if waiting is None:
                 ready_at = max(filter(None, [events[-1]["at"] if events else None, releases]))

@@ -1,17 +1,31 @@
-"""A model's life after its packet: approved, printed, post-processed, delivered -- then billed.
+"""A model's life after its packet: approved, printed, post-processed, checked, delivered -- then billed.
 
 Every step is an audited ledger event of one model version, with who (name, role, and the NPI
 of a clinician), when and what. The steps go in order::
 
-    prepared -> approved -> printed -> post_processed -> delivered
-                        \\-> discontinued (modifier 53, from approved, printed or post_processed)
-                                        \\-> reduced (modifier 52, from printed or post_processed)
+    prepared -> approved -> printed -> post_processed -> checked -> delivered
+                        \\-> discontinued (modifier 53, from approved, printed, post_processed or checked)
+                                        \\-> reduced (modifier 52, from printed, post_processed or checked)
 
 ``prepared`` is recorded when a run publishes a version; a new version needs approval again.
-A charge is billable only when its model is delivered (or reduced, or discontinued with
-modifier 53) and no hold on the version is unreleased. CPT numbering follows the billable lines
-of the encounter in the order they became billable (the first of a kind gets the primary code),
-except that a line once exported keeps the code it was exported with.
+``checked`` is the print QA (``anatomodel check``): its figures and verdict, and a hold per
+failed criterion (source ``print_qa``). After it:
+
+* a passing check is delivered;
+* a failed check is delivered only once its holds are released by a named person
+  (``anatomodel release``); or the model is *reprinted*: a new ``printed`` event of the same
+  version (same charge, never a new 0560T), which releases the failed check's holds and needs
+  post-processing and a new check before delivery;
+* a check may be repeated on the same print (a rescan; ``checked`` follows ``checked``): holds
+  of an earlier failed check stay open until released or reprinted.
+
+``delivered`` follows ``post_processed`` directly only when the lab's QA policy says
+``required: false`` (recorded in the event: ``qa_policy``, ``qa_required``), and never for a
+version that was checked once. A charge is billable only when its model is delivered (or
+reduced, or discontinued with modifier 53) and no hold on the version is unreleased. CPT
+numbering follows the billable lines of the encounter in the order they became billable (the
+first of a kind gets the primary code), except that a line once exported keeps the code it was
+exported with.
 
 Effort is recorded per ACR-RSNA 3D printing registry category (:data:`REGISTRY_CATEGORIES`),
 for clinicians and non-clinicians: measured from the run (segmentation, CAD/design) and from the
@@ -31,25 +45,30 @@ from pipeline.holds import Hold
 from pipeline.report import Report
 
 #: The steps of a model's life in order, then the end states.
-STEPS = ("prepared", "approved", "printed", "post_processed", "delivered")
+STEPS = ("prepared", "approved", "printed", "post_processed", "checked", "delivered")
 END_STATES = ("delivered", "discontinued", "reduced")
-#: Which state each step may follow.
+#: Which state each step may follow (``printed`` after ``checked``: a reprint, only after a failed
+#: check; ``delivered`` after ``post_processed``: only when the QA policy does not require a check).
 FOLLOWS: dict[str, tuple[str, ...]] = {
     "approved": ("prepared",),
-    "printed": ("approved",),
+    "printed": ("approved", "checked"),
     "post_processed": ("printed",),
-    "delivered": ("post_processed",),
-    "discontinued": ("approved", "printed", "post_processed"),
-    "reduced": ("printed", "post_processed"),
+    "checked": ("post_processed", "checked"),
+    "delivered": ("checked", "post_processed"),
+    "discontinued": ("approved", "printed", "post_processed", "checked"),
+    "reduced": ("printed", "post_processed", "checked"),
 }
 #: What a model in each state waits for before it can be billed.
 WAITS_FOR = {"prepared": "approval", "approved": "printing", "printed": "post-processing",
-             "post_processed": "delivery"}
+             "post_processed": "print QA", "checked": "delivery"}
+#: The source of the holds a failed print check raises (:mod:`pipeline.check`).
+PRINT_QA_SOURCE = "print_qa"
 #: The registry's effort categories (each for clinicians and for non-clinicians).
 REGISTRY_CATEGORIES = ("consultation", "segmentation", "cad_design", "preparation_post_processing")
 #: The category a step's entered minutes count in.
 STEP_CATEGORY = {"approved": "segmentation", "printed": "preparation_post_processing",
-                 "post_processed": "preparation_post_processing", "delivered": "consultation",
+                 "post_processed": "preparation_post_processing", "checked": "preparation_post_processing",
+                 "delivered": "consultation",
                  "discontinued": "preparation_post_processing", "reduced": "preparation_post_processing"}
 #: Run timing keys (``<model>.<step>``) and the registry category their seconds count in.
 RUN_CATEGORY = {"segmentation": "segmentation", "processing": "cad_design", "print_preparation": "cad_design"}
@@ -145,11 +164,14 @@ def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], flo
     ``printed`` needs ``printer``, ``serial``, ``material``, ``lot``, ``layer_height_mm`` (> 0),
     ``job_start`` and ``job_end`` (after the start: their difference is the measured time);
     ``post_processed`` needs ``steps`` (of cleaning, curing, support_removal, labelling);
+    ``checked`` needs ``passed`` (bool), ``policy``, ``policy_version``, ``scan_sha256`` and
+    ``figures`` (the print check's, :func:`pipeline.check.checked_event`);
     ``delivered`` needs ``recipient`` and ``purpose``; ``discontinued`` and ``reduced`` need
     ``reason``.
     """
     required = {"printed": ("printer", "serial", "material", "lot", "layer_height_mm", "job_start", "job_end"),
                 "post_processed": ("steps",), "delivered": ("recipient", "purpose"),
+                "checked": ("passed", "policy", "policy_version", "scan_sha256", "figures"),
                 "discontinued": ("reason",), "reduced": ("reason",)}.get(step, ())
     missing = [name for name in required if detail.get(name) in (None, "", [], ())]
     if missing:
@@ -166,6 +188,11 @@ def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], flo
         detail = {**detail, "job_start": start.isoformat(), "job_end": end.isoformat(),
                   "layer_height_mm": float(detail["layer_height_mm"])}
         measured = (end - start).total_seconds() / 60.0
+    if step == "checked":
+        if not isinstance(detail["passed"], bool):
+            raise LedgerError(f"a check's verdict 'passed' must be true or false, got {detail['passed']!r}")
+        if not isinstance(detail["figures"], dict):
+            raise LedgerError("a check's figures must be a mapping of name to value")
     if step == "post_processed":
         known = {"cleaning", "curing", "support_removal", "labelling"}
         unknown = sorted(set(detail["steps"]) - known)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.ledger.schema import CHAINED, CHAINED_SINCE, GENESIS, MIGRATIONS, V3_BACKFILL, _statements
+from pipeline.ledger.schema import CHAINED, CHAINED_SINCE, GENESIS, MIGRATIONS, V3_BACKFILL, PG_V4, _statements
 
 #: The advisory lock every write transaction takes (one writer at a time, as on SQLite).
 WRITE_LOCK = 0x616E61746F  # "anato"
@@ -177,6 +177,7 @@ _EXTRA = {
     3: lambda: (_guards("charges", "charges are corrected by new revisions, never edited")
                 + _guards("charge_revisions", "charge revisions are append-only")
                 + chain_functions(CHAINED_SINCE[3]) + [V3_BACKFILL]),
+    4: lambda: [],
 }
 
 
@@ -193,7 +194,8 @@ def migrate(connection: PgConnection) -> int:
             raise LedgerError(f"the ledger has schema version {version}, newer than this anatomodel "
                               f"understands ({len(MIGRATIONS)})", hint="upgrade anatomodel before using this ledger")
         for number in range(version + 1, len(MIGRATIONS) + 1):
-            for statement in _ddl(MIGRATIONS[number - 1]):
+            # Version 4 alters a constraint in place (SQLite rebuilds the table instead).
+            for statement in PG_V4 if number == 4 else _ddl(MIGRATIONS[number - 1]):
                 connection._conn.execute(statement)
             for statement in _EXTRA[number]():
                 connection._conn.execute(statement)

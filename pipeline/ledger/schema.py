@@ -242,6 +242,36 @@ def guard_trigger_names() -> set[str]:
     """The names of the triggers that keep the :data:`APPEND_ONLY` tables append-only."""
     return {f"{table}_no_{event}" for table in APPEND_ONLY for event in ("update", "delete")}
 
+#: Version 4: the ``checked`` step (print QA, between ``post_processed`` and ``delivered``). SQLite
+#: cannot change a CHECK constraint, so the events table is rebuilt with its rows (same ids, so
+#: the hash chain still covers them) and its index and chain triggers made again.
+_V4_EVENT_STEPS = ("'prepared', 'approved', 'printed', 'post_processed', 'checked', 'delivered', "
+                   "'discontinued', 'reduced'")
+_EVENT_COLUMNS = "id, case_ref, model_id, version, step, person, role, npi, at, effort, detail, recorded_at"
+_V4 = f"""
+CREATE TABLE events_v4 (
+    id          INTEGER PRIMARY KEY,
+    case_ref    INTEGER NOT NULL REFERENCES cases (id),
+    model_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    step        TEXT NOT NULL CHECK (step IN ({_V4_EVENT_STEPS})),
+    person      TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    npi         TEXT,
+    at          TEXT NOT NULL,
+    effort      TEXT NOT NULL DEFAULT '[]',
+    detail      TEXT NOT NULL DEFAULT '{{}}',
+    recorded_at TEXT NOT NULL
+);
+INSERT INTO events_v4 ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_by_model ON events (case_ref, model_id, version);
+"""
+#: The same change on PostgreSQL, which alters the constraint in place.
+PG_V4 = ("ALTER TABLE events DROP CONSTRAINT events_step_check",
+         f"ALTER TABLE events ADD CONSTRAINT events_step_check CHECK (step IN ({_V4_EVENT_STEPS}))")
+
 
 #: Tables under the hash chain and the columns their content covers (fixed: a later
 #: ``ADD COLUMN`` does not change the content of the rows already chained).
@@ -300,7 +330,8 @@ def chain_trigger_names() -> set[str]:
 
 
 #: Ordered migrations; entry ``n - 1`` takes the schema from version ``n - 1`` to ``n``.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers(CHAINED_SINCE[2]), _V3 + chain_triggers(CHAINED_SINCE[3]))
+MIGRATIONS: tuple[str, ...] = (_V1, _V2 + chain_triggers(CHAINED_SINCE[2]), _V3 + chain_triggers(CHAINED_SINCE[3]),
+                              _V4 + chain_triggers(("events",)))
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
