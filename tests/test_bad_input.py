@@ -564,3 +564,57 @@ def test_a_stopped_run_marks_itself_failed_and_removes_its_staging(tmp_path, bas
         assert db.execute("SELECT COUNT(*) FROM models WHERE status = 'pending'").fetchone()[0] == 0
     log = (out / case["case_id"] / "run.log").read_text().splitlines()
     assert f"failed: {said}" in log[-1]
+
+
+# -- text given on the command line, and stored text printed back ----------------------------------
+
+ESC_RED, BELL, TITLE = "\x1b[31m", "\x07", "\x1b]0;owned\x07"
+
+
+@pytest.mark.parametrize("args", [
+    ["ledger", "void", "CASE-1", "m", "--reason", f"typo{ESC_RED}"],
+    ["ledger", "void", "CASE-1", "m", "--reason", "ok", "--operator", f"{ESC_RED}EVE"],
+    ["ledger", "unvoid", "CASE-1", "m", "--reason", f"{TITLE}"],
+    ["approve", "CASE-1", "m", "--by", f"DR{BELL}", "--role", "radiologist", "--npi", "1234567893"],
+    ["approve", "CASE-1", "m", "--by", "DR", "--role", f"radio{ESC_RED}logist", "--npi", "1234567893"],
+    ["approve", "CASE-1", "m", "--by", "DR", "--role", "radiologist", "--npi", "1234567893", "--note", "\x1b[2J"],
+    ["release", "CASE-1", "m", "identity.override", "--by", "DR", "--role", "r", "--reason", f"x{BELL}"],
+    ["discontinue", "CASE-1", "m", "--by", f"\x1b[1mA", "--role", "r", "--reason", "stopped"],
+    ["run", "case.yaml", "--operator", f"OP{ESC_RED}"],
+    ["run", "case.yaml", "--identity-override", f"same{BELL} patient"],
+], ids=["void-reason", "void-operator", "unvoid-reason", "approve-by", "approve-role", "approve-note",
+        "release-reason", "discontinue-by", "run-operator", "run-override"])
+def test_control_characters_in_any_text_argument_are_refused(tmp_path, capsys, ledger, args):
+    code, err = _run(capsys, [*args, "--ledger", str(ledger)] if args[0] != "run" else args)
+    _assert_clear_error(code, err, CONFIG, contains="control character")
+    assert not ledger.exists()  # refused before the ledger is opened
+
+
+def test_a_control_character_in_the_operator_variable_is_refused(monkeypatch):
+    from pipeline.errors import ConfigError
+    from pipeline.ledger.process import operator_name
+
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", f"{ESC_RED}EVE")
+    with pytest.raises(ConfigError, match="ANATOMODEL_OPERATOR contains the control character U[+]001B"):
+        operator_name()
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", "EVE^ADAMS")
+    assert operator_name() == "EVE^ADAMS"
+
+
+def test_ledger_show_prints_stored_control_characters_escaped(tmp_path, capsys, ledger):
+    """A ledger written by another program (or an older version) may hold escapes: shown visibly."""
+    import datetime as dt
+
+    from pipeline.ledger import Ledger
+
+    with Ledger(ledger) as book:
+        with book.start_run(case_id="ESC-1", patient_id="P1", operator=f"{ESC_RED}EVE{BELL}",
+                            date_of_service=dt.date(2026, 1, 15), parameters={}) as run:
+            run.audit("note", reason=f"see {TITLE}")
+    for command in (["ledger", "show", "ESC-1"], ["ledger", "list"]):
+        assert main([*command, "--ledger", str(ledger)]) == 0
+        out = capsys.readouterr().out
+        assert not [c for c in out if ord(c) < 0x20 and c not in "\n"], repr(out)
+    assert main(["ledger", "show", "ESC-1", "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b[31mEVE\\x07" in out and "\\x1b]0;owned\\x07" in out.replace("\\u001b", "\\x1b").replace("\\u0007", "\\x07")
