@@ -579,7 +579,7 @@ ESC_RED, BELL, TITLE = "\x1b[31m", "\x07", "\x1b]0;owned\x07"
     ["approve", "CASE-1", "m", "--by", "DR", "--role", f"radio{ESC_RED}logist", "--npi", "1234567893"],
     ["approve", "CASE-1", "m", "--by", "DR", "--role", "radiologist", "--npi", "1234567893", "--note", "\x1b[2J"],
     ["release", "CASE-1", "m", "identity.override", "--by", "DR", "--role", "r", "--reason", f"x{BELL}"],
-    ["discontinue", "CASE-1", "m", "--by", f"\x1b[1mA", "--role", "r", "--reason", "stopped"],
+    ["discontinue", "CASE-1", "m", "--by", "\x1b[1mA", "--role", "r", "--reason", "stopped"],
     ["run", "case.yaml", "--operator", f"OP{ESC_RED}"],
     ["run", "case.yaml", "--identity-override", f"same{BELL} patient"],
 ], ids=["void-reason", "void-operator", "unvoid-reason", "approve-by", "approve-role", "approve-note",
