@@ -511,6 +511,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)
+    check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
@@ -584,6 +585,25 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         run.ledger, run.encounter.id, Path(out_dir), case=case, deidentify=deidentify)
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
                       [hold for result in results for hold in result.holds])
+
+
+def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
+    """Refuse the series if it is shorter than a model's preset needs; record each preset's figure
+    in ``load_report.coverage_needed_mm``.
+
+    Raises
+    ------
+    CoverageError
+        Before any model is segmented (exit 21).
+    """
+    from pipeline.presets import check_coverage, load_preset, series_extent_mm
+
+    extent = series_extent_mm(volume.geometry)
+    for spec in case.models:
+        preset = load_preset(spec.preset)
+        if preset.coverage_mm is not None:
+            load_report.coverage_needed_mm[preset.name] = preset.coverage_mm
+        check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
 
 
 def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: Any, segment_report: Any,

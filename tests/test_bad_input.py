@@ -406,6 +406,55 @@ def test_a_sparse_series_is_never_modelled_or_billed(tmp_path, capsys, ledger, b
     assert "failed:" in log[-1] and "not a volume" in log[-1]  # the log ends with why
 
 
+COVERAGE = 21
+
+
+def _preset_coverage(name: str) -> float:
+    return float(yaml.safe_load((REPO / "configs" / "presets" / f"{name}.yaml").read_text())["coverage_mm"])
+
+
+def test_a_series_too_short_for_the_preset_is_refused_before_any_work(tmp_path, capsys, ledger, base_case, cta):
+    step = float(pydicom.dcmread(next(cta.glob("IM*")), stop_before_pixels=True).SliceThickness)
+    needed = _preset_coverage(base_case["models"][0]["preset"])
+    slices = int(needed // step) - 1  # contiguous slices around the middle, shorter than the preset needs
+    assert slices * step < needed
+    middle = len(list(cta.glob("IM*"))) // 2
+    case = copy.deepcopy(base_case)
+    case["imaging"]["dicom"] = str(_keep_slices(cta, tmp_path, lambda i: middle <= i < middle + slices))
+    out = tmp_path / "out"
+    code, err = _run(capsys, ["run", _write_case(tmp_path, case), "--out", out])
+    _assert_clear_error(code, err, COVERAGE, contains=f"covers {slices * step:.1f} mm in {slices} slice(s)")
+    assert f"needs at least {needed:g} mm" in err
+    _assert_nothing_left(out, ledger)
+    assert "failed:" in (out / case["case_id"] / "run.log").read_text().splitlines()[-1]
+    seed = [str(v) for v in base_case["models"][0]["seeds_lps_mm"][0]]
+    code, err = _run(capsys, ["segment", case["imaging"]["dicom"], "--preset", "aorta_cta", "--seed", *seed,
+                              "--out", tmp_path / "mask.nii.gz"])
+    _assert_clear_error(code, err, COVERAGE, contains="needs at least")
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
+def test_a_series_just_long_enough_passes_the_coverage_check(cta, tmp_path):
+    """The figure is a floor, not a wish: the same cropped stack one slab longer is accepted."""
+    from pipeline.load import load_series
+    from pipeline.presets import check_coverage, load_preset, series_extent_mm
+
+    step = float(pydicom.dcmread(next(cta.glob("IM*")), stop_before_pixels=True).SliceThickness)
+    preset = load_preset("aorta_cta")
+    slices = int(-(-preset.coverage_mm // step))  # the fewest slices that cover it
+    volume, _ = load_series(_keep_slices(cta, tmp_path, lambda i: 10 <= i < 10 + slices))
+    assert series_extent_mm(volume.geometry) == pytest.approx(slices * step)
+    check_coverage(preset, series_extent_mm(volume.geometry), volume.geometry.shape[0])
+
+
+def test_presets_state_their_coverage_with_a_reason():
+    from pipeline.presets import load_preset
+
+    for path in sorted((REPO / "configs" / "presets").glob("*.yaml")):
+        preset = load_preset(path.stem)
+        assert preset.coverage_mm is not None and len(preset.coverage_reason) > 40, path.name
+
+
 @pytest.mark.parametrize("phantom, args, expected, contains", [
     ("dicom2nifti_failing/sliceincrement/001", ["--series", "2"], GEOMETRY, "gap of 10.00 mm"),
     ("dicom2nifti_failing/sliceincrement/002", [], GEOMETRY, "gap of 1.50 mm"),
