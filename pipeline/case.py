@@ -317,7 +317,9 @@ def run_case(
     out_dir : path
         Output root; the case is written to ``out_dir/<case_id>/``.
     deidentify : bool
-        Write a vendor copy: no name, MRN, birth date or accession in any file.
+        Write a vendor copy: no name, MRN, birth date or accession in any file. The copy is not
+        recorded in the ledger (no run, model version or charge: the identified packet stays the
+        billed one) and writes no charges files; it is refused over an identified packet.
     operator : str, optional
         Who runs the case (default: the case's operator, else the login name).
     progress : callable, optional
@@ -352,6 +354,8 @@ def run_case(
         case = load_case(case_file)
     operator = operator or case.operator or getpass.getuser()
     holds = case_holds(case)  # refuses malformed coding before any work
+    if deidentify:
+        _refuse_over_identified(case, out_dir)
     source = _imaging_source(case, Path(out_dir) / case.case_id, progress)
     mismatches = identity_mismatches(case, source)
     if mismatches and not (identity_override or "").strip():
@@ -361,6 +365,9 @@ def run_case(
     if mismatches:
         holds.append(Hold("identity.override", f"run on a series whose patient differs ({'; '.join(mismatches)}), "
                           "overridden with the reason kept in the audit log", "identity"))
+    if deidentify:  # a vendor copy: never a model version, a charge or a run of the ledger
+        return _make_models(case, out_dir, _VendorCopy(), deidentify=True, operator=operator, progress=progress,
+                            holds=holds, source=source)
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
@@ -373,6 +380,78 @@ def run_case(
     finally:
         if book is not ledger:
             book.close()
+
+
+@dataclass
+class _Staged:
+    model_id: str
+    folder: Path
+    staging: Path
+
+
+@dataclass
+class _Published:
+    version: int | None
+    holds: list[Hold]
+
+
+class _VendorCopy:
+    """What ``_make_models`` publishes a de-identified copy through, in place of a ledger run.
+
+    The vendor copy is not recorded in the ledger: it creates no model version, reserves and
+    charges nothing, and never replaces the identified packet the ledger bills. Its packet carries
+    the provisional charge line numbered over the case's models in case-file order (as
+    ``anatomodel document`` does without a ledger record). Each model folder is built in a staging
+    sibling and put in place atomically; a copy is never written over an identified packet.
+    """
+
+    ledger = None
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._lines: list[Any] = []
+
+    def stage(self, model_id: str, folder: Path) -> _Staged:
+        import uuid
+
+        folder = Path(folder).absolute()
+        staging = folder.parent / f".{folder.name}.vendor-{uuid.uuid4().hex[:12]}"
+        staging.mkdir(parents=True)
+        return _Staged(model_id, folder, staging)
+
+    def charge(self, staged: _Staged, billable: Any) -> Any:
+        from pipeline.coding import next_charge
+
+        line = next_charge(self._lines, billable)
+        self._lines.append(line)
+        return line
+
+    def publish(self, staged: _Staged, *, mesh_sha256: str | None = None, holds: list[Hold] = ()) -> _Published:
+        from pipeline.ledger.folders import publish_folder, remove_folder
+
+        publish_folder(staged.staging, staged.folder)
+        remove_folder(staged.staging)  # the previous vendor copy, if the swap put one there
+        return _Published(None, list(holds))
+
+    def void_removed(self, model_ids: list[str]) -> list[str]:
+        return []
+
+
+def _refuse_over_identified(case: CaseFile, out_dir: str | Path) -> None:
+    """Refuse a vendor copy whose model folder holds an identified packet (before any work)."""
+    import json
+
+    for spec in case.models:
+        packet = Path(out_dir) / case.case_id / spec.id / "packet.json"
+        try:
+            vendor = bool(json.loads(packet.read_text(encoding="utf-8"))["case"]["deidentified"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            vendor = False
+        if not vendor:
+            raise ConfigError(f"{packet.parent} holds an identified packet: a de-identified copy is written "
+                              "beside the original, never over it", hint="give the vendor copy its own --out folder")
 
 
 def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = None) -> dict[str, Any]:
@@ -432,6 +511,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)
+    check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
@@ -501,10 +581,29 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     removed = run.void_removed([spec.id for spec in case.models])
     for model_id in removed:
         tell(f"{model_id}: no longer in the case file, its charge is void")
-    charges_files = write_encounter_charges(run.ledger, run.encounter.id, Path(out_dir), case=case,
-                                            deidentify=deidentify)
+    charges_files = [] if run.ledger is None else write_encounter_charges(  # a vendor copy bills nothing
+        run.ledger, run.encounter.id, Path(out_dir), case=case, deidentify=deidentify)
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
                       [hold for result in results for hold in result.holds])
+
+
+def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
+    """Refuse the series if it is shorter than a model's preset needs; record each preset's figure
+    in ``load_report.coverage_needed_mm``.
+
+    Raises
+    ------
+    CoverageError
+        Before any model is segmented (exit 21).
+    """
+    from pipeline.presets import check_coverage, load_preset, series_extent_mm
+
+    extent = series_extent_mm(volume.geometry)
+    for spec in case.models:
+        preset = load_preset(spec.preset)
+        if preset.coverage_mm is not None:
+            load_report.coverage_needed_mm[preset.name] = preset.coverage_mm
+        check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
 
 
 def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: Any, segment_report: Any,

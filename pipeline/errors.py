@@ -99,6 +99,13 @@ class EnvironmentFault(AnatomodelError):
     exit_code = 15
 
 
+class CoverageError(AnatomodelError):
+    """The series is too short along the slice axis for the preset's structure: fewer slices
+    than its ``coverage_mm`` needs (refused before any work)."""
+
+    exit_code = 21
+
+
 class PacsError(AnatomodelError):
     """A DICOM node cannot be reached, refuses us, or answers with too little or too much.
 

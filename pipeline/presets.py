@@ -176,6 +176,10 @@ class Preset(_Strict):
     outer_wall: OuterWall | None = None
     cleanup: Cleanup = Cleanup()
     expected_volume_ml: tuple[float, float] | None = None
+    coverage_mm: float | None = Field(
+        None, gt=0, le=2000, description="the shortest extent along the slice axis (mm) a series needs to hold "
+                                         "the structure; a shorter series is refused before any work")
+    coverage_reason: str = Field("", description="why the structure needs that extent")
     partial_volume_estimate: bool = Field(
         False, description="also report a volume that counts surface voxels by the fraction filled "
                            "(agrees across slice thicknesses; see pipeline.segment.measure)")
@@ -184,6 +188,8 @@ class Preset(_Strict):
     def _consistent(self) -> "Preset":
         if self.expected_volume_ml is not None and self.expected_volume_ml[0] > self.expected_volume_ml[1]:
             raise ValueError("expected_volume_ml must be [minimum, maximum]")
+        if self.coverage_mm is not None and not self.coverage_reason.strip():
+            raise ValueError("coverage_mm needs coverage_reason: why the structure needs that extent")
         bone = self.bone_separation
         if bone.enabled and bone.cortical_hu <= self.threshold.lower_hu:
             raise ValueError(
@@ -218,3 +224,35 @@ def apply_overrides(preset: Preset, overrides: dict[str, Any] | None) -> Preset:
         return preset
     data = _merge(preset.model_dump(mode="python"), overrides)
     return validate(Preset, data, f"preset {preset.name} with overrides")
+
+
+def check_coverage(preset: Preset, coverage_mm: float, slices: int, source: str = "the series") -> None:
+    """Refuse a series shorter along the slice axis than ``preset.coverage_mm``.
+
+    Parameters
+    ----------
+    preset : Preset
+    coverage_mm : float
+        The series' extent along the slice axis (mm): first to last slice centre plus one step.
+    slices : int
+        Its number of slices (for the message).
+    source : str
+        What to name in the message.
+
+    Raises
+    ------
+    CoverageError
+        ``coverage_mm`` is below the preset's figure (exit 21).
+    """
+    from pipeline.errors import CoverageError
+
+    if preset.coverage_mm is not None and coverage_mm < preset.coverage_mm:
+        raise CoverageError(
+            f"{source} covers {coverage_mm:.1f} mm in {slices} slice(s) along the slice axis; preset {preset.name} "
+            f"needs at least {preset.coverage_mm:g} mm to hold the {preset.structure}",
+            hint="load a series that covers the structure (a longer scan range), or use a preset for a shorter one")
+
+
+def series_extent_mm(geometry: Any) -> float:
+    """A grid's extent along the slice axis, mm: slices x slice step (each slice images one step)."""
+    return float(geometry.shape[0]) * float(geometry.spacing[0])

@@ -406,6 +406,55 @@ def test_a_sparse_series_is_never_modelled_or_billed(tmp_path, capsys, ledger, b
     assert "failed:" in log[-1] and "not a volume" in log[-1]  # the log ends with why
 
 
+COVERAGE = 21
+
+
+def _preset_coverage(name: str) -> float:
+    return float(yaml.safe_load((REPO / "configs" / "presets" / f"{name}.yaml").read_text())["coverage_mm"])
+
+
+def test_a_series_too_short_for_the_preset_is_refused_before_any_work(tmp_path, capsys, ledger, base_case, cta):
+    step = float(pydicom.dcmread(next(cta.glob("IM*")), stop_before_pixels=True).SliceThickness)
+    needed = _preset_coverage(base_case["models"][0]["preset"])
+    slices = int(needed // step) - 1  # contiguous slices around the middle, shorter than the preset needs
+    assert slices * step < needed
+    middle = len(list(cta.glob("IM*"))) // 2
+    case = copy.deepcopy(base_case)
+    case["imaging"]["dicom"] = str(_keep_slices(cta, tmp_path, lambda i: middle <= i < middle + slices))
+    out = tmp_path / "out"
+    code, err = _run(capsys, ["run", _write_case(tmp_path, case), "--out", out])
+    _assert_clear_error(code, err, COVERAGE, contains=f"covers {slices * step:.1f} mm in {slices} slice(s)")
+    assert f"needs at least {needed:g} mm" in err
+    _assert_nothing_left(out, ledger)
+    assert "failed:" in (out / case["case_id"] / "run.log").read_text().splitlines()[-1]
+    seed = [str(v) for v in base_case["models"][0]["seeds_lps_mm"][0]]
+    code, err = _run(capsys, ["segment", case["imaging"]["dicom"], "--preset", "aorta_cta", "--seed", *seed,
+                              "--out", tmp_path / "mask.nii.gz"])
+    _assert_clear_error(code, err, COVERAGE, contains="needs at least")
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
+def test_a_series_just_long_enough_passes_the_coverage_check(cta, tmp_path):
+    """The figure is a floor, not a wish: the same cropped stack one slab longer is accepted."""
+    from pipeline.load import load_series
+    from pipeline.presets import check_coverage, load_preset, series_extent_mm
+
+    step = float(pydicom.dcmread(next(cta.glob("IM*")), stop_before_pixels=True).SliceThickness)
+    preset = load_preset("aorta_cta")
+    slices = int(-(-preset.coverage_mm // step))  # the fewest slices that cover it
+    volume, _ = load_series(_keep_slices(cta, tmp_path, lambda i: 10 <= i < 10 + slices))
+    assert series_extent_mm(volume.geometry) == pytest.approx(slices * step)
+    check_coverage(preset, series_extent_mm(volume.geometry), volume.geometry.shape[0])
+
+
+def test_presets_state_their_coverage_with_a_reason():
+    from pipeline.presets import load_preset
+
+    for path in sorted((REPO / "configs" / "presets").glob("*.yaml")):
+        preset = load_preset(path.stem)
+        assert preset.coverage_mm is not None and len(preset.coverage_reason) > 40, path.name
+
+
 @pytest.mark.parametrize("phantom, args, expected, contains", [
     ("dicom2nifti_failing/sliceincrement/001", ["--series", "2"], GEOMETRY, "gap of 10.00 mm"),
     ("dicom2nifti_failing/sliceincrement/002", [], GEOMETRY, "gap of 1.50 mm"),
@@ -564,3 +613,57 @@ def test_a_stopped_run_marks_itself_failed_and_removes_its_staging(tmp_path, bas
         assert db.execute("SELECT COUNT(*) FROM models WHERE status = 'pending'").fetchone()[0] == 0
     log = (out / case["case_id"] / "run.log").read_text().splitlines()
     assert f"failed: {said}" in log[-1]
+
+
+# -- text given on the command line, and stored text printed back ----------------------------------
+
+ESC_RED, BELL, TITLE = "\x1b[31m", "\x07", "\x1b]0;owned\x07"
+
+
+@pytest.mark.parametrize("args", [
+    ["ledger", "void", "CASE-1", "m", "--reason", f"typo{ESC_RED}"],
+    ["ledger", "void", "CASE-1", "m", "--reason", "ok", "--operator", f"{ESC_RED}EVE"],
+    ["ledger", "unvoid", "CASE-1", "m", "--reason", f"{TITLE}"],
+    ["approve", "CASE-1", "m", "--by", f"DR{BELL}", "--role", "radiologist", "--npi", "1234567893"],
+    ["approve", "CASE-1", "m", "--by", "DR", "--role", f"radio{ESC_RED}logist", "--npi", "1234567893"],
+    ["approve", "CASE-1", "m", "--by", "DR", "--role", "radiologist", "--npi", "1234567893", "--note", "\x1b[2J"],
+    ["release", "CASE-1", "m", "identity.override", "--by", "DR", "--role", "r", "--reason", f"x{BELL}"],
+    ["discontinue", "CASE-1", "m", "--by", "\x1b[1mA", "--role", "r", "--reason", "stopped"],
+    ["run", "case.yaml", "--operator", f"OP{ESC_RED}"],
+    ["run", "case.yaml", "--identity-override", f"same{BELL} patient"],
+], ids=["void-reason", "void-operator", "unvoid-reason", "approve-by", "approve-role", "approve-note",
+        "release-reason", "discontinue-by", "run-operator", "run-override"])
+def test_control_characters_in_any_text_argument_are_refused(tmp_path, capsys, ledger, args):
+    code, err = _run(capsys, [*args, "--ledger", str(ledger)] if args[0] != "run" else args)
+    _assert_clear_error(code, err, CONFIG, contains="control character")
+    assert not ledger.exists()  # refused before the ledger is opened
+
+
+def test_a_control_character_in_the_operator_variable_is_refused(monkeypatch):
+    from pipeline.errors import ConfigError
+    from pipeline.ledger.process import operator_name
+
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", f"{ESC_RED}EVE")
+    with pytest.raises(ConfigError, match="ANATOMODEL_OPERATOR contains the control character U[+]001B"):
+        operator_name()
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", "EVE^ADAMS")
+    assert operator_name() == "EVE^ADAMS"
+
+
+def test_ledger_show_prints_stored_control_characters_escaped(tmp_path, capsys, ledger):
+    """A ledger written by another program (or an older version) may hold escapes: shown visibly."""
+    import datetime as dt
+
+    from pipeline.ledger import Ledger
+
+    with Ledger(ledger) as book:
+        with book.start_run(case_id="ESC-1", patient_id="P1", operator=f"{ESC_RED}EVE{BELL}",
+                            date_of_service=dt.date(2026, 1, 15), parameters={}) as run:
+            run.audit("note", reason=f"see {TITLE}")
+    for command in (["ledger", "show", "ESC-1"], ["ledger", "list"]):
+        assert main([*command, "--ledger", str(ledger)]) == 0
+        out = capsys.readouterr().out
+        assert not [c for c in out if ord(c) < 0x20 and c not in "\n"], repr(out)
+    assert main(["ledger", "show", "ESC-1", "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b[31mEVE\\x07" in out and "\\x1b]0;owned\\x07" in out.replace("\\u001b", "\\x1b").replace("\\u0007", "\\x07")

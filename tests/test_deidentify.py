@@ -31,6 +31,7 @@ import yaml
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.document import deidentify as deid
 from pipeline.errors import ConfigError
+from pipeline.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[1]
 CASE = {
@@ -87,9 +88,52 @@ def vendor_run(tmp_path_factory):
     example = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
     case = {**example, **CASE, "imaging": {"dicom": "cta", "series": "auto"}, "models": example["models"][:1]}
     (root / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
-    result = run_case(root / "case.yaml", root / "out", deidentify=True, ledger=root / "ledger.sqlite3")
+    ledger = root / "ledger.sqlite3"
+    identified = run_case(root / "case.yaml", root / "out", ledger=ledger)
+    with Ledger(ledger) as book:
+        before = _billed_record(book)
+    result = run_case(root / "case.yaml", root / "vendor", deidentify=True, ledger=ledger)
+    with Ledger(ledger) as book:
+        after = _billed_record(book)
     source = [pydicom.dcmread(p) for p in sorted((root / "cta").glob("IM*"))]
-    return result, source, case
+    return result, source, case | {"ledger": ledger, "identified": identified, "before": before, "after": after,
+                                   "root": root}
+
+
+def _billed_record(book: Ledger) -> dict:
+    """What the ledger bills for the case: its model versions, charges, runs and the claim's lines."""
+    detail = book.show("VENDOR-7")
+    billing = book.case_billing("VENDOR-7")
+    return {"models": detail["models"], "charges": detail["charges"], "runs": [r["id"] for r in detail["runs"]],
+            "lines": [(e.model_id, e.version, e.line.cpt) for e in billing.billable + billing.pending],
+            "audit": len(detail["audit"])}
+
+
+def test_a_vendor_copy_never_becomes_the_billed_packet(vendor_run):
+    result, _source, case = vendor_run
+    before, after = case["before"], case["after"]
+    assert after == before  # no run, model version, charge or audit entry added by the vendor copy
+    [current] = [m for m in after["models"] if m["status"] == "current"]
+    assert Path(current["folder"]) == case["identified"].models[0].folder == case["root"] / "out" / "VENDOR-7" / (
+        result.models[0].model_id)
+    billed = json.loads((Path(current["folder"]) / "packet.json").read_text())
+    assert billed["case"]["deidentified"] is False and billed["patient"]["id"] == "PH0001"
+    assert result.models[0].version is None and result.charges_files == []
+    assert not (case["root"] / "vendor" / "encounters").exists()  # a vendor copy writes no claim
+    with Ledger(case["ledger"]) as book:
+        assert book.verify().ok  # the identified packet on disk is still the one recorded
+
+
+def test_a_vendor_copy_over_the_identified_packet_is_refused_before_work(vendor_run):
+    from pipeline.case import run_case
+
+    _result, _source, case = vendor_run
+    packet = case["root"] / "out" / "VENDOR-7" / case["models"][0]["id"] / "packet.json"
+    stamp = packet.stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="never over it"):
+        run_case(case["root"] / "case.yaml", case["root"] / "out", deidentify=True, ledger=case["ledger"])
+    assert packet.stat().st_mtime_ns == stamp
+    assert not list(packet.parent.parent.glob(".*"))  # no staging folder left
 
 
 def _source_identifiers(source: list[pydicom.Dataset], case: dict) -> dict[str, list[str]]:
@@ -110,13 +154,7 @@ def _source_identifiers(source: list[pydicom.Dataset], case: dict) -> dict[str, 
     }
 
 
-def test_no_byte_of_the_vendor_copy_identifies_the_source(vendor_run):
-    result, source, case = vendor_run
-    needles = _source_identifiers(source, case)
-    assert len(needles["uid"]) == len(source) + 3
-    model_dir = result.models[0].folder
-    files = [p for p in model_dir.rglob("*") if p.is_file()]
-    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "print.3mf"} <= {p.name for p in files}
+def _scan(files: list[Path], needles: dict[str, list[str]]) -> list[tuple[str, str, str]]:
     found = []
     for path in files:
         content = _readable(path)
@@ -125,7 +163,47 @@ def test_no_byte_of_the_vendor_copy_identifies_the_source(vendor_run):
                 for encoded in (value.lower().encode(), value.lower().encode("utf-16-le")):
                     if encoded in content:
                         found.append((path.name, kind, value))
-    assert found == []
+    return found
+
+
+def test_no_byte_of_the_vendor_copy_identifies_the_source(vendor_run):
+    result, source, case = vendor_run
+    needles = _source_identifiers(source, case)
+    assert len(needles["uid"]) == len(source) + 3
+    files = [p for p in (case["root"] / "vendor").rglob("*") if p.is_file()]  # everything the run wrote
+    assert {"packet.pdf", "packet.json", "model.dcm", "model.stl", "mask.nii.gz", "print.3mf"} <= {p.name for p in files}
+    assert _scan(files, needles) == []
+    assert not [p for p in (case["root"] / "vendor").rglob("*")
+                if any(v.lower() in str(p).lower() for values in needles.values() for v in values)]
+    # the scanner finds what it looks for: the identified packet holds every kind
+    kinds = {kind for _name, kind, _value in _scan(
+        [p for p in case["identified"].models[0].folder.rglob("*") if p.is_file()], needles)}
+    assert kinds == {"identifier", "uid", "date"}
+
+
+def test_vendor_charges_shift_every_date_and_name_no_one(vendor_run, tmp_path):
+    """An encounter's charges written as a vendor copy (``write_case_charges(deidentify=True)``)."""
+    from pipeline.case import load_case
+    from pipeline.document import write_case_charges
+
+    _result, source, case = vendor_run
+    with Ledger(case["ledger"]) as book:
+        billing = book.case_billing("VENDOR-7")
+    entries = billing.billable + billing.pending
+    first = source[0]
+    provenance = {"patient_name": str(first.PatientName), "patient_id": first.PatientID,
+                  "patient_birth_date": first.PatientBirthDate, "accession_number": first.AccessionNumber,
+                  "study_date": first.StudyDate}
+    header = load_case(case["root"] / "case.yaml").model_dump(mode="python") | {"provenance": provenance}
+    files = write_case_charges([e.line for e in entries], tmp_path / "claim", header, deidentify=True,
+                               pending=billing.pending)
+    assert {p.name for p in files} == {"charges.csv", "charges_pending.csv", "charges.json", "case_summary.pdf"}
+    assert _scan(files, _source_identifiers(source, case)) == []
+    shift = dt.timedelta(days=deid.date_shift_days("PH0001"))
+    shifted = (dt.date.fromisoformat(case["encounter"]["date_of_service"]) - shift).isoformat()
+    rows = (tmp_path / "claim" / "charges.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(entries) and all(shifted in row for row in rows[1:])
+    assert shifted in _readable(tmp_path / "claim" / "case_summary.pdf").decode("latin-1")
 
 
 def test_every_uid_of_the_vendor_copy_is_new(vendor_run):
@@ -163,6 +241,12 @@ def test_dates_are_shifted_alike_as_the_method_says(vendor_run):
     assert ds.PatientBirthDate == "" and facts["patient"]["birth_date"] is None
     text = "\n".join(page.extract_text() for page in pypdf.PdfReader(folder / "packet.pdf").pages)
     assert facts["encounter"]["date_of_service"] in text
+    # The profile and its options are named, in the packet and in model.dcm (PS3.15 Annex E).
+    flat = " ".join(text.split())
+    for name in ("Basic Application Confidentiality Profile", "Modified Dates Option", "Clean Descriptors Option"):
+        assert name in flat  # the PS3.16 CID 7050 code meanings
+    assert "PS3.15 Annex E" in flat and "not billed" in flat
+    assert [item.CodeValue for item in ds.DeidentificationMethodCodeSequence] == ["113100", "113107", "113105"]
 
 
 # -- the key ------------------------------------------------------------------------------------------

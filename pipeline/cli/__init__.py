@@ -15,7 +15,8 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, console, hide_flag_types, options
-from pipeline.errors import AnatomodelError, HeldForReview
+from pipeline.config import text_problem
+from pipeline.errors import AnatomodelError, ConfigError, HeldForReview
 from pipeline.interrupt import Terminated, received, terminate_unwinds
 from pipeline.preflight import environment_fault, find_environment_error
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     hide_flag_types(command)
     try:
         with terminate_unwinds():
+            _refuse_control_characters(args)
             result = command.main(args=args, prog_name="anatomodel", standalone_mode=False)
     except _EXIT as done:
         return int(done.exit_code)
@@ -94,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             console.print(escape(message), soft_wrap=True)
         return _json_error(args, "internal", message, 1)
     return int(result) if isinstance(result, int) else 0
+
+
+def _refuse_control_characters(args: list[str]) -> None:
+    """Refuse an argument holding a control character (NUL, ESC...), before any work: every text
+    a command stores (operator and ``--by`` names, roles, reasons, notes) comes from one."""
+    for position, arg in enumerate(args, 1):
+        problem = text_problem(arg, len(arg))
+        if problem:
+            raise ConfigError(f"argument {position} {problem}")
 
 
 def _stopped(stop: Terminated) -> int:

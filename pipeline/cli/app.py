@@ -153,6 +153,19 @@ def log_to_file(path: str | Path) -> Iterator[Path]:
         handler.close()
 
 
+def shown(value: object) -> str:
+    """Stored text made safe for the terminal: each control character (an ANSI escape, a bell,
+    NUL...) is written as a visible escape (``\\x1b``), then Rich markup is escaped.
+
+    A ledger written by an older version, or by another program, may hold such text: printed raw
+    it would recolour, retitle or clear the user's terminal.
+    """
+    text = "" if value is None else str(value)
+    visible = "".join(char if char.isprintable() or char == " " else
+                      (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}") for char in text)
+    return escape(visible)
+
+
 def say(message: str) -> None:
     """Print a progress or status line for people unless ``--quiet`` (and log it for log files)."""
     cli_log.info(Text.from_markup(message).plain)

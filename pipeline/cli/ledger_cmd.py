@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import app, say, shown, stdout
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
 from pipeline.report import to_jsonable
@@ -49,8 +48,9 @@ def list_cases(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> Non
     for column in ("case", "encounter", "date of service", "models", "charges", "last run (UTC)"):
         table.add_column(column, overflow="fold")
     for case in cases:
-        table.add_row(escape(case["case_id"]), str(case["encounter_id"]), case["date_of_service"],
-                      str(case["models"]), case["charges"] or "", (case["last_run"] or "")[:16].replace("T", " "))
+        table.add_row(shown(case["case_id"]), str(case["encounter_id"]), shown(case["date_of_service"]),
+                      str(case["models"]), shown(case["charges"] or ""),
+                      shown((case["last_run"] or "")[:16].replace("T", " ")))
     stdout.print(table)
 
 
@@ -63,34 +63,35 @@ def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path =
     if as_json:
         _print_json(detail)
         return
-    stdout.print(f"case [bold]{escape(case_id)}[/] · encounter {detail['encounter']['id']} · "
-                 f"date of service {detail['encounter']['date_of_service']}")
+    stdout.print(f"case [bold]{shown(case_id)}[/] · encounter {detail['encounter']['id']} · "
+                 f"date of service {shown(detail['encounter']['date_of_service'])}")
     models = Table(title="model versions")
     for column in ("model", "version", "status", "mesh sha256", "folder"):
         models.add_column(column)
     for model in detail["models"]:
-        models.add_row(escape(model["model_id"]), str(model["version"] or "-"), model["status"],
-                       (model["mesh_sha256"] or "")[:16], escape(model["folder"]))
+        models.add_row(shown(model["model_id"]), str(model["version"] or "-"), shown(model["status"]),
+                       shown((model["mesh_sha256"] or "")[:16]), shown(model["folder"]))
     charges = Table(title="charges")
     for column in ("#", "model", "CPT", "modifiers", "status", "reason"):
         charges.add_column(column)
     for charge in detail["charges"]:
-        charges.add_row(str(charge["seq"]), escape(charge["model_id"]), charge["cpt"],
-                        " ".join(charge["line"]["modifiers"]), charge["status"], escape(charge["reason"] or ""))
+        charges.add_row(str(charge["seq"]), shown(charge["model_id"]), shown(charge["cpt"]),
+                        shown(" ".join(charge["line"]["modifiers"])), shown(charge["status"]),
+                        shown(charge["reason"] or ""))
     lifecycle = Table(title="lifecycle (current versions)")
     for column in ("model", "version", "state", "signed off by", "open holds"):
         lifecycle.add_column(column, overflow="fold")
     for state in detail["lifecycle"]:
         signed = ", ".join(f"{e['step']}: {e['person']} ({e['role']})" for e in state["events"] if e["step"] != "prepared")
         holds = ", ".join(h["code"] for h in state["holds"] if h["released_by"] is None)
-        lifecycle.add_row(escape(state["model_id"]), str(state["version"]), state["state"], escape(signed),
-                          escape(holds))
+        lifecycle.add_row(shown(state["model_id"]), str(state["version"]), shown(state["state"]), shown(signed),
+                          shown(holds))
     audit = Table(title="audit log")
     for column in ("at", "operator", "action", "model", "detail"):
         audit.add_column(column)
     for entry in detail["audit"]:
-        audit.add_row(entry["at"], escape(entry["operator"]), entry["action"], escape(entry["model_id"] or ""),
-                      escape(json.dumps(entry["detail"])))
+        audit.add_row(shown(entry["at"]), shown(entry["operator"]), shown(entry["action"]),
+                      shown(entry["model_id"] or ""), shown(json.dumps(entry["detail"], ensure_ascii=False)))
     for table in (models, charges, lifecycle, audit):
         stdout.print(table)
 
@@ -110,7 +111,7 @@ def void(
     with Ledger(ledger) as book:
         line = book.void(case_id, model_id, reason=reason, discontinued=discontinued, operator=operator)
     what = f"discontinued: {line.cpt}-{'-'.join(line.modifiers)}" if discontinued else f"voided: {line.cpt}"
-    say(f"{escape(case_id)}/{escape(model_id)} {what}")
+    say(f"{shown(case_id)}/{shown(model_id)} {what}")
 
 
 @ledger_app.command("charges")
@@ -126,7 +127,7 @@ def charges(
     if not files:
         raise LedgerError(f"case {case_id!r} has no published model, so no output folder is known",
                           hint="run the case first")
-    say(f"wrote {', '.join(escape(str(p)) for p in files)}")
+    say(f"wrote {', '.join(shown(str(p)) for p in files)}")
 
 
 @ledger_app.command("unvoid")
@@ -140,7 +141,7 @@ def unvoid(
     """Undo a void: the model's charge counts again (a dead run's reservation can be voided and back)."""
     with Ledger(ledger) as book:
         line = book.unvoid(case_id, model_id, reason=reason, operator=operator)
-    say(f"{escape(case_id)}/{escape(model_id)} counts again (provisional {line.cpt})")
+    say(f"{shown(case_id)}/{shown(model_id)} counts again (provisional {line.cpt})")
 
 
 @ledger_app.command("export")
@@ -175,7 +176,7 @@ def export(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        say(f"wrote {len(data['charges'])} charge line(s) to {escape(str(out))}")
+        say(f"wrote {len(data['charges'])} charge line(s) to {shown(str(out))}")
 
 
 @ledger_app.command("anchor")
@@ -219,10 +220,10 @@ def verify(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION, anchor_fil
         _print_json({**report.to_dict(), "ok": report.ok})
     else:
         for note in report.notes:
-            say(f"note: {escape(note)}")
+            say(f"note: {shown(note)}")
         for problem in report.problems:
-            stdout.print(f"[red]problem:[/] {escape(problem)}")
+            stdout.print(f"[red]problem:[/] {shown(problem)}")
         say(f"checked {report.packets_checked} packet(s) and {report.charges_checked} charge(s) in "
-            f"{escape(report.ledger)}: " + ("all intact" if report.ok else f"{len(report.problems)} problem(s)"))
+            f"{shown(report.ledger)}: " + ("all intact" if report.ok else f"{len(report.problems)} problem(s)"))
     if not report.ok:
         raise LedgerError(f"ledger verify found {len(report.problems)} problem(s) in {report.ledger}")

@@ -55,7 +55,8 @@ def run(
                 say(f"  warning: {escape(warning)}")
             for hold in model.holds:
                 say(f"  [yellow]held:[/] {hold.code}: {escape(hold.reason)}")
-        say(f"charges: {', '.join(str(p) for p in result.charges_files)}")
+        say(f"charges: {', '.join(str(p) for p in result.charges_files)}" if result.charges_files else
+            "charges: none (a de-identified copy is not recorded in the ledger and bills nothing)")
     if result.held:
         raise HeldForReview(f"{len(result.holds)} hold(s) on the models of {result.case_id}: "
                             + ", ".join(sorted({f'{h.model_id} {h.code}' for h in result.holds})),

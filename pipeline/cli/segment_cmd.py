@@ -126,6 +126,10 @@ def segment_command(
         resampled = " (resampled onto the source grid)" if "resampled_from" in mask.provenance else ""
         say(f"wrote {escape(str(out))}: {escape(counts)}{resampled}")
         return
+    from pipeline.presets import apply_overrides, check_coverage, load_preset, series_extent_mm
+
+    check_coverage(apply_overrides(load_preset(preset), overrides), series_extent_mm(volume.geometry),
+                   volume.geometry.shape[0], str(source))  # a series too short for the structure: before the work
     mask, segment_report = segment(
         volume, preset, points["--seed"], points["--exclude-seed"],
         seeds_index=points["--seed-index"], exclude_seeds_index=points["--exclude-seed-index"],

@@ -65,7 +65,9 @@ def write_case_charges(
         ``case_id``, ``patient`` (``name``, ``id``, ``birth_date``), ``encounter`` (``facility``,
         ``payer``...), optionally ``provenance`` (the source DICOM's) for de-identification.
     deidentify : bool
-        Leave out the patient's name, id and birth date (the patient column holds the pseudonym).
+        Leave out the patient's name, id and birth date (the patient column holds the pseudonym),
+        the facility and the providers' names; every date (service, generated) is moved back by
+        the patient's :func:`~pipeline.document.deidentify.date_shift_days`, as in the packet.
 
     Returns
     -------
@@ -86,27 +88,43 @@ def write_case_charges(
     claims = claim_lines(lines)
     patient = dict(case.get("patient") or {})
     provenance = dict(case.get("provenance") or {})
-    identifiers = deid.identifying_strings(patient, provenance)
+    encounter = dict(case.get("encounter") or {})
     case_id = str(case.get("case_id") or (lines[0].case_id if lines else ""))
     patient_id = str(patient.get("id") or provenance.get("patient_id") or "")
     alias = deid.pseudonym(patient_id) if deidentify else None
     patient_label = alias if deidentify else f"{patient.get('name', '')} ({patient_id})".strip()
+    key = deid.patient_key(patient, provenance)
+    # A vendor copy: every date moved back by the patient's shift, staff and facility removed, as
+    # the packet's method line says (PS3.15 Annex E, Modified Dates and Clean Descriptors).
+    identifiers = deid.identifying_strings(patient, provenance) + (
+        deid.staff_strings(encounter, ()) + [str(line.ordering_provider.get("name") or "") for line in lines]
+        + [str(line.rendering_provider.get("name") or "") for line in lines] if deidentify else [])
+
+    def day(value: Any) -> str:
+        value = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+        return (deid.shift_date(value, key) if deidentify else value).isoformat()
+
+    def person(value: Any) -> str:
+        return deid.REMOVED if deidentify and value else str(value or "")
+
+    if deidentify:
+        created = created - dt.timedelta(days=deid.date_shift_days(key))
 
     rows = []
     for claim in claims:
         rows.append({
             "case_id": case_id,
             "patient": alias if deidentify else patient_id,
-            "date_of_service": claim.date_of_service.isoformat(),
+            "date_of_service": day(claim.date_of_service),
             "cpt": claim.cpt,
             "modifiers": ";".join(claim.modifiers),
             "units": claim.units,
             "icd10_pointers": "".join(claim.icd10_pointers),
             "diagnoses": ";".join(f"{POINTER_LETTERS[i]}={code}" for i, code in enumerate(claim.diagnoses)),
             "descriptor": claim.descriptor,
-            "ordering_provider": claim.ordering_provider.get("name", ""),
+            "ordering_provider": person(claim.ordering_provider.get("name")),
             "ordering_npi": claim.ordering_provider.get("npi", ""),
-            "rendering_provider": claim.rendering_provider.get("name", ""),
+            "rendering_provider": person(claim.rendering_provider.get("name")),
             "rendering_npi": claim.rendering_provider.get("npi", ""),
             "payer": claim.payer,
             "model_ids": ";".join(claim.model_ids),
@@ -131,7 +149,7 @@ def write_case_charges(
         if isinstance(value, dict):
             value.pop("patient_id", None)
             value.pop("encounter_key", None)
-        return deid.scrub(value, identifiers) if deidentify else value
+        return deid.scrub(value, identifiers, patient_id=key) if deidentify else value
 
     document = {
         "schema_version": CHARGES_SCHEMA_VERSION,
@@ -147,16 +165,15 @@ def write_case_charges(
                      "waiting_for": e.waiting_for, "provisional_cpt": e.line.cpt,
                      "holds": [public(h) for h in e.holds]} for e in pending],
     }
-    encounter = case.get("encounter") or {}
 
     def provider(value: Any) -> str:
         value = value or {}
-        return f"{value.get('name', '')} (NPI {value.get('npi') or 'not given'})" if value else ""
+        return f"{person(value.get('name'))} (NPI {value.get('npi') or 'not given'})" if value else ""
 
+    service = encounter.get("date_of_service") or (lines[0].date_of_service if lines else None)
     header = [("Patient", patient_label),
-              ("Date of service", to_jsonable(encounter.get("date_of_service") or
-                                              (lines[0].date_of_service if lines else ""))),
-              ("Facility", encounter.get("facility", "")), ("Payer", encounter.get("payer", "")),
+              ("Date of service", day(service) if service else ""),
+              ("Facility", person(encounter.get("facility"))), ("Payer", encounter.get("payer", "")),
               ("Ordering provider", provider(encounter.get("ordering_provider"))),
               ("Rendering provider", provider(encounter.get("rendering_provider"))),
               ("Models", len(lines)), ("Generated", f"{created.isoformat()} by anatomodel {version}")]
@@ -167,7 +184,7 @@ def write_case_charges(
         "header": header,
         "models": [{"model_id": l.model_id, "cpt": l.cpt, "modifiers": l.modifiers, "icd10": l.icd10,
                     "flags": [f.split(":", 1)[0] for f in l.flags]} for l in lines],
-        "claims": [{"date_of_service": c.date_of_service.isoformat(), "cpt": c.cpt, "units": c.units,
+        "claims": [{"date_of_service": day(c.date_of_service), "cpt": c.cpt, "units": c.units,
                     "modifiers": c.modifiers, "icd10_pointers": c.icd10_pointers, "model_ids": c.model_ids}
                    for c in claims],
         "diagnoses": [(POINTER_LETTERS[i], code) for i, code in enumerate(diagnoses)],

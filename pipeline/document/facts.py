@@ -451,7 +451,9 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
     stage reports)."""
     patient, encounter, charge = facts["patient"], facts["encounter"], facts["charge"]
     if facts["case"]["deidentified"]:
-        patient_rows = [("Patient (pseudonym)", str(patient["pseudonym"]))]
+        patient_rows = [("Patient (pseudonym)", str(patient["pseudonym"])),
+                        ("De-identified", "; ".join(name for _code, _scheme, name in deid.METHOD_CODES)
+                         + " (DICOM PS3.15 Annex E)")]
     else:
         patient_rows = [("Patient", person_name(patient["name"])), ("Patient id (MRN)", str(patient["id"])),
                         ("Birth date", str(patient["birth_date"] or "")), ("Sex", str(patient["sex"] or ""))]
@@ -496,4 +498,6 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
     elif holds:
         summary.billing = "held"
         summary.billing_reason = "; ".join(h.reason for h in holds)
+    if summary.deidentified:  # a vendor copy is never billed (pipeline.case: not in the ledger)
+        summary.billing, summary.billing_reason = "not billed", "a de-identified copy; the identified packet is billed"
     return summary

@@ -70,6 +70,12 @@ def operator_name() -> str:
     """The operator recorded in runs and the audit log: ``$ANATOMODEL_OPERATOR`` or the login."""
     name = os.environ.get("ANATOMODEL_OPERATOR")
     if name:
+        from pipeline.config import text_problem
+        from pipeline.errors import ConfigError
+
+        problem = text_problem(name, 64)
+        if problem:
+            raise ConfigError(f"$ANATOMODEL_OPERATOR {problem}", hint="set it to the operator's name")
         return name
     try:
         return getpass.getuser()

@@ -72,6 +72,8 @@ class LoadReport(Report):
     slice_step_median_mm: float | None = None
     imaged_fraction: float | None = None
     coverage_mm: float | None = None
+    #: The coverage each preset of the run needs (preset name: mm), checked against the series' extent.
+    coverage_needed_mm: dict[str, float] = field(default_factory=dict)
     gaps: list[str] = field(default_factory=list)
     gaps_resampled: bool = False
     volume_check: str | None = None
