@@ -208,12 +208,13 @@ def test_a_batch_on_a_postgresql_ledger_with_a_held_case_exits_19(tmp_path, phan
     held.write_text(yaml.safe_dump(case, sort_keys=False))
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"case\ncases/{clean.name}\ncases/{held.name}\n")
-    code = main(["batch", str(manifest), "--workers", "2", "--out", str(tmp_path / "out"), "--ledger", url, "--json"])
+    # One worker: case 6 is charged first, so case 7's identical mesh (the same series) is its reprint.
+    code = main(["batch", str(manifest), "--workers", "1", "--out", str(tmp_path / "out"), "--ledger", url, "--json"])
     printed = capsys.readouterr()
     report = json.loads(printed.out)
     assert code == HeldForReview.exit_code == 19, printed.err
     assert [(o["ok"], o["holds"]) for o in report["outcomes"]] == [
-        (True, []), (True, ["ventricle-or coding.education_only"])]
+        (True, []), (True, ["ventricle-or coding.education_only", "ventricle-or ledger.duplicate_mesh"])]
     assert report["ledger"] == url  # the URL as given, not a path made of it
     assert "held for review" in " ".join(printed.err.split())
     with Ledger(url) as ledger:  # both cases are in the server's ledger, one claim each once delivered
