@@ -193,7 +193,7 @@ def anchor(ledger: Path = LEDGER_OPTION, out: Path = typer.Option(
         typer.echo(text, nl=False)
     else:
         atomic_write(out, text.encode("utf-8"))
-        say(f"wrote the anchor ({kept['entries']} chain entries) to {escape(str(out))}")
+        say(f"wrote the anchor ({kept['entries']} chain entries) to {shown(str(out))}")
 
 
 def _read_anchor(path: Path) -> dict:
