@@ -18,6 +18,7 @@ import pydicom
 import pytest
 import yaml
 from pacs_server import Orthanc, RefusingStoreServer, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
+from postgres_server import postgres_server  # noqa: F401  (fixture: a ledger on PostgreSQL)
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
@@ -274,13 +275,19 @@ def test_push_is_idempotent(orthanc, case_run):
     assert count == 3
 
 
-def test_push_over_dicomweb(orthanc, case_run, tmp_path):
+def test_push_over_dicomweb_recorded_on_a_postgresql_ledger(orthanc, case_run, postgres_server):
     case_dir, _, pulled = case_run
-    done = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "l.sqlite3",
-                source=pulled)
+    ledger = postgres_server.new_database()
+    node = resolve_node(orthanc.dicomweb_url)
+    done = push(case_dir / "aorta-surgeon", node, ledger=ledger, source=pulled)
     assert (done.sent, done.failed) == (3, 0)
     stored = {i["MainDicomTags"]["SOPInstanceUID"] for i in orthanc.instances()}
     assert {o.sop_instance_uid for o in done.objects} <= stored
+    with Transfers(ledger) as book:  # the record is on the PostgreSQL ledger
+        assert {(r.kind, r.sop_instance_uid, r.sha256) for r in book.list(node=node.label)} == \
+            {(o.kind, o.sop_instance_uid, o.sha256) for o in done.objects}
+    again = push(case_dir / "aorta-surgeon", node, ledger=ledger, source=pulled)
+    assert (again.sent, again.already_sent) == (0, 3)
 
 
 def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):
