@@ -290,6 +290,25 @@ def test_push_over_dicomweb_recorded_on_a_postgresql_ledger(orthanc, case_run, p
     assert (again.sent, again.already_sent) == (0, 3)
 
 
+def test_push_without_the_pulled_series_reads_the_source_headers_from_the_node(orthanc, case_run, tmp_path):
+    """A model folder away from its case's pulled series: over DICOMweb the SEG's source headers
+    come from WADO-RS series metadata (no pixel data), over DIMSE from a retrieve of the series."""
+    case_dir, _, pulled = case_run
+    model_dir = shutil.copytree(case_dir / "aorta-surgeon", tmp_path / "CASE" / "aorta-surgeon")
+    near = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "a.sqlite3")
+    assert near.notes == ["the segmentation's source image headers came from the series the case pulled"]
+    for where, origin in ((orthanc.dicomweb_url, "the series metadata of"), (orthanc.inline, "the series retrieved from")):
+        node = resolve_node(where)
+        done = push(model_dir, node, ledger=tmp_path / f"{len(where)}.sqlite3")
+        assert done.notes == [f"the segmentation's source image headers came from {origin} {node.label}"]
+        assert (done.sent, done.failed) == (3, 0)
+        # the same instances whichever way the headers came (the SEG's UID derives from the model's)
+        assert [(o.kind, o.sop_instance_uid) for o in done.objects] == [(o.kind, o.sop_instance_uid)
+                                                                        for o in near.objects]
+        assert [o.sha256 for o in done.objects if o.kind != "segmentation"] == \
+            [o.sha256 for o in near.objects if o.kind != "segmentation"]
+
+
 def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):
     case_dir, _, pulled = case_run
     model_dir, ledger = case_dir / "aorta-surgeon", tmp_path / "ledger.sqlite3"

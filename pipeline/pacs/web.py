@@ -113,6 +113,13 @@ class WebClient:
         log.info("received %d instance(s) from %s", len(received), self.node.label)
         return received
 
+    def series_headers(self, study_uid: str, series_uid: str) -> list[Dataset]:
+        """The series' instances as headers, from WADO-RS series metadata (no pixel data is sent)."""
+        with self._talking("metadata"):
+            found = self.client.retrieve_series_metadata(study_uid, series_uid)
+        pixels = _tag("PixelData")
+        return [Dataset.from_json({k: v for k, v in item.items() if k != pixels}) for item in found]
+
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
         """STOW-RS each dataset (one request each, so each has its own outcome)."""
         outcomes = []
