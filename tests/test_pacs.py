@@ -18,6 +18,7 @@ import pydicom
 import pytest
 import yaml
 from pacs_server import Orthanc, RefusingStoreServer, ShortGetServer, SilentServer, dicom_files, free_port, make_certificates
+from postgres_server import postgres_server  # noqa: F401  (fixture: a ledger on PostgreSQL)
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
@@ -274,13 +275,38 @@ def test_push_is_idempotent(orthanc, case_run):
     assert count == 3
 
 
-def test_push_over_dicomweb(orthanc, case_run, tmp_path):
+def test_push_over_dicomweb_recorded_on_a_postgresql_ledger(orthanc, case_run, postgres_server):
     case_dir, _, pulled = case_run
-    done = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "l.sqlite3",
-                source=pulled)
+    ledger = postgres_server.new_database()
+    node = resolve_node(orthanc.dicomweb_url)
+    done = push(case_dir / "aorta-surgeon", node, ledger=ledger, source=pulled)
     assert (done.sent, done.failed) == (3, 0)
     stored = {i["MainDicomTags"]["SOPInstanceUID"] for i in orthanc.instances()}
     assert {o.sop_instance_uid for o in done.objects} <= stored
+    with Transfers(ledger) as book:  # the record is on the PostgreSQL ledger
+        assert {(r.kind, r.sop_instance_uid, r.sha256) for r in book.list(node=node.label)} == \
+            {(o.kind, o.sop_instance_uid, o.sha256) for o in done.objects}
+    again = push(case_dir / "aorta-surgeon", node, ledger=ledger, source=pulled)
+    assert (again.sent, again.already_sent) == (0, 3)
+
+
+def test_push_without_the_pulled_series_reads_the_source_headers_from_the_node(orthanc, case_run, tmp_path):
+    """A model folder away from its case's pulled series: over DICOMweb the SEG's source headers
+    come from WADO-RS series metadata (no pixel data), over DIMSE from a retrieve of the series."""
+    case_dir, _, pulled = case_run
+    model_dir = shutil.copytree(case_dir / "aorta-surgeon", tmp_path / "CASE" / "aorta-surgeon")
+    near = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "a.sqlite3")
+    assert near.notes == ["the segmentation's source image headers came from the series the case pulled"]
+    for where, origin in ((orthanc.dicomweb_url, "the series metadata of"), (orthanc.inline, "the series retrieved from")):
+        node = resolve_node(where)
+        done = push(model_dir, node, ledger=tmp_path / f"{len(where)}.sqlite3")
+        assert done.notes == [f"the segmentation's source image headers came from {origin} {node.label}"]
+        assert (done.sent, done.failed) == (3, 0)
+        # the same instances whichever way the headers came (the SEG's UID derives from the model's)
+        assert [(o.kind, o.sop_instance_uid) for o in done.objects] == [(o.kind, o.sop_instance_uid)
+                                                                        for o in near.objects]
+        assert [o.sha256 for o in done.objects if o.kind != "segmentation"] == \
+            [o.sha256 for o in near.objects if o.kind != "segmentation"]
 
 
 def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):

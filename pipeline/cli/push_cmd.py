@@ -17,7 +17,7 @@ def push_command(
     model_dir: Path = typer.Argument(..., help="A model folder OUT/<case_id>/<model_id> written by 'run'."),
     node: str = typer.Option(..., "--to", help="A node of the nodes file, AET@HOST:PORT or a DICOMweb URL."),
     source: Path = typer.Option(None, "--source", help="Folder holding the source CT series (default: "
-                                "retrieved from the node)."),
+                                "the case's pulled series, else the node's series metadata or series)."),
     nodes_file: Path = typer.Option(None, "--nodes", help="Nodes YAML file (default $ANATOMODEL_NODES or "
                                     "~/.config/anatomodel/nodes.yaml)."),
     calling_aet: str = typer.Option(None, "--aet", help="Our AE title (default ANATOMODEL or the nodes file's)."),

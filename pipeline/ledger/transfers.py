@@ -1,20 +1,21 @@
 """What was sent to which DICOM node, and when: the ledger's ``transfers`` table.
 
-Self-contained: the table is created by its own idempotent statement on the ledger's SQLite file
-(the ledger's numbered migrations do not know it), so it works beside any ledger schema version.
-One row per instance a node confirmed storing; an instance the node refused is never recorded,
-so a repeated push sends exactly what is missing. No patient data: nodes, UIDs, digests, times.
+The table lives in the case ledger, on its back end (SQLite file or PostgreSQL server,
+:class:`pipeline.ledger.Ledger`): it is created by its own idempotent statement under the
+ledger's write lock (the numbered migrations do not know it, so it works beside any schema
+version), and every row recorded is also entered in the audit log, under the hash chain. One
+row per instance a node confirmed storing; an instance the node refused is never recorded, so
+a repeated push sends exactly what is missing. No patient data: nodes, UIDs, digests, times.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 from dataclasses import dataclass
 
-from pipeline.errors import LedgerError
-from pipeline.ledger.core import resolve_ledger_path
+from pipeline.ledger import pg
+from pipeline.ledger.core import Ledger
 from pipeline.report import Report
 
 CREATE = """
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     sop_instance_uid    TEXT NOT NULL,
     sha256              TEXT NOT NULL,            -- of the instance as sent (Part 10 bytes)
     UNIQUE (node, sop_instance_uid, sha256)
-)
+);
 """
 
 
@@ -52,27 +53,27 @@ class Transfer(Report):
 
 
 class Transfers:
-    """The ``transfers`` table of a ledger file.
+    """The ``transfers`` table of a ledger.
 
     Parameters
     ----------
-    path : path, optional
-        The ledger file (default :func:`pipeline.ledger.resolve_ledger_path`).
+    path : path or str or Ledger, optional
+        The ledger: a file, a PostgreSQL URL or an open :class:`~pipeline.ledger.Ledger`
+        (default :func:`pipeline.ledger.resolve_ledger_path`).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 60.0):
-        self.path = resolve_ledger_path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute(CREATE)
-        except (OSError, sqlite3.Error) as error:
-            raise LedgerError(f"cannot record transfers in the ledger {self.path}: {error}",
-                              hint="check the path given by --ledger or $ANATOMODEL_LEDGER") from error
+    def __init__(self, path: str | os.PathLike | Ledger | None = None):
+        self._own = not isinstance(path, Ledger)
+        self.ledger = Ledger(path) if self._own else path
+        self.path = self.ledger.path
+        statements = pg._ddl(CREATE) if self.ledger.backend == "postgresql" else [CREATE]
+        with self.ledger._write() as db:
+            for statement in statements:
+                db.execute(statement)
 
     def close(self) -> None:
-        self._db.close()
+        if self._own:
+            self.ledger.close()
 
     def __enter__(self) -> "Transfers":
         return self
@@ -82,18 +83,25 @@ class Transfers:
 
     def was_sent(self, node: str, sop_instance_uid: str, sha256: str) -> bool:
         """True if ``node`` confirmed storing this instance with these exact bytes."""
-        row = self._db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
-                               (node, sop_instance_uid, sha256)).fetchone()
+        row = self.ledger._db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
+                                      (node, sop_instance_uid, sha256)).fetchone()
         return row is not None
 
     def record(self, transfer: Transfer) -> None:
-        """Record one confirmed store (a repeat of the same instance and bytes is kept once)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO transfers (sent_at, node, kind, case_id, model_id, study_instance_uid, "
-            "series_instance_uid, sop_class_uid, sop_instance_uid, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (transfer.sent_at, transfer.node, transfer.kind, transfer.case_id, transfer.model_id,
-             transfer.study_instance_uid, transfer.series_instance_uid, transfer.sop_class_uid,
-             transfer.sop_instance_uid, transfer.sha256))
+        """Record one confirmed store, with its audit entry (a repeat of the same instance and bytes is kept once)."""
+        with self.ledger._write() as db:
+            if db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
+                          (transfer.node, transfer.sop_instance_uid, transfer.sha256)).fetchone():
+                return
+            db.execute(
+                "INSERT INTO transfers (sent_at, node, kind, case_id, model_id, study_instance_uid, "
+                "series_instance_uid, sop_class_uid, sop_instance_uid, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (transfer.sent_at, transfer.node, transfer.kind, transfer.case_id, transfer.model_id,
+                 transfer.study_instance_uid, transfer.series_instance_uid, transfer.sop_class_uid,
+                 transfer.sop_instance_uid, transfer.sha256))
+            self.ledger._audit("pacs.sent", transfer.case_id, transfer.model_id, node=transfer.node,
+                               kind=transfer.kind, study_instance_uid=transfer.study_instance_uid,
+                               sop_instance_uid=transfer.sop_instance_uid, sha256=transfer.sha256)
 
     def list(self, *, node: str | None = None, study_instance_uid: str | None = None) -> list[Transfer]:
         """Every recorded transfer, oldest first, optionally of one node or study."""
@@ -103,7 +111,7 @@ class Transfers:
             sql, args = sql + " AND node = ?", args + [node]
         if study_instance_uid:
             sql, args = sql + " AND study_instance_uid = ?", args + [study_instance_uid]
-        return [Transfer(*row) for row in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+        return [Transfer(*row) for row in self.ledger._db.execute(sql + " ORDER BY id", args).fetchall()]
 
 
 def now() -> str:

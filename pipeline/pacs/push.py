@@ -87,32 +87,55 @@ def _read_model_folder(model_dir: Path) -> tuple[Dataset, dict]:
     return model, facts
 
 
-def _source_headers(model: Dataset, node: Node, client, source: Path | None, scratch: Path) -> list[Dataset]:
-    """The source series' instances (headers), from ``source`` or retrieved from the node."""
-    series_uid = str(model.ReferencedSeriesSequence[0].SeriesInstanceUID) if "ReferencedSeriesSequence" in model \
-        else ""
-    wanted = {str(item.ReferencedSOPInstanceUID) for item in model.get("SourceInstanceSequence", [])}
-    if not series_uid or not wanted:
-        raise PacsError("model.dcm names no source DICOM series (the model was made from a NIfTI/NRRD file)",
-                        hint="a SEG needs the source CT series: run the case on the DICOM series")
-    if source is None:
-        match = SeriesMatch(series_uid, None, "", "CT", None)
-        retrieve_complete(client, str(model.StudyInstanceUID), match, scratch)
-        source = scratch
+def _headers_in(folder: Path, series_uid: str, wanted: set[str]) -> list[Dataset]:
+    """The headers (no pixels) of the files of ``folder`` that are ``wanted`` instances of the series."""
     headers = []
-    for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):
             continue
         if str(ds.get("SeriesInstanceUID", "")) == series_uid and str(ds.get("SOPInstanceUID", "")) in wanted:
             headers.append(ds)
+    return headers
+
+
+def _source_headers(model: Dataset, model_dir: Path, node: Node, client, source: Path | None,
+                    scratch: Path) -> tuple[list[Dataset], str]:
+    """The source series' instance headers, and where they came from.
+
+    In order: ``source`` if given; the series a case pulled by node into ``<case_dir>/imaging/``
+    (the model folder's sibling), if it holds every source image; the node's WADO-RS series
+    metadata (one request, no pixel data) for a DICOMweb node; a C-GET/C-MOVE of the series
+    otherwise (DIMSE has no header-only retrieve).
+    """
+    series_uid = str(model.ReferencedSeriesSequence[0].SeriesInstanceUID) if "ReferencedSeriesSequence" in model \
+        else ""
+    wanted = {str(item.ReferencedSOPInstanceUID) for item in model.get("SourceInstanceSequence", [])}
+    if not series_uid or not wanted:
+        raise PacsError("model.dcm names no source DICOM series (the model was made from a NIfTI/NRRD file)",
+                        hint="a SEG needs the source CT series: run the case on the DICOM series")
+    if source is not None:
+        headers, origin = _headers_in(source, series_uid, wanted), f"the folder {source}"
+    else:
+        pulled = model_dir.parent / "imaging"
+        for folder in sorted(p for p in pulled.iterdir() if p.is_dir()) if pulled.is_dir() else []:
+            headers = _headers_in(folder, series_uid, wanted)
+            if {str(ds.SOPInstanceUID) for ds in headers} == wanted:
+                return headers, "the series the case pulled"
+        if hasattr(client, "series_headers"):
+            headers = [ds for ds in client.series_headers(str(model.StudyInstanceUID), series_uid)
+                       if str(ds.SOPInstanceUID) in wanted]
+            origin = f"the series metadata of {node.label}"
+        else:
+            match = SeriesMatch(series_uid, None, "", "CT", None)
+            retrieve_complete(client, str(model.StudyInstanceUID), match, scratch)
+            headers, origin = _headers_in(scratch, series_uid, wanted), f"the series retrieved from {node.label}"
     found = {str(ds.SOPInstanceUID) for ds in headers}
     if found != wanted:
-        raise DicomError(f"{len(wanted - found)} of the {len(wanted)} source images of the model are not in "
-                         f"{source if source != scratch else 'the series retrieved from ' + node.label}",
+        raise DicomError(f"{len(wanted - found)} of the {len(wanted)} source images of the model are not in {origin}",
                          hint="give --source the series the model was made from")
-    return headers
+    return headers, origin
 
 
 def build_push_objects(model_dir: str | os.PathLike, source_headers: list[Dataset]) -> list[tuple[str, Dataset]]:
@@ -159,8 +182,9 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
     node : Node
         Where to send (:func:`pipeline.pacs.resolve_node`).
     source : path, optional
-        A folder holding the source CT series (for the SEG's references); default: retrieved
-        from ``node``.
+        A folder holding the source CT series (for the SEG's references); default: the series
+        the case pulled (``<case_dir>/imaging/``), else the node's WADO-RS series metadata
+        (DICOMweb), else the series retrieved from ``node`` (DIMSE).
     ledger : path, optional
         The ledger file whose ``transfers`` table records what was sent.
     again : bool
@@ -178,7 +202,8 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
     client = client_for(node)
     scratch = Path(tempfile.mkdtemp(prefix=".push-source-"))
     try:
-        headers = _source_headers(model, node, client, Path(source) if source else None, scratch / "source")
+        headers, origin = _source_headers(model, model_dir, node, client, Path(source) if source else None,
+                                          scratch / "source")
         objects = _build(model_dir, model, facts, headers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -209,7 +234,8 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
                 item.reason = outcome.reason
     counts = {status: sum(o.status == status for o in report_objects) for status in ("sent", "already sent", "failed")}
     report = PushReport(node.label, str(model.StudyInstanceUID), str(model.FrameOfReferenceUID), report_objects,
-                        counts["sent"], counts["already sent"], counts["failed"], round(time.perf_counter() - clock, 3))
+                        counts["sent"], counts["already sent"], counts["failed"], round(time.perf_counter() - clock, 3),
+                        notes=[f"the segmentation's source image headers came from {origin}"])
     log.info("push to %s: %d sent, %d already sent, %d failed", node.label, report.sent, report.already_sent,
              report.failed)
     if report.failed:
