@@ -8,7 +8,7 @@ The Python API a lab scripts (the ``anatomodel`` command is a thin layer over ex
     volume, load_report = pipeline.load_series("study/", series="auto")
     mask, segment_report = pipeline.segment(volume, "aorta_cta", seeds_lps_mm=[(x, y, z)])
     model, mesh_report = pipeline.mesh_mask(mask)
-    plan = pipeline.plan_print(model, "formlabs_form3b")
+    plan, prepare_report = pipeline.plan_print(model, "formlabs_form3b")
     check = pipeline.check_print("out/CASE/model-id", "scan_of_the_print.stl")   # print QA
 
 Names are imported on first use, so ``import pipeline`` stays fast.

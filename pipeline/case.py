@@ -452,7 +452,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, min_wall_mm=printer.min_wall_mm),
                                           note="surface extraction, smoothing, decimation, repair, QA")
         tell(f"{spec.id}: planning the print on {printer.name}")
-        plan = workflow.run("print_preparation", lambda: plan_print(model, printer),
+        plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(model, printer),
                             note="orientation, supports, fit")
         for manual in spec.manual_steps:
             started = manual.started.isoformat() if manual.started else ""
@@ -477,7 +477,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
-                         "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
+                         "mesh": mesh_report.to_dict(), "plan": plan.to_dict(), "prepare": prepare_report.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
                 removed=segment_report.removed_pieces(),
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
