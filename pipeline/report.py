@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,37 @@ def installed_versions(distributions: list[str] | tuple[str, ...]) -> dict[str, 
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+class StageClock:
+    """Wall time of each named step of a stage, for a report's ``timings_s``.
+
+    Parameters
+    ----------
+    laps : dict of str to float, optional
+        Where the times go (step name to seconds); a new dict by default.
+    digits : int
+        Decimals kept, of seconds.
+    """
+
+    def __init__(self, laps: dict[str, float] | None = None, digits: int = 3) -> None:
+        self.laps = {} if laps is None else laps
+        self.digits = digits
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Add the time since the last lap (or the start) to step ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The step that just ended; a repeated name adds to its time, s.
+        """
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, self.digits)
+        self._last = now
+
+    __call__ = lap
 
 
 class Report:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -12,6 +11,7 @@ from skimage.segmentation import watershed
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Mask, Volume, bounding_box
 from pipeline.presets import Preset, apply_overrides, load_preset
+from pipeline.report import StageClock
 from pipeline.segment import cleanup, plausibility
 from pipeline.segment.bone import bone_barrier
 from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, extreme_3x3x3, upsample
@@ -24,17 +24,6 @@ from pipeline.segment.report import (
 from pipeline.segment.seeds import check_apart, check_contrast, check_in_window, resolve_seeds, snap_into
 from pipeline.segment.wall import outer_wall
 from pipeline.segment.threshold import Window, hu_window, refine_window
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(self.laps.get(name, 0.0) + now - self.last, 3)
-        self.last = now
 
 
 def _resolve_preset(preset: str | Preset, overrides: dict | None) -> Preset:
@@ -317,7 +306,7 @@ def segment(
     ConfigError
         An unknown or invalid preset or override.
     """
-    clock = _Clock()
+    clock = StageClock()
     preset = _resolve_preset(preset, overrides)
     if not 1 <= int(label) <= 255:
         raise SegmentationError(f"label {label} must lie in 1..255")
