@@ -188,7 +188,7 @@ def compare(meshes: dict[str, trimesh.Trimesh], printers: list[str]) -> list[dic
         for printer in printers:
             profile = load_printer(printer)
             started = time.perf_counter()
-            plan = plan_print(Model(mesh, name=name), printer, alternatives=0)
+            plan, _ = plan_print(Model(mesh, name=name), printer, alternatives=0)
             ours_s = time.perf_counter() - started
             started = time.perf_counter()
             theirs_down = tweaker_choice(arrays, profile)
@@ -226,7 +226,7 @@ def timing(mesh: trimesh.Trimesh, printer: str, repeats: int) -> None:
     ours, cpu = [], []
     for _ in range(repeats):
         wall, process = time.perf_counter(), time.process_time()
-        plan = plan_print(Model(mesh), printer)
+        plan, report = plan_print(Model(mesh), printer)
         ours.append(time.perf_counter() - wall)
         cpu.append(time.process_time() - process)
     wall = time.perf_counter()
@@ -238,7 +238,7 @@ def timing(mesh: trimesh.Trimesh, printer: str, repeats: int) -> None:
     print("|---:|---|---:|---:|---:|---:|---|")
     print(f"| {len(mesh.faces)} | {printer} | {o:.2f} | {c:.2f} | {theirs:.2f} | {o / theirs:.2f} "
           f"| wall {'met' if o <= 5 else 'NOT met'}, CPU {'met' if c <= 5 else 'NOT met'} |")
-    print(f"\n(search on {plan.search_faces} faces; {repeats} repeats; load average "
+    print(f"\n(search on {report.search_faces} faces; {repeats} repeats; load average "
           f"{open('/proc/loadavg').read().split()[0]} on this 2-core machine shared with other jobs)\n",
           flush=True)
 

@@ -80,7 +80,7 @@ def stage(name, function):
 volume, _ = stage("load", lambda: load_series(folder))
 mask, _ = stage("segment", lambda: segment(volume, "aorta_cta", [landmarks()["ascending_aorta"]]))
 model, _ = stage("mesh", lambda: mesh_mask(mask))
-plan = stage("prepare", lambda: plan_print(model, printer))
+plan, _ = stage("prepare", lambda: plan_print(model, printer))
 out = Path(keep)
 stage("write", lambda: write_model(model, out / "model.stl"))
 times["whole run"] = time.perf_counter() - whole

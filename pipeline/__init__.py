@@ -8,7 +8,7 @@ The Python API a lab scripts (the ``anatomodel`` command is a thin layer over ex
     volume, load_report = pipeline.load_series("study/", series="auto")
     mask, segment_report = pipeline.segment(volume, "aorta_cta", seeds_lps_mm=[(x, y, z)])
     model, mesh_report = pipeline.mesh_mask(mask)
-    plan = pipeline.plan_print(model, "formlabs_form3b")
+    plan, prepare_report = pipeline.plan_print(model, "formlabs_form3b")
     check = pipeline.check_print("out/CASE/model-id", "scan_of_the_print.stl")   # print QA
 
 Names are imported on first use, so ``import pipeline`` stays fast.
@@ -16,8 +16,7 @@ Names are imported on first use, so ``import pipeline`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -51,13 +50,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

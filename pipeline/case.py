@@ -46,6 +46,7 @@ from pipeline.config import (CoordinateMM, LongString, PersonName, ShortText, bo
 from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
 from pipeline.holds import Hold
 from pipeline.report import Report
+from pipeline.stage_settings import MeshSettings, PrepareSettings, SegmentSettings
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -104,6 +105,8 @@ class Imaging(_Strict):
     node: str | None = Field(None, description="a node of the nodes file, AET@HOST:PORT or a DICOMweb URL")
     accession: str | None = Field(None, min_length=1, description="the study's Accession Number at the node")
     study: str | None = Field(None, description="Study Instance UID, when one accession has several studies")
+    max_gap_mm: float | None = Field(None, gt=0, le=100, description="refuse steps between slices wider than this, mm")
+    resample_gaps: bool = Field(False, description="load a series with gaps, filling them by interpolation")
 
     @field_validator("series", mode="before")
     @classmethod
@@ -144,6 +147,9 @@ class ModelSpec(_Strict):
     modifiers: list[str] = Field(default_factory=list)
     modifier_reasons: dict[str, str] = Field(default_factory=dict)
     manual_steps: list[ManualStep] = Field(default_factory=list)
+    segment: SegmentSettings = Field(default_factory=SegmentSettings, description="preset overrides, ROI")
+    mesh: MeshSettings = Field(default_factory=MeshSettings, description="any MeshOptions field")
+    prepare: PrepareSettings = Field(default_factory=PrepareSettings, description="material, alternatives")
 
     @field_validator("id")
     @classmethod
@@ -228,11 +234,35 @@ def _check_named_configs(case: CaseFile, source: str) -> None:
             find_config(kind, name)
         except ConfigError as error:
             raise ConfigError(f"{source}: field '{field_name}': {error}") from None
+    _check_stage_settings(case, source)
     from pipeline.icd10 import check_indication
     from pipeline.payers import check_payer
 
     check_payer(case.encounter.payer, source)
     check_indication(case.indication.icd10, source)
+
+
+def _check_stage_settings(case: CaseFile, source: str) -> None:
+    """Preset overrides against the preset, a material against the model's printer."""
+    from pipeline.presets import apply_overrides, load_preset
+    from pipeline.printers import load_printer
+
+    for index, model in enumerate(case.models):
+        if model.segment.overrides:
+            try:
+                apply_overrides(load_preset(model.preset), model.segment.overrides)
+            except ConfigError as error:
+                raise ConfigError(f"{source}: field 'models.{index}.segment.overrides': {error}") from None
+        material = model.prepare.material
+        if material is not None:
+            profile = load_printer(model.printer or case.printer)
+            if material not in profile.materials:
+                import difflib
+
+                close = difflib.get_close_matches(material, list(profile.materials), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(f"{source}: field 'models.{index}.prepare.material': {material!r} is not a material "
+                                  f"of {profile.name}; {hint}available: {', '.join(profile.materials)}")
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -510,7 +540,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
 
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
-    volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone)
+    volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone,
+                                      max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps)
     check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
@@ -527,12 +558,15 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         tell(f"{spec.id}: segmenting ({spec.preset})")
         mask, segment_report = workflow.run("segmentation", lambda: segment(
             volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
-            seeds_index=spec.seeds_index, label_name=spec.id))
+            seeds_index=spec.seeds_index, label_name=spec.id, roi_lps_mm=spec.segment.roi_lps_mm,
+            overrides=spec.segment.overrides or None))
         tell(f"{spec.id}: meshing")
-        model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, min_wall_mm=printer.min_wall_mm),
+        model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, options=spec.mesh.to_options(),
+                                                                   min_wall_mm=printer.min_wall_mm),
                                           note="surface extraction, smoothing, decimation, repair, QA")
         tell(f"{spec.id}: planning the print on {printer.name}")
-        plan = workflow.run("print_preparation", lambda: plan_print(model, printer),
+        plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(
+            model, printer, alternatives=spec.prepare.alternatives, material=spec.prepare.material),
                             note="orientation, supports, fit")
         for manual in spec.manual_steps:
             started = manual.started.isoformat() if manual.started else ""
@@ -557,7 +591,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
-                         "mesh": mesh_report.to_dict(), "plan": plan.to_dict()},
+                         "mesh": mesh_report.to_dict(), "plan": plan.to_dict(), "prepare": prepare_report.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
                 removed=segment_report.removed_pieces(),
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],

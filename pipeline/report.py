@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,19 @@ import numpy as np
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert dataclasses, numpy values, paths, dates and enums to plain JSON types."""
+    """Convert dataclasses, numpy values, paths, dates and enums to plain JSON types.
+
+    Parameters
+    ----------
+    value : object
+        A dataclass, pydantic model, mapping, sequence, numpy value, path, date or enum, nested
+        in any way; non-finite floats become None.
+
+    Returns
+    -------
+    object
+        The same data as dicts, lists, strings, numbers, booleans and None.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "model_dump"):
@@ -42,7 +55,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def installed_versions(distributions: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Installed version of each distribution, by name (those not installed are left out)."""
+    """Installed version of each distribution, by name (those not installed are left out).
+
+    Parameters
+    ----------
+    distributions : list or tuple of str
+        Distribution names as installed (``fast-simplification``, ``vtk``).
+
+    Returns
+    -------
+    dict of str to str
+        Name to version string.
+    """
     from importlib import metadata
 
     versions = {}
@@ -54,11 +78,61 @@ def installed_versions(distributions: list[str] | tuple[str, ...]) -> dict[str, 
     return versions
 
 
+class StageClock:
+    """Wall time of each named step of a stage, for a report's ``timings_s``.
+
+    Parameters
+    ----------
+    laps : dict of str to float, optional
+        Where the times go (step name to seconds); a new dict by default.
+    digits : int
+        Decimals kept, of seconds.
+    """
+
+    def __init__(self, laps: dict[str, float] | None = None, digits: int = 3) -> None:
+        self.laps = {} if laps is None else laps
+        self.digits = digits
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Add the time since the last lap (or the start) to step ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The step that just ended; a repeated name adds to its time, s.
+        """
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, self.digits)
+        self._last = now
+
+    __call__ = lap
+
+
 class Report:
     """Mixin for report dataclasses: ``to_dict`` and ``to_json``."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON types (see :func:`to_jsonable`).
+
+        Returns
+        -------
+        dict
+            Field name to value; nested reports become dicts.
+        """
         return to_jsonable(self)
 
     def to_json(self, indent: int = 2) -> str:
+        """The report as JSON text.
+
+        Parameters
+        ----------
+        indent : int
+            Spaces per indentation level.
+
+        Returns
+        -------
+        str
+            :meth:`to_dict` as JSON, fields in their declared order.
+        """
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)

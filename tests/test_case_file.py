@@ -50,9 +50,14 @@ def test_example_case_is_valid_and_resolves_paths():
         (lambda d: d["models"][0].__setitem__("id", "../escape"), "models.0.id"),
         (lambda d: d.__setitem__("case_id", "PH0001-aorta"), "case_id must not contain"),
         (lambda d: d["models"][0].__setitem__("sed_lps_mm", [[0, 0, 0]]), "models.0.sed_lps_mm"),
+        (lambda d: d["models"][0].__setitem__("mesh", {"smoothing_lambda": 1.5}), "smoothing_lambda must lie in (0, 1)"),
+        (lambda d: d["models"][0].__setitem__("mesh", {"smoothing": "gaussian"}), "models.0.mesh.smoothing"),
+        (lambda d: d["models"][0].__setitem__("prepare", {"alternatives": -1}), "models.0.prepare.alternatives"),
+        (lambda d: d["imaging"].__setitem__("max_gap_mm", 0), "imaging.max_gap_mm"),
     ],
     ids=["missing-indication", "missing-date", "bad-date", "bad-seed-type", "unknown-preset", "unknown-printer",
-         "bad-npi", "unsafe-model-id", "phi-in-case-id", "typo-field"],
+         "bad-npi", "unsafe-model-id", "phi-in-case-id", "typo-field", "mesh-option-range", "mesh-option-choice",
+         "prepare-option-range", "load-option-range"],
 )
 def test_bad_case_files_name_the_field(tmp_path, example, change, field):
     data = copy.deepcopy(example)
@@ -62,6 +67,40 @@ def test_bad_case_files_name_the_field(tmp_path, example, change, field):
         load_case(path)
     assert field in str(error.value)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "field", "suggestion"),
+    [
+        ("mesh", {"target_face": 1000}, "models.0.mesh.target_face", "did you mean 'target_faces'?"),
+        ("prepare", {"materal": "clear_v4"}, "models.0.prepare.materal", "did you mean 'material'?"),
+        ("prepare", {"material": "clear_v5"}, "models.0.prepare.material", "did you mean 'clear_v4'?"),
+        ("segment", {"roi_lps": [[0, 0, 0], [1, 1, 1]]}, "models.0.segment.roi_lps", "did you mean 'roi_lps_mm'?"),
+        ("segment", {"overrides": {"threshold.lowr_hu": 150}}, "models.0.segment.overrides",
+         "did you mean 'lower_hu'?"),
+    ],
+)
+def test_stage_options_misspelt_name_the_closest(tmp_path, example, section, value, field, suggestion):
+    data = copy.deepcopy(example)
+    data["models"][0][section] = value
+    with pytest.raises(ConfigError) as error:
+        load_case(_write(tmp_path, data))
+    assert field in str(error.value) and suggestion in str(error.value)
+
+
+def test_stage_options_are_read(tmp_path, example):
+    from pipeline.mesh import MeshOptions
+
+    data = copy.deepcopy(example)
+    data["models"][0].update(mesh={"target_faces": 20_000, "smoothing": "taubin", "smoothing_passband": 0.1},
+                             segment={"overrides": {"threshold.lower_hu": 160}},
+                             prepare={"material": "clear_v4", "alternatives": 1})
+    case = load_case(_write(tmp_path, data))
+    spec = case.models[0]
+    assert spec.mesh.to_options() == MeshOptions(target_faces=20_000, smoothing="taubin", smoothing_passband=0.1)
+    assert case.models[1].mesh.to_options() == MeshOptions()  # not set: the defaults
+    assert spec.segment.overrides == {"threshold.lower_hu": 160}
+    assert (spec.prepare.material, spec.prepare.alternatives) == ("clear_v4", 1)
 
 
 def test_cli_reports_bad_case_without_traceback(tmp_path, example, capsys):

@@ -274,7 +274,7 @@ def planned_dir(model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("planned") / "blob-planned"
     blob = Model(model, "blob")
     write_model(blob, folder / "model.stl")
-    plan = plan_print(blob, "formlabs_form3b")
+    plan, _ = plan_print(blob, "formlabs_form3b")
     write_print_files(plan, blob, folder)
     return folder, plan
 

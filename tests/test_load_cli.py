@@ -144,6 +144,7 @@ def test_duplicate_positions(ten_slices):
     ds.save_as(ten_slices / "copy_of_I50")
     volume, report = load_series(ten_slices, "202")
     assert volume.geometry.shape[0] == SLICES and "identical" in report.duplicates
+    assert report.duplicate_positions == 1 and report.slices_found == SLICES + 1  # the one copy written
     ds.PixelData = (ds.pixel_array + 1).astype(ds.pixel_array.dtype).tobytes()
     ds.save_as(ten_slices / "copy_of_I50")
     with pytest.raises(GeometryError, match="two different images"):
@@ -177,3 +178,6 @@ def test_per_slice_rescale_and_order_by_position(ten_slices, tmp_path):
     assert np.array_equal(volume.array, reference.array)
     assert volume.geometry.same_grid(reference.geometry)
     assert "slope 2, intercept -1024" in report.rescale and "intercept -1124" in report.rescale
+    # the pairs written above, and the original slices' (slope 1, intercept -1024), as numbers
+    assert sorted(map(tuple, report.rescale_pairs)) == [(1.0, -1124.0), (1.0, -1024.0), (1.0, 0.0), (2.0, -1024.0)]
+    assert report.clipped_voxels == 0

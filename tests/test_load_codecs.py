@@ -43,6 +43,7 @@ def originals(philips_dir, tmp_path_factory) -> Path:
 def reference(originals):
     volume, report = load_series(originals)
     assert report.pixel_reading.startswith(f"{SLICES} plane(s) read directly")
+    assert (report.planes_read_directly, report.planes_decoded) == (SLICES, 0)
     return volume
 
 

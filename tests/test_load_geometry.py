@@ -65,6 +65,10 @@ def test_tilted_series_match_the_dicom_geometry(phantoms_dir, folder, tilt, medi
     assert np.mean(errors <= 100) >= within_100_min
     assert report.tilt_corrected and report.gantry_tilt_header_deg == tilt
     assert abs(report.gantry_tilt_geometry_deg) == pytest.approx(abs(tilt), abs=0.05)
+    # the largest in-plane shift is the stack's span along the normal times tan(tilt)
+    span = report.coverage_mm
+    assert report.tilt_max_shift_mm == pytest.approx(span * np.tan(np.radians(abs(tilt))), rel=0.02)
+    assert f"up to {report.tilt_max_shift_mm:.1f} mm" in report.tilt_correction
     assert volume.array.dtype == np.int16
     direction = volume.geometry.direction_matrix
     assert np.allclose(direction.T @ direction, np.eye(3), atol=1e-6)
@@ -83,6 +87,11 @@ def test_uneven_ge_series_resampled_to_uniform_spacing(phantoms_dir):
     along = sorted(float(np.dot(ds.ImagePositionPatient, normal)) for ds in slices)
     extent = (volume.geometry.shape[0] - 1) * volume.geometry.spacing[0]
     assert along[-1] - along[0] - volume.geometry.spacing[0] < extent <= along[-1] - along[0] + 1e-6
+    # the report's figures: the smallest step between the slices as written, at least half the median
+    steps = np.diff(along)
+    steps = steps[steps > 1e-3]
+    assert report.resampled_spacing_mm == pytest.approx(max(steps.min(), 0.5 * np.median(steps)), abs=1e-3)
+    assert report.resampled_slices == volume.geometry.shape[0]
 
 
 def test_our_sampler_agrees_with_dcm2niix_where_it_is_right(phantoms_dir):

@@ -68,7 +68,7 @@ def _pose(mesh: trimesh.Trimesh, printer: str, down, cell_mm: float, with_cups: 
 # --- known best orientations --------------------------------------------------------------
 @pytest.mark.parametrize("printer", ["formlabs_form3b", "prusa_mk4"])
 def test_hemisphere_rests_on_its_flat_face(hemisphere, printer):
-    plan = plan_print(Model(hemisphere), printer)
+    plan, _ = plan_print(Model(hemisphere), printer)
     assert np.dot(plan.down_direction_lps, [0, 0, 1]) > 0.999
     assert plan.overhang_area_mm2 == 0
     assert plan.support_volume_mm3 == 0
@@ -76,7 +76,7 @@ def test_hemisphere_rests_on_its_flat_face(hemisphere, printer):
 
 
 def test_l_bracket_stands_on_its_profile():
-    plan = plan_print(Model(make_l_bracket()), "prusa_mk4")
+    plan, _ = plan_print(Model(make_l_bracket()), "prusa_mk4")
     # Every pose resting on a flat face needs no support; standing on the L profile is the
     # lowest of them (30 mm against 40 and 60), so the fastest.
     assert abs(plan.down_direction_lps[2]) > 0.999
@@ -86,7 +86,7 @@ def test_l_bracket_stands_on_its_profile():
 
 
 def test_tube_stands_upright(tube):
-    plan = plan_print(Model(tube), "prusa_mk4")
+    plan, _ = plan_print(Model(tube), "prusa_mk4")
     assert abs(plan.down_direction_lps[2]) > 0.999
     assert plan.support_volume_mm3 == 0
     assert plan.height_mm == pytest.approx(TUBE_LENGTH, abs=1e-6)
@@ -125,7 +125,7 @@ def test_cup_found_when_the_opening_faces_the_tank():
     assert opening_up.cups.volume_mm3 == pytest.approx(20 * 20 * 15, rel=0.15)
     opening_down = _pose(block, "formlabs_form3b", down=[0, 0, 1], cell_mm=0.5, with_cups=True)
     assert opening_down.cups.count == 0
-    plan = plan_print(Model(block), "formlabs_form3b")
+    plan, _ = plan_print(Model(block), "formlabs_form3b")
     assert plan.cup_volume_mm3 == 0
 
 
@@ -133,7 +133,7 @@ def test_cup_found_when_the_opening_faces_the_tank():
 def test_model_larger_than_the_build_volume_gets_a_split_not_a_scale(tmp_path):
     bar = trimesh.creation.box([400, 30, 30])
     model = Model(bar, name="bar")
-    plan = plan_print(model, "formlabs_form3b")
+    plan, _ = plan_print(model, "formlabs_form3b")
     profile = load_printer("formlabs_form3b")
     usable = usable_volume(profile)
     assert not plan.fits
@@ -156,18 +156,19 @@ def test_model_larger_than_the_build_volume_gets_a_split_not_a_scale(tmp_path):
 
 def test_thin_walls_are_reported_with_where():
     thin = make_tube(outer=10.0, inner=9.7, length=40.0)
-    plan = plan_print(Model(thin), "formlabs_form3b")
-    assert plan.min_wall_mm == pytest.approx(0.3, abs=0.01)
+    plan, report = plan_print(Model(thin), "formlabs_form3b")
+    assert report.thinnest_wall_mm == pytest.approx(0.3, abs=0.01)  # 10.0 - 9.7 mm, as made
+    assert report.wall_limit_mm == 0.4 and 0 < report.thin_wall_points <= report.wall_points_sampled
     warning = next(w for w in plan.warnings if w.startswith("walls thinner than the 0.4 mm"))
     assert "near (" in warning and "LPS mm" in warning
-    thick = plan_print(Model(make_tube(outer=10.0, inner=8.0, length=40.0)), "formlabs_form3b")
+    thick, _ = plan_print(Model(make_tube(outer=10.0, inner=8.0, length=40.0)), "formlabs_form3b")
     assert not any(w.startswith("walls thinner") for w in thick.warnings)
 
 
 # --- outputs ------------------------------------------------------------------------------
 def test_print_files_are_on_the_plate_and_anonymous(tmp_path, tube):
     model = Model(tube.copy(), name="PHANTOM^AORTA")
-    plan = plan_print(model, "ultimaker_s5")
+    plan, _ = plan_print(model, "ultimaker_s5")
     paths = write_print_files(plan, model, tmp_path / "out")
     assert {p.name for p in paths.values()} == {"print.stl", "print.3mf", "plan.json"}
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
@@ -198,7 +199,7 @@ def test_support_faces_match_the_plan_overhang():
     arch = bar.union(trimesh.creation.box([10, 10, 30]).apply_translation([-15, 0, -10])).union(
         trimesh.creation.box([10, 10, 30]).apply_translation([15, 0, -10]))
     model = Model(arch)
-    plan = plan_print(model, "formlabs_form3b")
+    plan, _ = plan_print(model, "formlabs_form3b")
     flags = plan_support_faces(plan, model)
     assert flags.shape == (len(arch.faces),)
     assert arch.area_faces[flags].sum() == pytest.approx(plan.overhang_area_mm2, abs=0.01)
@@ -209,7 +210,7 @@ def test_important_faces_steer_supports_away(tube):
     radius = np.linalg.norm(tube.triangles_center[:, :2], axis=1)
     lumen = radius < (TUBE_INNER + TUBE_OUTER) / 2
     model = Model(tube, important_faces=lumen)
-    plan = plan_print(model, "formlabs_form3b")
+    plan, _ = plan_print(model, "formlabs_form3b")
     assert plan.important_contact_area_mm2 == 0
 
 

@@ -32,7 +32,7 @@ def aorta() -> Model:
 
 @pytest.fixture(scope="session")
 def aorta_plans(aorta) -> dict:
-    return {printer: plan_print(aorta, printer) for printer in ("formlabs_form3b", "ultimaker_s5")}
+    return {printer: plan_print(aorta, printer)[0] for printer in ("formlabs_form3b", "ultimaker_s5")}
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def test_plan_does_not_depend_on_the_input_rotation(aorta, aorta_plans):
         transform[:3, :3] = rotation.as_matrix()
         transform[:3, 3] = [40.0 * seed, -25.0, 13.0]
         moved.apply_transform(transform)
-        plan = plan_print(Model(moved, name="aorta"), "ultimaker_s5")
+        plan, _ = plan_print(Model(moved, name="aorta"), "ultimaker_s5")
         assert plan.cost_total == pytest.approx(base.cost_total, rel=0.05)
         assert plan.support_volume_mm3 == pytest.approx(base.support_volume_mm3, rel=0.15)
         assert plan.overhang_area_mm2 == pytest.approx(base.overhang_area_mm2, rel=0.15)

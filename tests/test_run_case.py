@@ -23,6 +23,8 @@ from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.geometry import read_mask
 
 REPO = Path(__file__).resolve().parents[1]
+#: the face budget the example run's second model gets from its case file
+CASE_FILE_FACES = 20_000
 MODEL_FILES = {"mask.nii.gz", "model.stl", "print.stl", "plan.json", "packet.pdf", "packet.json", "model.dcm",
                "SHA256SUMS"}
 
@@ -43,6 +45,8 @@ def example_run(tmp_path_factory):
     # The example as shipped holds nothing (CI runs it as the README's first command); here its
     # second model is made a trainee's, so the run also shows a hold that holds.
     case["models"][1]["purpose"] = "trainee_education"
+    # ... and its mesh is made to a face budget set in the case file (the mesh report must show it)
+    case["models"][1]["mesh"] = {"target_faces": CASE_FILE_FACES}
     case_file = root / "case.yaml"
     case_file.write_text(yaml.safe_dump(case, sort_keys=False))
     env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "ledger.sqlite3")}
@@ -52,6 +56,18 @@ def example_run(tmp_path_factory):
     assert result.returncode == 19, result.stderr[-3000:]
     assert "ventricle-or coding.education_only" in " ".join(result.stderr.split())
     return root / "out" / case["case_id"], case, phantom
+
+
+def test_case_file_mesh_option_reaches_the_mesh_report(example_run):
+    case_dir, case, _ = example_run
+    budgeted, default = (json.loads((case_dir / model["id"] / "packet.json").read_text())["mesh_qa"]
+                         for model in (case["models"][1], case["models"][0]))
+    assert budgeted["options"]["target_faces"] == CASE_FILE_FACES
+    assert default["options"]["target_faces"] == 500_000  # MeshOptions' default where the case sets none
+    # the budget was applied: the surface has at most that many faces, the STL too
+    assert 0 < budgeted["faces_final"] <= CASE_FILE_FACES < budgeted["faces_raw"]
+    stl = trimesh.load(case_dir / case["models"][1]["id"] / "model.stl")
+    assert len(stl.faces) == budgeted["faces_final"]
 
 
 def test_layout(example_run):

@@ -47,11 +47,11 @@ def test_one_seed_gives_the_lumen_and_any_seed_the_same(kind):
     assert recall >= 0.97 and leakage <= 0.05, (kind, recall, leakage)
     assert report.holds == [], report.holds  # the aorta, as the preset describes it
     # every removed voxel is in one listed piece: the pieces add up to the removed volume
-    cuts = report.leak_control["cuts"]
-    assert sum(c["volume_ml"] for c in cuts) == pytest.approx(report.leak_control["removed_ml"], abs=0.05 * len(cuts) + 0.05)
+    cuts = report.leak_control.cuts
+    assert sum(c.volume_ml for c in cuts) == pytest.approx(report.leak_control.removed_ml, abs=0.05 * len(cuts) + 0.05)
     removed = report.removed_pieces()
     if cuts:
-        assert set(np.unique(removed)) - {0} == {c["piece"] for c in cuts}
+        assert set(np.unique(removed)) - {0} == {c.piece for c in cuts}
         assert np.count_nonzero((removed > 0) & got) == 0
         # the left ventricle is among them, and the mask holds none of it
         assert np.count_nonzero(got & (made.labels == 2)) <= 0.01 * np.count_nonzero(made.labels == 2)
@@ -84,8 +84,8 @@ def test_touching_neighbours_are_removed_and_listed():
         neighbour = made.labels == label
         assert np.count_nonzero(got & neighbour) <= 0.02 * np.count_nonzero(neighbour), label
         assert np.count_nonzero((removed > 0) & neighbour) >= 0.5 * np.count_nonzero(neighbour), label
-    for cut in report.leak_control["cuts"]:
-        assert set(cut) >= {"volume_ml", "centroid_lps_mm", "neck_lps_mm", "neck_radius_mm", "tubular"}
+    for cut in report.leak_control.cuts:
+        assert set(vars(cut)) >= {"volume_ml", "centroid_lps_mm", "neck_lps_mm", "neck_radius_mm", "tubular"}
 
 
 def test_two_include_seeds_are_both_kept():
@@ -94,8 +94,8 @@ def test_two_include_seeds_are_both_kept():
     mask, report = segment(made.volume(), "aorta_cta", seeds)
     got = mask.binary()
     for seed in report.seeds:
-        assert seed["effect"] == "in the result"
-        assert got[tuple(seed["index_kji"])]
+        assert seed.effect == "in the result"
+        assert got[tuple(seed.index_kji)]
     assert scores(got, made.lumen)[0] >= 0.97
 
 
@@ -170,7 +170,7 @@ def test_exclude_seeds_report_their_effect():
     seeds = [made.landmarks["ascending_aorta"]]
     outside = (0.0, 70.0, -60.0)  # soft tissue behind the spine, outside anything grown
     _, report = segment(made.volume(), "aorta_cta", seeds, [made.landmarks["superior_vena_cava"], outside])
-    effects = [s.get("effect") for s in report.seeds if s["kind"] == "exclude"]
+    effects = [s.effect for s in report.seeds if s.kind == "exclude"]
     assert effects[0] == "removed with the piece it lies in"
     assert effects[1].startswith("outside the grown region")
     assert any("had no effect" in w for w in report.warnings)

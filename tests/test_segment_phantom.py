@@ -35,13 +35,13 @@ def test_one_seed_in_the_ascending_aorta(phantom):
     assert ventricle_share <= 0.05
     assert bone == 0
     # leak control found the ventricle behind the annulus and says so
-    cut = report.leak_control["cuts"][0]
-    assert cut["neck_radius_mm"] < cut["widest_radius_mm"]
+    cut = report.leak_control.cuts[0]
+    assert cut.neck_radius_mm < cut.widest_radius_mm
     lv = np.asarray(phantom.landmarks["left_ventricle"])
-    assert np.linalg.norm(np.asarray(cut["centroid_lps_mm"]) - lv) < 10.0
+    assert np.linalg.norm(np.asarray(cut.centroid_lps_mm) - lv) < 10.0
     truth_lv_ml = np.count_nonzero(phantom.labels == VENTRICLE) * phantom.geometry.voxel_volume_mm3 / 1000
-    assert cut["volume_ml"] == pytest.approx(truth_lv_ml, rel=0.25)
-    assert report.bone_separation["barrier_ml"] > 0
+    assert cut.volume_ml == pytest.approx(truth_lv_ml, rel=0.25)
+    assert report.bone_separation.barrier_ml > 0
     assert report.components == 1
 
 
@@ -50,7 +50,7 @@ def test_exclude_seed_in_the_ventricle(phantom):
                            [phantom.landmarks["left_ventricle"]])
     dice, ventricle_share, bone = _score(mask, phantom.labels)
     assert dice >= 0.95 and ventricle_share <= 0.05 and bone == 0
-    assert any(cut["held_exclude_seed"] for cut in report.leak_control["cuts"])
+    assert any(cut.held_exclude_seed for cut in report.leak_control.cuts)
 
 
 def test_exclude_seed_alone_splits_at_the_annulus(phantom):

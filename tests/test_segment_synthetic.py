@@ -69,10 +69,10 @@ def test_leak_control_cuts_the_chamber_at_the_neck(two_chambers):
     got = mask.binary()
     assert dice(got, vessel) >= 0.9
     assert np.count_nonzero(got & chamber) <= 0.02 * np.count_nonzero(got)
-    cuts = report.leak_control["cuts"]
-    assert cuts and cuts[0]["neck_radius_mm"] < 5.0 and cuts[0]["widest_radius_mm"] > 10.0
+    cuts = report.leak_control.cuts
+    assert cuts and cuts[0].neck_radius_mm < 5.0 and cuts[0].widest_radius_mm > 10.0
     # the cut-off piece is reported where the chamber is (LPS mm, within a block or two)
-    assert np.linalg.norm(np.subtract(cuts[0]["centroid_lps_mm"], (12, 0, -15))) < 6.0
+    assert np.linalg.norm(np.subtract(cuts[0].centroid_lps_mm, (12, 0, -15))) < 6.0
 
 
 def test_without_leak_control_the_chamber_joins(two_chambers):
@@ -81,7 +81,7 @@ def test_without_leak_control_the_chamber_joins(two_chambers):
                            overrides={"leak_control.mode": "off", "bone_separation.enabled": False})
     got = mask.binary()
     assert np.count_nonzero(got & chamber) >= 0.9 * np.count_nonzero(chamber)
-    assert report.leak_control["applied"] is False
+    assert report.leak_control.applied is False
 
 
 def test_auto_leak_control_only_cuts_past_the_expected_volume(two_chambers):
@@ -89,10 +89,10 @@ def test_auto_leak_control_only_cuts_past_the_expected_volume(two_chambers):
     whole_ml = (np.count_nonzero(vessel | chamber) * GEOMETRY.voxel_volume_mm3) / 1000
     relaxed = {"leak_control.mode": "auto", "leak_control.max_volume_ml": 2 * whole_ml, "bone_separation.enabled": False}
     mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], overrides=relaxed)
-    assert not report.leak_control["applied"] and np.count_nonzero(mask.binary() & chamber) > 0
+    assert not report.leak_control.applied and np.count_nonzero(mask.binary() & chamber) > 0
     strict = dict(relaxed, **{"leak_control.max_volume_ml": 0.5 * whole_ml})
     mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], overrides=strict)
-    assert report.leak_control["applied"] and report.leak_control["expectation_exceeded"]
+    assert report.leak_control.applied and report.leak_control.expectation_exceeded
     assert np.count_nonzero(mask.binary() & chamber) <= 0.02 * mask.voxel_count()
 
 
@@ -103,7 +103,7 @@ def test_exclude_seed_splits_at_the_narrowest_connection(two_chambers):
     got = mask.binary()
     assert dice(got, vessel) >= 0.85
     assert np.count_nonzero(got & chamber) <= 0.02 * np.count_nonzero(got)
-    assert report.leak_control["cuts"][0]["held_exclude_seed"]
+    assert report.leak_control.cuts[0].held_exclude_seed
     # and the other way round: seeded in the chamber, excluding the vessel
     mask, _ = segment(volume, "aorta_cta", [(12, 0, -15)], [(-20, 0, 15)], overrides=overrides)
     assert dice(mask.binary(), chamber) >= 0.9
@@ -120,7 +120,7 @@ def test_branches_and_a_fusiform_widening_stay():
     volume = render([(np.minimum(tube, branch), CONTRAST)])
     mask, report = segment(volume, "aorta_cta", [(-5, 0, 30)], overrides={"bone_separation.enabled": False})
     assert dice(mask.binary(), truth) >= 0.95
-    assert report.leak_control["removed_ml"] <= 0.02 * report.volume_ml
+    assert report.leak_control.removed_ml <= 0.02 * report.volume_ml
 
 
 def _tube_on_bone(cortex_mm: float, gap_mm: float):
@@ -140,7 +140,7 @@ def test_bone_near_the_vessel_does_not_join():
     got = mask.binary()
     assert np.count_nonzero(got & bone) == 0
     assert dice(got, vessel) >= 0.95
-    assert report.bone_separation["filled_interior_ml"] > 0
+    assert report.bone_separation.filled_interior_ml > 0
 
 
 @pytest.mark.parametrize("cortex_mm", [0.8, 0.5])
@@ -182,7 +182,7 @@ def test_seed_index_and_lps_give_the_same_mask(two_chambers):
     by_lps, _ = segment(volume, "aorta_cta", [lps])
     by_index, report = segment(volume, "aorta_cta", seeds_index=[index])
     assert np.array_equal(by_lps.array, by_index.array)
-    assert report.seeds[0]["given_as"] == "index"
+    assert report.seeds[0].given_as == "index"
 
 
 def test_region_of_interest_limits_the_mask(two_chambers):
@@ -199,10 +199,10 @@ def test_adaptive_window_is_measured_around_the_seed(two_chambers):
     mask, report = segment(volume, "custom_example", [(-20, 0, 15)],
                            overrides={"cleanup.shell": None, "bone_separation.enabled": False})
     window = report.window
-    assert window["mode"] == "adaptive"
-    assert window["seed_mean_hu"] == pytest.approx(CONTRAST, abs=10)
-    assert window["seed_sd_hu"] == pytest.approx(15, abs=5)
-    assert window["lower_hu"] == pytest.approx(window["seed_mean_hu"] - 3 * window["seed_sd_hu"], abs=0.2)
+    assert window.mode == "adaptive"
+    assert window.seed_mean_hu == pytest.approx(CONTRAST, abs=10)
+    assert window.seed_sd_hu == pytest.approx(15, abs=5)
+    assert window.lower_hu == pytest.approx(window.seed_mean_hu - 3 * window.seed_sd_hu, abs=0.2)
 
 
 def test_holes_are_filled_and_islands_dropped():
@@ -280,7 +280,7 @@ def test_a_widening_far_along_a_narrower_vessel_stays():
     overrides = {"bone_separation.enabled": False}
     mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=overrides)
     assert dice(mask.binary(), vessel < 0) >= 0.95
-    assert report.leak_control["rejoined_after_local_check"] >= 1
+    assert report.leak_control.rejoined_after_local_check >= 1
     # with widths measured over the whole pieces (a neighbourhood wider than the volume) and no
     # shape test, the widening is cut off at the narrow vessel ...
     whole = dict(overrides, **{"leak_control.neighbourhood_mm": 200.0})
@@ -290,7 +290,7 @@ def test_a_widening_far_along_a_narrower_vessel_stays():
     # ... and the shape test keeps it: the piece lies along the kept tube's axis and runs out of the scan
     mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=whole)
     assert dice(mask.binary(), vessel < 0) >= 0.95
-    assert report.leak_control["rejoined_as_continuation"] >= 1
+    assert report.leak_control.rejoined_as_continuation >= 1
 
 
 @pytest.mark.parametrize("lumen_hu", [230.0, 350.0, 680.0])
@@ -302,11 +302,11 @@ def test_half_maximum_window_follows_the_contrast_level(lumen_hu):
     volume = render([(tube, lumen_hu)])
     mask, report = segment(volume, "aorta_cta", [(0, 0, 0)])
     window = report.window
-    assert window["mode"] == "half_maximum"
-    assert window["seed_median_hu"] == pytest.approx(lumen_hu, abs=10)
-    assert window["lower_hu"] == pytest.approx(max(150.0, (lumen_hu + TISSUE) / 2), abs=8)
-    assert window["upper_hu"] >= lumen_hu + 100
-    assert report.bone_separation["cortical_hu"] >= window["upper_hu"]
+    assert window.mode == "half_maximum"
+    assert window.seed_median_hu == pytest.approx(lumen_hu, abs=10)
+    assert window.lower_hu == pytest.approx(max(150.0, (lumen_hu + TISSUE) / 2), abs=8)
+    assert window.upper_hu >= lumen_hu + 100
+    assert report.bone_separation.cortical_hu >= window.upper_hu
     assert report.volume_ml == pytest.approx(np.count_nonzero(tube < 0) * GEOMETRY.voxel_volume_mm3 / 1000, rel=0.05)
 
 
@@ -324,7 +324,7 @@ def test_ventricle_behind_a_realistic_aortic_root_is_cut():
     got = mask.binary()
     assert np.count_nonzero(got & (ventricle < 0)) <= 0.05 * np.count_nonzero(got)
     assert dice(got, (aorta < 0) & (z >= 0)) >= 0.9  # the outflow tract above the ventricle may stay
-    assert report.leak_control["cuts"][0]["widest_radius_mm"] > 20
+    assert report.leak_control.cuts[0].widest_radius_mm > 20
 
 
 def test_keep_all_drops_only_small_islands():
@@ -337,6 +337,6 @@ def test_keep_all_drops_only_small_islands():
                  "cleanup.keep": "all", "cleanup.min_island_ml": 0.1}
     mask, report = segment(volume, "aorta_cta", [(-15, 0, 0)], overrides=overrides)
     got = mask.binary()
-    assert report.components == 2 and report.cleanup["islands_removed"] >= 1
+    assert report.components == 2 and report.cleanup.islands_removed >= 1
     assert np.count_nonzero(got & (second < 0)) > 0.9 * np.count_nonzero(second < 0)
     assert np.count_nonzero(got & (speck < 0)) == 0

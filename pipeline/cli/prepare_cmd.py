@@ -32,7 +32,7 @@ def prepare_command(
     model = read_model(model_file)
     with timed_steps("prepare") as step:
         step(f"searching the print orientation on {printer}")
-        plan = plan_print(model, printer, alternatives=alternatives, material=material)
+        plan, _ = plan_print(model, printer, alternatives=alternatives, material=material)
         step("writing the print files")
         paths = write_print_files(plan, model, out)
     if as_json:

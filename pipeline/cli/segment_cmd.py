@@ -145,14 +145,14 @@ def segment_command(
         partial.write_text(segment_report.to_json() + "\n")
         partial.replace(report)
     leak = segment_report.leak_control
-    cut = f", leak control cut {leak.get('removed_ml', 0):g} ml" if leak.get("removed_ml") else ""
+    cut = f", leak control cut {leak.removed_ml:g} ml" if leak.removed_ml else ""
     say(f"wrote {escape(str(out))}: {segment_report.structure} {segment_report.volume_ml:.1f} ml "
         f"({segment_report.voxels} voxels, {segment_report.components} component(s)){cut}")
     for warning in segment_report.warnings:
         say(f"[yellow]warning:[/] {escape(warning)}")
     if options.verbose:
-        for piece in leak.get("cuts", []):
-            say(f"  removed piece {piece['piece']}: {piece['volume_ml']:g} ml at LPS {tuple(piece['centroid_lps_mm'])} "
-                f"mm, neck radius {piece['neck_radius_mm']} mm ({'tube' if piece['tubular'] else 'blob'})")
+        for piece in leak.cuts:
+            say(f"  removed piece {piece.piece}: {piece.volume_ml:g} ml at LPS {tuple(piece.centroid_lps_mm)} "
+                f"mm, neck radius {piece.neck_radius_mm} mm ({'tube' if piece.tubular else 'blob'})")
     for hold in segment_report.holds:  # a hold blocks the charge: shown even with --quiet
         console.print(f"[red]HOLD[/] {escape(hold.code)}: {escape(hold.reason)}")

@@ -219,6 +219,7 @@ def build_facts(
         "segmentation": report("segment"),
         "mesh_qa": report("mesh"),
         "print_plan": report("plan"),
+        **({"print_preparation": report("prepare")} if report("prepare") is not None else {}),
         "charge": charge,
         "lifecycle": lifecycle_facts(inputs.lifecycle, identifiers if deidentify else None),
         "dicom": dicom,

@@ -43,6 +43,10 @@ PROVENANCE_KEYS = (
 class LoadReport(Report):
     """What :func:`load_series` did, in words and numbers (no patient data).
 
+    Every figure a sentence field (``duplicates``, ``rescale``, ``pixel_reading``,
+    ``tilt_correction``, ``resampling``) quotes is also a field of its own: counts, mm, degrees,
+    ``rescale_pairs`` as ``[slope, intercept]`` (HU = stored x slope + intercept).
+
     Its repr shows figures only: the source path (folder names often carry the patient's
     name), the series UID and description are left out of it (they stay in :meth:`to_dict`).
     """
@@ -81,6 +85,17 @@ class LoadReport(Report):
     output_shape: list[int] = field(default_factory=list)
     output_spacing_mm: list[float] = field(default_factory=list)
     source_sha256: str | None = None
+    #: the figures behind the sentences above, as numbers
+    duplicate_positions: int = 0
+    repeated_copies_ignored: int = 0
+    rescale_pairs: list[list[float]] = field(default_factory=list)
+    clipped_voxels: int = 0
+    planes_read_directly: int | None = None
+    planes_decoded: int | None = None
+    tilt_max_shift_mm: float | None = None
+    tilt_grid_rows_columns: list[int] | None = None
+    resampled_spacing_mm: float | None = None
+    resampled_slices: int | None = None
     warnings: list[str] = field(default_factory=list, repr=False)
 
 
@@ -287,8 +302,10 @@ def load_series(
     )
     if layout.duplicates:
         report.duplicates = _resolve_duplicates(layout, planes, root)
+        report.duplicate_positions = len(layout.duplicates)
     elif layout.dropped_copies:
         report.duplicates = f"{layout.dropped_copies} repeated copies of the same instance ignored"
+        report.repeated_copies_ignored = int(layout.dropped_copies)
     ordered = [planes[i] for i in layout.order]
     report.slices_used = len(ordered)
     report.slice_ordering = (
@@ -297,14 +314,17 @@ def load_series(
     )
     array, decoded = read_hu(ordered, root)
     pairs = decoded.rescale_pairs
+    report.rescale_pairs = [[float(slope), float(intercept)] for slope, intercept in pairs]
     report.rescale = (
         f"HU = stored x RescaleSlope + RescaleIntercept per slice "
         f"({'; '.join(f'slope {s:g}, intercept {i:g}' for s, i in pairs[:4])}"
         f"{' ...' if len(pairs) > 4 else ''})"
     )
+    report.clipped_voxels = int(decoded.clipped_voxels)
     if decoded.clipped_voxels:
         report.warnings.append(f"{decoded.clipped_voxels} voxels outside the int16 range were clipped")
     report.transfer_syntaxes = decoded.transfer_syntaxes
+    report.planes_read_directly, report.planes_decoded = decoded.read_directly, decoded.decoded_by_pydicom
     report.pixel_reading = (
         f"{decoded.read_directly} plane(s) read directly (uncompressed little endian), "
         f"{decoded.decoded_by_pydicom} decoded by pydicom's pixel decoders"
@@ -321,6 +341,8 @@ def load_series(
         origin = origin + grid.start_j * pixel_spacing[0] * layout.column + grid.start_i * pixel_spacing[1] * layout.row
         report.tilt_corrected = True
         report.fill_hu = FILL_HU
+        report.tilt_max_shift_mm = round(float(np.abs(layout.offsets_mm).max()), 3)
+        report.tilt_grid_rows_columns = [int(grid.rows), int(grid.columns)]
         report.tilt_correction = (
             f"stack sheared by {abs(layout.tilt_deg):.2f} degrees (from the slice positions); each slice "
             f"shifted in its own plane by its offset (bilinear, up to "
@@ -336,6 +358,7 @@ def load_series(
         targets = uniform_positions(layout.positions_mm, spacing)
         array = resample_along_normal(array, layout.positions_mm, targets)
         report.uneven_spacing = True
+        report.resampled_spacing_mm, report.resampled_slices = round(spacing, 4), int(targets.size)
         report.resampling = (
             f"uneven steps {steps.min():.2f}-{steps.max():.2f} mm resampled to a uniform {spacing:.3f} mm "
             f"({targets.size} slices; smallest step, at least half the median) by linear interpolation "

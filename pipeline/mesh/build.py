@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -24,7 +23,7 @@ from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
 from pipeline.mesh.topology import compact, measures, vertex_adjacency
 from pipeline.model import Model
-from pipeline.report import installed_versions
+from pipeline.report import StageClock, installed_versions
 
 
 def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | None = None,
@@ -75,7 +74,7 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
           background: ThreadPoolExecutor) -> tuple[Model, MeshReport]:
     """The body of :func:`mesh_mask`; ``background`` runs work that overlaps the main thread."""
     timings: dict[str, float] = {}
-    clock = _Clock(timings)
+    clock = StageClock(timings, digits=4)
     geometry = mask.geometry
     name = mask.labels.get(label, f"label_{label}") if label is not None else _joined_name(mask)
 
@@ -252,16 +251,6 @@ def _numpy_without_huge_pages():
             _huge_pages_users -= 1
             if _huge_pages_users == 0:
                 switch(_huge_pages_before)
-
-
-class _Clock:
-    def __init__(self, timings: dict[str, float]):
-        self._timings, self._last = timings, time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        self._timings[step] = round(now - self._last, 4)
-        self._last = now
 
 
 def _joined_name(mask: Mask) -> str:

@@ -18,6 +18,7 @@ from pipeline.prepare.evaluate import (
     usable_volume,
 )
 from pipeline.prepare.search import convex_hull, search
+from pipeline.prepare.report import PrepareReport
 from pipeline.prepare.walls import sample_wall_thickness
 from pipeline.printers import PrinterProfile, load_printer
 from pipeline.report import Report
@@ -85,7 +86,6 @@ class PrintPlan(Report):
     margins_mm: dict[str, float]
     cup_volume_mm3: float
     cup_count: int
-    min_wall_mm: float | None
     critical_overhang_deg: float
     needs_supports: bool
     plate_tolerance_mm: float
@@ -94,13 +94,10 @@ class PrintPlan(Report):
     warnings: list[str] = field(default_factory=list)
     split: dict | None = None
     alternatives: list[PlanAlternative] = field(default_factory=list)
-    mesh_faces: int = 0
-    search_faces: int = 0
-    seconds: float = 0.0
 
 
 def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int = 3,
-               material: str | None = None) -> PrintPlan:
+               material: str | None = None) -> tuple[PrintPlan, PrepareReport]:
     """Choose the print orientation and placement of ``model`` on ``printer``.
 
     Parameters
@@ -117,7 +114,10 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
 
     Returns
     -------
-    PrintPlan
+    plan : PrintPlan
+        The chosen pose, its supports, material, time and fit, and the runners-up.
+    report : PrepareReport
+        How it was found: the meshes searched, the walls and islands measured, the time taken.
 
     Raises
     ------
@@ -169,8 +169,12 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
 
     plan = _plan_from_pose(best, full, model, profile, material, final_ctx)
     plan.alternatives = [_alternative(p, profile) for p in reranked[1:alternatives + 1]]
-    plan.warnings += _wall_warnings(full, profile, plan)
-    plan.warnings += _island_warnings(full, best, final_ctx, plan)
+    report = PrepareReport(printer=profile.name, material=material, mesh_faces=len(full.faces),
+                           rerank_faces=len(medium.faces), search_faces=len(search_mesh.faces),
+                           poses_searched=len(found), poses_reranked=len(reranked),
+                           wall_limit_mm=profile.min_wall_mm)
+    plan.warnings += _wall_warnings(full, profile, report)
+    plan.warnings += _island_warnings(full, best, final_ctx, report)
     if best.cups is not None and best.cups.count and profile.drain_cups:
         places = _to_model(best.cups.centres[:MAX_LISTED], best)
         plan.warnings.append(
@@ -179,10 +183,8 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
     if not plan.fits:
         plan.split = _split_suggestion(best, profile)
         plan.warnings.append(plan.split["message"])
-    plan.mesh_faces = len(full.faces)
-    plan.search_faces = len(search_mesh.faces)
-    plan.seconds = round(time.perf_counter() - started, 3)
-    return plan
+    report.seconds = round(time.perf_counter() - started, 3)
+    return plan, report
 
 
 def _mesh_arrays(model: Model) -> MeshArrays:
@@ -296,7 +298,6 @@ def _plan_from_pose(pose: PoseMetrics, mesh: MeshArrays, model: Model, profile: 
         margins_mm={axis: round(float(m), 2) for axis, m in zip("xyz", margins)},
         cup_volume_mm3=round(pose.cups.volume_mm3, 1) if pose.cups else 0.0,
         cup_count=pose.cups.count if pose.cups else 0,
-        min_wall_mm=None,
         critical_overhang_deg=profile.critical_overhang_deg,
         needs_supports=profile.needs_supports,
         plate_tolerance_mm=ctx.plate_tolerance_mm,
@@ -327,12 +328,13 @@ def _points(points: np.ndarray) -> str:
     return ", ".join("(" + ", ".join(f"{c:.1f}" for c in p) + ")" for p in points)
 
 
-def _wall_warnings(mesh: MeshArrays, profile: PrinterProfile, plan: PrintPlan) -> list[str]:
+def _wall_warnings(mesh: MeshArrays, profile: PrinterProfile, report: PrepareReport) -> list[str]:
     limit = profile.min_wall_mm
     sample = sample_wall_thickness(mesh, max_mm=2 * limit)
     finite = sample.thickness_mm[np.isfinite(sample.thickness_mm)]
-    plan.min_wall_mm = round(float(finite.min()), 3) if len(finite) else None
+    report.thinnest_wall_mm = round(float(finite.min()), 3) if len(finite) else None
     thin = np.flatnonzero(sample.thickness_mm < limit)
+    report.wall_points_sampled, report.thin_wall_points = len(sample.faces), len(thin)
     if len(thin) == 0:
         return []
     worst = thin[np.argsort(sample.thickness_mm[thin])][:MAX_LISTED]
@@ -343,7 +345,7 @@ def _wall_warnings(mesh: MeshArrays, profile: PrinterProfile, plan: PrintPlan) -
             "thicken or check the segmentation there"]
 
 
-def _island_warnings(mesh: MeshArrays, pose: PoseMetrics, ctx: Context, plan: PrintPlan) -> list[str]:
+def _island_warnings(mesh: MeshArrays, pose: PoseMetrics, ctx: Context, report: PrepareReport) -> list[str]:
     """Local lowest points off the plate that no overhang support reaches: each starts an
     island that needs its own support."""
     if not ctx.profile.needs_supports:
@@ -361,6 +363,7 @@ def _island_warnings(mesh: MeshArrays, pose: PoseMetrics, ctx: Context, plan: Pr
     # A dimple in a steep wall is not an island: the point must stand out by a layer.
     islands = np.flatnonzero((lowest_neighbour - z > ctx.profile.layer_height_mm)
                              & (z > ctx.plate_tolerance_mm) & ~covered)
+    report.unsupported_islands = len(islands)
     if len(islands) == 0:
         return []
     return [f"{len(islands)} unsupported island start(s) (lowest points off the plate that the "

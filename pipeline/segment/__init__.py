@@ -9,7 +9,8 @@
 import sys
 import types
 
-from pipeline.segment.core import SegmentReport, segment
+from pipeline.segment.core import segment
+from pipeline.segment.report import SegmentReport
 from pipeline.segment.labelmap import combine_masks, import_label_map
 
 __all__ = ["SegmentReport", "combine_masks", "import_label_map", "segment"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import ClassVar
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -13,73 +10,20 @@ from skimage.segmentation import watershed
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Mask, Volume, bounding_box
-from pipeline.holds import Hold
 from pipeline.presets import Preset, apply_overrides, load_preset
-from pipeline.report import Report
+from pipeline.report import StageClock
 from pipeline.segment import cleanup, plausibility
 from pipeline.segment.bone import bone_barrier
 from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, extreme_3x3x3, upsample
 from pipeline.segment.leak import split_at_constrictions
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
+from pipeline.segment.report import (
+    AnalysisGrid, BoneSeparationResult, CleanupResult, GridRecord, HUStatistics, LeakControlResult, LeakCut,
+    OuterWallResult, PlausibilityResult, SeedRecord, SegmentParameters, SegmentReport, WindowRecord,
+)
 from pipeline.segment.seeds import check_apart, check_contrast, check_in_window, resolve_seeds, snap_into
 from pipeline.segment.wall import outer_wall
 from pipeline.segment.threshold import Window, hu_window, refine_window
-
-
-@dataclass
-class SegmentReport(Report):
-    """What :func:`segment` did, with which parameters, and what came out."""
-
-    preset: str
-    structure: str
-    label: int
-    method: str
-    parameters: dict[str, Any]
-    window: dict[str, Any]
-    seeds: list[dict[str, Any]]
-    voxels: int
-    volume_ml: float
-    volume_ml_partial_volume: float | None
-    components: int
-    hu_statistics: dict[str, Any]
-    bone_separation: dict[str, Any] | None
-    leak_control: dict[str, Any]
-    cleanup: dict[str, Any]
-    roi_index_box: list[list[int]] | None
-    grid: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    #: findings that hold the model's charge until a person releases them (source "segment")
-    holds: list[Hold] = field(default_factory=list)
-    #: what the plausibility checks measured (shape, widest radius, length, open ends)
-    plausibility: dict[str, Any] = field(default_factory=dict)
-
-    #: Not serialised: the removed pieces, ``(index box on the volume's grid, uint8 piece numbers)``.
-    _removed: ClassVar[tuple | None] = None
-
-    def removed_pieces(self, shape: tuple[int, int, int] | None = None) -> np.ndarray | None:
-        """The voxels leak control removed, numbered as ``leak_control["cuts"]`` (``piece``).
-
-        uint8 on the volume's grid (``shape``, the grid's by default), voxels in the HU window in
-        the removed blocks; None when nothing was removed. For pictures of what was cut off.
-        """
-        if self._removed is None:
-            return None
-        box, pieces = self._removed
-        out = np.zeros(tuple(shape or self.grid["shape_kji"]), np.uint8)
-        out[box] = pieces
-        return out
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(self.laps.get(name, 0.0) + now - self.last, 3)
-        self.last = now
 
 
 def _resolve_preset(preset: str | Preset, overrides: dict | None) -> Preset:
@@ -362,7 +306,7 @@ def segment(
     ConfigError
         An unknown or invalid preset or override.
     """
-    clock = _Clock()
+    clock = StageClock()
     preset = _resolve_preset(preset, overrides)
     if not 1 <= int(label) <= 255:
         raise SegmentationError(f"label {label} must lie in 1..255")
@@ -440,7 +384,7 @@ def segment(
     solid = work
     if clean.shell is not None:
         work = cleanup.hollow_shell(work, spacing, clean.shell.thickness_mm, clean.shell.side)
-        cleaned["shell"] = clean.shell.model_dump()
+        cleaned["shell"] = clean.shell
     clock.lap("cleanup")
 
     voxels = int(np.count_nonzero(work))
@@ -485,20 +429,31 @@ def segment(
     clock.lap("measure")
 
     name = label_name or preset.structure
+    window_record = WindowRecord(
+        mode=window.mode, lower_hu=round(window.lower_hu, 1), upper_hu=round(window.upper_hu, 1),
+        seed_median_hu=window.seed_level_hu if window.mode == "half_maximum" else None,
+        seed_mean_hu=window.seed_level_hu if window.mode != "half_maximum" else None,
+        seed_sd_hu=window.seed_sd_hu, structure_median_hu=window.structure_median_hu,
+        local_lower_hu_range=details.get("local_half_maximum_hu"))
+    cuts = [LeakCut(**cut) for cut in leak.pop("cuts", [])]
+    outer_wall_record = cleaned.pop("outer_wall", None)
+    analysis_grid = details.get("analysis_grid")
     report = SegmentReport(
         preset=preset.name, structure=name, label=int(label), method=method,
-        parameters={"preset": preset.model_dump(mode="json"), "overrides": overrides or {}},
-        window={**window.to_dict(), **({"local_lower_hu_range": details["local_half_maximum_hu"]}
-                                       if "local_half_maximum_hu" in details else {})}, seeds=seeds,
+        parameters=SegmentParameters(preset, overrides or {}), window=window_record,
+        seeds=[SeedRecord(**seed) for seed in seeds],
         voxels=voxels, volume_ml=round(volume_ml, 3), volume_ml_partial_volume=pv_ml,
-        components=int(details["components"]), hu_statistics=stats,
-        bone_separation=details["bone_separation"], leak_control=leak, cleanup=cleaned,
+        components=int(details["components"]), hu_statistics=HUStatistics(**stats) if stats else None,
+        bone_separation=BoneSeparationResult(**details["bone_separation"]) if details["bone_separation"] else None,
+        leak_control=LeakControlResult(**leak, cuts=cuts),
+        cleanup=CleanupResult(**cleaned, outer_wall=OuterWallResult(**outer_wall_record) if outer_wall_record else None),
         roi_index_box=[[b.start, b.stop] for b in roi] if roi else None,
-        grid={"shape_kji": list(geometry.shape), "spacing_kji_mm": list(geometry.spacing),
-              "crop_index_box": [[b.start, b.stop] for b in outer_abs],
-              **({"analysis_grid": details["analysis_grid"]} if "analysis_grid" in details else {})},
+        grid=GridRecord(shape_kji=list(geometry.shape), spacing_kji_mm=list(geometry.spacing),
+                        crop_index_box=[[b.start, b.stop] for b in outer_abs],
+                        analysis_grid=AnalysisGrid(**analysis_grid) if analysis_grid else None),
         warnings=details["warnings"], timings_s=clock.laps,
-        holds=details.get("holds", []), plausibility=details.get("plausibility", {}),
+        holds=details.get("holds", []),
+        plausibility=PlausibilityResult(**details["plausibility"]) if details.get("plausibility") else None,
     )
     removed_blocks = details.get("removed_blocks")
     if removed_blocks is not None and removed_blocks.any():

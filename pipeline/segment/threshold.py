@@ -21,12 +21,6 @@ class Window:
     seed_sd_hu: float | None = None
     structure_median_hu: float | None = None  # half_maximum: the grown structure's core, when it moved the window
 
-    def to_dict(self) -> dict:
-        level = "seed_median_hu" if self.mode == "half_maximum" else "seed_mean_hu"
-        return {"mode": self.mode, "lower_hu": round(self.lower_hu, 1), "upper_hu": round(self.upper_hu, 1),
-                level: self.seed_level_hu, "seed_sd_hu": self.seed_sd_hu,
-                "structure_median_hu": self.structure_median_hu}
-
 
 def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.ndarray:
     """HU of the voxels within ``radius_mm`` of each seed (int16, concatenated)."""
