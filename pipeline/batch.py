@@ -61,6 +61,7 @@ class BatchReport(Report):
     scheduler: str | None
     seconds: float
     outcomes: list[CaseOutcome]
+    dashboard: str | None = None  # the Dask scheduler's dashboard (None: local processes, or no bokeh)
 
     @property
     def failed(self) -> list[CaseOutcome]:
@@ -231,6 +232,9 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
         shown = str(opened.path)  # without a URL's password
     console = console or Console(stderr=True)
     client = _connect(scheduler) if scheduler else None
+    dashboard = _dashboard(client) if client is not None else None
+    if dashboard:
+        console.print(f"Dask dashboard: {dashboard}")
     start = time.perf_counter()
     outcomes: dict[int, CaseOutcome] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -250,7 +254,7 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
         else:
             _run_locally(workers, arguments, record)
     return BatchReport(str(manifest), str(out_dir), shown, workers, scheduler,
-                       time.perf_counter() - start, [outcomes[i] for i in range(len(cases))])
+                       time.perf_counter() - start, [outcomes[i] for i in range(len(cases))], dashboard)
 
 
 def _lost(case_file: str, error: BaseException) -> CaseOutcome:
@@ -284,6 +288,14 @@ def _connect(scheduler: str):
     except (OSError, TimeoutError, ValueError) as error:
         raise AnatomodelError(f"cannot reach the Dask scheduler at {scheduler}: {error}",
                               hint="check the address (tcp://HOST:PORT) and that the scheduler runs") from error
+
+
+def _dashboard(client) -> str | None:
+    """The address of the scheduler's dashboard, or None when it serves none (bokeh missing)."""
+    try:
+        return client.dashboard_link
+    except KeyError:
+        return None
 
 
 def _run_on_dask(client, arguments: list[tuple[str, str, str]], record) -> None:

@@ -236,16 +236,17 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice
     """
     if mask.ndim != 3:
         raise ValueError(f"bounding_box needs a 3-D array, got {mask.ndim}-D")
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(np.any(mask, axis=other))
-        if present.size == 0:
-            return None
-        start = max(int(present[0]) - margin, 0)
-        stop = min(int(present[-1]) + 1 + margin, mask.shape[axis])
-        box.append(slice(start, stop))
-    return tuple(box)  # type: ignore[return-value]
+    # One pass over the whole array finds the slices; the other two axes are read in that slab only.
+    present = np.flatnonzero(np.any(mask, axis=(1, 2)))
+    if present.size == 0:
+        return None
+    slab = mask[present[0]:present[-1] + 1]
+    ranges = [(int(present[0]), int(present[-1]))]
+    for axis, other in ((1, (0, 2)), (2, (0, 1))):
+        present = np.flatnonzero(np.any(slab, axis=other))
+        ranges.append((int(present[0]), int(present[-1])))
+    return tuple(slice(max(first - margin, 0), min(last + 1 + margin, size))  # type: ignore[return-value]
+                 for (first, last), size in zip(ranges, mask.shape))
 
 
 def format_lps(point: Any) -> str:

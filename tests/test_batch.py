@@ -100,7 +100,7 @@ def dask_batch(tmp_path_factory, phantom_series):
     manifest = root / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"cases": [f"cases/{c.name}" for c in cases]}))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+                      dashboard_address="127.0.0.1:0") as cluster:
         report = run_batch(manifest, root / "out", scheduler=cluster.scheduler_address,
                            ledger=root / "ledger.sqlite3", progress=False)
     return root, report
@@ -129,6 +129,8 @@ def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
 def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch):
     root, report = dask_batch
     assert report.scheduler.startswith("tcp://127.0.0.1:")
+    assert report.dashboard.startswith("http://127.0.0.1:") and report.dashboard.endswith("/status")
+    assert all(outcome.seconds > 0 for outcome in report.outcomes)  # per-case times are reported
     assert [o.ok for o in report.outcomes] == [True, True, False, True]
     failure = report.failed[0]
     assert failure.error_type == "DicomError" and "no-such-series" in failure.error

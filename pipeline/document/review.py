@@ -23,7 +23,7 @@ import trimesh
 from pipeline.document.facts import packet_summary
 from pipeline.errors import DocumentError
 from pipeline.files import atomic_write
-from pipeline.geometry import Mask, Volume
+from pipeline.geometry import Mask, Volume, bounding_box
 from pipeline.mesh.decimate import decimate
 
 TEMPLATE = Path(__file__).with_name("review.html")
@@ -84,21 +84,22 @@ def slice_data(volume: Volume, mask: Mask, removed: Mask | None) -> dict[str, An
     removed), strided to at most :data:`MAX_SIDE` voxels a side, with the voxel size in mm."""
     if mask.geometry.shape != volume.geometry.shape:
         raise DocumentError("the mask is not on the volume's grid: the review page overlays them voxel for voxel")
-    labels = (np.asarray(mask.array) > 0).astype(np.uint8)
-    if removed is not None:
-        labels[(np.asarray(removed.array) > 0) & (labels == 0)] = 2
-    where = np.argwhere(labels)
-    if len(where) == 0:
+    structure = np.asarray(mask.array)
+    gone = None if removed is None else np.asarray(removed.array)
+    boxes = [box for box in (bounding_box(structure), None if gone is None else bounding_box(gone)) if box]
+    if not boxes:
         raise DocumentError("the segmentation is empty: there is nothing to review")
     spacing = np.asarray(volume.geometry.spacing, dtype=float)
     margin = np.ceil(MARGIN_MM / spacing).astype(int)
-    low = np.maximum(where.min(axis=0) - margin, 0)
-    high = np.minimum(where.max(axis=0) + margin + 1, volume.geometry.shape)
+    low = np.maximum(np.min([[s.start for s in box] for box in boxes], axis=0) - margin, 0)
+    high = np.minimum(np.max([[s.stop for s in box] for box in boxes], axis=0) + margin, volume.geometry.shape)
     stride = max(1, int(np.ceil((high - low).max() / MAX_SIDE)))
     box = tuple(slice(a, b, stride) for a, b in zip(low, high))
     lower, upper = WINDOW_HU
     grey = np.clip((np.asarray(volume.array)[box].astype(np.float32) - lower) / (upper - lower) * 255, 0, 255)
-    crop = labels[box]
+    crop = (structure[box] > 0).astype(np.uint8)  # labels in the crop only, not on the whole grid
+    if gone is not None:
+        crop[(gone[box] > 0) & (crop == 0)] = 2
     return {"shape": list(crop.shape), "spacing_mm": (spacing * stride).round(4).tolist(),
             "grey": _b64(grey.astype(np.uint8)), "labels": _b64(crop)}
 
