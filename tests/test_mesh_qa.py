@@ -137,13 +137,15 @@ def test_wall_thickness_of_a_pipe():
 
 @pytest.mark.parametrize("wall_mm, target_faces, defect", [
     # decimated far past what the wall bears (fast-simplification 0.2 no longer folds a 1 mm wall
-    # at 200 faces; a 0.6 mm one it still does, self-intersecting and non-manifold)
-    (0.6, 200, "self-intersecting"),
-    (0.6, 2000, "non-manifold"),  # a wall of about one voxel
+    # at 200 faces; a 0.6 mm one it still does). Which defect the fold leaves depends on the
+    # library versions (in a fresh install of 2026-12-02 the folded faces lie back to back),
+    # so either finding counts; what must hold is that one was found and the result is clean.
+    (0.6, 200, ("self-intersecting", "back-to-back")),
+    (0.6, 2000, ("non-manifold",)),  # a wall of about one voxel
 ])
 def test_defects_from_decimation_are_found_and_repaired(wall_mm, target_faces, defect):
     model, report = mesh_mask(hollow_tube_mask(wall_mm=wall_mm), options=MeshOptions(target_faces=target_faces))
-    assert report.repaired and any(defect in action for action in report.repair_actions)
+    assert report.repaired and any(kind in action for action in report.repair_actions for kind in defect)
     assert report.watertight and report.manifold and report.self_intersecting_faces == 0
     mesh = model.mesh
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
