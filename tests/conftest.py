@@ -18,7 +18,31 @@ def deidentification_key_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("deid") / "deid.key"
     os.environ.pop("ANATOMODEL_DEID_KEY", None)
     os.environ["ANATOMODEL_DEID_KEY_FILE"] = str(path)
+    path.write_text(_key_without_date_collision() + "\n", encoding="utf-8")
+    path.chmod(0o600)
     return path
+
+
+def _key_without_date_collision() -> str:
+    """A random key whose date shift for the test patients is at most 200 days.
+
+    A vendor copy shifts the lab's own times (today) by the patient's shift too. When today
+    minus the shift falls on a real date of the source (the test scans' 2026-01-10/15), the PHI
+    check cannot tell the coincidence from a leak and refuses the copy: with a random key that is
+    one day in 365. Shifts of at most 200 days put that day in mid-2026, before any run of these
+    tests; the scanner still sees a fresh key every session."""
+    import secrets
+
+    from pipeline.document import deidentify
+
+    while True:
+        key = secrets.token_hex(32)
+        os.environ[deidentify.KEY_VARIABLE] = key
+        try:
+            if all(deidentify.date_shift_days(patient) <= 200 for patient in ("PH0001", "MRN778899")):
+                return key
+        finally:
+            os.environ.pop(deidentify.KEY_VARIABLE, None)
 
 
 @pytest.fixture(scope="session")
