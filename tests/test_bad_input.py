@@ -650,12 +650,13 @@ def test_a_control_character_in_the_operator_variable_is_refused(monkeypatch):
     assert operator_name() == "EVE^ADAMS"
 
 
-def test_ledger_show_prints_stored_control_characters_escaped(tmp_path, capsys, ledger):
+def test_ledger_show_prints_stored_control_characters_escaped(tmp_path, capsys, ledger, monkeypatch):
     """A ledger written by another program (or an older version) may hold escapes: shown visibly."""
     import datetime as dt
 
-    from pipeline.ledger import Ledger
+    from pipeline.ledger import Ledger, core
 
+    monkeypatch.setattr(core, "_refuse_control_text", lambda **texts: None)  # as an older version wrote
     with Ledger(ledger) as book:
         with book.start_run(case_id="ESC-1", patient_id="P1", operator=f"{ESC_RED}EVE{BELL}",
                             date_of_service=dt.date(2026, 1, 15), parameters={}) as run:

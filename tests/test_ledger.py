@@ -311,3 +311,22 @@ def _old_line():
     from pipeline import coding
 
     return coding.next_charge([], billable("OLD-1", "aorta", "PT-OLD"))
+
+
+def test_control_characters_are_refused_through_the_library_too(ledger, tmp_path):
+    """The command line refuses them in its arguments; a script calling the library directly
+    must meet the same rule before anything is written (an ESC would reach ``ledger show``)."""
+    from pipeline.ledger.lifecycle import Person
+
+    publish(ledger, tmp_path / "out", "CASE-CC", ["aorta"])
+    audit_rows = ledger._db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    with pytest.raises(LedgerError, match="U\\+001B"):
+        ledger.void("CASE-CC", "aorta", reason="typo \x1b[31mred\x1b[0m")
+    with pytest.raises(LedgerError, match="operator .*U\\+0000"):
+        ledger.void("CASE-CC", "aorta", reason="a plain reason", operator="Tech\x00")
+    assert ledger._db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == audit_rows
+    assert ledger.show("CASE-CC")["charges"][0]["status"] != "void"
+    with pytest.raises(LedgerError, match="name of the person .*U\\+001B"):
+        Person("\x1b]0;owned\x07Dr Who", "radiologist")
+    ledger.void("CASE-CC", "aorta", reason="duplicate order\nsecond line allowed")  # LF is text
+    assert ledger.verify().ok

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import coding
+from pipeline.config import text_problem
 from pipeline.errors import CodingError, LedgerError
 from pipeline.holds import Hold
 from pipeline.ledger import chain, folders, lifecycle, pg
@@ -248,6 +249,8 @@ class Ledger(LifecycleLedger):
 
     def _audit(self, action: str, case_id: str | None = None, model_id: str | None = None,
                operator: str | None = None, **detail: Any) -> None:
+        _refuse_control_text(action=action, case_id=case_id, model_id=model_id, operator=operator,
+                             **{key: value for key, value in detail.items() if isinstance(value, str)})
         self._db.execute(
             "INSERT INTO audit_log (at, operator, host, pid, action, case_id, model_id, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -888,6 +891,21 @@ class Run:
             self.ledger._audit(f"run.{status}", self.case_id, operator=self.operator, run=self.id,
                                **({"error": error} if error else {}))
         self._finished = True
+
+
+def _refuse_control_text(**texts: str | None) -> None:
+    """Refuse a control character (NUL, an ANSI escape...) in any text bound for the audit log,
+    whichever way it came (command line, case file or a script using the library).
+
+    Raises
+    ------
+    LedgerError
+        Naming the field; nothing is written.
+    """
+    for field, text in texts.items():
+        problem = text_problem(text, 100_000) if text else None
+        if problem:
+            raise LedgerError(f"{field.replace('_', ' ')} {problem}", hint="give plain text")
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:

@@ -40,6 +40,7 @@ import json
 from typing import Any
 
 from pipeline import coding
+from pipeline.config import text_problem
 from pipeline.errors import LedgerError
 from pipeline.holds import Hold
 from pipeline.report import Report
@@ -96,6 +97,10 @@ class Person(Report):
             raise LedgerError("a lifecycle step needs the name of the person who did it", hint="give --by NAME")
         if not self.role or not self.role.strip():
             raise LedgerError(f"give the role of {self.name} (e.g. radiologist, technologist)", hint="give --role")
+        for field, text in (("name", self.name), ("role", self.role)):
+            problem = text_problem(text, 200)
+            if problem:
+                raise LedgerError(f"the {field} of the person who did the step {problem}", hint="give plain text")
         if self.npi is not None and not coding.npi_is_valid(self.npi):
             raise LedgerError(f"NPI {self.npi!r} of {self.name} fails the NPI check digit",
                               hint="give the clinician's 10-digit NPI as registered in NPPES")
