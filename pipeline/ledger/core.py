@@ -249,8 +249,9 @@ class Ledger(LifecycleLedger):
 
     def _audit(self, action: str, case_id: str | None = None, model_id: str | None = None,
                operator: str | None = None, **detail: Any) -> None:
-        _refuse_control_text(action=action, case_id=case_id, model_id=model_id, operator=operator,
-                             **{key: value for key, value in detail.items() if isinstance(value, str)})
+        # What people type (who, why); a failed run's error text is stored as it came, never refused
+        _refuse_control_text(operator=operator, **{key: detail[key] for key in ("reason", "note")
+                                                   if isinstance(detail.get(key), str)})
         self._db.execute(
             "INSERT INTO audit_log (at, operator, host, pid, action, case_id, model_id, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -894,8 +895,8 @@ class Run:
 
 
 def _refuse_control_text(**texts: str | None) -> None:
-    """Refuse a control character (NUL, an ANSI escape...) in any text bound for the audit log,
-    whichever way it came (command line, case file or a script using the library).
+    """Refuse a control character (NUL, an ANSI escape...) in a person's text bound for the audit
+    log (operator, reason, note), whichever way it came (command line or a script using the library).
 
     Raises
     ------
