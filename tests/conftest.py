@@ -27,10 +27,12 @@ def _key_without_date_collision() -> str:
     """A random key whose date shift for the test patients is at most 200 days.
 
     A vendor copy shifts the lab's own times (today) by the patient's shift too. When today
-    minus the shift falls on a real date of the source (the test scans' 2026-01-10/15), the PHI
-    check cannot tell the coincidence from a leak and refuses the copy: with a random key that is
-    one day in 365. Shifts of at most 200 days put that day in mid-2026, before any run of these
-    tests; the scanner still sees a fresh key every session."""
+    minus the shift falls on a real date of the source (the test scans' 2026-01-15), the copy's
+    shifted creation date is byte for byte a real date. The package knows that coincidence is no
+    leak (``vendor_copy_identifiers`` leaves such a date out of its scan; tested in
+    ``test_deidentify.py`` with a key made to collide), but the tests' own scanner is blunt on
+    purpose and would report it: shifts of at most 200 days keep that day out of every run of
+    these tests; the scanner still sees a fresh key every session."""
     import secrets
 
     from pipeline.document import deidentify

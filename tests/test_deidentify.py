@@ -249,6 +249,76 @@ def test_dates_are_shifted_alike_as_the_method_says(vendor_run):
     assert [item.CodeValue for item in ds.DeidentificationMethodCodeSequence] == ["113100", "113107", "113105"]
 
 
+def _key_with_shift(days: int, monkeypatch) -> str:
+    """A key under which the test patient's dates move back by exactly ``days``."""
+    for number in range(100_000):
+        key = f"collision-test-key-{number:08d}-padding-padding"
+        monkeypatch.setenv(deid.KEY_VARIABLE, key)
+        if deid.date_shift_days("PH0001") == days:
+            return key
+    raise AssertionError(f"no key shifts by {days} days")
+
+
+def test_a_shifted_date_equal_to_a_real_one_is_not_refused(tmp_path, monkeypatch):
+    """The date of service ten days after the scan, and a key whose shift is ten days: the copy's
+    shifted date of service is byte for byte the real study date. That is no leak (the copy holds
+    the same bytes whichever date they came from) and the copy is written; every other identifier
+    and real date is still absent, and the study date itself is shifted."""
+    from pipeline.case import run_case
+
+    study = dt.datetime.strptime(_phantom_study_date(), "%Y%m%d").date()
+    service = study + dt.timedelta(days=10)
+    _key_with_shift(10, monkeypatch)
+    write_dicom_series(make_phantom(shape_scale=0.5), tmp_path / "cta", with_truth=False)
+    example = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    encounter = {**CASE["encounter"], "date_of_service": service.isoformat()}
+    case = {**example, **CASE, "encounter": encounter, "imaging": {"dicom": "cta", "series": "auto"},
+            "models": example["models"][:1]}
+    (tmp_path / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    result = run_case(tmp_path / "case.yaml", tmp_path / "vendor", deidentify=True, ledger=tmp_path / "l.sqlite3")
+
+    folder = result.models[0].folder
+    facts = json.loads((folder / "packet.json").read_text())
+    assert facts["encounter"]["date_of_service"] == study.isoformat()  # the coincidence happened
+    shifted_study = (study - dt.timedelta(days=10)).strftime("%Y%m%d")
+    assert facts["source_imaging"]["study_date"] == shifted_study
+    assert pydicom.dcmread(folder / "model.dcm").StudyDate == shifted_study
+    source = [pydicom.dcmread(p) for p in sorted((tmp_path / "cta").glob("IM*"))]
+    needles = _source_identifiers(source, case)
+    coinciding = set(_date_forms(study))
+    needles["date"] = [form for form in needles["date"] if form not in coinciding]
+    assert set(_date_forms(service)) <= set(needles["date"])  # the real date of service is still searched for
+    files = [p for p in (tmp_path / "vendor").rglob("*") if p.is_file()]
+    assert _scan(files, needles) == []
+
+
+def _phantom_study_date() -> str:
+    from example_data.cta_phantom import STUDY_DATE
+
+    return STUDY_DATE
+
+
+def test_the_scan_leaves_out_only_a_real_date_that_equals_a_shifted_one():
+    """vendor_copy_identifiers: a real study date is searched for unless it equals the shifted
+    form of a date the copy holds (the date of service, or a lab date such as today's)."""
+    service = dt.date(2026, 3, 1)
+    shift = dt.timedelta(days=deid.date_shift_days("PH0001"))
+    patient = {"id": "PH0001", "name": "PHANTOM^AORTA"}
+
+    def searched(study_day: dt.date, lab_dates=()) -> bool:
+        found = deid.vendor_copy_identifiers(patient, {"study_date": study_day.strftime("%Y%m%d")},
+                                             {"date_of_service": service.isoformat()}, lab_dates=lab_dates)
+        return study_day.isoformat() in found and study_day.strftime("%Y%m%d") in found
+
+    assert searched(service - shift - dt.timedelta(days=1))
+    assert not searched(service - shift)  # the shifted date of service is that very date
+    today = dt.date(2026, 12, 2)
+    assert searched(today - shift)
+    assert not searched(today - shift, lab_dates=[today])  # the shifted creation date is that very date
+    found = deid.vendor_copy_identifiers(patient, {"study_date": "20260115"}, {"date_of_service": service.isoformat()})
+    assert service.isoformat() in found  # the real date of service never equals its own shift
+
+
 # -- the key ------------------------------------------------------------------------------------------
 
 def test_a_key_is_generated_once_with_0600_and_pseudonyms_need_it(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ file, which is checked before the packet is finished.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from pipeline.document import deidentify as deid
 from pipeline.document.charges import write_case_charges
 from pipeline.document.checksums import MANIFEST, sha256_file, write_sha256sums
 from pipeline.document.dicom import build_encapsulated_stl, write_encapsulated_stl
-from pipeline.document.facts import build_facts, packet_schema, validate_packet
+from pipeline.document.facts import build_facts, packet_schema, validate_packet, workflow_steps
 from pipeline.document.inputs import PacketInputs, PacketReport, software_version
 from pipeline.document.pdf import packet_pdf
 from pipeline.document.pictures import (
@@ -84,6 +85,19 @@ def _refuse_identifiers(model_dir: Path, identifiers: list[str], when: str) -> N
         )
 
 
+def _lab_dates(inputs: PacketInputs) -> list[dt.date]:
+    """The lab's own dates a vendor copy holds (shifted): its creation date, in UTC and in the
+    local time zone model.dcm is written in, and the dates of the workflow steps."""
+    dates = [inputs.created.date(), inputs.created.astimezone().date()]
+    for step in workflow_steps(inputs):
+        for moment in (step["start"], step["end"]):
+            try:
+                dates.append(dt.datetime.fromisoformat(str(moment)).date())
+            except ValueError:
+                continue
+    return dates
+
+
 def _kind(needle: str) -> str:
     """What an identifier is, for messages that must not repeat it."""
     if deid.is_source_uid(needle):
@@ -127,7 +141,8 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
         alias = deid.pseudonym(deid.patient_key(inputs.patient, provenance))
         staff = deid.staff_strings(inputs.encounter, inputs.workflow or [])
         identifiers = sorted({*identifiers, *staff}, key=len, reverse=True)
-        forbidden = sorted({*deid.vendor_copy_identifiers(inputs.patient, provenance, inputs.encounter), *staff},
+        forbidden = sorted({*deid.vendor_copy_identifiers(inputs.patient, provenance, inputs.encounter,
+                                                          lab_dates=_lab_dates(inputs)), *staff},
                            key=len, reverse=True)
         named = [p for p in (model_dir.name, model_dir.parent.name) if any(s.lower() in p.lower() for s in identifiers)]
         if named:

@@ -21,7 +21,8 @@ its options, named in every vendor copy (:data:`METHOD_TEXT`, :data:`METHOD_CODE
 :func:`find_identifiers` then reads every byte of every file of the folder (inflating PDF
 streams, gzip files and zip members, recursively) and reports any identifying string left:
 the names, ids, accession, every source UID and every unshifted source date
-(:func:`vendor_copy_identifiers`).
+(:func:`vendor_copy_identifiers`; a real date that is byte for byte a shifted date the copy
+holds is no leak and is left out).
 """
 
 from __future__ import annotations
@@ -265,13 +266,45 @@ def _name_forms(name: Any) -> list[str]:
 
 
 def vendor_copy_identifiers(patient: dict[str, Any] | None, provenance: dict[str, Any] | None = None,
-                            encounter: dict[str, Any] | None = None) -> list[str]:
+                            encounter: dict[str, Any] | None = None, *,
+                            lab_dates: Iterable[dt.date] = ()) -> list[str]:
     """Everything a vendor copy must not hold: :func:`identifying_strings`, every source UID,
-    and every real (unshifted) date of the source: study date, date of service, birth date."""
+    and every real (unshifted) date of the source: study date, date of service.
+
+    A real date that equals the shifted form of a date the copy holds is left out: when two of
+    the case's dates lie exactly the patient's shift apart (the study ten days before the date of
+    service and a shift of ten days; a run today whose shift reaches back to the scan), the
+    shifted later date is byte for byte the real earlier one. No byte scan can tell the two apart,
+    and refusing would refuse that patient's copy on that day for no leak; the copy's date
+    fields are shifted by construction (:func:`scrub`, :func:`shift_dicom_date`).
+
+    Parameters
+    ----------
+    patient, provenance, encounter : dict, optional
+        The case file's patient block, the source's DICOM provenance and the encounter.
+    lab_dates : iterable of datetime.date, optional
+        The lab's own dates the copy holds shifted: the packet's creation date (UTC and local),
+        the workflow steps' dates.
+
+    Returns
+    -------
+    list of str
+        Longest first, so a scan reports the longest match.
+    """
     provenance = provenance or {}
-    dates = _date_forms(provenance.get("study_date")) + _date_forms((encounter or {}).get("date_of_service"))
+    real = {d for d in (_parse_date(provenance.get("study_date")),
+                        _parse_date((encounter or {}).get("date_of_service"))) if d is not None}
+    held = [_parse_date(provenance.get(key)) for key in DICOM_DATE_KEYS]
+    held += [_parse_date((encounter or {}).get("date_of_service")), *lab_dates]
+    key = patient_key(patient, provenance)
+    shifted = {shift_date(d, key) for d in held if d is not None} if real else set()
+    coinciding = real & shifted
+    if coinciding:
+        log.info("%d real date(s) of the source equal a shifted date the vendor copy holds (two of the case's "
+                 "dates lie the patient's shift apart): not searched for, a byte scan cannot tell them apart",
+                 len(coinciding))
     found = set(identifying_strings(patient, provenance)) | set(source_uids(provenance))
-    found |= {d for d in dates if len(d) >= 8}
+    found |= {form for d in real - coinciding for form in _date_forms(d) if len(form) >= 8}
     return sorted(found, key=len, reverse=True)
 
 
