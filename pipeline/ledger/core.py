@@ -63,7 +63,13 @@ _SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydic
 
 
 def default_ledger_path() -> Path:
-    """The per-user ledger: ``$XDG_DATA_HOME/anatomodel/ledger.sqlite3`` (or ``~/.local/share``)."""
+    """The per-user ledger: ``$XDG_DATA_HOME/anatomodel/ledger.sqlite3`` (or ``~/.local/share``).
+
+    Returns
+    -------
+    Path
+        The default ledger file (not created here); ``XDG_DATA_HOME`` wins when set and non-empty.
+    """
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "anatomodel" / "ledger.sqlite3"
 
@@ -72,6 +78,18 @@ def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path | str:
     """``path`` if given, else ``$ANATOMODEL_LEDGER``, else :func:`default_ledger_path`.
 
     A PostgreSQL connection URL (``postgresql://...``) is returned as it is (a str).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The ledger given by the caller (``--ledger``): a file path (``~`` is expanded) or a
+        PostgreSQL URL. None or empty falls back to ``$ANATOMODEL_LEDGER``, then the default.
+
+    Returns
+    -------
+    Path or str
+        The ledger file as a :class:`~pathlib.Path`, or the normalised PostgreSQL URL as a str
+        (:func:`pipeline.ledger.pg.normalised`).
     """
     for given in (path, os.environ.get(LEDGER_VARIABLE)):
         if given:
@@ -80,7 +98,14 @@ def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path | str:
 
 
 def software_versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape a model, for the run record."""
+    """Versions of Python and the packages that shape a model, for the run record.
+
+    Returns
+    -------
+    dict of str to str
+        ``{"python": "3.x.y", package: version, ...}`` for the packages in ``_SOFTWARE`` that are
+        installed (see :func:`pipeline.report.installed_versions`).
+    """
     import platform
 
     return {"python": platform.python_version(), **installed_versions(_SOFTWARE)}
@@ -267,6 +292,33 @@ class Ledger(LifecycleLedger):
 
         A case recorded for another encounter is refused, unless every charge of it is void and
         ``correction`` gives the reason: then the case moves to the new encounter (audited).
+
+        Parameters
+        ----------
+        case_id : str
+            The case's id (from the case file); required, non-empty.
+        patient_id : str
+            The patient's id, which with ``date_of_service`` names the encounter; required, non-empty.
+        date_of_service : datetime.date or str
+            The date of service; a str is stored as given (ISO ``YYYY-MM-DD`` expected).
+        parameters : dict, optional
+            The run's parameters, stored as JSON on the run record.
+        operator : str, optional
+            Who runs it; default :func:`pipeline.ledger.process.operator_name`. No control characters.
+        correction : str, optional
+            The reason for moving a case to another encounter (``--correct-encounter``); needed only then.
+
+        Returns
+        -------
+        Run
+            The started run (status ``running``), to be used as a context manager.
+
+        Raises
+        ------
+        LedgerError
+            If ``case_id`` or ``patient_id`` is empty, if the case is recorded for another encounter
+            and has a charge not void or no ``correction`` is given, if the operator or correction has
+            control characters, or if the ledger stays locked (exit code 13).
         """
         if not case_id or not patient_id:
             raise LedgerError("a run needs a case id and a patient id")
@@ -357,6 +409,25 @@ class Ledger(LifecycleLedger):
         discontinued : bool
             The model was started but discontinued: its line stays billed with modifier 53.
             Otherwise the line is voided (entered in error) and no longer billed.
+
+        case_id : str
+            The case whose model's charge is changed.
+        model_id : str
+            The model's id in the case.
+        operator : str, optional
+            Who does it; default :func:`pipeline.ledger.process.operator_name`. No control characters.
+
+        Returns
+        -------
+        pipeline.coding.ChargeLine
+            The charge line as it now stands (with modifier 53 and its reason when discontinued).
+
+        Raises
+        ------
+        LedgerError
+            If ``reason`` is empty, the case or its model's charge is not in the ledger, the charge is
+            already void or discontinued, it was exported for billing, or ``discontinued`` is asked
+            for a charge without a packet (exit code 13).
         """
         if not reason or not reason.strip():
             raise LedgerError(f"voiding or discontinuing {case_id}/{model_id} needs a reason",
@@ -389,7 +460,30 @@ class Ledger(LifecycleLedger):
         return line
 
     def unvoid(self, case_id: str, model_id: str, *, reason: str, operator: str | None = None) -> Any:
-        """Undo a void: the model's charge counts again (committed if it has a packet, else reserved)."""
+        """Undo a void: the model's charge counts again (committed if it has a packet, else reserved).
+
+        Parameters
+        ----------
+        case_id : str
+            The case whose model's charge is restored.
+        model_id : str
+            The model's id in the case.
+        reason : str
+            Why the charge is right after all; required, kept on the charge and in the audit log.
+        operator : str, optional
+            Who does it; default :func:`pipeline.ledger.process.operator_name`. No control characters.
+
+        Returns
+        -------
+        pipeline.coding.ChargeLine
+            The restored charge line (unchanged from before the void).
+
+        Raises
+        ------
+        LedgerError
+            If ``reason`` is empty, the case is not in the ledger or its model's charge is not void
+            (exit code 13).
+        """
         if not reason or not reason.strip():
             raise LedgerError(f"undoing the void of {case_id}/{model_id} needs a reason",
                               hint="give --reason 'why the charge is right after all'")
@@ -430,7 +524,16 @@ class Ledger(LifecycleLedger):
         return row
 
     def list_cases(self) -> list[dict[str, Any]]:
-        """One summary per case: encounter, date, models, current versions and charge codes."""
+        """One summary per case: encounter, date, models, current versions and charge codes.
+
+        Returns
+        -------
+        list of dict
+            One dict per case, ordered by case id, with keys ``case_id``, ``encounter_id``,
+            ``date_of_service`` (ISO date text), ``models`` (number of current versions), ``charges``
+            (space-separated ``CPT:status`` in line order, or None) and ``last_run`` (ISO UTC time of
+            the last run's start, or None).
+        """
         rows = self._db.execute(
             "SELECT cs.case_id, cs.encounter_id, e.date_of_service, "
             " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
@@ -441,7 +544,26 @@ class Ledger(LifecycleLedger):
         return [dict(row) for row in rows]
 
     def show(self, case_id: str) -> dict[str, Any]:
-        """Everything recorded about a case: encounter, models, charges, runs and audit entries."""
+        """Everything recorded about a case: encounter, models, charges, runs and audit entries.
+
+        Parameters
+        ----------
+        case_id : str
+            The case to show.
+
+        Returns
+        -------
+        dict
+            Keys ``case_id``, ``encounter`` (``id``, ``date_of_service``), ``models`` (every version
+            and attempt), ``charges`` (current state, ``line`` decoded), ``charge_revisions``, ``runs``
+            (``parameters``, ``software`` and ``timings`` decoded; timings in s), ``audit`` (``detail``
+            decoded) and ``lifecycle`` (:meth:`model_state` of each current model). Times are ISO UTC.
+
+        Raises
+        ------
+        LedgerError
+            If the case is not in the ledger (exit code 13).
+        """
         with self._read():
             case = self._case_row(case_id)
             encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (case["encounter_id"],)).fetchone()
@@ -476,6 +598,20 @@ class Ledger(LifecycleLedger):
         """Every charge row, and per encounter its claim (billable lines) and pending lines apart.
 
         With ``record`` the billable lines are recorded as exported: their codes are frozen.
+
+        Parameters
+        ----------
+        record : bool
+            Record the billable lines as exported (their codes can no longer change).
+        operator : str, optional
+            Who exports, for the audit log; default :func:`pipeline.ledger.process.operator_name`.
+
+        Returns
+        -------
+        dict
+            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time), ``charges``
+            (every current charge row with its encounter, ``line`` decoded, and the current model
+            ``version``) and ``claims`` (per encounter, from :meth:`export_billing`).
         """
         with self._read():
             rows = self._db.execute(
@@ -551,7 +687,14 @@ class Ledger(LifecycleLedger):
         return version
 
     def anchor(self) -> dict[str, Any]:
-        """The hash chain's head (last hash, number of entries, time) to keep outside the ledger."""
+        """The hash chain's head (last hash, number of entries, time) to keep outside the ledger.
+
+        Returns
+        -------
+        dict
+            The chain head from :func:`pipeline.ledger.chain.anchor`: last hash, number of chained
+            entries and the ISO UTC time it was taken.
+        """
         with self._read():
             return chain.anchor(self._db, _now())
 
@@ -565,6 +708,17 @@ class Ledger(LifecycleLedger):
         encounter's billable lines form a valid claim, and that the charges files written from
         the ledger are unchanged. A file SQLite cannot read is a problem too, never a crash.
         With ``anchor`` (from :meth:`anchor`, kept elsewhere), the chain must also extend it.
+
+        Parameters
+        ----------
+        anchor : dict, optional
+            A chain head from :meth:`anchor` kept outside the ledger; the chain must extend it.
+
+        Returns
+        -------
+        VerifyReport
+            The problems (which make ``ledger verify`` fail) and notes found. A damaged database is
+            reported as a problem, not raised.
         """
         try:
             report = self._verify()
@@ -670,6 +824,13 @@ class VerifyReport(Report):
 
     @property
     def ok(self) -> bool:
+        """Whether the ledger passed.
+
+        Returns
+        -------
+        bool
+            True when no problem was found (notes do not count).
+        """
         return not self.problems
 
 
@@ -706,6 +867,18 @@ class Run:
             The model's id in the case.
         folder : path
             The model folder the packet will be published to (``OUT/<case_id>/<model_id>``).
+
+        Returns
+        -------
+        Reservation
+            The pending attempt, with its staging folder (created, empty) and no charge line yet.
+
+        Raises
+        ------
+        LedgerError
+            If the ledger stays locked (exit code 13).
+        OSError
+            If the staging folder cannot be created.
         """
         ledger, db = self.ledger, self.ledger._db
         folder = Path(folder).absolute()
@@ -730,6 +903,26 @@ class Run:
         again in its place in the encounter, from the case as it is now. Otherwise
         :func:`pipeline.coding.next_charge` decides it from the encounter's reserved and billed
         lines, and the line is reserved for this model id.
+
+        Parameters
+        ----------
+        reservation : Reservation
+            The attempt from :meth:`stage`; its ``charge_line`` and ``new_charge`` are set here.
+        billable : pipeline.coding.BillableModel
+            The model as coding sees it (indication, ICD-10 codes, modifiers, providers, payer).
+
+        Returns
+        -------
+        pipeline.coding.ChargeLine
+            The charge line decided for the model (also set on ``reservation``).
+
+        Raises
+        ------
+        LedgerError
+            If the model id is already used by another case on the same encounter, or a re-run would
+            change the coding of a line exported for billing (exit code 13).
+        CodingError
+            If the billing rules refuse the line (exit code 11).
         """
         ledger, db, model_id = self.ledger, self.ledger._db, reservation.model_id
         with ledger._write():
@@ -798,7 +991,22 @@ class Run:
         return fresh
 
     def reserve(self, model_id: str, billable: Any, folder: str | os.PathLike) -> Reservation:
-        """:meth:`stage` and :meth:`charge` in one call (when the billable model is known first)."""
+        """:meth:`stage` and :meth:`charge` in one call (when the billable model is known first).
+
+        Parameters
+        ----------
+        model_id : str
+            The model's id in the case.
+        billable : pipeline.coding.BillableModel
+            The model as coding sees it; see :meth:`charge`.
+        folder : str or os.PathLike
+            The model folder the packet will be published to.
+
+        Returns
+        -------
+        Reservation
+            The pending attempt with its charge line decided.
+        """
         reservation = self.stage(model_id, folder)
         self.charge(reservation, billable)
         return reservation
@@ -811,10 +1019,28 @@ class Run:
         (:class:`pipeline.holds.Hold`) on it, plus a hold when ``mesh_sha256`` (best: of the mesh
         geometry, not the file) equals another model's whose charge is not void.
 
+        Parameters
+        ----------
+        reservation : Reservation
+            The attempt from :meth:`stage`, charged by :meth:`charge`, whose staging folder holds the
+            complete packet with its ``SHA256SUMS``.
+        mesh_sha256 : str, optional
+            Hex SHA-256 used to find duplicate models; default the ``model.stl`` entry of ``SHA256SUMS``.
+        holds : sequence of pipeline.holds.Hold
+            Reasons to hold the model's billing until someone releases it.
+
+        Returns
+        -------
+        PublishedModel
+            The committed version (numbered from 1 per model), its folder, charge status and line, the
+            hex SHA-256 of ``SHA256SUMS`` and of the mesh, and the holds put on it.
+
         Raises
         ------
         LedgerError
             If the staged packet is incomplete (a file missing, changed or not in SHA256SUMS).
+        ValueError
+            If the reservation has no charge line yet (:meth:`charge` was not called).
         """
         ledger, db = self.ledger, self.ledger._db
         if reservation.charge_line is None:
@@ -849,7 +1075,15 @@ class Run:
                               _line(charge["line"]), sums_sha256, mesh_sha256, list(outcome["holds"]))
 
     def abandon(self, reservation: Reservation, reason: str = "the run stopped before publishing") -> None:
-        """Give up an attempt: delete its staging folder; its charge line stays reserved."""
+        """Give up an attempt: delete its staging folder; its charge line stays reserved.
+
+        Parameters
+        ----------
+        reservation : Reservation
+            The attempt to give up.
+        reason : str
+            Why, for the audit log.
+        """
         ledger = self.ledger
         with ledger._write():
             ledger._db.execute("UPDATE models SET status = 'abandoned' WHERE id = ? AND status = 'pending'",
@@ -860,7 +1094,15 @@ class Run:
         self._pending.pop(reservation.attempt_id, None)
 
     def audit(self, action: str, **detail: Any) -> None:
-        """Record an entry of this run in the audit log (e.g. an overridden identity check)."""
+        """Record an entry of this run in the audit log (e.g. an overridden identity check).
+
+        Parameters
+        ----------
+        action : str
+            The audit action name (dotted, e.g. ``identity.overridden``).
+        **detail
+            JSON-serialisable details stored with the entry; ``reason`` and ``note`` must be plain text.
+        """
         with self.ledger._write():
             self.ledger._audit(action, self.case_id, operator=self.operator, run=self.id, **detail)
 
@@ -868,6 +1110,23 @@ class Run:
         """Void the charges of this case's models that are no longer in the case file.
 
         Returns the model ids voided. A removed model whose charge was exported is refused.
+
+        Parameters
+        ----------
+        model_ids : sequence of str
+            The model ids still in the case file; every other model of the case with a charge not
+            void is voided.
+
+        Returns
+        -------
+        list of str
+            The model ids voided, in the ledger's order.
+
+        Raises
+        ------
+        LedgerError
+            If a removed model's charge was exported for billing (exit code 13); the models voided
+            before it stay voided.
         """
         ledger, voided = self.ledger, []
         rows = ledger._db.execute("SELECT model_id FROM current_charges WHERE case_ref = ? AND status != 'void'",
@@ -883,7 +1142,15 @@ class Run:
         return voided
 
     def finish(self, *, error: str | None = None, timings: dict[str, float] | None = None) -> None:
-        """Record the end of the run: ``ok``, or ``failed`` with the error message."""
+        """Record the end of the run: ``ok``, or ``failed`` with the error message.
+
+        Parameters
+        ----------
+        error : str, optional
+            The error message of a failed run (stored as it came); None for a run that ended ``ok``.
+        timings : dict of str to float, optional
+            Step durations in seconds, merged into the run's timings.
+        """
         self.timings.update(timings or {})
         status = "failed" if error else "ok"
         with self.ledger._write():
@@ -910,7 +1177,19 @@ def _refuse_control_text(**texts: str | None) -> None:
 
 
 def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
-    """A :class:`Ledger` from an open ledger, a path, or the default location."""
+    """A :class:`Ledger` from an open ledger, a path, or the default location.
+
+    Parameters
+    ----------
+    ledger : Ledger or str or os.PathLike, optional
+        An open ledger (returned as it is), a file path or PostgreSQL URL, or None for the default
+        (:func:`resolve_ledger_path`).
+
+    Returns
+    -------
+    Ledger
+        The open ledger.
+    """
     return ledger if isinstance(ledger, Ledger) else Ledger(ledger)
 
 
