@@ -62,7 +62,6 @@ PENDING: list[str] = [
     "pipeline/icd10.py",
     "pipeline/interrupt.py",
     "pipeline/ledger/chain.py",
-    "pipeline/ledger/events.py",
     "pipeline/ledger/folders.py",
     "pipeline/ledger/lifecycle.py",
     "pipeline/ledger/pg.py",

@@ -51,7 +51,28 @@ class LifecycleLedger:
         return [dict(row) for row in rows]
 
     def model_state(self, case_id: str, model_id: str) -> dict[str, Any]:
-        """The current version of a model, its state, its events and its holds (open and released)."""
+        """The current version of a model, its state, its events and its holds (open and released).
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+        model_id : str
+            The model's id in the case.
+
+        Returns
+        -------
+        dict
+            Keys ``case_id``, ``model_id``, ``version`` (the current version, from 1), ``state`` (the
+            last step, ``prepared`` when none was recorded), ``events`` (each step with who, when as
+            ISO UTC text, effort and detail), ``effort_minutes`` (minutes per effort category, from
+            :func:`pipeline.ledger.lifecycle.effort_summary`) and ``holds`` (open and released).
+
+        Raises
+        ------
+        LedgerError
+            If the case is not in the ledger or the model has no published version (exit code 13).
+        """
         case = self._case_row(case_id)
         model = self._current_model(case["id"], model_id)
         if model is None:
@@ -79,7 +100,19 @@ class LifecycleLedger:
                                                                hold["code"], hold["reason"], hold["source"], at))
 
     def model_at_folder(self, folder: Any) -> tuple[str, str] | None:
-        """``(case_id, model_id)`` of the current model version published to ``folder``, or None."""
+        """``(case_id, model_id)`` of the current model version published to ``folder``, or None.
+
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            A model folder (relative paths are taken from the current directory; a symlink matches by
+            its absolute or its resolved path).
+
+        Returns
+        -------
+        tuple of (str, str) or None
+            ``(case_id, model_id)`` of the current version published there, or None when none is.
+        """
         from pathlib import Path
 
         names = {str(Path(folder).absolute()), str(Path(folder).resolve())}
@@ -97,6 +130,10 @@ class LifecycleLedger:
 
         Parameters
         ----------
+        case_id : str
+            The case.
+        model_id : str
+            The model's id in the case.
         step : {"approved", "printed", "post_processed", "checked", "delivered", "discontinued", "reduced"}
         person : Person
             Who did it. Approval needs a clinician (an NPI).
@@ -111,6 +148,11 @@ class LifecycleLedger:
         holds : list of Hold, optional
             Holds the step raises on the version (a failed ``checked`` step: one per failed
             criterion, at least one; a passing check raises none).
+
+        Returns
+        -------
+        dict
+            The model's new state, as :meth:`model_state` gives it.
 
         Raises
         ------
@@ -226,7 +268,33 @@ class LifecycleLedger:
                                    "or anatomodel printed ... for the reprint")
 
     def release(self, case_id: str, model_id: str, code: str, person: Person, *, reason: str) -> dict[str, Any]:
-        """Release an open hold of a model's current version, by a named person with a reason."""
+        """Release an open hold of a model's current version, by a named person with a reason.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+        model_id : str
+            The model's id in the case.
+        code : str
+            The open hold's code (e.g. ``ledger.duplicate_mesh``) or its numeric id as text; every open
+            hold with that code is released.
+        person : Person
+            Who releases it (name and role, recorded with the release).
+        reason : str
+            What was checked and why; required, kept with the release and in the audit log.
+
+        Returns
+        -------
+        dict
+            The model's new state, as :meth:`model_state` gives it.
+
+        Raises
+        ------
+        LedgerError
+            If ``reason`` is empty, the case is not in the ledger, the model has no published version,
+            or it has no open hold ``code`` (exit code 13).
+        """
         if not reason or not reason.strip():
             raise LedgerError(f"releasing hold {code} of {case_id}/{model_id} needs a reason",
                               hint="give --reason 'what was checked and why the charge is right'")
@@ -251,7 +319,25 @@ class LifecycleLedger:
 
     # -- billing ----------------------------------------------------------------------------
     def billing(self, encounter_id: int) -> Billing:
-        """The encounter's lines: billable ones (numbered), and pending ones with what they wait for."""
+        """The encounter's lines: billable ones (numbered), and pending ones with what they wait for.
+
+        Parameters
+        ----------
+        encounter_id : int
+            The encounter's row id in the ledger.
+
+        Returns
+        -------
+        Billing
+            The encounter's patient id and date of service, its billable lines (sorted by kind and
+            sequence, an exported line as it was exported) and its pending lines with what each waits
+            for; void lines are left out.
+
+        Raises
+        ------
+        LedgerError
+            If there is no such encounter (exit code 13).
+        """
         encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (encounter_id,)).fetchone()
         if encounter is None:
             raise LedgerError(f"no encounter {encounter_id} in {self.path}")
@@ -299,7 +385,23 @@ class LifecycleLedger:
         return Billing(encounter_id, encounter["patient_id"], encounter["date_of_service"], billable, pending)
 
     def case_billing(self, case_id: str) -> Billing:
-        """:meth:`billing` of the encounter of a case."""
+        """:meth:`billing` of the encounter of a case.
+
+        Parameters
+        ----------
+        case_id : str
+            The case whose encounter is billed.
+
+        Returns
+        -------
+        Billing
+            As :meth:`billing` gives it.
+
+        Raises
+        ------
+        LedgerError
+            If the case is not in the ledger (exit code 13).
+        """
         return self.billing(self._case_row(case_id)["encounter_id"])
 
     def export_billing(self, *, operator: str | None = None, record: bool = True) -> dict[str, Any]:
@@ -307,6 +409,21 @@ class LifecycleLedger:
 
         With ``record``, each billable line not yet exported is recorded as exported (its code is
         frozen from then on: a later void or correction of it is refused).
+
+        Parameters
+        ----------
+        operator : str, optional
+            Who exports, recorded on each export row (default ``export``) and in the audit log.
+        record : bool
+            Record the billable lines as exported. An encounter whose billable lines do not form a claim
+            is never recorded: it is listed with ``held`` (the coding error) and empty ``lines``.
+
+        Returns
+        -------
+        dict
+            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time) and ``claims``:
+            per encounter with a line not void, ``encounter_id``, ``patient_id``, ``date_of_service``,
+            ``lines`` (the claim), ``billable``, ``pending`` and, when refused, ``held``.
         """
         encounters = [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]
         result = []
@@ -340,7 +457,20 @@ class LifecycleLedger:
                                 "WHERE cs.case_id = ? AND ch.model_id = ?", (case_id, model_id)).fetchone()[0]
 
     def is_exported(self, case_ref: int, model_id: str) -> bool:
-        """Whether the model's charge was exported for billing (its line is frozen)."""
+        """Whether the model's charge was exported for billing (its line is frozen).
+
+        Parameters
+        ----------
+        case_ref : int
+            The case's row id in the ledger (not its case id).
+        model_id : str
+            The model's id in the case.
+
+        Returns
+        -------
+        bool
+            True once any export of the charge was recorded.
+        """
         return self._db.execute("SELECT 1 FROM exports x JOIN charges ch ON ch.id = x.charge_id "
                                 "WHERE ch.case_ref = ? AND ch.model_id = ?", (case_ref, model_id)).fetchone() is not None
 
@@ -349,6 +479,18 @@ class LifecycleLedger:
 
         ``write(billing)`` gets the encounter's :meth:`billing` and returns the paths it wrote;
         holding the lock keeps two processes from recording each other's version of a file.
+
+        Parameters
+        ----------
+        encounter_id : int
+            The encounter's row id in the ledger.
+        write : callable
+            ``write(billing: Billing) -> list[pathlib.Path]``: writes the files and returns their paths.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The paths ``write`` returned, each recorded with its absolute path and hex SHA-256.
         """
         from pipeline.ledger.folders import sha256_file
 
