@@ -107,12 +107,40 @@ class Person(Report):
 
     @property
     def clinician(self) -> bool:
-        """A clinician is someone who gave an NPI."""
+        """A clinician is someone who gave an NPI.
+
+        Returns
+        -------
+        bool
+            True when an NPI was given.
+        """
         return bool(self.npi)
 
 
 def effort(category: str, minutes: float, clinician: bool, source: str) -> dict[str, Any]:
-    """One effort entry: ``minutes`` (>= 0) of a registry category, measured or entered."""
+    """One effort entry: ``minutes`` (>= 0) of a registry category, measured or entered.
+
+    Parameters
+    ----------
+    category : str
+        One of :data:`REGISTRY_CATEGORIES`.
+    minutes : float
+        Time spent, in minutes; zero or more (NaN is refused). Stored rounded to 0.01 min.
+    clinician : bool
+        Whether a clinician spent it (the registry counts clinicians and non-clinicians apart).
+    source : {"measured", "entered"}
+        Whether it was measured (run timings, print job times) or entered with a step.
+
+    Returns
+    -------
+    dict
+        ``{"category": str, "clinician": bool, "minutes": float, "source": str}``.
+
+    Raises
+    ------
+    LedgerError
+        If the category is unknown or the minutes are negative or NaN (exit code 13).
+    """
     if category not in REGISTRY_CATEGORIES:
         raise LedgerError(f"effort category {category!r} is not one of {', '.join(REGISTRY_CATEGORIES)}")
     if not minutes >= 0:
@@ -121,7 +149,21 @@ def effort(category: str, minutes: float, clinician: bool, source: str) -> dict[
 
 
 def run_effort(timings: dict[str, float], model_id: str) -> list[dict[str, Any]]:
-    """The measured effort of a run for one model (non-clinician, from its step timings in s)."""
+    """The measured effort of a run for one model (non-clinician, from its step timings in s).
+
+    Parameters
+    ----------
+    timings : dict of str to float
+        The run's step timings in seconds, keyed ``<model_id>.<step>`` (steps of :data:`RUN_CATEGORY`).
+    model_id : str
+        The model whose timings count.
+
+    Returns
+    -------
+    list of dict
+        One :func:`effort` entry (``source`` ``measured``, non-clinician) per category with a timing;
+        empty when the run timed none of the model's steps.
+    """
     minutes: dict[str, float] = {}
     for step, category in RUN_CATEGORY.items():
         seconds = timings.get(f"{model_id}.{step}")
@@ -131,7 +173,19 @@ def run_effort(timings: dict[str, float], model_id: str) -> list[dict[str, Any]]
 
 
 def effort_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Minutes per registry category, for clinicians and non-clinicians, over a version's events."""
+    """Minutes per registry category, for clinicians and non-clinicians, over a version's events.
+
+    Parameters
+    ----------
+    events : list of dict
+        The version's events as :func:`event_row` gives them (each with its decoded ``effort`` list).
+
+    Returns
+    -------
+    dict of str to dict of str to float
+        ``{category: {"clinician": minutes, "non_clinician": minutes}}`` for every category of
+        :data:`REGISTRY_CATEGORIES` (0.0 when none), in minutes rounded to 0.01.
+    """
     summary = {category: {"clinician": 0.0, "non_clinician": 0.0} for category in REGISTRY_CATEGORIES}
     for event in events:
         for entry in event["effort"]:
@@ -142,6 +196,18 @@ def effort_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def parse_time(value: str | dt.datetime | None, what: str) -> dt.datetime:
     """An aware UTC time from ISO text or a datetime (naive means UTC); now when None.
+
+    Parameters
+    ----------
+    value : str or datetime.datetime or None
+        ISO 8601 text (``2026-01-16T14:30``, with or without an offset) or a datetime; None for now.
+    what : str
+        What the time is, for the error message (e.g. ``job start``).
+
+    Returns
+    -------
+    datetime.datetime
+        The time in UTC (timezone-aware). Up to five minutes ahead of the clock is accepted (clock skew).
 
     Raises
     ------
@@ -173,6 +239,28 @@ def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], flo
     ``figures`` (the print check's, :func:`pipeline.check.checked_event`);
     ``delivered`` needs ``recipient`` and ``purpose``; ``discontinued`` and ``reduced`` need
     ``reason``.
+
+    Parameters
+    ----------
+    step : str
+        The lifecycle step (a key of :data:`FOLLOWS`); steps with no required details pass as given.
+    detail : dict
+        The details given with the step. ``job_start`` and ``job_end`` are ISO text or datetimes;
+        ``layer_height_mm`` is in mm.
+
+    Returns
+    -------
+    tuple of (dict, float or None)
+        The details (for ``printed``: times normalised to ISO UTC text and ``layer_height_mm`` a
+        float) and the minutes measured from them (the print job's duration, in minutes), or None
+        for a step that measures none.
+
+    Raises
+    ------
+    LedgerError
+        If a required detail is missing or empty, the layer height is not above 0 mm, a job time is
+        unparseable or in the future, the job ends before it starts, ``passed`` is not a bool,
+        ``figures`` is not a mapping, or a post-processing step is unknown (exit code 13).
     """
     required = {"printed": ("printer", "serial", "material", "lot", "layer_height_mm", "job_start", "job_end"),
                 "post_processed": ("steps",), "delivered": ("recipient", "purpose"),
@@ -232,11 +320,24 @@ class Billing(Report):
     pending: list[BillingLine]
 
     def claim(self) -> list[Any]:
-        """The claim lines of the billable lines (:func:`pipeline.coding.claim_lines`)."""
+        """The claim lines of the billable lines (:func:`pipeline.coding.claim_lines`).
+
+        Returns
+        -------
+        list of pipeline.coding.ClaimLine
+            The claim lines, empty when nothing is billable.
+        """
         return coding.claim_lines([entry.line for entry in self.billable]) if self.billable else []
 
     @property
     def held(self) -> list[BillingLine]:
+        """The pending lines that wait for a hold to be released.
+
+        Returns
+        -------
+        list of BillingLine
+            The pending lines with at least one open hold, in their order.
+        """
         return [entry for entry in self.pending if entry.holds]
 
 
@@ -246,6 +347,12 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
     ``entries`` hold ``line`` (ChargeLine), ``ready_at`` (ISO text or None) and ``exported``
     (the line as exported, or None). Exported lines keep their code; the first of a kind on the
     encounter gets the primary code, the others the add-on code.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The encounter's lines, changed in place: each ready, unexported entry's ``line`` is
+        replaced by one with its CPT code, descriptor and sequence number.
     """
     rules = coding.load_rules()
     taken = {entry["exported"].kind for entry in entries if entry["exported"] is not None
@@ -265,5 +372,16 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
 
 
 def event_row(row: Any) -> dict[str, Any]:
-    """A stored event as a dict with its JSON decoded."""
+    """A stored event as a dict with its JSON decoded.
+
+    Parameters
+    ----------
+    row : sqlite3.Row or mapping
+        A row of the ``events`` table (``effort`` and ``detail`` are JSON text).
+
+    Returns
+    -------
+    dict
+        The row's columns, with ``effort`` (a list of :func:`effort` entries) and ``detail`` decoded.
+    """
     return {**dict(row), "effort": json.loads(row["effort"]), "detail": json.loads(row["detail"])}
