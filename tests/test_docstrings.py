@@ -63,7 +63,6 @@ PENDING: list[str] = [
     "pipeline/interrupt.py",
     "pipeline/ledger/chain.py",
     "pipeline/ledger/folders.py",
-    "pipeline/ledger/pg.py",
     "pipeline/ledger/process.py",
     "pipeline/ledger/schema.py",
     "pipeline/ledger/transfers.py",

@@ -22,12 +22,30 @@ _INSERT = re.compile(r"^\s*INSERT\s", re.I)
 
 
 def redacted(url: str) -> str:
-    """The URL without its password (for messages and reports)."""
+    """The URL without its password (for messages and reports).
+
+    Parameters
+    ----------
+    url : str
+        A connection URL, e.g. ``postgresql://user:secret@host:5432/db``.
+
+    Returns
+    -------
+    str
+        The URL with the password replaced by ``***`` (``postgresql://user:***@host:5432/db``);
+        a URL without a password is returned unchanged.
+    """
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def database_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes of a damaged or unreachable database, on either back end."""
+    """The exception classes of a damaged or unreachable database, on either back end.
+
+    Returns
+    -------
+    tuple of type
+        ``sqlite3.DatabaseError`` and, when psycopg is installed, ``psycopg.Error``; for ``except``.
+    """
     import sqlite3
 
     try:
@@ -39,12 +57,34 @@ def database_errors() -> tuple[type[BaseException], ...]:
 
 def is_url(location: object) -> bool:
     """Whether a ledger location is a PostgreSQL connection URL (also as a ``Path`` made of one,
-    whose ``//`` became ``/``)."""
+    whose ``//`` became ``/``).
+
+    Parameters
+    ----------
+    location : object
+        A ledger location: str, ``Path`` or anything whose ``str`` is the location.
+
+    Returns
+    -------
+    bool
+        True when it starts with ``postgresql:/`` or ``postgres:/``.
+    """
     return str(location).startswith(("postgresql:/", "postgres:/"))
 
 
 def normalised(location: object) -> str:
-    """The URL with the ``//`` a ``Path`` conversion (a ``--ledger`` option) collapsed put back."""
+    """The URL with the ``//`` a ``Path`` conversion (a ``--ledger`` option) collapsed put back.
+
+    Parameters
+    ----------
+    location : object
+        A PostgreSQL URL, possibly as a ``Path`` (``postgresql:/user@host/db``).
+
+    Returns
+    -------
+    str
+        The URL as text with ``://`` after the scheme; anything else as ``str(location)``.
+    """
     return re.sub(r"^(postgres(?:ql)?):/(?!/)", r"\1://", str(location))
 
 
@@ -59,6 +99,13 @@ class Row(tuple):
         return tuple.__getitem__(self, key)
 
     def keys(self) -> list[str]:
+        """The column names, like ``sqlite3.Row.keys``.
+
+        Returns
+        -------
+        list of str
+            The result's column names in order.
+        """
         return list(self._names)
 
 
@@ -67,9 +114,23 @@ class _Cursor:
         self._rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
 
     def fetchone(self) -> Row | None:
+        """The first row of the result.
+
+        Returns
+        -------
+        Row or None
+            The first row, or None when the statement returned none.
+        """
         return self._rows[0] if self._rows else None
 
     def fetchall(self) -> list[Row]:
+        """Every row of the result.
+
+        Returns
+        -------
+        list of Row
+            The rows (a copy), empty when the statement returned none.
+        """
         return list(self._rows)
 
     def __iter__(self):
@@ -77,7 +138,20 @@ class _Cursor:
 
 
 def translate(sql: str) -> str:
-    """A ledger statement in PostgreSQL's dialect."""
+    """A ledger statement in PostgreSQL's dialect.
+
+    Parameters
+    ----------
+    sql : str
+        A statement in the SQLite dialect the ledger uses (``?`` placeholders, ``INSERT OR IGNORE``,
+        ``GROUP_CONCAT``, ``json_array``).
+
+    Returns
+    -------
+    str
+        The statement for psycopg: ``%s`` placeholders (a literal ``%`` doubled), ``ON CONFLICT DO
+        NOTHING``, ``string_agg`` and ``json_build_array``.
+    """
     text = sql.replace("%", "%%").replace("?", "%s")
     text = re.sub(r"INSERT OR IGNORE INTO (\w+) \(([^)]*)\) VALUES \(([^)]*)\)",
                   r"INSERT INTO \1 (\2) VALUES (\3) ON CONFLICT DO NOTHING", text)
@@ -99,6 +173,24 @@ class PgConnection:
         self._conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
 
     def execute(self, sql: str, params: tuple | list = ()) -> _Cursor:
+        """Run one ledger statement written in the SQLite dialect.
+
+        ``PRAGMA`` is answered locally (``ok``); ``BEGIN IMMEDIATE`` opens a transaction holding
+        :data:`WRITE_LOCK`; an ``INSERT ... VALUES`` gets ``RETURNING id`` for ``lastrowid``.
+
+        Parameters
+        ----------
+        sql : str
+            The statement (see :func:`translate`).
+        params : tuple or list
+            The values of its ``?`` placeholders, in order.
+
+        Returns
+        -------
+        _Cursor
+            The rows (none for an insert), ``rowcount`` and ``lastrowid`` (the new row's id after
+            an insert, None after ``INSERT OR IGNORE`` or any other statement).
+        """
         head = sql.lstrip().upper()
         if head.startswith("PRAGMA"):
             return _Cursor([_row(("ok",), ("result",))], 0, None)
@@ -151,7 +243,20 @@ def _guards(table: str, message: str) -> list[str]:
 
 
 def chain_functions(tables: tuple[str, ...]) -> list[str]:
-    """The chain's trigger function per chained table of ``tables`` and its insert and update triggers."""
+    """The chain's trigger function per chained table of ``tables`` and its insert and update triggers.
+
+    Parameters
+    ----------
+    tables : tuple of str
+        Chained table names (keys of :data:`pipeline.ledger.schema.CHAINED`).
+
+    Returns
+    -------
+    list of str
+        Per table, the ``CREATE OR REPLACE FUNCTION chain_<table>()`` statement (hex SHA-256 of the
+        row's content chained to the previous hash) and its ``AFTER INSERT`` and ``AFTER UPDATE``
+        triggers, in that order.
+    """
     statements = []
     for table in tables:
         columns = CHAINED[table]
@@ -182,7 +287,26 @@ _EXTRA = {
 
 
 def migrate(connection: PgConnection) -> int:
-    """Create or upgrade the ledger's schema on PostgreSQL; returns the schema version."""
+    """Create or upgrade the ledger's schema on PostgreSQL; returns the schema version.
+
+    Parameters
+    ----------
+    connection : PgConnection
+        An open connection to the ledger's database; the migration runs in one transaction under
+        the write lock, rolled back on any error.
+
+    Returns
+    -------
+    int
+        The schema version the database is at (the number of migrations).
+
+    Raises
+    ------
+    LedgerError
+        If the database's schema is newer than this anatomodel knows (exit code 13).
+    psycopg.Error
+        If a statement fails (the caller reports it as an unusable ledger).
+    """
     from pipeline.errors import LedgerError
 
     connection.execute("BEGIN IMMEDIATE")
@@ -211,5 +335,16 @@ def migrate(connection: PgConnection) -> int:
 
 
 def trigger_names(connection: PgConnection) -> set[str]:
-    """The names of the user triggers of the ledger's database."""
+    """The names of the user triggers of the ledger's database.
+
+    Parameters
+    ----------
+    connection : PgConnection
+        An open connection to the ledger's database.
+
+    Returns
+    -------
+    set of str
+        The names of every non-internal trigger (``pg_trigger``) of the database.
+    """
     return {row[0] for row in connection.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
