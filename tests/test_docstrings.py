@@ -61,7 +61,6 @@ PENDING: list[str] = [
     "pipeline/holds.py",
     "pipeline/icd10.py",
     "pipeline/interrupt.py",
-    "pipeline/ledger/chain.py",
     "pipeline/ledger/folders.py",
     "pipeline/ledger/process.py",
     "pipeline/ledger/schema.py",

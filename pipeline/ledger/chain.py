@@ -21,23 +21,67 @@ _INSERT_ONLY = ("audit_log", "charge_revisions")
 
 
 def digest(content: str) -> str:
-    """SHA-256 (hex) of a row's canonical content."""
+    """SHA-256 (hex) of a row's canonical content.
+
+    Parameters
+    ----------
+    content : str
+        The row's content as the chain writes it (``json_array(columns)`` text), encoded as UTF-8.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+    """
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def link(prev: str, table: str, row_id: int, content_digest: str) -> str:
-    """The hash of one chain entry: SHA-256 over the previous hash, the row's table, id and content."""
+    """The hash of one chain entry: SHA-256 over the previous hash, the row's table, id and content.
+
+    Parameters
+    ----------
+    prev : str
+        The previous entry's hash (hex), or :data:`pipeline.ledger.schema.GENESIS` for the first.
+    table : str
+        The chained table's name.
+    row_id : int
+        The row's id in that table.
+    content_digest : str
+        :func:`digest` of the row's content (hex).
+
+    Returns
+    -------
+    str
+        SHA-256 (64 lowercase hex digits) of ``prev``, ``table``, ``row_id`` and ``content_digest``
+        joined by newlines, UTF-8.
+    """
     return hashlib.sha256(f"{prev}\n{table}\n{row_id}\n{content_digest}".encode("utf-8")).hexdigest()
 
 
 def register(connection: sqlite3.Connection) -> None:
-    """Give a connection the functions the chain triggers call."""
+    """Give a connection the functions the chain triggers call.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        A SQLite connection to the ledger; gets ``chain_digest(text)`` (:func:`digest`) and
+        ``chain_hash(prev, table, id, digest)`` (:func:`link`).
+    """
     connection.create_function("chain_digest", 1, digest, deterministic=True)
     connection.create_function("chain_hash", 4, link, deterministic=True)
 
 
 def backfill(connection: sqlite3.Connection) -> None:
-    """Enter every existing row of the chained tables into an empty chain (migration to v2)."""
+    """Enter every existing row of the chained tables into an empty chain (migration to v2).
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        A SQLite connection inside the migration's transaction, with :func:`register` done; the
+        rows of :data:`pipeline.ledger.schema.CHAINED_SINCE` ``[2]`` are chained table by table in
+        id order, starting from :data:`pipeline.ledger.schema.GENESIS`.
+    """
     prev = GENESIS
     for table in CHAINED_SINCE[2]:
         for row_id, content in connection.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id"):
@@ -52,6 +96,20 @@ def problems(connection: Any, backend: str = "sqlite") -> list[str]:
 
     ``backend`` is ``sqlite`` or ``postgresql`` (:mod:`pipeline.ledger.pg`): where the triggers
     are listed, and how a row's content is written (``json_array`` or ``json_build_array``).
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection or pipeline.ledger.pg.PgConnection
+        An open connection to the ledger.
+    backend : {"sqlite", "postgresql"}
+        The connection's back end.
+
+    Returns
+    -------
+    list of str
+        One message per problem (missing chain or guard trigger, broken or edited entry, a row of an
+        append-only table changed, a row missing from the chain, differing from it, or deleted);
+        empty when the chain holds.
     """
     found: list[str] = []
     if backend == "postgresql":
@@ -107,6 +165,19 @@ def anchor(connection: Any, at: str) -> dict[str, Any]:
 
     A later chain must extend it (:func:`anchor_problems`): a rewrite of the whole chain, which
     the chain alone cannot reveal, changes the hash at that position.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection or pipeline.ledger.pg.PgConnection
+        An open connection to the ledger (best inside a read transaction).
+    at : str
+        When the anchor is taken (ISO UTC text), stored as it is.
+
+    Returns
+    -------
+    dict
+        ``{"format": ANCHOR_FORMAT, "entries": int, "head": str, "at": str}``; ``head`` is the last
+        entry's hash (hex), :data:`pipeline.ledger.schema.GENESIS` for an empty chain.
     """
     entries, = connection.execute("SELECT COUNT(*) FROM chain").fetchone()
     head = connection.execute("SELECT hash FROM chain ORDER BY id DESC LIMIT 1").fetchone()
@@ -114,7 +185,28 @@ def anchor(connection: Any, at: str) -> dict[str, Any]:
 
 
 def anchor_problems(connection: Any, kept: dict[str, Any]) -> list[str]:
-    """Why the chain does not extend the anchor ``kept`` (empty when it does)."""
+    """Why the chain does not extend the anchor ``kept`` (empty when it does).
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection or pipeline.ledger.pg.PgConnection
+        An open connection to the ledger.
+    kept : dict
+        An anchor from :func:`anchor` (``entries``, ``head`` and ``at`` are read; ``format`` is not checked).
+
+    Returns
+    -------
+    list of str
+        One message when the chain is shorter than the anchor, has another hash at its position, or
+        the anchor is malformed (no entry but a hash); empty when the chain extends it.
+
+    Raises
+    ------
+    KeyError
+        If ``kept`` lacks ``entries``, ``head`` or (when a problem is found) ``at``.
+    ValueError
+        If ``kept["entries"]`` is not an integer.
+    """
     entries = int(kept["entries"])
     if entries == 0:
         return [] if kept["head"] == GENESIS else ["the anchor names no entry but a hash (not an anchor)"]
