@@ -63,7 +63,6 @@ PENDING: list[str] = [
     "pipeline/interrupt.py",
     "pipeline/ledger/folders.py",
     "pipeline/ledger/process.py",
-    "pipeline/ledger/schema.py",
     "pipeline/ledger/transfers.py",
     "pipeline/load/decode.py",
     "pipeline/load/headers.py",

@@ -239,7 +239,13 @@ APPEND_ONLY = ("audit_log", "chain", "charges", "charge_revisions")
 
 
 def guard_trigger_names() -> set[str]:
-    """The names of the triggers that keep the :data:`APPEND_ONLY` tables append-only."""
+    """The names of the triggers that keep the :data:`APPEND_ONLY` tables append-only.
+
+    Returns
+    -------
+    set of str
+        ``<table>_no_update`` and ``<table>_no_delete`` for each table of :data:`APPEND_ONLY`.
+    """
     return {f"{table}_no_{event}" for table in APPEND_ONLY for event in ("update", "delete")}
 
 #: Version 4: the ``checked`` step (print QA, between ``post_processed`` and ``delivered``). SQLite
@@ -301,7 +307,25 @@ GENESIS = "anatomodel-ledger-chain-v1"
 
 
 def content_sql(table: str, prefix: str = "") -> str:
-    """The SQL expression of a row's canonical content (``json_array`` of its chained columns)."""
+    """The SQL expression of a row's canonical content (``json_array`` of its chained columns).
+
+    Parameters
+    ----------
+    table : str
+        A chained table (a key of :data:`CHAINED`).
+    prefix : str
+        Put before each column name, e.g. ``NEW.`` inside a trigger.
+
+    Returns
+    -------
+    str
+        ``json_array(<prefix>col, ...)`` over the table's chained columns, in their order.
+
+    Raises
+    ------
+    KeyError
+        If ``table`` is not chained.
+    """
     return "json_array(" + ", ".join(f"{prefix}{column}" for column in CHAINED[table]) + ")"
 
 
@@ -311,6 +335,17 @@ def chain_triggers(tables: tuple[str, ...] | None = None) -> str:
     They call ``chain_digest`` and ``chain_hash``, functions each ledger connection registers
     (:func:`pipeline.ledger.chain.register`): a connection without them cannot write to a
     chained table at all, and one that drops a trigger leaves rows the chain does not match.
+
+    Parameters
+    ----------
+    tables : tuple of str, optional
+        The chained tables to make triggers for; default every table of :data:`CHAINED`.
+
+    Returns
+    -------
+    str
+        SQLite ``CREATE TRIGGER chain_<table>_insert`` / ``_update`` statements, one per line,
+        ending with a newline (to append to a migration script).
     """
     statements = []
     for table in CHAINED if tables is None else tables:
@@ -325,7 +360,13 @@ def chain_triggers(tables: tuple[str, ...] | None = None) -> str:
 
 
 def chain_trigger_names() -> set[str]:
-    """The names of the chain triggers :func:`chain_triggers` creates."""
+    """The names of the chain triggers :func:`chain_triggers` creates.
+
+    Returns
+    -------
+    set of str
+        ``chain_<table>_insert`` and ``chain_<table>_update`` for each table of :data:`CHAINED`.
+    """
     return {f"chain_{table}_{event}" for table in CHAINED for event in ("insert", "update")}
 
 
@@ -337,7 +378,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
-    """The schema version recorded in the database file."""
+    """The schema version recorded in the database file.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        An open connection to the ledger file.
+
+    Returns
+    -------
+    int
+        ``PRAGMA user_version``: 0 for a new file, :data:`SCHEMA_VERSION` for an up-to-date one.
+    """
     return int(connection.execute("PRAGMA user_version").fetchone()[0])
 
 
@@ -345,6 +397,26 @@ def migrate(connection: sqlite3.Connection) -> int:
     """Apply every migration the database lacks; return the resulting schema version.
 
     ``connection`` must be in autocommit mode (``isolation_level=None``).
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        An open connection to the ledger file, with the chain functions registered
+        (:func:`pipeline.ledger.chain.register`). All missing migrations run in one
+        ``BEGIN IMMEDIATE`` transaction, rolled back on any error.
+
+    Returns
+    -------
+    int
+        :data:`SCHEMA_VERSION`, the version the file is now at.
+
+    Raises
+    ------
+    LedgerError
+        If the file's schema is newer than this anatomodel knows (exit code 13).
+    sqlite3.DatabaseError
+        If the file is not a SQLite database or a statement fails (the caller reports it as an
+        unusable ledger).
     """
     if schema_version(connection) == SCHEMA_VERSION:
         return SCHEMA_VERSION
