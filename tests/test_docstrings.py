@@ -61,7 +61,6 @@ PENDING: list[str] = [
     "pipeline/holds.py",
     "pipeline/icd10.py",
     "pipeline/interrupt.py",
-    "pipeline/ledger/folders.py",
     "pipeline/ledger/process.py",
     "pipeline/ledger/transfers.py",
     "pipeline/load/decode.py",

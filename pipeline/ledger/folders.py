@@ -23,7 +23,23 @@ _RENAME_EXCHANGE = 2
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, read in 1 MiB chunks.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened or read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -33,6 +49,16 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def read_sums(path: str | os.PathLike) -> dict[str, str]:
     """Parse a ``sha256sum``-style file into ``{relative name: hex digest}``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``SHA256SUMS`` file (UTF-8); blank lines are skipped.
+
+    Returns
+    -------
+    dict of str to str
+        Relative file name (as written, POSIX separators) to lowercase hex digest.
 
     Raises
     ------
@@ -60,6 +86,13 @@ def folder_problems(folder: str | os.PathLike, sums_sha256: str | None = None) -
         The model folder.
     sums_sha256 : str, optional
         The SHA-256 its ``SHA256SUMS`` had when recorded; a different file is reported.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem (folder or ``SHA256SUMS`` missing, ``SHA256SUMS`` changed,
+        unreadable or empty, a listed file missing or changed, a file not listed); empty when the
+        folder is intact.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -89,7 +122,18 @@ def folder_problems(folder: str | os.PathLike, sums_sha256: str | None = None) -
 
 
 def fsync_tree(folder: str | os.PathLike) -> None:
-    """Flush every file and directory of a folder to stable storage."""
+    """Flush every file and directory of a folder to stable storage.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder; every file under it and every directory (itself included) is fsynced.
+
+    Raises
+    ------
+    OSError
+        If a file or directory cannot be opened or flushed.
+    """
     for root, _dirs, files in os.walk(folder):
         for name in files:
             _fsync_path(os.path.join(root, name), os.O_RDONLY)
@@ -105,7 +149,18 @@ def _fsync_path(path: str, flags: int) -> None:
 
 
 def backup_path(staging: str | os.PathLike) -> Path:
-    """Where the fallback publisher parks the previous folder while swapping."""
+    """Where the fallback publisher parks the previous folder while swapping.
+
+    Parameters
+    ----------
+    staging : str or os.PathLike
+        The staging folder.
+
+    Returns
+    -------
+    Path
+        ``<staging>.previous``.
+    """
     return Path(f"{os.fspath(staging)}.previous")
 
 
@@ -115,6 +170,19 @@ def publish_folder(staging: str | os.PathLike, destination: str | os.PathLike) -
     Afterwards ``staging`` holds the previous folder if there was one (delete it with
     :func:`remove_folder`). Where ``RENAME_EXCHANGE`` is unavailable, the previous folder is
     moved to :func:`backup_path` first; :func:`restore_backup` undoes an interrupted swap.
+
+    Parameters
+    ----------
+    staging : str or os.PathLike
+        The complete new folder (a sibling of ``destination``, on the same file system).
+    destination : str or os.PathLike
+        The model folder to put it at; need not exist yet.
+
+    Raises
+    ------
+    OSError
+        If a rename or ``renameat2`` fails for another reason than the system lacking the
+        exchange (e.g. permissions, another file system).
     """
     staging, destination = os.fspath(staging), os.fspath(destination)
     if not os.path.exists(destination):
@@ -128,14 +196,28 @@ def publish_folder(staging: str | os.PathLike, destination: str | os.PathLike) -
 
 
 def restore_backup(staging: str | os.PathLike, destination: str | os.PathLike) -> None:
-    """Undo a fallback swap that stopped after moving the previous folder aside."""
+    """Undo a fallback swap that stopped after moving the previous folder aside.
+
+    Parameters
+    ----------
+    staging : str or os.PathLike
+        The staging folder of the interrupted attempt.
+    destination : str or os.PathLike
+        Its model folder; the backup is moved back only when it is missing.
+    """
     backup = backup_path(staging)
     if backup.is_dir() and not os.path.exists(destination):
         os.rename(backup, destination)
 
 
 def remove_folder(path: str | os.PathLike) -> None:
-    """Delete a folder tree if it exists (a staging folder or a replaced version)."""
+    """Delete a folder tree if it exists (a staging folder or a replaced version).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder to delete, with its ``.previous`` backup; errors are ignored (missing is fine).
+    """
     shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(backup_path(path), ignore_errors=True)
 
