@@ -23,6 +23,13 @@ class ProcessIdentity:
 
     @classmethod
     def current(cls) -> ProcessIdentity:
+        """The identity of the running process.
+
+        Returns
+        -------
+        ProcessIdentity
+            This host's name, this pid, and its start time (0 when ``/proc`` cannot tell).
+        """
         pid = os.getpid()
         return cls(socket.gethostname(), pid, process_start(pid) or 0)
 
@@ -31,6 +38,13 @@ class ProcessIdentity:
 
         A process on another host cannot be checked from here and counts as alive: its rows
         are reclaimed by a run on its own host, or voided by hand.
+
+        Returns
+        -------
+        bool
+            True when the pid runs with the recorded start time (any start time when the recorded one
+            is 0), or the process is on another host; False for a finished or zombie process or a
+            recycled pid.
         """
         if self.host != socket.gethostname():
             return True
@@ -41,7 +55,19 @@ class ProcessIdentity:
 
 
 def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if unknown or not running."""
+    """Start time of ``pid`` in clock ticks since boot, or None if unknown or not running.
+
+    Parameters
+    ----------
+    pid : int
+        The process id on this host.
+
+    Returns
+    -------
+    int or None
+        Field 22 of ``/proc/<pid>/stat`` (clock ticks since boot; divide by ``SC_CLK_TCK`` for s),
+        or None when there is no ``/proc`` entry, it cannot be read, or the process is a zombie.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             text = stat.read().decode("ascii", "replace")
@@ -67,7 +93,18 @@ def _pid_exists(pid: int) -> bool:
 
 
 def operator_name() -> str:
-    """The operator recorded in runs and the audit log: ``$ANATOMODEL_OPERATOR`` or the login."""
+    """The operator recorded in runs and the audit log: ``$ANATOMODEL_OPERATOR`` or the login.
+
+    Returns
+    -------
+    str
+        ``$ANATOMODEL_OPERATOR`` when set and non-empty, else the login name, else ``uid-<uid>``.
+
+    Raises
+    ------
+    ConfigError
+        If ``$ANATOMODEL_OPERATOR`` has control characters or is over 64 characters (exit code 4).
+    """
     name = os.environ.get("ANATOMODEL_OPERATOR")
     if name:
         from pipeline.config import text_problem
