@@ -61,8 +61,6 @@ PENDING: list[str] = [
     "pipeline/holds.py",
     "pipeline/icd10.py",
     "pipeline/interrupt.py",
-    "pipeline/ledger/process.py",
-    "pipeline/ledger/transfers.py",
     "pipeline/load/decode.py",
     "pipeline/load/headers.py",
     "pipeline/load/inventory.py",

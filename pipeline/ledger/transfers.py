@@ -82,13 +82,39 @@ class Transfers:
         self.close()
 
     def was_sent(self, node: str, sop_instance_uid: str, sha256: str) -> bool:
-        """True if ``node`` confirmed storing this instance with these exact bytes."""
+        """True if ``node`` confirmed storing this instance with these exact bytes.
+
+        Parameters
+        ----------
+        node : str
+            The node as recorded (``AET@HOST:PORT`` or a DICOMweb URL).
+        sop_instance_uid : str
+            The instance's SOP Instance UID.
+        sha256 : str
+            Hex SHA-256 of the instance's Part 10 bytes as sent.
+
+        Returns
+        -------
+        bool
+            True when a transfer with all three was recorded.
+        """
         row = self.ledger._db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
                                       (node, sop_instance_uid, sha256)).fetchone()
         return row is not None
 
     def record(self, transfer: Transfer) -> None:
-        """Record one confirmed store, with its audit entry (a repeat of the same instance and bytes is kept once)."""
+        """Record one confirmed store, with its audit entry (a repeat of the same instance and bytes is kept once).
+
+        Parameters
+        ----------
+        transfer : Transfer
+            The instance the node confirmed storing.
+
+        Raises
+        ------
+        LedgerError
+            If the ledger stays locked (exit code 13).
+        """
         with self.ledger._write() as db:
             if db.execute("SELECT 1 FROM transfers WHERE node = ? AND sop_instance_uid = ? AND sha256 = ?",
                           (transfer.node, transfer.sop_instance_uid, transfer.sha256)).fetchone():
@@ -104,7 +130,20 @@ class Transfers:
                                sop_instance_uid=transfer.sop_instance_uid, sha256=transfer.sha256)
 
     def list(self, *, node: str | None = None, study_instance_uid: str | None = None) -> list[Transfer]:
-        """Every recorded transfer, oldest first, optionally of one node or study."""
+        """Every recorded transfer, oldest first, optionally of one node or study.
+
+        Parameters
+        ----------
+        node : str, optional
+            Only transfers to this node (exact match); None or empty for every node.
+        study_instance_uid : str, optional
+            Only transfers of this study; None or empty for every study.
+
+        Returns
+        -------
+        list of Transfer
+            The matching transfers, in the order they were recorded.
+        """
         sql, args = "SELECT sent_at, node, kind, case_id, model_id, study_instance_uid, series_instance_uid, " \
                     "sop_class_uid, sop_instance_uid, sha256 FROM transfers WHERE 1 = 1", []
         if node:
@@ -115,5 +154,11 @@ class Transfers:
 
 
 def now() -> str:
-    """The current UTC time as recorded in ``sent_at``."""
+    """The current UTC time as recorded in ``sent_at``.
+
+    Returns
+    -------
+    str
+        ISO 8601 UTC time to the second, e.g. ``2026-01-16T14:30:00+00:00``.
+    """
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
