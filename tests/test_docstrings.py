@@ -103,7 +103,6 @@ PENDING: list[str] = [
     "pipeline/regress/report.py",
     "pipeline/regress/run.py",
     "pipeline/regress/surface.py",
-    "pipeline/segment/cleanup.py",
     "pipeline/segment/core.py",
     "pipeline/segment/grid.py",
     "pipeline/segment/labelmap.py",

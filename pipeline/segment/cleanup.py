@@ -12,6 +12,18 @@ def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> tuple[np.ndar
     """Fill cavities (background not connected to the array's faces) up to ``max_voxels`` each.
 
     Returns the filled mask and the number of voxels added.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    max_voxels : int, optional
+        Largest cavity filled, in voxels; None fills every cavity. Cavities are face-connected.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray of bool, int)
+        The filled mask (the input itself when nothing was added) and the number of voxels added.
     """
     background, count = ndi.label(~mask)
     if count == 0:
@@ -30,7 +42,20 @@ def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> tuple[np.ndar
 
 
 def seeded_components(mask: np.ndarray, seeds: list[tuple[int, int, int]]) -> tuple[np.ndarray, int]:
-    """The face-connected components of ``mask`` holding the seeds, and how many there are."""
+    """The face-connected components of ``mask`` holding the seeds, and how many there are.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    seeds : list of tuple of int
+        Seed voxels as ``(k, j, i)`` indices inside the array; a seed outside the mask is skipped.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray of bool, int)
+        The union of the components that hold a seed, and how many distinct components that is.
+    """
     kept = np.zeros_like(mask)
     components = 0
     for seed in seeds:
@@ -41,7 +66,19 @@ def seeded_components(mask: np.ndarray, seeds: list[tuple[int, int, int]]) -> tu
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest face-connected component (empty in, empty out)."""
+    """The largest face-connected component (empty in, empty out).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The largest face-connected component (the input itself when it has at most one; the first
+        in label order on a tie).
+    """
     labels, count = ndi.label(mask)
     if count <= 1:
         return mask
@@ -51,7 +88,20 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def drop_islands(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
-    """Remove components smaller than ``min_voxels``; returns the mask and the number removed."""
+    """Remove components smaller than ``min_voxels``; returns the mask and the number removed.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    min_voxels : int
+        Smallest component kept, in voxels (components are face-connected); 1 or less keeps all.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray of bool, int)
+        The mask without the small components, and the number of components removed.
+    """
     labels, count = ndi.label(mask)
     if count == 0 or min_voxels <= 1:
         return mask, 0
@@ -62,14 +112,49 @@ def drop_islands(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
 
 
 def dilate(mask: np.ndarray, radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """Voxels within ``radius_mm`` of the mask (a Euclidean ball, any voxel size)."""
+    """Voxels within ``radius_mm`` of the mask (a Euclidean ball, any voxel size).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    radius_mm : float
+        The ball's radius in mm (voxel centre to voxel centre).
+    spacing : tuple of float
+        Voxel size in mm per array axis, in the mask's index order ``(k, j, i)``.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The dilated mask (the input itself when it is empty).
+    """
     if not mask.any():
         return mask
     return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
 
 
 def erode(mask: np.ndarray, radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """Voxels farther than ``radius_mm`` from everything outside the mask."""
+    """Voxels farther than ``radius_mm`` from everything outside the mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    radius_mm : float
+        The ball's radius in mm (voxel centre to voxel centre).
+    spacing : tuple of float
+        Voxel size in mm per array axis, in the mask's index order ``(k, j, i)``.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The eroded mask.
+
+    Raises
+    ------
+    ValueError
+        If the mask fills the whole array (there is no background to measure from).
+    """
     if mask.all():
         raise ValueError("erode needs a margin of background around the mask")
     return ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm
@@ -80,6 +165,27 @@ def close_open(mask: np.ndarray, spacing: tuple[float, ...], closing_mm: float, 
 
     Distance maps make the cost independent of the radius. The array needs a margin of the
     closing radius around the mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    spacing : tuple of float
+        Voxel size in mm per array axis, in the mask's index order ``(k, j, i)``.
+    closing_mm : float
+        Radius of the closing ball in mm; 0 or less skips the closing.
+    opening_mm : float
+        Radius of the opening ball in mm; 0 or less skips the opening.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The mask after closing (never losing a voxel of the input) then opening (never adding one).
+
+    Raises
+    ------
+    ValueError
+        If an erosion finds no background (the mask, or its dilation, fills the array).
     """
     if closing_mm > 0:
         mask = erode(dilate(mask, closing_mm, spacing), closing_mm, spacing) | mask
@@ -95,6 +201,23 @@ def hollow_shell(mask: np.ndarray, spacing: tuple[float, ...], thickness_mm: flo
     Distances run between voxel centres, while the surface lies beyond the mask's outermost
     centres: the nearest of them sits on average about a quarter voxel inside it, which is
     added to the thickness.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The 3-D binary mask, indexed ``(k, j, i)`` (slice, row, column).
+    spacing : tuple of float
+        Voxel size in mm per array axis, in the mask's index order ``(k, j, i)``.
+    thickness_mm : float
+        Wall thickness in mm.
+    side : {"inside", "outside"}
+        ``inside``: the wall is the outer layer of the mask; any other value: a layer of background
+        around the mask (a wall around a lumen).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The wall voxels only (a subset of the mask for ``inside``, disjoint from it otherwise).
     """
     to_surface = 0.25 * float(np.mean(spacing))
     if side == "inside":
