@@ -63,7 +63,6 @@ PENDING: list[str] = [
     "pipeline/interrupt.py",
     "pipeline/load/decode.py",
     "pipeline/load/headers.py",
-    "pipeline/load/inventory.py",
     "pipeline/load/resample.py",
     "pipeline/load/series.py",
     "pipeline/load/stack.py",

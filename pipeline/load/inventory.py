@@ -92,7 +92,14 @@ class SeriesInfo:
     notes: list[str] = field(default_factory=list)
 
     def label(self) -> str:
-        """Short human label: number, description, folder."""
+        """Short human label: number, description, folder.
+
+        Returns
+        -------
+        str
+            ``series <number or ?> '<description>' in <folder>``; the description and folder are left
+            out when unknown (the folder also when the series sits in the root).
+        """
         number = "?" if self.series_number is None else str(self.series_number)
         description = f" '{self.series_description}'" if self.series_description else ""
         folder = f" in {self.folders[0]}" if self.folders and self.folders != ["."] else ""
@@ -139,10 +146,43 @@ class Inventory(Report):
         self._planes: dict[str, list[Plane]] = {}
 
     def planes(self, series_instance_uid: str) -> list[Plane]:
-        """Header planes of one series (in folder order)."""
+        """Header planes of one series (in folder order).
+
+        Parameters
+        ----------
+        series_instance_uid : str
+            A SeriesInstanceUID of :attr:`series`.
+
+        Returns
+        -------
+        list of Plane
+            The series' header planes (one per frame), in folder order.
+
+        Raises
+        ------
+        KeyError
+            If the inventory holds no such series.
+        """
         return self._planes[series_instance_uid]
 
     def get(self, series_instance_uid: str) -> SeriesInfo:
+        """The series with a SeriesInstanceUID.
+
+        Parameters
+        ----------
+        series_instance_uid : str
+            The SeriesInstanceUID, exactly as in :attr:`series`.
+
+        Returns
+        -------
+        SeriesInfo
+            The first series with that UID.
+
+        Raises
+        ------
+        KeyError
+            If the inventory holds no such series.
+        """
         for info in self.series:
             if info.series_instance_uid == series_instance_uid:
                 return info
@@ -153,6 +193,28 @@ class Inventory(Report):
 
         Returns the series and how it was selected. Raises :class:`SeriesSelectionError` when
         nothing matches, the match is ambiguous or cannot be a volume.
+
+        Parameters
+        ----------
+        series : str or int
+            ``auto`` (any case), a series number (digits) or a SeriesInstanceUID; surrounding spaces
+            are ignored.
+
+        Returns
+        -------
+        tuple of (SeriesInfo, str)
+            The series, and how it was selected (``auto: <reason>`` or ``requested by ...``).
+
+        Raises
+        ------
+        SeriesSelectionError
+            If nothing matches, ``auto`` has no or an ambiguous choice, a number matches several series,
+            or the series cannot be a CT volume (exit code 6).
+        GeometryError
+            If the series (or, for ``auto``, the only would-be volumes) has geometry problems or
+            duplicate positions (exit code 7); a series requested with duplicates is returned.
+        DicomError
+            If it cannot be loaded because of damaged files (exit code 5).
         """
         text = str(series).strip()
         if text.lower() == "auto":
@@ -231,7 +293,18 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def kernel_class(kernel: str | None) -> str | None:
-    """'bone' for sharp (bone, lung, edge) reconstruction kernels, 'soft' otherwise."""
+    """'bone' for sharp (bone, lung, edge) reconstruction kernels, 'soft' otherwise.
+
+    Parameters
+    ----------
+    kernel : str or None
+        The ConvolutionKernel text (e.g. ``B70f``, ``BONE``, ``Br40``), matched by :data:`BONE_KERNEL`.
+
+    Returns
+    -------
+    {"bone", "soft"} or None
+        None when the kernel is unknown.
+    """
     if kernel is None:
         return None
     return "bone" if BONE_KERNEL.search(kernel) else "soft"
@@ -344,6 +417,19 @@ def rank_key(info: SeriesInfo, prefer_bone: bool = False) -> tuple:
     In order: contrast/angio hints (a CTA is what we model); thin slices (<= 1.5 mm) before
     thick ones; the wanted kernel class (soft tissue unless ``prefer_bone``); thinner slices;
     more coverage; more slices.
+
+    Parameters
+    ----------
+    info : SeriesInfo
+        A candidate series.
+    prefer_bone : bool
+        Rank bone (sharp) kernels before soft-tissue ones.
+
+    Returns
+    -------
+    tuple
+        ``(not angio, thicker than THIN_SLICE_MM, not the wanted kernel, thickness in mm rounded to
+        0.01, -coverage in mm, -slices)``; a missing thickness counts as 99 mm.
     """
     thickness = info.slice_thickness_mm or info.spacing_between_slices_min_mm or 99.0
     wanted = "bone" if prefer_bone else "soft"
@@ -366,7 +452,21 @@ def _tied(a: SeriesInfo, b: SeriesInfo, prefer_bone: bool) -> bool:
 
 
 def choose(series: list[SeriesInfo], prefer_bone: bool = False) -> tuple[str | None, str, bool, list[str]]:
-    """Pick the series for ``auto``: (uid or None, reason, ambiguous, notes)."""
+    """Pick the series for ``auto``: (uid or None, reason, ambiguous, notes).
+
+    Parameters
+    ----------
+    series : list of SeriesInfo
+        Every series of the folder; only those with ``auto_candidate`` compete.
+    prefer_bone : bool
+        Rank bone (sharp) kernels before soft-tissue ones (:func:`rank_key`).
+
+    Returns
+    -------
+    tuple of (str or None, str, bool, list of str)
+        The chosen SeriesInstanceUID (None when nothing qualifies or the best ties), the reason in
+        words, whether the choice was ambiguous, and notes (several studies, ties).
+    """
     notes: list[str] = []
     candidates = sorted((s for s in series if s.auto_candidate), key=lambda s: rank_key(s, prefer_bone))
     if not candidates:
@@ -414,6 +514,13 @@ def inventory(folder: str | Path, *, prefer_bone: bool = False, max_gap_mm: floa
     Returns
     -------
     Inventory
+
+    Raises
+    ------
+    DicomError
+        If ``folder`` does not exist, or is a single file that is not DICOM (exit code 5).
+    SeriesSelectionError
+        If the folder holds no DICOM image and no unreadable DICOM file (exit code 6).
     """
     root = Path(folder)
     if not root.exists():
