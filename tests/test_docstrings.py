@@ -98,7 +98,6 @@ PENDING: list[str] = [
     "pipeline/printers.py",
     "pipeline/regress/cases.py",
     "pipeline/regress/consistency.py",
-    "pipeline/regress/golden.py",
     "pipeline/regress/report.py",
     "pipeline/regress/run.py",
     "pipeline/regress/surface.py",

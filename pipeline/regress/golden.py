@@ -30,7 +30,13 @@ DISTANCE_SAMPLES = 5_000
 
 
 def anatomodel_version() -> str:
-    """The installed anatomodel version (``0+unknown`` when run from a bare source tree)."""
+    """The installed anatomodel version (``0+unknown`` when run from a bare source tree).
+
+    Returns
+    -------
+    str
+        The version string from the installed package's metadata, or ``0+unknown``.
+    """
     try:
         return importlib.metadata.version("anatomodel")
     except importlib.metadata.PackageNotFoundError:
@@ -38,7 +44,20 @@ def anatomodel_version() -> str:
 
 
 def default_tolerances(spacing_mm: list[float]) -> dict[str, Any]:
-    """Tolerances for a new golden file (an existing file's own tolerances are kept)."""
+    """Tolerances for a new golden file (an existing file's own tolerances are kept).
+
+    Parameters
+    ----------
+    spacing_mm : list of float
+        The scan's voxel spacing in mm (any axis order); the largest sets the bounding-box tolerance.
+
+    Returns
+    -------
+    dict
+        Per quantity (``volume_ml``, ``area_cm2``, ``bbox_lps_mm``, ``shells``, ``watertight``,
+        ``mean_distance_mm``) its tolerance (``relative`` fraction, ``absolute`` mm, ``exact`` or
+        ``above_golden`` mm) and the ``reason`` for its size.
+    """
     voxel = round(float(max(spacing_mm)), 3)
     return {
         "volume_ml": {"relative": 0.01, "reason": (
@@ -64,6 +83,22 @@ def default_golden_dir(for_writing: bool = False) -> Path:
     """``regress/golden`` of the source tree (or of the current folder).
 
     When ``for_writing``, a missing folder in the source tree is returned to be created.
+
+    Parameters
+    ----------
+    for_writing : bool
+        Return the source tree's ``regress/golden`` even when it does not exist yet (when the
+        source tree has a ``pyproject.toml``), for ``--update-golden`` to create.
+
+    Returns
+    -------
+    Path
+        The golden folder: the source tree's, else ``./regress/golden``.
+
+    Raises
+    ------
+    ConfigError
+        If neither folder exists (and it is not for writing into a source tree) (exit code 4).
     """
     candidates = [SOURCE_TREE / "regress" / "golden", Path.cwd() / "regress" / "golden"]
     for folder in candidates:
@@ -76,11 +111,43 @@ def default_golden_dir(for_writing: bool = False) -> Path:
 
 
 def golden_path(folder: Path, case: str) -> Path:
+    """The golden record file of a case.
+
+    Parameters
+    ----------
+    folder : Path
+        The golden folder.
+    case : str
+        The regression case's name.
+
+    Returns
+    -------
+    Path
+        ``folder/<case>.json`` (whether or not it exists).
+    """
     return folder / f"{case}.json"
 
 
 def read_golden(folder: Path, case: str) -> dict[str, Any] | None:
-    """The golden record of ``case``, or None if there is none yet."""
+    """The golden record of ``case``, or None if there is none yet.
+
+    Parameters
+    ----------
+    folder : Path
+        The golden folder.
+    case : str
+        The regression case's name.
+
+    Returns
+    -------
+    dict or None
+        The parsed ``<case>.json``, or None when the file does not exist.
+
+    Raises
+    ------
+    ConfigError
+        If the file is not valid JSON (exit code 4).
+    """
     path = golden_path(folder, case)
     if not path.is_file():
         return None
@@ -93,7 +160,41 @@ def read_golden(folder: Path, case: str) -> dict[str, Any] | None:
 def write_golden(folder: Path, case: str, description: str, source: str | None, preset: str,
                  metrics: dict[str, Any], mesh: trimesh.Trimesh, spacing_mm: list[float],
                  seed: dict[str, Any]) -> dict[str, Any]:
-    """Write (or rewrite) the golden record and mesh of one case; return the record."""
+    """Write (or rewrite) the golden record and mesh of one case; return the record.
+
+    Parameters
+    ----------
+    folder : Path
+        The golden folder (created if missing).
+    case : str
+        The regression case's name (the file names ``<case>.json`` and ``<case>.ply.gz``).
+    description : str
+        What the case models, stored in the record.
+    source : str or None
+        Where the scan comes from; None records the synthetic phantom.
+    preset : str
+        The segmentation preset's name.
+    metrics : dict
+        The model's measurements: ``volume_ml`` (mL), ``area_cm2`` (cm²), ``bbox_min_lps_mm`` and
+        ``bbox_max_lps_mm`` (LPS, mm), ``shells``, ``watertight``, ``faces``.
+    mesh : trimesh.Trimesh
+        The model's mesh (LPS, mm); stored decimated to :data:`GOLDEN_MESH_FACES` faces.
+    spacing_mm : list of float
+        Voxel spacing in mm, for the default tolerances of a new record.
+    seed : dict
+        The seed used; its ``method``, ``seed_index_kji`` and ``seed_lps_mm`` are stored.
+
+    Returns
+    -------
+    dict
+        The record written (measured values, golden mesh with ``at_golden_mm``: its own distance
+        after decimation in mm, tolerances kept from an earlier record, version and date).
+
+    Raises
+    ------
+    ConfigError
+        If an existing record is not valid JSON (exit code 4).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     previous = read_golden(folder, case) or {}
     small = decimate_mesh(mesh, GOLDEN_MESH_FACES)
@@ -121,16 +222,49 @@ def compare(golden: dict[str, Any], metrics: dict[str, Any], mesh: trimesh.Trime
             folder: Path) -> list[dict[str, Any]]:
     """Check one model's measurements against its golden record.
 
+    Parameters
+    ----------
+    golden : dict
+        The case's record (:func:`read_golden`), with ``measured``, ``tolerances`` and ``golden_mesh``.
+    metrics : dict
+        The model's measurements now, with the keys of ``golden["measured"]`` (mL, cm², LPS mm).
+    mesh : trimesh.Trimesh
+        The model's mesh (LPS, mm), compared with the stored golden mesh.
+    folder : Path
+        The golden folder holding the golden mesh.
+
     Returns
     -------
     list of dict
         One check per quantity: ``quantity``, ``golden``, ``measured``, ``tolerance`` (in words),
         ``ok``.
+
+    Raises
+    ------
+    ConfigError
+        If the golden mesh file is missing (exit code 4).
+    KeyError
+        If the record or ``metrics`` lacks a quantity.
     """
     want, tolerances = golden["measured"], golden["tolerances"]
     checks = []
 
     def check(quantity: str, expected: Any, measured: Any, allowed: str, ok: bool) -> None:
+        """Append one check to the result.
+
+        Parameters
+        ----------
+        quantity : str
+            The quantity's name.
+        expected : Any
+            Its golden value.
+        measured : Any
+            Its value now.
+        allowed : str
+            The tolerance in words (e.g. ``±1.0%``, ``≤ 0.5 mm``).
+        ok : bool
+            Whether the measured value is within the tolerance.
+        """
         checks.append({"quantity": quantity, "golden": expected, "measured": measured, "tolerance": allowed,
                        "ok": bool(ok)})
 
