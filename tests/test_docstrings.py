@@ -62,7 +62,6 @@ PENDING: list[str] = [
     "pipeline/icd10.py",
     "pipeline/interrupt.py",
     "pipeline/load/decode.py",
-    "pipeline/load/headers.py",
     "pipeline/load/resample.py",
     "pipeline/load/series.py",
     "pipeline/load/stack.py",

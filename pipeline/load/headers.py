@@ -65,7 +65,18 @@ class Plane:
 
 
 def to_float(value: Any) -> float | None:
-    """A number from a DICOM value, or None when absent or malformed."""
+    """A number from a DICOM value, or None when absent or malformed.
+
+    Parameters
+    ----------
+    value : Any
+        A DICOM value (DS text, number, None...).
+
+    Returns
+    -------
+    float or None
+        The value as a float; None when it cannot be converted.
+    """
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -73,7 +84,18 @@ def to_float(value: Any) -> float | None:
 
 
 def to_int(value: Any) -> int | None:
-    """A whole number from a DICOM value, or None when absent or malformed."""
+    """A whole number from a DICOM value, or None when absent or malformed.
+
+    Parameters
+    ----------
+    value : Any
+        A DICOM value (IS text, number, None...); ``"12.0"`` counts as 12.
+
+    Returns
+    -------
+    int or None
+        The value as an int; None when absent, malformed or not a whole number.
+    """
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -130,7 +152,24 @@ def _functional(ds: Dataset, frame_group: Dataset | None, macro: str, attribute:
 
 
 def read_header(path: Path) -> Dataset | None:
-    """Parse a file's DICOM header (large values deferred); None if it is not DICOM."""
+    """Parse a file's DICOM header (large values deferred); None if it is not DICOM.
+
+    Parameters
+    ----------
+    path : Path
+        The file to read; values over :data:`DEFER_SIZE` bytes (pixel data) are read only when used.
+
+    Returns
+    -------
+    pydicom.Dataset or None
+        The dataset, or None when the file has no DICM prefix (:class:`InvalidDicomError`).
+
+    Raises
+    ------
+    Exception
+        Whatever pydicom raises on a damaged DICOM header (the caller records the file as unreadable);
+        ``OSError`` if the file cannot be read.
+    """
     try:
         return pydicom.dcmread(path, defer_size=DEFER_SIZE)
     except InvalidDicomError:
@@ -138,7 +177,24 @@ def read_header(path: Path) -> Dataset | None:
 
 
 def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
-    """The image planes one file holds: one for a single-frame image, one per frame otherwise."""
+    """The image planes one file holds: one for a single-frame image, one per frame otherwise.
+
+    Parameters
+    ----------
+    path : Path
+        The file the header came from.
+    ds : pydicom.Dataset
+        Its header (:func:`read_header`).
+    file_size : int
+        The file's size in bytes, to tell a truncated file (pixel data running past the end).
+
+    Returns
+    -------
+    list of Plane
+        One plane (``frame`` None) for a classic image, else one per frame (``NumberOfFrames``)
+        with geometry and rescale from the functional groups; positions and orientations in LPS
+        mm, missing values None, rescale slope 1 and intercept 0 by default.
+    """
     meta = getattr(ds, "file_meta", Dataset())
     syntax = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     native, truncated = None, False
@@ -210,13 +266,36 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
 
 
 def transfer_syntax_name(uid: str) -> str:
-    """Human name of a transfer syntax UID (the UID itself when unknown)."""
+    """Human name of a transfer syntax UID (the UID itself when unknown).
+
+    Parameters
+    ----------
+    uid : str
+        A transfer syntax UID, e.g. ``1.2.840.10008.1.2.1``.
+
+    Returns
+    -------
+    str
+        pydicom's name for it (``Explicit VR Little Endian``), or the UID when pydicom has none.
+    """
     name = UID(uid).name
     return name if name and name != uid else uid
 
 
 def convolution_kernel(ds: Dataset) -> str | None:
-    """Reconstruction kernel of a classic or enhanced CT header, as text."""
+    """Reconstruction kernel of a classic or enhanced CT header, as text.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A CT header: ConvolutionKernel at the top level, else in the shared functional groups'
+        CT Reconstruction Sequence.
+
+    Returns
+    -------
+    str or None
+        The kernel (several values joined by ``\\``), or None when absent or empty.
+    """
     kernel = ds.get("ConvolutionKernel")
     if kernel is None:
         shared = _item(ds, "SharedFunctionalGroupsSequence")
@@ -230,7 +309,18 @@ def convolution_kernel(ds: Dataset) -> str | None:
 
 
 def contrast_agent(ds: Dataset) -> str | None:
-    """Contrast/bolus agent of a classic or enhanced header, or None."""
+    """Contrast/bolus agent of a classic or enhanced header, or None.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header: ContrastBolusAgent, else the CodeMeaning of ContrastBolusAgentSequence.
+
+    Returns
+    -------
+    str or None
+        The agent's text, stripped; None when absent or blank.
+    """
     agent = ds.get("ContrastBolusAgent")
     if not agent:
         item = _item(ds, "ContrastBolusAgentSequence")
