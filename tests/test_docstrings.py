@@ -106,7 +106,6 @@ PENDING: list[str] = [
     "pipeline/segment/leak.py",
     "pipeline/segment/measure.py",
     "pipeline/segment/plausibility.py",
-    "pipeline/segment/seeds.py",
     "pipeline/segment/threshold.py",
     "pipeline/segment/wall.py",
 ]

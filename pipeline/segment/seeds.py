@@ -22,11 +22,24 @@ class Seed:
     hu: float = float("nan")  # median HU of the 3x3x3 voxels around the seed
 
     def describe(self) -> str:
-        """``include seed at LPS (x, y, z) mm``."""
+        """``include seed at LPS (x, y, z) mm``.
+
+        Returns
+        -------
+        str
+            The kind and LPS position to 0.1 mm, e.g. ``include seed at LPS (12.0, -40.5, 80.0) mm``.
+        """
         x, y, z = self.lps_mm
         return f"{self.kind} seed at LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
 
     def to_dict(self) -> dict:
+        """The seed for a JSON report.
+
+        Returns
+        -------
+        dict
+            ``kind``, ``index_kji``, ``lps_mm`` (mm, rounded to 0.01), ``given_as`` and ``hu``.
+        """
         return {"kind": self.kind, "index_kji": list(self.index), "lps_mm": [round(v, 2) for v in self.lps_mm],
                 "given_as": self.given_as, "hu": self.hu}
 
@@ -38,7 +51,32 @@ def _extent(geometry: Geometry) -> str:
 
 
 def resolve_seeds(volume: Volume, kind: str, lps_points: Iterable, index_points: Iterable) -> list[Seed]:
-    """Place seeds on the grid, refusing any outside the volume with the volume's extent."""
+    """Place seeds on the grid, refusing any outside the volume with the volume's extent.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT volume (HU array indexed ``(k, j, i)``, with its geometry).
+    kind : {"include", "exclude"}
+        What the seeds are for (stored on each seed, used in messages).
+    lps_points : iterable of sequence of float
+        Seeds as LPS coordinates in mm (x to the patient's left, y posterior, z superior); each is
+        placed on the nearest voxel.
+    index_points : iterable of sequence of int
+        Seeds as voxel indices ``(k, j, i)``.
+
+    Returns
+    -------
+    list of Seed
+        The LPS seeds then the index seeds, in the order given, each with its ``hu``: the median HU
+        of the (up to) 3 x 3 x 3 voxels around it.
+
+    Raises
+    ------
+    SegmentationError
+        If a point is not three finite coordinates, an index is not three whole numbers, or a seed
+        lies outside the volume (the message gives the volume's extent) (exit code 8).
+    """
     geometry = volume.geometry
     seeds = []
     for point in lps_points:
@@ -74,7 +112,23 @@ def resolve_seeds(volume: Volume, kind: str, lps_points: Iterable, index_points:
 
 
 def check_contrast(seeds: list[Seed], min_contrast_hu: float | None, structure: str) -> None:
-    """Refuse a contrast preset on a scan whose HU at an include seed shows no contrast."""
+    """Refuse a contrast preset on a scan whose HU at an include seed shows no contrast.
+
+    Parameters
+    ----------
+    seeds : list of Seed
+        The include seeds (with their ``hu``).
+    min_contrast_hu : float or None
+        Least HU an arterial phase shows in the structure; None skips the check. Seeds below
+        -300 HU (air) are left to :func:`check_in_window`.
+    structure : str
+        The structure's name, for the message.
+
+    Raises
+    ------
+    SegmentationError
+        If a seed's HU is in -300..``min_contrast_hu`` (exit code 8).
+    """
     if min_contrast_hu is None:
         return
     for seed in seeds:
@@ -87,7 +141,25 @@ def check_contrast(seeds: list[Seed], min_contrast_hu: float | None, structure: 
 
 
 def check_in_window(seeds: list[Seed], lower: float, upper: float, preset_name: str) -> None:
-    """Refuse an include seed whose HU lies outside the window, saying both and what it hit."""
+    """Refuse an include seed whose HU lies outside the window, saying both and what it hit.
+
+    Parameters
+    ----------
+    seeds : list of Seed
+        The include seeds (with their ``hu``).
+    lower : float
+        The window's lower bound in HU (inclusive).
+    upper : float
+        The window's upper bound in HU (inclusive).
+    preset_name : str
+        The preset's name, for the message.
+
+    Raises
+    ------
+    SegmentationError
+        At the first seed whose HU is outside ``lower..upper``, saying what it lies in (air or lung
+        below -300 HU, bone or metal above the window, soft tissue in between) (exit code 8).
+    """
     for seed in seeds:
         if lower <= seed.hu <= upper:
             continue
@@ -106,7 +178,24 @@ def check_in_window(seeds: list[Seed], lower: float, upper: float, preset_name: 
 
 
 def check_apart(include: list[Seed], exclude: list[Seed], spacing: tuple[float, ...], min_mm: float) -> None:
-    """Refuse an exclude seed on top of an include seed (closer than ``min_mm``)."""
+    """Refuse an exclude seed on top of an include seed (closer than ``min_mm``).
+
+    Parameters
+    ----------
+    include : list of Seed
+        The include seeds.
+    exclude : list of Seed
+        The exclude seeds.
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``; distances are between the seeds' voxels.
+    min_mm : float
+        Least distance in mm between an include and an exclude seed.
+
+    Raises
+    ------
+    SegmentationError
+        If an exclude seed is closer than ``min_mm`` to an include seed (exit code 8).
+    """
     for a in include:
         for b in exclude:
             gap = float(np.linalg.norm((np.asarray(a.index) - np.asarray(b.index)) * np.asarray(spacing)))
@@ -118,7 +207,21 @@ def check_apart(include: list[Seed], exclude: list[Seed], spacing: tuple[float, 
 
 
 def snap_into(mask: np.ndarray, index: tuple[int, int, int]) -> tuple[int, int, int] | None:
-    """The seed voxel if it lies in ``mask``, else the nearest mask voxel among its 26 neighbours."""
+    """The seed voxel if it lies in ``mask``, else the nearest mask voxel among its 26 neighbours.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool
+        The mask, indexed ``(k, j, i)``.
+    index : tuple of int
+        The seed voxel ``(k, j, i)``, inside the array.
+
+    Returns
+    -------
+    tuple of int or None
+        The seed itself when in the mask, else the mask voxel nearest in index units (squared
+        distance, no spacing) among its 26 neighbours, or None when none is in the mask.
+    """
     k, j, i = index
     if mask[k, j, i]:
         return index
