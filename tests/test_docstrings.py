@@ -64,7 +64,6 @@ PENDING: list[str] = [
     "pipeline/load/decode.py",
     "pipeline/load/resample.py",
     "pipeline/load/series.py",
-    "pipeline/load/stack.py",
     "pipeline/mesh/export.py",
     "pipeline/mesh/intersections.py",
     "pipeline/mesh/options.py",

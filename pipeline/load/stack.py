@@ -41,7 +41,18 @@ SPARSE_FACTOR = 2.0
 
 
 def format_mm(value: float) -> str:
-    """A length in mm as printed in messages (two decimals)."""
+    """A length in mm as printed in messages (two decimals).
+
+    Parameters
+    ----------
+    value : float
+        A length in mm.
+
+    Returns
+    -------
+    str
+        The number with two decimals, without the unit (e.g. ``1.25``).
+    """
     return f"{value:.2f}"
 
 
@@ -89,13 +100,25 @@ class StackLayout:
 
     @property
     def median_step_mm(self) -> float:
-        """The usual step between neighbouring slices, mm (NaN for fewer than two)."""
+        """The usual step between neighbouring slices, mm (NaN for fewer than two).
+
+        Returns
+        -------
+        float
+            The median of :attr:`spacings_mm`, mm; NaN for fewer than two slices.
+        """
         steps = self.spacings_mm
         return float(np.median(steps)) if steps.size else float("nan")
 
     @property
     def median_thickness_mm(self) -> float:
-        """The usual SliceThickness, mm (NaN when no slice gives one)."""
+        """The usual SliceThickness, mm (NaN when no slice gives one).
+
+        Returns
+        -------
+        float
+            The median of the known slice thicknesses, mm; NaN when none is known.
+        """
         known = self.slice_thickness_mm[np.isfinite(self.slice_thickness_mm)]
         return float(np.median(known)) if known.size else float("nan")
 
@@ -105,6 +128,11 @@ class StackLayout:
 
         Each step counts as imaged up to the mean thickness of its two slices; NaN without
         thicknesses or with fewer than two slices.
+
+        Returns
+        -------
+        float
+            Imaged length over the stack's extent, 0..1; NaN as above.
         """
         steps = self.spacings_mm
         thickness = self.slice_thickness_mm
@@ -115,19 +143,40 @@ class StackLayout:
 
     @property
     def spacings_mm(self) -> np.ndarray:
-        """Steps between consecutive sorted planes along the normal, mm."""
+        """Steps between consecutive sorted planes along the normal, mm.
+
+        Returns
+        -------
+        numpy.ndarray of float
+            ``(n - 1,)`` steps in mm (zero for planes at the same position).
+        """
         return np.diff(self.positions_mm)
 
     @property
     def sheared(self) -> bool:
-        """True when the planes' in-plane offsets exceed rounding (gantry tilt)."""
+        """True when the planes' in-plane offsets exceed rounding (gantry tilt).
+
+        Returns
+        -------
+        bool
+            True when some plane's in-plane offset from the first exceeds ``SHEAR_TOLERANCE_PX``
+            pixels along an axis; False for fewer than two planes.
+        """
         if len(self.order) < 2:
             return False
         return bool(np.max(np.abs(self.offsets_mm) / self.pixel_spacing_mm) > SHEAR_TOLERANCE_PX)
 
     @property
     def uneven(self) -> bool:
-        """True when some slice is off a uniform grid from the first to the last slice."""
+        """True when some slice is off a uniform grid from the first to the last slice.
+
+        Returns
+        -------
+        bool
+            True when some slice is farther from its place on the uniform grid than
+            ``max(UNEVEN_TOLERANCE_MM, UNEVEN_TOLERANCE_FRACTION * step)`` mm; False for fewer than
+            three slices.
+        """
         if len(self.order) < 3:
             return False
         step = self.positions_mm[-1] / (len(self.order) - 1)
@@ -141,6 +190,11 @@ class StackLayout:
 
         Signed by the shear along the column direction (0 for an untilted stack). Its magnitude
         is the gantry tilt; its sign follows the image axes, not the scanner's convention.
+
+        Returns
+        -------
+        float
+            The signed tilt in degrees; 0.0 for fewer than two slices or a stack of zero extent.
         """
         if len(self.order) < 2 or self.positions_mm[-1] <= 0:
             return 0.0
@@ -255,7 +309,19 @@ def analyse(planes: list[Plane], max_gap_mm: float | None = None, *,
 
 
 def sparse_problem(layout: StackLayout) -> str | None:
-    """Why the slices are too thin for their step to image the anatomy between them, or None."""
+    """Why the slices are too thin for their step to image the anatomy between them, or None.
+
+    Parameters
+    ----------
+    layout : StackLayout
+        The sorted stack.
+
+    Returns
+    -------
+    str or None
+        The reason (thickness and step in mm, imaged percentage) when the median step is over
+        :data:`SPARSE_FACTOR` times the median thickness; None otherwise or when no thickness is known.
+    """
     step, thickness = layout.median_step_mm, layout.median_thickness_mm
     if not (np.isfinite(thickness) and thickness > 0 and step > SPARSE_FACTOR * thickness):
         return None
@@ -266,7 +332,25 @@ def sparse_problem(layout: StackLayout) -> str | None:
 
 
 def find_gaps(layout: StackLayout, planes: list[Plane], max_gap_mm: float | None) -> list[str]:
-    """Describe each step between neighbouring slices that is a gap (see :func:`analyse`)."""
+    """Describe each step between neighbouring slices that is a gap (see :func:`analyse`).
+
+    Parameters
+    ----------
+    layout : StackLayout
+        The sorted stack (at least two slices).
+    planes : list of Plane
+        The input planes that ``layout.order`` indexes.
+    max_gap_mm : float or None
+        Largest allowed step in mm; None: a step is a gap when it exceeds both :data:`GAP_FACTOR`
+        times the median step and the mean thickness of its two slices plus
+        :data:`COVERAGE_SLACK_MM`.
+
+    Returns
+    -------
+    list of str
+        One message per gap, with its size in mm and the LPS positions (mm) of the slices around it;
+        empty when there is none.
+    """
     steps = layout.spacings_mm
     if max_gap_mm is not None:
         wide = steps > max_gap_mm
