@@ -100,7 +100,6 @@ PENDING: list[str] = [
     "pipeline/regress/run.py",
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
-    "pipeline/segment/grid.py",
     "pipeline/segment/labelmap.py",
     "pipeline/segment/leak.py",
     "pipeline/segment/measure.py",

@@ -11,7 +11,20 @@ import numpy as np
 
 
 def block_factors(spacing: tuple[float, float, float], target_mm: float) -> tuple[int, int, int]:
-    """Integer block size per axis so that a block is about ``target_mm`` wide (at least 1 voxel)."""
+    """Integer block size per axis so that a block is about ``target_mm`` wide (at least 1 voxel).
+
+    Parameters
+    ----------
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``.
+    target_mm : float
+        The wanted block width in mm.
+
+    Returns
+    -------
+    tuple of int
+        Voxels per block along ``(k, j, i)``: ``round(target_mm / spacing)``, at least 1.
+    """
     return tuple(max(1, int(round(target_mm / s))) for s in spacing)  # type: ignore[return-value]
 
 
@@ -34,6 +47,20 @@ def block_mean_max(array: np.ndarray, factors: tuple[int, int, int]) -> tuple[np
     Works one slab of ``factors[0]`` slices at a time with element-wise operations on strided
     views (several times faster than reductions over reshaped axes), so no full-size temporary
     is made. Blocks cut by the array's far edges are completed with copies of the edge voxels.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        3-D array indexed ``(k, j, i)`` of an integer type (HU as int16); sums are accumulated in
+        int32, so a float array is refused (numpy raises TypeError on the cast).
+    factors : tuple of int
+        Voxels per block along ``(k, j, i)`` (:func:`block_factors`).
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        Per block (shape ``ceil(shape / factors)``), the mean as float32 and the maximum in the
+        input's dtype, in the input's unit (HU).
     """
     fk, fj, fi = factors
     nk, nj, ni = array.shape
@@ -65,6 +92,22 @@ def upsample(coarse: np.ndarray, factors: tuple[int, int, int], shape: tuple[int
 
     ``offset`` is the full-resolution index of the first voxel wanted (a crop's start), so only
     the crop is ever expanded.
+
+    Parameters
+    ----------
+    coarse : numpy.ndarray
+        The block grid's values, indexed ``(k, j, i)`` of blocks.
+    factors : tuple of int
+        Voxels per block along ``(k, j, i)``.
+    shape : tuple of int
+        Shape of the full-resolution output (the crop), in voxels.
+    offset : tuple of int
+        Full-resolution index ``(k, j, i)`` of the output's first voxel.
+
+    Returns
+    -------
+    numpy.ndarray
+        Array of ``shape`` and ``coarse``'s dtype (a view of a repeated copy).
     """
     first = [o // f for f, o in zip(factors, offset)]
     last = [(o + n - 1) // f + 1 for f, o, n in zip(factors, offset, shape)]
@@ -77,7 +120,21 @@ def upsample(coarse: np.ndarray, factors: tuple[int, int, int], shape: tuple[int
 
 
 def ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """Boolean ellipsoidal structuring element of ``radius_mm`` on a grid of ``spacing`` (mm)."""
+    """Boolean ellipsoidal structuring element of ``radius_mm`` on a grid of ``spacing`` (mm).
+
+    Parameters
+    ----------
+    radius_mm : float
+        The ball's radius in mm.
+    spacing : tuple of float
+        Voxel size in mm per axis (an anisotropic grid gives an ellipsoid in voxels).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Odd-sized array, ``2 * floor(radius_mm / spacing) + 1`` voxels per axis, True where the
+        voxel centre is within ``radius_mm`` of the centre.
+    """
     half = [int(np.floor(radius_mm / s)) for s in spacing]
     axes = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     distance2 = sum((a * s) ** 2 for a, s in zip(axes, spacing))
@@ -85,7 +142,22 @@ def ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
 
 
 def coarse_to_box(box: tuple[slice, ...], factors: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """Full-resolution box covered by a box of blocks, clipped to ``shape``."""
+    """Full-resolution box covered by a box of blocks, clipped to ``shape``.
+
+    Parameters
+    ----------
+    box : tuple of slice
+        A box on the block grid (slices with ``start`` and ``stop`` set, in blocks).
+    factors : tuple of int
+        Voxels per block along each axis.
+    shape : tuple of int
+        The full-resolution array's shape, in voxels.
+
+    Returns
+    -------
+    tuple of slice
+        The box in full-resolution voxel indices.
+    """
     return tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(box, factors, shape))
 
 
@@ -95,6 +167,18 @@ def extreme_3x3x3(array: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
 
     Separable passes over shifted views: several times faster than ``ndimage``'s filters and
     binary morphology on these arrays. Voxels outside the array are ignored (no border effect).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The array (any number of dimensions; 3-D ``(k, j, i)`` here).
+    ufunc : numpy.ufunc
+        The binary ufunc to combine neighbours with (see above).
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array of the input's shape and dtype.
     """
     out = array.copy()
     for axis in range(array.ndim):
