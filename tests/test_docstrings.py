@@ -40,7 +40,6 @@ PENDING: list[str] = [
     "pipeline/cli/regress_cmd.py",
     "pipeline/cli/run_cmd.py",
     "pipeline/coding.py",
-    "pipeline/config.py",
     "pipeline/document/charges.py",
     "pipeline/document/checksums.py",
     "pipeline/document/deidentify.py",
