@@ -42,7 +42,6 @@ PENDING: list[str] = [
     "pipeline/coding.py",
     "pipeline/document/charges.py",
     "pipeline/document/checksums.py",
-    "pipeline/document/deidentify.py",
     "pipeline/document/dicom.py",
     "pipeline/document/facts.py",
     "pipeline/document/inputs.py",
