@@ -43,7 +43,6 @@ PENDING: list[str] = [
     "pipeline/document/charges.py",
     "pipeline/document/checksums.py",
     "pipeline/document/dicom.py",
-    "pipeline/document/facts.py",
     "pipeline/document/inputs.py",
     "pipeline/document/pdf.py",
     "pipeline/document/pictures.py",
