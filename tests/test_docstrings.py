@@ -91,7 +91,6 @@ PENDING: list[str] = [
     "pipeline/pacs/resolve.py",
     "pipeline/pacs/web.py",
     "pipeline/payers.py",
-    "pipeline/preflight.py",
     "pipeline/prepare/arrays.py",
     "pipeline/prepare/columns.py",
     "pipeline/prepare/cups.py",
