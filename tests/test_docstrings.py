@@ -55,7 +55,6 @@ PENDING: list[str] = [
     "pipeline/files.py",
     "pipeline/geometry.py",
     "pipeline/holds.py",
-    "pipeline/icd10.py",
     "pipeline/interrupt.py",
     "pipeline/ledger/chain.py",
     "pipeline/ledger/core.py",
