@@ -89,7 +89,6 @@ PENDING: list[str] = [
     "pipeline/pacs/query.py",
     "pipeline/pacs/resolve.py",
     "pipeline/pacs/web.py",
-    "pipeline/payers.py",
     "pipeline/prepare/arrays.py",
     "pipeline/prepare/columns.py",
     "pipeline/prepare/cups.py",
