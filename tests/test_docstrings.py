@@ -92,8 +92,6 @@ PENDING: list[str] = [
     "pipeline/prepare/arrays.py",
     "pipeline/prepare/columns.py",
     "pipeline/prepare/cups.py",
-    "pipeline/prepare/evaluate.py",
-    "pipeline/prepare/frames.py",
     "pipeline/prepare/output.py",
     "pipeline/prepare/search.py",
     "pipeline/prepare/walls.py",
