@@ -93,7 +93,6 @@ PENDING: list[str] = [
     "pipeline/prepare/columns.py",
     "pipeline/prepare/cups.py",
     "pipeline/prepare/output.py",
-    "pipeline/prepare/search.py",
     "pipeline/prepare/walls.py",
     "pipeline/presets.py",
     "pipeline/printers.py",
