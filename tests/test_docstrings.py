@@ -44,7 +44,6 @@ PENDING: list[str] = [
     "pipeline/document/dicom.py",
     "pipeline/document/inputs.py",
     "pipeline/document/pdf.py",
-    "pipeline/document/pictures.py",
     "pipeline/document/review.py",
     "pipeline/document/stage.py",
     "pipeline/exports/__init__.py",
