@@ -43,7 +43,6 @@ PENDING: list[str] = [
     "pipeline/document/checksums.py",
     "pipeline/document/dicom.py",
     "pipeline/document/inputs.py",
-    "pipeline/document/pdf.py",
     "pipeline/document/review.py",
     "pipeline/document/stage.py",
     "pipeline/exports/__init__.py",
