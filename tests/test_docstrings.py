@@ -34,7 +34,6 @@ PENDING: list[str] = [
     "pipeline/check/scan.py",
     "pipeline/checks.py",
     "pipeline/cli/__init__.py",
-    "pipeline/cli/app.py",
     "pipeline/cli/inspect_cmd.py",
     "pipeline/cli/lifecycle_cmd.py",
     "pipeline/cli/regress_cmd.py",
