@@ -69,10 +69,28 @@ def identity_mismatches(case: Any, source: Path | None = None) -> list[str]:
 def case_holds(case: Any, *, today: dt.date | None = None) -> list[Hold]:
     """The holds the case file's coding raises (``model_id`` None: every model of the case).
 
+    Parameters
+    ----------
+    case : CaseFile
+        The validated case file (indication, encounter with providers and payer, patient birth
+        date, models with purposes and modifiers).
+    today : datetime.date, optional
+        The date a date of service may not be after (default: today, local).
+
+    Returns
+    -------
+    list of Hold
+        ICD-10 holds (headers, codes not yet in effect on the date of service), NPI check-digit
+        holds, impossible-date holds, education-only holds (with the model id) and the payer
+        rules' holds (:func:`payer_holds`), in that order.
+
     Raises
     ------
     CodingError
-        A malformed ICD-10 code, or modifiers the coding rules refuse (before any work).
+        A malformed ICD-10 code, or modifiers the coding rules refuse (before any work). Exit
+        code 11.
+    ConfigError
+        The coding rules or the payer's rules cannot be loaded. Exit code 4.
     """
     today = today or dt.date.today()
     rules = coding.load_rules()
@@ -110,6 +128,26 @@ def payer_holds(case: Any, codes: list[str], rules: Any) -> list[Hold]:
     add-on, one unit each): the ledger numbers the encounter's lines only at delivery, but the
     coverage and ABN rules hold every one of these codes alike, and the units limit is checked
     against what this case alone asks for.
+
+    Parameters
+    ----------
+    case : CaseFile
+        The validated case file (its ``encounter.payer`` names the rules).
+    codes : list of str
+        The case's ICD-10-CM codes, validated.
+    rules : CodingRules
+        The coding rules that give each line its CPT code.
+
+    Returns
+    -------
+    list of Hold
+        The holds of :func:`pipeline.payers.check_claim` on the provisional lines (source
+        ``payer:<name>``).
+
+    Raises
+    ------
+    ConfigError
+        The payer is unknown or its rules file is invalid. Exit code 4.
     """
     payer = load_payer(case.encounter.payer)
     encounter = case.encounter
@@ -130,7 +168,24 @@ def payer_holds(case: Any, codes: list[str], rules: Any) -> list[Hold]:
 
 
 def stage_holds(segment_report: Any, mesh_report: Any, plan: Any) -> list[Hold]:
-    """Holds of one model from its stage reports: their own ``holds``, mesh QA and printer fit."""
+    """Holds of one model from its stage reports: their own ``holds``, mesh QA and printer fit.
+
+    Parameters
+    ----------
+    segment_report : SegmentReport or None
+        The segment stage's report (its ``holds`` are carried).
+    mesh_report : MeshReport or None
+        The mesh stage's report: not watertight, inconsistent winding or self-intersecting
+        faces add ``mesh.qa_failed``. None (or a missing attribute) counts as passing.
+    plan : PrintPlan or None
+        The prepare stage's plan: ``fits`` False adds ``prepare.no_printer_fit`` (with the
+        split advice when there is one).
+
+    Returns
+    -------
+    list of Hold
+        The reports' own holds, then those added here.
+    """
     holds = [hold for report in (segment_report, mesh_report, plan) for hold in getattr(report, "holds", [])]
     failures = []
     if not getattr(mesh_report, "watertight", True):

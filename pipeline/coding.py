@@ -136,9 +136,41 @@ class CodingRules(BaseModel):
         return self
 
     def code_for(self, kind: str, role: str) -> CptCode:
+        """The code billed for one kind of service in one role.
+
+        Parameters
+        ----------
+        kind : {"model", "guide"}
+            Anatomic model or anatomic guide.
+        role : {"primary", "add_on"}
+            The first of its kind on the encounter, or each additional one.
+
+        Returns
+        -------
+        CptCode
+            The one code the rules give (validation guarantees exactly one per kind and role;
+            another ``kind`` or ``role`` raises ``StopIteration``).
+        """
         return next(c for c in self.codes if c.kind == kind and c.role == role)
 
     def code(self, cpt: str) -> CptCode:
+        """The rules' entry of one CPT code.
+
+        Parameters
+        ----------
+        cpt : str
+            The five-character CPT code (``0559T``).
+
+        Returns
+        -------
+        CptCode
+            Its descriptor, kind and role.
+
+        Raises
+        ------
+        CodingError
+            The rules do not bill ``cpt``. Exit code 11.
+        """
         for code in self.codes:
             if code.code == cpt:
                 return code
@@ -151,7 +183,24 @@ def _load_rules(name: str) -> CodingRules:
 
 
 def load_rules(name: str = DEFAULT_RULES) -> CodingRules:
-    """The coding rules ``configs/coding/<name>.yaml`` (validated; cached per name)."""
+    """The coding rules ``configs/coding/<name>.yaml`` (validated; cached per name).
+
+    Parameters
+    ----------
+    name : str
+        A rules name found by :func:`pipeline.config.find_config` under ``coding/``, or the
+        path of a ``.yaml`` file.
+
+    Returns
+    -------
+    CodingRules
+        The validated rules (the same object for the same name: do not modify it).
+
+    Raises
+    ------
+    ConfigError
+        The rules are not found or invalid. Exit code 4.
+    """
     return _load_rules(name)
 
 
@@ -173,11 +222,17 @@ def validate_modifiers(
     rules : CodingRules, optional
         Defaults to :func:`load_rules`.
 
+    Returns
+    -------
+    list of str
+        The modifiers stripped and upper-cased, in the order given (at most four).
+
     Raises
     ------
     CodingError
         A refused modifier (with the reason it cannot apply), an unknown one, a repeated one,
-        two that exclude each other, more than four, or a missing justification or reason.
+        two that exclude each other, more than four, a missing justification or reason, or a
+        reason given for a modifier not among ``modifiers``. Exit code 11.
     """
     rules = rules or load_rules()
     reasons = {str(k).upper(): v for k, v in (reasons or {}).items()}
@@ -215,7 +270,19 @@ def validate_modifiers(
 
 
 def npi_is_valid(npi: str) -> bool:
-    """True for a 10-digit NPI whose check digit is right (Luhn over ``80840`` + NPI)."""
+    """True for a 10-digit NPI whose check digit is right (Luhn over ``80840`` + NPI).
+
+    Parameters
+    ----------
+    npi : str
+        The National Provider Identifier as text (None or anything else is accepted and gives
+        False).
+
+    Returns
+    -------
+    bool
+        True when ``npi`` is ten digits starting with 1 or 2 and its Luhn check digit is right.
+    """
     if not re.fullmatch(r"[12][0-9]{9}", str(npi or "")):
         return False
     total = 0
@@ -228,7 +295,20 @@ def npi_is_valid(npi: str) -> bool:
 
 
 def encounter_key(patient_id: str, date_of_service: dt.date) -> str:
-    """The key of an encounter: patient id and date of service (contains PHI: never a path)."""
+    """The key of an encounter: patient id and date of service (contains PHI: never a path).
+
+    Parameters
+    ----------
+    patient_id : str
+        The patient's medical record number.
+    date_of_service : datetime.date
+        The date of service.
+
+    Returns
+    -------
+    str
+        ``"<patient_id>|<YYYY-MM-DD>"``.
+    """
     return f"{patient_id}|{date_of_service.isoformat()}"
 
 
@@ -288,6 +368,21 @@ class BillableModel:
         """The billable model of one model entry of a case file (``pipeline.case.CaseFile``).
 
         ``stl_path`` (the model's ``model.stl``) gives the mesh SHA-256 that flags reprints.
+
+        Parameters
+        ----------
+        case : pipeline.case.CaseFile
+            The validated case file (patient, encounter, indication).
+        spec : pipeline.case model entry
+            The case file's model entry (``id``, ``kind``, ``preset``, ``modifiers``,
+            ``modifier_reasons``, ``purpose``, ``recipient``).
+        stl_path : str or Path, optional
+            The model's STL; when it is not an existing file, no SHA-256 is recorded.
+
+        Returns
+        -------
+        BillableModel
+            The model as the coding rules see it.
         """
         import hashlib
         from pathlib import Path
@@ -346,11 +441,30 @@ class ChargeLine(Report):
 
     @property
     def is_duplicate(self) -> bool:
+        """Whether the line is flagged ``duplicate-mesh`` (a reprint, held from the claim).
+
+        Returns
+        -------
+        bool
+            True when a flag starts with :data:`FLAG_DUPLICATE_MESH`.
+        """
         return any(flag.startswith(FLAG_DUPLICATE_MESH) for flag in self.flags)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ChargeLine":
-        """Inverse of ``to_dict`` (for the ledger)."""
+        """Inverse of ``to_dict`` (for the ledger).
+
+        Parameters
+        ----------
+        data : dict
+            A line as ``to_dict`` writes it (``date_of_service`` as ISO text or a date, holds as
+            dicts or :class:`~pipeline.holds.Hold`); unknown keys are ignored.
+
+        Returns
+        -------
+        ChargeLine
+            The line.
+        """
         values = dict(data)
         if isinstance(values.get("date_of_service"), str):
             values["date_of_service"] = dt.date.fromisoformat(values["date_of_service"])
@@ -395,12 +509,29 @@ def next_charge(
     A model whose mesh SHA-256 equals another model's on the encounter is flagged
     ``duplicate-mesh``: an add-on code is for an individually prepared model, not a reprint.
 
+    Parameters
+    ----------
+    existing : list of ChargeLine
+        The lines already recorded (any encounters).
+    model : BillableModel
+        The model to charge.
+    rules : CodingRules, optional
+        Defaults to :func:`load_rules`.
+
+    Returns
+    -------
+    ChargeLine
+        One unit of the primary or add-on code with its sequence on the encounter (1 for the
+        first of its kind), validated diagnoses (at most four pointers), modifiers, the medical
+        necessity statement, flags and holds.
+
     Raises
     ------
     CodingError
         Missing indication, an ICD-10-CM code that is malformed, of another code set or not in
-        the code set, refused or incomplete modifiers. A header code (not billable) is not
-        refused: the line carries a ``coding.icd10_not_billable`` hold in ``holds``.
+        the code set, refused or incomplete modifiers, or a kind other than ``model`` and
+        ``guide``. Exit code 11. A header code (not billable) is not refused: the line carries
+        a ``coding.icd10_not_billable`` hold in ``holds``.
     """
     rules = rules or load_rules()
     if not model.icd10:
@@ -494,11 +625,24 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
     the lines' codes in order of appearance (at most twelve); each claim line points to at most
     four of them.
 
+    Parameters
+    ----------
+    lines : list of ChargeLine
+        The model lines, of one or more encounters.
+    rules : CodingRules, optional
+        Defaults to :func:`load_rules`.
+
+    Returns
+    -------
+    list of ClaimLine
+        Per encounter in order of first appearance, per kind (models, then guides): the primary
+        line, then the add-on lines grouped by modifiers. Units are counts of models.
+
     Raises
     ------
     CodingError
         An add-on code without its primary code on the encounter, a primary code twice, more
-        than twelve diagnoses on one encounter, or a code the rules do not know.
+        than twelve diagnoses on one encounter, or a code the rules do not know. Exit code 11.
     """
     rules = rules or load_rules()
     claims: list[ClaimLine] = []

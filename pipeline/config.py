@@ -35,6 +35,11 @@ def builtin_config_dir() -> Path:
 
     Installed, it is the package ``pipeline.configs``; run from a source checkout, the
     repository's ``configs/`` folder.
+
+    Returns
+    -------
+    Path
+        The checkout's ``configs/`` folder when it exists, else the installed package folder.
     """
     checkout = Path(__file__).resolve().parent.parent / "configs"
     if checkout.is_dir():
@@ -43,13 +48,33 @@ def builtin_config_dir() -> Path:
 
 
 def config_dirs() -> list[Path]:
-    """Folders searched for named configurations, first match wins."""
+    """Folders searched for named configurations, first match wins.
+
+    Returns
+    -------
+    list of Path
+        The folders of ``ANATOMODEL_CONFIG_PATH`` in their order (empty entries skipped), then
+        :func:`builtin_config_dir`. Folders are not checked for existence.
+    """
     extra = [Path(p) for p in os.environ.get(CONFIG_PATH_VARIABLE, "").split(os.pathsep) if p]
     return [*extra, builtin_config_dir()]
 
 
 def available(kind: str) -> list[str]:
-    """Names of the configurations of one kind (``presets``, ``printers``, ...)."""
+    """Names of the configurations of one kind (``presets``, ``printers``, ...).
+
+    Parameters
+    ----------
+    kind : str
+        The configuration kind, i.e. the sub-folder name (plural: ``presets``, ``printers``,
+        ``coding``, ...).
+
+    Returns
+    -------
+    list of str
+        Sorted, de-duplicated file stems of the ``<kind>/*.yaml`` files in every folder of
+        :func:`config_dirs`; empty when there are none.
+    """
     names: set[str] = set()
     for folder in config_dirs():
         names.update(p.stem for p in (folder / kind).glob("*.yaml"))
@@ -57,7 +82,29 @@ def available(kind: str) -> list[str]:
 
 
 def find_config(kind: str, name: str) -> Path:
-    """Path of the configuration ``name`` of ``kind``, or of ``name`` itself if it is a file."""
+    """Path of the configuration ``name`` of ``kind``, or of ``name`` itself if it is a file.
+
+    Parameters
+    ----------
+    kind : str
+        The configuration kind, the plural sub-folder name (``presets``, ``printers``, ...);
+        messages use it without its last letter (``preset``).
+    name : str
+        A configuration name (letters, digits, ``_ . -``, not starting with a punctuation
+        mark), or the path of an existing ``.yaml``/``.yml`` file.
+
+    Returns
+    -------
+    Path
+        ``name`` as a path when it is an existing YAML file, else the first
+        ``<folder>/<kind>/<name>.yaml`` found along :func:`config_dirs`.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not a valid name, or no folder holds it (the message lists the available
+        names and suggests a close one). Exit code 4.
+    """
     candidate = Path(name)
     if candidate.suffix in {".yaml", ".yml"} and candidate.is_file():
         return candidate
@@ -96,6 +143,25 @@ class _BoundedLoader(yaml.SafeLoader):
         self.aliases_seen = 0
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        """Compose one node as PyYAML does, counting aliases.
+
+        Parameters
+        ----------
+        parent : yaml.Node or None
+            The node being composed into (PyYAML's argument).
+        index : object
+            The key or position in ``parent`` (PyYAML's argument).
+
+        Returns
+        -------
+        yaml.Node
+            The composed node.
+
+        Raises
+        ------
+        _TooManyAliases
+            More than :data:`MAX_YAML_ALIASES` aliases in the file.
+        """
         if self.check_event(yaml.AliasEvent):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_YAML_ALIASES:
@@ -105,6 +171,25 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        """Build a mapping as PyYAML does, refusing a key given twice.
+
+        Parameters
+        ----------
+        node : yaml.MappingNode
+            The mapping node.
+        deep : bool
+            Construct nested values at once (PyYAML's argument).
+
+        Returns
+        -------
+        dict
+            The constructed mapping.
+
+        Raises
+        ------
+        yaml.constructor.ConstructorError
+            A scalar key occurs twice (reported as a YAML error with its line).
+        """
         # A key given twice is a mistake PyYAML would hide (the last value silently wins).
         seen: set[object] = set()
         for key_node, _ in node.value:
@@ -116,6 +201,18 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_timestamp(self, node):  # type: ignore[no-untyped-def]
+        """A date or time as PyYAML builds it, or the plain text when it is impossible.
+
+        Parameters
+        ----------
+        node : yaml.ScalarNode
+            The timestamp-looking scalar.
+
+        Returns
+        -------
+        datetime.date or datetime.datetime or str
+            The parsed value, or the scalar's text.
+        """
         # An impossible date (1964-13-45) stays text, so validation names its field.
         try:
             return super().construct_yaml_timestamp(node)
@@ -139,6 +236,17 @@ def require_file(path: str | Path, what: str = "file") -> Path:
         The file named by the user.
     what : str
         What the file is, for the message (``"case file"``, ``"manifest"``).
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`, unchanged.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is a folder, does not exist, or is not a regular file (a device, pipe or
+        socket). Exit code 4.
     """
     path = Path(path)
     if path.is_dir():
@@ -153,7 +261,26 @@ def require_file(path: str | Path, what: str = "file") -> Path:
 
 def read_text(path: str | Path, what: str = "file") -> str:
     """The UTF-8 text of a configuration or manifest file, refused (ConfigError) when it is a
-    folder or missing, larger than :data:`MAX_YAML_BYTES`, binary (a NUL byte) or not UTF-8."""
+    folder or missing, larger than :data:`MAX_YAML_BYTES`, binary (a NUL byte) or not UTF-8.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to read.
+    what : str
+        What the file is, for the messages (``"case file"``, ``"manifest"``).
+
+    Returns
+    -------
+    str
+        The whole file decoded as UTF-8 (at most :data:`MAX_YAML_BYTES` bytes).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`require_file`; also when the file cannot be read (permissions), is over
+        :data:`MAX_YAML_BYTES`, holds a NUL byte or is not valid UTF-8. Exit code 4.
+    """
     path = require_file(path, what)
     try:
         with path.open("rb") as stream:
@@ -185,6 +312,25 @@ def read_yaml(path: str | Path, what: str = "file") -> object:
     :data:`MAX_YAML_NODES` values (alias bombs), control characters in any text (NUL, ANSI
     escapes; tab and newline are allowed), text over :data:`MAX_TEXT_CHARS` characters, and
     numbers that are not finite or exceed :data:`MAX_NUMBER` in magnitude.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file to parse.
+    what : str
+        What the file is, for the messages (``"case file"``, ``"manifest"``).
+
+    Returns
+    -------
+    object
+        The parsed document (usually a ``dict``; any YAML value, ``None`` for an empty file),
+        already passed through :func:`check_values`.
+
+    Raises
+    ------
+    ConfigError
+        For each refusal listed above, including nesting too deep to parse or walk. Exit
+        code 4.
     """
     text = read_text(path, what)
     loader = _BoundedLoader(text)
@@ -214,10 +360,38 @@ def check_values(data: object, source: str) -> None:
 
     Walks mappings and lists (counting every alias expansion, so a shared node counts each
     time it is reached) and raises :class:`~pipeline.errors.ConfigError` naming the field.
+
+    Parameters
+    ----------
+    data : object
+        Parsed YAML: mappings, lists, text, numbers and other scalars, nested.
+    source : str
+        Where the data came from (a file path), to start each message.
+
+    Raises
+    ------
+    ConfigError
+        More than :data:`MAX_YAML_NODES` values are reached, a text (value or key) fails
+        :func:`text_problem` with :data:`MAX_TEXT_CHARS`, or a number fails
+        :func:`number_problem` with :data:`MAX_NUMBER`. Exit code 4.
     """
     budget = [MAX_YAML_NODES]
 
     def walk(value: object, where: tuple[str, ...]) -> None:
+        """Check one value and, recursively, what it holds.
+
+        Parameters
+        ----------
+        value : object
+            The value to check.
+        where : tuple of str
+            Field names and list indices leading to it, for the message.
+
+        Raises
+        ------
+        ConfigError
+            The value budget is spent, or a text or number is refused.
+        """
         budget[0] -= 1
         if budget[0] < 0:
             raise ConfigError(f"{source}: more than {MAX_YAML_NODES} values (aliases expand to too much data), "
@@ -249,6 +423,19 @@ def text_problem(text: str, max_chars: int) -> str | None:
 
     Control characters (Unicode category Cc: NUL, ESC and the ANSI escape sequences it starts,
     C1 controls) are refused except tab, line feed and carriage return.
+
+    Parameters
+    ----------
+    text : str
+        The text to check.
+    max_chars : int
+        Longest accepted text, characters (code points).
+
+    Returns
+    -------
+    str or None
+        A sentence saying what is wrong (the length, or the first control character and its
+        1-based position), or None when the text is acceptable.
     """
     if len(text) > max_chars:
         return f"text of {len(text)} characters, longer than the limit of {max_chars}"
@@ -260,7 +447,21 @@ def text_problem(text: str, max_chars: int) -> str | None:
 
 
 def number_problem(value: float, limit: float) -> str | None:
-    """Why ``value`` is not an acceptable number (not finite, or beyond ``limit``), or None."""
+    """Why ``value`` is not an acceptable number (not finite, or beyond ``limit``), or None.
+
+    Parameters
+    ----------
+    value : float
+        The number to check (an int is accepted too).
+    limit : float
+        Largest accepted magnitude, in the value's own unit.
+
+    Returns
+    -------
+    str or None
+        A sentence saying what is wrong, or None when ``value`` is finite and
+        ``abs(value) <= limit``.
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     if abs(value) > limit:
@@ -269,7 +470,19 @@ def number_problem(value: float, limit: float) -> str | None:
 
 
 def shorten_number(value: float) -> str:
-    """A number for a message: never hundreds of digits (``1e+308``, ``1.2e+40``)."""
+    """A number for a message: never hundreds of digits (``1e+308``, ``1.2e+40``).
+
+    Parameters
+    ----------
+    value : float
+        The number (an int is accepted too, however large).
+
+    Returns
+    -------
+    str
+        An int below 10**12 in full; otherwise three significant digits (``%.3g``), or
+        ``"an integer of N digits"`` for an int too large to convert to float.
+    """
     if isinstance(value, int) and abs(value) < 10**12:
         return str(value)
     try:
@@ -279,7 +492,21 @@ def shorten_number(value: float) -> str:
 
 
 def shorten_text(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters (numbers shortened), for messages."""
+    """``repr(value)`` cut to ``limit`` characters (numbers shortened), for messages.
+
+    Parameters
+    ----------
+    value : object
+        Any value; numbers (not booleans) go through :func:`shorten_number`.
+    limit : int
+        Most characters of the ``repr`` shown.
+
+    Returns
+    -------
+    str
+        The ``repr`` when it fits, else its first ``limit`` characters, ``...`` and the full
+        size (``(N characters)``).
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return shorten_number(value)
     shown = repr(value)
@@ -293,6 +520,24 @@ def shorten_text(value: object, limit: int = 60) -> str:
 
 def _checked_text(max_chars: int, single_line: bool, backslash: bool) -> Callable[[str], str]:
     def check(text: str) -> str:
+        """The text itself, if the field accepts it.
+
+        Parameters
+        ----------
+        text : str
+            The field's value.
+
+        Returns
+        -------
+        str
+            ``text``, unchanged.
+
+        Raises
+        ------
+        ValueError
+            Refused by :func:`text_problem`, a line break or tab in a one-line field, or a
+            backslash where none is allowed.
+        """
         problem = text_problem(text, max_chars)
         if problem:
             raise ValueError(problem)
@@ -315,6 +560,12 @@ def bounded_text(max_chars: int, *, single_line: bool = False, backslash: bool =
         Also refuse line breaks and tabs.
     backslash : bool
         Allow ``\\`` (False for values written into DICOM, where it separates values).
+
+    Returns
+    -------
+    Any
+        An ``Annotated[str, AfterValidator(...)]`` type for pydantic fields; validation raises
+        ``ValueError`` (reported by pydantic) for a refused value.
     """
     return Annotated[str, AfterValidator(_checked_text(max_chars, single_line, backslash))]
 
@@ -341,7 +592,23 @@ CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_0
 
 def format_validation_error(source: str, error: ValidationError, model: type[Model] | None = None) -> str:
     """One readable line per problem: ``file: field 'a.b': reason (got value)``; an unknown
-    field of ``model`` (or of a model nested in it) names the closest known one."""
+    field of ``model`` (or of a model nested in it) names the closest known one.
+
+    Parameters
+    ----------
+    source : str
+        Where the data came from (a file path), to start each line.
+    error : pydantic.ValidationError
+        The validation failure to describe.
+    model : type of BaseModel or None
+        The model validated against, to suggest field names for unknown fields; None gives
+        no suggestions.
+
+    Returns
+    -------
+    str
+        The problems joined by ``"; "``, each ``source: field 'a.b': reason (got value)``.
+    """
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
@@ -380,7 +647,28 @@ def _field_names(model: type[Model], path: tuple) -> list[str]:
 
 
 def validate(model: type[Model], data: object, source: str) -> Model:
-    """Validate parsed data against a pydantic model, raising ConfigError naming the field."""
+    """Validate parsed data against a pydantic model, raising ConfigError naming the field.
+
+    Parameters
+    ----------
+    model : type of BaseModel
+        The pydantic model to validate against.
+    data : object
+        Parsed YAML (must be a mapping).
+    source : str
+        Where the data came from (a file path), for the message.
+
+    Returns
+    -------
+    BaseModel
+        An instance of ``model``.
+
+    Raises
+    ------
+    ConfigError
+        ``data`` is not a mapping, or fails the model (message from
+        :func:`format_validation_error`). Exit code 4.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
     try:
@@ -390,6 +678,26 @@ def validate(model: type[Model], data: object, source: str) -> Model:
 
 
 def load_config(kind: str, name: str, model: type[Model]) -> Model:
-    """Find, parse and validate a named configuration."""
+    """Find, parse and validate a named configuration.
+
+    Parameters
+    ----------
+    kind : str
+        The configuration kind, the plural sub-folder name (``presets``, ``printers``, ...).
+    name : str
+        A configuration name or the path of a ``.yaml`` file (see :func:`find_config`).
+    model : type of BaseModel
+        The pydantic model the file must satisfy.
+
+    Returns
+    -------
+    BaseModel
+        An instance of ``model``.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`find_config`, :func:`read_yaml` or :func:`validate`. Exit code 4.
+    """
     path = find_config(kind, name)
     return validate(model, read_yaml(path), str(path))

@@ -67,7 +67,23 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks (``hashlib.file_digest``)."""
+    """Hex SHA-256 of a file's bytes, read in chunks (``hashlib.file_digest``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
     with open(path, "rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 

@@ -69,7 +69,18 @@ class Icd10History(BaseModel):
 
 @lru_cache(maxsize=1)
 def load_history() -> Icd10History:
-    """The expansion table (validated; a bad file is a ConfigError naming the field)."""
+    """The expansion table (validated; a bad file is a ConfigError naming the field).
+
+    Returns
+    -------
+    Icd10History
+        ``configs/coding/icd10cm_history.yaml``, read once and cached.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or invalid. Exit code 4.
+    """
     return load_config("coding", "icd10cm_history", Icd10History)
 
 
@@ -88,6 +99,14 @@ class Release:
 
     @property
     def in_effect(self) -> tuple[dt.date, dt.date]:
+        """The dates of service the release codes.
+
+        Returns
+        -------
+        tuple of (datetime.date, datetime.date)
+            1 October of the year before ``fiscal_year`` and 30 September of ``fiscal_year``,
+            both included.
+        """
         return dt.date(self.fiscal_year - 1, 10, 1), dt.date(self.fiscal_year, 9, 30)
 
 
@@ -129,7 +148,22 @@ def _release_files(folder: Path) -> tuple[Path, Path]:
 
 @lru_cache(maxsize=1)
 def release() -> Release:
-    """The release in use (the bundled FY2026 April update unless ``$ANATOMODEL_ICD10CM_RELEASE`` is set)."""
+    """The release in use (the bundled FY2026 April update unless ``$ANATOMODEL_ICD10CM_RELEASE`` is set).
+
+    Cached: call :func:`reload_codeset` after changing the variable.
+
+    Returns
+    -------
+    Release
+        The bundled release (fiscal year 2026), or the one whose tabular list is in the
+        variable's folder, named after that file and its ``<version>`` year.
+
+    Raises
+    ------
+    ConfigError
+        The folder does not hold exactly one CDC code list and one tabular list, or the tabular
+        list has no ``<version>YEAR</version>`` in its first 4096 characters. Exit code 4.
+    """
     folder = os.environ.get(RELEASE_ENV)
     if not folder:
         return Release(BUNDLED_RELEASE, 2026)
@@ -143,7 +177,24 @@ def release() -> Release:
 
 
 def release_note(date_of_service: dt.date) -> str | None:
-    """A note when the date of service falls outside the fiscal year of the release in use."""
+    """A note when the date of service falls outside the fiscal year of the release in use.
+
+    Parameters
+    ----------
+    date_of_service : datetime.date
+        The encounter's date of service.
+
+    Returns
+    -------
+    str or None
+        A sentence naming the release, its dates and what to do; None when the date is inside
+        :attr:`Release.in_effect`.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`release`, for an unusable ``$ANATOMODEL_ICD10CM_RELEASE``.
+    """
     start, end = release().in_effect
     if start <= date_of_service <= end:
         return None
@@ -174,10 +225,22 @@ def normalize_icd10(code: object) -> str:
 
     Only the form is checked here; :func:`lookup_icd10` checks membership.
 
+    Parameters
+    ----------
+    code : object
+        The code as given (must be text); white space around it and case are ignored, the dot
+        is optional.
+
+    Returns
+    -------
+    str
+        The category (three characters), then ``.`` and the detail when there is one.
+
     Raises
     ------
     CodingError
         Not text, a code of another code set (ICD-9-CM, CPT, HCPCS), or not of the form.
+        Exit code 11.
     """
     if not isinstance(code, str):
         raise CodingError(f"ICD-10-CM code {code!r} must be text such as 'I71.23'")
@@ -291,10 +354,20 @@ def _summarise(codes: list[str], limit: int = 12) -> str:
 def icd10_description(code: str) -> str:
     """The tabular list's title of an ICD-10-CM code (``Q25.1`` -> ``Coarctation of aorta``).
 
+    Parameters
+    ----------
+    code : str
+        An ICD-10-CM code, with or without the dot, any case.
+
+    Returns
+    -------
+    str
+        The title in the release in use.
+
     Raises
     ------
     CodingError
-        If the code is not in the code set.
+        If the code is malformed or not in the code set. Exit code 11.
     """
     return lookup_icd10(code).description
 
@@ -305,10 +378,20 @@ def validate_icd10(code: object) -> str:
     ``I712`` and ``i71.2`` both give ``I71.2``. A header (not billable) passes: it is held by
     :func:`icd10_holds`, not refused.
 
+    Parameters
+    ----------
+    code : object
+        The code as given (text, with or without the dot, any case).
+
+    Returns
+    -------
+    str
+        The code in dotted upper-case form.
+
     Raises
     ------
     CodingError
-        Malformed, of another code set, or not in the code set.
+        Not text, malformed, of another code set, or not in the code set. Exit code 11.
     """
     return lookup_icd10(code).code  # type: ignore[arg-type]  # normalize_icd10 refuses non-text
 
@@ -319,6 +402,27 @@ def icd10_holds(codes: list[str], date_of_service: dt.date | None = None,
 
     A header gets ``coding.icd10_not_billable`` with its billable codes; a code used before it
     existed gets ``coding.icd10_not_in_effect``.
+
+    Parameters
+    ----------
+    codes : list of str
+        The line's ICD-10-CM codes.
+    date_of_service : datetime.date, optional
+        The date to judge billability on (see :func:`lookup_icd10`); None uses the release as
+        it is.
+    model_id : str, optional
+        The model the holds are for.
+
+    Returns
+    -------
+    list of Hold
+        One hold per header or not-yet-existing code, in the order of ``codes``; empty when
+        every code is billable.
+
+    Raises
+    ------
+    CodingError
+        A code is malformed or not in the code set (from :func:`lookup_icd10`). Exit code 11.
     """
     holds: list[Hold] = []
     for code in codes:
@@ -339,10 +443,25 @@ def icd10_holds(codes: list[str], date_of_service: dt.date | None = None,
 def check_indication(codes: list[str], source: str, field: str = "indication.icd10") -> list[str]:
     """Check a case file's diagnosis list before any stage runs; return the dotted codes.
 
+    Parameters
+    ----------
+    codes : list of str
+        The case file's diagnosis codes.
+    source : str
+        The case file's path, for the message.
+    field : str
+        The field's dotted name, for the message; the code's index is appended.
+
+    Returns
+    -------
+    list of str
+        The codes in dotted upper-case form, in order (duplicates kept).
+
     Raises
     ------
     ConfigError
-        Naming the file (``source``), the field (``indication.icd10.<n>``) and the reason.
+        Naming the file (``source``), the field (``indication.icd10.<n>``) and the reason. Exit
+        code 4 (a bad case file, not a coding refusal).
     """
     result = []
     for index, code in enumerate(codes):

@@ -92,6 +92,18 @@ class UnitsRule(_Rule):
         return self
 
     def applies(self, day: dt.date) -> bool:
+        """Whether the limit is in force on a date of service.
+
+        Parameters
+        ----------
+        day : datetime.date
+            The date of service.
+
+        Returns
+        -------
+        bool
+            True when ``effective <= day`` and, with an ``until``, ``day <= until``.
+        """
         return self.effective <= day and (self.until is None or day <= self.until)
 
 
@@ -178,10 +190,36 @@ class PayerRules(BaseModel):
         return self
 
     def stance(self, code: str) -> CoverageRule | None:
+        """The payer's coverage rule for one code.
+
+        Parameters
+        ----------
+        code : str
+            A CPT or HCPCS code (``0559T``).
+
+        Returns
+        -------
+        CoverageRule or None
+            The rule listing ``code`` (validation allows at most one), or None.
+        """
         return next((rule for rule in self.coverage if code in rule.codes), None)
 
     def refuses(self, modifier: str, code: str) -> ModifierRule | None:
-        """The rule by which the payer does not pay ``code`` with ``modifier`` (52/53), or None."""
+        """The rule by which the payer does not pay ``code`` with ``modifier`` (52/53), or None.
+
+        Parameters
+        ----------
+        modifier : str
+            The modifier (``52`` reduced or ``53`` discontinued).
+        code : str
+            The CPT code of the line.
+
+        Returns
+        -------
+        ModifierRule or None
+            The first rule for that modifier listing ``code`` with ``allowed`` False, or None
+            (the payer pays it).
+        """
         return next((rule for rule in self.modifiers if rule.modifier == modifier and code in rule.codes
                      and not rule.allowed), None)
 
@@ -191,6 +229,28 @@ def modifier_hold(payer: str, modifier: str, code: str, model_id: str) -> Hold |
 
     A discontinued (53) or reduced (52) model of such a payer is not billable until a named
     person releases the hold (e.g. after the payer confirmed it case by case).
+
+    Parameters
+    ----------
+    payer : str
+        The payer's name (``encounter.payer``); empty means no payer and no hold.
+    modifier : str
+        The modifier (``52`` or ``53``).
+    code : str
+        The CPT code of the model's line.
+    model_id : str
+        The model the hold is for.
+
+    Returns
+    -------
+    Hold or None
+        A ``payer.modifier_not_allowed`` hold citing the rule's source, or None when the payer
+        pays the line.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`load_payer`: unknown payer or bad rules file. Exit code 4.
     """
     if not payer:
         return None
@@ -207,10 +267,21 @@ def modifier_hold(payer: str, modifier: str, code: str, model_id: str) -> Hold |
 def load_payer(name: str) -> PayerRules:
     """The rules ``configs/payers/<name>.yaml`` (validated; cached per name).
 
+    Parameters
+    ----------
+    name : str
+        The payer's name, or the path of a ``.yaml`` rules file.
+
+    Returns
+    -------
+    PayerRules
+        The validated rules (the same object for the same name: do not modify it).
+
     Raises
     ------
     ConfigError
-        Unknown payer (the message lists the known ones), or a bad file (file, field, reason).
+        Unknown payer (the message lists the known ones), a bad file (file, field, reason), or a
+        named file whose ``payer`` field is not its name. Exit code 4.
     """
     rules = load_config("payers", name, PayerRules)
     if not name.endswith((".yaml", ".yml")) and rules.payer != name:
@@ -219,7 +290,28 @@ def load_payer(name: str) -> PayerRules:
 
 
 def check_payer(name: str, source: str, field: str = "encounter.payer") -> PayerRules:
-    """Load a case file's payer before any stage runs (ConfigError naming the file and field)."""
+    """Load a case file's payer before any stage runs (ConfigError naming the file and field).
+
+    Parameters
+    ----------
+    name : str
+        The payer's name as the case file gives it.
+    source : str
+        The case file's path, for the message.
+    field : str
+        The field's dotted name, for the message.
+
+    Returns
+    -------
+    PayerRules
+        The payer's rules, as :func:`load_payer`.
+
+    Raises
+    ------
+    ConfigError
+        An unknown payer, with the case file and field prepended to the message; other
+        refusals of :func:`load_payer` unchanged. Exit code 4.
+    """
     try:
         return load_payer(name)
     except ConfigError as error:
@@ -230,7 +322,13 @@ def check_payer(name: str, source: str, field: str = "encounter.payer") -> Payer
 
 
 def known_payers() -> list[str]:
-    """The payer names with a rules file."""
+    """The payer names with a rules file.
+
+    Returns
+    -------
+    list of str
+        Sorted names of the ``payers/*.yaml`` files along the configuration path.
+    """
     return available("payers")
 
 
@@ -306,6 +404,19 @@ def check_claim(claims: list[ClaimLine], payer: PayerRules, facts: ClaimFacts | 
     applied: list[RuleApplied] = []
 
     def hold(code: str, reason: str, line: ClaimLine, models: list[str] | None = None) -> None:
+        """Record one hold per model.
+
+        Parameters
+        ----------
+        code : str
+            The hold code (``payer.<what>``).
+        reason : str
+            Why, with the rule's source.
+        line : ClaimLine
+            The claim line whose models are held when ``models`` is None.
+        models : list of str, optional
+            The models to hold.
+        """
         for model_id in models if models is not None else line.model_ids:
             holds.append(Hold(code, reason, source, model_id))
 

@@ -46,7 +46,20 @@ _ADVICE = {
 
 
 def is_environment_error(error: BaseException) -> bool:
-    """True for an ``OSError`` that is a fault of the machine (see :data:`_ADVICE`), not a bug."""
+    """True for an ``OSError`` that is a fault of the machine (see :data:`_ADVICE`), not a bug.
+
+    Parameters
+    ----------
+    error : BaseException
+        Any exception.
+
+    Returns
+    -------
+    bool
+        True when ``error`` is an ``OSError`` whose ``errno`` is one of :data:`_ADVICE`'s (disk
+        full, quota, read-only, permission, a file or folder in the way, path too long, link
+        loop, I/O error).
+    """
     return isinstance(error, OSError) and error.errno in _ADVICE
 
 
@@ -59,6 +72,11 @@ def environment_fault(error: OSError, path: str | os.PathLike | None = None) -> 
         The error met while writing or creating ``path``.
     path : path, optional
         The path being written (default: the error's own ``filename``).
+
+    Returns
+    -------
+    EnvironmentFault
+        The error to raise (exit code 15), with a hint of what to do; not raised here.
     """
     what, advice = _ADVICE.get(error.errno, (error.strerror or type(error).__name__, "check the path"))
     where = path if path is not None else (error.filename or "the output")
@@ -66,7 +84,19 @@ def environment_fault(error: OSError, path: str | os.PathLike | None = None) -> 
 
 
 def find_environment_error(error: BaseException) -> OSError | None:
-    """The first environment ``OSError`` in ``error`` or the chain of causes behind it, or None."""
+    """The first environment ``OSError`` in ``error`` or the chain of causes behind it, or None.
+
+    Parameters
+    ----------
+    error : BaseException
+        The exception to look through, following ``__cause__``, else ``__context__`` (a cycle
+        ends the search).
+
+    Returns
+    -------
+    OSError or None
+        The first one :func:`is_environment_error` accepts, or None.
+    """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -84,6 +114,22 @@ def output_folder(path: str | os.PathLike) -> Path:
     unwritable folder: each as one line with the path and what to do. Writability is proved by
     creating and removing a probe file (permission bits alone lie on root, ACLs and read-only
     mounts).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output folder.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`, now an existing writable folder.
+
+    Raises
+    ------
+    EnvironmentFault
+        ``path`` or one of its parents is a file, or creating the folder or the probe fails
+        (read-only, no permission, disk full, ...). Exit code 15.
     """
     path = Path(path)
     for parent in [path, *path.parents]:
@@ -109,6 +155,22 @@ def writable_file(path: str | os.PathLike) -> Path:
     file among the parents, as an :class:`EnvironmentFault`. An existing file is opened for
     appending and left unchanged; a new one is not created (its folder is probed instead), so a
     run that fails later leaves no empty output behind.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to be written.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`; its folder exists and is writable.
+
+    Raises
+    ------
+    EnvironmentFault
+        ``path`` is a folder, its folder is refused by :func:`output_folder`, or an existing
+        file cannot be opened for appending. Exit code 15.
     """
     path = Path(path)
     if path.is_dir():
@@ -129,6 +191,18 @@ def estimate_output_bytes(voxels: int, models: int = 1) -> int:
     Each model: :data:`OUTPUT_BYTES_PER_MODEL` plus its mask (:data:`MASK_BYTES_PER_VOXEL` per
     voxel); the run: :data:`OUTPUT_BYTES_FIXED`. An upper bound, so a run refused by
     :func:`free_space` would have come close to filling the disk.
+
+    Parameters
+    ----------
+    voxels : int
+        Voxels of the source volume (a count).
+    models : int
+        Models of the run; fewer than one counts as one.
+
+    Returns
+    -------
+    int
+        The estimate, bytes.
     """
     per_model = OUTPUT_BYTES_PER_MODEL + MASK_BYTES_PER_VOXEL * int(voxels)
     return int(OUTPUT_BYTES_FIXED + per_model * max(int(models), 1))
@@ -138,6 +212,24 @@ def free_space(path: str | os.PathLike, need_bytes: int) -> int:
     """Refuse to start when the file system holding ``path`` has less than ``need_bytes`` free.
 
     Returns the free bytes. ``path`` is an existing folder (see :func:`output_folder`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        An existing folder on the file system to check.
+    need_bytes : int
+        Bytes the run needs (e.g. :func:`estimate_output_bytes`).
+
+    Returns
+    -------
+    int
+        Free bytes on that file system (as available to this user).
+
+    Raises
+    ------
+    EnvironmentFault
+        The free space cannot be read, or is less than ``need_bytes`` (the message gives both
+        in MB). Exit code 15.
     """
     try:
         free = shutil.disk_usage(path).free

@@ -54,7 +54,23 @@ _ABORT = (click.exceptions.Abort, typer.Abort)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit code (also the process exit code)."""
+    """Run the command line and return its exit code (also the process exit code).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``). An argument holding a
+        control character is refused before any work (exit 4).
+
+    Returns
+    -------
+    int
+        0 on success; the exit code of the error's class in :mod:`pipeline.errors` (3-21) for an
+        input, environment or PACS error, printed as one line; 19 when the work is done but a
+        charge is held for review; 2 for a usage error; 130 when aborted or interrupted; 128 + N
+        when stopped by signal N; 1 for an internal error (a bug). With ``--json`` every error
+        is also written to stdout as ``{"error": {kind, message, exit_code}}``.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     hide_flag_types(command)

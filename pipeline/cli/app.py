@@ -108,6 +108,13 @@ class _ConsoleHandler(logging.Handler):
     bar is drawn goes above it instead of breaking into it."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Print one record on the console (stderr); a failure goes to ``handleError``, never up.
+
+        Parameters
+        ----------
+        record : logging.LogRecord
+            The record to print, formatted by the handler's formatter, without Rich markup.
+        """
         try:
             console.print(self.format(record), markup=False, highlight=False)
         except Exception:  # noqa: BLE001 - logging must never raise
@@ -131,6 +138,24 @@ def log_to_file(path: str | Path) -> Iterator[Path]:
 
     For a per-run log, e.g. ``anatomodel run`` writing ``OUT/<case_id>/run.log``. Log lines name
     steps, files and figures; never put patient data (name, id, birth date, accession) in them.
+
+    When the block raises, the log's last line says why (``failed: ...``, an internal error
+    named as such, an interrupt with what it interrupted) and the exception goes on.
+
+    Parameters
+    ----------
+    path : str or Path
+        The log file; appended to, at DEBUG level with ``--verbose``/``--debug``, else INFO.
+
+    Yields
+    ------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    EnvironmentFault
+        ``path`` cannot be written (a folder, read-only, ...). Exit code 15.
     """
     handler = _add_file_handler(Path(path))
     try:
@@ -159,6 +184,16 @@ def shown(value: object) -> str:
 
     A ledger written by an older version, or by another program, may hold such text: printed raw
     it would recolour, retitle or clear the user's terminal.
+
+    Parameters
+    ----------
+    value : object
+        The stored value (None shows as empty text).
+
+    Returns
+    -------
+    str
+        Printable text with Rich markup escaped (``\\xNN`` below U+0100, else ``\\uNNNN``).
     """
     text = "" if value is None else str(value)
     visible = "".join(char if char.isprintable() or char == " " else
@@ -167,7 +202,14 @@ def shown(value: object) -> str:
 
 
 def say(message: str) -> None:
-    """Print a progress or status line for people unless ``--quiet`` (and log it for log files)."""
+    """Print a progress or status line for people unless ``--quiet`` (and log it for log files).
+
+    Parameters
+    ----------
+    message : str
+        The line, in Rich markup (escape stored text with :func:`shown`); logged as plain text
+        at INFO under ``anatomodel.cli``.
+    """
     cli_log.info(Text.from_markup(message).plain)
     if not options.quiet:
         console.print(message)
@@ -180,6 +222,18 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
     Yields ``advance(message="", step=True)``: shows ``message`` as the current activity and,
     with ``step``, moves the bar by one of ``total`` steps (a spinner when ``total`` is None).
     Hidden by ``--quiet``, and drawn only on a terminal (nothing is left in logs or pipes).
+
+    Parameters
+    ----------
+    description : str
+        What the step is, shown before the bar.
+    total : int, optional
+        Number of steps; None shows a spinner without a count.
+
+    Yields
+    ------
+    callable
+        ``advance(message="", step=True)``.
     """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -190,6 +244,16 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         task = bar.add_task(description, total=total)
 
         def advance(message: str = "", step: bool = True) -> None:
+            """Show the current activity and move the bar.
+
+            Parameters
+            ----------
+            message : str
+                The current activity (plain text; escaped here); empty shows the description
+                alone.
+            step : bool
+                Count one step done.
+            """
             bar.update(task, advance=1 if step else 0,
                        description=f"{description}: {escape(message)}" if message else description)
 
@@ -212,6 +276,19 @@ def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[
     step's elapsed time runs until the next message, and with ``announce`` the message is also
     printed with :func:`say` (a line per step; otherwise a failing command's first line stays
     its error). When the block ends, the time of every step is printed (``step times:`` lines).
+
+    Parameters
+    ----------
+    description : str
+        What the command does, shown before each step's message.
+    announce : bool
+        Also print each step's message as a status line.
+
+    Yields
+    ------
+    callable
+        ``progress(message)``: ends the current step and starts one named ``message``. Step
+        times are measured with ``time.perf_counter``, s, rounded to 0.01 s.
     """
     import time
 
@@ -230,6 +307,13 @@ def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[
         task = bar.add_task(description, total=None)
 
         def progress(message: str) -> None:
+            """End the current step and start the next.
+
+            Parameters
+            ----------
+            message : str
+                The new step's name (plain text; escaped here).
+            """
             close()
             current[:] = [message, time.perf_counter()]
             if announce:
@@ -246,7 +330,14 @@ def timed_steps(description: str, announce: bool = False) -> Iterator[Callable[[
 
 def hide_flag_types(command) -> None:
     """Show flags in help without a ``<bool>`` type column (they take no value): every flag of
-    ``command`` and its subcommands gets an empty metavar."""
+    ``command`` and its subcommands gets an empty metavar.
+
+    Parameters
+    ----------
+    command : click.Command
+        The command or group (e.g. ``typer.main.get_command(app)``); changed in place,
+        recursively through the subcommands of a group.
+    """
     help_option = command.get_help_option(command.context_class(command))  # created once, then cached
     for param in [*command.params, *([help_option] if help_option is not None else [])]:
         if getattr(param, "is_flag", False) and param.metavar is None:

@@ -16,7 +16,14 @@ def _mm(value: float | None, digits: int = 2) -> str:
 
 
 def render(found: Inventory) -> None:
-    """Print an inventory for people: one block per series, then the choice and notes (stdout)."""
+    """Print an inventory for people: one block per series, then the choice and notes (stdout).
+
+    Parameters
+    ----------
+    found : Inventory
+        The inventory of a DICOM folder (series with their geometry in mm and degrees, the
+        automatic choice and its notes).
+    """
     stdout.print(f"[bold]{len(found.series)} series[/] in {escape(found.root)}")
     for info in found.series:
         chosen = info.series_instance_uid == found.chosen

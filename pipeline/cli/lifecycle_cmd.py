@@ -42,7 +42,25 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
 
 
 def report_state(book, case_id: str, model_id: str, state: dict) -> None:
-    """Rewrite the encounter's charges files, say where the model stands; exit 19 when held."""
+    """Rewrite the encounter's charges files, say where the model stands; exit 19 when held.
+
+    Parameters
+    ----------
+    book : pipeline.ledger.Ledger
+        The open ledger the step was recorded in.
+    case_id : str
+        The case id.
+    model_id : str
+        The model id within the case.
+    state : dict
+        The model's state after the step (``version``, ``state``), from the ledger.
+
+    Raises
+    ------
+    HeldForReview
+        The model's charge has open holds (the message lists them): the step is recorded, but
+        the command exits 19.
+    """
     from pipeline.case import reissue_packet, rewrite_encounter_charges
 
     rewrite_encounter_charges(book, case_id)
@@ -60,7 +78,7 @@ def report_state(book, case_id: str, model_id: str, state: dict) -> None:
 
 @app.command("approve")
 def approve(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
-            at: str = AT, minutes: float = MINUTES, note: str = typer.Option(None, "--note"),
+            at: str = AT, minutes: float = MINUTES, note: str = typer.Option(None, "--note", help="A note kept with the sign-off."),
             ledger: Path = LEDGER) -> None:
     """A clinician (with NPI) signs off the segmentation and the model of the current version."""
     _step(case_id, model_id, "approved", by, role, npi, at, minutes, ledger, note=note)
@@ -71,8 +89,8 @@ def printed(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str 
             at: str = AT, minutes: float = MINUTES,
             printer: str = typer.Option(..., "--printer", help="Printer profile."),
             serial: str = typer.Option(..., "--serial", help="Printer serial number."),
-            material: str = typer.Option(..., "--material"), lot: str = typer.Option(..., "--lot"),
-            layer_height_mm: float = typer.Option(..., "--layer-height-mm"),
+            material: str = typer.Option(..., "--material", help="Material id of the printer profile."), lot: str = typer.Option(..., "--lot", help="Material lot number."),
+            layer_height_mm: float = typer.Option(..., "--layer-height-mm", help="Layer height printed with, mm."),
             job_start: str = typer.Option(..., "--job-start", help="ISO date-time."),
             job_end: str = typer.Option(..., "--job-end", help="ISO date-time."),
             ledger: Path = LEDGER) -> None:
@@ -123,7 +141,7 @@ def delivered(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: st
 
 @app.command("discontinue")
 def discontinue(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
-                at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason"),
+                at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason", help="Why it was discontinued (kept with modifier 53)."),
                 ledger: Path = LEDGER) -> None:
     """The model was started but discontinued: billable with modifier 53 (with the reason)."""
     _step(case_id, model_id, "discontinued", by, role, npi, at, minutes, ledger, reason=reason)
@@ -131,7 +149,7 @@ def discontinue(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: 
 
 @app.command("reduce")
 def reduce(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str = ROLE, npi: str = NPI,
-           at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason"),
+           at: str = AT, minutes: float = MINUTES, reason: str = typer.Option(..., "--reason", help="Why it was reduced (kept with modifier 52)."),
            ledger: Path = LEDGER) -> None:
     """The service was reduced: billable with modifier 52 (with the reason)."""
     _step(case_id, model_id, "reduced", by, role, npi, at, minutes, ledger, reason=reason)
@@ -140,7 +158,7 @@ def reduce(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str =
 @app.command("release")
 def release(case_id: str = CASE, model_id: str = MODEL,
             code: str = typer.Argument(..., help="The hold's code, e.g. coding.education_only."),
-            by: str = BY, role: str = ROLE, reason: str = typer.Option(..., "--reason"),
+            by: str = BY, role: str = ROLE, reason: str = typer.Option(..., "--reason", help="Why the hold is released (audited)."),
             ledger: Path = LEDGER) -> None:
     """Release a hold on a model's charge (a named person, with a reason; audited)."""
     from pipeline.ledger import Ledger

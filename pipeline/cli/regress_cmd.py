@@ -44,6 +44,15 @@ def regress(
     steps = len(select_cases(only or None))
     with progress_bar("regress", total=steps) as advance:
         def tell(message: str) -> None:
+            """Show one progress message of the regression run.
+
+            Parameters
+            ----------
+            message : str
+                The run's message; ``[n/N] ...`` lines after the first move the bar by one
+                case, others only replace the activity shown. Printed with ``--verbose``,
+                else only logged (for ``--log-file``).
+            """
             if message.startswith("[") or message.startswith("consistency"):
                 advance(message, step=message.startswith("[") and not message.startswith("[1/"))
             else:

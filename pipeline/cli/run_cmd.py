@@ -65,7 +65,20 @@ def run(
 
 
 def packet_warnings(folder: Path, fallback: list[str]) -> list[str]:
-    """The model's one list of warnings (every stage's, from its ``packet.json``), else ``fallback``."""
+    """The model's one list of warnings (every stage's, from its ``packet.json``), else ``fallback``.
+
+    Parameters
+    ----------
+    folder : Path
+        The model's output folder (``OUT/<case_id>/<model_id>``).
+    fallback : list of str
+        The warnings to show when the folder has no ``packet.json``.
+
+    Returns
+    -------
+    list of str
+        The packet's ``warnings`` (empty when it has none), else a copy of ``fallback``.
+    """
     packet = folder / "packet.json"
     if packet.is_file():
         return list(json.loads(packet.read_text(encoding="utf-8")).get("warnings") or [])

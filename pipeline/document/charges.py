@@ -68,6 +68,12 @@ def write_case_charges(
         Leave out the patient's name, id and birth date (the patient column holds the pseudonym),
         the facility and the providers' names; every date (service, generated) is moved back by
         the patient's :func:`~pipeline.document.deidentify.date_shift_days`, as in the packet.
+    software_version : str, optional
+        The anatomodel version written into ``charges.json`` and the summary (default: the
+        installed version).
+    created : datetime.datetime, optional
+        When the files are generated (default: now, UTC, whole seconds); shifted like every
+        other date when de-identifying.
 
     Returns
     -------
@@ -78,6 +84,7 @@ def write_case_charges(
     ------
     CodingError
         From :func:`pipeline.coding.claim_lines` (e.g. an add-on code without its primary code).
+        Exit code 11.
     """
     if hasattr(case, "model_dump"):  # a pipeline.case.CaseFile
         case = case.model_dump(mode="python")
@@ -101,10 +108,34 @@ def write_case_charges(
         + [str(line.rendering_provider.get("name") or "") for line in lines] if deidentify else [])
 
     def day(value: Any) -> str:
+        """A date as ISO text, shifted when de-identifying.
+
+        Parameters
+        ----------
+        value : datetime.date or str
+            A date, or text starting with ``YYYY-MM-DD``.
+
+        Returns
+        -------
+        str
+            ``YYYY-MM-DD``.
+        """
         value = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
         return (deid.shift_date(value, key) if deidentify else value).isoformat()
 
     def person(value: Any) -> str:
+        """A person's or facility's name as written, or ``[removed]`` when de-identifying.
+
+        Parameters
+        ----------
+        value : object
+            The name (None or empty gives ``""``).
+
+        Returns
+        -------
+        str
+            The name, ``[removed]``, or ``""``.
+        """
         return deid.REMOVED if deidentify and value else str(value or "")
 
     if deidentify:
@@ -145,6 +176,19 @@ def write_case_charges(
             "holds": ";".join(f"{h.code}: {h.reason}" for h in entry.holds)}.items()})
 
     def public(value: Any) -> Any:
+        """A line or hold for ``charges.json``: JSON-able, without the patient id and encounter
+        key, scrubbed when de-identifying.
+
+        Parameters
+        ----------
+        value : object
+            A :class:`~pipeline.coding.ChargeLine`, :class:`~pipeline.coding.ClaimLine` or hold.
+
+        Returns
+        -------
+        object
+            Its JSON-able form.
+        """
         value = to_jsonable(value)
         if isinstance(value, dict):
             value.pop("patient_id", None)
@@ -167,6 +211,18 @@ def write_case_charges(
     }
 
     def provider(value: Any) -> str:
+        """A provider as the summary writes it.
+
+        Parameters
+        ----------
+        value : dict or None
+            ``{name, npi}``.
+
+        Returns
+        -------
+        str
+            ``"<name> (NPI <npi or 'not given'>)"``, or ``""`` when there is no provider.
+        """
         value = value or {}
         return f"{person(value.get('name'))} (NPI {value.get('npi') or 'not given'})" if value else ""
 

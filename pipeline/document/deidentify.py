@@ -93,13 +93,25 @@ _ISO_DATE = re.compile(r"(?<![0-9])([0-9]{4})-([0-9]{2})-([0-9]{2})(?![0-9])")
 
 
 def default_key_file() -> Path:
-    """Where the installation's key is kept: ``$XDG_CONFIG_HOME/anatomodel/deid.key`` (or ``~/.config``)."""
+    """Where the installation's key is kept: ``$XDG_CONFIG_HOME/anatomodel/deid.key`` (or ``~/.config``).
+
+    Returns
+    -------
+    Path
+        The default key file's path; it may not exist yet.
+    """
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "anatomodel" / "deid.key"
 
 
 def key_file() -> Path:
-    """The key file in use: ``$ANATOMODEL_DEID_KEY_FILE``, else :func:`default_key_file`."""
+    """The key file in use: ``$ANATOMODEL_DEID_KEY_FILE``, else :func:`default_key_file`.
+
+    Returns
+    -------
+    Path
+        The key file's path (an empty variable counts as unset); it may not exist yet.
+    """
     return Path(os.environ.get(KEY_FILE_VARIABLE) or default_key_file())
 
 
@@ -111,12 +123,18 @@ def site_key() -> bytes:
     0600) and announced in the log with its path. A key file others may read is refused, and so
     is a short key: a pseudonym made under a guessable key can be recomputed from a guessed MRN.
 
+    Returns
+    -------
+    bytes
+        The key as UTF-8 bytes, surrounding white space removed.
+
     Raises
     ------
     ConfigError
         The key is too short, or the key file is readable by group or others, or empty.
+        Exit code 4.
     EnvironmentFault
-        The key file cannot be created or read.
+        The key file cannot be created or read. Exit code 15.
     """
     given = os.environ.get(KEY_VARIABLE)
     if given is not None:
@@ -163,27 +181,102 @@ def _keyed(*parts: str) -> bytes:
 
 
 def pseudonym(patient_id: str) -> str:
-    """A stable pseudonymous patient id, ``ANON-`` + 10 hex digits (HMAC-SHA-256 of the id under the key)."""
+    """A stable pseudonymous patient id, ``ANON-`` + 10 hex digits (HMAC-SHA-256 of the id under the key).
+
+    Parameters
+    ----------
+    patient_id : str
+        The patient key (see :func:`patient_key`); converted with ``str``.
+
+    Returns
+    -------
+    str
+        ``ANON-`` and 10 upper-case hex digits; the same for the same id and site key.
+
+    Raises
+    ------
+    ConfigError, EnvironmentFault
+        From :func:`site_key`, when the key is unusable.
+    """
     return f"ANON-{_keyed('pseudonym', str(patient_id)).hex()[:10].upper()}"
 
 
 def replace_uid(uid: str) -> str:
-    """A new UID derived from ``uid`` under the key (the same input always gives the same UID)."""
+    """A new UID derived from ``uid`` under the key (the same input always gives the same UID).
+
+    Parameters
+    ----------
+    uid : str
+        The source UID to replace; converted with ``str``.
+
+    Returns
+    -------
+    str
+        A UID under pydicom's root, generated from the keyed hash of ``uid``.
+
+    Raises
+    ------
+    ConfigError, EnvironmentFault
+        From :func:`site_key`, when the key is unusable.
+    """
     return generate_uid(entropy_srcs=[_keyed("uid", str(uid)).hex()])
 
 
 def date_shift_days(patient_id: str) -> int:
-    """Days every date of this patient's vendor copies moves back: 1-365, from the key."""
+    """Days every date of this patient's vendor copies moves back: 1-365, from the key.
+
+    Parameters
+    ----------
+    patient_id : str
+        The patient key (see :func:`patient_key`); converted with ``str``.
+
+    Returns
+    -------
+    int
+        The shift, days, in 1..365; the same for the same id and site key.
+
+    Raises
+    ------
+    ConfigError, EnvironmentFault
+        From :func:`site_key`, when the key is unusable.
+    """
     return 1 + int.from_bytes(_keyed("date-shift", str(patient_id))[:4], "big") % 365
 
 
 def shift_date(value: dt.date, patient_id: str) -> dt.date:
-    """``value`` moved back by :func:`date_shift_days` days."""
+    """``value`` moved back by :func:`date_shift_days` days.
+
+    Parameters
+    ----------
+    value : datetime.date
+        The real date.
+    patient_id : str
+        The patient key the shift is derived from.
+
+    Returns
+    -------
+    datetime.date
+        ``value`` minus the patient's shift.
+    """
     return value - dt.timedelta(days=date_shift_days(patient_id))
 
 
 def shift_dicom_date(value: Any, patient_id: str) -> str:
-    """A DICOM DA (``YYYYMMDD``) or ISO date moved back by the patient's shift; empty if unreadable."""
+    """A DICOM DA (``YYYYMMDD``) or ISO date moved back by the patient's shift; empty if unreadable.
+
+    Parameters
+    ----------
+    value : date, datetime or str
+        The date: a ``date``/``datetime`` or text as ``YYYY-MM-DD``, ``YYYYMMDD`` or
+        ``MM/DD/YYYY``; None or empty gives an empty result.
+    patient_id : str
+        The patient key the shift is derived from.
+
+    Returns
+    -------
+    str
+        The shifted date as DICOM DA ``YYYYMMDD``, or ``""`` when ``value`` is not a date.
+    """
     parsed = _parse_date(value)
     return shift_date(parsed, patient_id).strftime("%Y%m%d") if parsed else ""
 
@@ -204,7 +297,20 @@ def _parse_date(value: Any) -> dt.date | None:
 
 def patient_key(patient: dict[str, Any] | None, provenance: dict[str, Any] | None = None) -> str:
     """The text pseudonyms and date shifts are derived from: the case's patient id, else the
-    source's, else the name (so one patient gets one pseudonym and one shift everywhere)."""
+    source's, else the name (so one patient gets one pseudonym and one shift everywhere).
+
+    Parameters
+    ----------
+    patient : dict or None
+        The case file's patient block (keys ``id``, ``name``); None counts as empty.
+    provenance : dict or None
+        The source's DICOM provenance (key ``patient_id``); None counts as empty.
+
+    Returns
+    -------
+    str
+        The first non-empty of those values as text, or ``""`` when all are empty.
+    """
     patient, provenance = patient or {}, provenance or {}
     return str(patient.get("id") or provenance.get("patient_id") or patient.get("name") or "")
 
@@ -213,18 +319,54 @@ _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}|[0-9]{2}/[0-9]{2}/
 
 
 def is_date_text(text: str) -> bool:
-    """True for a date as :func:`identifying_strings` writes them (ISO, DICOM, US, EU forms)."""
+    """True for a date as :func:`identifying_strings` writes them (ISO, DICOM, US, EU forms).
+
+    Parameters
+    ----------
+    text : str
+        The whole text to test (``YYYY-MM-DD``, ``YYYYMMDD``, ``MM/DD/YYYY`` or ``DD.MM.YYYY``).
+
+    Returns
+    -------
+    bool
+        True when ``text`` is one of those forms and, except the EU form, a real calendar date.
+    """
     return bool(_DATE_TEXT.fullmatch(text)) and _parse_date(text) is not None or bool(
         re.fullmatch(r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}", text))
 
 
 def is_source_uid(text: str) -> bool:
-    """True for a UID that is not one of the standard's own (a SOP class, a transfer syntax)."""
+    """True for a UID that is not one of the standard's own (a SOP class, a transfer syntax).
+
+    Parameters
+    ----------
+    text : str
+        The whole text to test.
+
+    Returns
+    -------
+    bool
+        True when ``text`` is a dotted UID of at least four numeric parts not under the DICOM
+        root ``1.2.840.10008.``.
+    """
     return bool(_UID.fullmatch(text)) and not text.startswith(_STANDARD_UID_ROOT)
 
 
 def source_uids(provenance: dict[str, Any] | None) -> list[str]:
-    """Every instance-level UID of the source: study, series, frame of reference, instances."""
+    """Every instance-level UID of the source: study, series, frame of reference, instances.
+
+    Parameters
+    ----------
+    provenance : dict or None
+        The source's DICOM provenance (``study_instance_uid``, ``series_instance_uid``,
+        ``frame_of_reference_uid``, ``source_instances[].sop_instance_uid``); None counts as
+        empty.
+
+    Returns
+    -------
+    list of str
+        Sorted, de-duplicated UIDs that pass :func:`is_source_uid`.
+    """
     provenance = provenance or {}
     found = [str(provenance.get(key) or "") for key in
              ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid")]
@@ -310,7 +452,22 @@ def vendor_copy_identifiers(patient: dict[str, Any] | None, provenance: dict[str
 
 def staff_strings(encounter: dict[str, Any] | None, workflow: Iterable[dict[str, Any]] = ()) -> list[str]:
     """Names the Basic Profile removes besides the patient's: the institution (facility), the
-    ordering and rendering physicians, and the operators of the workflow steps."""
+    ordering and rendering physicians, and the operators of the workflow steps.
+
+    Parameters
+    ----------
+    encounter : dict or None
+        The case file's encounter (``facility``, ``ordering_provider.name``,
+        ``rendering_provider.name``); None counts as empty.
+    workflow : iterable of dict
+        The workflow steps, each with an optional ``operator`` name.
+
+    Returns
+    -------
+    list of str
+        The names in their written and DICOM forms, de-duplicated, at least three characters,
+        longest first.
+    """
     encounter = encounter or {}
     found = [str(encounter.get("facility") or "")]
     for role in ("ordering_provider", "rendering_provider"):
@@ -326,6 +483,20 @@ def identifying_strings(patient: dict[str, Any] | None, provenance: dict[str, An
     Name (in its DICOM and written forms), patient id, birth date (ISO, DICOM, US and EU forms),
     accession number; from the case file's patient block and the DICOM provenance. Strings
     shorter than three characters are left out (they would match everywhere).
+
+    Parameters
+    ----------
+    patient : dict or None
+        The case file's patient block (``name``, ``id``, ``mrn``, ``birth_date``,
+        ``accession_number``); None counts as empty.
+    provenance : dict or None
+        The source's DICOM provenance (``patient_name``, ``patient_id``,
+        ``patient_birth_date``, ``accession_number``); None counts as empty.
+
+    Returns
+    -------
+    list of str
+        De-duplicated strings, white space stripped, longest first.
     """
     patient = patient or {}
     provenance = provenance or {}
@@ -348,12 +519,51 @@ def scrub(value: Any, strings: Iterable[str], *, patient_id: str | None = None, 
     name; with ``uids``, every source UID (see :func:`is_source_uid`) in any string is replaced
     by :func:`replace_uid` (give False for values whose UIDs were replaced already). With ``patient_id``, every ISO date (``YYYY-MM-DD``, alone or starting
     a timestamp) is moved back by the patient's :func:`date_shift_days`.
+
+    Values under :data:`IDENTIFYING_KEYS` become ``[removed]``; values under
+    :data:`DICOM_DATE_KEYS` are shifted with ``patient_id`` (``[removed]`` when unreadable or
+    without ``patient_id``).
+
+    Parameters
+    ----------
+    value : object
+        The data to clean: dicts, lists, tuples, strings, paths and other scalars, nested.
+    strings : iterable of str
+        The identifying strings to remove (e.g. :func:`identifying_strings`); empty ones are
+        ignored.
+    patient_id : str or None
+        The patient key for date shifts; None removes DICOM dates and leaves ISO dates.
+    uids : bool
+        Replace source UIDs in strings.
+
+    Returns
+    -------
+    object
+        A cleaned copy: dicts stay dicts, lists and tuples become lists, paths become
+        strings; other scalars are returned as they are.
+
+    Raises
+    ------
+    ConfigError, EnvironmentFault
+        From :func:`site_key`, when a UID or date must be replaced and the key is unusable.
     """
     needles = sorted({s for s in strings if s}, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(n) for n in needles), re.IGNORECASE) if needles else None
     shift = dt.timedelta(days=date_shift_days(patient_id)) if patient_id is not None else None
 
     def shifted(match: re.Match) -> str:
+        """The ISO date of ``match`` moved back by the shift.
+
+        Parameters
+        ----------
+        match : re.Match
+            A match of ``YYYY-MM-DD`` with the year, month and day as groups 1-3.
+
+        Returns
+        -------
+        str
+            The shifted ISO date, or ``[removed]`` when it is not a real date.
+        """
         try:
             day = dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
         except ValueError:
@@ -361,11 +571,35 @@ def scrub(value: Any, strings: Iterable[str], *, patient_id: str | None = None, 
         return (day - shift).isoformat()
 
     def dicom_date(item: Any) -> Any:
+        """A DICOM date value shifted, or removed when there is no shift.
+
+        Parameters
+        ----------
+        item : object
+            The value of a :data:`DICOM_DATE_KEYS` key.
+
+        Returns
+        -------
+        object
+            ``item`` when None or empty, else the shifted ``YYYYMMDD`` or ``[removed]``.
+        """
         if item in (None, ""):
             return item
         return (shift_dicom_date(item, patient_id) or REMOVED) if shift is not None else REMOVED
 
     def clean(item: Any) -> Any:
+        """One value cleaned, recursively.
+
+        Parameters
+        ----------
+        item : object
+            The value.
+
+        Returns
+        -------
+        object
+            The cleaned copy.
+        """
         if isinstance(item, dict):
             return {k: (REMOVED if str(k).lower() in IDENTIFYING_KEYS else
                         dicom_date(v) if str(k).lower() in DICOM_DATE_KEYS else clean(v)) for k, v in item.items()}
@@ -395,7 +629,25 @@ _PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
 
 def readable_bytes(path: Path) -> bytes:
     """Every byte of a file as a reader would see it: raw, plus inflated PDF streams, gzip
-    content and zip members, recursively (so compressed text cannot hide an identifier)."""
+    content and zip members, recursively (so compressed text cannot hide an identifier).
+
+    Parameters
+    ----------
+    path : Path
+        The file to read.
+
+    Returns
+    -------
+    bytes
+        The raw bytes followed, newline-separated, by each decompressed part (zip member
+        names included), down to four levels of nesting; parts that fail to decompress are
+        skipped.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
     return _unpacked(Path(path).read_bytes(), depth=0)
 
 
@@ -437,7 +689,27 @@ def _encodings(text: str) -> list[bytes]:
 
 def find_identifiers(folder: Path, strings: Iterable[str]) -> list[tuple[str, str]]:
     """``(relative path, identifying string)`` for each identifier found in any file or file
-    name under ``folder`` (case-insensitive; UTF-8, UTF-16 and Latin-1 encodings)."""
+    name under ``folder`` (case-insensitive; UTF-8, UTF-16 and Latin-1 encodings).
+
+    Parameters
+    ----------
+    folder : Path
+        The folder to search, recursively (file and folder names, and file contents through
+        :func:`readable_bytes`).
+    strings : iterable of str
+        The identifying strings (e.g. :func:`vendor_copy_identifiers`); empty ones are ignored.
+
+    Returns
+    -------
+    list of tuple of (str, str)
+        ``(path relative to folder, string)`` per hit, in path order; a string found both in a
+        file's name and in its content is listed twice. Empty when the folder is clean.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read.
+    """
     strings = [s for s in strings if s]
     hits: list[tuple[str, str]] = []
     for path in sorted(p for p in Path(folder).rglob("*")):

@@ -78,7 +78,13 @@ def _dicom_date(value: Any) -> str:
 
 
 def device_serial_number() -> str:
-    """A stable serial number for this installation (a hash of the host name; no PHI)."""
+    """A stable serial number for this installation (a hash of the host name; no PHI).
+
+    Returns
+    -------
+    str
+        The first 16 hex digits, upper case, of the SHA-256 of ``platform.node()``.
+    """
     return hashlib.sha256(platform.node().encode()).hexdigest()[:16].upper()
 
 
@@ -104,11 +110,34 @@ def build_encapsulated_stl(
         ``source_instances``). Missing UIDs get new ones, noted in the summary.
     patient : dict
         The case file's patient block, used where the DICOM provenance has no value.
+    model_id : str
+        The model's id, in the Series Description (64 characters at most) and the Document
+        Title.
     series_number : int
         Series Number of the new series.
+    software_version : str
+        The anatomodel version, for Software Versions and the file meta's Implementation
+        Version Name (cut to 16 characters).
     alias : str, optional
         A pseudonym: when given, the instance is de-identified with the choices of
         :mod:`pipeline.document.deidentify` and the pseudonym is its patient name and id.
+    created : datetime.datetime, optional
+        When the instance is made (default: now); written as local date and time with the UTC
+        offset (shifted, time left out, when de-identifying).
+
+    Returns
+    -------
+    dataset : pydicom.Dataset
+        The instance with its file meta (Explicit VR Little Endian), new SOP instance and
+        series UIDs.
+    summary : DicomSummary
+        Its UIDs (replaced ones when de-identifying), the number of source instances
+        referenced, the encapsulated size (bytes) and notes on what had to be made up.
+
+    Raises
+    ------
+    DocumentError
+        ``stl_bytes`` is shorter than 84 bytes (no STL header and triangle count). Exit code 12.
     """
     if len(stl_bytes) < 84:
         raise DocumentError(f"model.stl holds {len(stl_bytes)} bytes, too few for an STL; re-run the mesh stage")
@@ -232,6 +261,24 @@ def build_encapsulated_stl(
 
 
 def write_encapsulated_stl(dataset: Dataset, path: Path) -> Path:
-    """Write the dataset as a DICOM Part 10 file (preamble, file meta, explicit VR LE)."""
+    """Write the dataset as a DICOM Part 10 file (preamble, file meta, explicit VR LE).
+
+    Parameters
+    ----------
+    dataset : pydicom.Dataset
+        The instance from :func:`build_encapsulated_stl` (it must carry its file meta).
+    path : Path
+        The file to write (``model.dcm``), replaced if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written.
+    """
     dataset.save_as(path, enforce_file_format=True)
     return path

@@ -40,12 +40,30 @@ _UID_FIELDS = ("study_instance_uid", "series_instance_uid", "frame_of_reference_
 
 @lru_cache(maxsize=1)
 def packet_schema() -> dict[str, Any]:
-    """The JSON Schema of ``packet.json``."""
+    """The JSON Schema of ``packet.json``.
+
+    Returns
+    -------
+    dict
+        The parsed :data:`SCHEMA_PATH` (read once, cached: do not modify it).
+    """
     return json.loads(SCHEMA_PATH.read_text("utf-8"))
 
 
 def validate_packet(facts: dict[str, Any]) -> None:
-    """Raise DocumentError naming the first field of ``facts`` the schema refuses."""
+    """Raise DocumentError naming the first field of ``facts`` the schema refuses.
+
+    Parameters
+    ----------
+    facts : dict
+        The packet's facts (JSON-able), as :func:`build_facts` makes them.
+
+    Raises
+    ------
+    DocumentError
+        ``facts`` does not satisfy :func:`packet_schema` (JSON Schema draft 2020-12, formats
+        checked); the message names the first failing path. Exit code 12.
+    """
     validator = jsonschema.Draft202012Validator(packet_schema(), format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(facts), key=lambda e: list(e.absolute_path))
     if errors:
@@ -87,7 +105,20 @@ def _minutes(step: dict[str, Any]) -> float | None:
 
 def workflow_steps(inputs: PacketInputs) -> list[dict[str, Any]]:
     """The run's steps (``pipeline.case.StepRecord`` dicts or ``{step, start, end, operator,
-    minutes}``) then any manual steps of the model spec, as recorded."""
+    minutes}``) then any manual steps of the model spec, as recorded.
+
+    Parameters
+    ----------
+    inputs : PacketInputs
+        The packet's inputs (``workflow`` and ``model_spec["manual_steps"]`` are read).
+
+    Returns
+    -------
+    list of dict
+        One dict per step: ``step``, ``kind`` (``automated`` or ``manual``), ``start`` and
+        ``end`` (ISO text or None), ``operator`` (or None), ``minutes`` (min, 2 decimals, from
+        ``minutes``, ``seconds`` or end - start; None when none is recorded) and ``note``.
+    """
     steps = []
     for default_kind, entries in (("automated", inputs.workflow),
                                   ("manual", inputs.model_spec.get("manual_steps") or [])):
@@ -111,7 +142,23 @@ def workflow_steps(inputs: PacketInputs) -> list[dict[str, Any]]:
 
 def source_imaging(provenance: dict[str, Any], deidentify: bool) -> dict[str, Any]:
     """The source series facts (accession and time removed and UIDs replaced when
-    de-identifying; the study date is shifted by :func:`~pipeline.document.deidentify.scrub`)."""
+    de-identifying; the study date is shifted by :func:`~pipeline.document.deidentify.scrub`).
+
+    Parameters
+    ----------
+    provenance : dict
+        ``Volume.provenance`` of the source series.
+    deidentify : bool
+        Leave out :data:`DEIDENTIFIED_SOURCE_FIELDS` and replace the study, series and frame of
+        reference UIDs.
+
+    Returns
+    -------
+    dict
+        The :data:`SOURCE_FIELDS` present in ``provenance``, in that order (units as recorded:
+        ``slice_thickness_mm`` and ``pixel_spacing_mm`` in mm, ``gantry_tilt_deg`` in degrees,
+        ``kvp`` in kV), plus ``number_of_source_instances`` (a count).
+    """
     shown: dict[str, Any] = {}
     for key in SOURCE_FIELDS:
         if key not in provenance or (deidentify and key in DEIDENTIFIED_SOURCE_FIELDS):
@@ -134,7 +181,19 @@ def _icd10_titles(charge: Any) -> list[str]:
 
 
 def structure_name(inputs: PacketInputs) -> str:
-    """The structure modelled: from the preset, else the model or mask name."""
+    """The structure modelled: from the preset, else the model or mask name.
+
+    Parameters
+    ----------
+    inputs : PacketInputs
+        The packet's inputs (``model_spec["preset"]``, ``model``, ``mask`` are read).
+
+    Returns
+    -------
+    str
+        The preset's structure, else the mesh's name, else the mask's labels joined by
+        ``", "``, else the preset or model id; ``""`` when there is none.
+    """
     preset = inputs.model_spec.get("preset")
     if preset:
         from pipeline.coding import _preset_structure
@@ -163,6 +222,35 @@ def build_facts(
 
     ``warnings`` (the document stage's own) are joined by every stage report's ``warnings``, each
     prefixed with its stage, into the one top-level list of the model.
+
+    Parameters
+    ----------
+    inputs : PacketInputs
+        Everything the packet is made from.
+    alias : str or None
+        The pseudonym of a de-identified (vendor) copy; None makes the identified packet.
+    identifiers : list of str
+        Identifying strings to scrub from a de-identified copy (see
+        :func:`~pipeline.document.deidentify.vendor_copy_identifiers`); unused when ``alias``
+        is None.
+    dicom : dict
+        The description of ``model.dcm`` (carried as given).
+    files : list of dict
+        The packet's file entries (path, size, checksum), carried as given.
+    pictures : list of dict of str to str
+        The pictures of the model, carried as given.
+    warnings : list of str
+        The document stage's own warnings.
+
+    Returns
+    -------
+    dict
+        The facts, JSON-able and valid against :func:`packet_schema`.
+
+    Raises
+    ------
+    DocumentError
+        From :func:`validate_packet`, when the facts do not match the schema. Exit code 12.
     """
     deidentify = alias is not None
     provenance = inputs.volume.provenance if inputs.volume is not None else {}
@@ -251,7 +339,22 @@ def build_facts(
 
 
 def lifecycle_facts(lifecycle: dict[str, Any] | None, identifiers: Any = None) -> dict[str, Any]:
-    """The model's lifecycle block: state, billable or pending (and why), sign-offs, holds."""
+    """The model's lifecycle block: state, billable or pending (and why), sign-offs, holds.
+
+    Parameters
+    ----------
+    lifecycle : dict or None
+        The model's lifecycle from the ledger; None gives a model prepared and waiting for
+        approval.
+    identifiers : list of str or None
+        Identifying strings to scrub (de-identified copy), or None to keep the text as it is.
+
+    Returns
+    -------
+    dict
+        ``state``, ``billable``, ``waiting_for``, ``sign_offs``, ``holds`` and whatever else
+        the lifecycle holds, JSON-able.
+    """
     value = {"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [], "holds": [],
              **to_jsonable(lifecycle or {})}
     if not value["billable"] and value["holds"] and value["waiting_for"] == "approval":
@@ -265,7 +368,20 @@ STAGE_NAMES = {"load": "load", "segment": "segmentation", "mesh": "mesh QA", "pl
 
 def gather_warnings(reports: dict[str, Any], own: list[str]) -> list[str]:
     """One list of the model's warnings: every stage report's, prefixed with its stage, then ``own``
-    (the document stage's); each text once."""
+    (the document stage's); each text once.
+
+    Parameters
+    ----------
+    reports : dict
+        Stage reports as dicts, keyed as :data:`STAGE_NAMES` (other keys are not read).
+    own : list of str
+        The document stage's warnings.
+
+    Returns
+    -------
+    list of str
+        ``"<stage>: <text>"`` per stage warning, then ``own``; first occurrence kept.
+    """
     gathered: list[str] = []
     for key, stage in STAGE_NAMES.items():
         for text in (reports.get(key) or {}).get("warnings") or []:
@@ -276,7 +392,19 @@ def gather_warnings(reports: dict[str, Any], own: list[str]) -> list[str]:
 
 def person_name(value: Any) -> str:
     """A DICOM person name (``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``) as a person writes it
-    (``Prefix Given Middle Family, Suffix``); other text unchanged."""
+    (``Prefix Given Middle Family, Suffix``); other text unchanged.
+
+    Parameters
+    ----------
+    value : object
+        The name (text, pydicom ``PersonName`` or None).
+
+    Returns
+    -------
+    str
+        The written name (all-capital parts capitalised), the text unchanged when it has no
+        ``^``, or ``""`` for None.
+    """
     text = "" if value is None else str(value)
     if "^" not in text:
         return text
@@ -345,20 +473,57 @@ class PacketSummary(Report):
 
 
 def printer_title(name: str | None) -> str:
-    """A printer profile's real name (``Formlabs Form 3B``), else the id as given."""
+    """A printer profile's real name (``Formlabs Form 3B``), else the id as given.
+
+    Parameters
+    ----------
+    name : str or None
+        The printer profile's name.
+
+    Returns
+    -------
+    str
+        ``"<vendor> <model>"`` of the profile, or ``name`` (``""`` for None) when no profile
+        loads.
+    """
     profile = _profile(name)
     return f"{profile.vendor} {profile.model}".strip() if profile is not None else str(name or "")
 
 
 def material_title(printer: str | None, material: str | None) -> str:
-    """A material's real name from the printer profile (its ``label``), else the id as given."""
+    """A material's real name from the printer profile (its ``label``), else the id as given.
+
+    Parameters
+    ----------
+    printer : str or None
+        The printer profile's name.
+    material : str or None
+        The material's id in that profile.
+
+    Returns
+    -------
+    str
+        The material's label, or ``material`` (``""`` for None) when the profile, the material
+        or its label is missing.
+    """
     profile = _profile(printer)
     found = profile.materials.get(str(material)) if profile is not None else None
     return (found.label if found is not None and found.label else None) or str(material or "")
 
 
 def printer_limit_mm(printer: str | None) -> float | None:
-    """The thinnest wall the printer profile allows, mm."""
+    """The thinnest wall the printer profile allows, mm.
+
+    Parameters
+    ----------
+    printer : str or None
+        The printer profile's name.
+
+    Returns
+    -------
+    float or None
+        The profile's ``min_wall_mm``, mm; None when no profile loads.
+    """
     profile = _profile(printer)
     return None if profile is None else float(profile.min_wall_mm)
 
@@ -380,7 +545,22 @@ def _number(value: Any) -> float | None:
 
 
 def verdicts(facts: dict[str, Any]) -> list[Verdict]:
-    """The checks of page 1, from the mesh QA and print plan reports as given."""
+    """The checks of page 1, from the mesh QA and print plan reports as given.
+
+    Parameters
+    ----------
+    facts : dict
+        The packet's facts (``mesh_qa``, ``print_plan``, ``segmentation`` and
+        ``lifecycle.print_qa`` are read).
+
+    Returns
+    -------
+    list of Verdict
+        Closed and printable; thinnest wall (mm, against the printer's limit); fits the build
+        volume (room left, mm); volume change (percent against the segmentation, passed within
+        2 %); segmentation plausibility; and, when the print was checked, the print check.
+        ``passed`` is None for what was not measured.
+    """
     mesh, plan, segment = facts.get("mesh_qa") or {}, facts.get("print_plan") or {}, facts.get("segmentation") or {}
     found: list[Verdict] = []
     closed = [mesh.get(k) for k in ("watertight", "manifold", "winding_consistent", "outward_normals")]
@@ -439,7 +619,19 @@ def verdicts(facts: dict[str, Any]) -> list[Verdict]:
 
 def report_holds(facts: dict[str, Any]) -> list[Hold]:
     """Holds carried in the stage reports and on the charge line (``holds`` lists of ``Hold``
-    dicts), each once."""
+    dicts), each once.
+
+    Parameters
+    ----------
+    facts : dict
+        The packet's facts (``load``, ``segmentation``, ``mesh_qa``, ``print_plan``,
+        ``charge``).
+
+    Returns
+    -------
+    list of Hold
+        The holds in that order of sources, duplicates dropped.
+    """
     holds = []
     for key in ("load", "segmentation", "mesh_qa", "print_plan", "charge"):
         for item in (facts.get(key) or {}).get("holds") or []:
@@ -449,7 +641,19 @@ def report_holds(facts: dict[str, Any]) -> list[Hold]:
 
 def packet_summary(facts: dict[str, Any]) -> PacketSummary:
     """Page 1 of the packet from its facts (a model prepared, not yet approved; holds from the
-    stage reports)."""
+    stage reports).
+
+    Parameters
+    ----------
+    facts : dict
+        The packet's facts, as :func:`build_facts` makes them.
+
+    Returns
+    -------
+    PacketSummary
+        The page-1 summary; its state, billing and sign-offs come from ``facts["lifecycle"]``
+        when present, and a de-identified copy is always "not billed".
+    """
     patient, encounter, charge = facts["patient"], facts["encounter"], facts["charge"]
     if facts["case"]["deidentified"]:
         patient_rows = [("Patient (pseudonym)", str(patient["pseudonym"])),
@@ -460,6 +664,18 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
                         ("Birth date", str(patient["birth_date"] or "")), ("Sex", str(patient["sex"] or ""))]
 
     def provider(p: dict[str, Any]) -> str:
+        """A provider as page 1 writes it.
+
+        Parameters
+        ----------
+        p : dict
+            ``{name, npi}`` of the encounter.
+
+        Returns
+        -------
+        str
+            ``"<written name> (NPI <npi or 'not given'>)"``.
+        """
         return f"{person_name(p['name'])} (NPI {p['npi'] or 'not given'})"
 
     encounter_rows = [("Date of service", encounter["date_of_service"]), ("Facility", encounter["facility"]),

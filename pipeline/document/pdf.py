@@ -34,7 +34,14 @@ CJK_FONTS = ("DroidSansFallbackFull", "DroidSansFallback", "NotoSansCJKsc-Regula
 @lru_cache(maxsize=1)
 def font_files() -> dict[str, Path]:
     """The TTF files drawn with: ``regular``, ``bold``, ``italic`` (DejaVu Sans from matplotlib's
-    data) and, when the system has one, ``cjk``."""
+    data) and, when the system has one, ``cjk``.
+
+    Returns
+    -------
+    dict of str to Path
+        Font role to TTF/OTF file; ``cjk`` is the first of :data:`CJK_FONTS` the system has, or
+        absent. Found once and cached.
+    """
     import matplotlib
     from matplotlib import font_manager
 
@@ -51,7 +58,18 @@ def font_files() -> dict[str, Path]:
 
 
 def text(value: Any) -> str:
-    """A value as drawn: ``None`` as empty text."""
+    """A value as drawn: ``None`` as empty text.
+
+    Parameters
+    ----------
+    value : object
+        Any value.
+
+    Returns
+    -------
+    str
+        ``""`` for None, else ``str(value)``.
+    """
     return "" if value is None else str(value)
 
 
@@ -97,6 +115,13 @@ class _Document(FPDF):
 
     # -- building blocks ---------------------------------------------------------------------
     def heading(self, title: str) -> None:
+        """A shaded section title, on a new page when less than 40 mm are left.
+
+        Parameters
+        ----------
+        title : str
+            The section title.
+        """
         if self.get_y() > self.h - 40:
             self.add_page()
         self.ln(2)
@@ -106,10 +131,30 @@ class _Document(FPDF):
         self.ln(1)
 
     def paragraph(self, words: str, size: float = 9, style: str = "") -> None:
+        """Text across the page width, wrapped.
+
+        Parameters
+        ----------
+        words : str
+            The text (None draws nothing).
+        size : float
+            Font size, points.
+        style : str
+            fpdf2 font style: ``""``, ``"B"`` (bold) or ``"I"`` (italic).
+        """
         self.set_font(FONT, style, size)
         self.multi_cell(0, 4.6, text(words), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def key_values(self, rows: Iterable[tuple[str, Any]], key_width: float = 68) -> None:
+        """A two-column table of labels and values, or ``(none)`` when there are no rows.
+
+        Parameters
+        ----------
+        rows : iterable of (str, object)
+            Label and value per row (values drawn with :func:`text`).
+        key_width : float
+            Width of the label column, mm.
+        """
         rows = [(k, v) for k, v in rows]
         if not rows:
             self.paragraph("(none)", style="I")
@@ -123,6 +168,17 @@ class _Document(FPDF):
                 row.cell(text(value))
 
     def grid(self, headings: list[str], rows: list[list[Any]], widths: tuple[float, ...] | None = None) -> None:
+        """A table with a heading row.
+
+        Parameters
+        ----------
+        headings : list of str
+            The column headings.
+        rows : list of list
+            The rows, one value per column (None drawn empty).
+        widths : tuple of float, optional
+            Column widths (fpdf2 scales them to the page width); default equal columns.
+        """
         self.set_font(FONT, "", 8)
         with self.table(col_widths=widths, text_align="LEFT", line_height=4.2, padding=0.8) as table:
             head = table.row()
@@ -134,6 +190,18 @@ class _Document(FPDF):
                     row.cell(text("" if value is None else value))
 
     def picture(self, png: bytes, caption: str, width: float | None = None) -> None:
+        """A picture at the left margin with its caption below, on a new page when it does not fit.
+
+        Parameters
+        ----------
+        png : bytes
+            The PNG image.
+        caption : str
+            The caption, in italics.
+        width : float, optional
+            Drawn width, mm (the height follows the image's aspect); default the page width
+            inside the margins.
+        """
         width = width or self.epw
         from PIL import Image
 
@@ -145,6 +213,13 @@ class _Document(FPDF):
         self.paragraph(caption, size=8, style="I")
 
     def signature_lines(self, roles: list[str]) -> None:
+        """A signature line and a date line per role, kept together on one page.
+
+        Parameters
+        ----------
+        roles : list of str
+            Who signs, one line each (``"Reviewed by (coder)"``).
+        """
         if self.get_y() > self.h - 20 - 14 * len(roles):
             self.add_page()
         self.ln(4)
@@ -191,7 +266,22 @@ def _shown(value: Any, unit: str, digits: int) -> str:
 
 def measured_rows(report: dict[str, Any] | None, spec: Iterable[tuple[str, str, str, int]]) -> list[tuple[str, str]]:
     """``(label, value with unit)`` rows of a stage report for each ``(label, dotted key, unit,
-    digits)`` of ``spec`` the report holds."""
+    digits)`` of ``spec`` the report holds.
+
+    Parameters
+    ----------
+    report : dict or None
+        A stage report as a dict; None counts as empty.
+    spec : iterable of (str, str, str, int)
+        Label, dotted key into the report, unit text (``mm``, ``HU``, ``ml``; ``""`` for none)
+        and decimals for floats.
+
+    Returns
+    -------
+    list of (str, str)
+        Label and drawn value (``yes``/``no`` for booleans, ``a x b x c`` for lists of numbers),
+        in the order of ``spec``, for the keys the report holds with a value other than None.
+    """
     report = report or {}
     return [(label, _shown(value, unit, digits)) for label, path, unit, digits in spec
             if (value := _get(report, path)) is not None]
@@ -270,7 +360,18 @@ def _label(key: str) -> str:
 
 
 def page_one(pdf: _Document, summary: PacketSummary, picture: tuple[bytes, str] | None) -> None:
-    """The summary page: who, the charge line and its state, verdicts, picture, sign-offs, holds."""
+    """The summary page: who, the charge line and its state, verdicts, picture, sign-offs, holds.
+
+    Parameters
+    ----------
+    pdf : _Document
+        The document, positioned on page 1 under its title.
+    summary : PacketSummary
+        What page 1 shows.
+    picture : tuple of (bytes, str) or None
+        The model views as PNG and their caption, drawn as large as the room left allows (20 to
+        75 mm wide); None draws no picture.
+    """
     pdf.heading("Charge line")
     pdf.grid(["CPT", "Units", "Modifiers", "State"],
              [[summary.cpt, summary.units, " ".join(summary.modifiers) or "none",
@@ -326,6 +427,13 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]],
     summary : PacketSummary, optional
         Page 1; by default :func:`pipeline.document.facts.packet_summary` of ``facts`` (a model
         prepared, not yet approved).
+
+    Returns
+    -------
+    data : bytes
+        The PDF file's bytes (US Letter).
+    pages : int
+        Its page count.
     """
     summary = summary or packet_summary(facts)
     case_id, model = facts["case"]["case_id"], facts["model"]
@@ -424,7 +532,22 @@ def packet_pdf(facts: dict[str, Any], pictures: list[tuple[bytes, str]],
 
 
 def case_summary_pdf(summary: dict[str, Any]) -> bytes:
-    """One page per case: who, which models with which code, and what is billed."""
+    """One page per case: who, which models with which code, and what is billed.
+
+    Parameters
+    ----------
+    summary : dict
+        Built by :mod:`pipeline.document.charges`: ``case_id``, ``created`` (ISO timestamp),
+        ``header`` (label, value rows), ``models`` (``model_id``, ``cpt``, ``modifiers``,
+        ``icd10``, ``flags``), ``claims`` (``date_of_service``, ``cpt``, ``units``,
+        ``modifiers``, ``icd10_pointers``, ``model_ids``), ``diagnoses`` (pointer, code pairs)
+        and ``held`` (texts).
+
+    Returns
+    -------
+    bytes
+        The PDF file's bytes (US Letter).
+    """
     title = f"Case summary - {summary['case_id']}"
     pdf = _Document(title)
     _metadata(pdf, title, "3D-printed anatomic models and charges of one case",

@@ -37,6 +37,18 @@ _DPI = 110
 
 
 def figure_png(figure: plt.Figure) -> bytes:
+    """A figure as PNG bytes (at the packet's resolution, no software tag), the figure closed.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The figure to save; it is closed afterwards and must not be used again.
+
+    Returns
+    -------
+    bytes
+        The PNG file's bytes.
+    """
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(figure)
@@ -54,6 +66,17 @@ def mask_centroid_index(mask: Mask) -> tuple[int, int, int]:
 
     Snapping to a mask voxel keeps all three slices on the structure even when the centroid of
     a curved shape (an aortic arch) lies outside it. Distances are measured in mm.
+
+    Parameters
+    ----------
+    mask : Mask
+        The segmentation (non-zero voxels are the structure) and its grid geometry.
+
+    Returns
+    -------
+    tuple of (int, int, int)
+        The voxel's array index in ``(k, j, i)`` order; the grid's middle voxel when the mask
+        is empty.
     """
     box = bounding_box(mask.array)
     if box is None:
@@ -97,6 +120,22 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
 
     Slices are shown in mm (pixel aspect from the spacing) in radiological orientation, with the
     patient-direction letters taken from the grid's direction matrix.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT, HU, with its grid geometry.
+    mask : Mask or None
+        The segmentation on the same grid; None shows the middle slices without an outline.
+    window : tuple of (float, float)
+        Display window ``(level, width)``, HU.
+    removed : ndarray, optional
+        Pieces cut off by leak control, same shape as the volume (non-zero where cut).
+
+    Returns
+    -------
+    bytes
+        A PNG of the three slices.
     """
     geometry = volume.geometry
     centre = mask_centroid_index(mask) if mask is not None else tuple(n // 2 for n in geometry.shape)
@@ -145,7 +184,21 @@ def ct_slices_png(volume: Volume, mask: Mask | None, window: tuple[float, float]
 
 
 def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trimesh.Trimesh:
-    """The mesh itself, or a quadric-decimated copy of at most ``max_faces`` faces for display."""
+    """The mesh itself, or a quadric-decimated copy of at most ``max_faces`` faces for display.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The mesh, mm.
+    max_faces : int
+        Most faces drawn.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        ``mesh`` itself when small enough; else a decimated copy, or (when decimation fails) a
+        fixed random subset of ``max_faces`` of its faces. For pictures only, never for print.
+    """
     if len(mesh.faces) <= max_faces:
         return mesh
     try:
@@ -157,7 +210,21 @@ def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trime
 
 def render_mesh(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.ndarray,
             colors: np.ndarray | None = None) -> None:
-    """Orthographic Lambert-shaded render of ``mesh`` looking along ``view`` (unit, from eye)."""
+    """Orthographic Lambert-shaded render of ``mesh`` looking along ``view`` (unit, from eye).
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw into; their limits are set to the mesh (mm, equal aspect).
+    mesh : trimesh.Trimesh
+        The mesh, mm.
+    view : ndarray (3,)
+        Viewing direction, from the eye into the scene (normalised here).
+    up : ndarray (3,)
+        Roughly the screen's up direction, not parallel to ``view`` (made orthogonal to it).
+    colors : ndarray (F, 3), optional
+        RGB in 0..1 per face of ``mesh``; default a uniform red-brown.
+    """
     view = view / np.linalg.norm(view)
     right = np.cross(view, up)
     right /= np.linalg.norm(right)
@@ -192,6 +259,20 @@ def rigid_transform(source: trimesh.Trimesh, target: trimesh.Trimesh, tolerance_
     None unless the meshes have the same faces and every vertex lands within ``tolerance_mm``
     (the print mesh is the model moved onto the plate: its display copy is then the model's
     display copy moved the same way, instead of a second decimation).
+
+    Parameters
+    ----------
+    source : trimesh.Trimesh
+        The mesh to move (e.g. the model).
+    target : trimesh.Trimesh
+        Where it should land (e.g. the print mesh).
+    tolerance_mm : float
+        Largest accepted distance of any vertex from its target, mm (per coordinate).
+
+    Returns
+    -------
+    ndarray (4, 4) or None
+        The homogeneous rotation-and-translation (no reflection, no scale), or None.
     """
     a, b = np.asarray(source.vertices), np.asarray(target.vertices)
     if a.shape != b.shape or not np.array_equal(source.faces, target.faces):
@@ -207,6 +288,18 @@ def model_views_png(mesh: trimesh.Trimesh, shown: trimesh.Trimesh | None = None)
     """The model in patient space seen from the front (anterior), the left and above.
 
     ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The model, patient LPS mm.
+    shown : trimesh.Trimesh, optional
+        The copy to draw.
+
+    Returns
+    -------
+    bytes
+        A PNG of the three views.
     """
     shown = display_mesh(mesh) if shown is None else shown
     # LPS: x to the patient's left, y posterior, z superior.
@@ -230,6 +323,23 @@ def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, cap
     """The oriented print mesh on the plate (z up) from the front and the side, support faces red.
 
     ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The model as placed for printing, print frame mm (z up from the plate).
+    support_faces : ndarray (F,) of bool or None
+        Per face of ``mesh``: True where it needs support; ignored when None or of another
+        length. Carried to a decimated ``shown`` by nearest face centre.
+    caption : str
+        Text appended to the title.
+    shown : trimesh.Trimesh, optional
+        The copy to draw.
+
+    Returns
+    -------
+    bytes
+        A PNG of the two views, the plate drawn as a black line.
     """
     shown = display_mesh(mesh) if shown is None else shown
     colors = np.tile([0.55, 0.62, 0.78], (len(shown.faces), 1))

@@ -81,7 +81,32 @@ def _b64(array: np.ndarray) -> str:
 
 def slice_data(volume: Volume, mask: Mask, removed: Mask | None) -> dict[str, Any]:
     """The CT crop around the segmentation as 0..255 grey and 0/1/2 labels (1 structure, 2
-    removed), strided to at most :data:`MAX_SIDE` voxels a side, with the voxel size in mm."""
+    removed), strided to at most :data:`MAX_SIDE` voxels a side, with the voxel size in mm.
+
+    The crop holds the structure and the removed pieces with :data:`MARGIN_MM` around them;
+    grey maps :data:`WINDOW_HU` linearly onto 0..255.
+
+    Parameters
+    ----------
+    volume : Volume
+        The source CT, HU.
+    mask : Mask
+        The segmentation on the volume's grid.
+    removed : Mask or None
+        Pieces the segmentation removed, on the same grid.
+
+    Returns
+    -------
+    dict
+        ``shape`` (crop size, voxels, k j i), ``spacing_mm`` (strided voxel size, mm, k j i),
+        ``grey`` (base64 uint8) and ``labels`` (base64 uint8: 0 none, 1 structure, 2 removed).
+
+    Raises
+    ------
+    DocumentError
+        The mask is not on the volume's grid, or both the mask and the removed pieces are
+        empty. Exit code 12.
+    """
     if mask.geometry.shape != volume.geometry.shape:
         raise DocumentError("the mask is not on the volume's grid: the review page overlays them voxel for voxel")
     structure = np.asarray(mask.array)
@@ -105,7 +130,20 @@ def slice_data(volume: Volume, mask: Mask, removed: Mask | None) -> dict[str, An
 
 
 def mesh_data(mesh: trimesh.Trimesh) -> dict[str, Any]:
-    """A decimated copy of the mesh (LPS mm, centred) as base64 float32 vertices and uint32 faces."""
+    """A decimated copy of the mesh (LPS mm, centred) as base64 float32 vertices and uint32 faces.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The model, patient LPS mm.
+
+    Returns
+    -------
+    dict
+        ``vertices`` (base64 float32, N x 3, mm, centred on the bounding box's centre),
+        ``faces`` (base64 uint32, F x 3), ``count`` (F, at most about :data:`VIEW_FACES`) and
+        ``radius_mm`` (largest vertex distance from the centre, mm).
+    """
     vertices, faces = decimate(np.asarray(mesh.vertices), np.asarray(mesh.faces), VIEW_FACES)
     vertices = np.asarray(vertices, dtype=np.float64)
     centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
@@ -115,7 +153,28 @@ def mesh_data(mesh: trimesh.Trimesh) -> dict[str, Any]:
 
 def review_entry(volume: Volume, case_id: str, model: ReviewModel) -> dict[str, Any]:
     """One model's part of the page (its slice crop, mesh and facts), made while its mask is at
-    hand so that a case's masks need not all be kept for the page."""
+    hand so that a case's masks need not all be kept for the page.
+
+    Parameters
+    ----------
+    volume : Volume
+        The source CT the mask lies on.
+    case_id : str
+        The case id, for the approve command.
+    model : ReviewModel
+        The model.
+
+    Returns
+    -------
+    dict
+        The model's id, structure, CPT, state, billing, verdicts, holds, warnings, approve
+        command, slices (:func:`slice_data`) and mesh (:func:`mesh_data`).
+
+    Raises
+    ------
+    DocumentError
+        From :func:`slice_data`: a mask off the grid or an empty segmentation. Exit code 12.
+    """
     return _model_entry(volume, case_id, model)
 
 
@@ -148,10 +207,15 @@ def write_review_page(volume: Volume, models: list[ReviewModel], path: str | Pat
         The page to write (``OUT/<case_id>/review.html``).
     case_id : str
 
+    Returns
+    -------
+    ReviewReport
+        The page's path, its size (bytes) and each model's crop shape (voxels, k j i).
+
     Raises
     ------
     DocumentError
-        No model, a mask off the volume's grid, or an empty segmentation.
+        No model, a mask off the volume's grid, or an empty segmentation. Exit code 12.
     """
     if not models:
         raise DocumentError("no model to review: run the case first")
@@ -159,7 +223,27 @@ def write_review_page(volume: Volume, models: list[ReviewModel], path: str | Pat
 
 
 def write_review_entries(entries: list[dict[str, Any]], path: str | Path, *, case_id: str) -> ReviewReport:
-    """Write ``review.html`` from :func:`review_entry` parts (see :func:`write_review_page`)."""
+    """Write ``review.html`` from :func:`review_entry` parts (see :func:`write_review_page`).
+
+    Parameters
+    ----------
+    entries : list of dict
+        One :func:`review_entry` per model.
+    path : str or Path
+        The page to write (atomically).
+    case_id : str
+        The case id, for the title and the page's data.
+
+    Returns
+    -------
+    ReviewReport
+        The page's path, its size (bytes) and each model's crop shape (voxels, k j i).
+
+    Raises
+    ------
+    DocumentError
+        ``entries`` is empty. Exit code 12.
+    """
     if not entries:
         raise DocumentError("no model to review: run the case first")
     data = json.dumps({"case_id": case_id, "models": entries}).replace("</", "<\\/")

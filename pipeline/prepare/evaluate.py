@@ -48,12 +48,27 @@ class Context:
 
     @property
     def cos_critical(self) -> float:
+        """Cosine of the printer's critical overhang angle.
+
+        Returns
+        -------
+        float
+            ``cos(critical_overhang_deg)`` (dimensionless); a face whose downward normal
+            component exceeds it needs support.
+        """
         return float(np.cos(np.radians(self.profile.critical_overhang_deg)))
 
     @property
     def plate_tolerance_mm(self) -> float:
         """Faces this close to the plate rest on it (half a layer, at least 1e-3 of the size, at
-        least the decimation error)."""
+        least the decimation error).
+
+        Returns
+        -------
+        float
+            The largest of half the layer height, 1e-3 of ``scale_mm`` and
+            ``decimation_error_mm``, mm.
+        """
         return max(self.profile.layer_height_mm / 2, 1e-3 * self.scale_mm, self.decimation_error_mm)
 
 
@@ -79,12 +94,34 @@ class PoseMetrics:
 
     @property
     def total_cost(self) -> float:
+        """The pose's cost, the sum of its terms (dimensionless; lower is better).
+
+        Returns
+        -------
+        float
+            ``sum(cost.values())``; 0 before :func:`cost_terms` filled ``cost``.
+        """
         return float(sum(self.cost.values()))
 
 
 def pose_rotation(down: np.ndarray, hull_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation putting ``down`` at the plate, turned about z so the footprint's minimum-area
-    rectangle is axis-aligned (longer side along x). Returns the rotation and the rectangle."""
+    rectangle is axis-aligned (longer side along x). Returns the rotation and the rectangle.
+
+    Parameters
+    ----------
+    down : ndarray (3,)
+        Model direction (LPS, any length but not zero) that faces the plate.
+    hull_points : ndarray (H, 3)
+        Convex hull vertices of the model, model coordinates in mm.
+
+    Returns
+    -------
+    rotation : ndarray (3, 3)
+        Model coordinates to the print frame; ``rotation @ unit(down) == (0, 0, -1)``.
+    rectangle : ndarray (2,)
+        Side lengths of the footprint's minimum-area rectangle (longer first), mm.
+    """
     tilt = rotation_to_down(down)
     footprint = hull_points @ tilt[:2].T
     angle, rectangle = min_area_yaw(footprint)
@@ -92,7 +129,24 @@ def pose_rotation(down: np.ndarray, hull_points: np.ndarray) -> tuple[np.ndarray
 
 
 def overhang_faces(normal_z: np.ndarray, face_bottom: np.ndarray, ctx: Context) -> np.ndarray:
-    """Faces that need support: facing down more steeply than the critical angle, off the plate."""
+    """Faces that need support: facing down more steeply than the critical angle, off the plate.
+
+    Parameters
+    ----------
+    normal_z : ndarray (F,)
+        Vertical component of each face's unit normal in the print frame (negative: facing
+        down).
+    face_bottom : ndarray (F,)
+        Height of each face's lowest vertex above the plate, mm.
+    ctx : Context
+        The printer (critical angle, whether it needs supports) and the plate tolerance.
+
+    Returns
+    -------
+    ndarray (F,) of bool
+        True for faces with ``-normal_z > cos_critical`` higher than the plate tolerance; all
+        False for a printer that needs no supports.
+    """
     if not ctx.profile.needs_supports:
         return np.zeros(len(normal_z), dtype=bool)
     return (-normal_z > ctx.cos_critical) & (face_bottom > ctx.plate_tolerance_mm)
@@ -100,7 +154,24 @@ def overhang_faces(normal_z: np.ndarray, face_bottom: np.ndarray, ctx: Context) 
 
 def fits_build_volume(size: np.ndarray, profile: PrinterProfile) -> tuple[bool, np.ndarray]:
     """Whether a footprint ``size[0] >= size[1]`` of height ``size[2]`` fits, and the margins
-    (x, y, z) left on each side in the best of the two placements on the plate, mm."""
+    (x, y, z) left on each side in the best of the two placements on the plate, mm.
+
+    Parameters
+    ----------
+    size : ndarray (3,)
+        The pose's extent (footprint longer side, shorter side, height), mm.
+    profile : PrinterProfile
+        The printer (build volume, clearance, support base).
+
+    Returns
+    -------
+    fits : bool
+        True when every margin is at least zero.
+    margins : ndarray (3,)
+        Room left on each side along the printer's x and y (the longer footprint side placed
+        along the longer usable plate side), and above the model along z, mm; negative where it
+        does not fit.
+    """
     usable = usable_volume(profile)
     plate = np.sort(usable[:2])[::-1]
     margins = np.array([(plate[0] - size[0]) / 2, (plate[1] - size[1]) / 2, usable[2] - size[2]])
@@ -110,7 +181,19 @@ def fits_build_volume(size: np.ndarray, profile: PrinterProfile) -> tuple[bool, 
 
 
 def usable_volume(profile: PrinterProfile) -> np.ndarray:
-    """Build volume less the clearances and the support base, mm (x, y, z)."""
+    """Build volume less the clearances and the support base, mm (x, y, z).
+
+    Parameters
+    ----------
+    profile : PrinterProfile
+        The printer (``build_volume_mm``, ``clearance_mm`` on each side of x and y,
+        ``support_base_mm`` under the model).
+
+    Returns
+    -------
+    ndarray (3,)
+        Usable x, y and z, mm.
+    """
     v = profile.build_volume_mm
     c = profile.clearance_mm
     return np.array([v.x - 2 * c, v.y - 2 * c, v.z - profile.support_base_mm])
@@ -129,10 +212,20 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
         the vertical axis (the footprint's minimum-area rectangle).
     down : ndarray (3,)
         Model direction that faces the plate.
+    ctx : Context
+        The printer, the model's scale and important faces, the cost weights and the
+        decimation error.
     cell_mm : float
         Spacing of the vertical rays that measure the support volume, mm.
     with_cups : bool
         Also look for cups (SLA), on a voxel grid of ``cell_mm``.
+
+    Returns
+    -------
+    PoseMetrics
+        The pose's rotation, size and measured areas (mm2), support volume (mm3), height (mm),
+        fit, slenderness (dimensionless), base area (mm2), cups (with ``with_cups``) and cost
+        terms.
     """
     profile = ctx.profile
     rotation, _ = pose_rotation(down, hull_points)
@@ -189,7 +282,23 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
 
 
 def cost_terms(m: PoseMetrics, ctx: Context) -> dict[str, float]:
-    """The dimensionless cost of a pose, term by term."""
+    """The dimensionless cost of a pose, term by term.
+
+    Parameters
+    ----------
+    m : PoseMetrics
+        The measured pose.
+    ctx : Context
+        The weights, the model's ``scale_mm`` each quantity is divided by (to the power of its
+        dimension) and the printer's technology.
+
+    Returns
+    -------
+    dict of str to float
+        One value per key of :data:`WEIGHTS`; cups only count for printers that drain cups,
+        instability and small base only for FDM, height at 0.3 of its weight outside
+        :data:`LAYER_LIMITED` technologies.
+    """
     w, s = ctx.weights, ctx.scale_mm
     technology = ctx.profile.technology
     terms = {

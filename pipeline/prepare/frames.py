@@ -15,7 +15,18 @@ _YAW_POINTS = 1500  # footprint points used to find the minimum-area rectangle
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
-    """Normalise vectors along the last axis."""
+    """Normalise vectors along the last axis.
+
+    Parameters
+    ----------
+    vectors : array_like (..., 3)
+        Vectors, any length but not zero (a zero vector gives NaN).
+
+    Returns
+    -------
+    ndarray
+        Float vectors of the same shape, each of length 1.
+    """
     vectors = np.asarray(vectors, dtype=float)
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
@@ -27,6 +38,17 @@ def rotation_to_down(direction: np.ndarray) -> np.ndarray:
     down, not the smallest one (entries differ by up to 0.43 for a random direction, measured),
     and the footprint's yaw is searched after this tilt, so the tilt must not turn the model
     about the vertical on its own.
+
+    Parameters
+    ----------
+    direction : ndarray (3,)
+        The model direction to point at the plate (normalised here; not zero).
+
+    Returns
+    -------
+    ndarray (3, 3)
+        A proper rotation matrix ``R`` with ``R @ unit(direction) == (0, 0, -1)``: the identity
+        when it already points down, a half turn about x when it points straight up.
     """
     d = unit(direction)
     axis = np.cross(d, DOWN)
@@ -40,13 +62,35 @@ def rotation_to_down(direction: np.ndarray) -> np.ndarray:
 
 
 def rotation_about_z(angle: float) -> np.ndarray:
-    """Rotation by ``angle`` radians about the vertical axis."""
+    """Rotation by ``angle`` radians about the vertical axis.
+
+    Parameters
+    ----------
+    angle : float
+        Angle, radians, counter-clockwise seen from above (+z).
+
+    Returns
+    -------
+    ndarray (3, 3)
+        The rotation matrix.
+    """
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def fibonacci_sphere(count: int) -> np.ndarray:
-    """``count`` nearly uniform unit vectors (Fibonacci lattice), shape (count, 3)."""
+    """``count`` nearly uniform unit vectors (Fibonacci lattice), shape (count, 3).
+
+    Parameters
+    ----------
+    count : int
+        Number of directions.
+
+    Returns
+    -------
+    ndarray (count, 3)
+        Unit vectors, from near +z to near -z.
+    """
     i = np.arange(count) + 0.5
     z = 1 - 2 * i / count
     phi = np.pi * (1 + 5**0.5) * i
@@ -59,6 +103,20 @@ def principal_frame(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
     Rotating the input rotates this frame with it, so directions defined in it (the Fibonacci
     candidates) do not depend on how the model happens to be rotated.
+
+    Parameters
+    ----------
+    points : ndarray (N, 3)
+        Points, mm (e.g. face centres).
+    weights : ndarray (N,)
+        Non-negative weight per point (e.g. face areas, mm2), not all zero.
+
+    Returns
+    -------
+    ndarray (3, 3)
+        Unit axes as rows, largest weighted variance first; the first two point where the
+        weighted third moment along them is positive, the third is their cross product (a
+        right-handed frame).
     """
     w = weights / weights.sum()
     centred = points - w @ points

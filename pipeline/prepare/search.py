@@ -46,7 +46,24 @@ class Hull:
 
 
 def convex_hull(mesh: MeshArrays) -> Hull:
-    """Hull vertices and facets (coplanar hull triangles merged), with the stable ones marked."""
+    """Hull vertices and facets (coplanar hull triangles merged), with the stable ones marked.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model, model coordinates in mm.
+
+    Returns
+    -------
+    Hull
+        Hull vertices (H, 3) in mm; per facet (planes equal to 1e-6): outward unit normal,
+        area (mm2) and whether the model stands on it (its centre of mass projects inside).
+
+    Raises
+    ------
+    scipy.spatial.QhullError
+        The vertices span no volume (a flat or degenerate model).
+    """
     hull = ConvexHull(mesh.vertices)
     points = mesh.vertices[hull.vertices]
     # Qhull merges coplanar triangles into one facet: equal plane equations.
@@ -78,7 +95,24 @@ def _stable_facets(point: np.ndarray, triangles: np.ndarray, normals: np.ndarray
 
 def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, np.ndarray]:
     """Candidate down directions (unit rows: hull facets, stable poses, sphere) and the hull
-    facet of each of the first rows."""
+    facet of each of the first rows.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model, model coordinates in mm.
+    hull : Hull
+        Its convex hull (:func:`convex_hull`).
+
+    Returns
+    -------
+    directions : ndarray (D, 3)
+        Unit model directions: the :data:`HULL_DIRECTIONS` largest facets' normals and every
+        stable facet's (sorted by facet index), then :data:`SPHERE_DIRECTIONS` Fibonacci
+        directions in the model's principal frame.
+    facets : ndarray (K,) of int
+        The hull facet of each of the first K rows of ``directions``.
+    """
     by_area = np.argsort(-hull.facet_areas)
     chosen = by_area[:HULL_DIRECTIONS]
     stable = np.flatnonzero(hull.stable)
@@ -91,7 +125,26 @@ def candidate_directions(mesh: MeshArrays, hull: Hull) -> tuple[np.ndarray, np.n
 def screen(mesh: MeshArrays, hull: Hull, directions: np.ndarray, ctx: Context) -> np.ndarray:
     """Cheap cost of every direction at once: overhang area, the support volume if every
     overhang were supported from the plate (an upper bound of the shadow-aware volume), height
-    and a rough fit check."""
+    and a rough fit check.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model (or a decimated copy), model coordinates in mm.
+    hull : Hull
+        Its convex hull, for the fit check.
+    directions : ndarray (D, 3)
+        Unit model directions to face the plate.
+    ctx : Context
+        The printer, the model's scale, the weights and the plate tolerance.
+
+    Returns
+    -------
+    ndarray (D,)
+        The screened cost per direction (dimensionless, the terms of
+        :func:`~pipeline.prepare.evaluate.cost_terms` for support volume, overhang area, height
+        and fit), float32 arithmetic.
+    """
     d = directions.astype(np.float32).T
     areas = mesh.areas.astype(np.float32)
     cos_down = mesh.normals.astype(np.float32) @ d                     # (F, D)
@@ -133,7 +186,27 @@ def _fits_roughly(points: np.ndarray, directions: np.ndarray, height: np.ndarray
 def refine(mesh: MeshArrays, hull: Hull, start: PoseMetrics, ctx: Context,
            cell_mm: float) -> PoseMetrics:
     """Pattern search on the sphere: tilt by shrinking steps in six directions, move to the best
-    improvement. Cups barely change over a few degrees: the start's are kept."""
+    improvement. Cups barely change over a few degrees: the start's are kept.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model (or a decimated copy), model coordinates in mm.
+    hull : Hull
+        Its convex hull (its vertices set each trial's turn about the vertical).
+    start : PoseMetrics
+        The pose to start from.
+    ctx : Context
+        What poses are measured against.
+    cell_mm : float
+        Ray spacing of the support volume, mm.
+
+    Returns
+    -------
+    PoseMetrics
+        The best pose found: ``start`` itself when no tilt of :data:`REFINE_STEPS_DEG` degrees
+        lowers the total cost.
+    """
     best = start
     for step in np.radians(REFINE_STEPS_DEG):
         for _ in range(REFINE_MOVES):
@@ -157,7 +230,29 @@ def refine(mesh: MeshArrays, hull: Hull, start: PoseMetrics, ctx: Context,
 
 def search(mesh: MeshArrays, hull: Hull, ctx: Context, cell_mm: float, keep: int,
            with_cups: bool) -> list[PoseMetrics]:
-    """The ``keep`` best distinct poses (at least 15 degrees apart), best first."""
+    """The ``keep`` best distinct poses (at least 15 degrees apart), best first.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The model (or a decimated copy), model coordinates in mm.
+    hull : Hull
+        Its convex hull (:func:`convex_hull`).
+    ctx : Context
+        What poses are measured against.
+    cell_mm : float
+        Ray spacing of the support volume (and voxel size of the cup search), mm.
+    keep : int
+        Most poses returned.
+    with_cups : bool
+        Look for cups when ranking (SLA).
+
+    Returns
+    -------
+    list of PoseMetrics
+        At most ``keep`` poses, by increasing total cost, whose down directions are at least
+        15 degrees apart.
+    """
     directions, facets = candidate_directions(mesh, hull)
     cheap = screen(mesh, hull, directions, ctx)
     order = _spread(directions, np.argsort(cheap, kind="stable"), SCREENED, SCREEN_SEPARATION_DEG)
