@@ -32,8 +32,6 @@ PENDING: list[str] = [
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
     "pipeline/check/scan.py",
-    "pipeline/document/inputs.py",
-    "pipeline/document/stage.py",
     "pipeline/exports/__init__.py",
     "pipeline/exports/csvfile.py",
     "pipeline/exports/fhir.py",
