@@ -38,8 +38,6 @@ PENDING: list[str] = [
     "pipeline/exports/hl7.py",
     "pipeline/exports/review.py",
     "pipeline/geometry.py",
-    "pipeline/holds.py",
-    "pipeline/interrupt.py",
     "pipeline/ledger/chain.py",
     "pipeline/ledger/core.py",
     "pipeline/ledger/events.py",
