@@ -71,8 +71,6 @@ PENDING: list[str] = [
     "pipeline/pacs/query.py",
     "pipeline/pacs/resolve.py",
     "pipeline/pacs/web.py",
-    "pipeline/prepare/arrays.py",
-    "pipeline/prepare/columns.py",
     "pipeline/prepare/cups.py",
     "pipeline/prepare/output.py",
     "pipeline/prepare/walls.py",
