@@ -71,8 +71,6 @@ PENDING: list[str] = [
     "pipeline/pacs/query.py",
     "pipeline/pacs/resolve.py",
     "pipeline/pacs/web.py",
-    "pipeline/presets.py",
-    "pipeline/printers.py",
     "pipeline/regress/cases.py",
     "pipeline/regress/consistency.py",
     "pipeline/regress/golden.py",
