@@ -40,11 +40,40 @@ class Hold(Report):
     model_id: str | None = None
 
     def for_model(self, model_id: str) -> "Hold":
-        """The same hold, attached to ``model_id``."""
+        """The same hold, attached to ``model_id``.
+
+        Parameters
+        ----------
+        model_id : str
+            The model the hold is for.
+
+        Returns
+        -------
+        Hold
+            A new hold with the same code, reason and source.
+        """
         return Hold(self.code, self.reason, self.source, model_id)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Hold":
+        """Inverse of ``to_dict`` (for the ledger and ``packet.json``).
+
+        Parameters
+        ----------
+        data : dict
+            ``code``, ``reason``, ``source`` (required, converted to text) and optionally
+            ``model_id``.
+
+        Returns
+        -------
+        Hold
+            The hold.
+
+        Raises
+        ------
+        KeyError
+            ``code``, ``reason`` or ``source`` is missing.
+        """
         return cls(str(data["code"]), str(data["reason"]), str(data["source"]), data.get("model_id"))
 
 

@@ -23,7 +23,13 @@ class Terminated(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        """The shell's convention for a death by signal: 128 + the signal number."""
+        """The shell's convention for a death by signal: 128 + the signal number.
+
+        Returns
+        -------
+        int
+            143 for SIGTERM, 129 for SIGHUP.
+        """
         return 128 + self.signum
 
 
@@ -38,7 +44,16 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 
 def received() -> Terminated | None:
-    """The stop signal received during the current :func:`terminate_unwinds` block, if any."""
+    """The stop signal received during the current :func:`terminate_unwinds` block, if any.
+
+    The record is cleared when the next block starts, not when one ends, so a caller outside
+    the block (the command line's error handling) still sees it.
+
+    Returns
+    -------
+    Terminated or None
+        A new :class:`Terminated` for the first signal received, or None.
+    """
     return Terminated(_received[0]) if _received else None
 
 
@@ -48,6 +63,18 @@ def terminate_unwinds(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)
 
     Outside the main thread (where handlers cannot be installed) the block runs unchanged.
     The previous handlers are restored on the way out.
+
+    Parameters
+    ----------
+    signals : tuple of int
+        The signal numbers to turn into :class:`Terminated` (default SIGTERM and SIGHUP).
+
+    Raises
+    ------
+    Terminated
+        A signal arrived during the block, also when a library swallowed the exception raised
+        in its handler (then raised from whatever came up instead), or when it did not come up
+        at all.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

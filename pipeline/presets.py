@@ -214,12 +214,49 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_preset(name_or_path: str | Path) -> Preset:
-    """Load and validate a preset by name (``aorta_cta``) or as a path to a YAML file."""
+    """Load and validate a preset by name (``aorta_cta``) or as a path to a YAML file.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A preset name under ``configs/presets/`` (or ``$ANATOMODEL_CONFIG_PATH``), or the path
+        of a ``.yaml`` file.
+
+    Returns
+    -------
+    Preset
+        The validated preset (HU thresholds, mm and ml figures as the file gives them).
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset, unreadable file, or a field that fails validation (named in the
+        message). Exit code 4.
+    """
     return load_config("presets", str(name_or_path), Preset)
 
 
 def apply_overrides(preset: Preset, overrides: dict[str, Any] | None) -> Preset:
-    """A copy of ``preset`` with ``overrides`` applied (e.g. ``{"threshold.lower_hu": 150}``), validated."""
+    """A copy of ``preset`` with ``overrides`` applied (e.g. ``{"threshold.lower_hu": 150}``), validated.
+
+    Parameters
+    ----------
+    preset : Preset
+        The preset to start from (not changed).
+    overrides : dict or None
+        Field values by name, nested dicts or dotted keys (``threshold.lower_hu``), in the
+        preset's units; None or empty returns ``preset`` itself.
+
+    Returns
+    -------
+    Preset
+        The merged preset, validated again.
+
+    Raises
+    ------
+    ConfigError
+        An override names an unknown field or gives a value the preset refuses. Exit code 4.
+    """
     if not overrides:
         return preset
     data = _merge(preset.model_dump(mode="python"), overrides)
@@ -254,5 +291,17 @@ def check_coverage(preset: Preset, coverage_mm: float, slices: int, source: str 
 
 
 def series_extent_mm(geometry: Any) -> float:
-    """A grid's extent along the slice axis, mm: slices x slice step (each slice images one step)."""
+    """A grid's extent along the slice axis, mm: slices x slice step (each slice images one step).
+
+    Parameters
+    ----------
+    geometry : Geometry
+        The grid: ``shape`` and ``spacing`` in ``(k, j, i)`` order, spacing in mm (k the slice
+        axis).
+
+    Returns
+    -------
+    float
+        ``shape[0] * spacing[0]``, mm.
+    """
     return float(geometry.shape[0]) * float(geometry.spacing[0])

@@ -117,9 +117,21 @@ class PrinterProfile(_Strict):
 def load_printer(name_or_path: str | Path) -> PrinterProfile:
     """Load and validate a printer profile by name (``formlabs_form3b``) or YAML path.
 
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A profile name under ``configs/printers/`` (or ``$ANATOMODEL_CONFIG_PATH``), or the path
+        of a ``.yaml`` file.
+
+    Returns
+    -------
+    PrinterProfile
+        The validated profile (build volume, clearances and walls in mm, angles in degrees).
+
     Raises
     ------
     pipeline.errors.ConfigError
         Unknown printer, unreadable file, or a field that fails validation (named in the message).
+        Exit code 4.
     """
     return load_config("printers", str(name_or_path), PrinterProfile)

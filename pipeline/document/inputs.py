@@ -17,7 +17,13 @@ from pipeline.report import Report
 
 
 def software_version() -> str:
-    """The installed anatomodel version."""
+    """The installed anatomodel version.
+
+    Returns
+    -------
+    str
+        The ``anatomodel`` distribution's version, or ``0+unknown`` when it is not installed.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -118,6 +124,36 @@ class PacketInputs:
 
         Manual steps are expected in ``workflow`` already (``run_case`` records them there), so they
         are not taken twice from the spec.
+
+        Parameters
+        ----------
+        case : pipeline.case.CaseFile
+            The validated case file (case id, patient, encounter, indication).
+        spec : pipeline.case model entry
+            The model's entry of the case file (its ``manual_steps`` are left out).
+        charge : ChargeLine
+            The model's charge line.
+        volume, mask, model : optional
+            The source CT, the segmentation and the mesh (any may be None).
+        plan : object, optional
+            The prepare stage's print plan.
+        reports : dict of str to dict, optional
+            Stage reports as dicts, keyed ``load``, ``segment``, ``mesh``, ``plan``.
+        workflow : list of dict, optional
+            The run's steps, manual steps included.
+        deidentify : bool
+            Write the vendor copy.
+        files : dict of str to Path, optional
+            Files already in the model folder.
+        lifecycle : dict, optional
+            Where the model stands in the ledger.
+        removed : ndarray of uint8, optional
+            Leak-control cuts on the volume's grid.
+
+        Returns
+        -------
+        PacketInputs
+            The inputs, with the installed software version and ``created`` now (UTC).
         """
         spec_facts = spec.model_dump(mode="json", exclude={"manual_steps"})
         spec_facts["kind"] = "guide" if spec_facts.get("kind") == "guide" else "model"

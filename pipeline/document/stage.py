@@ -109,6 +109,18 @@ def document_model_folder(
     ledger : path, optional
         The case ledger holding the model's charge line (default: ``$ANATOMODEL_LEDGER`` or the
         per-user ledger). Without a record the line is numbered in case-file order.
+
+    Returns
+    -------
+    PacketReport
+        What was written; its ``model_dir`` is the folder that holds the packet (``model_dir``
+        itself, or ``out_dir/<case_id>/<model_id>``).
+
+    Raises
+    ------
+    DocumentError
+        The model is not in the case, ``model.stl`` is missing, ``deidentify`` without
+        ``out_dir``, or no ``out_dir`` while the ledger records the model's packet. Exit code 12.
     """
     from pipeline.ledger.folders import publish_folder, remove_folder
     from pipeline.geometry import read_mask

@@ -49,7 +49,15 @@ class Columns:
 
     def below(self) -> tuple[np.ndarray, np.ndarray]:
         """For each crossing: index of the crossing just below it on the same ray (or -1), and
-        the height of what is below (that crossing, or the plate at z = 0)."""
+        the height of what is below (that crossing, or the plate at z = 0).
+
+        Returns
+        -------
+        below_index : ndarray of int64
+            Per crossing, the index of the next lower crossing on its ray, or -1 for the lowest.
+        below_z : ndarray of float
+            Per crossing, the height of that crossing, or 0 (the plate), mm.
+        """
         same = np.zeros(len(self.cell), dtype=bool)
         same[1:] = self.cell[1:] == self.cell[:-1]
         below_index = np.where(same, np.arange(len(self.cell)) - 1, -1)
@@ -71,6 +79,12 @@ def cast_columns(triangles: np.ndarray, cell_mm: float) -> Columns:
     -------
     Columns
         Crossings sorted by cell, then height. Triangles seen edge-on give no crossing.
+
+    Raises
+    ------
+    ValueError
+        ``cell_mm`` is not positive, or the grid would make more than 40 million ray-triangle
+        pairs (too fine for the mesh).
     """
     if cell_mm <= 0:
         raise ValueError("cell_mm must be positive")

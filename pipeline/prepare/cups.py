@@ -42,6 +42,20 @@ def solid_voxels(columns: Columns, entering: np.ndarray, height: float) -> np.nd
     """Occupancy grid (nx, ny, nz) of cubes of side ``columns.cell_mm`` from the ray crossings.
 
     ``entering`` marks crossings into the solid (downward-facing triangles).
+
+    Parameters
+    ----------
+    columns : Columns
+        The ray crossings of the oriented model (:func:`~pipeline.prepare.columns.cast_columns`).
+    entering : ndarray of bool
+        Per crossing: True where the ray enters the solid.
+    height : float
+        The model's height above the plate, mm (sets nz).
+
+    Returns
+    -------
+    ndarray of bool (nx, ny, nz)
+        True for cubes inside the solid; cube ``k`` spans heights around ``k * cell_mm``.
     """
     cell = columns.cell_mm
     nx, ny = columns.shape
@@ -63,6 +77,13 @@ def find_cups(solid: np.ndarray, cell_mm: float, origin: np.ndarray) -> Cups:
         Voxel side, mm.
     origin : ndarray (2,)
         XY of the grid corner, mm.
+
+    Returns
+    -------
+    Cups
+        The pockets of empty voxels enclosed within their layer that do not vent towards the
+        plate: total volume (mm3), count and centres (print frame, mm). Zero cups when there
+        are none.
     """
     padded = np.pad(solid, ((1, 1), (1, 1), (0, 0)))
     empty = ~padded

@@ -16,14 +16,42 @@ from pipeline.prepare.plan import PrintPlan
 
 
 def oriented_mesh(plan: PrintPlan, model: Model) -> trimesh.Trimesh:
-    """The model moved onto the build plate as the plan says (printer coordinates, mm)."""
+    """The model moved onto the build plate as the plan says (printer coordinates, mm).
+
+    Parameters
+    ----------
+    plan : PrintPlan
+        The plan; its ``transform`` (4 x 4, rigid) takes patient LPS mm to the print frame.
+    model : Model
+        The model in patient space (LPS mm); left unchanged.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        A moved copy of ``model.mesh``.
+    """
     mesh = model.mesh.copy()
     mesh.apply_transform(np.asarray(plan.transform))
     return mesh
 
 
 def plan_support_faces(plan: PrintPlan, model: Model) -> np.ndarray:
-    """Per face of ``model.mesh``: True where the plan puts supports (overhangs off the plate)."""
+    """Per face of ``model.mesh``: True where the plan puts supports (overhangs off the plate).
+
+    Parameters
+    ----------
+    plan : PrintPlan
+        The plan: its transform, whether the printer needs supports, its critical overhang
+        angle (degrees) and plate tolerance (mm).
+    model : Model
+        The model in patient space (LPS mm).
+
+    Returns
+    -------
+    ndarray (F,) of bool
+        True for faces that, once placed, face down more steeply than the critical angle and
+        lie wholly above the plate tolerance; all False when the printer needs no supports.
+    """
     arrays = MeshArrays.from_arrays(model.mesh.vertices, model.mesh.faces)
     transform = np.asarray(plan.transform)
     if not plan.needs_supports:

@@ -54,6 +54,14 @@ def sample_wall_thickness(mesh: MeshArrays, max_mm: float, samples: int = 3000,
         Longest thickness looked for, mm; thicker walls are reported as ``inf``.
     samples : int
         Number of faces sampled (area-weighted, deterministic with ``seed``).
+    seed : int
+        Seed of the random sampling (numpy ``default_rng``).
+
+    Returns
+    -------
+    WallSample
+        Thickness (mm, ``inf`` beyond ``max_mm``) at each distinct sampled face, in face-index
+        order; faces drawn twice count once, so there may be fewer than ``samples``.
     """
     areas = mesh.areas
     rng = np.random.default_rng(seed)
