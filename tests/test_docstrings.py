@@ -51,7 +51,6 @@ PENDING: list[str] = [
     "pipeline/document/pictures.py",
     "pipeline/document/review.py",
     "pipeline/document/stage.py",
-    "pipeline/exports/__init__.py",
     "pipeline/exports/csvfile.py",
     "pipeline/exports/fhir.py",
     "pipeline/exports/hl7.py",
