@@ -100,7 +100,6 @@ PENDING: list[str] = [
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
     "pipeline/segment/labelmap.py",
-    "pipeline/segment/leak.py",
     "pipeline/segment/measure.py",
     "pipeline/segment/plausibility.py",
     "pipeline/segment/threshold.py",
