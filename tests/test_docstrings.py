@@ -93,7 +93,6 @@ PENDING: list[str] = [
     "pipeline/prepare/walls.py",
     "pipeline/presets.py",
     "pipeline/printers.py",
-    "pipeline/regress/cases.py",
     "pipeline/regress/consistency.py",
     "pipeline/regress/report.py",
     "pipeline/regress/run.py",
