@@ -28,7 +28,6 @@ PENDING: list[str] = [
     "pipeline/check/deviation.py",
     "pipeline/check/pictures.py",
     "pipeline/check/policy.py",
-    "pipeline/check/record.py",
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
     "pipeline/check/scan.py",
