@@ -97,7 +97,6 @@ PENDING: list[str] = [
     "pipeline/regress/run.py",
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
-    "pipeline/segment/labelmap.py",
     "pipeline/segment/measure.py",
     "pipeline/segment/plausibility.py",
     "pipeline/segment/threshold.py",
