@@ -94,7 +94,6 @@ PENDING: list[str] = [
     "pipeline/printers.py",
     "pipeline/regress/consistency.py",
     "pipeline/regress/report.py",
-    "pipeline/regress/run.py",
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
     "pipeline/segment/measure.py",
