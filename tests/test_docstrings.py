@@ -96,9 +96,7 @@ PENDING: list[str] = [
     "pipeline/regress/report.py",
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
-    "pipeline/segment/measure.py",
     "pipeline/segment/plausibility.py",
-    "pipeline/segment/threshold.py",
     "pipeline/segment/wall.py",
 ]
 
