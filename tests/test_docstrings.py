@@ -27,7 +27,6 @@ PENDING: list[str] = [
     "pipeline/case.py",
     "pipeline/check/deviation.py",
     "pipeline/check/pictures.py",
-    "pipeline/check/policy.py",
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
     "pipeline/check/scan.py",
