@@ -91,8 +91,6 @@ PENDING: list[str] = [
     "pipeline/regress/report.py",
     "pipeline/regress/surface.py",
     "pipeline/segment/core.py",
-    "pipeline/segment/plausibility.py",
-    "pipeline/segment/wall.py",
 ]
 
 
