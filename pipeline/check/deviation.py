@@ -65,7 +65,26 @@ class DeviationStats(Report):
 
     @classmethod
     def of(cls, direction: str, signed: np.ndarray, area_mm2: float, tolerance_mm: float) -> "DeviationStats":
-        """Figures of signed deviations sampled uniformly over a surface of ``area_mm2``."""
+        """Figures of signed deviations sampled uniformly over a surface of ``area_mm2``.
+
+        Parameters
+        ----------
+        direction : str
+            Which way the deviations were measured (e.g. model to scan), stored as given.
+        signed : numpy.ndarray of float
+            ``(n,)`` signed deviations in mm (positive: the other surface lies outside).
+        area_mm2 : float
+            Area the samples cover, mm².
+        tolerance_mm : float
+            The allowed absolute deviation, mm.
+
+        Returns
+        -------
+        DeviationStats
+            Mean, mean absolute, SD, 95th percentile and maximum absolute, largest outward and inward
+            deviations (mm), the share of samples beyond the tolerance and the area it stands for (mm²);
+            every figure NaN (0 points) when ``signed`` is empty.
+        """
         if signed.size == 0:
             nan = float("nan")
             return cls(direction, 0, nan, nan, nan, nan, nan, nan, nan, nan, nan, tolerance_mm)
@@ -110,12 +129,39 @@ class ModelSamples:
 
     @property
     def measured(self) -> np.ndarray:
+        """The samples that count in the figures.
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            ``(n,)``: samples seen by the scan and not in a support contact area.
+        """
         return self.covered & ~self.excluded
 
 
 def model_to_scan(model: trimesh.Trimesh, scan: trimesh.Trimesh, *, excluded_faces: np.ndarray | None = None,
                   count: int = 20_000, seed: int = 0) -> ModelSamples:
-    """Deviation from area-uniform samples of the model to the (registered) scan."""
+    """Deviation from area-uniform samples of the model to the (registered) scan.
+
+    Parameters
+    ----------
+    model : trimesh.Trimesh
+        The model mesh, mm.
+    scan : trimesh.Trimesh
+        The scan of the print, registered into the model's frame, mm.
+    excluded_faces : numpy.ndarray of bool, optional
+        Per model face, True in a support contact area.
+    count : int
+        Number of surface samples.
+    seed : int
+        Seed of the sampling's random generator (same seed, same samples).
+
+    Returns
+    -------
+    ModelSamples
+        The samples, their signed deviation in mm (positive where the scan lies outside the model),
+        and which were seen and which excluded.
+    """
     points, faces = trimesh.sample.sample_surface(model, count, seed=np.random.default_rng(seed))
     normals = np.asarray(model.face_normals)[faces]
     closest, distance, triangle = trimesh.proximity.closest_point(scan, points)
@@ -140,6 +186,19 @@ def model_to_scan(model: trimesh.Trimesh, scan: trimesh.Trimesh, *, excluded_fac
 def scan_to_model(scan: trimesh.Trimesh, model: trimesh.Trimesh, *, excluded_faces: np.ndarray | None = None,
                   count: int = 20_000, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deviation from area-uniform samples of the (registered) scan to the model.
+
+    Parameters
+    ----------
+    scan : trimesh.Trimesh
+        The scan of the print, registered into the model's frame, mm.
+    model : trimesh.Trimesh
+        The model mesh, mm.
+    excluded_faces : numpy.ndarray of bool, optional
+        Per model face, True in a support contact area.
+    count : int
+        Number of surface samples.
+    seed : int
+        Seed of the sampling's random generator.
 
     Returns
     -------

@@ -42,6 +42,11 @@ def deviation_views_png(model: trimesh.Trimesh, points: np.ndarray, signed_mm: n
         The colour scale spans -2 to +2 tolerances (red: print outside the model, blue: inside).
     frame : {"lps", "print"}
     caption : str
+
+    Returns
+    -------
+    bytes
+        The PNG image (three views side by side, with a colour bar in mm).
     """
     shown = display_mesh(model)
     _, nearest = cKDTree(points).query(shown.triangles_center)

@@ -109,7 +109,21 @@ class QAPolicy(_Strict):
         return self
 
     def limits_for(self, printer: str | None = None, material: str | None = None) -> Limits:
-        """The limits for a print on ``printer`` in ``material`` (defaults where no override)."""
+        """The limits for a print on ``printer`` in ``material`` (defaults where no override).
+
+        Parameters
+        ----------
+        printer : str, optional
+            The printer's name, a key of ``by_printer``; None or unknown: no printer override.
+        material : str, optional
+            The material's name, a key of ``by_material``; None or unknown: no material override. Where
+            both override a limit, the material's wins.
+
+        Returns
+        -------
+        Limits
+            The merged limits (their own units: mm, %, degrees as the fields name them).
+        """
         values = self.limits.model_dump()
         for override in (self.by_printer.get(printer or ""), self.by_material.get(material or "")):
             if override is not None:
@@ -120,6 +134,16 @@ class QAPolicy(_Strict):
 def load_policy(name: str = "default") -> QAPolicy:
     """Load and validate ``configs/qa/<name>.yaml`` (or a YAML path).
 
+    Parameters
+    ----------
+    name : str
+        A policy name under ``configs/qa/`` (without ``.yaml``) or a path to a YAML file.
+
+    Returns
+    -------
+    QAPolicy
+        The validated policy.
+
     Raises
     ------
     pipeline.errors.ConfigError
@@ -129,7 +153,23 @@ def load_policy(name: str = "default") -> QAPolicy:
 
 
 def policy_sha256(name: str = "default") -> str:
-    """SHA-256 of the policy's YAML file (``configs/qa/<name>.yaml`` or a YAML path)."""
+    """SHA-256 of the policy's YAML file (``configs/qa/<name>.yaml`` or a YAML path).
+
+    Parameters
+    ----------
+    name : str
+        A policy name under ``configs/qa/`` or a path to a YAML file, as :func:`load_policy` takes.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits of the file's bytes.
+
+    Raises
+    ------
+    ConfigError
+        If no such policy file is found (exit code 4).
+    """
     import hashlib
 
     from pipeline.config import find_config

@@ -53,12 +53,32 @@ class EncounterFacts:
 
     @classmethod
     def from_case(cls, case: Any, encounter_id: str) -> EncounterFacts:
-        """The facts of a case file (``pipeline.case.CaseFile``) and its encounter id."""
+        """The facts of a case file (``pipeline.case.CaseFile``) and its encounter id.
+
+        Parameters
+        ----------
+        case : pipeline.case.CaseFile
+            The case file; its ``patient`` (id, name, birth date, sex) and ``encounter.facility`` are read.
+        encounter_id : str
+            The visit (account) number or ledger encounter id; converted to str.
+
+        Returns
+        -------
+        EncounterFacts
+            The encounter's facts (PHI: keep out of logs and file names).
+        """
         return cls(encounter_id=str(encounter_id), patient_id=case.patient.id, patient_name=case.patient.name,
                    birth_date=case.patient.birth_date, sex=case.patient.sex, facility=case.encounter.facility)
 
     @property
     def family_given(self) -> tuple[str, list[str]]:
+        """The patient's name split at ``^``.
+
+        Returns
+        -------
+        tuple of (str, list of str)
+            The family name, and the other non-empty components (given, middle, ...) in order.
+        """
         family, _, given = self.patient_name.partition("^")
         return family, [part for part in given.split("^") if part]
 
@@ -69,6 +89,18 @@ def billable_lines(lines: Iterable[ClaimLine], holds: Iterable[Hold] = ()) -> li
     A line is dropped when any of its models has a hold, or the line lists one of its own
     models as held (a units split's excess line). Models a line holds *apart* from its units
     (reprints, listed in ``held`` but not in ``model_ids``) do not drop it.
+
+    Parameters
+    ----------
+    lines : iterable of pipeline.coding.ClaimLine
+        The encounter's claim lines.
+    holds : iterable of pipeline.holds.Hold
+        The unreleased holds; only their ``model_id`` is used.
+
+    Returns
+    -------
+    list of pipeline.coding.ClaimLine
+        The lines kept, in the order given.
     """
     held = {hold.model_id for hold in holds}
     result = []
@@ -82,10 +114,20 @@ def billable_lines(lines: Iterable[ClaimLine], holds: Iterable[Hold] = ()) -> li
 def pointed_diagnoses(line: ClaimLine) -> list[str]:
     """The diagnosis codes a line's pointers name, in pointer order.
 
+    Parameters
+    ----------
+    line : pipeline.coding.ClaimLine
+        A claim line with ``icd10_pointers`` (letters ``A``, ``B``, ...) into its ``diagnoses``.
+
+    Returns
+    -------
+    list of str
+        The ICD-10-CM codes the pointers name.
+
     Raises
     ------
     CodingError
-        A pointer that names no diagnosis of the encounter.
+        A pointer that names no diagnosis of the encounter (exit code 11).
     """
     codes = []
     for letter in line.icd10_pointers:
@@ -97,7 +139,23 @@ def pointed_diagnoses(line: ClaimLine) -> list[str]:
 
 
 def one_encounter(lines: list[ClaimLine]) -> ClaimLine:
-    """The first line, after checking every line is of the same encounter and there is one."""
+    """The first line, after checking every line is of the same encounter and there is one.
+
+    Parameters
+    ----------
+    lines : list of pipeline.coding.ClaimLine
+        The claim lines to export.
+
+    Returns
+    -------
+    pipeline.coding.ClaimLine
+        ``lines[0]`` (its encounter fields stand for all the lines).
+
+    Raises
+    ------
+    CodingError
+        If there is no line or the lines belong to more than one encounter (exit code 11).
+    """
     if not lines:
         raise CodingError("no billable charge lines to export for this encounter")
     keys = sorted({line.encounter_key for line in lines})

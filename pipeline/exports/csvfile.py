@@ -20,7 +20,24 @@ COLUMNS = ("encounter_id", "date_of_service", "patient_id", "cpt", "units", "mod
 
 
 def charges_csv(encounters: list[tuple[EncounterFacts, list[ClaimLine]]]) -> str:
-    """The CSV text of the billable claim lines of one or more encounters."""
+    """The CSV text of the billable claim lines of one or more encounters.
+
+    Parameters
+    ----------
+    encounters : list of tuple of (EncounterFacts, list of pipeline.coding.ClaimLine)
+        Per encounter its facts and its billable claim lines (:func:`pipeline.exports.billable_lines`).
+
+    Returns
+    -------
+    str
+        CSV text with a header row of :data:`COLUMNS` and one row per line, CRLF line ends. Holds
+        PHI (patient id): never in a file name or a log.
+
+    Raises
+    ------
+    CodingError
+        If a line's diagnosis pointer names no diagnosis (exit code 11).
+    """
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()

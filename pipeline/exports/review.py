@@ -48,7 +48,13 @@ class EncounterReview:
 
     @property
     def billable(self) -> list[ClaimLine]:
-        """The claim lines no hold keeps from the claim (empty while the claim cannot be formed)."""
+        """The claim lines no hold keeps from the claim (empty while the claim cannot be formed).
+
+        Returns
+        -------
+        list of pipeline.coding.ClaimLine
+            The kept lines, in claim order (:func:`pipeline.exports.billable_lines`).
+        """
         return billable_lines(self.claims, self.holds)
 
 

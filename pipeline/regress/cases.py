@@ -73,6 +73,19 @@ def thicken_slices(volume: Volume, thickness_mm: float) -> Volume:
     Each slice becomes the mean of the slab ``thickness_mm`` thick around it (a box along the
     slice axis, partial end voxels weighted by their overlap), as a thick reconstruction
     averages the thin ones. Slab by slab in float32; the result is int16 HU.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT volume (int16 HU, indexed ``(k, j, i)``; ``k`` the slice axis).
+    thickness_mm : float
+        The wanted slice thickness in mm.
+
+    Returns
+    -------
+    Volume
+        A new int16 HU volume on the same geometry, its provenance noting the averaging; the input
+        itself when ``thickness_mm`` is at most one slice step.
     """
     width = thickness_mm / volume.geometry.spacing[0]
     if width <= 1.0:
@@ -93,11 +106,34 @@ def thicken_slices(volume: Volume, thickness_mm: float) -> Volume:
 
 
 def case_names() -> list[str]:
+    """The regression cases' names.
+
+    Returns
+    -------
+    list of str
+        The names of :data:`CASES`, in their order.
+    """
     return [case.name for case in CASES]
 
 
 def select_cases(only: str | list[str] | None) -> list[RegressCase]:
-    """The cases named in ``only`` (comma-separated or a list), all of them when empty."""
+    """The cases named in ``only`` (comma-separated or a list), all of them when empty.
+
+    Parameters
+    ----------
+    only : str or list of str or None
+        Case names, comma-separated or a list (blank names ignored); None or empty for every case.
+
+    Returns
+    -------
+    list of RegressCase
+        The selected cases in the order of :data:`CASES`.
+
+    Raises
+    ------
+    ConfigError
+        If a name is not a case (exit code 4).
+    """
     if not only:
         return list(CASES)
     names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
@@ -124,7 +160,32 @@ class CaseRun:
 
 def run_case(case: RegressCase, phantoms: Path, *, workdir: Path | None = None,
              progress: Callable[[str], None] | None = None) -> CaseRun:
-    """Run one case through load -> segment -> mesh (the library functions the CLI wraps)."""
+    """Run one case through load -> segment -> mesh (the library functions the CLI wraps).
+
+    Parameters
+    ----------
+    case : RegressCase
+        The case to run.
+    phantoms : Path
+        The phantom folder (``$ANATOMODEL_PHANTOMS``) holding ``case.series``.
+    workdir : Path, optional
+        Where the scratch folder (the synthetic phantom's DICOM) is made; default the system's temp.
+    progress : callable, optional
+        ``progress(message)`` gets a line per stage.
+
+    Returns
+    -------
+    CaseRun
+        The volume, mask, model and seed, each stage's report, stage times in s, and (synthetic case)
+        its Dice against the analytic aorta and the truth volume in mL.
+
+    Raises
+    ------
+    ConfigError
+        If the case's series is not in the phantom folder (exit code 4).
+    ValueError
+        If the case's seed rule is unknown.
+    """
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask
     from pipeline.presets import load_preset

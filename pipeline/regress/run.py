@@ -40,7 +40,14 @@ class RegressResult(Report):
 
     @property
     def failures(self) -> list[str]:
-        """One line per failed check: case, quantity, golden, measured, tolerance."""
+        """One line per failed check: case, quantity, golden, measured, tolerance.
+
+        Returns
+        -------
+        list of str
+            The failed golden checks (case order), then the failed consistency comparisons; empty when
+            everything holds.
+        """
         lines = []
         for case in self.cases:
             for check in case["checks"]:
@@ -54,15 +61,35 @@ class RegressResult(Report):
 
     @property
     def ok(self) -> bool:
+        """Whether every check held.
+
+        Returns
+        -------
+        bool
+            True when :attr:`failures` is empty.
+        """
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report.
+
+        Returns
+        -------
+        dict
+            The fields as :meth:`pipeline.report.Report.to_dict` gives them, plus ``ok`` and ``failures``.
+        """
         data = super().to_dict()
         data["ok"], data["failures"] = self.ok, self.failures
         return data
 
     def raise_for_drift(self) -> None:
-        """Raise :class:`RegressionDrift` listing every failed check, if any."""
+        """Raise :class:`RegressionDrift` listing every failed check, if any.
+
+        Raises
+        ------
+        RegressionDrift
+            If any check failed (exit code 14).
+        """
         if self.failures:
             raise RegressionDrift(f"{len(self.failures)} check(s) out of tolerance: " + "; ".join(self.failures),
                                   hint="see the report; if the change is intended, rerun with --update-golden")
@@ -82,6 +109,21 @@ def cases_with_references(only: str | list[str] | None) -> list[RegressCase]:
     A tilted skull is compared with the 1 mm skull and with the 1 mm series at the tilted
     series' slice thickness; asking for the tilted case alone must run those too, or the
     comparison would silently fall back to a mismatched reference.
+
+    Parameters
+    ----------
+    only : str or list of str or None
+        Case names, comma-separated or a list; None or empty for every case.
+
+    Returns
+    -------
+    list of RegressCase
+        The cases to run, in the order of :data:`pipeline.regress.cases.CASES`.
+
+    Raises
+    ------
+    ConfigError
+        If a name is not a case (exit code 4).
     """
     asked = select_cases(only)
     names = {case.name for case in asked}
@@ -93,7 +135,13 @@ def cases_with_references(only: str | list[str] | None) -> list[RegressCase]:
 
 
 def default_phantoms_dir() -> Path:
-    """``$ANATOMODEL_PHANTOMS``, else ``../shared/phantoms`` (from here, then from the source tree)."""
+    """``$ANATOMODEL_PHANTOMS``, else ``../shared/phantoms`` (from here, then from the source tree).
+
+    Returns
+    -------
+    Path
+        The phantom folder (not checked to exist when it comes from the variable or the source tree).
+    """
     if os.environ.get("ANATOMODEL_PHANTOMS"):
         return Path(os.environ["ANATOMODEL_PHANTOMS"])
     here = Path("..") / "shared" / "phantoms"
@@ -130,6 +178,13 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
         Checks per case and the cross-acquisition consistency; ``result.ok`` says whether all hold.
     pictures : dict of str to bytes
         PNG images by case name (and ``"consistency"``), empty unless ``pictures``.
+
+    Raises
+    ------
+    ConfigError
+        If a case needs the phantom scans and ``phantoms`` has no ``dcm_qa_ct/``, if a given
+        ``golden`` folder does not exist (unless ``update_golden``), or no default golden folder is
+        found (exit code 4).
     """
     started, clock = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
     tell = progress or (lambda message: None)

@@ -15,6 +15,24 @@ def combine_masks(masks: list[Mask]) -> Mask:
 
     Each mask keeps its label values and names; two masks may not use the same value for
     different names. The overlap (voxels claimed twice) is recorded in the provenance.
+
+    Parameters
+    ----------
+    masks : list of Mask
+        Label maps on one grid (uint8 values, indexed ``(k, j, i)``), in order of priority (last wins).
+
+    Returns
+    -------
+    Mask
+        A uint8 label map on the first mask's grid with every label, its provenance listing the
+        masks' labels and ``overlap_voxels``.
+
+    Raises
+    ------
+    SegmentationError
+        If ``masks`` is empty or one label value has two names (exit code 8).
+    GeometryError
+        If the masks are not on the same grid (exit code 7).
     """
     if not masks:
         raise SegmentationError("no masks to combine")
@@ -37,7 +55,21 @@ def combine_masks(masks: list[Mask]) -> Mask:
 
 
 def resample_nearest(mask: Mask, reference: Geometry) -> Mask:
-    """Mask resampled onto ``reference`` by nearest neighbour (label values are never blended)."""
+    """Mask resampled onto ``reference`` by nearest neighbour (label values are never blended).
+
+    Parameters
+    ----------
+    mask : Mask
+        The label map, on its own grid (LPS, mm).
+    reference : Geometry
+        The grid to resample onto (the volume's).
+
+    Returns
+    -------
+    Mask
+        A uint8 label map on ``reference`` (0 outside the source grid), the same labels, and the
+        source geometry in its provenance as ``resampled_from``.
+    """
     import SimpleITK as sitk
 
     moving = mask.geometry.to_sitk(sitk.GetImageFromArray(mask.array))
@@ -83,6 +115,28 @@ def import_label_map(path: str | Path, reference: Geometry | None = None) -> Mas
 
     A map on another grid than ``reference`` is resampled by nearest neighbour (and says so in
     its provenance), so a segmentation made in another tool can be meshed with this volume.
+
+    Parameters
+    ----------
+    path : str or Path
+        A NIfTI (``.nii``, ``.nii.gz``), NRRD or MHA image, or a DICOM Segmentation file.
+    reference : Geometry, optional
+        The volume's grid to put the map on; None keeps the map's own grid.
+
+    Returns
+    -------
+    Mask
+        The label map (uint8), labelled with the values present (DICOM SEG: the segment labels).
+
+    Raises
+    ------
+    DicomError
+        If the file does not exist, is not readable DICOM, or is DICOM but not a Segmentation (exit code 5).
+    SegmentationError
+        If the map holds no labelled voxel or a segment number is above 255 (exit code 8).
+    GeometryError
+        If the SEG frames do not form a regular 3-D grid, or the map does not overlap ``reference``
+        (exit code 7).
     """
     path = Path(path)
     if not path.exists():

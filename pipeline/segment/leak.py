@@ -94,7 +94,30 @@ def continues_tube(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spac
                radius_mm: float, min_cos: float) -> tuple[bool, float]:
     """Whether ``piece`` lies along the axis of ``kept`` near ``centre`` (index): the cosine between
     the kept voxels' principal axis and the line from their centroid to the piece's, within
-    ``radius_mm`` of the centre."""
+    ``radius_mm`` of the centre.
+
+    Parameters
+    ----------
+    kept : numpy.ndarray of bool
+        The kept part, indexed ``(k, j, i)``.
+    piece : numpy.ndarray of bool
+        The cut piece, on the same grid.
+    centre : numpy.ndarray of int
+        The neck's voxel index ``(k, j, i)``.
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``.
+    radius_mm : float
+        Radius of the ball around ``centre`` the voxels are taken from, mm.
+    min_cos : float
+        Least cosine between the axis and the line (cos of the continuation angle).
+
+    Returns
+    -------
+    tuple of (bool, float)
+        Whether the cosine reaches ``min_cos``, and the cosine; ``(False, 0.0)`` when the ball holds
+        fewer than 8 kept or 2 piece voxels, or the kept voxels have no clear axis (largest
+        eigenvalue under 1.5 times the next).
+    """
     half = [int(np.ceil(radius_mm / s)) for s in spacing]
     box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, kept.shape))
     offsets = np.ogrid[tuple(slice(b.start - c, b.stop - c) for b, c in zip(box, centre))]
@@ -114,7 +137,29 @@ def continues_tube(kept: np.ndarray, piece: np.ndarray, centre: np.ndarray, spac
 
 def is_blob(piece: np.ndarray, widest_mm: float, spacing: tuple[float, ...], full_box: tuple[slice, ...],
              full_shape: tuple[int, ...], elongation: float) -> bool:
-    """A piece that stays inside the scan and is shorter than ``elongation`` x its widest radius."""
+    """A piece that stays inside the scan and is shorter than ``elongation`` x its widest radius.
+
+    Parameters
+    ----------
+    piece : numpy.ndarray of bool
+        The piece, on a grid that is a crop of the scan.
+    widest_mm : float
+        The piece's widest radius (largest distance-map value), mm.
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``.
+    full_box : tuple of slice
+        Where the crop lies in the scan (its ``start`` offsets are used).
+    full_shape : tuple of int
+        The scan's shape in voxels.
+    elongation : float
+        Length over widest radius below which a piece is a blob.
+
+    Returns
+    -------
+    bool
+        False when the piece's bounding box touches a face of the scan; otherwise whether its
+        longest bounding-box side (mm) is under ``elongation * widest_mm``.
+    """
     where = bounding_box(piece)
     for axis, (w, b, n) in enumerate(zip(where, full_box, full_shape)):
         if w.start + b.start == 0 or w.stop + b.start == n:
@@ -222,21 +267,73 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
         (has_include if kind == "include" else has_exclude)[labels[seed]] = True
 
     def find(a: int) -> int:
+        """The group of a basin.
+
+        Parameters
+        ----------
+        a : int
+            A basin label.
+
+        Returns
+        -------
+        int
+            The root of its group (union-find, with path halving).
+        """
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
         return a
 
     def conflict(a: int, b: int) -> bool:
+        """Whether joining two groups would put an include and an exclude seed together.
+
+        Parameters
+        ----------
+        a : int
+            A group root.
+        b : int
+            Another group root.
+
+        Returns
+        -------
+        bool
+            True when one holds an include seed and the other an exclude seed.
+        """
         return bool((has_include[a] and has_exclude[b]) or (has_exclude[a] and has_include[b]))
 
     def join(a: int, b: int) -> None:
+        """Merge group ``b`` into group ``a``.
+
+        Parameters
+        ----------
+        a : int
+            The group root that stays the root.
+        b : int
+            The group root merged into it (its widest radius and seed flags carry over).
+        """
         parent[b] = a
         group_peak[a] = max(group_peak[a], group_peak[b])
         has_include[a] |= has_include[b]
         has_exclude[a] |= has_exclude[b]
 
     def narrow(saddle: float, wide_a: float, wide_b: float) -> bool:
+        """Whether a saddle is a constriction between sides of the given widths.
+
+        Parameters
+        ----------
+        saddle : float
+            The saddle radius between the two sides, mm.
+        wide_a : float
+            The widest radius of one side, mm.
+        wide_b : float
+            The widest radius of the other side, mm.
+
+        Returns
+        -------
+        bool
+            True when ``saddle < neck_ratio * min(wide_a, wide_b) - tolerance_mm`` (a neck to cut);
+            always False when ``neck_ratio`` is None.
+        """
         return neck_ratio is not None and saddle < neck_ratio * min(wide_a, wide_b) - tolerance_mm
 
     for index in np.argsort(-saddles, kind="stable"):

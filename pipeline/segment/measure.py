@@ -12,6 +12,19 @@ def hu_statistics(hu: np.ndarray, mask: np.ndarray) -> dict:
 
     From the histogram of the integer HU values (nearest-rank percentiles), much cheaper than
     sorting millions of voxels.
+
+    Parameters
+    ----------
+    hu : numpy.ndarray of int
+        The CT array in HU (integer values), indexed ``(k, j, i)``.
+    mask : numpy.ndarray of bool
+        The structure, on the same grid.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``sd`` (HU, to 0.1), ``min``, ``p1``, ``p5``, ``median``, ``p95``, ``p99`` and
+        ``max`` (HU); empty when the mask is empty.
     """
     values = hu[mask]
     if values.size == 0:
@@ -25,6 +38,18 @@ def hu_statistics(hu: np.ndarray, mask: np.ndarray) -> dict:
     cumulative = np.cumsum(counts)
 
     def percentile(q: float) -> float:
+        """One percentile from the histogram.
+
+        Parameters
+        ----------
+        q : float
+            The percentile, 0..100.
+
+        Returns
+        -------
+        float
+            The nearest-rank HU value at ``q``.
+        """
         return float(levels[np.searchsorted(cumulative, q / 100 * total)])
 
     return {"mean": round(mean, 1), "sd": round(sd, 1), "min": low, "p1": percentile(1), "p5": percentile(5),
@@ -43,6 +68,21 @@ def partial_volume_ml(hu: np.ndarray, mask: np.ndarray, voxel_mm3: float) -> tup
     the lowest HU among the voxel's 26 neighbours (the other material of the mixture).
 
     ``hu`` and ``mask`` must have a margin of at least two voxels around the structure.
+
+    Parameters
+    ----------
+    hu : numpy.ndarray
+        The CT array in HU, indexed ``(k, j, i)``.
+    mask : numpy.ndarray of bool
+        The structure (not empty), on the same grid.
+    voxel_mm3 : float
+        Volume of one voxel, mm³.
+
+    Returns
+    -------
+    tuple of (float, dict)
+        The volume in mL, and ``{"material_hu": float}``: the material HU used (the interior's
+        median, or the mask's 99th percentile when it has no interior voxel).
     """
     interior = extreme_3x3x3(mask, np.logical_and)
     material = float(np.median(hu[interior])) if interior.any() else float(np.percentile(hu[mask], 99))

@@ -57,6 +57,31 @@ def check(kept: np.ndarray, pieces: np.ndarray, removed: list[dict], seeds: list
 
     ``kept`` (bool) and ``pieces`` (0 or the removed piece's number, as in ``removed``) are on the
     analysis grid of ``spacing`` mm, covering the analysed volume; ``seeds`` are block indices.
+
+    Parameters
+    ----------
+    kept : numpy.ndarray of bool
+        The kept structure on the analysis grid.
+    pieces : numpy.ndarray of int
+        The removed pieces' numbers on the same grid (0 elsewhere).
+    removed : list of dict
+        The removed pieces as :class:`pipeline.segment.leak.Split` lists them.
+    seeds : list of tuple of int
+        The include seeds as block indices ``(k, j, i)``.
+    seed_names : list of str
+        How each seed is named in messages.
+    spacing : tuple of float
+        The analysis grid's block size in mm per axis.
+    preset : Preset
+        The preset, with its plausibility rules and leak-control settings.
+    where : callable
+        ``where(block_index)``: the LPS position (mm) of a block index, as text for messages.
+
+    Returns
+    -------
+    tuple of (list of Hold, dict)
+        The holds (empty when the result is plausible or the rules' shape is ``any``) and the
+        measurements (``shape``, ``widest_radius_mm``, ``length_mm``, ``blob``, ... in mm).
     """
     rules = preset.plausibility
     measured: dict = {"shape": rules.shape}

@@ -23,7 +23,23 @@ class Window:
 
 
 def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.ndarray:
-    """HU of the voxels within ``radius_mm`` of each seed (int16, concatenated)."""
+    """HU of the voxels within ``radius_mm`` of each seed (int16, concatenated).
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT volume (int16 HU, indexed ``(k, j, i)``).
+    seeds : list of Seed
+        The include seeds (their voxel ``index``).
+    radius_mm : float
+        Radius of the ball around each seed, mm (an ellipsoid in voxels on an anisotropic grid),
+        clipped at the array's faces.
+
+    Returns
+    -------
+    numpy.ndarray of int16
+        The HU values, seed after seed (a voxel near two seeds counts twice); empty without seeds.
+    """
     footprint = ball(radius_mm, volume.geometry.spacing)
     half = np.asarray(footprint.shape) // 2
     values = []
@@ -37,7 +53,26 @@ def neighbourhood_hu(volume: Volume, seeds: list[Seed], radius_mm: float) -> np.
 
 
 def hu_window(volume: Volume, settings: ThresholdSettings, seeds: list[Seed]) -> Window:
-    """The window of ``settings.mode`` (see :class:`~pipeline.presets.ThresholdSettings`)."""
+    """The window of ``settings.mode`` (see :class:`~pipeline.presets.ThresholdSettings`).
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT volume (int16 HU).
+    settings : ThresholdSettings
+        The preset's threshold settings: ``mode`` (``fixed``, ``adaptive`` or ``half_maximum``),
+        bounds ``lower_hu``/``upper_hu``, and the adaptive radius (mm), ``adaptive_k`` (SDs),
+        ``background_hu`` and ``upper_margin_hu``.
+    seeds : list of Seed
+        The include seeds; without any the window is the fixed one.
+
+    Returns
+    -------
+    Window
+        The window in HU, its mode and the level (mean or median, HU) and SD (HU) measured around
+        the seeds. An adaptive window stays inside the preset's bounds (falling back to them when
+        the seeds lie outside altogether); a half-maximum one may raise the upper bound.
+    """
     if settings.mode == "fixed" or not seeds:
         return Window(settings.lower_hu, settings.upper_hu, "fixed")
     values = neighbourhood_hu(volume, seeds, settings.adaptive_radius_mm).astype(np.float32)
@@ -65,6 +100,22 @@ def refine_window(window: Window, settings: ThresholdSettings, structure_median_
     of a bolus): the level measured in the grown structure's core (its median HU, blocks two
     blocks inside) is the one whose half maximum marks the structure's edge. Returns True when
     the window moved by more than ``tolerance_hu``.
+
+    Parameters
+    ----------
+    window : Window
+        The window :func:`hu_window` made; changed in place when it moves.
+    settings : ThresholdSettings
+        The preset's threshold settings (bounds, ``background_hu``, ``upper_margin_hu``).
+    structure_median_hu : float
+        Median HU of the grown structure's core.
+    tolerance_hu : float
+        Least move of either bound that counts, HU.
+
+    Returns
+    -------
+    bool
+        True when the window moved (always False for a window not in ``half_maximum`` mode).
     """
     if window.mode != "half_maximum":
         return False

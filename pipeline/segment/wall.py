@@ -25,6 +25,24 @@ def outer_wall(hu: np.ndarray, lumen: np.ndarray, spacing: tuple[float, ...], se
 
     ``hu`` must reach ``settings.max_thickness_mm`` beyond the lumen on every side (the caller
     crops with that margin).
+
+    Parameters
+    ----------
+    hu : numpy.ndarray
+        The CT crop in HU, indexed ``(k, j, i)``.
+    lumen : numpy.ndarray of bool
+        The lumen on the same box (not empty).
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``.
+    settings : OuterWall
+        The preset's outer-wall settings: HU range (``lower_hu``, ``upper_hu``), and in mm
+        ``smoothing_mm``, ``max_thickness_mm``, ``opening_mm`` and ``wall_mm``.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray of bool, dict)
+        The lumen with its wall (and thrombus), and ``window_hu``, ``max_thickness_mm``,
+        ``thrombus_voxels``, ``voxels_added_to_lumen`` and ``holes_filled_voxels``.
     """
     smooth = ndi.gaussian_filter(hu.astype(np.float32), [settings.smoothing_mm / s for s in spacing])
     near = ndi.distance_transform_edt(~lumen, sampling=spacing) <= settings.max_thickness_mm
