@@ -1,8 +1,8 @@
 """Surface measurements for regression: metrics, point-to-surface distance, ICP, z-crops, files.
 
-Distances are exact point-to-triangle distances (mm). The candidate triangles of a point are
-those around its nearest vertices (a KD-tree query), which keeps a 1.5-million-face skull
-tractable where an R-tree closest-point query over every face is not.
+Distances are exact point-to-triangle distances (mm), from the mesh stage's
+:class:`~pipeline.mesh.distance.SurfaceDistance` (certified k-d tree candidates), which keeps a
+1.5-million-face skull tractable where an R-tree closest-point query over every face is not.
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ from scipy.spatial import cKDTree
 
 from pipeline.files import atomic_write
 from pipeline.mesh.decimate import decimate
-
-#: Triangles whose longest edge is above this quantile of all are tested against every point.
-LONG_TRIANGLE_QUANTILE = 0.999
-#: Up to this many faces, trimesh's R-tree query is the faster exact answer.
-SMALL_MESH_FACES = 100_000
-#: Points handled at a time (bounds the memory of point-triangle pairs).
-CHUNK = 512
-
+from pipeline.mesh.distance import SurfaceDistance
 
 def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
     """Volume (ml), area (cm^2), LPS bounding box (mm), shells, watertightness, face count."""
@@ -52,78 +45,19 @@ def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np
 def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     """Exact unsigned distance (mm) from each point to the closest point on ``mesh``'s triangles.
 
-    Every point of a triangle lies within its longest edge ``L`` of each of its corners, so a
-    triangle at distance ``d`` from a point has all its corners within ``d + L`` of it. With
-    ``d`` bounded by the triangles around the nearest vertex, the candidates are the triangles
-    around every vertex within ``d + L`` (a k-d tree ball query), ``L`` the longest edge but for
-    the longest 0.1% of triangles, which are tested against every point. Faster than trimesh's
-    R-tree query on million-face surfaces, and as exact; small meshes go to trimesh.
-
     Parameters
     ----------
-    points : (n, 3) ndarray
+    points : (n, 3) array_like
         Query points, mm.
     mesh : trimesh.Trimesh
-        Target surface.
+        Target surface, mm.
 
     Returns
     -------
     (n,) ndarray of float
+        Distances, mm (see :class:`pipeline.mesh.distance.SurfaceDistance`).
     """
-    points = np.asarray(points, dtype=float)
-    if len(mesh.faces) <= SMALL_MESH_FACES:
-        return trimesh.proximity.closest_point(mesh, points)[1]
-    triangles = mesh.triangles
-    longest = np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2).max(axis=1)
-    reach = float(np.quantile(longest, LONG_TRIANGLE_QUANTILE))
-    long_faces = np.flatnonzero(longest > reach)
-    tree = cKDTree(mesh.vertices)
-    incident = incident_faces(np.asarray(mesh.faces), len(mesh.vertices))
-    best = np.full(len(points), np.inf)
-    for begin in range(0, len(points), CHUNK):
-        chunk = points[begin:begin + CHUNK]
-        _, nearest = tree.query(chunk)
-        bound = _closest(chunk, triangles, np.repeat(np.arange(len(chunk)), incident.shape[1]),
-                         incident[nearest].ravel(), len(chunk))
-        if len(long_faces):
-            owner = np.repeat(np.arange(len(chunk)), len(long_faces))
-            bound = np.minimum(bound, _closest(chunk, triangles, owner, np.tile(long_faces, len(chunk)), len(chunk)))
-        around = tree.query_ball_point(chunk, bound + reach)
-        counts = np.fromiter((len(found) for found in around), int, len(around))
-        vertices = np.concatenate([np.asarray(found, int) for found in around])
-        owner = np.repeat(np.repeat(np.arange(len(chunk)), counts), incident.shape[1])
-        faces = incident[vertices].ravel()
-        pairs = np.unique(owner.astype(np.int64) * len(triangles) + np.where(faces >= 0, faces, len(triangles) - 1))
-        best[begin:begin + CHUNK] = np.minimum(
-            bound, _closest(chunk, triangles, pairs // len(triangles), pairs % len(triangles), len(chunk)))
-    return best
-
-
-def incident_faces(faces: np.ndarray, vertices: int) -> np.ndarray:
-    """``(vertices, max degree)`` array of the faces around each vertex, padded with -1.
-
-    Unlike ``trimesh.Trimesh.vertex_faces``, degenerate faces (a repeated corner) are fine.
-    """
-    owner = np.repeat(np.arange(len(faces), dtype=np.int64), 3)
-    pairs = np.unique(faces.ravel().astype(np.int64) * len(faces) + owner)
-    vertex, face = pairs // len(faces), pairs % len(faces)
-    counts = np.bincount(vertex, minlength=vertices)
-    column = np.arange(len(vertex)) - (np.cumsum(counts) - counts)[vertex]
-    padded = np.full((vertices, max(int(counts.max()), 1)), -1, dtype=np.int64)
-    padded[vertex, column] = face
-    return padded
-
-
-def _closest(points: np.ndarray, triangles: np.ndarray, owner: np.ndarray, faces: np.ndarray,
-             count: int) -> np.ndarray:
-    """Per point, the least distance to the triangles paired with it (``owner[p] -> faces[p]``)."""
-    valid = faces >= 0
-    owner, faces = owner[valid], faces[valid]
-    closest = trimesh.triangles.closest_point(triangles[faces], points[owner])
-    distance = np.linalg.norm(closest - points[owner], axis=1)
-    best = np.full(count, np.inf)
-    np.minimum.at(best, owner, distance)
-    return best
+    return SurfaceDistance(np.asarray(mesh.vertices), np.asarray(mesh.faces))(points)
 
 
 def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int = 20000,
