@@ -1,4 +1,4 @@
-"""Point-to-surface distances, exact: nearby candidates first, certified, widened where not.
+"""Point-to-surface distances, exact: nearby candidates first, then a ball that provably holds the nearest.
 
 A k-d tree over triangle centroids gives each point its ``k`` nearest candidate triangles, and
 the exact point-triangle distance over them (trimesh's kernel) an upper bound ``d``. Any triangle
@@ -6,14 +6,19 @@ not examined lies at least ``c_k - r`` away, where ``c_k`` is the k-th nearest c
 and ``r`` the largest centroid-to-corner reach of any triangle; where that bound is not below
 ``d`` the answer is proven exact. The few triangles of outlying reach (above the 99.9th
 percentile, e.g. a cap left as two big triangles) are examined for every point instead, so one
-long triangle does not weaken the bound of all. Points left uncertain get 4x the candidates,
-then 16x, then trimesh's exact R-tree search. On marching-cubes surfaces almost every point is
-certified at the first ``k``: this keeps the speed of the candidate search (about 10x trimesh's
-search alone on a 94k-face sphere, measured) without its error: with candidates only, 98% of the
-points of a mesh of mixed triangle sizes were off by up to 2.8 mm.
+long triangle does not weaken the bound of all. Where the bound is not met, every triangle
+nearer than ``d`` has its centroid within ``d + r``: one ball query of that radius gives the
+complete candidate set (a point whose ball holds more than ``MAX_BALL`` triangles goes to
+trimesh's R-tree search instead). On marching-cubes surfaces the reach exceeds the centroid
+spacing, so most points need the ball; it holds about a dozen triangles there. With candidates
+only, 98% of the points of a mesh of mixed triangle sizes were off by up to 2.8 mm; on the
+benchmark aorta's raw surface (565 k faces) 10 000 points take 0.1 s this way against 0.75 s with
+4x/16x widened candidate lists and several seconds with the R-tree for the uncertain points.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import trimesh
@@ -23,8 +28,8 @@ from scipy.spatial import cKDTree
 OUTLIER_REACH_QUANTILE = 0.999
 #: Outlying triangles examined for every point at most (more: they stay in the bound).
 MAX_OUTLIERS = 64
-#: Candidate counts tried in turn (as multiples of the first) before the R-tree search.
-WIDENING = (4, 16)
+#: Triangles in a point's certified ball at most; points with more go to trimesh's R-tree search.
+MAX_BALL = 2_000
 #: Points per vectorised pass (bounds the memory of point-triangle pairs).
 CHUNK = 65_536
 
@@ -46,10 +51,10 @@ class SurfaceDistance:
     Attributes
     ----------
     searched : int
-        Points so far that the widened candidates could not certify, answered by the R-tree
-        search (for tests and profiles).
+        Points so far whose ball held too many triangles, answered by the R-tree search (for
+        tests and profiles).
     widened : int
-        Points so far that needed more than ``candidates`` triangles.
+        Points so far that the first ``candidates`` triangles did not certify (a ball query).
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, candidates: int = 6):
@@ -97,26 +102,35 @@ class SurfaceDistance:
         return distance
 
     def _exact(self, points: np.ndarray) -> np.ndarray:
-        """Distances of one chunk of points: candidates, widened where uncertain, then R-tree."""
+        """Distances of one chunk of points: candidates, a certified ball where uncertain, R-tree."""
         distance, floor = self._nearest(points, self._candidates)
         if self._outliers.size:
             distance = np.minimum(distance, self._to_faces(np.repeat(points, self._outliers.size, axis=0),
-                                                           np.tile(self._outliers, len(points)), len(points)))
+                                                           np.tile(self._outliers, len(points)), int(self._outliers.size)))
         uncertain = np.flatnonzero(distance > floor)
-        if uncertain.size:
-            self.widened += int(uncertain.size)
-        for factor in WIDENING:
-            if uncertain.size == 0:
-                return distance
-            wider, floor = self._nearest(points[uncertain], self._candidates * factor)
-            distance[uncertain] = np.minimum(distance[uncertain], wider)
-            uncertain = uncertain[distance[uncertain] > floor]
-        if uncertain.size:
+        if uncertain.size == 0:
+            return distance
+        self.widened += int(uncertain.size)
+        # a triangle nearer than d has its centroid within d + reach: the ball holds all of them
+        # (the relative slack covers the rounding of d)
+        radius = (distance[uncertain] + self._reach) * (1.0 + 1e-9)
+        balls = self._tree.query_ball_point(points[uncertain], radius,
+                                            return_sorted=False, workers=-1)
+        counts = np.fromiter(map(len, balls), dtype=np.int64, count=len(balls))
+        small = counts <= MAX_BALL
+        if small.any():
+            owners = uncertain[small]
+            faces = np.fromiter(itertools.chain.from_iterable(balls[small]), dtype=np.int64,
+                                count=int(counts[small].sum()))
+            pairs = self._to_faces(np.repeat(points[owners], counts[small], axis=0), faces, counts[small])
+            distance[owners] = np.minimum(distance[owners], pairs)
+        if not small.all():  # a ball over much of the mesh: trimesh's R-tree is the cheaper search
             if self._mesh is None:
                 self._mesh = trimesh.Trimesh(self._vertices, self._faces, process=False)
-            _, exact, _ = trimesh.proximity.closest_point(self._mesh, points[uncertain])
-            distance[uncertain] = np.minimum(distance[uncertain], exact)
-            self.searched += int(uncertain.size)
+            wide = uncertain[~small]
+            _, exact, _ = trimesh.proximity.closest_point(self._mesh, points[wide])
+            distance[wide] = np.minimum(distance[wide], exact)
+            self.searched += int(wide.size)
         return distance
 
     def _nearest(self, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,14 +142,20 @@ class SurfaceDistance:
         k = min(k, len(self._faces))
         centroid_distance, nearest = self._tree.query(points, k=k, workers=-1)
         centroid_distance = centroid_distance.reshape(len(points), -1)
-        distance = self._to_faces(np.repeat(points, k, axis=0), nearest.reshape(-1), len(points))
+        distance = self._to_faces(np.repeat(points, k, axis=0), nearest.reshape(-1), k)
         if k == len(self._faces):
             return distance, np.full(len(points), np.inf)
         return distance, centroid_distance[:, -1] - self._reach
 
-    def _to_faces(self, repeated: np.ndarray, faces: np.ndarray, count: int) -> np.ndarray:
-        """Per point, the least exact distance to its triangles (``repeated[i]`` meets ``faces[i]``,
-        the same number of triangles for each of the ``count`` points, in order)."""
+    def _to_faces(self, repeated: np.ndarray, faces: np.ndarray, counts: int | np.ndarray) -> np.ndarray:
+        """Per point, the least exact distance to its triangles.
+
+        ``repeated[i]`` meets triangle ``faces[i]``; the pairs come grouped by point, ``counts``
+        pairs per point (at least one each), or the same number for every point if an int.
+        """
         triangles = np.take(self._vertices, self._faces[faces], axis=0)
         closest = trimesh.triangles.closest_point(triangles, repeated)
-        return np.linalg.norm(repeated - closest, axis=1).reshape(count, -1).min(axis=1)
+        pair_distance = np.linalg.norm(repeated - closest, axis=1)
+        if isinstance(counts, int):
+            return pair_distance.reshape(-1, counts).min(axis=1)
+        return np.minimum.reduceat(pair_distance, np.cumsum(counts) - counts)
