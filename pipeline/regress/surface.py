@@ -20,7 +20,19 @@ from pipeline.mesh.decimate import decimate
 from pipeline.mesh.distance import SurfaceDistance
 
 def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
-    """Volume (ml), area (cm^2), LPS bounding box (mm), shells, watertightness, face count."""
+    """Volume (ml), area (cm^2), LPS bounding box (mm), shells, watertightness, face count.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface in LPS mm.
+
+    Returns
+    -------
+    dict
+        ``volume_ml``, ``area_cm2``, ``bbox_min_lps_mm``, ``bbox_max_lps_mm``, ``shells``,
+        ``watertight``, ``faces``.
+    """
     bounds = np.asarray(mesh.bounds, dtype=float)
     return {
         "volume_ml": float(mesh.volume) / 1000.0,
@@ -36,7 +48,21 @@ def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
 def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` points spread evenly by area over the surface, and their face normals.
 
-    Deterministic for a given ``seed``.
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface in LPS mm.
+    count : int
+        Number of points.
+    seed : int
+        Seed of the sampling (the same seed gives the same points).
+
+    Returns
+    -------
+    points : (count, 3) ndarray
+        Points on the surface, LPS mm.
+    normals : (count, 3) ndarray
+        Unit normal of the face each point lies on.
     """
     points, faces = trimesh.sample.sample_surface(mesh, count, seed=seed)
     return np.asarray(points), np.asarray(mesh.face_normals[faces])
@@ -67,6 +93,23 @@ def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int =
     ``count`` points are sampled on each mesh. ``keep``, if given, takes an ``(n, 3)`` point
     array and returns a boolean mask of the points to count (e.g. those inside a common z
     range). ``with_distances`` adds every point's distance (``"distances"``, an array).
+
+    Parameters
+    ----------
+    a, b : trimesh.Trimesh
+        The two surfaces, LPS mm.
+    count : int
+        Points sampled on each surface.
+    keep : callable, optional
+        ``keep(points) -> (n,) bool``: the sampled points to count.
+    with_distances : bool
+        Also return every counted point's distance.
+
+    Returns
+    -------
+    dict
+        ``mean_mm``, ``p95_mm``, ``max_mm`` over both directions, ``mean_a_to_b_mm``,
+        ``mean_b_to_a_mm``, ``points``, and ``distances`` (mm) if asked for.
     """
     points_a, _ = sample_surface(a, count, seed=1)
     points_b, _ = sample_surface(b, count, seed=2)
@@ -94,6 +137,19 @@ def rigid_icp(moving: np.ndarray, fixed: np.ndarray, fixed_normals: np.ndarray, 
 
     Starts from the identity (the series share a frame of reference). Pairs further apart than
     ``reject_mm`` are ignored, so structures present in one set only do not pull.
+
+    Parameters
+    ----------
+    moving : (n, 3) ndarray
+        Points to register, LPS mm.
+    fixed : (m, 3) ndarray
+        Target points, LPS mm.
+    fixed_normals : (m, 3) ndarray
+        Unit normals at the target points.
+    iterations : int
+        Most linearised steps taken.
+    reject_mm : float
+        Pairs further apart than this are left out, mm.
 
     Returns
     -------
@@ -141,6 +197,18 @@ def crop_planes(mesh: trimesh.Trimesh, planes: list[tuple[np.ndarray, float]]) -
 
     Each plane is ``(normal, offset)`` and keeps the points ``p`` with ``normal . p >= offset``
     (LPS mm). Uses manifold3d, so the result is closed whenever the input is.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Closed surface, LPS mm.
+    planes : list of (normal, offset)
+        Unit normal (3,) and offset (mm) of each plane.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The cut and capped solid.
     """
     import manifold3d
 
@@ -153,12 +221,37 @@ def crop_planes(mesh: trimesh.Trimesh, planes: list[tuple[np.ndarray, float]]) -
 
 
 def crop_z(mesh: trimesh.Trimesh, z_low: float, z_high: float) -> trimesh.Trimesh:
-    """The closed solid of ``mesh`` between two axial planes (LPS z, mm), cut and capped."""
+    """The closed solid of ``mesh`` between two axial planes, cut and capped.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Closed surface, LPS mm.
+    z_low, z_high : float
+        LPS z of the lower and upper plane, mm.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The solid with ``z_low <= z <= z_high``.
+    """
     return crop_planes(mesh, [(np.array([0.0, 0.0, 1.0]), z_low), (np.array([0.0, 0.0, -1.0]), -z_high)])
 
 
 def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) -> np.ndarray:
-    """True for the points on the inner side of every plane (see :func:`crop_planes`)."""
+    """True for the points on the inner side of every plane (see :func:`crop_planes`).
+
+    Parameters
+    ----------
+    points : (n, 3) ndarray
+        Points, LPS mm.
+    planes : list of (normal, offset)
+        Unit normal (3,) and offset (mm) of each plane.
+
+    Returns
+    -------
+    (n,) ndarray of bool
+    """
     keep = np.ones(len(points), bool)
     for normal, offset in planes:
         keep &= points @ np.asarray(normal, float) >= offset
@@ -166,18 +259,55 @@ def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) ->
 
 
 def write_golden_mesh(mesh: trimesh.Trimesh, path: Path) -> Path:
-    """Write a (decimated) golden mesh as gzip-compressed binary PLY, atomically."""
+    """Write a (decimated) golden mesh as gzip-compressed binary PLY, atomically.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The golden surface, LPS mm.
+    path : Path
+        Destination (``.ply.gz``).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     return atomic_write(path, gzip.compress(trimesh.exchange.ply.export_ply(mesh, encoding="binary"), mtime=0))
 
 
 def read_golden_mesh(path: Path) -> trimesh.Trimesh:
-    """Read a golden mesh written by :func:`write_golden_mesh`."""
+    """Read a golden mesh written by :func:`write_golden_mesh`.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.ply.gz`` file.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The surface, LPS mm, unprocessed.
+    """
     with gzip.open(path, "rb") as handle:
         return trimesh.load(io.BytesIO(handle.read()), file_type="ply", process=False)
 
 
 def decimate_mesh(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
-    """Quadric decimation to at most ``faces`` triangles (the mesh stage's :func:`~pipeline.mesh.decimate.decimate`)."""
+    """Quadric decimation to at most ``faces`` triangles (the mesh stage's :func:`~pipeline.mesh.decimate.decimate`).
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface to decimate.
+    faces : int
+        Face budget.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        ``mesh`` itself if already within budget, else the decimated surface.
+    """
     if len(mesh.faces) <= faces:
         return mesh
     vertices, triangles = decimate(np.asarray(mesh.vertices), np.asarray(mesh.faces), faces)
