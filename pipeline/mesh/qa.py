@@ -46,6 +46,31 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     ``background``, if given, marches the wall and gap rays and measures the drift from the raw
     surface on another thread while this one checks the topology (both spend most of their time
     in NumPy and SciPy code that releases the GIL).
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates, LPS mm.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    field : MaskField
+        The padded mask crop the surface was made from (walls and gaps are marched in it).
+    raw : SurfaceDistance
+        Distances to the raw marching-cubes surface (the drift figures).
+    min_wall_mm : float or None
+        The printer's minimum wall, mm: thinner patches are listed; None lists none.
+    probe_mm : float
+        Longest wall measured along the inward normals, mm (at least 1.5 x ``min_wall_mm``).
+    sample : int
+        Vertices sampled for the drift figures.
+    background : Executor, optional
+        Runs the ray marching and the drift while this thread checks the topology.
+
+    Returns
+    -------
+    Quality
+        Topology, volume (mm^3), area (mm^2), shells, cavities, bounds (mm),
+        self-intersecting faces, wall figures (mm) and drift (mean, p95, max, mm).
     """
     measured = measures(vertices, faces)
     normals = measured.vertex_normals
