@@ -40,7 +40,8 @@ class Quality:
 
 def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: SurfaceDistance,
             min_wall_mm: float | None, probe_mm: float, sample: int,
-            background: Executor | None = None) -> Quality:
+            background: Executor | None = None,
+            known_topology: tuple[Topology, np.ndarray] | None = None) -> Quality:
     """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``).
 
     ``background``, if given, marches the wall and gap rays and measures the drift from the raw
@@ -65,6 +66,8 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
         Vertices sampled for the drift figures.
     background : Executor, optional
         Runs the ray marching and the drift while this thread checks the topology.
+    known_topology : (Topology, ndarray), optional
+        :func:`~pipeline.mesh.topology.topology` of this very mesh, if already computed.
 
     Returns
     -------
@@ -81,7 +84,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     band_mm = 2.0 * float(spacing.max())
     walls = _run(background, _walls_and_gaps, field, vertices, normals, probe_mm, band_mm, step_mm)
     drift = _run(background, _distance_statistics, vertices, raw, sample)
-    shape, opposite = topology(vertices, faces)
+    shape, opposite = topology(vertices, faces) if known_topology is None else known_topology
     count, piece_of_vertex = vertex_components(faces, len(vertices))
     piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
     face_areas = measured.face_areas
