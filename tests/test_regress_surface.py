@@ -8,7 +8,6 @@ import trimesh
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Volume
-from pipeline.regress import surface
 from pipeline.regress.seeds import bone_seed
 from pipeline.regress.surface import (
     crop_z,
@@ -29,10 +28,7 @@ def ellipsoid() -> trimesh.Trimesh:
     return mesh
 
 
-@pytest.mark.parametrize("path", ["trimesh", "own"])
-def test_distance_to_surface_agrees_with_trimesh_on_fine_and_coarse_meshes(ellipsoid, monkeypatch, path):
-    if path == "own":  # the k-d tree search used for big meshes, forced on these small ones
-        monkeypatch.setattr(surface, "SMALL_MESH_FACES", 0)
+def test_distance_to_surface_agrees_with_trimesh_on_fine_and_coarse_meshes(ellipsoid):
     rng = np.random.default_rng(0)
     points = rng.uniform(-35, 35, size=(400, 3)) * [1.0, 0.8, 0.5]
     coarse = decimate_mesh(ellipsoid, 200)  # long triangles: the case a candidate search must not miss

@@ -21,7 +21,7 @@ from pipeline.mesh.report import MeshReport
 from pipeline.mesh.smoothing import correct_volume, enclosed_volume, taubin, windowed_sinc
 from pipeline.mesh.surface import extract_surface, structure_array
 from pipeline.mesh.thickness import MaskField
-from pipeline.mesh.topology import compact, measures, vertex_adjacency
+from pipeline.mesh.topology import Topology, compact, measures, topology, vertex_adjacency
 from pipeline.model import Model
 from pipeline.report import StageClock, installed_versions
 
@@ -175,18 +175,19 @@ def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: floa
         clock("decimation")
 
     field = MaskField(padded, [s.start - 1 for s in box], geometry)
-    measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
-    clock("quality")
-    if options.repair and _needs_repair(measured) and measured.topology.duplicate_half_edges:
-        # decimation's folds are undone locally: MeshFix on the whole model takes seconds
+    # decimation's folds are found from the topology alone and undone locally before the full
+    # QA, so it runs once (MeshFix on the whole model takes seconds)
+    known = topology(vertices, faces)
+    if options.repair and known[0].duplicate_half_edges:
         vertices, faces, pairs = remove_back_to_back_faces(vertices, faces)
         if pairs:
             report.repaired = True
             report.repair_actions.append(f"removed {pairs} back-to-back face pair(s) folded by decimation "
-                                         f"({_defects(measured)})")
+                                         f"({_defects(known[0])})")
             clock("repair")
-            measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background)
-            clock("quality_after_repair")
+            known = None
+    measured = _measure(vertices, faces, field, raw_distance, min_wall_mm, options, background, known)
+    clock("quality")
     if options.repair and _needs_repair(measured):
         report.repaired = True
         report.repair_actions.append(_repair_reason(measured))
@@ -286,9 +287,11 @@ def _decimate(vertices: np.ndarray, faces: np.ndarray, options: MeshOptions) -> 
     return decimated
 
 
-def _measure(vertices, faces, field, raw_distance: Future, min_wall_mm, options, background) -> Quality:
+def _measure(vertices, faces, field, raw_distance: Future, min_wall_mm, options, background,
+             known_topology=None) -> Quality:
     return measure(vertices, faces, field=field, raw=raw_distance.result(), min_wall_mm=min_wall_mm,
-                   probe_mm=options.wall_probe_mm, sample=options.quality_sample, background=background)
+                   probe_mm=options.wall_probe_mm, sample=options.quality_sample, background=background,
+                   known_topology=known_topology)
 
 
 def _needs_repair(quality: Quality) -> bool:
@@ -297,13 +300,12 @@ def _needs_repair(quality: Quality) -> bool:
 
 
 def _repair_reason(quality: Quality) -> str:
-    defects = _defects(quality)
+    defects = _defects(quality.topology, quality.self_intersecting_faces, quality.volume_mm3)
     return "MeshFix: " + defects if defects else "none needed"
 
 
-def _defects(quality: Quality) -> str:
+def _defects(shape: Topology, self_intersecting_faces: int = 0, volume_mm3: float = 1.0) -> str:
     """The defects of a surface, in words ("" if none)."""
-    shape = quality.topology
     parts = []
     if shape.boundary_edges:
         parts.append(f"{shape.boundary_edges} open edge(s)")
@@ -313,9 +315,9 @@ def _defects(quality: Quality) -> str:
         parts.append(f"{shape.nonmanifold_vertices} pinched vertex(es)")
     if shape.degenerate_faces:
         parts.append(f"{shape.degenerate_faces} degenerate face(s)")
-    if quality.self_intersecting_faces:
-        parts.append(f"{quality.self_intersecting_faces} self-intersecting face(s)")
-    if quality.volume_mm3 <= 0:
+    if self_intersecting_faces:
+        parts.append(f"{self_intersecting_faces} self-intersecting face(s)")
+    if volume_mm3 <= 0:
         parts.append("inward-facing normals")
     return ", ".join(parts)
 

@@ -22,7 +22,18 @@ _READABLE = (".stl", ".3mf", ".obj", ".ply")
 
 
 def header_text(model: Model) -> str:
-    """The STL header/solid name: tool, structure (sanitised) and units; never patient data."""
+    """The STL header/solid name: tool, structure (sanitised) and units; never patient data.
+
+    Parameters
+    ----------
+    model : Model
+        The model whose structure name is used.
+
+    Returns
+    -------
+    str
+        ``"anatomodel <structure> units=mm"``, the structure reduced to ``[A-Za-z0-9_+-]``.
+    """
     structure = re.sub(r"[^A-Za-z0-9_+-]+", "_", model.name)[:40] or "model"
     return f"anatomodel {structure} units=mm"
 
@@ -42,6 +53,11 @@ def write_model(model: Model, path: str | Path, format: str | None = None) -> Pa
     -------
     Path
         The written file.
+
+    Raises
+    ------
+    MeshError
+        The format is neither given nor told by the suffix.
     """
     path = Path(path)
     chosen = format or _SUFFIX_FORMAT.get(path.suffix.lower())
@@ -64,6 +80,23 @@ def read_model(path: str | Path, name: str | None = None) -> Model:
     """Read an STL, 3MF, OBJ or PLY file as a :class:`Model` (mm assumed for unitless files).
 
     Vertices shared by triangles are merged so the mesh's topology can be checked.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.stl``, ``.3mf``, ``.obj`` or ``.ply`` file.
+    name : str, optional
+        The model's structure name; the file's stem if not given.
+
+    Returns
+    -------
+    Model
+        Vertices in mm (converted from the file's unit if it states one).
+
+    Raises
+    ------
+    MeshError
+        No such file, an unsupported suffix, a file that cannot be parsed or holds no triangles.
     """
     path = Path(path)
     if not path.is_file():

@@ -19,6 +19,22 @@ def ray_triangle_parameters(origins: np.ndarray, directions: np.ndarray, a: np.n
 
     The point ``origins + t * directions`` equals ``a + u (b - a) + v (c - a)``; rows nearly
     parallel to their triangle's plane (relative to the lengths involved) are not ``usable``.
+
+    Parameters
+    ----------
+    origins, directions : (n, 3) ndarray
+        Ray origins and (not necessarily unit) directions.
+    a, b, c : (n, 3) ndarray
+        Triangle corners, one triangle per ray.
+
+    Returns
+    -------
+    u, v : (n,) ndarray
+        Barycentric coordinates of the hit point (0 where not usable).
+    t : (n,) ndarray
+        Ray parameter of the hit point, in units of ``directions``.
+    usable : (n,) ndarray of bool
+        Rows not parallel to their triangle's plane.
     """
     edge1, edge2 = b - a, c - a
     pvec = np.cross(directions, edge2)
@@ -39,6 +55,17 @@ def segments_cross_triangles(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: n
     """True where segment ``p0 -> p1`` passes through the interior of triangle ``(a, b, c)``.
 
     Touching at an end point or grazing an edge does not count.
+
+    Parameters
+    ----------
+    p0, p1 : (n, 3) ndarray
+        Segment end points.
+    a, b, c : (n, 3) ndarray
+        Triangle corners, one triangle per segment.
+
+    Returns
+    -------
+    (n,) ndarray of bool
     """
     u, v, t, usable = ray_triangle_parameters(p0, p1 - p0, a, b, c)
     tolerance = 1e-9
@@ -50,6 +77,16 @@ def triangles_intersect(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
     Pairs where one triangle lies wholly on one side of the other's plane cannot cross and are
     set aside first (Moller's plane rejection): the six edge tests then run on the few left.
+
+    Parameters
+    ----------
+    first, second : (n, 3, 3) ndarray
+        Corners of the paired triangles.
+
+    Returns
+    -------
+    (n,) ndarray of bool
+        True where an edge of one passes through the other.
     """
     hit = np.zeros(len(first), dtype=bool)
     maybe = np.flatnonzero(_meets_plane(first, second) & _meets_plane(second, first))
@@ -74,6 +111,18 @@ def close_pairs(centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
     (thick slices, decimation) do not widen the search for all the others: within a group the
     search radius is twice the group's largest radius; across groups, each larger sphere is
     looked up with its own radius plus the smaller group's largest.
+
+    Parameters
+    ----------
+    centres : (n, 3) ndarray
+        Sphere centres.
+    radii : (n,) ndarray
+        Sphere radii, in the unit of ``centres``.
+
+    Returns
+    -------
+    (p, 2) ndarray of int
+        Each overlapping pair once.
     """
     base = max(float(np.median(radii)), 1e-9)
     level = np.ceil(np.log2(np.maximum(radii / base, 1.0))).astype(int)
@@ -104,6 +153,8 @@ def intersecting_faces(vertices: np.ndarray, faces: np.ndarray, candidates: np.n
     faces : (m, 3) ndarray of int
     candidates : (k,) ndarray of int
         Faces to test against each other.
+    chunk : int
+        Face pairs tested at a time (bounds the memory).
 
     Returns
     -------

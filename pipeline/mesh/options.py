@@ -93,5 +93,11 @@ class MeshOptions(Report):
 
     @property
     def smoothing_mu(self) -> float:
-        """Taubin's negative step magnitude, from lambda and the pass band."""
+        """Taubin's negative step magnitude, from lambda and the pass band.
+
+        Returns
+        -------
+        float
+            ``mu`` with ``1/lambda - 1/mu`` equal to the pass band (Taubin 1995).
+        """
         return 1.0 / (1.0 / self.smoothing_lambda - self.smoothing_passband)

@@ -40,12 +40,40 @@ class Quality:
 
 def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: SurfaceDistance,
             min_wall_mm: float | None, probe_mm: float, sample: int,
-            background: Executor | None = None) -> Quality:
+            background: Executor | None = None,
+            known_topology: tuple[Topology, np.ndarray] | None = None) -> Quality:
     """Measure a closed LPS surface against its mask (``field``) and its raw surface (``raw``).
 
     ``background``, if given, marches the wall and gap rays and measures the drift from the raw
     surface on another thread while this one checks the topology (both spend most of their time
     in NumPy and SciPy code that releases the GIL).
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates, LPS mm.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    field : MaskField
+        The padded mask crop the surface was made from (walls and gaps are marched in it).
+    raw : SurfaceDistance
+        Distances to the raw marching-cubes surface (the drift figures).
+    min_wall_mm : float or None
+        The printer's minimum wall, mm: thinner patches are listed; None lists none.
+    probe_mm : float
+        Longest wall measured along the inward normals, mm (at least 1.5 x ``min_wall_mm``).
+    sample : int
+        Vertices sampled for the drift figures.
+    background : Executor, optional
+        Runs the ray marching and the drift while this thread checks the topology.
+    known_topology : (Topology, ndarray), optional
+        :func:`~pipeline.mesh.topology.topology` of this very mesh, if already computed.
+
+    Returns
+    -------
+    Quality
+        Topology, volume (mm^3), area (mm^2), shells, cavities, bounds (mm),
+        self-intersecting faces, wall figures (mm) and drift (mean, p95, max, mm).
     """
     measured = measures(vertices, faces)
     normals = measured.vertex_normals
@@ -56,7 +84,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
     band_mm = 2.0 * float(spacing.max())
     walls = _run(background, _walls_and_gaps, field, vertices, normals, probe_mm, band_mm, step_mm)
     drift = _run(background, _distance_statistics, vertices, raw, sample)
-    shape, opposite = topology(vertices, faces)
+    shape, opposite = topology(vertices, faces) if known_topology is None else known_topology
     count, piece_of_vertex = vertex_components(faces, len(vertices))
     piece_volume = np.bincount(piece_of_vertex[faces[:, 0]], weights=measured.face_volumes, minlength=count)
     face_areas = measured.face_areas

@@ -27,8 +27,18 @@ def remove_small_shells(vertices_lps: np.ndarray, faces: np.ndarray, min_volume_
     A piece with negative volume is a cavity (an inward-facing shell inside the solid); it is
     judged by its absolute volume like any other piece.
 
-    ``adjacency`` (see :func:`pipeline.mesh.topology.vertex_adjacency`) and ``face_volumes``
-    (:attr:`pipeline.mesh.topology.Measures.face_volumes`, mm^3) are reused if given.
+    Parameters
+    ----------
+    vertices_lps : (n, 3) ndarray
+        Vertex coordinates, LPS mm.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    min_volume_mm3 : float
+        Smallest absolute enclosed volume of a piece that is kept, mm^3.
+    adjacency : scipy.sparse matrix, optional
+        :func:`pipeline.mesh.topology.vertex_adjacency` of the mesh, reused if given.
+    face_volumes : (m,) ndarray, optional
+        :attr:`pipeline.mesh.topology.Measures.face_volumes` (mm^3), reused if given.
 
     Returns
     -------
@@ -59,6 +69,13 @@ def remove_back_to_back_faces(vertices: np.ndarray, faces: np.ndarray) -> tuple[
     each. Removing both faces leaves those edges to the two faces around them, as before the
     fold, and leaves the enclosed volume unchanged. Only faces on duplicated half-edges are
     examined, so a clean mesh costs one half-edge pass.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
 
     Returns
     -------
@@ -94,6 +111,18 @@ def meshfix(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
 
     Every piece is kept (a label map may hold several structures); the result is a closed,
     oriented manifold whenever MeshFix succeeds.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates, mm.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+
+    Returns
+    -------
+    vertices, faces : ndarray
+        The repaired mesh (unused vertices dropped); no faces if MeshFix removed every one.
     """
     import pymeshfix
 

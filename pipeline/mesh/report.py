@@ -92,6 +92,11 @@ class MeshReport(Report):
 
     @property
     def printable(self) -> bool:
-        """Closed, manifold, outward, free of self-intersections and of too-thin walls."""
+        """Closed, manifold, outward, free of self-intersections and of too-thin walls.
+
+        Returns
+        -------
+        bool
+        """
         return (self.watertight and self.manifold and self.winding_consistent and self.outward_normals
                 and self.self_intersecting_faces == 0 and not self.thin_regions)

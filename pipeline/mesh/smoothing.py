@@ -80,6 +80,11 @@ def windowed_sinc(vertices: np.ndarray, faces: np.ndarray, *, iterations: int, p
     executor : concurrent.futures.Executor, optional
         With one, a large mesh is filtered as two blocks of rows, one on the executor and one
         on this thread (SciPy's sparse product releases the GIL): about twice as fast on two cores.
+
+    Returns
+    -------
+    (n, 3) ndarray
+        The filtered positions, in the unit of ``vertices``.
     """
     laplacian = uniform_laplacian(faces, len(vertices), adjacency)
     coefficients = _sinc_coefficients(iterations, passband)
@@ -137,12 +142,34 @@ def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
     at_passband = np.cos(order * theta)  # T_n(1 - k_PB / 2)
 
     def coefficients(angle):
-        """Windowed Chebyshev coefficients of the ideal low pass with cut-off ``angle`` (array ok)."""
+        """Windowed Chebyshev coefficients of the ideal low pass with cut-off ``angle``.
+
+        Parameters
+        ----------
+        angle : float or ndarray
+            Cut-off angle(s), radians.
+
+        Returns
+        -------
+        ndarray
+            ``(..., iterations + 1)`` coefficients, one row per angle.
+        """
         angle = np.asarray(angle, dtype=float)[..., None]
         sinc = np.where(order == 0, angle / np.pi, 2.0 * np.sin(order * angle) / (np.pi * np.maximum(order, 1)))
         return window * sinc
 
     def excess_gain(sigma: float) -> float:
+        """Gain at the pass band minus one, with the cut-off moved by ``sigma``.
+
+        Parameters
+        ----------
+        sigma : float
+            Offset of the cut-off angle, radians.
+
+        Returns
+        -------
+        float
+        """
         return float(coefficients(theta + sigma) @ at_passband) - 1.0
 
     # the root nearest 0: scan for sign changes, then refine the closest bracket
@@ -157,7 +184,20 @@ def _sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
 
 
 def enclosed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Volume enclosed by a closed, outward-wound mesh (units of ``vertices`` cubed)."""
+    """Volume enclosed by a closed, outward-wound mesh.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Positions.
+    faces : (m, 3) ndarray of int
+        Outward-wound triangles.
+
+    Returns
+    -------
+    float
+        The volume, in the unit of ``vertices`` cubed.
+    """
     return measures(vertices, faces, normals=False).volume
 
 
@@ -184,6 +224,8 @@ def correct_volume(vertices: np.ndarray, faces: np.ndarray, target_volume: float
         volume keep their plane).
     hold_normals : (n, 3) ndarray, optional
         Plane normals of the held vertices.
+    rounds : int
+        Most Newton steps taken.
 
     Returns
     -------

@@ -51,12 +51,29 @@ class RawSurface:
     algorithm: str = ""
 
     def cap_vertices(self, tolerance: float = 1e-6) -> list[tuple[int, float, np.ndarray]]:
-        """For each cap plane, ``(axis, index, vertex indices on it)``."""
+        """The vertices on each flat cap.
+
+        Parameters
+        ----------
+        tolerance : float
+            Largest index-space distance from the cap plane, voxels.
+
+        Returns
+        -------
+        list of (axis, index, (v,) ndarray of int)
+            For each cap plane, its axis, its fractional index and the vertices on it.
+        """
         return [(axis, value, np.flatnonzero(np.abs(self.vertices_index[:, axis] - value) < tolerance))
                 for axis, value in self.cap_planes]
 
     def touched_edges(self) -> list[str]:
-        """Human-readable names of the volume edges the structure is cut by."""
+        """Human-readable names of the volume edges the structure is cut by.
+
+        Returns
+        -------
+        list of str
+            One name per cap plane (e.g. ``"first slice (k=0)"``).
+        """
         names = []
         for axis, value in self.cap_planes:
             names.append(EDGE_NAMES[(axis, 0 if value < 0 else 1)])
@@ -68,6 +85,25 @@ def structure_array(mask: Mask, label: int | None) -> tuple[np.ndarray, tuple[sl
 
     The box is found on the (cheap) nonzero test first so that the label comparison runs on the
     crop only, never on a full clinical grid.
+
+    Parameters
+    ----------
+    mask : Mask
+        Label map.
+    label : int or None
+        The label to take; None takes every nonzero label.
+
+    Returns
+    -------
+    binary : ndarray of bool
+        The structure cropped to its bounding box.
+    box : tuple of slice
+        The box in the full grid (k, j, i).
+
+    Raises
+    ------
+    MeshError
+        The label is not in the mask, the mask is empty, or the label has no voxels.
     """
     if label is not None and label not in mask.labels and not np.any(mask.array == label):
         known = ", ".join(f"{value} ({name})" for value, name in sorted(mask.labels.items())) or "none"
@@ -117,6 +153,12 @@ def extract_surface(padded: np.ndarray, box: tuple[slice, slice, slice], geometr
     Returns
     -------
     RawSurface
+        Vertices in fractional full-grid indices, outward-wound faces, caps, the backend used.
+
+    Raises
+    ------
+    MeshError
+        Marching cubes found no surface.
     """
     if backend == "auto":
         backend = "vtk" if _have_vtk() else "skimage"

@@ -35,14 +35,43 @@ class MaskField:
 
     @property
     def index_dtype(self) -> type:
-        """The narrowest integer type that holds every flat voxel index of the crop."""
+        """The narrowest integer type that holds every flat voxel index of the crop.
+
+        Returns
+        -------
+        type
+            ``np.int32`` or ``np.int64``.
+        """
         return np.int32 if self.values.size < 2**31 else np.int64
 
     def to_local_index(self, lps: np.ndarray) -> np.ndarray:
+        """Fractional index into the crop of LPS points.
+
+        Parameters
+        ----------
+        lps : (n, 3) ndarray
+            Points, LPS mm.
+
+        Returns
+        -------
+        (n, 3) ndarray
+            ``(k, j, i)`` relative to ``padded[0, 0, 0]``, voxels.
+        """
         return self.geometry.lps_to_index(lps) - self._offset
 
     def direction_to_index(self, directions_lps: np.ndarray) -> np.ndarray:
-        """Index-space displacement per mm travelled along each LPS direction."""
+        """Index-space displacement per mm travelled along each LPS direction.
+
+        Parameters
+        ----------
+        directions_lps : (n, 3) ndarray
+            Unit directions in LPS.
+
+        Returns
+        -------
+        (n, 3) ndarray
+            ``(k, j, i)`` change per mm, voxels/mm.
+        """
         return self.geometry.lps_direction_to_index(directions_lps)
 
     def nearest_flat_index(self, shifted: list[np.ndarray], out: np.ndarray, scratch: np.ndarray,
@@ -53,6 +82,22 @@ class MaskField:
         that truncation rounds; ``out`` receives the result, ``scratch`` (float32) and
         ``integer`` (:attr:`index_dtype`) are work arrays, all of the points' length. Points beyond the crop
         land in its one-voxel background border, which reads as background.
+
+        Parameters
+        ----------
+        shifted : list of three (p,) ndarray of float32
+            k, j and i of the local index plus one half.
+        out : (p,) ndarray
+            Receives the flat indices (of :attr:`index_dtype`).
+        scratch : (p,) ndarray of float32
+            Work array.
+        integer : (p,) ndarray
+            Work array of :attr:`index_dtype`.
+
+        Returns
+        -------
+        (p,) ndarray
+            ``out``, filled.
         """
         for axis, column in enumerate(shifted):
             np.clip(column, 0.0, float(self._shape[axis] - 1), out=scratch)
@@ -65,7 +110,18 @@ class MaskField:
         return out
 
     def sample(self, local_index: np.ndarray) -> np.ndarray:
-        """Trilinear value (0..1) at local indices ``(n, 3)``; 0 outside the crop."""
+        """Trilinear value of the mask at local indices; 0 outside the crop.
+
+        Parameters
+        ----------
+        local_index : (n, 3) ndarray
+            Fractional ``(k, j, i)`` in the crop, voxels.
+
+        Returns
+        -------
+        (n,) ndarray of float
+            Interpolated mask, 0..1.
+        """
         position = np.clip(local_index, 0.0, self._shape - 1.0)
         base = np.minimum(position.astype(np.int64), self._shape - 2)  # floor: position >= 0
         fraction = position - base
@@ -75,6 +131,17 @@ class MaskField:
         values = self.values
 
         def along_i(offset: int) -> np.ndarray:
+            """Values interpolated along i on the grid row ``offset`` voxels from the base corner.
+
+            Parameters
+            ----------
+            offset : int
+                Flat offset of the row's first voxel from the base corner.
+
+            Returns
+            -------
+            (n,) ndarray of float
+            """
             low = values[flat + offset].astype(np.float64)
             return low + fi * (values[flat + offset + 1] - low)
 
@@ -92,6 +159,26 @@ def march(field: MaskField, origins_lps: np.ndarray, directions_lps: np.ndarray,
     then leave it; its exit distance is the wall thickness. An outward ray does the same with the
     background. Rays that have not entered after four steps meet a sub-voxel wall and get
     ``step_mm``; rays still going after ``length_mm`` get ``inf``.
+
+    Parameters
+    ----------
+    field : MaskField
+        The mask crop the rays march through.
+    origins_lps : (n, 3) ndarray
+        Ray origins on the surface, LPS mm.
+    directions_lps : (n, 3) ndarray
+        Unit ray directions, LPS.
+    length_mm : float
+        Longest distance marched, mm.
+    step_mm : float
+        Step of the march, mm.
+    inside : bool
+        March through the solid (wall thickness) rather than the background (gap width).
+
+    Returns
+    -------
+    (n,) ndarray of float
+        Distance to the exit along each ray, mm (``inf`` beyond ``length_mm``).
     """
     count = len(origins_lps)
     start = field.to_local_index(origins_lps)

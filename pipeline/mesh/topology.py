@@ -37,19 +37,49 @@ class Topology:
 
     @property
     def watertight(self) -> bool:
+        """Closed and consistently wound.
+
+        Returns
+        -------
+        bool
+            No boundary edge and no duplicated half-edge.
+        """
         return self.boundary_edges == 0 and self.duplicate_half_edges == 0
 
     @property
     def winding_consistent(self) -> bool:
+        """Every edge traversed once each way (no duplicated half-edge).
+
+        Returns
+        -------
+        bool
+        """
         return self.duplicate_half_edges == 0
 
     @property
     def manifold(self) -> bool:
+        """Watertight, with no pinched vertex and no degenerate face.
+
+        Returns
+        -------
+        bool
+        """
         return self.watertight and self.nonmanifold_vertices == 0 and self.degenerate_faces == 0
 
 
 def half_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Directed edges ``(3m,)`` start and end vertex of each face corner, face-major order."""
+    """Directed edges: start and end vertex of each face corner, face-major order.
+
+    Parameters
+    ----------
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+
+    Returns
+    -------
+    start, end : (3m,) ndarray of int
+        Half-edge ``3 f + s`` runs from ``faces[f, s]`` to ``faces[f, (s + 1) % 3]``.
+    """
     end = np.empty_like(faces)  # faces[:, [1, 2, 0]] without fancy indexing (twice as fast)
     end[:, :2], end[:, 2] = faces[:, 1:], faces[:, 0]
     return faces.ravel(), end.ravel()
@@ -61,6 +91,21 @@ def opposite_half_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray,
     One sort of keys ``2 * undirected edge + direction``: a half-edge and its opposite share the
     undirected edge and differ in the last bit, so their groups of equal keys are neighbours in
     sorted order (no second search). Where a key is repeated the first of its group is taken.
+
+    Parameters
+    ----------
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    n_vertices : int
+        Number of vertices (bounds the edge keys).
+
+    Returns
+    -------
+    opposite : (3m,) ndarray of int64
+        Index of the half-edge running the other way along the same edge, -1 if none.
+    duplicate : (3m,) ndarray of bool
+        Half-edges that share their direction with another (inconsistent winding, or an edge
+        of more than two faces).
     """
     start, end = half_edges(faces)
     low = np.minimum(start, end).astype(np.int64)
@@ -98,7 +143,19 @@ def opposite_half_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray,
 def topology(vertices: np.ndarray, faces: np.ndarray) -> tuple[Topology, np.ndarray]:
     """Closedness, orientation and manifoldness of a mesh (see :class:`Topology`).
 
-    Also returns each half-edge's opposite (see :func:`opposite_half_edges`) for reuse.
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates (only their number is used).
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+
+    Returns
+    -------
+    summary : Topology
+        Counts of open edges, duplicated half-edges, pinched vertices and degenerate faces.
+    opposite : (3m,) ndarray of int64
+        Each half-edge's opposite (see :func:`opposite_half_edges`), for reuse.
     """
     n_vertices = len(vertices)
     degenerate = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
@@ -143,7 +200,24 @@ def _count_pinched_vertices(faces: np.ndarray, opposite: np.ndarray, n_vertices:
 
 def vertex_components(faces: np.ndarray, n_vertices: int,
                       adjacency: sparse.csr_matrix | None = None) -> tuple[int, np.ndarray]:
-    """Connected pieces: their number and the piece of each vertex."""
+    """Connected pieces: their number and the piece of each vertex.
+
+    Parameters
+    ----------
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    n_vertices : int
+        Number of vertices.
+    adjacency : scipy.sparse matrix, optional
+        A vertex adjacency already built (e.g. :func:`vertex_adjacency`); else the half-edges.
+
+    Returns
+    -------
+    count : int
+        Number of pieces (unreferenced vertices are pieces of their own).
+    labels : (n,) ndarray of int
+        Piece of each vertex.
+    """
     if adjacency is None:  # the directed half-edges suffice: components ignore direction
         start, end = half_edges(faces)
         adjacency = sparse.coo_matrix((np.ones(start.size, dtype=np.int8), (start, end)), shape=(n_vertices, n_vertices))
@@ -178,10 +252,22 @@ class Measures:
 
     @property
     def volume(self) -> float:
+        """Enclosed volume (coordinate unit cubed; positive for outward normals).
+
+        Returns
+        -------
+        float
+        """
         return float(self.face_volumes.sum())
 
     @property
     def area(self) -> float:
+        """Surface area (coordinate unit squared).
+
+        Returns
+        -------
+        float
+        """
         return float(self.face_areas.sum())
 
 
@@ -191,6 +277,20 @@ def measures(vertices: np.ndarray, faces: np.ndarray, normals: bool = True) -> M
     Coordinates are handled as separate columns (one contiguous array each) and combined in
     place: on a million triangles that halves the time of row-wise cross products, and fewer
     temporaries mean fewer fresh pages for the kernel to map.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates (mm in the pipeline).
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    normals : bool
+        Also sum the area-weighted vertex normals.
+
+    Returns
+    -------
+    Measures
+        Face volumes and areas, vertex normals, face cross products.
     """
     centre = vertices[0] if len(vertices) else np.zeros(3)  # an origin on the mesh keeps the volume sum accurate
     columns = [vertices[:, axis] - centre[axis] for axis in range(3)]
@@ -233,7 +333,22 @@ def measures(vertices: np.ndarray, faces: np.ndarray, normals: bool = True) -> M
 
 
 def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sparse.csr_matrix:
-    """Symmetric vertex adjacency (CSR); each entry counts the half-edges between two vertices."""
+    """Symmetric vertex adjacency; each entry counts the half-edges between two vertices.
+
+    Parameters
+    ----------
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    n_vertices : int
+        Number of vertices.
+    dtype : numpy dtype
+        Type of the stored counts.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n, n)``, sorted indices, no duplicates (2 per edge of a closed manifold).
+    """
     index = np.int32 if n_vertices < 2**31 else np.int64  # scipy's own index type: no conversion copies
     start, end = half_edges(np.asarray(faces, dtype=index))
     rows, columns = np.concatenate([start, end]), np.concatenate([end, start])
@@ -242,7 +357,22 @@ def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sp
 
 def uniform_laplacian(faces: np.ndarray, n_vertices: int,
                       adjacency: sparse.csr_matrix | None = None) -> sparse.csr_matrix:
-    """Row-normalised vertex adjacency: ``L @ v`` is the mean of each vertex's neighbours."""
+    """Row-normalised vertex adjacency: ``L @ v`` is the mean of each vertex's neighbours.
+
+    Parameters
+    ----------
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+    n_vertices : int
+        Number of vertices.
+    adjacency : scipy.sparse.csr_matrix, optional
+        :func:`vertex_adjacency` already built (its index arrays are shared, not copied).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n, n)``, each row's weights summing to 1 (0 for an isolated vertex).
+    """
     graph = vertex_adjacency(faces, n_vertices, np.int8) if adjacency is None else adjacency
     degree = np.diff(graph.indptr)
     weights = 1.0 / np.repeat(np.maximum(degree, 1), degree)  # an edge seen twice counts once
@@ -251,7 +381,24 @@ def uniform_laplacian(faces: np.ndarray, n_vertices: int,
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Drop unreferenced vertices; returns new vertices, faces and the kept old indices."""
+    """Drop unreferenced vertices.
+
+    Parameters
+    ----------
+    vertices : (n, 3) ndarray
+        Vertex coordinates.
+    faces : (m, 3) ndarray of int
+        Triangles as vertex indices.
+
+    Returns
+    -------
+    vertices : (k, 3) ndarray
+        The referenced vertices, in their old order.
+    faces : (m, 3) ndarray of int64
+        The triangles renumbered.
+    kept : (k,) ndarray of int
+        Old index of each kept vertex.
+    """
     used = np.zeros(len(vertices), dtype=bool)
     used[faces.ravel()] = True
     kept = np.flatnonzero(used)

@@ -1,8 +1,8 @@
 """Surface measurements for regression: metrics, point-to-surface distance, ICP, z-crops, files.
 
-Distances are exact point-to-triangle distances (mm). The candidate triangles of a point are
-those around its nearest vertices (a KD-tree query), which keeps a 1.5-million-face skull
-tractable where an R-tree closest-point query over every face is not.
+Distances are exact point-to-triangle distances (mm), from the mesh stage's
+:class:`~pipeline.mesh.distance.SurfaceDistance` (certified k-d tree candidates), which keeps a
+1.5-million-face skull tractable where an R-tree closest-point query over every face is not.
 """
 
 from __future__ import annotations
@@ -17,17 +17,22 @@ from scipy.spatial import cKDTree
 
 from pipeline.files import atomic_write
 from pipeline.mesh.decimate import decimate
-
-#: Triangles whose longest edge is above this quantile of all are tested against every point.
-LONG_TRIANGLE_QUANTILE = 0.999
-#: Up to this many faces, trimesh's R-tree query is the faster exact answer.
-SMALL_MESH_FACES = 100_000
-#: Points handled at a time (bounds the memory of point-triangle pairs).
-CHUNK = 512
-
+from pipeline.mesh.distance import SurfaceDistance
 
 def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
-    """Volume (ml), area (cm^2), LPS bounding box (mm), shells, watertightness, face count."""
+    """Volume (ml), area (cm^2), LPS bounding box (mm), shells, watertightness, face count.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface in LPS mm.
+
+    Returns
+    -------
+    dict
+        ``volume_ml``, ``area_cm2``, ``bbox_min_lps_mm``, ``bbox_max_lps_mm``, ``shells``,
+        ``watertight``, ``faces``.
+    """
     bounds = np.asarray(mesh.bounds, dtype=float)
     return {
         "volume_ml": float(mesh.volume) / 1000.0,
@@ -43,7 +48,21 @@ def mesh_metrics(mesh: trimesh.Trimesh) -> dict:
 def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` points spread evenly by area over the surface, and their face normals.
 
-    Deterministic for a given ``seed``.
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface in LPS mm.
+    count : int
+        Number of points.
+    seed : int
+        Seed of the sampling (the same seed gives the same points).
+
+    Returns
+    -------
+    points : (count, 3) ndarray
+        Points on the surface, LPS mm.
+    normals : (count, 3) ndarray
+        Unit normal of the face each point lies on.
     """
     points, faces = trimesh.sample.sample_surface(mesh, count, seed=seed)
     return np.asarray(points), np.asarray(mesh.face_normals[faces])
@@ -52,78 +71,19 @@ def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np
 def distance_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     """Exact unsigned distance (mm) from each point to the closest point on ``mesh``'s triangles.
 
-    Every point of a triangle lies within its longest edge ``L`` of each of its corners, so a
-    triangle at distance ``d`` from a point has all its corners within ``d + L`` of it. With
-    ``d`` bounded by the triangles around the nearest vertex, the candidates are the triangles
-    around every vertex within ``d + L`` (a k-d tree ball query), ``L`` the longest edge but for
-    the longest 0.1% of triangles, which are tested against every point. Faster than trimesh's
-    R-tree query on million-face surfaces, and as exact; small meshes go to trimesh.
-
     Parameters
     ----------
-    points : (n, 3) ndarray
+    points : (n, 3) array_like
         Query points, mm.
     mesh : trimesh.Trimesh
-        Target surface.
+        Target surface, mm.
 
     Returns
     -------
     (n,) ndarray of float
+        Distances, mm (see :class:`pipeline.mesh.distance.SurfaceDistance`).
     """
-    points = np.asarray(points, dtype=float)
-    if len(mesh.faces) <= SMALL_MESH_FACES:
-        return trimesh.proximity.closest_point(mesh, points)[1]
-    triangles = mesh.triangles
-    longest = np.linalg.norm(triangles - np.roll(triangles, 1, axis=1), axis=2).max(axis=1)
-    reach = float(np.quantile(longest, LONG_TRIANGLE_QUANTILE))
-    long_faces = np.flatnonzero(longest > reach)
-    tree = cKDTree(mesh.vertices)
-    incident = incident_faces(np.asarray(mesh.faces), len(mesh.vertices))
-    best = np.full(len(points), np.inf)
-    for begin in range(0, len(points), CHUNK):
-        chunk = points[begin:begin + CHUNK]
-        _, nearest = tree.query(chunk)
-        bound = _closest(chunk, triangles, np.repeat(np.arange(len(chunk)), incident.shape[1]),
-                         incident[nearest].ravel(), len(chunk))
-        if len(long_faces):
-            owner = np.repeat(np.arange(len(chunk)), len(long_faces))
-            bound = np.minimum(bound, _closest(chunk, triangles, owner, np.tile(long_faces, len(chunk)), len(chunk)))
-        around = tree.query_ball_point(chunk, bound + reach)
-        counts = np.fromiter((len(found) for found in around), int, len(around))
-        vertices = np.concatenate([np.asarray(found, int) for found in around])
-        owner = np.repeat(np.repeat(np.arange(len(chunk)), counts), incident.shape[1])
-        faces = incident[vertices].ravel()
-        pairs = np.unique(owner.astype(np.int64) * len(triangles) + np.where(faces >= 0, faces, len(triangles) - 1))
-        best[begin:begin + CHUNK] = np.minimum(
-            bound, _closest(chunk, triangles, pairs // len(triangles), pairs % len(triangles), len(chunk)))
-    return best
-
-
-def incident_faces(faces: np.ndarray, vertices: int) -> np.ndarray:
-    """``(vertices, max degree)`` array of the faces around each vertex, padded with -1.
-
-    Unlike ``trimesh.Trimesh.vertex_faces``, degenerate faces (a repeated corner) are fine.
-    """
-    owner = np.repeat(np.arange(len(faces), dtype=np.int64), 3)
-    pairs = np.unique(faces.ravel().astype(np.int64) * len(faces) + owner)
-    vertex, face = pairs // len(faces), pairs % len(faces)
-    counts = np.bincount(vertex, minlength=vertices)
-    column = np.arange(len(vertex)) - (np.cumsum(counts) - counts)[vertex]
-    padded = np.full((vertices, max(int(counts.max()), 1)), -1, dtype=np.int64)
-    padded[vertex, column] = face
-    return padded
-
-
-def _closest(points: np.ndarray, triangles: np.ndarray, owner: np.ndarray, faces: np.ndarray,
-             count: int) -> np.ndarray:
-    """Per point, the least distance to the triangles paired with it (``owner[p] -> faces[p]``)."""
-    valid = faces >= 0
-    owner, faces = owner[valid], faces[valid]
-    closest = trimesh.triangles.closest_point(triangles[faces], points[owner])
-    distance = np.linalg.norm(closest - points[owner], axis=1)
-    best = np.full(count, np.inf)
-    np.minimum.at(best, owner, distance)
-    return best
+    return SurfaceDistance(np.asarray(mesh.vertices), np.asarray(mesh.faces))(points)
 
 
 def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int = 20000,
@@ -133,6 +93,23 @@ def symmetric_mean_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int =
     ``count`` points are sampled on each mesh. ``keep``, if given, takes an ``(n, 3)`` point
     array and returns a boolean mask of the points to count (e.g. those inside a common z
     range). ``with_distances`` adds every point's distance (``"distances"``, an array).
+
+    Parameters
+    ----------
+    a, b : trimesh.Trimesh
+        The two surfaces, LPS mm.
+    count : int
+        Points sampled on each surface.
+    keep : callable, optional
+        ``keep(points) -> (n,) bool``: the sampled points to count.
+    with_distances : bool
+        Also return every counted point's distance.
+
+    Returns
+    -------
+    dict
+        ``mean_mm``, ``p95_mm``, ``max_mm`` over both directions, ``mean_a_to_b_mm``,
+        ``mean_b_to_a_mm``, ``points``, and ``distances`` (mm) if asked for.
     """
     points_a, _ = sample_surface(a, count, seed=1)
     points_b, _ = sample_surface(b, count, seed=2)
@@ -160,6 +137,19 @@ def rigid_icp(moving: np.ndarray, fixed: np.ndarray, fixed_normals: np.ndarray, 
 
     Starts from the identity (the series share a frame of reference). Pairs further apart than
     ``reject_mm`` are ignored, so structures present in one set only do not pull.
+
+    Parameters
+    ----------
+    moving : (n, 3) ndarray
+        Points to register, LPS mm.
+    fixed : (m, 3) ndarray
+        Target points, LPS mm.
+    fixed_normals : (m, 3) ndarray
+        Unit normals at the target points.
+    iterations : int
+        Most linearised steps taken.
+    reject_mm : float
+        Pairs further apart than this are left out, mm.
 
     Returns
     -------
@@ -207,6 +197,18 @@ def crop_planes(mesh: trimesh.Trimesh, planes: list[tuple[np.ndarray, float]]) -
 
     Each plane is ``(normal, offset)`` and keeps the points ``p`` with ``normal . p >= offset``
     (LPS mm). Uses manifold3d, so the result is closed whenever the input is.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Closed surface, LPS mm.
+    planes : list of (normal, offset)
+        Unit normal (3,) and offset (mm) of each plane.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The cut and capped solid.
     """
     import manifold3d
 
@@ -219,12 +221,37 @@ def crop_planes(mesh: trimesh.Trimesh, planes: list[tuple[np.ndarray, float]]) -
 
 
 def crop_z(mesh: trimesh.Trimesh, z_low: float, z_high: float) -> trimesh.Trimesh:
-    """The closed solid of ``mesh`` between two axial planes (LPS z, mm), cut and capped."""
+    """The closed solid of ``mesh`` between two axial planes, cut and capped.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Closed surface, LPS mm.
+    z_low, z_high : float
+        LPS z of the lower and upper plane, mm.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The solid with ``z_low <= z <= z_high``.
+    """
     return crop_planes(mesh, [(np.array([0.0, 0.0, 1.0]), z_low), (np.array([0.0, 0.0, -1.0]), -z_high)])
 
 
 def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) -> np.ndarray:
-    """True for the points on the inner side of every plane (see :func:`crop_planes`)."""
+    """True for the points on the inner side of every plane (see :func:`crop_planes`).
+
+    Parameters
+    ----------
+    points : (n, 3) ndarray
+        Points, LPS mm.
+    planes : list of (normal, offset)
+        Unit normal (3,) and offset (mm) of each plane.
+
+    Returns
+    -------
+    (n,) ndarray of bool
+    """
     keep = np.ones(len(points), bool)
     for normal, offset in planes:
         keep &= points @ np.asarray(normal, float) >= offset
@@ -232,18 +259,55 @@ def inside_planes(points: np.ndarray, planes: list[tuple[np.ndarray, float]]) ->
 
 
 def write_golden_mesh(mesh: trimesh.Trimesh, path: Path) -> Path:
-    """Write a (decimated) golden mesh as gzip-compressed binary PLY, atomically."""
+    """Write a (decimated) golden mesh as gzip-compressed binary PLY, atomically.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The golden surface, LPS mm.
+    path : Path
+        Destination (``.ply.gz``).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     return atomic_write(path, gzip.compress(trimesh.exchange.ply.export_ply(mesh, encoding="binary"), mtime=0))
 
 
 def read_golden_mesh(path: Path) -> trimesh.Trimesh:
-    """Read a golden mesh written by :func:`write_golden_mesh`."""
+    """Read a golden mesh written by :func:`write_golden_mesh`.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.ply.gz`` file.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        The surface, LPS mm, unprocessed.
+    """
     with gzip.open(path, "rb") as handle:
         return trimesh.load(io.BytesIO(handle.read()), file_type="ply", process=False)
 
 
 def decimate_mesh(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
-    """Quadric decimation to at most ``faces`` triangles (the mesh stage's :func:`~pipeline.mesh.decimate.decimate`)."""
+    """Quadric decimation to at most ``faces`` triangles (the mesh stage's :func:`~pipeline.mesh.decimate.decimate`).
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Surface to decimate.
+    faces : int
+        Face budget.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        ``mesh`` itself if already within budget, else the decimated surface.
+    """
     if len(mesh.faces) <= faces:
         return mesh
     vertices, triangles = decimate(np.asarray(mesh.vertices), np.asarray(mesh.faces), faces)
