@@ -27,7 +27,6 @@ PENDING: list[str] = [
     "pipeline/case.py",
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
-    "pipeline/check/scan.py",
     "pipeline/checks.py",
     "pipeline/cli/__init__.py",
     "pipeline/cli/app.py",
