@@ -27,7 +27,6 @@ PENDING: list[str] = [
     "pipeline/case.py",
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
-    "pipeline/check/scan.py",
     "pipeline/exports/fhir.py",
     "pipeline/exports/hl7.py",
     "pipeline/geometry.py",

@@ -92,6 +92,11 @@ def read_scan(path: str | Path, *, series: str | int = "auto") -> Scan:
     series : str or int
         Which series of a DICOM folder (see :func:`pipeline.load.load_series`).
 
+    Returns
+    -------
+    Scan
+        The scan's surface (mm, the scanner's or the CT's LPS frame), its kind and source.
+
     Raises
     ------
     ScanError
@@ -148,6 +153,18 @@ def ct_scan(volume: Volume, source: str = "CT volume") -> Scan:
     The threshold is chosen from the histogram: Otsu's split separates air from resin, the
     surface level is half-way between their medians. The largest connected piece above it is
     the print; it must lie wholly inside the scanned volume.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT of the print (its values, indexed ``(k, j, i)``, on an LPS mm grid).
+    source : str
+        What was read, for the report (never a file name: it may carry patient data).
+
+    Returns
+    -------
+    Scan
+        The print's closed surface (kind ``ct``) in LPS mm.
 
     Raises
     ------
