@@ -5,7 +5,7 @@ ascending, arch with three branches, descending with an aneurysm) on a 500 x 512
 (0.40 x 0.35 x 0.35 mm, about 3.6 million voxels), cut by the top and bottom of the volume:
 
 * ``--source analytic`` (default): the analytic aorta voxelised (voxel centres inside);
-* ``--source segmented``: what ``segment(volume, "aorta_cta", [ascending-aorta seed])`` makes
+* ``--source segmented``: what ``segment_volume(volume, "aorta_cta", [ascending-aorta seed])`` makes
   of the phantom's CT (noise, partial volume, blur): a rougher surface with more triangles,
   as from a real scan.
 
@@ -71,10 +71,10 @@ def make_segmented_mask(shape=SHAPE):
     """The phantom CT's aorta as the ``aorta_cta`` preset segments it from one seed."""
     from example_data.cta_phantom import make_phantom
     from pipeline.geometry import Mask
-    from pipeline.segment import segment
+    from pipeline.segment import segment_volume
 
     phantom = make_phantom(shape=shape)
-    mask, _ = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]])
+    mask, _ = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]])
     return Mask((mask.array > 0).astype(np.uint8), mask.geometry, {1: "aorta"})
 
 

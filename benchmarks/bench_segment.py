@@ -19,7 +19,7 @@ voxels (0.4 x 0.35 x 0.35 mm), made once and kept in ``--dir`` as ``.npy`` files
 fresh subprocess that loads the volume, imports everything, then times one call and reads its
 peak resident memory (``VmHWM``) before and after: the difference is the call's own peak.
 
-* ``anatomodel``: ``pipeline.segment.segment(volume, "aorta_cta", [ascending aorta])`` (bone
+* ``anatomodel``: ``pipeline.segment.segment_volume(volume, "aorta_cta", [ascending aorta])`` (bone
   barrier, leak control, refinement, mask on the full grid).
 * baseline ``SimpleITK ConnectedThreshold``: the plain region growing a new user would try, from
   the same seed in the same 200..700 HU window (array to image, grow, back to an array).
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from pipeline.geometry import Geometry, Volume
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 method, folder = sys.argv[1], Path(sys.argv[2])
 hu = np.load(folder / "hu.npy")
 meta = json.loads((folder / "meta.json").read_text())
@@ -65,7 +65,7 @@ def peak_bytes():
 before = peak_bytes()
 start, cpu_start = time.perf_counter(), time.process_time()
 if method == "anatomodel":
-    mask, report = segment(volume, "aorta_cta", [seed])
+    mask, report = segment_volume(volume, "aorta_cta", [seed])
     got = mask.array > 0
 else:
     image = geometry.to_sitk(sitk.GetImageFromArray(hu))
@@ -111,7 +111,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from pipeline.geometry import Geometry, Volume
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 folder, preset = Path(sys.argv[1]), sys.argv[2]
 meta = json.loads((folder / "meta.json").read_text())
 volume = Volume(np.load(folder / "hu.npy"), Geometry.from_dict(meta["geometry"]))
@@ -120,7 +120,7 @@ masks, out = {}, {}
 for name in (["ascending_aorta"] if "wall" in preset else ["ascending_aorta", "arch", "descending_aorta"]):
     start = time.perf_counter()
     try:
-        mask, report = segment(volume, preset, [meta["landmarks"][name]])
+        mask, report = segment_volume(volume, preset, [meta["landmarks"][name]])
     except Exception as error:  # an old revision may refuse a seed: record it
         out[name] = {"error": str(error).splitlines()[0][:120]}
         continue

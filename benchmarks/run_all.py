@@ -52,7 +52,7 @@ import numpy as np
 import trimesh
 from example_data.cta_phantom import landmarks
 from pipeline.load import load_series
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 from pipeline.mesh import mesh_mask, write_model
 from pipeline.prepare import plan_print
 
@@ -78,7 +78,7 @@ def stage(name, function):
     return value
 
 volume, _ = stage("load", lambda: load_series(folder))
-mask, _ = stage("segment", lambda: segment(volume, "aorta_cta", [landmarks()["ascending_aorta"]]))
+mask, _ = stage("segment", lambda: segment_volume(volume, "aorta_cta", [landmarks()["ascending_aorta"]]))
 model, _ = stage("mesh", lambda: mesh_mask(mask))
 plan, _ = stage("prepare", lambda: plan_print(model, printer))
 out = Path(keep)

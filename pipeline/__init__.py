@@ -6,7 +6,7 @@ The Python API a lab scripts (the ``anatomodel`` command is a thin layer over ex
     result = pipeline.run_case("configs/cases/example_aorta.yaml", "out")
 
     volume, load_report = pipeline.load_series("study/", series="auto")
-    mask, segment_report = pipeline.segment(volume, "aorta_cta", seeds_lps_mm=[(x, y, z)])
+    mask, segment_report = pipeline.segment_volume(volume, "aorta_cta", seeds_lps_mm=[(x, y, z)])
     model, mesh_report = pipeline.mesh_mask(mask)
     plan, prepare_report = pipeline.plan_print(model, "formlabs_form3b")
     check = pipeline.check_print("out/CASE/model-id", "scan_of_the_print.stl")   # print QA
@@ -31,7 +31,7 @@ _EXPORTS = {
     "write_mask": "pipeline.geometry",
     "inventory": "pipeline.load",
     "load_series": "pipeline.load",
-    "segment": "pipeline.segment",
+    "segment_volume": "pipeline.segment",
     "combine_masks": "pipeline.segment",
     "import_label_map": "pipeline.segment",
     "mesh_mask": "pipeline.mesh",

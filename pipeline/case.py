@@ -31,7 +31,6 @@ one claim goes to ``OUT/encounters/ENC-<pseudonym>/charges.csv`` (billable lines
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import re
 import shutil
 import time
@@ -39,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import (CoordinateMM, LongString, PersonName, ShortText, bounded_text, find_config, read_yaml,
-                             validate)
+from pipeline.config import (CoordinateMM, LongString, PersonName, ShortText, StrictModel, bounded_text, find_config,
+                             read_yaml, validate)
 from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
 from pipeline.holds import Hold
 from pipeline.report import Report
@@ -69,23 +68,19 @@ def _safe(text: str, what: str) -> str:
     return text
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Provider(_Strict):
+class Provider(StrictModel):
     name: PersonName = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
     npi: str = Field(pattern=r"^\d{10}$", description="National Provider Identifier, 10 digits")
 
 
-class Patient(_Strict):
+class Patient(StrictModel):
     name: PersonName = Field(min_length=1, description="DICOM person name, e.g. FAMILY^GIVEN")
     id: LongString = Field(min_length=1, description="medical record number")
     birth_date: dt.date
     sex: Literal["M", "F", "O", "U"]
 
 
-class Encounter(_Strict):
+class Encounter(StrictModel):
     date_of_service: dt.date
     facility: LongString = Field(min_length=1)
     ordering_provider: Provider
@@ -93,12 +88,12 @@ class Encounter(_Strict):
     payer: LongString = Field(min_length=1)
 
 
-class Indication(_Strict):
+class Indication(StrictModel):
     icd10: list[str] = Field(min_length=1, description="ICD-10-CM codes, first is primary")
     summary: ShortText = Field(min_length=1, description="medical necessity in one or two sentences")
 
 
-class Imaging(_Strict):
+class Imaging(StrictModel):
     dicom: Path | None = Field(None, description="DICOM folder or NIfTI/NRRD/MHA file; relative to the case file")
     series: str = Field("auto", description="auto, a SeriesInstanceUID or a series number")
     # Or pulled from a DICOM node (pipeline.pacs.resolve_imaging): node + accession [+ study].
@@ -122,7 +117,7 @@ class Imaging(_Strict):
         return self
 
 
-class ManualStep(_Strict):
+class ManualStep(StrictModel):
     step: Literal["segmentation", "processing", "printing", "post_processing", "review", "other"]
     operator: PersonName = Field(min_length=1)
     minutes: float = Field(ge=0, le=10_000)
@@ -133,7 +128,7 @@ class ManualStep(_Strict):
 Point = tuple[CoordinateMM, CoordinateMM, CoordinateMM]
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     id: str = Field(description="model id, used as a folder name")
     preset: str = Field(description="configs/presets/<name>.yaml, or a path to a preset file")
     seeds_lps_mm: list[Point] = Field(default_factory=list)
@@ -163,7 +158,7 @@ class ModelSpec(_Strict):
         return self
 
 
-class CaseFile(_Strict):
+class CaseFile(StrictModel):
     case_id: str
     patient: Patient
     encounter: Encounter
@@ -171,7 +166,7 @@ class CaseFile(_Strict):
     imaging: Imaging
     printer: str
     models: list[ModelSpec] = Field(min_length=1)
-    operator: PersonName | None = Field(None, description="who runs the case (default: the login name)")
+    operator: PersonName | None = Field(None, description="who runs the case (default: $ANATOMODEL_OPERATOR, else the login name)")
     #: Folder of the case file; relative paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -351,7 +346,8 @@ def run_case(
         recorded in the ledger (no run, model version or charge: the identified packet stays the
         billed one) and writes no charges files; it is refused over an identified packet.
     operator : str, optional
-        Who runs the case (default: the case's operator, else the login name).
+        Who runs the case (default: the case's operator, else ``$ANATOMODEL_OPERATOR``, else the
+        login name).
     progress : callable, optional
         Called with a short message as each step starts.
     ledger : pipeline.ledger.Ledger or path, optional
@@ -382,7 +378,7 @@ def run_case(
     case_file = None if isinstance(case, CaseFile) else Path(case).absolute()
     if case_file is not None:
         case = load_case(case_file)
-    operator = operator or case.operator or getpass.getuser()
+    operator = run_operator(operator, case)
     holds = case_holds(case)  # refuses malformed coding before any work
     if deidentify:
         _refuse_over_identified(case, out_dir)
@@ -456,7 +452,8 @@ class _VendorCopy:
         self._lines.append(line)
         return line
 
-    def publish(self, staged: _Staged, *, mesh_sha256: str | None = None, holds: list[Hold] = ()) -> _Published:
+    def publish(self, staged: _Staged, *, mesh_sha256: str | None = None, holds: list[Hold] = (),
+                libraries: Any = ()) -> _Published:
         from pipeline.ledger.folders import publish_folder, remove_folder
 
         publish_folder(staged.staging, staged.folder)
@@ -465,6 +462,32 @@ class _VendorCopy:
 
     def void_removed(self, model_ids: list[str]) -> list[str]:
         return []
+
+
+def run_operator(given: str | None, case: CaseFile) -> str:
+    """Who runs a case: ``given``, else the case file's operator, else the ledger's operator
+    (``$ANATOMODEL_OPERATOR``, else the login name), as every ledger command has it.
+
+    Parameters
+    ----------
+    given : str or None
+        The operator named for this run (``anatomodel run --operator``).
+    case : CaseFile
+        The case, whose ``operator`` field may name one.
+
+    Returns
+    -------
+    str
+        The operator recorded for the run and its workflow steps.
+
+    Raises
+    ------
+    ConfigError
+        ``$ANATOMODEL_OPERATOR`` holds a control character (exit 4).
+    """
+    from pipeline.ledger.process import operator_name
+
+    return given or case.operator or operator_name()
 
 
 def _refuse_over_identified(case: CaseFile, out_dir: str | Path) -> None:
@@ -528,7 +551,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     from pipeline.mesh import mesh_mask, write_model
     from pipeline.prepare import plan_print, write_print_files
     from pipeline.printers import load_printer
-    from pipeline.segment import segment
+    from pipeline.segment import segment_volume
     from pipeline.geometry import write_mask
 
     from pipeline.preflight import estimate_output_bytes, free_space, output_folder
@@ -556,7 +579,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         workflow.steps.append(load_step)
         printer = load_printer(spec.printer or case.printer)
         tell(f"{spec.id}: segmenting ({spec.preset})")
-        mask, segment_report = workflow.run("segmentation", lambda: segment(
+        mask, segment_report = workflow.run("segmentation", lambda: segment_volume(
             volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
             seeds_index=spec.seeds_index, label_name=spec.id, roi_lps_mm=spec.segment.roi_lps_mm,
             overrides=spec.segment.overrides or None))
@@ -603,7 +626,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             shutil.rmtree(staging, ignore_errors=True)
             raise
         target = case_dir / spec.id
-        published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds)
+        published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds, libraries=mesh_report.libraries)
         results.append(ModelResult(spec.id, target, charge.cpt, sorted(p.name for p in target.iterdir()),
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version, list(published.holds)))

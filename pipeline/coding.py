@@ -384,12 +384,13 @@ class BillableModel:
         BillableModel
             The model as the coding rules see it.
         """
-        import hashlib
         from pathlib import Path
+
+        from pipeline.files import sha256_file
 
         digest = None
         if stl_path is not None and Path(stl_path).is_file():
-            digest = hashlib.sha256(Path(stl_path).read_bytes()).hexdigest()
+            digest = sha256_file(stl_path)
         encounter = case.encounter
         return cls(
             model_id=spec.id,

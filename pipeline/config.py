@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError
 
@@ -588,6 +588,22 @@ PersonName = Annotated[str, AfterValidator(_person_name)]
 ShortText = bounded_text(1024)
 #: A coordinate in patient LPS millimetres: finite and within 10 m of the scanner's origin.
 CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_000.0)]
+
+
+class StrictModel(BaseModel):
+    """The base of every configuration schema: unknown fields are refused, text is stripped.
+
+    A misspelt field (``lowr_hu``) is an error naming the closest known field (see
+    :func:`format_validation_error`) instead of a setting silently ignored; leading and trailing
+    white space of every text value is removed before validation.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class FrozenModel(StrictModel, frozen=True):
+    """A :class:`StrictModel` that cannot be changed once validated (printer profiles, QA
+    policies, PACS nodes: shared, read-only settings)."""
 
 
 def format_validation_error(source: str, error: ValidationError, model: type[Model] | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Files written whole or not at all, and their SHA-256: one writer and one hasher for the package.
+"""Files written whole or not at all, and their SHA-256: one writer, one hasher and one
+``SHA256SUMS`` format for the package.
 
 Every output (models, masks, reports, packets, charges) is written to a temporary file beside its
 target, flushed to disk, and renamed over the target; the folder entry is then flushed too. A
@@ -13,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-#: Read size for hashing, bytes.
-_CHUNK = 1 << 20
+#: The checksum manifest of a folder (``sha256sum -c SHA256SUMS`` checks it).
+SUMS_NAME = "SHA256SUMS"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], object], *,
@@ -56,13 +57,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
                 stream.write(data.encode("utf-8"))
         if callable(data):
             data(temporary)
-        _fsync(temporary, os.O_RDONLY)
+        fsync_path(temporary)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    fsync_path(path.parent, folder=True)
     return path
 
 
@@ -88,7 +89,131 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def _fsync(path: str | os.PathLike, flags: int) -> None:
+def folder_sha256(folder: str | os.PathLike, *, skip: tuple[str, ...] = (),
+                  known: dict[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of every file under a folder (recursively), by relative POSIX name, sorted.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder.
+    skip : tuple of str
+        Relative names left out (the manifest itself when writing it).
+    known : dict of str to str, optional
+        Digests already computed for some of the names (files written and hashed earlier by the
+        caller and not changed since); those files are not read again.
+
+    Returns
+    -------
+    dict of str to str
+        Relative name (``a/b.stl``) to hex digest, in sorted name order.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read.
+    """
+    folder = Path(folder)
+    known = known or {}
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in skip:
+            digests[name] = known.get(name) or sha256_file(path)
+    return digests
+
+
+def sums_text(digests: dict[str, str]) -> str:
+    """The lines of a ``SHA256SUMS`` file (``<digest>  <name>``, the format ``sha256sum -c`` reads).
+
+    Parameters
+    ----------
+    digests : dict of str to str
+        Relative name to hex digest, in the order the lines are written.
+
+    Returns
+    -------
+    str
+        One line per file, each ending in a newline.
+    """
+    return "".join(f"{digest}  {name}\n" for name, digest in digests.items())
+
+
+def write_sums(folder: str | os.PathLike, *, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Write :data:`SUMS_NAME` over every other file under ``folder`` (sorted relative names).
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder (a model's packet folder).
+    known : dict of str to str, optional
+        Digests the caller already has (see :func:`folder_sha256`).
+
+    Returns
+    -------
+    dict of str to str
+        The digests written, by relative name.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read or the manifest cannot be written.
+    """
+    digests = folder_sha256(folder, skip=(SUMS_NAME,), known=known)
+    atomic_write(Path(folder) / SUMS_NAME, sums_text(digests))
+    return digests
+
+
+def read_sums(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a ``sha256sum``-style file into ``{relative name: hex digest}``.
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest (a folder's :data:`SUMS_NAME`).
+
+    Returns
+    -------
+    dict of str to str
+        Relative name to lower-case hex digest; blank lines are skipped.
+
+    Raises
+    ------
+    ValueError
+        If a line is not ``<64 hex digits><space><space or *><name>``.
+    UnicodeDecodeError
+        If the file is not UTF-8 text.
+    OSError
+        The file cannot be read.
+    """
+    sums: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition(" ")
+        name = name[1:] if name[:1] in (" ", "*") else name
+        if len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise ValueError(f"{path}: line {number} is not '<sha256>  <file name>'")
+        sums[name] = digest.lower()
+    return sums
+
+
+def fsync_path(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Flush a file, or a folder's entries, to stable storage.
+
+    Parameters
+    ----------
+    path : path-like
+        The file or folder.
+    folder : bool
+        ``path`` is a folder (opened with ``O_DIRECTORY`` where the system has it).
+
+    Raises
+    ------
+    OSError
+        The path cannot be opened or flushed.
+    """
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0)
     descriptor = os.open(path, flags)
     try:
         os.fsync(descriptor)
@@ -96,4 +221,4 @@ def _fsync(path: str | os.PathLike, flags: int) -> None:
         os.close(descriptor)
 
 
-__all__ = ["atomic_write", "sha256_file"]
+__all__ = ["SUMS_NAME", "atomic_write", "folder_sha256", "fsync_path", "read_sums", "sha256_file", "sums_text", "write_sums"]

@@ -11,19 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import load_config, validate
+from pipeline.config import StrictModel, load_config, validate
 
 #: HU values a CT image can hold (12-bit data with the usual -1024 intercept, and extended scales).
 HU_LIMITS = (-1024.0, 31743.0)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ThresholdSettings(_Strict):
+class ThresholdSettings(StrictModel):
     """The HU window of the structure.
 
     * ``fixed`` keeps voxels with ``lower_hu <= HU <= upper_hu``.
@@ -57,7 +53,7 @@ class ThresholdSettings(_Strict):
         return self
 
 
-class BoneSeparation(_Strict):
+class BoneSeparation(StrictModel):
     """Keep bone out of a contrast-filled structure.
 
     Voxels above ``cortical_hu`` (cortical bone and calcium, brighter than contrast) are a
@@ -72,7 +68,7 @@ class BoneSeparation(_Strict):
     reason: str = ""
 
 
-class LeakControl(_Strict):
+class LeakControl(StrictModel):
     """Cut the grown region back at constrictions (aortic annulus, contacts between vessels).
 
     The region's distance map (radius of the largest ball inside, mm) is split into basins, one
@@ -110,7 +106,7 @@ class LeakControl(_Strict):
         return "off" if value is False else value
 
 
-class Plausibility(_Strict):
+class Plausibility(StrictModel):
     """What the structure looks like; a result that does not is held for a person.
 
     ``shape``: ``tube`` (one continuous tube that leaves the scan at its ends or ends at a
@@ -125,7 +121,7 @@ class Plausibility(_Strict):
     reason: str = ""
 
 
-class OuterWall(_Strict):
+class OuterWall(StrictModel):
     """Grow from the lumen into the wall and thrombus, bounded by fat (see :mod:`pipeline.segment.wall`)."""
 
     lower_hu: float = Field(ge=HU_LIMITS[0], le=HU_LIMITS[1])
@@ -137,14 +133,14 @@ class OuterWall(_Strict):
     reason: str = Field(min_length=1, description="the HU of wall, thrombus and their neighbours, with sources")
 
 
-class Shell(_Strict):
+class Shell(StrictModel):
     """Hollow model: a wall of ``thickness_mm`` inside or outside the segmented surface."""
 
     thickness_mm: float = Field(gt=0, le=20)
     side: Literal["inside", "outside"] = "outside"
 
 
-class Cleanup(_Strict):
+class Cleanup(StrictModel):
     """Morphological clean-up, radii in mm (anisotropic voxels are handled).
 
     ``keep``: ``seeded`` the components holding the include seeds (the largest without seeds);
@@ -162,7 +158,7 @@ class Cleanup(_Strict):
     shell: Shell | None = None
 
 
-class Preset(_Strict):
+class Preset(StrictModel):
     """A structure preset (one YAML file)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -10,18 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.config import load_config
+from pipeline.config import FrozenModel, load_config
 
 Technology = Literal["sla", "polyjet", "fdm", "sls"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BuildVolume(_Strict):
+class BuildVolume(FrozenModel):
     """Usable build volume in mm (x, y across the plate, z the build direction)."""
 
     x: float = Field(gt=0, le=2000)
@@ -29,7 +25,7 @@ class BuildVolume(_Strict):
     z: float = Field(gt=0, le=2000)
 
 
-class Material(_Strict):
+class Material(FrozenModel):
     """A printable material.
 
     Attributes
@@ -51,7 +47,7 @@ class Material(_Strict):
     note: str = ""
 
 
-class TimeModel(_Strict):
+class TimeModel(FrozenModel):
     """Print time = ``fixed_minutes`` + layers x ``seconds_per_layer`` + volume / ``mm3_per_second``.
 
     For vat photopolymerisation and powder bed fusion the layer term dominates; for extrusion the
@@ -63,7 +59,7 @@ class TimeModel(_Strict):
     mm3_per_second: float = Field(gt=0, le=10000)
 
 
-class PrinterProfile(_Strict):
+class PrinterProfile(FrozenModel):
     """A printer as the prepare stage sees it.
 
     Attributes

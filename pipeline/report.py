@@ -12,7 +12,7 @@ import json
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -76,6 +76,44 @@ def installed_versions(distributions: list[str] | tuple[str, ...]) -> dict[str, 
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def anatomodel_version() -> str:
+    """The installed anatomodel version, ``0+unknown`` when run from a bare source tree.
+
+    Returns
+    -------
+    str
+        The version string of the ``anatomodel`` distribution.
+    """
+    return installed_versions(("anatomodel",)).get("anatomodel", "0+unknown")
+
+
+#: The packages that shape a model or its packet: what a run records for its environment (each
+#: model records the libraries its own mesh went through, ``MeshReport.libraries``).
+SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh", "vtk",
+            "fast-simplification", "pymeshfix", "highdicom", "fpdf2")
+
+
+def software_versions(libraries: Iterable[str] | None = None) -> dict[str, str]:
+    """Python's version, anatomodel's and each library's installed version, for a ledger record.
+
+    Parameters
+    ----------
+    libraries : iterable of str, optional
+        Distribution names (a model's ``MeshReport.libraries``: only the names are read, the
+        versions come from the installed distributions). None: :data:`SOFTWARE`, a run's
+        environment.
+
+    Returns
+    -------
+    dict of str to str
+        ``python`` and each distribution installed, name to version, in the order given.
+    """
+    import platform
+
+    names = SOFTWARE if libraries is None else ("anatomodel", *libraries)
+    return {"python": platform.python_version(), **installed_versions(tuple(dict.fromkeys(names)))}
 
 
 class StageClock:

@@ -2,7 +2,7 @@
 
 ``models[].mesh`` takes every field of :class:`~pipeline.mesh.MeshOptions` (the schema is made
 from the dataclass, so the two cannot drift apart); ``models[].segment`` the preset overrides and
-region of interest of :func:`~pipeline.segment.segment`; ``models[].prepare`` the material and
+region of interest of :func:`~pipeline.segment.segment_volume`; ``models[].prepare`` the material and
 runner-up count of :func:`~pipeline.prepare.plan_print`. A misspelt field is refused naming the
 closest known one, like every other field of the case file.
 """
@@ -13,19 +13,15 @@ import dataclasses
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
-from pipeline.config import CoordinateMM
+from pipeline.config import CoordinateMM, StrictModel
 from pipeline.mesh.options import MeshOptions
 
 Point = tuple[CoordinateMM, CoordinateMM, CoordinateMM]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _MeshSettingsBase(_Strict):
+class _MeshSettingsBase(StrictModel):
     @model_validator(mode="after")
     def _checked(self) -> "_MeshSettingsBase":
         self.to_options()  # MeshOptions' own range checks, as ValueError
@@ -52,8 +48,8 @@ def _schema_of(options: type, name: str, base: type[BaseModel]) -> type[BaseMode
 MeshSettings = _schema_of(MeshOptions, "MeshSettings", _MeshSettingsBase)
 
 
-class SegmentSettings(_Strict):
-    """``models[].segment``: what :func:`~pipeline.segment.segment` takes besides the seeds.
+class SegmentSettings(StrictModel):
+    """``models[].segment``: what :func:`~pipeline.segment.segment_volume` takes besides the seeds.
 
     Attributes
     ----------
@@ -68,7 +64,7 @@ class SegmentSettings(_Strict):
     roi_lps_mm: tuple[Point, Point] | None = None
 
 
-class PrepareSettings(_Strict):
+class PrepareSettings(StrictModel):
     """``models[].prepare``: what :func:`~pipeline.prepare.plan_print` takes besides the printer.
 
     Attributes

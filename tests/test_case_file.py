@@ -126,3 +126,23 @@ def test_safe_path_component():
     for bad in ["", ".hidden", "a/b", "..", "x" * 65, "name with space"]:
         with pytest.raises(ConfigError):
             safe_path_component(bad)
+
+
+def test_the_run_operator_is_the_option_then_the_case_then_the_ledger_s_variable(tmp_path, example, monkeypatch):
+    import getpass
+
+    from pipeline.case import run_operator
+
+    anonymous = copy.deepcopy(example)
+    anonymous.pop("operator", None)
+    (tmp_path / "b").mkdir()
+    named, unnamed = load_case(_write(tmp_path, example)), load_case(_write(tmp_path / "b", anonymous))
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", "EVE^ADAMS")
+    assert run_operator("OP^GIVEN", named) == "OP^GIVEN"
+    assert run_operator(None, named) == example["operator"]
+    assert run_operator(None, unnamed) == "EVE^ADAMS"  # it was the login before
+    monkeypatch.delenv("ANATOMODEL_OPERATOR")
+    assert run_operator(None, unnamed) == getpass.getuser()
+    monkeypatch.setenv("ANATOMODEL_OPERATOR", "EVE\x1b[31m")
+    with pytest.raises(ConfigError, match="ANATOMODEL_OPERATOR contains the control character"):
+        run_operator(None, unnamed)

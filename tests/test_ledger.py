@@ -15,6 +15,7 @@ import pytest
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger, chain, default_ledger_path, resolve_ledger_path
 from pipeline.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures: both back ends)
 from test_ledger_protocol import DATE, PATIENT, billable, deliver_all, write_packet
 
 
@@ -128,6 +129,49 @@ def test_rerun_makes_a_new_version_never_a_new_charge(ledger, tmp_path):
     runs = ledger.show("CASE-1")["runs"]
     assert [r["status"] for r in runs] == ["ok", "ok"] and runs[0]["pid"] == os.getpid()
     assert runs[0]["software"]["anatomodel"] and runs[0]["software"]["python"]
+
+
+def _ball_mesh_reports():
+    """Mesh reports of a real 8 mm ball meshed twice: as it comes, and decimated to a quarter."""
+    import numpy as np
+
+    from pipeline.geometry import Geometry, Mask
+    from pipeline.mesh import MeshOptions, mesh_mask
+
+    geometry = Geometry((24, 24, 24), (1.0, 1.0, 1.0), (-11.5, -11.5, -11.5))
+    centres = geometry.index_to_lps(np.stack(np.meshgrid(*[np.arange(24)] * 3, indexing="ij"), axis=-1))
+    mask = Mask((np.linalg.norm(centres, axis=-1) < 8.0).astype(np.uint8), geometry, {1: "ball"})
+    plain = mesh_mask(mask, options=MeshOptions(target_faces=None))[1]
+    decimated = mesh_mask(mask, options=MeshOptions(target_faces=plain.faces_raw // 4))[1]
+    return plain, decimated
+
+
+def test_each_model_records_the_software_its_own_mesh_report_lists(new_ledger, tmp_path):
+    import platform
+    from importlib import metadata
+
+    plain, decimated = _ball_mesh_reports()
+    assert "fast-simplification" in decimated.libraries and "fast-simplification" not in plain.libraries
+    with Ledger(new_ledger()) as ledger:
+        with ledger.start_run(case_id="CASE-SW", patient_id=PATIENT, date_of_service=DATE) as run:
+            published = {}
+            for model_id, report in (("plain", plain), ("decimated", decimated)):
+                reservation = run.reserve(model_id, billable("CASE-SW", model_id), tmp_path / "out" / model_id)
+                write_packet(reservation.staging, model_id, 4096)
+                published[model_id] = run.publish(reservation, libraries=report.libraries)
+        shown = {m["model_id"]: m["software"] for m in ledger.show("CASE-SW")["models"]}
+    for model_id, report in (("plain", plain), ("decimated", decimated)):
+        expected = {"python": platform.python_version(), "anatomodel": metadata.version("anatomodel"),
+                    **{name: metadata.version(name) for name in report.libraries}}
+        assert shown[model_id] == expected == published[model_id].software
+        assert {k: v for k, v in shown[model_id].items() if k in report.libraries} == report.libraries
+    assert "fast-simplification" not in shown["plain"]  # not the run's whole environment
+
+
+def test_a_model_published_without_a_mesh_report_records_only_python_and_anatomodel(ledger, tmp_path):
+    (model,) = publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    assert set(model.software) == {"python", "anatomodel"}
+    assert ledger.show("CASE-1")["models"][0]["software"] == model.software
 
 
 def test_encounter_spans_cases_and_a_second_patient_is_its_own(ledger, tmp_path):

@@ -11,7 +11,8 @@ import trimesh
 
 from pipeline.errors import ConfigError, PrintPlanError
 from pipeline.model import Model
-from pipeline.prepare import oriented_mesh, plan_print, plan_support_faces, write_print_files
+from pipeline.prepare import (PlanAlternative, oriented_mesh, plan_print, plan_support_faces, read_plan,
+                              write_print_files)
 from pipeline.prepare.arrays import MeshArrays
 from pipeline.prepare.evaluate import Context, evaluate_pose, usable_volume
 from pipeline.prepare.search import convex_hull
@@ -192,6 +193,13 @@ def test_print_files_are_on_the_plate_and_anonymous(tmp_path, tube):
     assert saved["printer"] == "ultimaker_s5"
     assert np.allclose(saved["transform"], plan.transform)
     assert len(saved["alternatives"]) == 3
+    # read back, the plan is the one written, and drives the same support faces
+    again = read_plan(paths["plan"])
+    assert again == plan and isinstance(again.alternatives[0], PlanAlternative)
+    assert np.array_equal(plan_support_faces(again, model), plan_support_faces(plan, model))
+    (tmp_path / "broken.json").write_text(json.dumps({**saved, "printer": None, "unknown": 1}))
+    with pytest.raises(PrintPlanError, match="not a print plan"):
+        read_plan(tmp_path / "broken.json")
 
 
 def test_support_faces_match_the_plan_overhang():
@@ -232,7 +240,7 @@ def test_a_fold_of_the_surface_is_not_a_wall():
     """A sliver folded over its neighbour (as on the example's ventricle) must not read as a
     0.00 mm wall; the real wall below it, 0.3 mm away, still counts."""
     from pipeline.prepare.arrays import MeshArrays
-    from pipeline.prepare.walls import _ray_triangle, sample_wall_thickness
+    from pipeline.mesh.thickness import _ray_triangle, sample_wall_thickness
 
     vertices = np.array([[0, 0, 0], [1, 0, 0], [0.5, 0.1, 0],          # A: faces +z
                          [0.5, 0.5, -0.01],                              # B = (1, 0, 3): folded under A

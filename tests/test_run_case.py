@@ -70,6 +70,28 @@ def test_case_file_mesh_option_reaches_the_mesh_report(example_run):
     assert len(stl.faces) == budgeted["faces_final"]
 
 
+def test_ledger_lists_for_each_model_the_libraries_its_mesh_report_records(example_run):
+    import platform
+    from importlib import metadata
+
+    from pipeline.ledger import Ledger
+
+    case_dir, case, _ = example_run
+    with Ledger(case_dir.parent.parent / "ledger.sqlite3") as ledger:
+        recorded = {m["model_id"]: m["software"] for m in ledger.show(case["case_id"])["models"]}
+    libraries = {model["id"]: json.loads((case_dir / model["id"] / "packet.json").read_text())["mesh_qa"]["libraries"]
+                 for model in case["models"]}
+    assert set(recorded) == set(libraries)
+    for model_id, software in recorded.items():
+        assert software == {"python": platform.python_version(), "anatomodel": metadata.version("anatomodel"),
+                            **{name: metadata.version(name) for name in libraries[model_id]}}
+        assert {name: software[name] for name in libraries[model_id]} == libraries[model_id]
+    # the budgeted model was decimated, the other was not: each list is its own model's
+    budgeted, default = case["models"][1]["id"], case["models"][0]["id"]
+    assert "fast-simplification" in recorded[budgeted] and "fast-simplification" not in libraries[default]
+    assert "fast-simplification" not in recorded[default]
+
+
 def test_layout(example_run):
     case_dir, case, _ = example_run
     for model in case["models"]:

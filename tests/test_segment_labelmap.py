@@ -10,7 +10,7 @@ from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline.errors import DicomError, GeometryError, SegmentationError
 from pipeline.geometry import Geometry, Mask, write_image
 from pipeline.load import load_series
-from pipeline.segment import combine_masks, import_label_map, segment
+from pipeline.segment import combine_masks, import_label_map, segment_volume
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def test_combine_masks_of_one_case():
 def test_segmented_structures_combine_into_one_label_map():
     phantom = make_phantom(0.6, seed=0)
     volume = phantom.volume()
-    aorta, _ = segment(volume, "aorta_cta", [phantom.landmarks["ascending_aorta"]], label=1)
-    heart, _ = segment(volume, "heart_bloodpool_cta", [phantom.landmarks["left_ventricle"]],
-                       [phantom.landmarks["ascending_aorta"]], label=2)
+    aorta, _ = segment_volume(volume, "aorta_cta", [phantom.landmarks["ascending_aorta"]], label=1)
+    heart, _ = segment_volume(volume, "heart_bloodpool_cta", [phantom.landmarks["left_ventricle"]],
+                              [phantom.landmarks["ascending_aorta"]], label=2)
     combined = combine_masks([aorta, heart])
     assert combined.labels == {1: "aorta", 2: "heart_bloodpool"}
     assert combined.voxel_count(1) > 0 and combined.voxel_count(2) > 0

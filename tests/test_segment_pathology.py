@@ -15,7 +15,7 @@ import pytest
 from example_data.cta_phantom import KINDS, make_phantom
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Mask
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 
 _phantoms: dict = {}
 
@@ -41,7 +41,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_seed_gives_the_lumen_and_any_seed_the_same(kind):
     made = phantom(kind)
-    mask, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
     got = mask.binary()
     recall, leakage, _ = scores(got, made.lumen)
     assert recall >= 0.97 and leakage <= 0.05, (kind, recall, leakage)
@@ -56,7 +56,7 @@ def test_one_seed_gives_the_lumen_and_any_seed_the_same(kind):
         # the left ventricle is among them, and the mask holds none of it
         assert np.count_nonzero(got & (made.labels == 2)) <= 0.01 * np.count_nonzero(made.labels == 2)
     for landmark in ("arch", "descending_aorta"):
-        other, _ = segment(made.volume(), "aorta_cta", [made.landmarks[landmark]])
+        other, _ = segment_volume(made.volume(), "aorta_cta", [made.landmarks[landmark]])
         assert dice(other.binary(), got) >= 0.98, (kind, landmark)
 
 
@@ -70,14 +70,14 @@ FINE_FOV = ((-85.0, 95.0), (-50.0, 40.0), (-42.0, 50.0))
 @pytest.mark.parametrize("kind", ["dissection", "coarctation", "touching"])
 def test_fine_voxels(kind):
     made = phantom(kind, 0.5, FINE_FOV)
-    mask, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
     recall, leakage, _ = scores(mask.binary(), made.lumen)
     assert recall >= 0.97 and leakage <= 0.05, (kind, recall, leakage)
 
 
 def test_touching_neighbours_are_removed_and_listed():
     made = phantom("touching")
-    mask, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
     got = mask.binary()
     removed = report.removed_pieces()
     for label in (6, 7, 8):  # pulmonary trunk, SVC, left atrium: each in a removed piece, not in the mask
@@ -91,7 +91,7 @@ def test_touching_neighbours_are_removed_and_listed():
 def test_two_include_seeds_are_both_kept():
     made = phantom("dissection")
     seeds = [made.landmarks["ascending_aorta"], made.landmarks["true_lumen"]]
-    mask, report = segment(made.volume(), "aorta_cta", seeds)
+    mask, report = segment_volume(made.volume(), "aorta_cta", seeds)
     got = mask.binary()
     for seed in report.seeds:
         assert seed.effect == "in the result"
@@ -102,7 +102,7 @@ def test_two_include_seeds_are_both_kept():
 @pytest.mark.parametrize("kind", ["aneurysm", "dissection"])
 def test_outer_wall_preset(kind):
     made = phantom(kind)
-    mask, report = segment(made.volume(), "aorta_wall_cta", [made.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(made.volume(), "aorta_wall_cta", [made.landmarks["ascending_aorta"]])
     assert dice(mask.binary(), made.wall) >= 0.90
     # the thrombus (an aneurysm's mural thrombus, a dissection's thrombosed false lumen) is in it
     thrombus = made.labels == 4
@@ -113,7 +113,7 @@ def test_outer_wall_preset(kind):
 @pytest.mark.parametrize("landmark", ["left_ventricle", "vertebra"])
 def test_a_blob_is_held_naming_the_place(landmark):
     made = phantom("aneurysm")
-    _, report = segment(made.volume(), "aorta_cta", [made.landmarks[landmark]])
+    _, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks[landmark]])
     codes = [hold.code for hold in report.holds]
     assert "segment.result_is_a_blob" in codes
     hold = report.holds[codes.index("segment.result_is_a_blob")]
@@ -123,7 +123,7 @@ def test_a_blob_is_held_naming_the_place(landmark):
 
 def test_left_ventricle_seed_names_a_seed_in_the_aorta():
     made = phantom("aneurysm")
-    _, report = segment(made.volume(), "aorta_cta", [made.landmarks["left_ventricle"]])
+    _, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["left_ventricle"]])
     reason = next(h.reason for h in report.holds if h.code == "segment.result_is_a_blob")
     suggested = [float(v) for v in reason.split("a seed in the tube removed at LPS (")[1].split(")")[0].split(",")]
     index = tuple(np.rint(made.geometry.lps_to_index(suggested)).astype(int))
@@ -134,8 +134,8 @@ def test_a_tube_cut_by_an_exclude_seed_is_held():
     """An exclude seed low in the descending aorta cuts the aorta there: the kept tube ends away
     from the scan's edge next to a removed tube, and the model is held."""
     made = phantom("coarctation")
-    _, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]],
-                        [made.landmarks["distal_descending_aorta"]])
+    _, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]],
+                               [made.landmarks["distal_descending_aorta"]])
     codes = {hold.code for hold in report.holds}
     assert codes & {"segment.removed_tube_continues", "segment.tube_ends_inside_scan"}, report.holds
 
@@ -148,7 +148,7 @@ def test_a_scan_without_contrast_is_refused_with_the_hu():
     from pipeline.geometry import Volume
 
     with pytest.raises(SegmentationError, match=r"HU at the seed 4\d; an arterial phase needs at least 200 HU in the aorta"):
-        segment(Volume(hu, made.geometry), "aorta_cta", [made.landmarks["ascending_aorta"]])
+        segment_volume(Volume(hu, made.geometry), "aorta_cta", [made.landmarks["ascending_aorta"]])
 
 
 def test_bad_seeds_are_refused_naming_the_seed():
@@ -156,20 +156,20 @@ def test_bad_seeds_are_refused_naming_the_seed():
     volume = made.volume()
     plaque = phantom("calcified").landmarks["plaque_0"]
     with pytest.raises(SegmentationError, match=r"include seed at LPS .* lies in bone(,| or) a calcification"):
-        segment(phantom("calcified").volume(), "aorta_cta", [plaque])
+        segment_volume(phantom("calcified").volume(), "aorta_cta", [plaque])
     lung = tuple(float(v) for v in (-58.0, 5.0, 40.0))
     with pytest.raises(SegmentationError, match=r"include seed at LPS \(-58.0, 5.0, 40.0\) mm .* air or lung"):
-        segment(volume, "aorta_cta", [lung])
+        segment_volume(volume, "aorta_cta", [lung])
     seed = made.landmarks["ascending_aorta"]
     with pytest.raises(SegmentationError, match=r"exclude seed at LPS .* lies .* mm from the include seed"):
-        segment(volume, "aorta_cta", [seed], [np.add(seed, (0.5, 0.0, 0.0))])
+        segment_volume(volume, "aorta_cta", [seed], [np.add(seed, (0.5, 0.0, 0.0))])
 
 
 def test_exclude_seeds_report_their_effect():
     made = phantom("touching")
     seeds = [made.landmarks["ascending_aorta"]]
     outside = (0.0, 70.0, -60.0)  # soft tissue behind the spine, outside anything grown
-    _, report = segment(made.volume(), "aorta_cta", seeds, [made.landmarks["superior_vena_cava"], outside])
+    _, report = segment_volume(made.volume(), "aorta_cta", seeds, [made.landmarks["superior_vena_cava"], outside])
     effects = [s.effect for s in report.seeds if s.kind == "exclude"]
     assert effects[0] == "removed with the piece it lies in"
     assert effects[1].startswith("outside the grown region")
@@ -184,7 +184,7 @@ def test_removed_pieces_are_drawn_in_cyan():
     from pipeline.document.pictures import ct_slices_png
 
     made = phantom("aneurysm")
-    mask, report = segment(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(made.volume(), "aorta_cta", [made.landmarks["ascending_aorta"]])
     removed = report.removed_pieces()
     assert removed is not None and removed.any()
     # through the ventricle (the removed piece), so every slice crosses it

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from example_data.cta_phantom import make_phantom
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 
 AORTA, VENTRICLE, BONE = 1, 2, 3
 
@@ -29,7 +29,7 @@ def _score(mask, labels):
 
 
 def test_one_seed_in_the_ascending_aorta(phantom):
-    mask, report = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]])
+    mask, report = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]])
     dice, ventricle_share, bone = _score(mask, phantom.labels)
     assert dice >= 0.95
     assert ventricle_share <= 0.05
@@ -46,8 +46,8 @@ def test_one_seed_in_the_ascending_aorta(phantom):
 
 
 def test_exclude_seed_in_the_ventricle(phantom):
-    mask, report = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
-                           [phantom.landmarks["left_ventricle"]])
+    mask, report = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
+                                  [phantom.landmarks["left_ventricle"]])
     dice, ventricle_share, bone = _score(mask, phantom.labels)
     assert dice >= 0.95 and ventricle_share <= 0.05 and bone == 0
     assert any(cut.held_exclude_seed for cut in report.leak_control.cuts)
@@ -55,30 +55,30 @@ def test_exclude_seed_in_the_ventricle(phantom):
 
 def test_exclude_seed_alone_splits_at_the_annulus(phantom):
     """Competitive growth without automatic leak control still stops at the annulus."""
-    mask, _ = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
-                      [phantom.landmarks["left_ventricle"]], overrides={"leak_control.mode": "off"})
+    mask, _ = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
+                             [phantom.landmarks["left_ventricle"]], overrides={"leak_control.mode": "off"})
     dice, ventricle_share, bone = _score(mask, phantom.labels)
     assert dice >= 0.95 and ventricle_share <= 0.05 and bone == 0
 
 
 def test_plain_threshold_growth_takes_the_ventricle(phantom):
     """What leak control is for: without it (and without exclude seeds) the ventricle joins."""
-    mask, _ = segment(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
-                      overrides={"leak_control.mode": "off"})
+    mask, _ = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks["ascending_aorta"]],
+                             overrides={"leak_control.mode": "off"})
     _, ventricle_share, _ = _score(mask, phantom.labels)
     assert ventricle_share > 0.15
 
 
 @pytest.mark.parametrize("landmark", ["descending_aorta", "aneurysm", "arch"])
 def test_any_seed_in_the_aorta_gives_the_aorta(phantom, landmark):
-    mask, _ = segment(phantom.volume(), "aorta_cta", [phantom.landmarks[landmark]])
+    mask, _ = segment_volume(phantom.volume(), "aorta_cta", [phantom.landmarks[landmark]])
     dice, ventricle_share, bone = _score(mask, phantom.labels)
     assert dice >= 0.95 and ventricle_share <= 0.05 and bone == 0
 
 
 def test_seed_in_the_ventricle_gives_the_heart_bloodpool(phantom):
-    mask, _ = segment(phantom.volume(), "heart_bloodpool_cta", [phantom.landmarks["left_ventricle"]],
-                      [phantom.landmarks["ascending_aorta"]])
+    mask, _ = segment_volume(phantom.volume(), "heart_bloodpool_cta", [phantom.landmarks["left_ventricle"]],
+                             [phantom.landmarks["ascending_aorta"]])
     got, truth = mask.binary(), phantom.labels == VENTRICLE
     dice = 2 * np.count_nonzero(got & truth) / (np.count_nonzero(got) + np.count_nonzero(truth))
     assert dice >= 0.9

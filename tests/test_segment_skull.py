@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from pipeline.load import load_series
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def skulls(philips_dir):
     made = {}
     for name, folder in [("1mm", "S2020"), ("5mm", "S2010")]:
         volume, _ = load_series(philips_dir / "S21570" / folder)
-        mask, report = segment(volume, "bone_ct")
+        mask, report = segment_volume(volume, "bone_ct")
         made[name] = (volume, mask, report)
     return made
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Volume
-from pipeline.segment import segment
+from pipeline.segment import segment_volume
 
 SPACING = (1.0, 0.8, 0.8)  # anisotropic on purpose
 SHAPE = (80, 100, 100)
@@ -65,7 +65,7 @@ def two_chambers():
 
 def test_leak_control_cuts_the_chamber_at_the_neck(two_chambers):
     volume, vessel, chamber, _ = two_chambers
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], overrides={"bone_separation.enabled": False})
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], overrides={"bone_separation.enabled": False})
     got = mask.binary()
     assert dice(got, vessel) >= 0.9
     assert np.count_nonzero(got & chamber) <= 0.02 * np.count_nonzero(got)
@@ -77,8 +77,8 @@ def test_leak_control_cuts_the_chamber_at_the_neck(two_chambers):
 
 def test_without_leak_control_the_chamber_joins(two_chambers):
     volume, vessel, chamber, _ = two_chambers
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)],
-                           overrides={"leak_control.mode": "off", "bone_separation.enabled": False})
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)],
+                                  overrides={"leak_control.mode": "off", "bone_separation.enabled": False})
     got = mask.binary()
     assert np.count_nonzero(got & chamber) >= 0.9 * np.count_nonzero(chamber)
     assert report.leak_control.applied is False
@@ -88,10 +88,10 @@ def test_auto_leak_control_only_cuts_past_the_expected_volume(two_chambers):
     volume, vessel, chamber, _ = two_chambers
     whole_ml = (np.count_nonzero(vessel | chamber) * GEOMETRY.voxel_volume_mm3) / 1000
     relaxed = {"leak_control.mode": "auto", "leak_control.max_volume_ml": 2 * whole_ml, "bone_separation.enabled": False}
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], overrides=relaxed)
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], overrides=relaxed)
     assert not report.leak_control.applied and np.count_nonzero(mask.binary() & chamber) > 0
     strict = dict(relaxed, **{"leak_control.max_volume_ml": 0.5 * whole_ml})
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], overrides=strict)
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], overrides=strict)
     assert report.leak_control.applied and report.leak_control.expectation_exceeded
     assert np.count_nonzero(mask.binary() & chamber) <= 0.02 * mask.voxel_count()
 
@@ -99,13 +99,13 @@ def test_auto_leak_control_only_cuts_past_the_expected_volume(two_chambers):
 def test_exclude_seed_splits_at_the_narrowest_connection(two_chambers):
     volume, vessel, chamber, neck = two_chambers
     overrides = {"leak_control.mode": "off", "bone_separation.enabled": False}
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], [(12, 0, -15)], overrides=overrides)
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], [(12, 0, -15)], overrides=overrides)
     got = mask.binary()
     assert dice(got, vessel) >= 0.85
     assert np.count_nonzero(got & chamber) <= 0.02 * np.count_nonzero(got)
     assert report.leak_control.cuts[0].held_exclude_seed
     # and the other way round: seeded in the chamber, excluding the vessel
-    mask, _ = segment(volume, "aorta_cta", [(12, 0, -15)], [(-20, 0, 15)], overrides=overrides)
+    mask, _ = segment_volume(volume, "aorta_cta", [(12, 0, -15)], [(-20, 0, 15)], overrides=overrides)
     assert dice(mask.binary(), chamber) >= 0.9
 
 
@@ -118,7 +118,7 @@ def test_branches_and_a_fusiform_widening_stay():
     branch = capsule(x, y, z, (-5, 0, 25), (25, 0, 35), 3.0)
     truth = np.minimum(tube, branch) < 0
     volume = render([(np.minimum(tube, branch), CONTRAST)])
-    mask, report = segment(volume, "aorta_cta", [(-5, 0, 30)], overrides={"bone_separation.enabled": False})
+    mask, report = segment_volume(volume, "aorta_cta", [(-5, 0, 30)], overrides={"bone_separation.enabled": False})
     assert dice(mask.binary(), truth) >= 0.95
     assert report.leak_control.removed_ml <= 0.02 * report.volume_ml
 
@@ -136,7 +136,7 @@ def _tube_on_bone(cortex_mm: float, gap_mm: float):
 
 def test_bone_near_the_vessel_does_not_join():
     volume, vessel, bone, _ = _tube_on_bone(1.5, gap_mm=1.0)
-    mask, report = segment(volume, "aorta_cta", [(0, -9, 0)], overrides={"leak_control.mode": "off"})
+    mask, report = segment_volume(volume, "aorta_cta", [(0, -9, 0)], overrides={"leak_control.mode": "off"})
     got = mask.binary()
     assert np.count_nonzero(got & bone) == 0
     assert dice(got, vessel) >= 0.95
@@ -150,10 +150,10 @@ def test_cancellous_bone_touching_the_vessel_is_kept_out(cortex_mm):
     stops it where the cortex still reads as bone (0.8 mm); where it does not (0.5 mm), leak
     control cuts the vertebra off at the contact."""
     volume, vessel, bone, cancellous = _tube_on_bone(cortex_mm, gap_mm=0.0)
-    plain, _ = segment(volume, "aorta_cta", [(0, -8, 0)],
-                       overrides={"leak_control.mode": "off", "bone_separation.enabled": False})
+    plain, _ = segment_volume(volume, "aorta_cta", [(0, -8, 0)],
+                              overrides={"leak_control.mode": "off", "bone_separation.enabled": False})
     assert np.count_nonzero(plain.binary() & cancellous) > 0.9 * np.count_nonzero(cancellous)
-    mask, report = segment(volume, "aorta_cta", [(0, -8, 0)])
+    mask, report = segment_volume(volume, "aorta_cta", [(0, -8, 0)])
     got = mask.binary()
     assert np.count_nonzero(got & cancellous) == 0
     # only the contact's partial-volume voxels (centres inside the cortex, HU mixed with contrast)
@@ -163,7 +163,7 @@ def test_cancellous_bone_touching_the_vessel_is_kept_out(cortex_mm):
 
 def test_mask_is_on_the_full_grid_with_its_label(two_chambers):
     volume, *_ = two_chambers
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], label=3, label_name="my vessel")
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], label=3, label_name="my vessel")
     assert mask.array.dtype == np.uint8 and mask.geometry == volume.geometry
     assert set(np.unique(mask.array)) == {0, 3} and mask.labels == {3: "my vessel"}
     assert report.voxels == mask.voxel_count()
@@ -179,8 +179,8 @@ def test_seed_index_and_lps_give_the_same_mask(two_chambers):
     volume, *_ = two_chambers
     lps = (-20.0, 0.0, 15.0)
     index = tuple(int(v) for v in np.rint(volume.geometry.lps_to_index(lps)))
-    by_lps, _ = segment(volume, "aorta_cta", [lps])
-    by_index, report = segment(volume, "aorta_cta", seeds_index=[index])
+    by_lps, _ = segment_volume(volume, "aorta_cta", [lps])
+    by_index, report = segment_volume(volume, "aorta_cta", seeds_index=[index])
     assert np.array_equal(by_lps.array, by_index.array)
     assert report.seeds[0].given_as == "index"
 
@@ -188,7 +188,7 @@ def test_seed_index_and_lps_give_the_same_mask(two_chambers):
 def test_region_of_interest_limits_the_mask(two_chambers):
     volume, vessel, *_ = two_chambers
     roi = ((-40, -40, 5), (40, 40, 40))
-    mask, report = segment(volume, "aorta_cta", [(-20, 0, 15)], roi_lps_mm=roi)
+    mask, report = segment_volume(volume, "aorta_cta", [(-20, 0, 15)], roi_lps_mm=roi)
     z = volume.geometry.index_to_lps(np.argwhere(mask.binary()))[:, 2]
     assert z.min() >= 5 - 1e-6
     assert report.roi_index_box is not None
@@ -196,8 +196,8 @@ def test_region_of_interest_limits_the_mask(two_chambers):
 
 def test_adaptive_window_is_measured_around_the_seed(two_chambers):
     volume, vessel, *_ = two_chambers
-    mask, report = segment(volume, "custom_example", [(-20, 0, 15)],
-                           overrides={"cleanup.shell": None, "bone_separation.enabled": False})
+    mask, report = segment_volume(volume, "custom_example", [(-20, 0, 15)],
+                                  overrides={"cleanup.shell": None, "bone_separation.enabled": False})
     window = report.window
     assert window.mode == "adaptive"
     assert window.seed_mean_hu == pytest.approx(CONTRAST, abs=10)
@@ -212,7 +212,7 @@ def test_holes_are_filled_and_islands_dropped():
     island = sphere(x, y, z, (25, 25, 25), 2.0)
     volume = render([(ball_sdf, CONTRAST), (hole, TISSUE), (island, CONTRAST)], noise=5.0)
     preset = {"leak_control.mode": "off", "bone_separation.enabled": False}
-    mask, report = segment(volume, "aorta_cta", [(0, 8, 0)], overrides=preset)
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 8, 0)], overrides=preset)
     assert mask.binary()[tuple(np.rint(GEOMETRY.lps_to_index((0, 0, 0))).astype(int))]
     assert np.count_nonzero(mask.binary() & (island < 0)) == 0
     expected = 4 / 3 * np.pi * 12.0**3 / 1000
@@ -226,7 +226,7 @@ def test_hollow_shell_has_the_wall_thickness():
     base = {"leak_control.mode": "off", "bone_separation.enabled": False}
     for side, inner, outer in [("outside", 8.0, 10.0), ("inside", 6.0, 8.0)]:
         overrides = dict(base, **{"cleanup.shell": {"thickness_mm": 2.0, "side": side}})
-        mask, report = segment(volume, "aorta_cta", [(0, 0, 0)], overrides=overrides)
+        mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 0)], overrides=overrides)
         got = mask.binary()
         # the wall's cross-section in the middle slices is the annulus between the two radii
         middle = np.abs(z) < 15
@@ -239,32 +239,32 @@ def test_hollow_shell_has_the_wall_thickness():
 def test_seed_outside_the_volume_names_the_extent(two_chambers):
     volume, *_ = two_chambers
     with pytest.raises(SegmentationError, match=r"outside the volume.*z -40\.0\.\.39\.0"):
-        segment(volume, "aorta_cta", [(0, 0, 500)])
+        segment_volume(volume, "aorta_cta", [(0, 0, 500)])
     with pytest.raises(SegmentationError, match="outside the volume of 80 x 100 x 100"):
-        segment(volume, "aorta_cta", seeds_index=[(0, 0, 100)])
+        segment_volume(volume, "aorta_cta", seeds_index=[(0, 0, 100)])
 
 
 def test_seed_outside_the_window_names_its_hu_and_the_window(two_chambers):
     volume, *_ = two_chambers
     # the CTA preset first asks for contrast at the seed (soft tissue, ~40 HU, is below 200 HU) ...
     with pytest.raises(SegmentationError, match=r"HU at the seed \d+; an arterial phase needs at least 200 HU"):
-        segment(volume, "aorta_cta", [(30, 30, 30)])
+        segment_volume(volume, "aorta_cta", [(30, 30, 30)])
     # ... and without that requirement the window says what the seed hit
     with pytest.raises(SegmentationError, match=r"has \d+ HU, outside the aorta_cta window 150\.\.700 HU: it lies "
                                                 r"in soft tissue"):
-        segment(volume, "aorta_cta", [(30, 30, 30)], overrides={"threshold.min_contrast_hu": None})
+        segment_volume(volume, "aorta_cta", [(30, 30, 30)], overrides={"threshold.min_contrast_hu": None})
 
 
 def test_missing_seed_bad_label_and_empty_result_are_refused(two_chambers):
     volume, *_ = two_chambers
     with pytest.raises(SegmentationError, match="needs at least one include seed"):
-        segment(volume, "aorta_cta")
+        segment_volume(volume, "aorta_cta")
     with pytest.raises(SegmentationError, match="label 0"):
-        segment(volume, "aorta_cta", [(-20, 0, 15)], label=0)
+        segment_volume(volume, "aorta_cta", [(-20, 0, 15)], label=0)
     with pytest.raises(SegmentationError, match="empty"):
-        segment(volume, "aorta_cta", [(-20, 0, 15)], overrides={"cleanup.opening_mm": 15.0})
+        segment_volume(volume, "aorta_cta", [(-20, 0, 15)], overrides={"cleanup.opening_mm": 15.0})
     with pytest.raises(SegmentationError, match="region of interest"):
-        segment(volume, "aorta_cta", [(-20, 0, 15)], roi_lps_mm=((0, 0, 0), (10, 10, 10)))
+        segment_volume(volume, "aorta_cta", [(-20, 0, 15)], roi_lps_mm=((0, 0, 0), (10, 10, 10)))
 
 
 def test_a_widening_far_along_a_narrower_vessel_stays():
@@ -278,17 +278,17 @@ def test_a_widening_far_along_a_narrower_vessel_stays():
     vessel = np.maximum(np.sqrt(x**2 + y**2) - radius, np.abs(z + 1) - 67)
     volume = render([(vessel, CONTRAST)], geometry=geometry)
     overrides = {"bone_separation.enabled": False}
-    mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=overrides)
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 55)], overrides=overrides)
     assert dice(mask.binary(), vessel < 0) >= 0.95
     assert report.leak_control.rejoined_after_local_check >= 1
     # with widths measured over the whole pieces (a neighbourhood wider than the volume) and no
     # shape test, the widening is cut off at the narrow vessel ...
     whole = dict(overrides, **{"leak_control.neighbourhood_mm": 200.0})
-    mask, report = segment(volume, "aorta_cta", [(0, 0, 55)],
-                           overrides=dict(whole, **{"leak_control.continuation_angle_deg": None}))
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 55)],
+                                  overrides=dict(whole, **{"leak_control.continuation_angle_deg": None}))
     assert np.count_nonzero(mask.binary() & (z < -30)) == 0
     # ... and the shape test keeps it: the piece lies along the kept tube's axis and runs out of the scan
-    mask, report = segment(volume, "aorta_cta", [(0, 0, 55)], overrides=whole)
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 55)], overrides=whole)
     assert dice(mask.binary(), vessel < 0) >= 0.95
     assert report.leak_control.rejoined_as_continuation >= 1
 
@@ -300,7 +300,7 @@ def test_half_maximum_window_follows_the_contrast_level(lumen_hu):
     x, y, z = lps_grid()
     tube = np.maximum(np.sqrt(x**2 + y**2) - 8.0, np.abs(z) - 30)
     volume = render([(tube, lumen_hu)])
-    mask, report = segment(volume, "aorta_cta", [(0, 0, 0)])
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 0)])
     window = report.window
     assert window.mode == "half_maximum"
     assert window.seed_median_hu == pytest.approx(lumen_hu, abs=10)
@@ -320,7 +320,7 @@ def test_ventricle_behind_a_realistic_aortic_root_is_cut():
     aorta = np.maximum(np.sqrt(x**2 + y**2) - radius, np.maximum(-32 - z, z - 85))
     ventricle = (np.sqrt((x / 28) ** 2 + (y / 25) ** 2 + ((z + 55) / 40) ** 2) - 1) * 25
     volume = render([(np.minimum(aorta, ventricle), CONTRAST)], geometry=geometry)
-    mask, report = segment(volume, "aorta_cta", [(0, 0, 50)], overrides={"bone_separation.enabled": False})
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 0, 50)], overrides={"bone_separation.enabled": False})
     got = mask.binary()
     assert np.count_nonzero(got & (ventricle < 0)) <= 0.05 * np.count_nonzero(got)
     assert dice(got, (aorta < 0) & (z >= 0)) >= 0.9  # the outflow tract above the ventricle may stay
@@ -335,7 +335,7 @@ def test_keep_all_drops_only_small_islands():
     volume = render([(np.minimum(np.minimum(big, second), speck), CONTRAST)], noise=5.0)
     overrides = {"leak_control.mode": "off", "bone_separation.enabled": False,
                  "cleanup.keep": "all", "cleanup.min_island_ml": 0.1}
-    mask, report = segment(volume, "aorta_cta", [(-15, 0, 0)], overrides=overrides)
+    mask, report = segment_volume(volume, "aorta_cta", [(-15, 0, 0)], overrides=overrides)
     got = mask.binary()
     assert report.components == 2 and report.cleanup.islands_removed >= 1
     assert np.count_nonzero(got & (second < 0)) > 0.9 * np.count_nonzero(second < 0)

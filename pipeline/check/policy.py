@@ -7,16 +7,12 @@ policy carries its source in ``sources``, keyed by the field it documents.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.config import load_config
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from pipeline.config import FrozenModel, load_config
 
 
-class Limits(_Strict):
+class Limits(FrozenModel):
     """Acceptance limits of one print.
 
     Attributes
@@ -44,7 +40,7 @@ class Limits(_Strict):
     min_coverage: float = Field(gt=0, le=1)
 
 
-class LimitOverride(_Strict):
+class LimitOverride(FrozenModel):
     """Some of the :class:`Limits` fields, replacing the defaults for one printer or material."""
 
     tolerance_mm: float | None = Field(None, gt=0, le=10)
@@ -55,7 +51,7 @@ class LimitOverride(_Strict):
     min_coverage: float | None = Field(None, gt=0, le=1)
 
 
-class RegistrationLimits(_Strict):
+class RegistrationLimits(FrozenModel):
     """When a registration counts as converged.
 
     Attributes
@@ -73,7 +69,7 @@ class RegistrationLimits(_Strict):
     max_residual_mm: float = Field(0.5, gt=0, le=10)
 
 
-class QAPolicy(_Strict):
+class QAPolicy(FrozenModel):
     """A lab's print-QA policy (``configs/qa/<name>.yaml``).
 
     Attributes
@@ -170,8 +166,7 @@ def policy_sha256(name: str = "default") -> str:
     ConfigError
         If no such policy file is found (exit code 4).
     """
-    import hashlib
-
     from pipeline.config import find_config
+    from pipeline.files import sha256_file
 
-    return hashlib.sha256(find_config("qa", name).read_bytes()).hexdigest()
+    return sha256_file(find_config("qa", name))

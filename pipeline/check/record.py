@@ -17,8 +17,8 @@ from typing import Any
 from pipeline.check.policy import QAPolicy
 from pipeline.check.report import CheckReport, checked_event
 from pipeline.errors import LedgerError
+from pipeline.files import folder_sha256, sha256_file, sums_text
 from pipeline.ledger import lifecycle
-from pipeline.ledger.folders import sha256_file
 
 
 def scan_sha256(scan: str | os.PathLike) -> str:
@@ -38,9 +38,7 @@ def scan_sha256(scan: str | os.PathLike) -> str:
     path = Path(scan)
     if path.is_file():
         return sha256_file(path)
-    lines = "".join(f"{sha256_file(file)}  {file.relative_to(path).as_posix()}\n"
-                    for file in sorted(p for p in path.rglob("*") if p.is_file()))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return hashlib.sha256(sums_text(folder_sha256(path)).encode()).hexdigest()
 
 
 def ledger_model(book: Any, model_dir: str | os.PathLike) -> tuple[str, str] | None:

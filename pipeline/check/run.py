@@ -20,6 +20,7 @@ from pipeline.check.register import register
 from pipeline.check.report import SOURCE, CheckReport, Criterion
 from pipeline.check.scan import Scan, read_scan
 from pipeline.errors import AnatomodelError
+from pipeline.files import atomic_write
 from pipeline.holds import Hold
 
 #: Samples of each surface for the deviation figures.
@@ -244,8 +245,5 @@ def _holds(criteria: list[Criterion], regions, model_id: str) -> list[Hold]:
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        temporary = folder / f".{name}.partial"
-        temporary.write_bytes(data)
-        temporary.replace(folder / name)
+        atomic_write(folder / name, data)

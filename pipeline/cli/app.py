@@ -52,17 +52,16 @@ options = GlobalOptions()
 #: Status lines printed by :func:`say` are also logged under this name (for log files).
 cli_log = logging.getLogger("anatomodel.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: ``--ledger`` of the commands that read or write the case ledger.
+LEDGER_OPTION = typer.Option(None, "--ledger", help="Ledger file or postgresql:// URL (default: $ANATOMODEL_LEDGER, "
+                             "else the per-user ledger).")
 
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from pipeline.report import anatomodel_version
 
-        try:
-            installed = version("anatomodel")
-        except PackageNotFoundError:
-            installed = "0+unknown"
-        stdout.print(f"anatomodel {installed}")
+        stdout.print(f"anatomodel {anatomodel_version()}")
         raise typer.Exit(0)
 
 

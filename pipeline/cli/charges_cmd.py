@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import LEDGER_OPTION, app, say, stdout
+from pipeline.files import atomic_write
 
 charges_app = typer.Typer(
     name="charges",
@@ -23,7 +24,6 @@ charges_app = typer.Typer(
 app.add_typer(charges_app, name="charges")
 
 CASE_ARGUMENT = typer.Argument(..., help="The case YAML (patient, encounter and payer come from it).")
-LEDGER_OPTION = typer.Option(None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger).")
 OTHER_OPTION = typer.Option(None, "--other-code", help="Another CPT/HCPCS code billed that day (repeat), e.g. 76377.")
 MESH_ONLY_OPTION = typer.Option(None, "--mesh-only", help="A model delivered as a mesh only, not printed (repeat).")
 SETTING_OPTION = typer.Option("hospital_outpatient", "--setting",
@@ -131,5 +131,5 @@ def export_charges(case_file: Path = CASE_ARGUMENT,
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_bytes(text.encode("utf-8"))
+        atomic_write(out, text)
         say(f"wrote {len(lines)} billable claim line(s) of case {escape(case.case_id)} as {fmt} to {escape(str(out))}")

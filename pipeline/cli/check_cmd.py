@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say, stdout
+from pipeline.cli.app import LEDGER_OPTION, app, say, stdout
 from pipeline.errors import HeldForReview, LedgerError
 
 
@@ -33,7 +33,7 @@ def check_command(
     minutes: float = typer.Option(None, "--minutes", help="Effort of the check in minutes (preparation/post-processing)."),
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="Record the check in the ledger when the model folder is a ledger case's."),
-    ledger: Path = typer.Option(None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Register the scan to the model (no landmarks), measure the signed deviation both ways and
     give the verdict of the QA policy.

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, say, timed_steps
+from pipeline.files import atomic_write
 from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, write_volume
 from pipeline.load import load_series
 
@@ -45,8 +46,7 @@ def convert_command(
         step("writing the volume")
         write_volume(volume, output)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(load_report.to_json() + "\n")
+        atomic_write(report, load_report.to_json() + "\n")
     shape = "x".join(map(str, volume.geometry.shape))
     spacing = "x".join(f"{s:.3f}" for s in volume.geometry.spacing)
     extras = [text for flag, text in ((load_report.tilt_corrected, "tilt corrected"),

@@ -10,8 +10,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.app import app, say, shown, stdout
+from pipeline.cli.app import LEDGER_OPTION, app, say, shown, stdout
 from pipeline.errors import LedgerError
+from pipeline.files import atomic_write
 from pipeline.ledger import Ledger
 from pipeline.report import to_jsonable
 
@@ -24,9 +25,6 @@ ledger_app = typer.Typer(
 )
 app.add_typer(ledger_app, name="ledger")
 
-LEDGER_OPTION = typer.Option(
-    None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."
-)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 _CSV_FIELDS = ("encounter_id", "patient_id", "date_of_service", "case_id", "model_id", "seq", "cpt", "units",
                "modifiers", "icd10", "icd10_pointers", "status", "reason", "version", "committed_at")
@@ -175,7 +173,7 @@ def export(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        atomic_write(out, text)
         say(f"wrote {len(data['charges'])} charge line(s) to {shown(str(out))}")
 
 

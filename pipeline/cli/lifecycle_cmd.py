@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, say
+from pipeline.cli.app import LEDGER_OPTION as LEDGER, app, say
 from pipeline.errors import HeldForReview
 
 CASE = typer.Argument(..., help="The case id.")
@@ -26,7 +26,6 @@ ROLE = typer.Option(..., "--role", help="Their role, e.g. radiologist, surgeon, 
 NPI = typer.Option(None, "--npi", help="The clinician's NPI (required to approve).")
 AT = typer.Option(None, "--at", help="When it happened, ISO date-time (default: now, UTC).")
 MINUTES = typer.Option(None, "--minutes", help="Effort of the step in minutes (registry category of the step).")
-LEDGER = typer.Option(None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger).")
 
 
 def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str | None, at: str | None,

@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from pipeline.cli.app import app, say, stdout
 from pipeline.cli.inspect_cmd import render
+from pipeline.files import atomic_write
 from pipeline.load import inventory
 from pipeline.pacs import pull, resolve_node
 
@@ -46,8 +47,7 @@ def pull_command(
     target = resolve_node(node, nodes_file, calling_ae_title=calling_aet)
     done = pull(target, out, accession=accession, study_uid=study, series=series)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(done.to_json() + "\n")
+        atomic_write(report, done.to_json() + "\n")
     if as_json:
         print(done.to_json())
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import app, log_to_file, say, stdout, timed_steps
+from pipeline.cli.app import LEDGER_OPTION, app, log_to_file, say, stdout, timed_steps
 from pipeline.errors import HeldForReview
 
 
@@ -17,10 +17,9 @@ def run(
     case_file: Path = typer.Argument(..., help="The case YAML (see configs/cases/example_aorta.yaml)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output root; the case goes to OUT/<case_id>/."),
     deidentify: bool = typer.Option(False, "--deidentify", help="Vendor copy: no name, MRN, birth date or accession in any file."),
-    operator: str = typer.Option("", help="Who runs the case (default: the case file's operator, else your login)."),
+    operator: str = typer.Option("", help="Who runs the case (default: the case file's operator, else $ANATOMODEL_OPERATOR, else your login)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-    ledger: Path = typer.Option(
-        None, "--ledger", help="Ledger file (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
+    ledger: Path = LEDGER_OPTION,
     identity_override: str = typer.Option(
         None, "--identity-override", metavar="REASON",
         help="Run although the case's patient differs from the series' (reason recorded; every charge held)."),

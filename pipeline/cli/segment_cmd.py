@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from pipeline.cli.app import app, console, options, say
 from pipeline.errors import ConfigError
+from pipeline.files import atomic_write
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -102,7 +103,7 @@ def segment_command(
     """
     from pipeline.geometry import IMAGE_SUFFIXES, is_image_file, read_mask, write_mask
     from pipeline.load import load_series
-    from pipeline.segment import combine_masks, import_label_map, segment
+    from pipeline.segment import combine_masks, import_label_map, segment_volume
 
     points = _point_options(list(ctx.args))
     if not is_image_file(out):
@@ -130,7 +131,7 @@ def segment_command(
 
     check_coverage(apply_overrides(load_preset(preset), overrides), series_extent_mm(volume.geometry),
                    volume.geometry.shape[0], str(source))  # a series too short for the structure: before the work
-    mask, segment_report = segment(
+    mask, segment_report = segment_volume(
         volume, preset, points["--seed"], points["--exclude-seed"],
         seeds_index=points["--seed-index"], exclude_seeds_index=points["--exclude-seed-index"],
         label=label, label_name=label_name,
@@ -140,10 +141,7 @@ def segment_command(
         mask = combine_masks([read_mask(add_to), mask])
     write_mask(mask, out)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        partial = report.with_name(f".{report.name}.partial")
-        partial.write_text(segment_report.to_json() + "\n")
-        partial.replace(report)
+        atomic_write(report, segment_report.to_json() + "\n")
     leak = segment_report.leak_control
     cut = f", leak control cut {leak.removed_ml:g} ml" if leak.removed_ml else ""
     say(f"wrote {escape(str(out))}: {segment_report.structure} {segment_report.volume_ml:.1f} ml "

@@ -23,10 +23,9 @@ import trimesh
 
 from pipeline.document import deidentify as deid
 from pipeline.document.charges import write_case_charges
-from pipeline.document.checksums import MANIFEST, sha256_file, write_sha256sums
 from pipeline.document.dicom import build_encapsulated_stl, write_encapsulated_stl
 from pipeline.document.facts import build_facts, packet_schema, validate_packet, workflow_steps
-from pipeline.document.inputs import PacketInputs, PacketReport, software_version
+from pipeline.document.inputs import PacketInputs, PacketReport
 from pipeline.document.pdf import packet_pdf
 from pipeline.document.pictures import (
     ct_slices_png,
@@ -36,16 +35,17 @@ from pipeline.document.pictures import (
     rigid_transform,
 )
 from pipeline.errors import DocumentError
+from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, sha256_file, write_sums
 
 __all__ = [
     "PacketInputs", "PacketReport", "write_packet", "write_case_charges", "packet_schema",
-    "validate_packet", "software_version", "PACKET_FILES",
+    "validate_packet", "PACKET_FILES",
 ]
 
 log = logging.getLogger(__name__)
 
 #: The files this stage adds to a model folder.
-PACKET_FILES = ("model.dcm", "packet.json", "packet.pdf", MANIFEST)
+PACKET_FILES = ("model.dcm", "packet.json", "packet.pdf", SUMS_NAME)
 
 
 def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
@@ -184,23 +184,24 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     write_encapsulated_stl(dataset, model_dir / "model.dcm")
     warnings += dicom_summary.notes
 
-    files = [{"name": p.relative_to(model_dir).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name not in PACKET_FILES[1:]]
+    listed = folder_sha256(model_dir, skip=PACKET_FILES[1:])
+    files = [{"name": name, "sha256": digest, "bytes": (model_dir / name).stat().st_size}
+             for name, digest in listed.items()]
     titles = [title for _, title in pictures]
     facts = build_facts(
         inputs, alias=alias, identifiers=identifiers,
         dicom={k: v for k, v in vars(dicom_summary).items() if k != "notes"},
         files=files, pictures=[{"title": t} for t in titles], warnings=warnings,
     )
-    (model_dir / "packet.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+    atomic_write(model_dir / "packet.json", json.dumps(facts, indent=2))
     pdf_bytes, pages = packet_pdf(facts, [(png, f"Figure {n}. {title}") for n, (png, title) in enumerate(pictures, 1)])
-    (model_dir / "packet.pdf").write_bytes(pdf_bytes)
+    atomic_write(model_dir / "packet.pdf", pdf_bytes)
 
     if inputs.deidentify:
         _refuse_identifiers(model_dir, forbidden, "after the packet was written")
-    write_sha256sums(model_dir)
-    checksums = {p.relative_to(model_dir).as_posix(): sha256_file(p)
-                 for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    # each file is read once: the ones packet.json lists were hashed above and are unchanged
+    digests = write_sums(model_dir, known=listed)
+    checksums = dict(sorted({**digests, SUMS_NAME: sha256_file(model_dir / SUMS_NAME)}.items()))
     report = PacketReport(
         model_dir=model_dir, model_id=inputs.charge.model_id, cpt=inputs.charge.cpt, files=checksums,
         pdf_pages=pages, pictures=titles, deidentified=inputs.deidentify,

@@ -12,9 +12,9 @@ from typing import Any
 
 from pipeline.coding import POINTER_LETTERS, ChargeLine, claim_lines
 from pipeline.document import deidentify as deid
-from pipeline.document.inputs import software_version as installed_version
 from pipeline.document.pdf import case_summary_pdf
-from pipeline.report import to_jsonable
+from pipeline.files import atomic_write
+from pipeline.report import anatomodel_version, to_jsonable
 
 CHARGES_SCHEMA_VERSION = "1.0.0"
 
@@ -31,13 +31,6 @@ def _cell(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
     return value
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-    return path
 
 
 def write_case_charges(
@@ -91,7 +84,7 @@ def write_case_charges(
     case_dir = Path(case_dir)
     case_dir.mkdir(parents=True, exist_ok=True)
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    version = software_version or installed_version()
+    version = software_version or anatomodel_version()
     claims = claim_lines(lines)
     patient = dict(case.get("patient") or {})
     provenance = dict(case.get("provenance") or {})
@@ -247,10 +240,10 @@ def write_case_charges(
         "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()]
                 + [f"model {e.model_id} waits for {e.waiting_for}" for e in pending],
     }
-    written = [_atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8"))]
+    written = [atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8"))]
     if with_pending:
-        written.append(_atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")))
+        written.append(atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")))
     return written + [
-        _atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
-        _atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
+        atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
+        atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
     ]

@@ -38,6 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from pipeline.document import deidentify as deid
 from pipeline.errors import DocumentError
+from pipeline.files import atomic_write
 
 ENCAPSULATED_STL_STORAGE = "1.2.840.10008.5.1.4.1.1.104.3"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -280,5 +281,4 @@ def write_encapsulated_stl(dataset: Dataset, path: Path) -> Path:
     OSError
         The file cannot be written.
     """
-    dataset.save_as(path, enforce_file_format=True)
-    return path
+    return atomic_write(path, lambda temporary: dataset.save_as(temporary, enforce_file_format=True))

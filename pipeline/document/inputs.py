@@ -13,23 +13,7 @@ import trimesh
 from pipeline.coding import ChargeLine
 from pipeline.geometry import Mask, Volume
 from pipeline.model import Model
-from pipeline.report import Report
-
-
-def software_version() -> str:
-    """The installed anatomodel version.
-
-    Returns
-    -------
-    str
-        The ``anatomodel`` distribution's version, or ``0+unknown`` when it is not installed.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("anatomodel")
-    except PackageNotFoundError:
-        return "0+unknown"
+from pipeline.report import Report, anatomodel_version
 
 
 @dataclass
@@ -96,7 +80,7 @@ class PacketInputs:
     print_plan: Any = None
     print_mesh: trimesh.Trimesh | None = None
     support_faces: np.ndarray | None = None
-    software_version: str = field(default_factory=software_version)
+    software_version: str = field(default_factory=anatomodel_version)
     deidentify: bool = False
     lifecycle: dict[str, Any] | None = None
     removed: np.ndarray | None = None

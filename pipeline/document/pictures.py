@@ -27,6 +27,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from pipeline.geometry import Mask, Volume, bounding_box  # noqa: E402
+from pipeline.mesh.decimate import decimate  # noqa: E402
 
 #: CT angiography window (level, width) in HU: contrast-filled vessels bright, bone brighter.
 CTA_WINDOW = (200.0, 800.0)
@@ -202,7 +203,8 @@ def display_mesh(mesh: trimesh.Trimesh, max_faces: int = DISPLAY_FACES) -> trime
     if len(mesh.faces) <= max_faces:
         return mesh
     try:
-        return mesh.simplify_quadric_decimation(face_count=max_faces)
+        vertices, faces = decimate(np.asarray(mesh.vertices), np.asarray(mesh.faces), max_faces)
+        return trimesh.Trimesh(vertices, faces, process=False)
     except Exception:  # decimation is a display nicety: fall back to a face subsample
         keep = np.random.default_rng(0).choice(len(mesh.faces), max_faces, replace=False)
         return trimesh.Trimesh(mesh.vertices, mesh.faces[np.sort(keep)], process=False)

@@ -7,7 +7,6 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import trimesh
@@ -125,6 +124,7 @@ def document_model_folder(
     from pipeline.ledger.folders import publish_folder, remove_folder
     from pipeline.geometry import read_mask
     from pipeline.model import Model
+    from pipeline.prepare.output import read_plan
 
     model_dir = Path(model_dir)
     model_id = model_id or model_dir.name
@@ -154,8 +154,7 @@ def document_model_folder(
                             "elsewhere with --out, or re-run the model with `anatomodel run`")
     workflow = [step.model_dump(mode="json") | {"automatic": False, "seconds": step.minutes * 60.0}
                 for step in spec.manual_steps]
-    # plan.json carries what the prepare stage's picture helpers read (transform, supports).
-    plan = SimpleNamespace(**reports["plan"]) if "plan" in reports else None
+    plan = read_plan(model_dir / "plan.json") if "plan" in reports else None
     inputs = PacketInputs.from_run(case=case, spec=spec, charge=charge, volume=volume, mask=mask, model=model,
                                    plan=plan, reports=reports, workflow=workflow, deidentify=deidentify,
                                    lifecycle=lifecycle)

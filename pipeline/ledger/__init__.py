@@ -8,7 +8,7 @@ folders on disk consistent across concurrent processes and crashes, and
 
 from pipeline.ledger.core import (
     LEDGER_VARIABLE,
-    Encounter,
+    LedgerEncounter,
     Ledger,
     PublishedModel,
     Reservation,
@@ -17,9 +17,8 @@ from pipeline.ledger.core import (
     default_ledger_path,
     open_ledger,
     resolve_ledger_path,
-    software_versions,
 )
-from pipeline.ledger.folders import folder_problems, read_sums, sha256_file
+from pipeline.ledger.folders import folder_problems
 from pipeline.ledger.lifecycle import Billing, BillingLine, Person
 
 __all__ = [
@@ -27,7 +26,7 @@ __all__ = [
     "BillingLine",
     "Person",
     "LEDGER_VARIABLE",
-    "Encounter",
+    "LedgerEncounter",
     "Ledger",
     "PublishedModel",
     "Reservation",
@@ -36,8 +35,5 @@ __all__ = [
     "default_ledger_path",
     "folder_problems",
     "open_ledger",
-    "read_sums",
     "resolve_ledger_path",
-    "sha256_file",
-    "software_versions",
 ]

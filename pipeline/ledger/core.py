@@ -33,7 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,13 @@ from typing import Any
 from pipeline import coding
 from pipeline.config import text_problem
 from pipeline.errors import CodingError, LedgerError
+from pipeline.files import SUMS_NAME, read_sums, sha256_file
 from pipeline.holds import Hold
 from pipeline.ledger import chain, folders, lifecycle, pg
 from pipeline.ledger.events import LifecycleLedger
 from pipeline.ledger.process import ProcessIdentity, operator_name
 from pipeline.ledger.schema import migrate
-from pipeline.report import Report, installed_versions, to_jsonable
+from pipeline.report import Report, software_versions, to_jsonable
 
 LEDGER_VARIABLE = "ANATOMODEL_LEDGER"
 #: Charge statuses that count as lines of the encounter when the next line is decided.
@@ -56,10 +57,6 @@ BILLED = ("committed", "discontinued")
 #: Fields of a billed line a re-run corrects (until the line is exported).
 _CORRECTABLE = ("icd10", "icd10_pointers", "modifiers", "modifier_reasons", "ordering_provider", "rendering_provider",
                 "payer", "kind", "medical_necessity")
-#: The packages that shape a model or its packet (each model's mesh report also records the
-#: libraries its own mesh went through: MeshReport.libraries).
-_SOFTWARE = ("anatomodel", "numpy", "scipy", "SimpleITK", "scikit-image", "pydicom", "trimesh", "vtk",
-             "fast-simplification", "pymeshfix", "highdicom", "fpdf2")
 
 
 def default_ledger_path() -> Path:
@@ -97,20 +94,6 @@ def resolve_ledger_path(path: str | os.PathLike | None = None) -> Path | str:
     return default_ledger_path()
 
 
-def software_versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape a model, for the run record.
-
-    Returns
-    -------
-    dict of str to str
-        ``{"python": "3.x.y", package: version, ...}`` for the packages in ``_SOFTWARE`` that are
-        installed (see :func:`pipeline.report.installed_versions`).
-    """
-    import platform
-
-    return {"python": platform.python_version(), **installed_versions(_SOFTWARE)}
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -137,7 +120,7 @@ def _json(value: Any) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Encounter:
+class LedgerEncounter:
     """A patient and a date of service: the unit within which charge lines are numbered."""
 
     id: int
@@ -172,6 +155,9 @@ class PublishedModel(Report):
     sums_sha256: str
     mesh_sha256: str | None
     holds: list[Hold] = dataclasses.field(default_factory=list)
+    #: distribution -> version of everything that shaped this model (python, anatomodel and its
+    #: mesh report's libraries)
+    software: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Ledger(LifecycleLedger):
@@ -360,7 +346,7 @@ class Ledger(LifecycleLedger):
                 (case_ref, _json(parameters or {}), _json(software_versions()), operator, me.host,
                  me.pid, me.start, _now())).lastrowid
             self._audit("run.started", case_id, operator=operator, run=run_id)
-        return Run(self, run_id, case_ref, case_id, Encounter(encounter, patient_id, day), operator)
+        return Run(self, run_id, case_ref, case_id, LedgerEncounter(encounter, patient_id, day), operator)
 
     # -- charges ----------------------------------------------------------------------------
     def _charge(self, case_ref: int, model_id: str) -> sqlite3.Row | None:
@@ -569,7 +555,7 @@ class Ledger(LifecycleLedger):
             encounter = self._db.execute("SELECT * FROM encounters WHERE id = ?", (case["encounter_id"],)).fetchone()
             models = self._db.execute(
                 "SELECT model_id, version, status, mesh_sha256, sums_sha256, folder, run_id, created_at, "
-                "committed_at FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
+                "committed_at, outcome FROM models WHERE case_ref = ? ORDER BY model_id, id", (case["id"],)).fetchall()
             charges = self._db.execute(
                 "SELECT model_id, seq, cpt, status, reason, line, revision, reserved_at, committed_at "
                 "FROM current_charges WHERE case_ref = ? ORDER BY seq", (case["id"],)).fetchall()
@@ -585,7 +571,9 @@ class Ledger(LifecycleLedger):
         return {
             "case_id": case_id,
             "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
-            "models": [dict(r) for r in models],
+            # a model's software: what shaped it (absent for versions published before it was recorded)
+            "models": [{**{k: v for k, v in dict(r).items() if k != "outcome"},
+                        "software": json.loads(r["outcome"]).get("software")} for r in models],
             "charges": [{**dict(r), "line": json.loads(r["line"])} for r in charges],
             "charge_revisions": [dict(r) for r in revisions],
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
@@ -642,8 +630,8 @@ class Ledger(LifecycleLedger):
             if ProcessIdentity(attempt["host"], attempt["pid"], attempt["pid_start"]).is_alive():
                 continue
             folders.restore_backup(attempt["staging"], attempt["folder"])
-            sums = Path(attempt["folder"]) / folders.SUMS_NAME
-            if attempt["sums_sha256"] and sums.is_file() and folders.sha256_file(sums) == attempt["sums_sha256"]:
+            sums = Path(attempt["folder"]) / SUMS_NAME
+            if attempt["sums_sha256"] and sums.is_file() and sha256_file(sums) == attempt["sums_sha256"]:
                 version = self._commit_attempt(attempt, operator="recovery")
                 self._audit("attempt.recovered", attempt["case_id"], attempt["model_id"], "recovery",
                             attempt=attempt["id"], version=version, reason="its process ended after the rename")
@@ -771,7 +759,7 @@ class Ledger(LifecycleLedger):
             path = Path(document["path"])
             if not path.is_file():
                 notes.append(f"{path}: written from the ledger, no longer there")
-            elif folders.sha256_file(path) != document["sha256"]:
+            elif sha256_file(path) != document["sha256"]:
                 problems.append(f"{path}: changed since the ledger wrote it (rewrite it with `anatomodel ledger "
                                 "charges CASE`, never by hand)")
         for attempt in self._db.execute("SELECT m.model_id, cs.case_id, r.host, r.pid FROM models m JOIN runs r "
@@ -841,7 +829,7 @@ class Run:
     folders deleted) and the run is recorded as ``ok`` or ``failed``.
     """
 
-    def __init__(self, ledger: Ledger, run_id: int, case_ref: int, case_id: str, encounter: Encounter,
+    def __init__(self, ledger: Ledger, run_id: int, case_ref: int, case_id: str, encounter: LedgerEncounter,
                  operator: str):
         self.ledger, self.id, self.case_ref, self.case_id = ledger, run_id, case_ref, case_id
         self.encounter, self.operator = encounter, operator
@@ -1012,7 +1000,7 @@ class Run:
         return reservation
 
     def publish(self, reservation: Reservation, *, mesh_sha256: str | None = None,
-                holds: Sequence[Hold] = ()) -> PublishedModel:
+                holds: Sequence[Hold] = (), libraries: Iterable[str] = ()) -> PublishedModel:
         """Put the staged packet in place and commit its version and charge (step 3).
 
         The version is recorded as ``prepared`` (with the run's measured effort), with ``holds``
@@ -1028,12 +1016,16 @@ class Run:
             Hex SHA-256 used to find duplicate models; default the ``model.stl`` entry of ``SHA256SUMS``.
         holds : sequence of pipeline.holds.Hold
             Reasons to hold the model's billing until someone releases it.
+        libraries : iterable of str
+            Distribution names of the libraries that shaped the model (its ``MeshReport.libraries``);
+            recorded with their installed versions, python's and anatomodel's as the version's
+            software.
 
         Returns
         -------
         PublishedModel
             The committed version (numbered from 1 per model), its folder, charge status and line, the
-            hex SHA-256 of ``SHA256SUMS`` and of the mesh, and the holds put on it.
+            hex SHA-256 of ``SHA256SUMS`` and of the mesh, the holds put on it and its software.
 
         Raises
         ------
@@ -1050,13 +1042,14 @@ class Run:
             raise LedgerError(f"the packet of {self.case_id}/{reservation.model_id} is incomplete: "
                               + "; ".join(problems), hint="nothing was published or billed")
         folders.fsync_tree(reservation.staging)
-        sums_sha256 = folders.sha256_file(reservation.staging / folders.SUMS_NAME)
+        sums_sha256 = sha256_file(reservation.staging / SUMS_NAME)
         if mesh_sha256 is None:
-            mesh_sha256 = folders.read_sums(reservation.staging / folders.SUMS_NAME).get("model.stl")
+            mesh_sha256 = read_sums(reservation.staging / SUMS_NAME).get("model.stl")
         with ledger._write():
             holds = [*holds, *ledger._duplicate_holds(self.case_ref, reservation.model_id, mesh_sha256)]
             outcome = {"holds": [h.for_model(reservation.model_id) for h in holds],
-                       "effort": lifecycle.run_effort(self.timings, reservation.model_id)}
+                       "effort": lifecycle.run_effort(self.timings, reservation.model_id),
+                       "software": software_versions(libraries)}
             updated = db.execute("UPDATE models SET sums_sha256 = ?, mesh_sha256 = ?, outcome = ? WHERE id = ? AND "
                                  "status = 'pending'", (sums_sha256, mesh_sha256, _json(outcome),
                                                         reservation.attempt_id))
@@ -1072,7 +1065,8 @@ class Run:
         self._pending.pop(reservation.attempt_id, None)
         folders.remove_folder(reservation.staging)  # now holds the previous version, if any
         return PublishedModel(self.case_id, reservation.model_id, version, reservation.folder, charge["status"],
-                              _line(charge["line"]), sums_sha256, mesh_sha256, list(outcome["holds"]))
+                              _line(charge["line"]), sums_sha256, mesh_sha256, list(outcome["holds"]),
+                              dict(outcome["software"]))
 
     def abandon(self, reservation: Reservation, reason: str = "the run stopped before publishing") -> None:
         """Give up an attempt: delete its staging folder; its charge line stays reserved.

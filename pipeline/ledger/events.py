@@ -492,7 +492,7 @@ class LifecycleLedger:
         list of pathlib.Path
             The paths ``write`` returned, each recorded with its absolute path and hex SHA-256.
         """
-        from pipeline.ledger.folders import sha256_file
+        from pipeline.files import sha256_file
 
         with self._write():
             paths = write(self.billing(encounter_id))

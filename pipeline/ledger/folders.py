@@ -11,70 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
-SUMS_NAME = "SHA256SUMS"
-_CHUNK = 1 << 20
+from pipeline.files import SUMS_NAME, fsync_path, read_sums, sha256_file
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file, read in 1 MiB chunks.
-
-    Returns
-    -------
-    str
-        64 lowercase hex digits.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be opened or read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_sums(path: str | os.PathLike) -> dict[str, str]:
-    """Parse a ``sha256sum``-style file into ``{relative name: hex digest}``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The ``SHA256SUMS`` file (UTF-8); blank lines are skipped.
-
-    Returns
-    -------
-    dict of str to str
-        Relative file name (as written, POSIX separators) to lowercase hex digest.
-
-    Raises
-    ------
-    ValueError
-        If a line is not ``<64 hex digits><space><space or *><name>``.
-    """
-    sums: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, _, name = line.partition(" ")
-        name = name[1:] if name[:1] in (" ", "*") else name
-        if len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
-            raise ValueError(f"{path}: line {number} is not '<sha256>  <file name>'")
-        sums[name] = digest.lower()
-    return sums
 
 
 def folder_problems(folder: str | os.PathLike, sums_sha256: str | None = None) -> list[str]:
@@ -136,16 +80,8 @@ def fsync_tree(folder: str | os.PathLike) -> None:
     """
     for root, _dirs, files in os.walk(folder):
         for name in files:
-            _fsync_path(os.path.join(root, name), os.O_RDONLY)
-        _fsync_path(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-
-
-def _fsync_path(path: str, flags: int) -> None:
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+            fsync_path(os.path.join(root, name))
+        fsync_path(root, folder=True)
 
 
 def backup_path(staging: str | os.PathLike) -> Path:
@@ -192,7 +128,7 @@ def publish_folder(staging: str | os.PathLike, destination: str | os.PathLike) -
         os.rename(destination, backup)
         os.rename(staging, destination)
         os.rename(backup, staging)
-    _fsync_path(os.path.dirname(destination) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    fsync_path(os.path.dirname(destination) or ".", folder=True)
 
 
 def restore_backup(staging: str | os.PathLike, destination: str | os.PathLike) -> None:

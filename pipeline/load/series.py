@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from pipeline.errors import GeometryError
+from pipeline.files import sha256_file
 from pipeline.geometry import Geometry, Volume, is_image_file, read_volume
 from pipeline.load.decode import read_hu
 from pipeline.load.headers import Plane, contrast_agent, convolution_kernel
@@ -155,17 +155,9 @@ def provenance_from_dicom(planes: list[Plane], sha256: str) -> dict[str, Any]:
     }
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_image_file(path: Path) -> tuple[Volume, LoadReport]:
     volume = read_volume(path)
-    sha256 = _file_sha256(path)
+    sha256 = sha256_file(path)
     provenance = dict.fromkeys(PROVENANCE_KEYS)
     provenance.update(volume.provenance)
     provenance.update(

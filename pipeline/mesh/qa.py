@@ -93,7 +93,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, *, field: MaskField, raw: S
         candidates = np.arange(len(faces))
     else:
         candidates = _intersection_candidates(faces, opposite, measured.face_cross, measured.face_areas,
-                                              (thickness < band_mm) | (gap < band_mm))
+                                              ~((thickness >= band_mm) & (gap >= band_mm)))  # nan: no reading
     crossing = intersecting_faces(vertices, faces, candidates)
     thin_regions, thin_fraction = [], 0.0
     if min_wall_mm is not None:

@@ -28,9 +28,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import read_yaml, validate
+from pipeline.config import FrozenModel, read_yaml, validate
 from pipeline.errors import ConfigError
 
 NODES_VARIABLE = "ANATOMODEL_NODES"
@@ -39,8 +39,7 @@ _AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # 1-16 printable ASCII characters, no backsla
 _INLINE = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+_Strict = FrozenModel  # the one strict, frozen base of configuration schemas (pipeline.config)
 
 
 class Tls(_Strict):

@@ -5,7 +5,7 @@
 ``write_print_files`` writes ``print.stl``, ``print.3mf`` and ``plan.json``.
 """
 
-from pipeline.prepare.output import oriented_mesh, plan_support_faces, write_print_files
+from pipeline.prepare.output import oriented_mesh, plan_support_faces, read_plan, write_print_files
 from pipeline.prepare.plan import PlanAlternative, PrintPlan, plan_print
 from pipeline.prepare.report import PrepareReport
 
@@ -16,5 +16,6 @@ __all__ = [
     "oriented_mesh",
     "plan_print",
     "plan_support_faces",
+    "read_plan",
     "write_print_files",
 ]

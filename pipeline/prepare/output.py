@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
+from pipeline.errors import PrintPlanError
 from pipeline.files import atomic_write
 from pipeline.mesh.export import write_model
 from pipeline.model import Model
 from pipeline.prepare.arrays import MeshArrays
-from pipeline.prepare.plan import PrintPlan
+from pipeline.prepare.plan import PlanAlternative, PrintPlan
 
 
 def oriented_mesh(plan: PrintPlan, model: Model) -> trimesh.Trimesh:
@@ -91,3 +93,30 @@ def write_print_files(plan: PrintPlan, model: Model, out_dir: str | os.PathLike)
         "3mf": write_model(oriented, out / "print.3mf"),
         "plan": atomic_write(out / "plan.json", plan.to_json() + "\n"),
     }
+
+
+def read_plan(path: str | os.PathLike) -> PrintPlan:
+    """The :class:`PrintPlan` a ``plan.json`` holds (as :func:`write_print_files` wrote it).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``plan.json`` of a model folder.
+
+    Returns
+    -------
+    PrintPlan
+        The plan, its alternatives as :class:`~pipeline.prepare.plan.PlanAlternative`.
+
+    Raises
+    ------
+    PrintPlanError
+        The file cannot be read, is not JSON, or does not hold a plan's fields (exit 10).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        alternatives = [PlanAlternative(**entry) for entry in data.pop("alternatives", [])]
+        return PrintPlan(**data, alternatives=alternatives)
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise PrintPlanError(f"{path}: not a print plan ({error})",
+                             hint="re-run anatomodel prepare for this model") from None

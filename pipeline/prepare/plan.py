@@ -19,7 +19,7 @@ from pipeline.prepare.evaluate import (
 )
 from pipeline.prepare.search import convex_hull, search
 from pipeline.prepare.report import PrepareReport
-from pipeline.prepare.walls import sample_wall_thickness
+from pipeline.mesh.thickness import sample_wall_thickness
 from pipeline.printers import PrinterProfile, load_printer
 from pipeline.report import Report
 

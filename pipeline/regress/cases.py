@@ -158,8 +158,8 @@ class CaseRun:
     truth: dict[str, Any] | None = None
 
 
-def run_case(case: RegressCase, phantoms: Path, *, workdir: Path | None = None,
-             progress: Callable[[str], None] | None = None) -> CaseRun:
+def run_regress_case(case: RegressCase, phantoms: Path, *, workdir: Path | None = None,
+                     progress: Callable[[str], None] | None = None) -> CaseRun:
     """Run one case through load -> segment -> mesh (the library functions the CLI wraps).
 
     Parameters
@@ -189,7 +189,7 @@ def run_case(case: RegressCase, phantoms: Path, *, workdir: Path | None = None,
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask
     from pipeline.presets import load_preset
-    from pipeline.segment import segment
+    from pipeline.segment import segment_volume
 
     tell = progress or (lambda message: None)
     seconds: dict[str, float] = {}
@@ -235,7 +235,7 @@ def run_case(case: RegressCase, phantoms: Path, *, workdir: Path | None = None,
 
     clock = time.perf_counter()
     tell(f"{case.name}: segment ({case.preset})")
-    mask, segment_report = segment(volume, preset, **seeds)
+    mask, segment_report = segment_volume(volume, preset, **seeds)
     seconds["segment"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -9,7 +9,6 @@ rewrites the measured values and the mesh but keeps tolerances already there.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import trimesh
 
 from pipeline.errors import ConfigError
+from pipeline.report import anatomodel_version
 from pipeline.files import atomic_write
 from pipeline.regress.surface import decimate_mesh, read_golden_mesh, symmetric_mean_distance, write_golden_mesh
 
@@ -27,20 +27,6 @@ SOURCE_TREE = Path(__file__).resolve().parents[2]
 GOLDEN_MESH_FACES = 10_000
 #: Surface points sampled on each mesh, each way, for the distance to the golden mesh.
 DISTANCE_SAMPLES = 5_000
-
-
-def anatomodel_version() -> str:
-    """The installed anatomodel version (``0+unknown`` when run from a bare source tree).
-
-    Returns
-    -------
-    str
-        The version string from the installed package's metadata, or ``0+unknown``.
-    """
-    try:
-        return importlib.metadata.version("anatomodel")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def default_tolerances(spacing_mm: list[float]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,7 @@ def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[P
 
 def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:
     """PNG: the model's surface points seen from the front, side and top, and a mid slice with the mask outline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from pipeline.document.pictures import figure_png  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
     points, normals = _points(mesh)
@@ -51,14 +48,12 @@ def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:
     axes[3].axis("off")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def distance_picture(distances: dict[str, np.ndarray], title: str) -> bytes:
     """PNG: histogram of surface distances (mm) per compared series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from pipeline.document.pictures import figure_png  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 3.2), dpi=80)
@@ -69,22 +64,13 @@ def distance_picture(distances: dict[str, np.ndarray], title: str) -> bytes:
     axis.legend(fontsize=8)
     axis.set_title(title, fontsize=10)
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _points(mesh: Any, count: int = 40_000) -> tuple[np.ndarray, np.ndarray]:
     from pipeline.regress.surface import sample_surface
 
     return sample_surface(mesh, count, seed=5)
-
-
-def _png(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def _html(data: dict[str, Any], pictures: dict[str, bytes]) -> str:

@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 from pipeline.errors import AnatomodelError, ConfigError, RegressionDrift
 from pipeline.regress import golden as goldens
-from pipeline.regress.golden import SOURCE_TREE, anatomodel_version
-from pipeline.regress.cases import RegressCase, run_case, select_cases
+from pipeline.regress.golden import SOURCE_TREE
+from pipeline.regress.cases import RegressCase, run_regress_case, select_cases
 from pipeline.regress.consistency import compare_acquisitions
 from pipeline.regress.surface import mesh_metrics
-from pipeline.report import Report
+from pipeline.report import Report, anatomodel_version
 
 #: Tilted series compared with the untilted 1 mm skull (checked), and the 5 mm one (for information),
 #: each with the case holding the 1 mm acquisition at its slice thickness (for the volume), if any.
@@ -205,7 +205,7 @@ def run_regress(phantoms: str | Path | None = None, golden: str | Path | None = 
     for number, case in enumerate(cases, 1):
         tell(f"[{number}/{len(cases)}] {case.name}: {case.description}")
         try:
-            run = run_case(case, phantoms, progress=tell)
+            run = run_regress_case(case, phantoms, progress=tell)
         except ConfigError:
             raise
         except (AnatomodelError, MemoryError) as error:

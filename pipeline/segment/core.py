@@ -1,4 +1,4 @@
-"""``segment``: one structure from a CT volume, a preset and seeds, with its report."""
+"""``segment_volume``: one structure from a CT volume, a preset and seeds, with its report."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def _grow_directly(hu: np.ndarray, window: Window, preset: Preset, include: list
     return box, fine[box]
 
 
-def segment(
+def segment_volume(
     volume: Volume,
     preset: str | Preset,
     seeds_lps_mm: Iterable = (),

@@ -1,4 +1,4 @@
-"""``SegmentReport``: what :func:`pipeline.segment.segment` did, every number a typed field.
+"""``SegmentReport``: what :func:`pipeline.segment.segment_volume` did, every number a typed field.
 
 Each part of the report is a dataclass; :meth:`~pipeline.report.Report.to_dict` gives the
 same JSON keys the packet has always carried (a part that did not run is ``null``).
@@ -197,7 +197,7 @@ class SegmentParameters:
 
 @dataclass
 class SegmentReport(Report):
-    """What :func:`~pipeline.segment.segment` did, with which parameters, and what came out.
+    """What :func:`~pipeline.segment.segment_volume` did, with which parameters, and what came out.
 
     Volumes in ml, lengths in mm, HU in Hounsfield units, times in seconds.
     """
