@@ -5,8 +5,9 @@ storage folder and a generated JSON configuration (DICOMweb plugin loaded, our A
 as a modality so C-MOVE can reach us), waits until its REST API answers, and stops it afterwards.
 
 :class:`ShortGetServer` is a pynetdicom archive that answers C-FIND truthfully from a folder but
-leaves out one instance from every C-GET (a partial retrieve); :class:`SilentServer` accepts TCP
-connections and never speaks (a node that times out).
+leaves out one instance from every C-GET (a partial retrieve); :class:`ShortWadoServer` is its
+DICOMweb twin, whose WADO-RS answer is short, broken off, not DICOM or not multipart;
+:class:`SilentServer` accepts TCP connections and never speaks (a node that times out).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pydicom
@@ -327,6 +330,116 @@ class ShortGetServer(_Peer):
         return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get)]
 
 
+class ShortWadoServer:
+    """A DICOMweb service over one folder (one study, one series) whose WADO-RS answer is faulty.
+
+    QIDO-RS answers truthfully (study by AccessionNumber, its series with
+    NumberOfSeriesRelatedInstances, the series' instances). The series retrieve is a
+    ``multipart/related`` stream of the files as stored, faulty as ``mode`` says:
+
+    - ``"short"``: the middle instance is left out, the stream otherwise well formed;
+    - ``"truncated"``: the connection closes in the middle of the middle instance's part;
+    - ``"not-dicom"``: the middle part is a text, not a Part 10 file;
+    - ``"not-multipart"``: the answer is an HTML page with status 200.
+
+    Parameters
+    ----------
+    folder : path
+        The series' files.
+    mode : str
+        One of the four above.
+    """
+
+    BOUNDARY = "short-wado-boundary"
+
+    def __init__(self, folder: Path, mode: str):
+        assert mode in ("short", "truncated", "not-dicom", "not-multipart"), mode
+        self.mode = mode
+        self.files = [p.read_bytes() for p in dicom_files(folder)]
+        self.headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_files(folder)]
+        first = self.headers[0]
+        self.study, self.series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+
+    def _json(self, level: str) -> list[dict]:
+        keys = {"study": ("StudyInstanceUID", "AccessionNumber", "StudyDate", "ModalitiesInStudy"),
+                "series": ("StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "Modality"),
+                "instances": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                              "InstanceNumber")}[level]
+        answers = []
+        for ds in self.headers if level == "instances" else self.headers[:1]:
+            answer = pydicom.Dataset()
+            for keyword in keys:
+                if keyword in ds:
+                    setattr(answer, keyword, ds.get(keyword))
+            if level == "study":
+                answer.ModalitiesInStudy = str(ds.Modality)
+            if level == "series":
+                answer.NumberOfSeriesRelatedInstances = len(self.files)
+            answers.append(answer.to_json_dict())
+        return answers
+
+    def _body(self) -> bytes:
+        middle = len(self.files) // 2
+        parts = list(self.files)
+        if self.mode == "short":
+            del parts[middle]
+        elif self.mode == "not-dicom":
+            parts[middle] = b"this part is a text, not a DICOM file\r\n" * 8
+        head, close = b"--%s\r\nContent-Type: application/dicom\r\n\r\n" % self.BOUNDARY.encode(), b"--%s--\r\n" % \
+            self.BOUNDARY.encode()
+        if self.mode == "truncated":  # up to the middle of the middle part
+            return b"".join(head + part + b"\r\n" for part in parts[:middle]) + head + parts[middle][:len(parts[middle]) // 2]
+        return b"".join(head + part + b"\r\n" for part in parts) + close
+
+    def _handler(self):
+        wado = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # the connection closes after each answer: no length needed
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = urllib.parse.urlparse(self.path).path.removeprefix("/dicom-web").rstrip("/")
+                study, series = f"/studies/{wado.study}", f"/series/{wado.series}"
+                listings = {"/studies": "study", f"{study}/series": "series",
+                            f"{study}{series}/instances": "instances"}
+                if path in listings:  # dicomweb-client pages with offset until an empty answer
+                    offset = int(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("offset", ["0"])[0])
+                    answers = wado._json(listings[path])[offset:]
+                    self._send(json.dumps(answers).encode(), "application/dicom+json")
+                elif path == study + series and wado.mode == "not-multipart":
+                    self._send(b"<html><body>Please log in</body></html>", "text/html")
+                elif path == study + series:
+                    self._send(wado._body(), f'multipart/related; type="application/dicom"; '
+                                             f'boundary={wado.BOUNDARY}')
+                else:
+                    self.send_error(404)
+
+        return Handler
+
+    def __enter__(self) -> "ShortWadoServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class RefusingStoreServer(_Peer):
     """A pynetdicom storage SCP that answers C-STORE of Encapsulated PDF with a failure status
     (0xA700, out of resources) and stores the rest in memory; its IMAGE-level C-FIND lists them."""
@@ -390,5 +503,5 @@ class SilentServer:
             connection.close()
 
 
-__all__ = ["Orthanc", "RefusingStoreServer", "ShortGetServer", "SilentServer", "dicom_files", "free_port",
-           "make_certificates"]
+__all__ = ["Orthanc", "RefusingStoreServer", "ShortGetServer", "ShortWadoServer", "SilentServer", "dicom_files",
+           "free_port", "make_certificates"]

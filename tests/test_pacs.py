@@ -29,9 +29,10 @@ from pipeline.pacs import Node, pull, resolve_node
 from pipeline.pacs.dimse import DimseClient
 from pipeline.pacs.objects import build_segmentation
 from pipeline.pacs.pull import retrieve_complete
-from pipeline.pacs.push import push
+from pipeline.pacs.push import build_push_objects, push
 from pipeline.pacs.query import SeriesMatch
 from pipeline.pacs.resolve import imaging_folder, resolve_imaging
+from pipeline.pacs.web import WebClient
 
 REPO = Path(__file__).resolve().parents[1]
 PATIENT_STRINGS = ("PHANTOM", "AORTA", "PH0001")
@@ -292,7 +293,8 @@ def test_push_over_dicomweb_recorded_on_a_postgresql_ledger(orthanc, case_run, p
 
 def test_push_without_the_pulled_series_reads_the_source_headers_from_the_node(orthanc, case_run, tmp_path):
     """A model folder away from its case's pulled series: over DICOMweb the SEG's source headers
-    come from WADO-RS series metadata (no pixel data), over DIMSE from a retrieve of the series."""
+    come from WADO-RS series metadata (no pixel data), over DIMSE from a retrieve of the series;
+    the SEG is the same bytes either way and passes dciodvfy."""
     case_dir, _, pulled = case_run
     model_dir = shutil.copytree(case_dir / "aorta-surgeon", tmp_path / "CASE" / "aorta-surgeon")
     near = push(case_dir / "aorta-surgeon", resolve_node(orthanc.dicomweb_url), ledger=tmp_path / "a.sqlite3")
@@ -302,11 +304,17 @@ def test_push_without_the_pulled_series_reads_the_source_headers_from_the_node(o
         done = push(model_dir, node, ledger=tmp_path / f"{len(where)}.sqlite3")
         assert done.notes == [f"the segmentation's source image headers came from {origin} {node.label}"]
         assert (done.sent, done.failed) == (3, 0)
-        # the same instances whichever way the headers came (the SEG's UID derives from the model's)
-        assert [(o.kind, o.sop_instance_uid) for o in done.objects] == [(o.kind, o.sop_instance_uid)
-                                                                        for o in near.objects]
-        assert [o.sha256 for o in done.objects if o.kind != "segmentation"] == \
-            [o.sha256 for o in near.objects if o.kind != "segmentation"]
+        # the same instances, byte for byte, whichever way the headers came (the SEG's DS numbers
+        # are re-texted shortest: "1" in the files, 1.0 in the JSON metadata)
+        assert [(o.kind, o.sop_instance_uid, o.sha256) for o in done.objects] == \
+            [(o.kind, o.sop_instance_uid, o.sha256) for o in near.objects]
+    # and the SEG built from the WADO-RS metadata is a valid SEG by itself
+    model = pydicom.dcmread(model_dir / "model.dcm", stop_before_pixels=True)
+    headers = WebClient(resolve_node(orthanc.dicomweb_url)).series_headers(
+        str(model.StudyInstanceUID), str(model.ReferencedSeriesSequence[0].SeriesInstanceUID))
+    seg = dict(build_push_objects(model_dir, headers))["segmentation"]
+    seg.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert _errors(tmp_path / "seg.dcm") == [], "dciodvfy finds errors in the SEG built from metadata"
 
 
 def test_store_failing_part_way_records_only_what_was_stored(case_run, tmp_path):

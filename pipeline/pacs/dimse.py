@@ -67,9 +67,27 @@ def _why_not(node: Node) -> str:
 
 @contextmanager
 def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
-    """An established association with ``node`` (released afterwards), or a PacsError.
+    """An established association with ``node``, released when the ``with`` block ends.
 
-    ``options`` go to :meth:`pynetdicom.AE.associate` (``ext_neg``, ``evt_handlers``).
+    Parameters
+    ----------
+    node : Node
+        The DIMSE peer (its timeouts, in s, become the AE's).
+    ae : pynetdicom.AE
+        Our application entity, with its requested presentation contexts.
+    **options
+        Passed to :meth:`pynetdicom.AE.associate` (``ext_neg``, ``evt_handlers``).
+
+    Yields
+    ------
+    pynetdicom.association.Association
+        The established association.
+
+    Raises
+    ------
+    PacsError
+        The node rejected the association (naming both AE titles) or is unreachable (saying why:
+        nothing listening, a timeout, no association answer).
     """
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.connection_timeout = node.timeout_s
@@ -99,13 +117,33 @@ def _check(status: Dataset | None, node: Node, what: str) -> int:
 class DimseClient:
     """Query, retrieve and store against one DIMSE node."""
 
+    #: C-GET and C-MOVE propose one presentation context per storage class of the series.
+    needs_sop_classes = True
+
     def __init__(self, node: Node):
         self.node = node
 
     def find(self, level: str, keys: dict[str, str]) -> list[Dataset]:
-        """C-FIND at ``level`` (STUDY, SERIES or IMAGE) with ``keys`` as matching keys.
+        """C-FIND at ``level`` with ``keys`` as matching keys.
 
         The return keys of :data:`pipeline.pacs.query.QUERY_KEYS` for the level are asked for.
+
+        Parameters
+        ----------
+        level : str
+            ``STUDY``, ``SERIES`` or ``IMAGE``.
+        keys : dict of str to str
+            DICOM keyword -> value to match (``AccessionNumber``, ``StudyInstanceUID``, ...).
+
+        Returns
+        -------
+        list of Dataset
+            The identifiers the node answered with.
+
+        Raises
+        ------
+        PacsError
+            The node refused the query (a failure status) or gave no answer within its timeout.
         """
         query = Dataset()
         query.QueryRetrieveLevel = level
@@ -126,15 +164,43 @@ class DimseClient:
         return found
 
     def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
-        """Retrieve every instance of a series into ``folder`` (one file each); their SOP Instance UIDs.
+        """Retrieve every instance of a series into ``folder``, one file each.
 
         C-GET on the same association, or C-MOVE to a storage SCP we run on ``node.move_port``.
+
+        Parameters
+        ----------
+        study_uid : str
+            The Study Instance UID.
+        series_uid : str
+            The Series Instance UID.
+        sop_classes : sequence of str
+            The series' storage SOP classes (one presentation context each; CT if empty).
+        folder : Path
+            Where the files are written (created), named by :func:`instance_file_name`.
+
+        Returns
+        -------
+        list of str
+            The SOP Instance UIDs received, in arrival order.
         """
         folder.mkdir(parents=True, exist_ok=True)
         received: list[str] = []
         lock = threading.Lock()
 
         def on_store(event: evt.Event) -> int:
+            """Write one received instance as it came (its Part 10 bytes).
+
+            Parameters
+            ----------
+            event : pynetdicom.events.Event
+                The C-STORE request of a sub-operation.
+
+            Returns
+            -------
+            int
+                0x0000 (success).
+            """
             uid = str(event.request.AffectedSOPInstanceUID)
             (folder / instance_file_name(uid)).write_bytes(event.encoded_dataset())
             with lock:
@@ -205,7 +271,18 @@ class DimseClient:
             server.shutdown()
 
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
-        """C-STORE each dataset on one association; the outcome of each, in order."""
+        """C-STORE each dataset on one association.
+
+        Parameters
+        ----------
+        datasets : sequence of Dataset
+            The instances to store.
+
+        Returns
+        -------
+        list of StoreOutcome
+            One per dataset, in order (those left when the association was lost failed).
+        """
         ae = AE(ae_title=self.node.calling_ae_title)
         for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
             ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])

@@ -95,11 +95,24 @@ class Node(_Strict):
 
     @property
     def is_dicomweb(self) -> bool:
+        """Whether the node is a DICOMweb service.
+
+        Returns
+        -------
+        bool
+            True for a node given by URL, False for a DIMSE peer.
+        """
         return self.url is not None
 
     @property
     def label(self) -> str:
-        """How logs and messages name the node: ``AET@HOST:PORT`` or the URL (without credentials)."""
+        """How logs and messages name the node.
+
+        Returns
+        -------
+        str
+            ``AET@HOST:PORT``, or the URL without any ``user:password@``.
+        """
         if self.url is not None:
             return re.sub(r"//[^/@]*@", "//", self.url)
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -111,7 +124,13 @@ class NodesFile(_Strict):
 
 
 def default_nodes_path() -> Path:
-    """``$ANATOMODEL_NODES``, else ``$XDG_CONFIG_HOME/anatomodel/nodes.yaml`` (``~/.config``)."""
+    """Where the user's nodes file is looked for.
+
+    Returns
+    -------
+    Path
+        ``$ANATOMODEL_NODES``, else ``$XDG_CONFIG_HOME/anatomodel/nodes.yaml`` (``~/.config``).
+    """
     if os.environ.get(NODES_VARIABLE):
         return Path(os.environ[NODES_VARIABLE]).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
@@ -120,6 +139,16 @@ def default_nodes_path() -> Path:
 
 def load_nodes(path: str | os.PathLike | None = None) -> dict[str, Node]:
     """Read and validate a nodes file; a missing default file means no named nodes.
+
+    Parameters
+    ----------
+    path : path, optional
+        The nodes file (default :func:`default_nodes_path`).
+
+    Returns
+    -------
+    dict of str to Node
+        The declared nodes by name (empty if the default file does not exist).
 
     Raises
     ------
@@ -153,6 +182,16 @@ def resolve_node(text: str, nodes_file: str | os.PathLike | None = None, *,
         The nodes file (default: :func:`default_nodes_path`).
     calling_ae_title : str, optional
         Our AE title for an inline node (default ``ANATOMODEL``).
+
+    Returns
+    -------
+    Node
+        The validated node.
+
+    Raises
+    ------
+    ConfigError
+        The text is none of the three forms, or the node it names is invalid.
     """
     text = (text or "").strip()
     overrides = {"calling_ae_title": calling_ae_title} if calling_ae_title else {}

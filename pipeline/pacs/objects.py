@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.valuerep import format_number_as_ds
 
 from pipeline.errors import GeometryError
 from pipeline.geometry import Mask
@@ -31,7 +32,20 @@ _PATIENT_STUDY = ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBi
 
 
 def derived_uid(model_dcm: Dataset, what: str) -> str:
-    """A UID for ``what`` (e.g. ``"seg-instance"``) of this model version: the same on every call."""
+    """A UID for ``what`` of this model version: the same on every call.
+
+    Parameters
+    ----------
+    model_dcm : Dataset
+        The model's Encapsulated STL (its SOP Instance UID seeds the UID).
+    what : str
+        What the UID is for, e.g. ``"seg-instance"``.
+
+    Returns
+    -------
+    str
+        A UID under pydicom's root, derived from the two.
+    """
     return generate_uid(entropy_srcs=["anatomodel", what, str(model_dcm.SOPInstanceUID)])
 
 
@@ -78,6 +92,17 @@ def build_segmentation(mask: Mask, source: list[Dataset], model_dcm: Dataset, *,
         The structure's name (packet.json ``model.structure``), for the segment label and code.
     software_version : str
         anatomodel's version.
+
+    Returns
+    -------
+    highdicom.seg.Segmentation
+        The SEG instance (a pydicom Dataset), one frame per source image, its DS numbers written
+        shortest.
+
+    Raises
+    ------
+    GeometryError
+        No source images, images of another study or Frame of Reference, or a mask off their grid.
     """
     import highdicom as hd
 
@@ -134,7 +159,31 @@ def build_segmentation(mask: Mask, source: list[Dataset], model_dcm: Dataset, *,
     for keyword in ("InstanceCreationDate", "InstanceCreationTime", "TimezoneOffsetFromUTC"):
         if keyword in model_dcm:
             setattr(seg, keyword, model_dcm.get(keyword))
+    _shortest_decimals(seg)
     return seg
+
+
+def _ds_text(value: float) -> str:
+    """The shortest decimal string (DS) that reads back as ``value``: ``1`` for 1.0, ``0.48828125``."""
+    text = repr(float(value)).removesuffix(".0")
+    return text if len(text) <= 16 else format_number_as_ds(float(value))
+
+
+def _shortest_decimals(ds: Dataset) -> None:
+    """Write every DS value of ``ds`` (nested too) as its shortest text, in place.
+
+    The source headers' numbers are the same whether read from the files (``"1"``) or from
+    WADO-RS metadata (JSON numbers, ``"1.0"``); highdicom copies their text, so without this the
+    SEG's bytes (and its SHA-256 in the ledger) would depend on where the headers came from.
+    """
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _shortest_decimals(item)
+        elif element.VR == "DS" and element.value is not None and element.value != "":
+            values = element.value if element.VM > 1 else [element.value]
+            texts = [_ds_text(v) for v in values]
+            element.value = texts if element.VM > 1 else texts[0]
 
 
 def build_encapsulated_pdf(pdf_bytes: bytes, model_dcm: Dataset, *, title: str, software_version: str) -> Dataset:
@@ -142,6 +191,27 @@ def build_encapsulated_pdf(pdf_bytes: bytes, model_dcm: Dataset, *, title: str, 
 
     Modules (PS3.3 A.45.1): Patient, General Study, Encapsulated Document Series, General
     Equipment, SC Equipment, Encapsulated Document, SOP Common; the PDF's source is the model.
+
+    Parameters
+    ----------
+    pdf_bytes : bytes
+        ``packet.pdf``.
+    model_dcm : Dataset
+        The model's Encapsulated STL: patient, study, series number and the UID seed.
+    title : str
+        The Document Title (cut to 1024 characters).
+    software_version : str
+        anatomodel's version.
+
+    Returns
+    -------
+    Dataset
+        The Encapsulated PDF instance.
+
+    Raises
+    ------
+    GeometryError
+        ``pdf_bytes`` is not a PDF file.
     """
     if not pdf_bytes.startswith(b"%PDF-"):
         raise GeometryError("packet.pdf is not a PDF file", hint="re-run the document stage")

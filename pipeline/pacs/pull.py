@@ -25,7 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def client_for(node: Node):
-    """The client that speaks the node's protocol: DICOMweb or DIMSE."""
+    """The client that speaks the node's protocol: DICOMweb or DIMSE.
+
+    Parameters
+    ----------
+    node : Node
+        The node to talk to.
+
+    Returns
+    -------
+    WebClient or DimseClient
+        :class:`pipeline.pacs.web.WebClient` for a URL, else :class:`pipeline.pacs.dimse.DimseClient`.
+    """
     if node.is_dicomweb:
         from pipeline.pacs.web import WebClient
 
@@ -55,8 +66,24 @@ class PullReport(Report):
 def find_study(client, accession: str | None, study_uid: str | None = None) -> StudyMatch:
     """The one study of an accession number (or a Study Instance UID) at the client's node.
 
+    Parameters
+    ----------
+    client : WebClient or DimseClient
+        The node's client (:func:`client_for`).
+    accession : str or None
+        The Accession Number.
+    study_uid : str, optional
+        The Study Instance UID, to pick one of several studies (or instead of ``accession``).
+
+    Returns
+    -------
+    StudyMatch
+        The study as the node lists it.
+
     Raises
     ------
+    ConfigError
+        Neither an accession number nor a Study Instance UID is given.
     PacsError
         No study matches, or several do and no ``study_uid`` picks one (they are listed).
     """
@@ -81,14 +108,42 @@ def find_study(client, accession: str | None, study_uid: str | None = None) -> S
 
 
 def list_series(client, study: StudyMatch) -> list[SeriesMatch]:
-    """The series of a study as the node lists them, by series number."""
+    """The series of a study as the node lists them, by series number.
+
+    Parameters
+    ----------
+    client : WebClient or DimseClient
+        The node's client (:func:`client_for`).
+    study : StudyMatch
+        The study (:func:`find_study`).
+
+    Returns
+    -------
+    list of SeriesMatch
+        Sorted by series number (series without one last), then UID.
+    """
     keys = {"StudyInstanceUID": study.study_instance_uid}
     found = [SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", keys)]
     return sorted(found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid))
 
 
 def list_instances(client, study_uid: str, series_uid: str) -> list[InstanceMatch]:
-    """The instances of one series as the node lists them."""
+    """The instances of one series as the node lists them (an IMAGE-level query).
+
+    Parameters
+    ----------
+    client : WebClient or DimseClient
+        The node's client (:func:`client_for`).
+    study_uid : str
+        The Study Instance UID.
+    series_uid : str
+        The Series Instance UID.
+
+    Returns
+    -------
+    list of InstanceMatch
+        In the node's order.
+    """
     keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
     return [InstanceMatch.from_dataset(ds) for ds in client.find("IMAGE", keys)]
 
@@ -102,29 +157,67 @@ def _named(series: list[SeriesMatch], wanted: str) -> SeriesMatch:
                                hint="give --series auto, a Series Instance UID or a series number")
 
 
+def _missing_message(client, series: SeriesMatch, listed: list[InstanceMatch], received: set[str]) -> str | None:
+    """Why a retrieve is partial (how many and which instance numbers are missing), or None if whole."""
+    missing = [i for i in listed if i.sop_instance_uid not in received]
+    if not missing:
+        return None
+    numbers = sorted(i.instance_number for i in missing if i.instance_number is not None)
+    where = f"instance number(s) {', '.join(map(str, numbers[:20]))}{' ...' if len(numbers) > 20 else ''}" \
+        if numbers else "instances without numbers"
+    return (f"partial retrieve from node {client.node.label}: {len(listed) - len(missing)} of {len(listed)} listed "
+            f"instances of series {series.series_instance_uid} arrived; missing {len(missing)}: {where}. "
+            "Refused: a volume with holes is never loaded")
+
+
 def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path,
                       listed: list[InstanceMatch] | None = None) -> tuple[int, int]:
-    """Retrieve a whole series into ``folder``; (listed, received) counts, or PacsError if partial.
+    """Retrieve a whole series into ``folder``, refusing a partial retrieve.
 
-    ``listed`` is the node's instance listing of the series if the caller already has it (an
-    IMAGE-level query of a 500-slice series costs about half a second at a local Orthanc).
+    Whole means: as many distinct instances as the node counts in the series
+    (``NumberOfSeriesRelatedInstances`` of the series query), or every instance of its listing.
+    The instance-level query (about a second for a 500-slice series at a local Orthanc, longer
+    than the WADO-RS retrieve itself) is made only when the count is unknown, when the client
+    needs the series' storage classes (DIMSE), or to name what is missing after a mismatch.
+
+    Parameters
+    ----------
+    client : WebClient or DimseClient
+        The node's client (:func:`client_for`).
+    study_uid : str
+        The Study Instance UID.
+    series : SeriesMatch
+        The series as the node lists it (its ``instances`` count is used when known).
+    folder : Path
+        Where the files are written (created).
+    listed : list of InstanceMatch, optional
+        The node's instance listing of the series, if the caller already has it.
+
+    Returns
+    -------
+    tuple of (int, int)
+        The instances the node counts in the series, and the instances received.
+
+    Raises
+    ------
+    PacsError
+        The node lists no instance, or fewer arrived than it counts (the message names how many
+        and which instance numbers are missing).
     """
-    listed = list_instances(client, study_uid, series.series_instance_uid) if listed is None else listed
-    if not listed:
-        raise PacsError(f"node {client.node.label} lists no instances in series {series.series_instance_uid}")
-    classes = sorted({i.sop_class_uid for i in listed if i.sop_class_uid})
-    received = set(client.retrieve_series(study_uid, series.series_instance_uid, classes, folder))
-    missing = [i for i in listed if i.sop_instance_uid not in received]
-    arrived = len(listed) - len(missing)
-    if missing:
-        numbers = sorted(i.instance_number for i in missing if i.instance_number is not None)
-        where = f"instance number(s) {', '.join(map(str, numbers[:20]))}{' ...' if len(numbers) > 20 else ''}" \
-            if numbers else "instances without numbers"
-        raise PacsError(f"partial retrieve from node {client.node.label}: {arrived} of {len(listed)} listed "
-                        f"instances of series {series.series_instance_uid} arrived; missing {len(missing)}: {where}. "
-                        "Refused: a volume with holes is never loaded",
-                        hint="pull again; if it persists, the archive cannot serve the whole series")
-    return len(listed), len(received)
+    uid = series.series_instance_uid
+    if listed is None and (series.instances is None or client.needs_sop_classes):
+        listed = list_instances(client, study_uid, uid)
+    expected = len(listed) if listed is not None else series.instances
+    if not expected:
+        raise PacsError(f"node {client.node.label} lists no instances in series {uid}")
+    classes = sorted({i.sop_class_uid for i in listed or [] if i.sop_class_uid})
+    received = set(client.retrieve_series(study_uid, uid, classes, folder))
+    if listed is None and len(received) != expected:  # the count disagrees: list them to say what is missing
+        listed = list_instances(client, study_uid, uid)
+    why = _missing_message(client, series, listed, received) if listed is not None else None
+    if why:
+        raise PacsError(why, hint="pull again; if it persists, the archive cannot serve the whole series")
+    return expected, len(received)
 
 
 def _choose_auto(client, study: StudyMatch, series: list[SeriesMatch], staging: Path) -> tuple[SeriesMatch, list[str]]:
@@ -137,14 +230,19 @@ def _choose_auto(client, study: StudyMatch, series: list[SeriesMatch], staging: 
                                    f"{'; '.join(s.label() for s in series) or 'none'}")
     if len(candidates) == 1:
         return candidates[0], []
-    for index, match in enumerate(candidates):
-        retrieve_complete(client, study.study_instance_uid, match, staging / f"s{index}")
+    for match in candidates:
+        retrieve_complete(client, study.study_instance_uid, match, staging / _staged(match))
     found = inventory(staging)
     if not found.chosen:
         raise SeriesSelectionError(f"auto chooses no series of the study: {found.chosen_reason}",
                                    hint="give --series with a Series Instance UID or number")
     chosen = next(s for s in candidates if s.series_instance_uid == found.chosen)
     return chosen, [f"auto chose {chosen.label()}: {found.chosen_reason}"]
+
+
+def _staged(series: SeriesMatch) -> str:
+    """The staging subfolder of a series retrieved for ``auto`` (a hash: no UID in a file name)."""
+    return "s" + instance_file_name(series.series_instance_uid).removesuffix(".dcm")
 
 
 def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study_uid: str | None = None,
@@ -167,6 +265,12 @@ def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study
     Returns
     -------
     PullReport
+        What was found and retrieved, with the time it took (s).
+
+    Raises
+    ------
+    ConfigError
+        ``out_dir`` exists and does not hold exactly that series.
     """
     clock = time.perf_counter()
     out_dir = Path(out_dir)
@@ -182,22 +286,20 @@ def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study
             chosen, notes = _choose_auto(client, study, all_series, staging)
         else:
             chosen, notes = _named(all_series, series), []
-        listed = list_instances(client, study.study_instance_uid, chosen.series_instance_uid)
         if out_dir.exists():
-            names = {p.name for p in out_dir.iterdir()}
-            if names == {instance_file_name(i.sop_instance_uid) for i in listed}:
+            listed = list_instances(client, study.study_instance_uid, chosen.series_instance_uid)
+            if _holds(out_dir, listed):
                 return PullReport(node.label, method, study.study_instance_uid, chosen.series_instance_uid,
                                   all_series, len(listed), 0, out_dir, round(time.perf_counter() - clock, 3),
                                   reused=True, notes=notes + ["the folder already held every instance"])
             raise ConfigError(f"{out_dir} already exists and is not this series",
                               hint="give a new --out folder or remove it")
-        picked = next((p for p in staging.iterdir() if p.is_dir() and _holds(p, listed)), None) if notes else None
         target = staging / "chosen"
-        if picked is not None:
-            picked.rename(target)
-            received = len(listed)
+        if notes:  # auto retrieved every CT series to choose: the chosen one is complete already
+            (staging / _staged(chosen)).rename(target)
+            listed_count = received = len(list(target.iterdir()))
         else:
-            _, received = retrieve_complete(client, study.study_instance_uid, chosen, target, listed)
+            listed_count, received = retrieve_complete(client, study.study_instance_uid, chosen, target)
         target.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -205,7 +307,7 @@ def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study
     log.info("pulled %d instance(s) of series %s from %s in %.1f s", received, chosen.series_instance_uid,
              node.label, seconds)
     return PullReport(node.label, method, study.study_instance_uid, chosen.series_instance_uid, all_series,
-                      len(listed), received, out_dir, seconds, notes=notes)
+                      listed_count, received, out_dir, seconds, notes=notes)
 
 
 def _holds(folder: Path, listed: list[InstanceMatch]) -> bool:

@@ -139,7 +139,20 @@ def _source_headers(model: Dataset, model_dir: Path, node: Node, client, source:
 
 
 def build_push_objects(model_dir: str | os.PathLike, source_headers: list[Dataset]) -> list[tuple[str, Dataset]]:
-    """The three instances of a push, as ``(kind, dataset)``: model (STL), segmentation, packet (PDF)."""
+    """The three instances of a push: model (STL), segmentation, packet (PDF).
+
+    Parameters
+    ----------
+    model_dir : path
+        ``OUT/<case_id>/<model_id>`` as ``anatomodel run`` wrote it (checked against SHA256SUMS).
+    source_headers : list of Dataset
+        The source CT series' instance headers (for the SEG's references and planes).
+
+    Returns
+    -------
+    list of (str, Dataset)
+        ``("model", ...)``, ``("segmentation", ...)``, ``("packet", ...)``.
+    """
     model_dir = Path(model_dir)
     model, facts = _read_model_folder(model_dir)
     return _build(model_dir, model, facts, source_headers)
@@ -189,6 +202,11 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
         The ledger file whose ``transfers`` table records what was sent.
     again : bool
         Send every instance, even those the ledger records as sent to this node.
+
+    Returns
+    -------
+    PushReport
+        What was sent, already sent or refused, and where the SEG's source headers came from.
 
     Raises
     ------

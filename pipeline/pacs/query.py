@@ -25,7 +25,18 @@ QUERY_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def instance_file_name(sop_instance_uid: str) -> str:
-    """The file name of a retrieved instance: a hash of its UID (no identifier in a file name)."""
+    """The file name of a retrieved instance: a hash of its UID (no identifier in a file name).
+
+    Parameters
+    ----------
+    sop_instance_uid : str
+        The instance's SOP Instance UID.
+
+    Returns
+    -------
+    str
+        20 hexadecimal digits of its SHA-256 and ``.dcm``.
+    """
     return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:20] + ".dcm"
 
 
@@ -49,6 +60,17 @@ class StudyMatch(Report):
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "StudyMatch":
+        """The study a STUDY-level query answer describes.
+
+        Parameters
+        ----------
+        ds : Dataset
+            One C-FIND identifier or QIDO-RS result (missing keys become empty or None).
+
+        Returns
+        -------
+        StudyMatch
+        """
         modalities = ds.get("ModalitiesInStudy", "") or []
         modalities = [modalities] if isinstance(modalities, str) else list(modalities)
         return cls(str(ds.get("StudyInstanceUID", "")), str(ds.get("StudyDate", "") or ""),
@@ -56,6 +78,13 @@ class StudyMatch(Report):
                    _int(ds.get("NumberOfStudyRelatedSeries")), _int(ds.get("NumberOfStudyRelatedInstances")))
 
     def label(self) -> str:
+        """How a message lists the study.
+
+        Returns
+        -------
+        str
+            ``UID (date 'description', modalities, N series)``.
+        """
         what = f" '{self.study_description}'" if self.study_description else ""
         return (f"{self.study_instance_uid} ({self.study_date or 'no date'}{what}, {'/'.join(self.modalities) or '-'}, "
                 f"{self.series if self.series is not None else '?'} series)")
@@ -73,11 +102,29 @@ class SeriesMatch(Report):
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "SeriesMatch":
+        """The series a SERIES-level query answer describes.
+
+        Parameters
+        ----------
+        ds : Dataset
+            One C-FIND identifier or QIDO-RS result (missing keys become empty or None).
+
+        Returns
+        -------
+        SeriesMatch
+        """
         return cls(str(ds.get("SeriesInstanceUID", "")), _int(ds.get("SeriesNumber")),
                    str(ds.get("SeriesDescription", "") or ""), str(ds.get("Modality", "") or ""),
                    _int(ds.get("NumberOfSeriesRelatedInstances")))
 
     def label(self) -> str:
+        """How a message lists the series.
+
+        Returns
+        -------
+        str
+            ``series N 'description' modality, M instance(s), UID ...``.
+        """
         number = "?" if self.series_number is None else str(self.series_number)
         what = f" '{self.series_description}'" if self.series_description else ""
         count = "?" if self.instances is None else str(self.instances)
@@ -94,6 +141,17 @@ class InstanceMatch:
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "InstanceMatch":
+        """The instance an IMAGE-level query answer describes.
+
+        Parameters
+        ----------
+        ds : Dataset
+            One C-FIND identifier or QIDO-RS result (missing keys become empty or None).
+
+        Returns
+        -------
+        InstanceMatch
+        """
         return cls(str(ds.get("SOPInstanceUID", "")), str(ds.get("SOPClassUID", "") or ""),
                    _int(ds.get("InstanceNumber")))
 

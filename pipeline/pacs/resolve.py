@@ -16,7 +16,26 @@ from pipeline.pacs.pull import pull
 
 def imaging_folder(case_dir: str | os.PathLike, node: str, accession: str | None, study: str | None,
                    series: str) -> Path:
-    """Where the pulled series of a case lives: ``<case_dir>/imaging/<hash>`` (no identifier in the name)."""
+    """Where the pulled series of a case lives: ``<case_dir>/imaging/<hash>`` (no identifier in the name).
+
+    Parameters
+    ----------
+    case_dir : path
+        The case's output folder (``OUT/<case_id>``).
+    node : str
+        The node as the case file names it.
+    accession : str or None
+        The Accession Number.
+    study : str or None
+        The Study Instance UID, if the case file gives one.
+    series : str
+        ``auto``, a Series Instance UID or a series number.
+
+    Returns
+    -------
+    Path
+        ``<case_dir>/imaging/`` and 16 hexadecimal digits of a hash of the four.
+    """
     key = "\\".join([node, accession or "", study or "", series])
     return Path(case_dir) / "imaging" / hashlib.sha256(key.encode()).hexdigest()[:16]
 

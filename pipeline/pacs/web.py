@@ -7,17 +7,22 @@ a :class:`~pipeline.errors.PacsError` naming the node's URL (never its credentia
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import re
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
 
 from pipeline.errors import PacsError
+from pipeline.pacs.multipart import MultipartError, boundary_of, multipart_parts
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
 
@@ -27,14 +32,141 @@ log = logging.getLogger(__name__)
 
 #: Every instance of a retrieve as stored at the node (no transcoding), as Part 10 files.
 _RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+#: Bytes asked of the socket at a time while a retrieve streams in.
+_CHUNK = 1 << 18
+#: Writer threads, and parts read ahead of them at most (about 0.5 MiB each for a CT slice).
+_WRITERS, _AHEAD = 4, 16
 
 
 def _tag(keyword: str) -> str:
     return f"{tag_for_keyword(keyword):08X}"
 
 
+#: A UID's characters (PS3.5 9.1), and the VRs whose length field has 4 bytes after 2 reserved ones (PS3.5 7.1.2).
+_UID = re.compile(rb"[0-9]+(\.[0-9]+)*")
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"))
+
+
+def instance_uid_of(content: bytes) -> str | None:
+    """The Media Storage SOP Instance UID in a Part 10 file's File Meta Information.
+
+    Read by hand: the File Meta group is always explicit VR little endian after the 128-byte
+    preamble and ``DICM`` (PS3.10 7.1). Measured against pydicom for a 500-slice series:
+    ``read_partial(..., stop_when=group > 2)`` takes 0.11 s of CPU per 500 files (while the whole
+    transfer takes about 0.3 s), this 0.7 ms, for the same UIDs (tests/test_pacs_multipart.py
+    checks them against pydicom's).
+
+    Parameters
+    ----------
+    content : bytes
+        The file's bytes (at least its File Meta Information).
+
+    Returns
+    -------
+    str or None
+        The UID, or None if ``content`` is not a Part 10 file or its File Meta names no instance.
+    """
+    if content[128:132] != b"DICM":
+        return None
+    at = 132
+    while at + 12 <= len(content):
+        group, element = struct.unpack_from("<HH", content, at)
+        if group != 2:
+            return None
+        if bytes(content[at + 4:at + 6]) in _LONG_VRS:
+            (length,), at = struct.unpack_from("<I", content, at + 8), at + 12
+        else:
+            (length,), at = struct.unpack_from("<H", content, at + 6), at + 8
+        if element == 3:
+            uid = bytes(content[at:at + length]).rstrip(b"\0 ") if at + length <= len(content) else b""
+            return uid.decode("ascii") if _UID.fullmatch(uid) else None
+        at += length
+    return None
+
+
+def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) -> list[str]:
+    """Write each multipart part, a Part 10 file, into ``folder`` named by its SOP Instance UID.
+
+    The parts are read in this thread and written by a small pool (the writes overlap the
+    download); at most a few parts wait in memory for a writer.
+
+    Parameters
+    ----------
+    parts : iterable of (str, bytes)
+        (header block, content) pairs, as :func:`pipeline.pacs.multipart.multipart_parts` yields them.
+    folder : Path
+        An existing folder; each file is written once, under its final name.
+    what : str
+        Where the parts come from, for messages (e.g. ``"node URL, series UID"``).
+
+    Returns
+    -------
+    list of str
+        The SOP Instance UIDs of the parts, in order.
+
+    Raises
+    ------
+    PacsError
+        A part is not a DICOM Part 10 file, or the body is not a complete multipart body. Every
+        write started has ended when this is raised (nothing is written afterwards).
+    """
+    slots = threading.BoundedSemaphore(_AHEAD)
+
+    def write(index: int, content: bytes) -> str:
+        """Write one part under its final name (in a writer thread).
+
+        Parameters
+        ----------
+        index : int
+            The part's position in the answer, from 0 (for the message).
+        content : bytes
+            The part's content.
+
+        Returns
+        -------
+        str
+            Its SOP Instance UID.
+
+        Raises
+        ------
+        PacsError
+            The part is not a DICOM Part 10 file.
+        """
+        try:
+            uid = instance_uid_of(content)
+            if uid is None:
+                raise PacsError(f"{what}: part {index + 1} of the answer is not a DICOM Part 10 file",
+                                 hint="the node must send the instances as application/dicom")
+            (folder / instance_file_name(uid)).write_bytes(content)
+            return uid
+        finally:
+            slots.release()
+
+    received: list[str] = []
+    with ThreadPoolExecutor(_WRITERS, thread_name_prefix="wado-write") as pool:
+        pending: deque = deque()
+        try:
+            for index, (_, content) in enumerate(parts):
+                slots.acquire()
+                pending.append(pool.submit(write, index, content))
+                while pending and pending[0].done():  # a writer's error stops the download early
+                    received.append(pending.popleft().result())
+        except BaseException as error:
+            for future in pending:  # those not started yet; the running ones end before the pool does
+                future.cancel()
+            if isinstance(error, MultipartError):
+                raise PacsError(f"{what}: the answer broke off after {len(received) + len(pending)} part(s) "
+                                f"({error})", hint="pull again; if it persists, check the node") from error
+            raise
+        received += [future.result() for future in pending]
+    return received
+
+
 class WebClient:
     """Query, retrieve and store against one DICOMweb service."""
+
+    #: A WADO-RS retrieve needs no storage classes (see :func:`pipeline.pacs.pull.retrieve_complete`).
+    needs_sop_classes = False
 
     def __init__(self, node: Node):
         self.node = node
@@ -63,9 +195,26 @@ class WebClient:
                 raise PacsError(f"node {self.node.label} refused us (HTTP {code})",
                                 hint="check the credentials and TLS client certificate") from error
             raise PacsError(f"node {self.node.label} answered the {what} with HTTP {code}") from error
+        except requests.exceptions.RequestException as error:  # e.g. a chunked answer broken off
+            raise PacsError(f"node {self.node.label} broke off the {what} ({type(error).__name__})",
+                            hint="try again; if it persists, check the node") from error
 
     def find(self, level: str, keys: dict[str, str]) -> list[Dataset]:
-        """QIDO-RS at ``level`` (STUDY, SERIES or IMAGE) with ``keys`` as matching keys."""
+        """QIDO-RS at ``level`` with ``keys`` as matching keys.
+
+        Parameters
+        ----------
+        level : str
+            ``STUDY``, ``SERIES`` or ``IMAGE``.
+        keys : dict of str to str
+            DICOM keyword -> value to match; ``StudyInstanceUID`` and ``SeriesInstanceUID`` go into
+            the URL, the rest become search filters.
+
+        Returns
+        -------
+        list of Dataset
+            The results with the return keys of :data:`pipeline.pacs.query.QUERY_KEYS` (every page).
+        """
         filters = {k: v for k, v in keys.items() if k not in ("StudyInstanceUID", "SeriesInstanceUID")}
         fields = [_tag(k) for k in QUERY_KEYS[level]]
         study, series = keys.get("StudyInstanceUID"), keys.get("SeriesInstanceUID")
@@ -84,44 +233,91 @@ class WebClient:
         return [Dataset.from_json(item) for item in found]
 
     def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
-        """WADO-RS the whole series into ``folder`` (one Part 10 file each); their SOP Instance UIDs.
+        """WADO-RS the whole series into ``folder``, one Part 10 file per instance.
 
         One multipart request for the series, asking for the instances as stored
-        (``transfer-syntax=*``, so the node transcodes nothing); each part's bytes are written as
-        they are (never decoded into a dataset and encoded again: that tripled the pull time) and
-        named by the SOP Instance UID of its File Meta Information. A part that is not a DICOM
-        Part 10 file is a PacsError.
+        (``transfer-syntax=*``, so the node transcodes nothing). The response is split into parts
+        while it arrives and each part's bytes go, as they are, to a pool of writer threads, straight
+        to the final file name (the SOP Instance UID of the part's File Meta Information): no
+        decode and re-encode, no renames, no second pass over the files.
+
+        Parameters
+        ----------
+        study_uid : str
+            The Study Instance UID.
+        series_uid : str
+            The Series Instance UID.
+        sop_classes : sequence of str
+            Unused (WADO-RS needs no storage classes); the signature of
+            :meth:`pipeline.pacs.dimse.DimseClient.retrieve_series`.
+        folder : Path
+            Where the files are written (created).
+
+        Returns
+        -------
+        list of str
+            The SOP Instance UIDs received, in the order of the response.
+
+        Raises
+        ------
+        PacsError
+            The node cannot be reached or answers with an error, its answer is not a multipart
+            response of DICOM files, or the stream ends early. Files already written stay in
+            ``folder`` (the caller's staging folder, removed on failure).
         """
         folder.mkdir(parents=True, exist_ok=True)
-        received = []
         url = f"{self.node.url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
-        with self._talking("retrieve"):
-            response = self.session.get(url, headers={"Accept": _RETRIEVE_ACCEPT}, stream=True,
-                                        timeout=self.node.timeout_s)
+        with self._talking("retrieve"), self.session.get(url, headers={"Accept": _RETRIEVE_ACCEPT}, stream=True,
+                                                         timeout=self.node.timeout_s) as response:
             response.raise_for_status()
-            # dicomweb-client's multipart decoder, fed the raw stream: parts as bytes.
-            for index, part in enumerate(self.client._decode_multipart_message(response, stream=True)):
-                partial = folder / f".part-{index}"
-                partial.write_bytes(part)
-                try:
-                    uid = str(pydicom.filereader.read_file_meta_info(partial).MediaStorageSOPInstanceUID)
-                except (pydicom.errors.InvalidDicomError, AttributeError, ValueError) as error:
-                    raise PacsError(f"node {self.node.label} sent part {index + 1} of series {series_uid} that is "
-                                    f"not a DICOM file ({type(error).__name__})") from error
-                partial.rename(folder / instance_file_name(uid))
-                received.append(uid)
+            boundary = boundary_of(response.headers.get("Content-Type", ""))
+            if boundary is None:
+                raise PacsError(f"node {self.node.label} answered the retrieve of series {series_uid} with "
+                                f"{response.headers.get('Content-Type') or 'no Content-Type'}, not a multipart "
+                                "response of DICOM files")
+            parts = multipart_parts(response.iter_content(_CHUNK), boundary)
+            received = write_parts(parts, folder, what=f"node {self.node.label}, series {series_uid}")
         log.info("received %d instance(s) from %s", len(received), self.node.label)
         return received
 
     def series_headers(self, study_uid: str, series_uid: str) -> list[Dataset]:
-        """The series' instances as headers, from WADO-RS series metadata (no pixel data is sent)."""
+        """The series' instances as headers, from WADO-RS series metadata (no pixel data is sent).
+
+        Parameters
+        ----------
+        study_uid : str
+            The Study Instance UID.
+        series_uid : str
+            The Series Instance UID.
+
+        Returns
+        -------
+        list of Dataset
+            One per instance, without Pixel Data; numbers as the JSON gives them.
+        """
         with self._talking("metadata"):
             found = self.client.retrieve_series_metadata(study_uid, series_uid)
         pixels = _tag("PixelData")
         return [Dataset.from_json({k: v for k, v in item.items() if k != pixels}) for item in found]
 
     def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
-        """STOW-RS each dataset (one request each, so each has its own outcome)."""
+        """STOW-RS each dataset (one request each, so each has its own outcome).
+
+        Parameters
+        ----------
+        datasets : sequence of Dataset
+            The instances to store.
+
+        Returns
+        -------
+        list of StoreOutcome
+            One per dataset, in order.
+
+        Raises
+        ------
+        PacsError
+            The node became unreachable (stores that merely failed are outcomes, not errors).
+        """
         outcomes = []
         for ds in datasets:
             uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
