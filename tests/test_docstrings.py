@@ -33,8 +33,6 @@ PENDING: list[str] = [
     "pipeline/load/resample.py",
     "pipeline/load/series.py",
     "pipeline/regress/consistency.py",
-    "pipeline/regress/report.py",
-    "pipeline/segment/core.py",
 ]
 
 
