@@ -29,9 +29,6 @@ PENDING: list[str] = [
     "pipeline/check/report.py",
     "pipeline/exports/fhir.py",
     "pipeline/exports/hl7.py",
-    "pipeline/load/decode.py",
-    "pipeline/load/resample.py",
-    "pipeline/load/series.py",
     "pipeline/regress/consistency.py",
 ]
 
