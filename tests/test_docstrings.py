@@ -27,8 +27,6 @@ PENDING: list[str] = [
     "pipeline/case.py",
     "pipeline/check/regions.py",
     "pipeline/check/report.py",
-    "pipeline/exports/fhir.py",
-    "pipeline/exports/hl7.py",
     "pipeline/regress/consistency.py",
 ]
 
