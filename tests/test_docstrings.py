@@ -25,9 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 PENDING: list[str] = [
     "pipeline/batch.py",
     "pipeline/case.py",
-    "pipeline/check/regions.py",
-    "pipeline/check/report.py",
-    "pipeline/regress/consistency.py",
 ]
 
 
