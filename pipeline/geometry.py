@@ -82,8 +82,9 @@ class Geometry:
         Returns
         -------
         (3, 3) ndarray of float
-            A new array each call; column 0 is the slice normal (axis k), column 1 the image
-            column direction (axis j, down the rows), column 2 the row direction (axis i).
+            A new array each call; for a DICOM stack, column 0 is the slice normal (axis k),
+            column 1 the image column direction (axis j, down the rows), column 2 the row
+            direction (axis i).
         """
         return np.asarray(self.direction, dtype=float)
 
@@ -806,6 +807,8 @@ def read_volume(path: str | Path) -> Volume:
     ------
     DicomError
         From :func:`read_image`: missing, unreadable or not 3-D single-channel (exit code 5).
+    GeometryError
+        From :func:`read_image`: the file's direction is not orthonormal (exit code 7).
     """
     array, geometry = read_image(path)
     if array.dtype != np.int16:
