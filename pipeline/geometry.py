@@ -77,36 +77,99 @@ class Geometry:
     # -- the mapping ------------------------------------------------------------------------
     @property
     def direction_matrix(self) -> np.ndarray:
-        """(3, 3) array: column ``a`` is the LPS unit vector of array axis ``a``."""
+        """(3, 3) array: column ``a`` is the LPS unit vector of array axis ``a``.
+
+        Returns
+        -------
+        (3, 3) ndarray of float
+            A new array each call; for a DICOM stack, column 0 is the slice normal (axis k),
+            column 1 the image column direction (axis j, down the rows), column 2 the row
+            direction (axis i).
+        """
         return np.asarray(self.direction, dtype=float)
 
     @property
     def affine(self) -> np.ndarray:
-        """4x4 matrix from array index ``(k, j, i, 1)`` to LPS ``(x, y, z, 1)`` in mm."""
+        """4x4 matrix from array index ``(k, j, i, 1)`` to LPS ``(x, y, z, 1)`` in mm.
+
+        Returns
+        -------
+        (4, 4) ndarray of float
+            ``[[direction @ diag(spacing), origin], [0, 0, 0, 1]]``: the 3x3 part in mm per voxel
+            step, the last column the LPS origin in mm.
+        """
         affine = np.eye(4)
         affine[:3, :3] = self.direction_matrix * np.asarray(self.spacing)[None, :]
         affine[:3, 3] = self.origin
         return affine
 
     def index_to_lps(self, index: Any) -> np.ndarray:
-        """Map array indices ``(..., 3)`` in ``(k, j, i)`` order (fractional allowed) to LPS mm."""
+        """Map array indices ``(..., 3)`` in ``(k, j, i)`` order (fractional allowed) to LPS mm.
+
+        Parameters
+        ----------
+        index : array_like, shape (..., 3)
+            Array indices ``(k, j, i)``, voxel units; integer indices are voxel centres. Points
+            outside the grid are mapped too (no bounds check).
+
+        Returns
+        -------
+        ndarray of float, shape (..., 3)
+            LPS positions ``(x, y, z)``, mm.
+        """
         affine = self.affine
         # einsum, not matmul: BLAS thread start-up makes (n, 3) @ (3, 3) several times slower.
         return np.einsum("ij,...j->...i", affine[:3, :3], np.asarray(index, dtype=float)) + affine[:3, 3]
 
     def lps_to_index(self, lps: Any) -> np.ndarray:
-        """Map LPS points ``(..., 3)`` in mm to fractional array indices ``(k, j, i)``."""
+        """Map LPS points ``(..., 3)`` in mm to fractional array indices ``(k, j, i)``.
+
+        Parameters
+        ----------
+        lps : array_like, shape (..., 3)
+            LPS positions ``(x, y, z)``, mm.
+
+        Returns
+        -------
+        ndarray of float, shape (..., 3)
+            Fractional array indices ``(k, j, i)``, voxel units; may lie outside the grid (see
+            :meth:`contains_index`).
+        """
         affine = self.affine
         inverse = np.linalg.inv(affine[:3, :3])
         return np.einsum("ij,...j->...i", inverse, np.asarray(lps, dtype=float) - affine[:3, 3])
 
     def lps_direction_to_index(self, directions: Any) -> np.ndarray:
-        """Index-space displacement ``(..., 3)`` per mm travelled along LPS directions."""
+        """Index-space displacement ``(..., 3)`` per mm travelled along LPS directions.
+
+        Parameters
+        ----------
+        directions : array_like, shape (..., 3)
+            LPS displacement vectors ``(x, y, z)``, mm (a unit vector gives the step per mm).
+            Not translated by the origin.
+
+        Returns
+        -------
+        ndarray of float, shape (..., 3)
+            The same displacements in array index units ``(k, j, i)``, voxels.
+        """
         inverse = np.linalg.inv(self.affine[:3, :3])
         return np.einsum("ij,...j->...i", inverse, np.asarray(directions, dtype=float))
 
     def contains_index(self, index: Any) -> np.ndarray:
-        """True where a (fractional) array index lies within the grid's voxel centres +- 0.5."""
+        """True where a (fractional) array index lies within the grid's voxel centres +- 0.5.
+
+        Parameters
+        ----------
+        index : array_like, shape (..., 3)
+            Fractional array indices ``(k, j, i)``, voxel units (as from :meth:`lps_to_index`).
+
+        Returns
+        -------
+        ndarray of bool, shape (...)
+            True where every component lies in ``[-0.5, n - 0.5]`` (bounds included); NaN is
+            outside.
+        """
         index = np.asarray(index, dtype=float)
         upper = np.asarray(self.shape, dtype=float) - 0.5
         return np.all((index >= -0.5) & (index <= upper), axis=-1)
@@ -114,22 +177,55 @@ class Geometry:
     # -- derived ---------------------------------------------------------------------------
     @property
     def voxel_volume_mm3(self) -> float:
-        """Volume of one voxel, mm^3."""
+        """Volume of one voxel, mm^3.
+
+        Returns
+        -------
+        float
+            ``sk * sj * si``, mm^3.
+        """
         return float(np.prod(self.spacing))
 
     @property
     def slice_normal(self) -> np.ndarray:
-        """LPS unit vector along array axis 0 (the slice stacking direction)."""
+        """LPS unit vector along array axis 0 (the slice stacking direction).
+
+        Returns
+        -------
+        (3,) ndarray of float
+            Column 0 of :attr:`direction_matrix`, unitless, pointing towards increasing ``k``.
+        """
         return self.direction_matrix[:, 0]
 
     def bounds_lps(self) -> tuple[np.ndarray, np.ndarray]:
-        """Axis-aligned LPS box (min, max) enclosing all voxel centres, mm."""
+        """Axis-aligned LPS box (min, max) enclosing all voxel centres, mm.
+
+        Returns
+        -------
+        tuple of two (3,) ndarray of float
+            ``(lower, upper)`` LPS corners ``(x, y, z)``, mm. The box runs through the corner voxel
+            centres, so it is half a voxel smaller on each side than the voxels' extent.
+        """
         corners = np.array(np.meshgrid(*[[0, n - 1] for n in self.shape], indexing="ij")).reshape(3, -1).T
         points = self.index_to_lps(corners)
         return points.min(axis=0), points.max(axis=0)
 
     def same_grid(self, other: "Geometry", tolerance_mm: float = GRID_TOLERANCE_MM) -> bool:
-        """True if ``other`` describes the same voxels (shape, spacing, origin, direction)."""
+        """True if ``other`` describes the same voxels (shape, spacing, origin, direction).
+
+        Parameters
+        ----------
+        other : Geometry
+            The grid to compare with.
+        tolerance_mm : float
+            Largest difference of a spacing or origin component still counted as equal, mm
+            (default :data:`GRID_TOLERANCE_MM`). Directions are compared to 1e-5 whatever it is.
+
+        Returns
+        -------
+        bool
+            True when the shapes are equal and spacing, origin and direction agree within tolerance.
+        """
         return (
             self.shape == other.shape
             and np.allclose(self.spacing, other.spacing, atol=tolerance_mm)
@@ -138,7 +234,25 @@ class Geometry:
         )
 
     def crop(self, box: tuple[slice, slice, slice]) -> "Geometry":
-        """Geometry of the sub-grid ``array[box]`` (slices with unit step only)."""
+        """Geometry of the sub-grid ``array[box]`` (slices with unit step only).
+
+        Parameters
+        ----------
+        box : tuple of 3 slice
+            Array slices ``(k, j, i)`` in voxel indices, as from :func:`bounding_box`; ``None``
+            bounds and negative indices are allowed (Python slice rules), the step must be 1.
+
+        Returns
+        -------
+        Geometry
+            The same spacing and direction, the cropped shape, and the origin moved to the LPS
+            position (mm) of the box's first voxel.
+
+        Raises
+        ------
+        GeometryError
+            If a slice is empty or strided, or ``box`` holds fewer than three slices (exit code 7).
+        """
         starts, shape = [], []
         for axis, item in enumerate(box):
             start, stop, step = item.indices(self.shape[axis])
@@ -174,6 +288,19 @@ class Geometry:
             Distance between consecutive slices along the normal, mm (positive).
         shape : tuple of int
             ``(slices, rows, columns)``.
+
+        Returns
+        -------
+        Geometry
+            The grid with array axes (slice, row, column): spacing ``(slice_spacing, row spacing,
+            column spacing)`` mm, origin ``first_position`` mm, direction columns ``(row x column,
+            column, row)`` (so ``k`` grows along the normal).
+
+        Raises
+        ------
+        GeometryError
+            If ImageOrientationPatient does not hold 6 numbers or its two vectors are not
+            orthogonal (cosine above 1e-3), or the spacings or shape are not positive (exit code 7).
         """
         orientation = np.asarray(image_orientation, dtype=float)
         if orientation.shape != (6,):
@@ -190,6 +317,15 @@ class Geometry:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The geometry as JSON-ready lists, named with their order and unit.
+
+        Returns
+        -------
+        dict
+            ``shape_kji`` (voxels), ``spacing_kji_mm`` (mm), ``origin_lps_mm`` (mm) and
+            ``direction_columns_kji`` (rows of the direction matrix, whose columns are the axes'
+            LPS unit vectors); :meth:`from_dict` reads it back.
+        """
         return {
             "shape_kji": list(self.shape),
             "spacing_kji_mm": list(self.spacing),
@@ -199,6 +335,20 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
+        """The geometry written by :meth:`to_dict` (a report or a golden file).
+
+        Parameters
+        ----------
+        data : dict
+            A mapping with ``shape_kji``, ``spacing_kji_mm``, ``origin_lps_mm`` and
+            ``direction_columns_kji``; other keys are ignored.
+
+        Returns
+        -------
+        Geometry
+            The grid; a missing key raises ``KeyError``, an invalid value ``GeometryError``
+            (exit code 7) from the constructor.
+        """
         return cls(
             shape=tuple(data["shape_kji"]),
             spacing=tuple(data["spacing_kji_mm"]),
@@ -207,7 +357,20 @@ class Geometry:
         )
 
     def to_sitk(self, image: Any) -> Any:
-        """Stamp this geometry on a SimpleITK image made from an array of ``self.shape``."""
+        """Stamp this geometry on a SimpleITK image made from an array of ``self.shape``.
+
+        Parameters
+        ----------
+        image : SimpleITK.Image
+            A 3-D image of size ``reversed(self.shape)`` (as ``GetImageFromArray`` makes it from an
+            array in ``(k, j, i)`` order); the size is not checked. Modified in place.
+
+        Returns
+        -------
+        SimpleITK.Image
+            ``image``, with spacing (mm) and direction columns in ITK's ``(i, j, k)`` order and
+            the LPS origin (mm).
+        """
         image.SetSpacing(tuple(reversed(self.spacing)))
         image.SetOrigin(self.origin)
         # ITK's direction is row-major with columns in (i, j, k) order.
@@ -216,7 +379,25 @@ class Geometry:
 
     @classmethod
     def from_sitk(cls, image: Any) -> "Geometry":
-        """Geometry of a SimpleITK image (3-D)."""
+        """Geometry of a SimpleITK image (3-D).
+
+        Parameters
+        ----------
+        image : SimpleITK.Image
+            A 3-D image; its spacing (mm), origin and direction are in ITK's ``(i, j, k)`` order
+            and LPS, as SimpleITK reads every format.
+
+        Returns
+        -------
+        Geometry
+            The grid in array order ``(k, j, i)``.
+
+        Raises
+        ------
+        GeometryError
+            If the image is not 3-D (exit code 7), or its direction is not orthonormal (from
+            the constructor).
+        """
         size = image.GetSize()
         if len(size) != 3:
             raise GeometryError(f"expected a 3-D image, got {len(size)}-D of size {size}")
@@ -233,6 +414,24 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice
     """Smallest box of array slices holding every nonzero voxel, grown by ``margin`` voxels.
 
     Returns ``None`` for an empty mask. The box is clipped to the array.
+
+    Parameters
+    ----------
+    mask : (nk, nj, ni) ndarray
+        Any 3-D array in array order ``(k, j, i)``; nonzero (True) voxels count.
+    margin : int
+        Voxels added on each side along every axis (default 0), before clipping.
+
+    Returns
+    -------
+    tuple of 3 slice, or None
+        Array slices ``(k, j, i)`` with unit step, stop exclusive, usable as ``mask[box]`` and
+        by :meth:`Geometry.crop`; ``None`` when no voxel is nonzero.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is not 3-D (a programming error, not user input).
     """
     if mask.ndim != 3:
         raise ValueError(f"bounding_box needs a 3-D array, got {mask.ndim}-D")
@@ -250,8 +449,31 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice
 
 
 def format_lps(point: Any) -> str:
-    """An LPS point for messages, ``LPS (x, y, z) mm``: 0.1 mm, or 3 digits when huge (1e+308)."""
+    """An LPS point for messages, ``LPS (x, y, z) mm``: 0.1 mm, or 3 digits when huge (1e+308).
+
+    Parameters
+    ----------
+    point : array_like
+        Three numbers ``(x, y, z)``, LPS mm (any shape holding exactly three values).
+
+    Returns
+    -------
+    str
+        Such as ``LPS (12.0, -30.5, 88.1) mm``.
+    """
     def mm(value: float) -> str:
+        """One coordinate for :func:`format_lps`.
+
+        Parameters
+        ----------
+        value : float
+            A coordinate, mm.
+
+        Returns
+        -------
+        str
+            One decimal below 1e6 mm, otherwise three significant digits.
+        """
         return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
     x, y, z = (float(v) for v in np.asarray(point, dtype=float).reshape(3))
     return f"LPS ({mm(x)}, {mm(y)}, {mm(z)}) mm"
@@ -295,11 +517,39 @@ class Volume:
             raise GeometryError(f"array shape {self.array.shape} does not match grid {self.geometry.shape}")
 
     def crop(self, box: tuple[slice, slice, slice]) -> "Volume":
-        """The sub-volume ``array[box]`` with its own geometry (a view, not a copy)."""
+        """The sub-volume ``array[box]`` with its own geometry (a view, not a copy).
+
+        Parameters
+        ----------
+        box : tuple of 3 slice
+            Unit-step array slices ``(k, j, i)`` in voxel indices, as from :func:`bounding_box`.
+
+        Returns
+        -------
+        Volume
+            The HU view on the cropped grid (see :meth:`Geometry.crop`), with a shallow copy of
+            the provenance; an empty or strided box raises ``GeometryError`` (exit code 7).
+        """
         return Volume(self.array[box], self.geometry.crop(box), dict(self.provenance))
 
     def hu_at_lps(self, lps: Any) -> np.ndarray:
-        """HU at the voxels nearest to LPS points ``(..., 3)``; raises if any lies outside."""
+        """HU at the voxels nearest to LPS points ``(..., 3)``; raises if any lies outside.
+
+        Parameters
+        ----------
+        lps : array_like, shape (..., 3)
+            LPS positions ``(x, y, z)``, mm.
+
+        Returns
+        -------
+        ndarray of int16, shape (...)
+            Hounsfield units of the nearest voxel centre to each point (no interpolation).
+
+        Raises
+        ------
+        GeometryError
+            If any point lies outside the grid's voxels (exit code 7).
+        """
         index = self.geometry.lps_to_index(lps)
         inside = self.geometry.contains_index(index)
         if not np.all(inside):
@@ -342,17 +592,64 @@ class Mask:
             raise GeometryError(f"mask shape {self.array.shape} does not match grid {self.geometry.shape}")
 
     def binary(self, label: int | None = None) -> np.ndarray:
-        """Boolean array of one label, or of every nonzero label when ``label`` is None."""
+        """Boolean array of one label, or of every nonzero label when ``label`` is None.
+
+        Parameters
+        ----------
+        label : int or None
+            The label value (1..255), or None for every structure.
+
+        Returns
+        -------
+        (nk, nj, ni) ndarray of bool
+            A new array in array order ``(k, j, i)``; all False for a label that is absent.
+        """
         return self.array > 0 if label is None else self.array == label
 
     def voxel_count(self, label: int | None = None) -> int:
+        """Number of voxels of one label, or of every nonzero label.
+
+        Parameters
+        ----------
+        label : int or None
+            The label value (1..255), or None for every structure.
+
+        Returns
+        -------
+        int
+            Voxel count (0 for an absent label).
+        """
         return int(np.count_nonzero(self.binary(label)))
 
     def volume_ml(self, label: int | None = None) -> float:
-        """Volume of one label (or all), millilitres."""
+        """Volume of one label (or all), millilitres.
+
+        Parameters
+        ----------
+        label : int or None
+            The label value (1..255), or None for every structure.
+
+        Returns
+        -------
+        float
+            Voxel count times the voxel volume, mL (1 mL = 1000 mm^3).
+        """
         return self.voxel_count(label) * self.geometry.voxel_volume_mm3 / 1000.0
 
     def crop(self, box: tuple[slice, slice, slice]) -> "Mask":
+        """The sub-mask ``array[box]`` with its own geometry (a view, not a copy).
+
+        Parameters
+        ----------
+        box : tuple of 3 slice
+            Unit-step array slices ``(k, j, i)`` in voxel indices, as from :func:`bounding_box`.
+
+        Returns
+        -------
+        Mask
+            The label view on the cropped grid (see :meth:`Geometry.crop`), with copies of the
+            labels and provenance; an empty or strided box raises ``GeometryError`` (exit code 7).
+        """
         return Mask(self.array[box], self.geometry.crop(box), dict(self.labels), dict(self.provenance))
 
 
@@ -362,7 +659,18 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def is_image_file(path: Path) -> bool:
-    """True for the single-file image formats read by :func:`read_image` (by name)."""
+    """True for the single-file image formats read by :func:`read_image` (by name).
+
+    Parameters
+    ----------
+    path : Path
+        A file name; only its name is looked at (case-insensitive), the file need not exist.
+
+    Returns
+    -------
+    bool
+        True when the name ends with one of :data:`IMAGE_SUFFIXES`.
+    """
     name = path.name.lower()
     return any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES)
 
@@ -371,6 +679,25 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """Read a NIfTI, NRRD or MetaImage file into an array (array order) and its LPS geometry.
 
     NIfTI's RAS convention is converted to LPS by SimpleITK. A 4-D or 2-D file is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, or any
+        other format SimpleITK reads).
+
+    Returns
+    -------
+    tuple of (ndarray, Geometry)
+        The voxel values in the file's own pixel type, indexed ``(k, j, i)``, and their grid
+        (LPS, mm).
+
+    Raises
+    ------
+    DicomError
+        If the file is missing or unreadable, or is not a 3-D single-channel image (exit code 5).
+    GeometryError
+        If the file's direction is not orthonormal (from :meth:`Geometry.from_sitk`, exit code 7).
     """
     import SimpleITK as sitk
 
@@ -396,6 +723,32 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path
 
     The file is written to a temporary name beside the target, read back, and renamed, so a
     crash or a full disk never leaves a half-written image.
+
+    Parameters
+    ----------
+    array : (nk, nj, ni) ndarray
+        Voxel values in array order ``(k, j, i)``, written in their own pixel type.
+    geometry : Geometry
+        The grid of ``array`` (LPS, mm); NIfTI files get it converted to RAS by SimpleITK.
+    path : str or Path
+        Target file; its suffix (one of :data:`IMAGE_SUFFIXES`) picks the format. Its folder
+        is created if missing; an existing file is replaced.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the suffix is not an image format (the command line checks it before any work).
+    GeometryError
+        If the array's shape is not the grid's (exit code 7).
+    EnvironmentFault
+        If the file came out incomplete (full disk, file size limit; exit code 15).
+    OSError
+        If the folder cannot be written (from :func:`pipeline.files.atomic_write`).
     """
     import SimpleITK as sitk
 
@@ -407,6 +760,13 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> Path
     image = geometry.to_sitk(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
     def write_and_verify(temporary: Path) -> None:
+        """Write the image to ``temporary`` and read it back.
+
+        Parameters
+        ----------
+        temporary : Path
+            The temporary sibling of ``path`` given by :func:`pipeline.files.atomic_write`.
+        """
         sitk.WriteImage(image, str(temporary), useCompression=True)
         _verify_written(temporary, array, path)
 
@@ -430,7 +790,26 @@ def _verify_written(temporary: Path, array: np.ndarray, path: Path) -> None:
 
 
 def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI/NRRD/MHA CT volume as int16 HU (values are rounded and clipped to int16)."""
+    """Read a NIfTI/NRRD/MHA CT volume as int16 HU (values are rounded and clipped to int16).
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file; its values are taken as HU (no rescale slope or intercept applied).
+
+    Returns
+    -------
+    Volume
+        int16 HU on the file's grid (LPS, mm); the provenance names the file (its name only)
+        and ``source_format: image-file``.
+
+    Raises
+    ------
+    DicomError
+        From :func:`read_image`: missing, unreadable or not 3-D single-channel (exit code 5).
+    GeometryError
+        From :func:`read_image`: the file's direction is not orthonormal (exit code 7).
+    """
     array, geometry = read_image(path)
     if array.dtype != np.int16:
         array = np.clip(np.rint(array), -32768, 32767).astype(np.int16)
@@ -438,7 +817,29 @@ def read_volume(path: str | Path) -> Volume:
 
 
 def read_mask(path: str | Path, labels: dict[int, str] | None = None) -> Mask:
-    """Read a label map from NIfTI/NRRD/MHA. Non-integer or negative labels are refused."""
+    """Read a label map from NIfTI/NRRD/MHA. Non-integer or negative labels are refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file holding label values 0..255 (0 background), any pixel type.
+    labels : dict of int to str, optional
+        Names of the label values; a value present in the file but not named here is called
+        ``label_<value>``. Names of absent values are dropped.
+
+    Returns
+    -------
+    Mask
+        uint8 labels on the file's grid (LPS, mm), ``labels`` naming every value present; the
+        provenance names the file (its name only).
+
+    Raises
+    ------
+    GeometryError
+        If the values are fractional or non-finite, or outside 0..255 (exit code 7).
+    DicomError
+        From :func:`read_image`: missing, unreadable or not 3-D single-channel (exit code 5).
+    """
     array, geometry = read_image(path)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or not np.allclose(array, np.rint(array)):
@@ -452,8 +853,38 @@ def read_mask(path: str | Path, labels: dict[int, str] | None = None) -> Mask:
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write a CT volume (int16 HU) as NIfTI, NRRD or MHA, atomically; see :func:`write_image`.
+
+    Parameters
+    ----------
+    volume : Volume
+        The volume; its provenance is not written (it holds PHI).
+    path : str or Path
+        Target file; its suffix picks the format.
+
+    Returns
+    -------
+    Path
+        ``path``; errors as :func:`write_image` (``ValueError`` for a bad suffix,
+        ``EnvironmentFault`` exit code 15 for an incomplete file).
+    """
     return write_image(volume.array, volume.geometry, path)
 
 
 def write_mask(mask: Mask, path: str | Path) -> Path:
+    """Write a label map (uint8) as NIfTI, NRRD or MHA, atomically; see :func:`write_image`.
+
+    Parameters
+    ----------
+    mask : Mask
+        The label map; its label names and provenance are not written.
+    path : str or Path
+        Target file; its suffix picks the format.
+
+    Returns
+    -------
+    Path
+        ``path``; errors as :func:`write_image` (``ValueError`` for a bad suffix,
+        ``EnvironmentFault`` exit code 15 for an incomplete file).
+    """
     return write_image(mask.array, mask.geometry, path)

@@ -25,17 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 PENDING: list[str] = [
     "pipeline/batch.py",
     "pipeline/case.py",
-    "pipeline/check/regions.py",
-    "pipeline/check/report.py",
-    "pipeline/exports/fhir.py",
-    "pipeline/exports/hl7.py",
-    "pipeline/geometry.py",
-    "pipeline/load/decode.py",
-    "pipeline/load/resample.py",
-    "pipeline/load/series.py",
-    "pipeline/regress/consistency.py",
-    "pipeline/regress/report.py",
-    "pipeline/segment/core.py",
 ]
 
 

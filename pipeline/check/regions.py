@@ -67,6 +67,15 @@ def worst_regions(points: np.ndarray, signed: np.ndarray, tolerance_mm: float, a
         Reference frame to print frame.
     limit, min_points : int
         At most this many regions, each of at least ``min_points`` samples.
+
+    Returns
+    -------
+    list of Region
+        Up to ``limit`` patches, most samples first: samples beyond the tolerance joined when
+        within three sample spacings (``sqrt(area_per_point_mm2)``, mm). Each carries its
+        side, centre (mm, and in the print frame when ``to_print`` is given), area (samples x
+        ``area_per_point_mm2``, mm2), peak and mean signed deviation (mm). Empty when fewer than
+        ``min_points`` samples lie beyond the tolerance.
     """
     beyond = np.flatnonzero(np.abs(signed) > tolerance_mm)
     if beyond.size < min_points:
@@ -93,7 +102,26 @@ def worst_regions(points: np.ndarray, signed: np.ndarray, tolerance_mm: float, a
 
 
 def describe(point: np.ndarray, bounds: np.ndarray, frame: str) -> str:
-    """The side of the model a point is on, e.g. "left, superior"; "middle" near the centre."""
+    """The side of the model a point is on, e.g. "left, superior"; "middle" near the centre.
+
+    Parameters
+    ----------
+    point : (3,) ndarray
+        A position in ``frame``, mm.
+    bounds : (2, 3) ndarray
+        The model's bounding box ``(min, max)`` in the same frame, mm.
+    frame : {"lps", "print"}
+        Which words to use: patient sides (right/left, anterior/posterior, inferior/superior)
+        or the printer's axes (-x/+x side, -y/+y side, bottom/top). Another value raises
+        ``KeyError``.
+
+    Returns
+    -------
+    str
+        The words of each axis along which the point lies more than :data:`SIDE_SHARE` of the
+        half-extent from the middle, the farthest axis first, joined by ", "; ``"middle"`` when
+        none.
+    """
     middle = bounds.mean(axis=0)
     half = np.maximum((bounds[1] - bounds[0]) / 2, 1e-9)
     offset = (np.asarray(point) - middle) / half

@@ -93,7 +93,16 @@ class CheckReport(Report):
     seconds: float = 0.0
 
     def summary(self) -> str:
-        """One line for people: verdict, the key figures, the worst region."""
+        """One line for people: verdict, the key figures, the worst region.
+
+        Returns
+        -------
+        str
+            ``PASS``/``FAIL`` and the policy, then model-to-scan mean |deviation|, SD, p95 (mm),
+            the maximum of both directions (mm), the share beyond tolerance, scale, coverage,
+            supports and the worst region (side, peak mm, area mm2) when there is one. No patient
+            data (the model id is not in it).
+        """
         m = self.model_to_scan
         worst = f"; worst: {self.regions[0].where} ({self.regions[0].peak_mm:+.2f} mm, " \
                 f"{self.regions[0].area_mm2:.0f} mm2)" if self.regions else ""
@@ -111,6 +120,21 @@ def checked_event(report: CheckReport) -> dict[str, Any]:
     figures go into the event's detail and onto the re-issued packet; each hold keeps the charge
     line unbillable until a named person releases it or the model is reprinted (a reprint is a
     new print of the same model version, never a new 0560T).
+
+    Parameters
+    ----------
+    report : CheckReport
+        The finished print check of one model.
+
+    Returns
+    -------
+    dict
+        ``event`` ("checked"), ``model_id``, ``passed``, ``policy``, ``figures`` (model-to-scan
+        ``mean_mm`` signed, ``mean_abs_mm``, ``sd_mm``, ``p95_abs_mm``, ``max_abs_mm`` of both
+        directions, ``tolerance_mm`` and ``residual_rms_mm`` in mm; ``share_beyond_tolerance``,
+        ``coverage`` and ``overlap_share`` as 0-1 shares; ``scale`` as a ratio; ``supports`` and
+        ``scan_kind`` as words) and ``holds`` (:class:`~pipeline.holds.Hold` objects attached to
+        the model).
     """
     m = report.model_to_scan
     return {

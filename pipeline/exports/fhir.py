@@ -45,7 +45,19 @@ def _uuid(*parts: str) -> str:
 
 
 def modifier_system(modifier: str) -> str:
-    """CPT for the two-digit modifiers, HCPCS Level II for the others (GA, GZ, XS, ...)."""
+    """CPT for the two-digit modifiers, HCPCS Level II for the others (GA, GZ, XS, ...).
+
+    Parameters
+    ----------
+    modifier : str
+        A claim line's modifier code, such as ``"26"`` or ``"GA"``.
+
+    Returns
+    -------
+    str
+        The coding system URI: :data:`pipeline.exports.CPT_SYSTEM` when every character is a
+        digit, else :data:`HCPCS_SYSTEM`.
+    """
     return CPT_SYSTEM if modifier.isdigit() else HCPCS_SYSTEM
 
 
@@ -145,7 +157,18 @@ def _without_empty(value: Any) -> Any:
 
 
 def parse_bundle(text: str) -> Any:
-    """Parse and validate a Bundle's JSON (raises pydantic.ValidationError if invalid)."""
+    """Parse and validate a Bundle's JSON (raises pydantic.ValidationError if invalid).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The Bundle's JSON, as :func:`charge_bundle` gives it with ``.model_dump_json()``.
+
+    Returns
+    -------
+    fhir.resources.R4B.bundle.Bundle
+        The Bundle with every resource validated (R4B models).
+    """
     from fhir.resources.R4B.bundle import Bundle
 
     return Bundle.model_validate_json(text)

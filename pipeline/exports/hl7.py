@@ -83,6 +83,12 @@ def dft_message(lines: list[ClaimLine], facts: EncounterFacts, *, sent: dt.datet
     -------
     hl7apy.core.Message
         Validated; ``.to_er7()`` gives the message (segments separated by ``\\r``).
+
+    Raises
+    ------
+    CodingError
+        No lines, or lines of several encounters (from :func:`pipeline.exports.one_encounter`;
+        exit code 11).
     """
     from hl7apy.core import Message
 
@@ -141,7 +147,20 @@ def dft_message(lines: list[ClaimLine], facts: EncounterFacts, *, sent: dt.datet
 
 
 def parse_dft(text: str) -> Any:
-    """Parse a DFT^P03 message (``\\r`` or newline separated) and validate it strictly."""
+    """Parse a DFT^P03 message (``\\r`` or newline separated) and validate it strictly.
+
+    Parameters
+    ----------
+    text : str
+        The ER7 text of one message; ``\\r\\n`` and ``\\n`` line ends are read as ``\\r``.
+
+    Returns
+    -------
+    hl7apy.core.Message
+        The message with its ``DFT_P03_FINANCIAL`` groups found, validated at ``STRICT`` level
+        (hl7apy's ``ParserError`` or ``OperationNotAllowed`` for text that is no well-formed
+        message, ``ValidationError`` for a missing, extra or over-long field).
+    """
     from hl7apy.parser import parse_message
 
     message = parse_message(text.replace("\r\n", "\r").replace("\n", "\r"), validation_level=_strict(),
@@ -151,7 +170,19 @@ def parse_dft(text: str) -> Any:
 
 
 def pointer_of(dg1_set_id: str) -> str:
-    """The claim's diagnosis pointer letter of a DG1 set id (``1`` -> ``A``)."""
+    """The claim's diagnosis pointer letter of a DG1 set id (``1`` -> ``A``).
+
+    Parameters
+    ----------
+    dg1_set_id : str
+        DG1-1 as written by :func:`dft_message`: ``"1"`` .. ``"12"``.
+
+    Returns
+    -------
+    str
+        The pointer letter ``A`` .. ``L`` (``ValueError`` for a non-number, ``IndexError``
+        above 12; ``"0"`` and below are not checked and index from the end).
+    """
     return POINTER_LETTERS[int(dg1_set_id) - 1]
 
 

@@ -70,7 +70,25 @@ def _clean_stored(raw: np.ndarray, plane: Plane) -> np.ndarray:
 
 
 def to_hu(raw: np.ndarray, plane: Plane, out: np.ndarray) -> int:
-    """Write ``raw * slope + intercept`` into the int16 ``out``; returns the clipped voxel count."""
+    """Write ``raw * slope + intercept`` into the int16 ``out``; returns the clipped voxel count.
+
+    Parameters
+    ----------
+    raw : (rows, columns) ndarray of int
+        One plane's stored values, bits above BitsStored already removed and signed samples
+        sign-extended.
+    plane : Plane
+        The plane's header: RescaleSlope and RescaleIntercept (HU = stored x slope + intercept),
+        BitsStored and PixelRepresentation (the stored range, to choose the in-place path).
+    out : (rows, columns) ndarray of int16
+        Where the HU go (a slice of the volume), overwritten in place.
+
+    Returns
+    -------
+    int
+        Voxels whose HU fell outside -32768..32767 and were clipped to it (rounded to the
+        nearest HU first when the slope or intercept is fractional).
+    """
     slope, intercept = plane.rescale_slope, plane.rescale_intercept
     low, high = _stored_range(plane)
     if slope == 1 and float(intercept).is_integer() and raw.dtype.itemsize <= 2:
@@ -101,6 +119,30 @@ def read_hu(planes: list[Plane], root: Path | None = None) -> tuple[np.ndarray, 
 
     Files are read in sorted path order, each once, so ``DecodeInfo.sha256`` is the SHA-256 of
     the concatenated bytes of the source files in sorted order.
+
+    Parameters
+    ----------
+    planes : list of Plane
+        The planes in volume order (index ``k`` of the result), all of the first plane's rows
+        and columns; several may share one multi-frame file.
+    root : Path, optional
+        The folder the series was found in: messages name files relative to it (else by file
+        name only), never by a full path.
+
+    Returns
+    -------
+    volume : (n, rows, columns) ndarray of int16
+        HU, indexed ``(k, j, i)``.
+    info : DecodeInfo
+        The SHA-256, files read, transfer syntax names, planes read directly or decoded by
+        pydicom, the distinct ``(slope, intercept)`` pairs and the count of clipped voxels.
+
+    Raises
+    ------
+    DicomError
+        If a file cannot be read, is truncated, holds fewer pixel bytes than its header says,
+        has pixels of other than 8, 16 or 32 bits, decodes to another size than its header,
+        or cannot be decoded (a missing decoder plugin, with the install hint; exit code 5).
     """
     rows, columns = planes[0].rows, planes[0].columns
     volume = np.empty((len(planes), rows, columns), dtype=np.int16)

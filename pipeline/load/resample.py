@@ -35,7 +35,25 @@ class InPlaneGrid:
 
 
 def in_plane_grid(offsets_px: np.ndarray, rows: int, columns: int) -> InPlaneGrid:
-    """Smallest pixel-aligned grid holding every plane shifted by its offset (in pixels, (j, i))."""
+    """Smallest pixel-aligned grid holding every plane shifted by its offset (in pixels, (j, i)).
+
+    Parameters
+    ----------
+    offsets_px : (n, 2) ndarray of float
+        Offset of each plane's pixel (0, 0) from the first plane's, in pixels along ``(j, i)``
+        (rows, columns); fractional allowed. Offsets within ``WHOLE_PIXEL_TOLERANCE`` of a whole
+        pixel count as whole.
+    rows : int
+        Rows of each source plane (pixels along j).
+    columns : int
+        Columns of each source plane (pixels along i).
+
+    Returns
+    -------
+    InPlaneGrid
+        Start ``(start_j, start_i)`` relative to the first plane's pixel (0, 0), pixels (may be
+        negative), and the grown ``rows`` and ``columns``.
+    """
     low = np.floor(offsets_px.min(axis=0) + WHOLE_PIXEL_TOLERANCE).astype(int)
     high = np.ceil(offsets_px.max(axis=0) - WHOLE_PIXEL_TOLERANCE).astype(int)
     return InPlaneGrid(int(low[0]), int(low[1]), rows + int(high[0] - low[0]), columns + int(high[1] - low[1]))
@@ -99,7 +117,21 @@ def _paste(plane: np.ndarray, target: np.ndarray, at: np.ndarray) -> None:
 
 
 def uniform_positions(positions_mm: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """Positions from the first plane to (at most) the last at a uniform step, mm."""
+    """Positions from the first plane to (at most) the last at a uniform step, mm.
+
+    Parameters
+    ----------
+    positions_mm : 1-D ndarray of float
+        Plane positions along the normal, mm, increasing and measured from the first plane
+        (``positions_mm[0] == 0``); only the last is used.
+    spacing_mm : float
+        The uniform step, mm (positive).
+
+    Returns
+    -------
+    1-D ndarray of float
+        ``0, spacing_mm, 2 * spacing_mm, ...`` up to the last position (1e-6 steps of slack), mm.
+    """
     count = int(np.floor(positions_mm[-1] / spacing_mm + 1e-6)) + 1
     return np.arange(count) * spacing_mm
 
@@ -113,6 +145,12 @@ def resample_along_normal(stack: np.ndarray, positions_mm: np.ndarray, targets_m
         Planes at increasing ``positions_mm`` along the normal.
     positions_mm, targets_mm : 1-D ndarray
         Plane positions and wanted positions, mm, measured from the first plane.
+
+    Returns
+    -------
+    (targets_mm.size, rows, columns) ndarray of int16
+        One plane per target, HU rounded to the nearest integer; a target within 1e-6 of a plane's
+        weight takes that plane unchanged, and one outside the stack takes the nearest end plane.
     """
     out = np.empty((targets_mm.size, *stack.shape[1:]), dtype=np.int16)
     upper = np.clip(np.searchsorted(positions_mm, targets_mm, side="right"), 1, positions_mm.size - 1)

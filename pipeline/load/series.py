@@ -115,7 +115,24 @@ def _number(ds: Dataset, keyword: str) -> float | None:
 
 
 def provenance_from_dicom(planes: list[Plane], sha256: str) -> dict[str, Any]:
-    """The provenance dictionary of a DICOM series (contains PHI: never log it or use it in paths)."""
+    """The provenance dictionary of a DICOM series (contains PHI: never log it or use it in paths).
+
+    Parameters
+    ----------
+    planes : list of Plane
+        The planes used, in stack order; the patient, study and series fields come from the
+        first one's header, the instance list from all (each SOP instance once, in order).
+    sha256 : str
+        SHA-256 (hex) of the source files, as :func:`pipeline.load.decode.read_hu` reports it.
+
+    Returns
+    -------
+    dict
+        Exactly the :data:`PROVENANCE_KEYS`: texts as stripped strings (None when absent or
+        empty), ``kvp`` in kV, ``slice_thickness_mm`` and ``pixel_spacing_mm`` (DICOM's row,
+        column spacing) in mm, ``gantry_tilt_deg`` in degrees, ``series_number`` as int, the
+        transfer syntaxes joined by a backslash when several.
+    """
     ds = planes[0].header
     instances, seen = [], set()
     for plane in planes:
@@ -185,6 +202,16 @@ def uniform_spacing(steps_mm: np.ndarray) -> float:
 
     The smallest step keeps the finest detail any part of the stack has; the floor stops one
     near-duplicate pair of slices from multiplying the volume's size.
+
+    Parameters
+    ----------
+    steps_mm : ndarray of float
+        Distances between consecutive slices along the normal, mm (at least one, all positive).
+
+    Returns
+    -------
+    float
+        The uniform slice step to resample to, mm.
     """
     return float(max(steps_mm.min(), 0.5 * np.median(steps_mm)))
 
@@ -210,6 +237,18 @@ def _resolve_duplicates(layout: StackLayout, planes: list[Plane], root: Path) ->
 def _record_volume_check(report: LoadReport, layout: StackLayout) -> None:
     """Put the figures behind "this series is a volume" and the decision in the report."""
     def known(value: float) -> float | None:
+        """A figure for the report, or None where the stack does not give it.
+
+        Parameters
+        ----------
+        value : float
+            A measured figure (mm or a fraction); NaN when unknown.
+
+        Returns
+        -------
+        float or None
+            ``value`` rounded to 4 decimals, or None when it is not finite.
+        """
         return round(value, 4) if np.isfinite(value) else None
 
     report.slice_thickness_median_mm = known(layout.median_thickness_mm)

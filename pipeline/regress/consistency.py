@@ -37,6 +37,20 @@ def coverage_planes(grid: Geometry, transform: np.ndarray | None = None) -> list
     Along the slice axis the inset is one slice plus :data:`INSET_MM` (the end slices are where a
     mesh is capped and where a tilted series' resampled slices are incomplete); in-plane it is
     :data:`INSET_MM`. Each plane is ``(normal, offset)`` keeping ``normal . p >= offset``.
+
+    Parameters
+    ----------
+    grid : Geometry
+        The series' grid (LPS, mm).
+    transform : (4, 4) ndarray, optional
+        Rigid transform of LPS points (mm) to apply to the planes, such as the registration of
+        this series onto the reference; None keeps them where the grid is.
+
+    Returns
+    -------
+    list of (ndarray, float)
+        Six ``(normal, offset)`` pairs, two per array axis ``(k, j, i)``: unit LPS normal and
+        offset in mm, the inside being ``normal . p >= offset`` for LPS points ``p`` in mm.
     """
     rotation, shift = (np.eye(3), np.zeros(3)) if transform is None else (transform[:3, :3], transform[:3, 3])
     origin = np.asarray(grid.origin)
@@ -60,6 +74,23 @@ def compare_acquisitions(reference: trimesh.Trimesh, reference_grid: Geometry, o
     slice thickness (on ``reference_grid``): the volume is then checked against it, so that the
     check isolates the tilt correction from the partial-volume loss of thin bone that thicker
     slices cause at a fixed threshold (the difference to ``reference`` is still reported).
+
+    Parameters
+    ----------
+    reference : trimesh.Trimesh
+        The reference skull (the untilted 1 mm series), closed, LPS mm.
+    reference_grid : Geometry
+        The grid ``reference`` was made from; it bounds the common region.
+    other : trimesh.Trimesh
+        The skull of the series compared, closed, LPS mm; registered onto ``reference``.
+    other_grid : Geometry
+        The grid ``other`` was made from.
+    volume_reference : trimesh.Trimesh, optional
+        The reference acquisition at ``other``'s slice thickness (LPS mm), to check the volume
+        against; None checks it against ``reference``.
+    checked : bool
+        Whether the bounds are enforced for this series (False: reported for information);
+        copied into the result, ``ok`` is computed either way.
 
     Returns
     -------

@@ -15,7 +15,26 @@ from pipeline.report import to_jsonable
 
 
 def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[Path, Path]:
-    """Write ``path`` (JSON) and ``path`` with suffix ``.html``; return both paths."""
+    """Write ``path`` (JSON) and ``path`` with suffix ``.html``; return both paths.
+
+    Parameters
+    ----------
+    result : RegressionResult
+        The run's result (:func:`pipeline.regress.run_regress`); anything with a ``to_dict()``
+        giving ``ok``, ``cases``, ``consistency``, ``seconds`` (s) and the version fields.
+    path : Path
+        The JSON file (``.json`` expected: the page replaces its suffix, so an ``.html`` path
+        would be overwritten by the page). Its folder is created if missing.
+    pictures : dict of str to bytes
+        PNG images by case name, and ``"consistency"`` for the distance histogram; a case
+        without a picture gets none.
+
+    Returns
+    -------
+    tuple of (Path, Path)
+        The JSON file and the HTML page, both written atomically (``OSError`` if the folder
+        cannot be written).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_jsonable(result.to_dict())
@@ -26,7 +45,25 @@ def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[P
 
 
 def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:
-    """PNG: the model's surface points seen from the front, side and top, and a mid slice with the mask outline."""
+    """PNG: the model's surface points seen from the front, side and top, and a mid slice with the mask outline.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        The model's surface, LPS mm (40 000 points are sampled from it, shaded by their normals).
+    volume : Volume
+        The CT volume the model came from (int16 HU, shown at -200..1200 HU).
+    mask : Mask
+        The segmentation on ``volume``'s grid; the slice shown is the mean ``k`` of the slices
+        it occupies, and must not be empty.
+    title : str
+        The figure's title (case name and description; no PHI).
+
+    Returns
+    -------
+    bytes
+        The PNG file's bytes.
+    """
     from pipeline.document.pictures import figure_png  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 
@@ -52,7 +89,21 @@ def model_picture(mesh: Any, volume: Any, mask: Any, title: str) -> bytes:
 
 
 def distance_picture(distances: dict[str, np.ndarray], title: str) -> bytes:
-    """PNG: histogram of surface distances (mm) per compared series."""
+    """PNG: histogram of surface distances (mm) per compared series.
+
+    Parameters
+    ----------
+    distances : dict of str to ndarray
+        Per series name, the distances (mm) of its registered surface points to the reference
+        skull; drawn clipped at 3 mm, the legend giving the unclipped mean.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    bytes
+        The PNG file's bytes.
+    """
     from pipeline.document.pictures import figure_png  # first: it selects the Agg backend
     import matplotlib.pyplot as plt
 

@@ -68,6 +68,29 @@ def settle_cuts(in_window: np.ndarray, code: np.ndarray, cut_blocks: np.ndarray,
 
     ``in_window`` and ``code`` cover a full-resolution box starting ``offset`` voxels into the
     first block of ``cut_blocks`` (the block grid cropped to that box).
+
+    Parameters
+    ----------
+    in_window : (nk, nj, ni) ndarray of bool
+        Full-resolution voxels of the box whose HU lie in the window, indexed ``(k, j, i)``.
+    code : (nk, nj, ni) ndarray of uint8
+        Per voxel, what its block contributes (``NOTHING``, ``FRINGE``, ``INSIDE``,
+        ``REJECTED`` or ``CUT``), same shape as ``in_window``.
+    cut_blocks : (bk, bj, bi) ndarray of bool
+        Blocks on either side of a cut, on the block grid cropped to the box.
+    factors : tuple of 3 int
+        Voxels per block along ``(k, j, i)``.
+    offset : tuple of 3 int
+        Voxels between the start of the first block and the start of the box, along ``(k, j, i)``
+        (each in ``0 .. factor - 1``).
+    spacing : tuple of 3 float
+        Full-resolution voxel spacing ``(k, j, i)``, mm (for the distance map).
+
+    Returns
+    -------
+    (nk, nj, ni) ndarray of bool
+        The ``CUT`` voxels in the window that the watershed gives to the kept side; where a cut
+        has no rejected block near it, all of its ``CUT`` voxels in the window.
     """
     kept_side = np.zeros(code.shape, bool)
     pieces, _ = ndi.label(cut_blocks, np.ones((3, 3, 3), bool))
@@ -108,6 +131,21 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     blocks_of = [tuple(v // f for v, f in zip(seed, factors)) for seed in include]
 
     def grow() -> tuple | None:
+        """Threshold the block means in the window, bar bone, and keep the seeds' pieces.
+
+        Returns
+        -------
+        tuple or None
+            ``(in_window, septum, barrier, snapped, region)`` on the block grid: the blocks in the
+            window (bone barred), the blocks half-way to the background HU, the bone barrier, the
+            seeds' blocks snapped into the window, and the connected pieces holding them; None
+            when a seed's block has no block in the window among its 26 neighbours.
+
+        Raises
+        ------
+        SegmentationError
+            If an include seed lies in the bone barrier and out of the window (exit code 8).
+        """
         in_window = (mean >= window.lower_hu) & (mean <= window.upper_hu)
         # Blocks half-way between the tissue around the lumen and the window's floor: a thin
         # septum between two lumina (a dissection's flap) or a partial-volume rim.
@@ -188,6 +226,18 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
         for b in exclude_snapped]
 
     def where(block: np.ndarray) -> str:
+        """A block for messages, as the LPS position of its centre.
+
+        Parameters
+        ----------
+        block : array_like of 3 int
+            Block index ``(k, j, i)`` on the analysis grid of ``hu``.
+
+        Returns
+        -------
+        str
+            ``LPS (x, y, z) mm``, to 0.1 mm.
+        """
         x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
         return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
 
