@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import RegressionDrift
-from pipeline.regress import case_names
+from pipeline.errors import EnvironmentFault, RegressionDrift
+from pipeline.regress import case_names, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "regress" / "golden"
@@ -133,3 +133,29 @@ def test_full_regress_and_cross_acquisition_consistency(phantoms_dir, tmp_path, 
         assert item["icp"]["rotation_deg"] < 1.0
     assert "Same skull, different acquisitions" in out
     assert "regress passed" in err
+
+
+class _Result:
+    """The smallest thing write_report takes: a to_dict() of the documented fields."""
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "cases": [], "consistency": {}, "seconds": 0.5, "anatomodel_version": "test",
+                "started": "2026-12-03T08:00:00Z", "phantoms": "phantoms", "golden": "golden", "failures": []}
+
+
+@pytest.mark.parametrize("given, json_name", [("r.json", "r.json"), ("r.html", "r.json"), ("r", "r")])
+def test_a_report_named_html_keeps_its_json_beside_the_page(tmp_path, given, json_name):
+    json_path, page = write_report(_Result(), tmp_path / given, {})
+    assert json_path == tmp_path / json_name and page == tmp_path / "r.html" and json_path != page
+    assert json.loads(json_path.read_text())["ok"] is True  # not overwritten by the page
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+
+
+def test_an_unwritable_report_is_refused_before_the_run(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    # A missing phantom folder would be the run's own error: the report is refused before it.
+    code, _, err = _run(["regress", "--only", "skull_1mm", "--phantoms", str(tmp_path / "none"),
+                         "--report", str(blocker / "r.json")], capsys)
+    assert code == EnvironmentFault.exit_code and "cannot" in err.lower()
+    assert blocker.read_text() == "not a folder"

@@ -19,7 +19,8 @@ def regress(
                                   "Default: $ANATOMODEL_PHANTOMS, else ../shared/phantoms."),
     golden: Path = typer.Option(None, "--golden", help="Folder of the golden records (default: regress/golden of the source tree)."),
     update_golden: bool = typer.Option(False, "--update-golden", help="Rewrite the golden records from this run (after an intended change)."),
-    report: Path = typer.Option(None, "--report", help="Write the report as JSON here, and an HTML page with pictures beside it."),
+    report: Path = typer.Option(None, "--report", help="Write the report as JSON here, and an HTML page with pictures beside it (same name, .html; "
+                        "given a .html name, the JSON goes beside it as .json)."),
     only: str = typer.Option("", "--only", help="Comma-separated case names to run (default: all). "
                              "Cases: skull_1mm, skull_5mm, skull_tilt_minus18, skull_tilt_plus16, ge_head_bone, synthetic_aorta."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -38,8 +39,14 @@ def regress(
 
       anatomodel regress --update-golden                 (after an intended change; review the diff)
     """
+    from pipeline.preflight import writable_file
     from pipeline.regress import run_regress, write_report
     from pipeline.regress.cases import select_cases
+    from pipeline.regress.report import report_paths
+
+    if report is not None:  # an unwritable report fails now, not after the whole run
+        for path in report_paths(report):
+            writable_file(path)
 
     steps = len(select_cases(only or None))
     with progress_bar("regress", total=steps) as advance:

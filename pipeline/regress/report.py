@@ -14,8 +14,29 @@ from pipeline.files import atomic_write
 from pipeline.report import to_jsonable
 
 
+def report_paths(path: str | Path) -> tuple[Path, Path]:
+    """The JSON file and the HTML page a ``--report PATH`` names.
+
+    The page is ``PATH`` with suffix ``.html``; the JSON is ``PATH``, or ``PATH`` with suffix
+    ``.json`` when ``PATH`` is itself the ``.html`` page (else the page would overwrite it).
+
+    Parameters
+    ----------
+    path : str or Path
+        What the user gave: ``report.json``, ``report.html`` or ``report`` (no suffix).
+
+    Returns
+    -------
+    tuple of (Path, Path)
+        The JSON file and the HTML page, never the same file.
+    """
+    path = Path(path)
+    page = path.with_suffix(".html")
+    return (path.with_suffix(".json") if path == page else path), page
+
+
 def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[Path, Path]:
-    """Write ``path`` (JSON) and ``path`` with suffix ``.html``; return both paths.
+    """Write the JSON report and the HTML page that :func:`report_paths` names; return both paths.
 
     Parameters
     ----------
@@ -23,8 +44,7 @@ def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[P
         The run's result (:func:`pipeline.regress.run_regress`); anything with a ``to_dict()``
         giving ``ok``, ``cases``, ``consistency``, ``seconds`` (s) and the version fields.
     path : Path
-        The JSON file (``.json`` expected: the page replaces its suffix, so an ``.html`` path
-        would be overwritten by the page). Its folder is created if missing.
+        What ``--report`` named (see :func:`report_paths`). Its folder is created if missing.
     pictures : dict of str to bytes
         PNG images by case name, and ``"consistency"`` for the distance histogram; a case
         without a picture gets none.
@@ -35,11 +55,10 @@ def write_report(result: Any, path: Path, pictures: dict[str, bytes]) -> tuple[P
         The JSON file and the HTML page, both written atomically (``OSError`` if the folder
         cannot be written).
     """
-    path = Path(path)
+    path, page = report_paths(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_jsonable(result.to_dict())
     atomic_write(path, json.dumps(data, indent=2) + "\n")
-    page = path.with_suffix(".html")
     atomic_write(page, _html(data, pictures))
     return path, page
 
