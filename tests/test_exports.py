@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from pipeline.coding import BillableModel, ChargeLine, claim_lines, next_charge
 from pipeline.errors import CodingError
-from pipeline.exports import EncounterFacts, billable_lines, pointed_diagnoses
+from pipeline.exports import CPT_SYSTEM, EncounterFacts, billable_lines, pointed_diagnoses
 from pipeline.exports.csvfile import COLUMNS, charges_csv
-from pipeline.exports.fhir import MODIFIER_EXTENSION, charge_bundle, parse_bundle
+from pipeline.exports.fhir import HCPCS_SYSTEM, MODIFIER_EXTENSION, charge_bundle, parse_bundle
 from pipeline.exports.hl7 import dft_message, parse_dft, pointer_of
 from pipeline.icd10 import icd10_description
 from pipeline.payers import ClaimFacts, check_claim, load_payer
@@ -179,3 +179,48 @@ def test_csv_rows_match_the_lines():
 def test_an_empty_or_mixed_export_is_refused():
     with pytest.raises(CodingError, match="no billable charge lines"):
         dft_message([], FACTS)
+
+
+def _empties(value, where="$"):
+    """The JSON paths of every empty object, array or string in ``value``."""
+    if value in ({}, [], ""):
+        return [where]
+    if isinstance(value, dict):
+        return [path for key, item in value.items() for path in _empties(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [path for index, item in enumerate(value) for path in _empties(item, f"{where}[{index}]")]
+    return []
+
+
+def test_a_provider_without_a_name_leaves_no_empty_element_in_the_bundle():
+    nameless = {"npi": RENDER["npi"]}
+    line = next_charge([], BillableModel(
+        model_id="a", patient_id="PH0001", date_of_service=DOS, icd10=("I71.23",), modifiers=(),
+        modifier_reasons={}, ordering_provider=ORDER, rendering_provider=nameless, payer="medicare",
+        mesh_sha256="a"))
+    text = charge_bundle(claim_lines([line]), FACTS).model_dump_json(exclude_none=True)
+    assert _empties(json.loads(text)) == []  # FHIR: elements are never empty (the spec's ele-1 rule)
+    bundle = parse_bundle(text)
+    practitioners = [e.resource for e in bundle.entry if e.resource.get_resource_type() == "Practitioner"]
+    assert sorted(p.identifier[0].value for p in practitioners) == sorted([ORDER["npi"], RENDER["npi"]])
+    assert [p.name for p in practitioners if p.identifier[0].value == RENDER["npi"]] == [None]
+
+
+def test_a_diagnosis_pointer_outside_1_to_12_is_refused_not_wrapped():
+    assert [pointer_of(str(n)) for n in (1, 12)] == ["A", "L"]
+    for bad in ("0", "-1", "13"):
+        with pytest.raises(ValueError, match="not 1..12"):
+            pointer_of(bad)
+
+
+def test_both_exports_name_a_modifier_system_by_the_same_rule():
+    # CPT modifiers are two digits (52: reduced services); GA is HCPCS Level II (an ABN on file).
+    lines = claims()
+    bundle = json.loads(charge_bundle(lines, FACTS).model_dump_json(exclude_none=True))
+    fhir = {ext["valueCoding"]["code"]: ext["valueCoding"]["system"]
+            for entry in bundle["entry"] for ext in entry["resource"].get("extension", [])
+            if ext["url"] == MODIFIER_EXTENSION}
+    message = parse_dft(dft_message(lines, FACTS).to_er7())
+    hl7 = {field.ce_1.value: field.ce_3.value for group in message.dft_p03_financial for field in group.ft1.ft1_26}
+    assert fhir == {"52": CPT_SYSTEM, "GA": HCPCS_SYSTEM}
+    assert hl7 == {"52": "C4", "GA": "HCPCS"}

@@ -83,6 +83,24 @@ class EncounterFacts:
         return family, [part for part in given.split("^") if part]
 
 
+def is_cpt_modifier(modifier: str) -> bool:
+    """Whether a claim-line modifier is a CPT one (two digits, ``26``) rather than HCPCS Level II (``GA``).
+
+    The one rule both exports follow: FHIR names the system by URI, HL7 v2 by table code.
+
+    Parameters
+    ----------
+    modifier : str
+        A claim line's modifier code, such as ``"26"`` or ``"GA"``.
+
+    Returns
+    -------
+    bool
+        True when every character is an ASCII digit.
+    """
+    return modifier.isascii() and modifier.isdigit()
+
+
 def billable_lines(lines: Iterable[ClaimLine], holds: Iterable[Hold] = ()) -> list[ClaimLine]:
     """The lines no unreleased hold keeps from the claim.
 

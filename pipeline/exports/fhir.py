@@ -25,6 +25,7 @@ from pipeline.exports import (
     ICD10CM_SYSTEM,
     NPI_SYSTEM,
     EncounterFacts,
+    is_cpt_modifier,
     one_encounter,
     pointed_diagnoses,
 )
@@ -55,10 +56,10 @@ def modifier_system(modifier: str) -> str:
     Returns
     -------
     str
-        The coding system URI: :data:`pipeline.exports.CPT_SYSTEM` when every character is a
-        digit, else :data:`HCPCS_SYSTEM`.
+        The coding system URI: :data:`pipeline.exports.CPT_SYSTEM` for a CPT modifier
+        (:func:`pipeline.exports.is_cpt_modifier`), else :data:`HCPCS_SYSTEM`.
     """
-    return CPT_SYSTEM if modifier.isdigit() else HCPCS_SYSTEM
+    return CPT_SYSTEM if is_cpt_modifier(modifier) else HCPCS_SYSTEM
 
 
 def charge_bundle(lines: list[ClaimLine], facts: EncounterFacts) -> Any:
@@ -147,12 +148,13 @@ def _charge_item(line: ClaimLine, index: int, key: str, patient_id: str, encount
 
 
 def _without_empty(value: Any) -> Any:
-    """FHIR forbids empty arrays and objects: drop them."""
+    """FHIR forbids empty arrays and objects, also as list items (``"name": [{}]``): drop them."""
     if isinstance(value, dict):
         kept = {k: _without_empty(v) for k, v in value.items()}
         return {k: v for k, v in kept.items() if v not in ([], {}, "", None)}
     if isinstance(value, list):
-        return [_without_empty(v) for v in value]
+        kept = [_without_empty(v) for v in value]
+        return [v for v in kept if v not in ([], {}, "", None)]
     return value
 
 

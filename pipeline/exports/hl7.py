@@ -20,7 +20,7 @@ import datetime as dt
 from typing import Any
 
 from pipeline.coding import POINTER_LETTERS, ClaimLine
-from pipeline.exports import EncounterFacts, one_encounter, pointed_diagnoses
+from pipeline.exports import EncounterFacts, is_cpt_modifier, one_encounter, pointed_diagnoses
 from pipeline.icd10 import icd10_description
 
 #: XCN-9 assigning authority of an NPI (CMS, OID of the NPI registry).
@@ -135,7 +135,7 @@ def dft_message(lines: list[ClaimLine], facts: EncounterFacts, *, sent: dt.datet
             _xcn(ft1.ft1_21, line.ordering_provider)
         _ce(ft1.ft1_25, line.cpt, line.descriptor, "C4")
         for modifier in line.modifiers:
-            _ce(ft1.add_field("FT1_26"), modifier, "", "C4" if modifier.isdigit() else "HCPCS")
+            _ce(ft1.add_field("FT1_26"), modifier, "", "C4" if is_cpt_modifier(modifier) else "HCPCS")
     for index, code in enumerate(first.diagnoses, start=1):
         dg1 = message.add_segment("DG1")
         dg1.dg1_1 = str(index)
@@ -180,10 +180,18 @@ def pointer_of(dg1_set_id: str) -> str:
     Returns
     -------
     str
-        The pointer letter ``A`` .. ``L`` (``ValueError`` for a non-number, ``IndexError``
-        above 12; ``"0"`` and below are not checked and index from the end).
+        The pointer letter ``A`` .. ``L``.
+
+    Raises
+    ------
+    ValueError
+        ``dg1_set_id`` is not a whole number from 1 to 12 (a claim points at most 12
+        diagnoses; ``"0"`` must not wrap round to ``L``).
     """
-    return POINTER_LETTERS[int(dg1_set_id) - 1]
+    number = int(dg1_set_id)
+    if not 1 <= number <= len(POINTER_LETTERS):
+        raise ValueError(f"DG1 set id {dg1_set_id!r} is not 1..{len(POINTER_LETTERS)}")
+    return POINTER_LETTERS[number - 1]
 
 
 __all__ = ["dft_message", "parse_dft", "pointer_of"]
