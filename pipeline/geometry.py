@@ -806,11 +806,17 @@ def read_volume(path: str | Path) -> Volume:
     Raises
     ------
     DicomError
-        From :func:`read_image`: missing, unreadable or not 3-D single-channel (exit code 5).
+        From :func:`read_image`: missing, unreadable or not 3-D single-channel; or a
+        floating-point image holding NaN or infinite values, which have no HU (exit code 5).
     GeometryError
         From :func:`read_image`: the file's direction is not orthonormal (exit code 7).
     """
     array, geometry = read_image(path)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:  # rounding would turn them into 0 HU (water) without a word
+            raise DicomError(f"{Path(path).name}: {bad} voxel(s) are NaN or infinite, which is no HU value",
+                             hint="fill them in the source (e.g. with -1024 HU for air) and export again")
     if array.dtype != np.int16:
         array = np.clip(np.rint(array), -32768, 32767).astype(np.int16)
     return Volume(array, geometry, {"source_file": Path(path).name, "source_format": "image-file"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pipeline.errors import GeometryError
+from pipeline.errors import DicomError, GeometryError
 from pipeline.geometry import (Geometry, Mask, Volume, bounding_box, read_mask, read_volume, write_mask,
                                write_volume)
 
@@ -103,3 +103,17 @@ def test_mask_round_trip_and_volume(tmp_path):
     back = read_mask(write_mask(mask, tmp_path / "m.nii.gz"), labels={1: "aorta"})
     np.testing.assert_array_equal(back.array, array)
     assert back.labels == {1: "aorta", 2: "label_2"}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_image_with_no_hu_at_some_voxels_is_refused(tmp_path, bad):
+    array = np.full((4, 5, 6), -1024.0, dtype=np.float32)
+    array[1, 2, 3] = 40.4  # rounds to 40 HU
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    assert read_volume(path).array[1, 2, 3] == 40
+    array[2, 2, 2] = bad
+    array[3, 0, 0] = bad
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    with pytest.raises(DicomError, match="2 voxel"):
+        read_volume(path)
