@@ -106,10 +106,11 @@ def test_mask_round_trip_and_volume(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_a_float_image_with_no_hu_at_some_voxels_is_refused(tmp_path, bad):
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])  # ITK's NIfTI reader itself turns NaN into 0
+def test_a_float_image_with_no_hu_at_some_voxels_is_refused(tmp_path, bad, suffix):
     array = np.full((4, 5, 6), -1024.0, dtype=np.float32)
     array[1, 2, 3] = 40.4  # rounds to 40 HU
-    path = tmp_path / "ct.nii.gz"
+    path = tmp_path / f"ct{suffix}"
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
     assert read_volume(path).array[1, 2, 3] == 40
     array[2, 2, 2] = bad
