@@ -1,13 +1,16 @@
-"""Exit codes: every statement of one (docstrings, the README's table and prose, docs/*.md) is
-checked against the error classes of :mod:`pipeline.errors`."""
+"""Exit codes: every statement of one (docstrings, the README's table and prose, docs/*.md, the
+command line's help) is checked against the error classes of :mod:`pipeline.errors`."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -117,3 +120,14 @@ def test_every_exit_code_a_docstring_states_is_its_class_code():
                   if code not in set(classes.values()) | OTHER_CODES]
     assert not wrong, "\n".join(wrong)
 
+
+def test_help_lists_every_exit_code_with_its_class():
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0
+    epilog = done.stdout.split("Exit codes", 1)[1]
+    listed = {int(code): name for code, name in re.findall(r"^\s*(\d+) (\S+)", epilog, re.M)}
+    expected = {code: name.split()[0] for code, name in errors.RESERVED_EXIT_CODES.items()}
+    expected |= {code: name for name, code in _classes().items()} | {130: "interrupted"}
+    assert listed == expected
