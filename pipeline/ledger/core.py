@@ -707,7 +707,15 @@ class Ledger(LifecycleLedger):
         VerifyReport
             The problems (which make ``ledger verify`` fail) and notes found. A damaged database is
             reported as a problem, not raised.
+
+        Raises
+        ------
+        LedgerError
+            ``anchor`` is not an anchor (:func:`pipeline.ledger.chain.check_anchor`), before any
+            work. Exit code 13.
         """
+        if anchor is not None:
+            chain.check_anchor(anchor)  # a malformed anchor is refused before any work
         try:
             report = self._verify()
             if anchor is not None:
