@@ -165,7 +165,7 @@ def test_a_reprint_of_an_already_charged_mesh_is_held(ledger, tmp_path):
     assert _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [], mesh=geometry).holds == []
 
 
-def test_cli_walks_a_model_and_exits_15_while_held(tmp_path, cli):
+def test_cli_walks_a_model_and_exits_19_while_held(tmp_path, cli):
     path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     with Ledger(path) as ledger:
         _publish_with_holds(ledger, out, "CASE-1", "aorta", [HOLDS[0]])
