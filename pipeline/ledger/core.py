@@ -496,7 +496,7 @@ class Ledger(LifecycleLedger):
             (mesh_sha256, case_ref, model_id, case_ref, model_id)).fetchone()
         if other is None:
             return []
-        return [Hold("ledger.duplicate_mesh",
+        return [Hold(lifecycle.HOLD_DUPLICATE_MESH,
                      f"the mesh geometry is identical to model {other['model_id']} of case {other['case_id']}, "
                      "already charged: a reprint is not an individually prepared model; release it only if "
                      "this is a separately prepared model", "ledger", model_id)]
