@@ -693,18 +693,22 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
                 groups.setdefault((line.cpt, tuple(line.modifiers)), []).append(line)
             kind_claims = [_claim_line(group, cpt, modifiers, diagnoses, rules)
                            for (cpt, modifiers), group in groups.items()]
-            # Reprints are held for review on the kind's last claim line (the add-on if any); a
-            # reprint of another kind's model, with no line of its own kind billed, is a line of its
-            # own held whole (every model of it held), never left out of the claim.
+            # Reprints are held for review on the kind's last claim line (the add-on if any); the
+            # reprints of another kind's model, with no line of their own kind billed, are lines of
+            # their own (per code and modifiers) held whole, never left out of the claim.
             reprints = [line for line in on_encounter if line.is_duplicate and line.kind == kind]
             held = {line.model_id: next(f for f in line.flags if f.startswith(FLAG_DUPLICATE_MESH))
                     for line in reprints}
             if held and kind_claims:
                 kind_claims[-1].held.update(held)
             elif held:
-                whole = _claim_line(reprints, reprints[0].cpt, tuple(reprints[0].modifiers), diagnoses, rules)
-                whole.held.update(held)
-                kind_claims.append(whole)
+                apart: dict[tuple[str, tuple[str, ...]], list[ChargeLine]] = {}
+                for line in reprints:
+                    apart.setdefault((line.cpt, tuple(line.modifiers)), []).append(line)
+                for (cpt, modifiers), group in apart.items():
+                    whole = _claim_line(group, cpt, modifiers, diagnoses, rules)
+                    whole.held.update({line.model_id: held[line.model_id] for line in group})
+                    kind_claims.append(whole)
             claims.extend(kind_claims)
     return claims
 

@@ -150,10 +150,13 @@ def test_a_reprint_stays_held_when_its_original_is_run_again():
 def test_a_guide_printed_from_a_models_mesh_is_held_not_left_out():
     from pipeline.exports import billable_lines
 
-    lines = charge_all([billable("a", mesh_sha256="same"), billable("g", kind="guide", mesh_sha256="same")])
-    assert lines[1].is_duplicate and lines[1].cpt == "0561T"
+    lines = charge_all([billable("a", mesh_sha256="same"), billable("g", kind="guide", mesh_sha256="same"),
+                        billable("h", kind="guide", mesh_sha256="same")])
+    assert [(line.cpt, line.is_duplicate) for line in lines] == [("0559T", False), ("0561T", True), ("0562T", True)]
     claims = claim_lines(lines)
-    assert _billed_and_held(claims) == ({"a"}, {"g"})                   # every line billed or held
+    assert _billed_and_held(claims) == ({"a"}, {"g", "h"})              # every line billed or held
+    assert [(c.cpt, c.units, c.model_ids, list(c.held)) for c in claims] == [
+        ("0559T", 1, ["a"], []), ("0561T", 1, ["g"], ["g"]), ("0562T", 1, ["h"], ["h"])]
     assert [(c.cpt, c.model_ids) for c in billable_lines(claims)] == [("0559T", ["a"])]
 
 
