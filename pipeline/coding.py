@@ -148,10 +148,18 @@ class CodingRules(BaseModel):
         Returns
         -------
         CptCode
-            The one code the rules give (validation guarantees exactly one per kind and role;
-            another ``kind`` or ``role`` raises ``StopIteration``).
+            The one code the rules give (validation guarantees exactly one per kind and role).
+
+        Raises
+        ------
+        CodingError
+            ``kind`` or ``role`` is none of the above. Exit code 11.
         """
-        return next(c for c in self.codes if c.kind == kind and c.role == role)
+        for code in self.codes:
+            if code.kind == kind and code.role == role:
+                return code
+        raise CodingError(f"no CPT code for kind {kind!r} in role {role!r}: kinds are "
+                          f"{', '.join(sorted({c.kind for c in self.codes}))}, roles primary and add_on")
 
     def code(self, cpt: str) -> CptCode:
         """The rules' entry of one CPT code.
@@ -559,7 +567,10 @@ def next_charge(
         code = rules.code_for(model.kind, "add_on" if same_kind else "primary")
         sequence = len(same_kind) + 1
     if model.mesh_sha256:
-        for line in on_encounter:
+        # Only a line placed before the model's own is what it could be a reprint of: a re-run of
+        # the original never becomes a duplicate of its own reprint.
+        place = next((n for n, line in enumerate(on_encounter) if line.model_id == model.model_id), None)
+        for line in on_encounter[:place]:
             if line.model_id != model.model_id and line.mesh_sha256 == model.mesh_sha256:
                 flags.append(
                     f"{FLAG_DUPLICATE_MESH}: the mesh is byte-identical to model {line.model_id}'s; "
@@ -621,7 +632,9 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
 
     The primary code is billed once (one unit); add-on lines with the same modifiers merge into
     one claim line whose units are the number of additional models. Lines flagged as duplicate
-    meshes are held (listed in ``held``), not billed; a model id given twice (a re-run) counts
+    meshes are held (listed in ``held``), not billed: apart on their kind's last claim line, or,
+    when no line of their kind is billed (a guide printed from a model's mesh), as a line of their
+    own whose every model is held; a held line is never left out. A model id given twice (a re-run) counts
     once, with its latest line. The encounter's diagnoses are the union of
     the lines' codes in order of appearance (at most twelve); each claim line points to at most
     four of them.
@@ -678,30 +691,46 @@ def claim_lines(lines: list[ChargeLine], rules: CodingRules | None = None) -> li
             groups: dict[tuple[str, tuple[str, ...]], list[ChargeLine]] = {}
             for line in sorted(firsts + others, key=lambda l: (l.cpt != primary, l.sequence, l.model_id)):
                 groups.setdefault((line.cpt, tuple(line.modifiers)), []).append(line)
-            kind_claims = []
-            for (cpt, modifiers), group in groups.items():
-                codes = list(dict.fromkeys(code for line in group for code in line.icd10))
-                notes = [f"{m}: {r}" for line in group for m, r in line.modifier_reasons.items() if m in modifiers]
-                first = group[0]
-                kind_claims.append(ClaimLine(
-                    cpt=cpt,
-                    units=len(group),
-                    modifiers=list(modifiers),
-                    icd10_pointers=[POINTER_LETTERS[diagnoses.index(c)] for c in codes][:MAX_POINTERS_PER_LINE],
-                    diagnoses=diagnoses,
-                    date_of_service=first.date_of_service,
-                    encounter_key=key,
-                    ordering_provider=dict(first.ordering_provider),
-                    rendering_provider=dict(first.rendering_provider),
-                    payer=first.payer,
-                    descriptor=rules.code(cpt).descriptor,
-                    model_ids=[line.model_id for line in group],
-                    notes=list(dict.fromkeys(notes)),
-                ))
-            # Reprints are held for review on the kind's last claim line (the add-on if any).
+            kind_claims = [_claim_line(group, cpt, modifiers, diagnoses, rules)
+                           for (cpt, modifiers), group in groups.items()]
+            # Reprints are held for review on the kind's last claim line (the add-on if any); the
+            # reprints of another kind's model, with no line of their own kind billed, are lines of
+            # their own (per code and modifiers) held whole, never left out of the claim.
+            reprints = [line for line in on_encounter if line.is_duplicate and line.kind == kind]
             held = {line.model_id: next(f for f in line.flags if f.startswith(FLAG_DUPLICATE_MESH))
-                    for line in on_encounter if line.is_duplicate and line.kind == kind}
+                    for line in reprints}
             if held and kind_claims:
                 kind_claims[-1].held.update(held)
+            elif held:
+                apart: dict[tuple[str, tuple[str, ...]], list[ChargeLine]] = {}
+                for line in reprints:
+                    apart.setdefault((line.cpt, tuple(line.modifiers)), []).append(line)
+                for (cpt, modifiers), group in apart.items():
+                    whole = _claim_line(group, cpt, modifiers, diagnoses, rules)
+                    whole.held.update({line.model_id: held[line.model_id] for line in group})
+                    kind_claims.append(whole)
             claims.extend(kind_claims)
     return claims
+
+
+def _claim_line(group: list[ChargeLine], cpt: str, modifiers: tuple[str, ...], diagnoses: list[str],
+                rules: CodingRules) -> ClaimLine:
+    """One claim line of ``group`` (lines of one encounter), its units the number of lines."""
+    codes = list(dict.fromkeys(code for line in group for code in line.icd10))
+    notes = [f"{m}: {r}" for line in group for m, r in line.modifier_reasons.items() if m in modifiers]
+    first = group[0]
+    return ClaimLine(
+        cpt=cpt,
+        units=len(group),
+        modifiers=list(modifiers),
+        icd10_pointers=[POINTER_LETTERS[diagnoses.index(c)] for c in codes][:MAX_POINTERS_PER_LINE],
+        diagnoses=diagnoses,
+        date_of_service=first.date_of_service,
+        encounter_key=first.encounter_key,
+        ordering_provider=dict(first.ordering_provider),
+        rendering_provider=dict(first.rendering_provider),
+        payer=first.payer,
+        descriptor=rules.code(cpt).descriptor,
+        model_ids=[line.model_id for line in group],
+        notes=list(dict.fromkeys(notes)),
+    )

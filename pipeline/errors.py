@@ -6,10 +6,15 @@ where, and what to do. The command line maps each class to its own exit code and
 message on one line, without a traceback (``--debug`` shows it).
 
 Exit codes 0 (success), 1 (internal error: a bug) and 2 (command-line usage, from click) are
-reserved; the codes below start at 3. Code 15 (:class:`HeldForReview`) is not a failure.
+reserved (:data:`RESERVED_EXIT_CODES`); the codes below start at 3. Code 19
+(:class:`HeldForReview`) is not a failure. :func:`exit_codes` lists every class by its code: the
+command line's help and the README's table are checked against it.
 """
 
 from __future__ import annotations
+
+#: The exit codes no error class has, and what they mean.
+RESERVED_EXIT_CODES = {0: "success", 1: "internal error (a bug)", 2: "command-line usage error"}
 
 
 class AnatomodelError(Exception):
@@ -141,3 +146,27 @@ class IdentityError(AnatomodelError):
     """The case file's patient (name, ID, birth date) is not the patient of the series."""
 
     exit_code = 20
+
+
+def exit_codes() -> dict[int, type[AnatomodelError]]:
+    """Every error class of this module by its exit code, in code order.
+
+    Returns
+    -------
+    dict of int to type
+        Exit code to the one class that has it (:class:`AnatomodelError` itself is 3); the
+        class's name is the ``kind`` of a ``--json`` error object.
+
+    Raises
+    ------
+    RuntimeError
+        Two classes share an exit code, or one takes a reserved code (a bug of this module).
+    """
+    classes = [value for value in globals().values()
+               if isinstance(value, type) and issubclass(value, AnatomodelError)]
+    codes: dict[int, type[AnatomodelError]] = {}
+    for error in classes:
+        if error.exit_code in codes or error.exit_code in RESERVED_EXIT_CODES:
+            raise RuntimeError(f"exit code {error.exit_code} of {error.__name__} is already taken")
+        codes[error.exit_code] = error
+    return dict(sorted(codes.items()))

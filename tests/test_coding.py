@@ -133,6 +133,41 @@ def test_byte_identical_mesh_is_flagged_and_held():
     assert list(claims[-1].held) == ["c"]
 
 
+def _billed_and_held(claims) -> tuple[set[str], set[str]]:
+    """Models a claim bills (in a line's units, not held) and models it holds."""
+    return ({m for c in claims for m in c.model_ids if m not in c.held}, {m for c in claims for m in c.held})
+
+
+def test_a_reprint_stays_held_when_its_original_is_run_again():
+    lines = charge_all([billable("a", mesh_sha256="same"), billable("b", mesh_sha256="same")])
+    lines.append(next_charge(lines, billable("a", mesh_sha256="same")))   # the original, re-run
+    assert lines[1].is_duplicate and not lines[2].is_duplicate          # a is not a reprint of b
+    claims = claim_lines(lines)
+    assert _billed_and_held(claims) == ({"a"}, {"b"})
+    assert [(c.cpt, c.units, c.model_ids) for c in claims] == [("0559T", 1, ["a"])]
+
+
+def test_a_guide_printed_from_a_models_mesh_is_held_not_left_out():
+    from pipeline.exports import billable_lines
+
+    lines = charge_all([billable("a", mesh_sha256="same"), billable("g", kind="guide", mesh_sha256="same"),
+                        billable("h", kind="guide", mesh_sha256="same")])
+    assert [(line.cpt, line.is_duplicate) for line in lines] == [("0559T", False), ("0561T", True), ("0562T", True)]
+    claims = claim_lines(lines)
+    assert _billed_and_held(claims) == ({"a"}, {"g", "h"})              # every line billed or held
+    assert [(c.cpt, c.units, c.model_ids, list(c.held)) for c in claims] == [
+        ("0559T", 1, ["a"], []), ("0561T", 1, ["g"], ["g"]), ("0562T", 1, ["h"], ["h"])]
+    assert [(c.cpt, c.model_ids) for c in billable_lines(claims)] == [("0559T", ["a"])]
+
+
+def test_code_for_an_unknown_kind_or_role_is_a_coding_error():
+    rules = load_rules()
+    assert rules.code_for("guide", "add_on").code == "0562T"
+    for kind, role in (("implant", "primary"), ("model", "secondary")):
+        with pytest.raises(CodingError, match=f"no CPT code for kind {kind!r} in role {role!r}"):
+            rules.code_for(kind, role)
+
+
 def test_modifiers_split_claim_lines_and_carry_reasons():
     lines = charge_all([billable("a"), billable("b"),
                         billable("c", modifiers=("52",), modifier_reasons={"52": "no branch vessels, on request"})])

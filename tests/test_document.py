@@ -561,6 +561,29 @@ def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
     assert "Segmentation plausibility ✗ check volume 52.7 ml" in first
 
 
+def test_print_preparation_warnings_reach_page_one(source, tmp_path):
+    """The prepare stage's warnings are the plan's (PrepareReport has none): a model longer than
+    the printer's build volume, planned for real, is named on page 1 as case.py passes it."""
+    from pipeline.prepare import plan_print
+    from pipeline.prepare.evaluate import usable_volume
+    from pipeline.printers import load_printer
+
+    printer = load_printer("formlabs_form3b")
+    slab = trimesh.creation.box((1.5 * float(max(usable_volume(printer))), 30.0, 4.0)).subdivide_to_size(4.0)
+    plan, prepare_report = plan_print(Model(slab, "slab"), printer, alternatives=0)
+    assert not plan.fits and not hasattr(prepare_report, "warnings")
+    charge = next_charge([], _billable("aorta-planned"))
+    model_dir = tmp_path / "CASE-7" / "aorta-planned"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-planned", charge, deidentify=False)
+    inputs.reports |= {"plan": plan.to_dict(), "prepare": prepare_report.to_dict()}
+    write_packet(inputs, model_dir)
+    first = " ".join(pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text().split())
+    assert plan.warnings and all(f"print plan: {warning}" in first for warning in plan.warnings)
+    assert f"does not fit {printer.name}" in first
+
+
 def test_holds_of_the_charge_line_and_the_stages_make_page_one_held(packet):
     from pipeline.document.facts import packet_summary
 

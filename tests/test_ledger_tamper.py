@@ -4,6 +4,7 @@ the triggers that guard them), edited charges files, and a damaged database file
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -188,6 +189,37 @@ def test_a_file_that_is_not_an_anchor_is_refused(recorded, cli, tmp_path):
     (tmp_path / "a.json").write_text('{"head": 3}')
     code, _, err = cli("ledger", "verify", "--anchor", str(tmp_path / "a.json"), "--ledger", str(recorded))
     assert code == LedgerError.exit_code and "is not a ledger anchor" in err
+
+
+#: Anchors that are not what ``ledger anchor`` writes, and the words the refusal must say.
+MALFORMED_ANCHORS = [
+    ("missing at", lambda a: {k: v for k, v in a.items() if k != "at"} | {"head": "0" * 64}, "its at is None"),
+    ("entries text", lambda a: a | {"entries": "12"}, "its entries is '12', not a count"),
+    ("entries null", lambda a: a | {"entries": None}, "its entries is None, not a count"),
+    ("entries negative", lambda a: a | {"entries": -3}, "its entries is -3, not a count"),
+    ("entries true", lambda a: a | {"entries": True}, "its entries is True, not a count"),
+    ("head not a hash", lambda a: a | {"head": "0" * 63 + "g"}, "its head is '" + "0" * 36 + "..., not a chain hash"),
+    ("a list", lambda a: [a], "it holds a JSON list, not an object"),
+    ("other format", lambda a: a | {"format": "something-else"}, "its format is 'something-else'"),
+]
+
+
+@pytest.mark.parametrize("change, words", [(c, w) for _, c, w in MALFORMED_ANCHORS],
+                         ids=[name for name, _, _ in MALFORMED_ANCHORS])
+def test_a_malformed_anchor_is_refused_naming_the_file_and_the_fault(recorded, cli, tmp_path, change, words):
+    import json
+
+    with Ledger(recorded) as ledger:
+        kept = ledger.anchor()
+        assert ledger.verify(kept).ok
+        with pytest.raises(LedgerError, match=f"the anchor is not a ledger anchor: {re.escape(words)}"):
+            ledger.verify(change(kept))
+    path = tmp_path / "anchor.json"
+    path.write_text(json.dumps(change(kept)), encoding="utf-8")
+    code, printed, err = cli("ledger", "verify", "--anchor", str(path), "--ledger", str(recorded))
+    assert code == LedgerError.exit_code, err
+    assert f"{path} is not a ledger anchor: {words}" in err and "internal error" not in err
+    assert "checked" not in err                                # refused before any work
 
 
 def test_the_anchor_on_postgresql(pg, tmp_path):

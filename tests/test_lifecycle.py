@@ -165,7 +165,33 @@ def test_a_reprint_of_an_already_charged_mesh_is_held(ledger, tmp_path):
     assert _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [], mesh=geometry).holds == []
 
 
-def test_cli_walks_a_model_and_exits_15_while_held(tmp_path, cli):
+def test_a_released_reprint_is_billed_as_its_release_says(ledger, tmp_path):
+    """Two models of one encounter with the same geometry, as a run records them: the second's
+    line is flagged duplicate-mesh and held; once a named person releases the hold (a separately
+    prepared model), the claim bills it, as the ledger's billable list already says."""
+    import dataclasses
+
+    geometry = "cd" * 32
+    for case_id, model_id in (("CASE-1", "aorta"), ("CASE-2", "aorta-copy")):
+        with ledger.start_run(case_id=case_id, patient_id=PATIENT, date_of_service=DATE) as run:
+            reservation = run.reserve(model_id, dataclasses.replace(billable(case_id, model_id), mesh_sha256=geometry),
+                                      tmp_path / "out" / case_id / model_id)
+            write_packet(reservation.staging, model_id, 4096)
+            published = run.publish(reservation, mesh_sha256=geometry)
+        walk(ledger, case_id, model_id)
+    assert published.charge_line.is_duplicate and [h.code for h in published.holds] == ["ledger.duplicate_mesh"]
+    assert _lines(ledger, "CASE-2") == ([("aorta", "0559T")],
+                                        [("aorta-copy", "delivered", "release of ledger.duplicate_mesh")])
+    assert [(c["cpt"], c["model_ids"]) for c in ledger.export()["claims"][0]["lines"]] == [("0559T", ["aorta"])]
+    ledger.release("CASE-2", "aorta-copy", "ledger.duplicate_mesh", Person("CODER^CHIEF", "coder"),
+                   reason="a separately prepared model of the same anatomy")
+    assert _lines(ledger, "CASE-2") == ([("aorta", "0559T"), ("aorta-copy", "0560T")], [])
+    lines = ledger.export(record=True)["claims"][0]["lines"]
+    assert [(c["cpt"], c["units"], c["model_ids"], c["held"]) for c in lines] == [
+        ("0559T", 1, ["aorta"], {}), ("0560T", 1, ["aorta-copy"], {})]
+
+
+def test_cli_walks_a_model_and_exits_19_while_held(tmp_path, cli):
     path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     with Ledger(path) as ledger:
         _publish_with_holds(ledger, out, "CASE-1", "aorta", [HOLDS[0]])

@@ -19,6 +19,18 @@ def test_block_mean_max_match_reshaped_reductions(shape, factors):
     assert maxima.dtype == np.int16 and means.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_mean_max_of_a_float_array_match_reshaped_reductions(dtype):
+    shape, factors = (11, 14, 9), (3, 4, 2)
+    array = np.random.default_rng(1).normal(40.0, 300.0, shape).astype(dtype)  # HU-like, fractional
+    means, maxima = block_mean_max(array, factors)
+    padded = np.pad(array, [(0, (-n) % f) for n, f in zip(shape, factors)], mode="edge").astype(np.float64)
+    blocks = padded.reshape([v for n, f in zip(padded.shape, factors) for v in (n // f, f)])
+    np.testing.assert_allclose(means, blocks.mean(axis=(1, 3, 5)), rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(maxima, blocks.max(axis=(1, 3, 5)).astype(dtype))
+    assert maxima.dtype == dtype and means.dtype == np.float32
+
+
 def test_upsample_gives_each_voxel_its_block():
     coarse = np.arange(3 * 4 * 5).reshape(3, 4, 5)
     factors, offset, shape = (2, 3, 2), (1, 2, 3), (4, 7, 5)

@@ -18,11 +18,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from pipeline.errors import AnatomodelError
+from pipeline.errors import RESERVED_EXIT_CODES, AnatomodelError, HeldForReview, exit_codes
+
+
+def exit_code_help() -> str:
+    """The exit codes for ``anatomodel --help``, made from :func:`pipeline.errors.exit_codes` so
+    that a new error class is listed the day it is added.
+
+    Returns
+    -------
+    str
+        A heading, then one line per code: each reserved code with its meaning, each error
+        class's code with its name (the ``kind`` of a ``--json`` error object), the signal codes.
+    """
+    lines = [f"{code} {meaning}" for code, meaning in RESERVED_EXIT_CODES.items()]
+    lines += [f"{code} {error.__name__}" + (" (done, but held for review: not a failure)" if error is HeldForReview
+                                            else "") for code, error in exit_codes().items()]
+    lines += ["130 interrupted (Ctrl-C); 128 + N stopped by signal N (143: SIGTERM)"]
+    return "Exit codes (what each means: the README's table):\n\n" + "\n".join(lines)
+
 
 app = typer.Typer(
     name="anatomodel",
     help="CT angiography to printable anatomic models and the packet that supports CPT 0559T/0560T.",
+    epilog=exit_code_help(),
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -78,9 +97,8 @@ def _global(
 ) -> None:
     """Global options apply to every subcommand and are given before it.
 
-    Exit codes: 0 success, 1 internal error, 2 usage, 3-13 input errors by kind (see the README);
-    14 means regression drift, 15 an environment fault (disk full, read-only path), 16 a PACS
-    node, 17-18 a print-QA scan. Shell completion: anatomodel --install-completion.
+    The exit codes are the help's epilog (:func:`exit_code_help`). Shell completion:
+    anatomodel --install-completion.
     """
     options.debug, options.quiet, options.verbose, options.log_file = debug, quiet, verbose, log_file
     level = logging.DEBUG if verbose or debug else logging.WARNING if quiet else logging.INFO

@@ -194,24 +194,13 @@ def anchor(ledger: Path = LEDGER_OPTION, out: Path = typer.Option(
         say(f"wrote the anchor ({kept['entries']} chain entries) to {shown(str(out))}")
 
 
-def _read_anchor(path: Path) -> dict:
-    from pipeline.ledger.chain import ANCHOR_FORMAT
-
-    try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise LedgerError(f"cannot read the anchor {path}: {error}", hint="give the file `ledger anchor` wrote") from None
-    if not isinstance(kept, dict) or kept.get("format") != ANCHOR_FORMAT or not isinstance(kept.get("entries"), int) \
-            or not isinstance(kept.get("head"), str):
-        raise LedgerError(f"{path} is not a ledger anchor", hint="give the file `ledger anchor` wrote")
-    return kept
-
-
 @ledger_app.command("verify")
 def verify(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION, anchor_file: Path = typer.Option(
         None, "--anchor", help="An anchor from `ledger anchor`: also fail if the chain no longer extends it.")) -> None:
     """Re-check every recorded packet against its SHA256SUMS; fail if anything is missing or changed."""
-    kept = _read_anchor(anchor_file) if anchor_file is not None else None
+    from pipeline.ledger.chain import read_anchor
+
+    kept = read_anchor(anchor_file) if anchor_file is not None else None
     with Ledger(ledger) as book:
         report = book.verify(kept)
     if as_json:

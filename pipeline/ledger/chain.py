@@ -10,9 +10,13 @@ trigger, or through a connection that bypasses anatomodel) is found.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
+from pipeline.errors import LedgerError
 from pipeline.ledger.schema import CHAINED, CHAINED_SINCE, GENESIS, chain_trigger_names, content_sql, guard_trigger_names
 
 
@@ -158,6 +162,7 @@ def problems(connection: Any, backend: str = "sqlite") -> list[str]:
 
 #: The ``format`` of an anchor file (:func:`anchor`).
 ANCHOR_FORMAT = "anatomodel-ledger-anchor-v1"
+_ANCHOR_HINT = "give the file `ledger anchor` wrote"
 
 
 def anchor(connection: Any, at: str) -> dict[str, Any]:
@@ -184,7 +189,78 @@ def anchor(connection: Any, at: str) -> dict[str, Any]:
     return {"format": ANCHOR_FORMAT, "entries": int(entries), "head": head[0] if head else GENESIS, "at": at}
 
 
-def anchor_problems(connection: Any, kept: dict[str, Any]) -> list[str]:
+def check_anchor(kept: Any, source: str = "the anchor") -> dict[str, Any]:
+    """``kept`` if it is an anchor as :func:`anchor` writes it; else a clear refusal.
+
+    Parameters
+    ----------
+    kept : object
+        The anchor as read (a JSON document).
+    source : str
+        Where it comes from (its file), for the message.
+
+    Returns
+    -------
+    dict
+        ``kept``, unchanged.
+
+    Raises
+    ------
+    LedgerError
+        ``kept`` is not a JSON object, has another ``format``, its ``entries`` is not a count of
+        entries, its ``head`` not a chain hash or its ``at`` not a time; the message names
+        ``source`` and the first of these. Exit code 13.
+    """
+    entries = kept.get("entries") if isinstance(kept, dict) else None
+    head = kept.get("head") if isinstance(kept, dict) else None
+    if not isinstance(kept, dict):
+        wrong = f"it holds a JSON {type(kept).__name__}, not an object"
+    elif kept.get("format") != ANCHOR_FORMAT:
+        wrong = f"its format is {_brief(kept.get('format'))}, not {ANCHOR_FORMAT!r}"
+    elif isinstance(entries, bool) or not isinstance(entries, int) or entries < 0:
+        wrong = f"its entries is {_brief(entries)}, not a count of chain entries (an integer, 0 or more)"
+    elif not isinstance(head, str) or not (head == GENESIS or re.fullmatch(r"[0-9a-f]{64}", head)):
+        wrong = f"its head is {_brief(head)}, not a chain hash (64 lowercase hex digits, or {GENESIS!r})"
+    elif not isinstance(kept.get("at"), str) or not kept["at"].strip():
+        wrong = f"its at is {_brief(kept.get('at'))}, not the time the anchor was taken"
+    else:
+        return kept
+    raise LedgerError(f"{source} is not a ledger anchor: {wrong}", hint=_ANCHOR_HINT)
+
+
+def _brief(value: Any) -> str:
+    """A value as a message shows it: its repr, cut at 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_anchor(path: str | Path) -> dict[str, Any]:
+    """An anchor file written from :func:`anchor` (``ledger anchor --out``), checked.
+
+    Parameters
+    ----------
+    path : str or Path
+        The anchor file (JSON).
+
+    Returns
+    -------
+    dict
+        The anchor, as :func:`anchor` gave it.
+
+    Raises
+    ------
+    LedgerError
+        The file cannot be read, is not JSON, or is not an anchor (:func:`check_anchor`); the
+        message names the file and what is wrong. Exit code 13.
+    """
+    try:
+        kept = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LedgerError(f"cannot read the anchor {path}: {error}", hint=_ANCHOR_HINT) from None
+    return check_anchor(kept, str(path))
+
+
+def anchor_problems(connection: Any, kept: dict[str, Any], source: str = "the anchor") -> list[str]:
     """Why the chain does not extend the anchor ``kept`` (empty when it does).
 
     Parameters
@@ -192,7 +268,9 @@ def anchor_problems(connection: Any, kept: dict[str, Any]) -> list[str]:
     connection : sqlite3.Connection or pipeline.ledger.pg.PgConnection
         An open connection to the ledger.
     kept : dict
-        An anchor from :func:`anchor` (``entries``, ``head`` and ``at`` are read; ``format`` is not checked).
+        An anchor from :func:`anchor` or :func:`read_anchor`.
+    source : str
+        Where ``kept`` comes from (its file), for the message of a malformed anchor.
 
     Returns
     -------
@@ -202,12 +280,11 @@ def anchor_problems(connection: Any, kept: dict[str, Any]) -> list[str]:
 
     Raises
     ------
-    KeyError
-        If ``kept`` lacks ``entries``, ``head`` or (when a problem is found) ``at``.
-    ValueError
-        If ``kept["entries"]`` is not an integer.
+    LedgerError
+        ``kept`` is not an anchor (:func:`check_anchor`), before the ledger is read; the
+        message names ``source`` and what is wrong. Exit code 13.
     """
-    entries = int(kept["entries"])
+    entries = check_anchor(kept, source)["entries"]
     if entries == 0:
         return [] if kept["head"] == GENESIS else ["the anchor names no entry but a hash (not an anchor)"]
     row = connection.execute("SELECT hash FROM chain ORDER BY id LIMIT 1 OFFSET ?", (entries - 1,)).fetchone()

@@ -496,7 +496,7 @@ class Ledger(LifecycleLedger):
             (mesh_sha256, case_ref, model_id, case_ref, model_id)).fetchone()
         if other is None:
             return []
-        return [Hold("ledger.duplicate_mesh",
+        return [Hold(lifecycle.HOLD_DUPLICATE_MESH,
                      f"the mesh geometry is identical to model {other['model_id']} of case {other['case_id']}, "
                      "already charged: a reprint is not an individually prepared model; release it only if "
                      "this is a separately prepared model", "ledger", model_id)]
@@ -707,7 +707,15 @@ class Ledger(LifecycleLedger):
         VerifyReport
             The problems (which make ``ledger verify`` fail) and notes found. A damaged database is
             reported as a problem, not raised.
+
+        Raises
+        ------
+        LedgerError
+            ``anchor`` is not an anchor (:func:`pipeline.ledger.chain.check_anchor`), before any
+            work. Exit code 13.
         """
+        if anchor is not None:
+            chain.check_anchor(anchor)  # a malformed anchor is refused before any work
         try:
             report = self._verify()
             if anchor is not None:

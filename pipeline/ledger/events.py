@@ -353,9 +353,15 @@ class LifecycleLedger:
             version = model["version"] if model is not None else None
             events = self._events(row["case_ref"], row["model_id"], version) if model is not None else []
             state = events[-1]["step"] if events else ("prepared" if model is not None else "reserved")
+            recorded = self._holds(row["case_ref"], row["model_id"], version) if model is not None else []
             holds = [Hold(h["code"], h["reason"], h["source"], row["model_id"])
-                     for h in (self._holds(row["case_ref"], row["model_id"], version) if model is not None else [])
-                     if h["released_by"] is None]
+                     for h in recorded if h["released_by"] is None]
+            if line.is_duplicate and any(h["code"] == lifecycle.HOLD_DUPLICATE_MESH and h["released_by"]
+                                         for h in recorded):
+                # A named person released the reprint's hold (a separately prepared model): the
+                # line's duplicate-mesh flag no longer keeps it from the claim.
+                line = dataclasses.replace(line, flags=[f for f in line.flags
+                                                        if not f.startswith(coding.FLAG_DUPLICATE_MESH)])
             releases = self._db.execute(
                 "SELECT MAX(r.at) FROM releases r JOIN holds h ON h.id = r.hold_id WHERE h.case_ref = ? AND "
                 "h.model_id = ? AND h.version = ?", (row["case_ref"], row["model_id"], version)).fetchone()[0]

@@ -64,6 +64,9 @@ WAITS_FOR = {"prepared": "approval", "approved": "printing", "printed": "post-pr
              "post_processed": "print QA", "checked": "delivery"}
 #: The source of the holds a failed print check raises (:mod:`pipeline.check`).
 PRINT_QA_SOURCE = "print_qa"
+#: The hold on a model whose mesh is byte-identical to an earlier charged model's (a reprint);
+#: once a named person releases it, the line is billed like any other (see ``billing``).
+HOLD_DUPLICATE_MESH = "ledger.duplicate_mesh"
 #: The registry's effort categories (each for clinicians and for non-clinicians).
 REGISTRY_CATEGORIES = ("consultation", "segmentation", "cad_design", "preparation_post_processing")
 #: The category a step's entered minutes count in.

@@ -51,8 +51,9 @@ def block_mean_max(array: np.ndarray, factors: tuple[int, int, int]) -> tuple[np
     Parameters
     ----------
     array : numpy.ndarray
-        3-D array indexed ``(k, j, i)`` of an integer type (HU as int16); sums are accumulated in
-        int32, so a float array is refused (numpy raises TypeError on the cast).
+        3-D array indexed ``(k, j, i)``, integer (HU as int16, what segmentation passes), boolean
+        or floating; sums are accumulated in int32 for integers up to 16 bits and booleans, float64
+        for floats (the promotion of the input's type with int32).
     factors : tuple of int
         Voxels per block along ``(k, j, i)`` (:func:`block_factors`).
 
@@ -68,7 +69,7 @@ def block_mean_max(array: np.ndarray, factors: tuple[int, int, int]) -> tuple[np
     means = np.empty(shape, np.float32)
     maxima = np.empty(shape, array.dtype)
     scale = np.float32(1.0 / (fk * fj * fi))
-    total = np.empty((shape[1] * fj, shape[2] * fi), np.int32)
+    total = np.empty((shape[1] * fj, shape[2] * fi), np.promote_types(array.dtype, np.int32))
     highest = np.empty(total.shape, array.dtype)
     for block_k in range(shape[0]):
         slab = array[block_k * fk:(block_k + 1) * fk]
