@@ -146,9 +146,12 @@ def worker(method: str, mask_file: Path, out: Path) -> dict:
 
     array = np.load(mask_file)
     mask = Mask(array, phantom_geometry(shape=array.shape), {1: "aorta"})
-    import vtk  # noqa: F401  (imports are not part of the timing)
+    # imports are not part of the timing: ``pipeline.mesh`` is a lazy package, so its functions
+    # are resolved here (the first attribute access imports trimesh, SciPy's graphs, VTK's filters)
+    import vtk  # noqa: F401
+    from vtkmodules.util.numpy_support import numpy_to_vtk  # noqa: F401
 
-    import pipeline.mesh  # noqa: F401
+    from pipeline.mesh import mesh_mask, write_model  # noqa: F401
     from pipeline.mesh.surface import use_threaded_vtk
 
     use_threaded_vtk()  # both chains: Slicer's VTK runs its parallel filters on TBB threads
