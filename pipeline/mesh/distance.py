@@ -60,9 +60,7 @@ class SurfaceDistance:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, candidates: int = 6):
         self._vertices = np.asarray(vertices, dtype=np.float64)
         self._faces = np.asarray(faces)
-        corners = np.take(self._vertices, self._faces, axis=0)
-        centroids = corners.mean(axis=1)
-        reach = np.sqrt(((corners - centroids[:, None, :]) ** 2).sum(axis=2)).max(axis=1)
+        centroids, reach = _centroids_and_reach(self._vertices, self._faces)
         self._outliers = np.zeros(0, dtype=np.int64)
         self._reach = 0.0
         if len(faces):
@@ -159,3 +157,21 @@ class SurfaceDistance:
         if isinstance(counts, int):
             return pair_distance.reshape(-1, counts).min(axis=1)
         return np.minimum.reduceat(pair_distance, np.cumsum(counts) - counts)
+
+
+def _centroids_and_reach(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each triangle's centroid and the distance from it to the farthest corner.
+
+    Built from one contiguous (m, 3) array per corner, in place: on the benchmark aorta's raw
+    surface (565 k faces) 0.02 s of CPU against 0.11 s for ``take(...).mean(axis=1)`` and
+    reductions over the (m, 3, 3) corner array (the short axes make NumPy's reductions slow).
+    """
+    corners = [np.take(vertices, faces[:, corner], axis=0) for corner in range(3)]
+    centroids = corners[0] + corners[1]
+    centroids += corners[2]
+    centroids /= 3.0
+    reach = np.zeros(len(faces))
+    for corner in corners:
+        corner -= centroids
+        np.maximum(reach, np.einsum("ij,ij->i", corner, corner), out=reach)
+    return centroids, np.sqrt(reach, out=reach)
