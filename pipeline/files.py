@@ -19,7 +19,7 @@ SUMS_NAME = "SHA256SUMS"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], object], *,
-                 mode: int = 0o644) -> Path:
+                 mode: int = 0o644, sync_folder: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically: temporary sibling, fsync, rename, fsync the folder.
 
     Parameters
@@ -32,6 +32,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
         is flushed to disk before the rename.
     mode : int
         Permission bits of the final file (``mkstemp`` would leave it owner-only).
+    sync_folder : bool
+        Flush the folder entry after the rename. False where the caller writes many files into
+        one folder and flushes the folder once after the last (``fsync_path(folder, folder=True)``):
+        each file is still flushed before its rename.
 
     Returns
     -------
@@ -63,7 +67,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_path(path.parent, folder=True)
+    if sync_folder:
+        fsync_path(path.parent, folder=True)
     return path
 
 
