@@ -13,13 +13,15 @@ import pytest
 from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, read_sums, sha256_file, write_sums
 
 
-def test_bytes_text_and_writer_functions_land_whole(tmp_path):
+@pytest.mark.parametrize("sync_folder", [True, False])  # False: the PACS pull's way (the folder flushed once)
+def test_bytes_text_and_writer_functions_land_whole(tmp_path, sync_folder):
     target = tmp_path / "sub" / "a.bin"
-    atomic_write(target, b"\x00\x01")
+    atomic_write(target, b"\x00\x01", sync_folder=sync_folder)
     assert target.read_bytes() == b"\x00\x01"
-    atomic_write(target, "héllo")
+    atomic_write(target, "héllo", sync_folder=sync_folder)
     assert target.read_bytes() == "héllo".encode()
-    atomic_write(tmp_path / "b.nii.gz", lambda temporary: temporary.write_bytes(temporary.name.encode()))
+    atomic_write(tmp_path / "b.nii.gz", lambda temporary: temporary.write_bytes(temporary.name.encode()),
+                 sync_folder=sync_folder)
     written = (tmp_path / "b.nii.gz").read_bytes().decode()
     assert written.endswith(".nii.gz")  # the writer saw the target's suffixes
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
