@@ -10,22 +10,34 @@ import subprocess
 
 import pytest
 
-from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, read_sums, sha256_file, write_sums
+from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, read_sums, sha256_file, write_staged, write_sums
 
 
-@pytest.mark.parametrize("sync_folder", [True, False])  # False: the PACS pull's way (the folder flushed once)
-def test_bytes_text_and_writer_functions_land_whole(tmp_path, sync_folder):
+def test_bytes_text_and_writer_functions_land_whole(tmp_path):
     target = tmp_path / "sub" / "a.bin"
-    atomic_write(target, b"\x00\x01", sync_folder=sync_folder)
+    atomic_write(target, b"\x00\x01")
     assert target.read_bytes() == b"\x00\x01"
-    atomic_write(target, "héllo", sync_folder=sync_folder)
+    atomic_write(target, "héllo")
     assert target.read_bytes() == "héllo".encode()
-    atomic_write(tmp_path / "b.nii.gz", lambda temporary: temporary.write_bytes(temporary.name.encode()),
-                 sync_folder=sync_folder)
+    atomic_write(tmp_path / "b.nii.gz", lambda temporary: temporary.write_bytes(temporary.name.encode()))
     written = (tmp_path / "b.nii.gz").read_bytes().decode()
     assert written.endswith(".nii.gz")  # the writer saw the target's suffixes
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.nii.gz", "sub"]
+
+
+def test_a_staged_file_lands_under_its_name_alone_and_replaces_an_old_one(tmp_path):
+    target = tmp_path / "a.dcm"
+    assert write_staged(target, b"first, longer") == target
+    write_staged(target, memoryview(b"second"))
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["a.dcm"]
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):

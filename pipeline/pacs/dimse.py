@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from pipeline.errors import PacsError
-from pipeline.files import atomic_write
+from pipeline.files import write_staged
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
 
@@ -179,7 +179,7 @@ class DimseClient:
             The series' storage SOP classes (one presentation context each; CT if empty).
         folder : Path
             Where the files are written (created), named by :func:`instance_file_name`, each whole
-            (:func:`pipeline.files.atomic_write`); the caller flushes the folder's entries.
+            (:func:`pipeline.files.write_staged`); the caller flushes the folder's entries.
 
         Returns
         -------
@@ -204,7 +204,7 @@ class DimseClient:
                 0x0000 (success).
             """
             uid = str(event.request.AffectedSOPInstanceUID)
-            atomic_write(folder / instance_file_name(uid), event.encoded_dataset(), sync_folder=False)
+            write_staged(folder / instance_file_name(uid), event.encoded_dataset())
             with lock:
                 received.append(uid)
             return 0x0000
