@@ -67,7 +67,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
     return path
 
 
-def write_staged(path: str | os.PathLike, data: bytes) -> Path:
+def write_staged(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` under its final name in a staging folder and flush it to disk.
 
     For a folder the caller publishes whole, by one rename, once every file is in it (a PACS
@@ -84,11 +84,6 @@ def write_staged(path: str | os.PathLike, data: bytes) -> Path:
     data : bytes
         The content.
 
-    Returns
-    -------
-    Path
-        ``path``.
-
     Raises
     ------
     OSError
@@ -104,7 +99,6 @@ def write_staged(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:
