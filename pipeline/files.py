@@ -67,6 +67,40 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
     return path
 
 
+def write_staged(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` under its final name in a staging folder and flush it to disk.
+
+    For a folder the caller publishes whole, by one rename, once every file is in it (a PACS
+    pull's series): nothing reads the folder before that, so the folder's rename, not a temporary
+    per file, is what makes it atomic. Measured on the 500-file WADO-RS pull of
+    ``benchmarks/bench_pacs.py`` (2026-12-03, load 12-19): a temporary and a rename per file
+    (:func:`atomic_write`) made the pull 3.1 s against 2.1 s, this 1.8 s. The caller flushes the
+    folder's entries once, after the last file (``fsync_path(folder, folder=True)``).
+
+    Parameters
+    ----------
+    path : path-like
+        The file, in an existing folder; replaced if it exists (permissions as ``open`` gives).
+    data : bytes
+        The content.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written or flushed; what was written of it is removed.
+    """
+    path = Path(path)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (``hashlib.file_digest``).
 
@@ -221,4 +255,4 @@ def fsync_path(path: str | os.PathLike, *, folder: bool = False) -> None:
         os.close(descriptor)
 
 
-__all__ = ["SUMS_NAME", "atomic_write", "folder_sha256", "fsync_path", "read_sums", "sha256_file", "sums_text", "write_sums"]
+__all__ = ["SUMS_NAME", "atomic_write", "folder_sha256", "fsync_path", "read_sums", "sha256_file", "sums_text", "write_staged", "write_sums"]

@@ -19,9 +19,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.coding import ClaimLine
 from pipeline.config import available, load_config
@@ -40,6 +40,20 @@ HOLD_SAME_CLAIM = "payer.code_not_allowed_on_same_claim"
 HOLD_REPLACED = "payer.code_replaced"
 HOLD_MODIFIER = "payer.modifier_not_allowed"
 
+
+def _check_codes(codes: list[str]) -> list[str]:
+    bad = [c for c in codes if not re.match(PROCEDURE_CODE, str(c))]
+    if bad:
+        raise ValueError(f"{bad} are not CPT or HCPCS codes (e.g. 0560T, 76377, C8001)")
+    if len(set(codes)) != len(codes):
+        raise ValueError(f"a code is listed twice in {codes}")
+    return codes
+
+
+#: A list of distinct CPT or HCPCS codes, at least one (every rule's codes are this).
+Codes = Annotated[list[str], Field(min_length=1), AfterValidator(_check_codes)]
+
+
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,30 +63,20 @@ class _Rule(BaseModel):
 class CoverageRule(_Rule):
     """The payer's stance on some codes, with the policy that states it."""
 
-    codes: list[str] = Field(min_length=1)
+    codes: Codes
     stance: Literal["covered", "contractor_priced", "not_covered", "experimental"]
     policy: str = Field(min_length=3, description="policy id or name")
     policy_date: dt.date | None = Field(None, description="date the policy was issued or last modified")
-
-    @field_validator("codes")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return _check_codes(codes)
 
 
 class AbnRule(_Rule):
     """Medicare's Advance Beneficiary Notice: expected for these codes, reported with GA or GZ."""
 
-    codes: list[str] = Field(min_length=1)
+    codes: Codes
     signed_modifier: str = Field("GA", pattern=r"^[0-9A-Z]{2}$")
     not_signed_modifier: str = Field("GZ", pattern=r"^[0-9A-Z]{2}$")
     signed_means: str = Field(min_length=10)
     not_signed_means: str = Field(min_length=10)
-
-    @field_validator("codes")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return _check_codes(codes)
 
 
 class UnitsRule(_Rule):
@@ -110,53 +114,30 @@ class UnitsRule(_Rule):
 class SameClaimRule(_Rule):
     """Codes that must not be billed on the same date of service as ``with_codes``."""
 
-    codes: list[str] = Field(min_length=1, description="the other codes, e.g. 76376, 76377")
-    with_codes: list[str] = Field(min_length=1, description="our codes they clash with")
+    codes: Codes = Field(description="the other codes, e.g. 76376, 76377")
+    with_codes: Codes = Field(description="our codes they clash with")
     reason: str = Field(min_length=10)
-
-    @field_validator("codes", "with_codes")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return _check_codes(codes)
 
 
 class ReplacementRule(_Rule):
     """``code`` is billed instead of ``replaces`` when only a mesh is delivered, in ``settings``."""
 
     code: str = Field(pattern=PROCEDURE_CODE)
-    replaces: list[str] = Field(min_length=1)
+    replaces: Codes
     when: Literal["mesh_only"]
     settings: list[Literal["hospital_outpatient", "physician_office", "inpatient", "asc"]] = Field(min_length=1)
     effective: dt.date
     descriptor: str = Field(min_length=10)
-
-    @field_validator("replaces")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return _check_codes(codes)
 
 
 class ModifierRule(_Rule):
     """Whether the payer pays a line of ``codes`` with a reduced (52) or discontinued (53) modifier."""
 
     modifier: Literal["52", "53"]
-    codes: list[str] = Field(min_length=1)
+    codes: Codes
     allowed: bool
     note: str = Field(default="", description="what the payer says, in a few words")
 
-    @field_validator("codes")
-    @classmethod
-    def _codes(cls, codes: list[str]) -> list[str]:
-        return _check_codes(codes)
-
-
-def _check_codes(codes: list[str]) -> list[str]:
-    bad = [c for c in codes if not re.match(PROCEDURE_CODE, str(c))]
-    if bad:
-        raise ValueError(f"{bad} are not CPT or HCPCS codes (e.g. 0560T, 76377, C8001)")
-    if len(set(codes)) != len(codes):
-        raise ValueError(f"a code is listed twice in {codes}")
-    return codes
 
 
 class PayerRules(BaseModel):

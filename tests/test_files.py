@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, read_sums, sha256_file, write_sums
+from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, read_sums, sha256_file, write_staged, write_sums
 
 
 def test_bytes_text_and_writer_functions_land_whole(tmp_path):
@@ -24,6 +24,20 @@ def test_bytes_text_and_writer_functions_land_whole(tmp_path):
     assert written.endswith(".nii.gz")  # the writer saw the target's suffixes
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.nii.gz", "sub"]
+
+
+def test_a_staged_file_lands_under_its_name_alone_and_replaces_an_old_one(tmp_path):
+    target = tmp_path / "a.dcm"
+    write_staged(target, b"first, longer")
+    write_staged(target, memoryview(b"second"))
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["a.dcm"]
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):

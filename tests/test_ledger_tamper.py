@@ -15,14 +15,17 @@ from pipeline.ledger import Ledger
 from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
 from test_ledger_protocol import walk
 
-def _tamper(path: Path, sql: str) -> None:
-    """Edit the ledger as someone with the sqlite3 shell would: drop every trigger, change the rows,
-    then put the triggers back as they were, so that the schema looks untouched."""
+def _tamper(path: Path, sql: str, then=None) -> None:
+    """Edit the ledger as someone with the sqlite3 shell would: drop every trigger, change the rows
+    (and call ``then(db)`` for more), then put the triggers back as they were, so that the schema
+    looks untouched."""
     db = sqlite3.connect(path, isolation_level=None)
     triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
     for name, _ in triggers:
         db.execute(f"DROP TRIGGER {name}")
     db.executescript(sql)
+    if then is not None:
+        then(db)
     for _, definition in triggers:
         db.execute(definition)
     db.close()
@@ -152,21 +155,16 @@ def _rewrite_whole_chain(path: Path, sql: str) -> None:
     from pipeline.ledger import chain
     from pipeline.ledger.schema import CHAINED, GENESIS, content_sql
 
-    db = sqlite3.connect(path, isolation_level=None)
-    triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
-    for name, _ in triggers:
-        db.execute(f"DROP TRIGGER {name}")
-    db.executescript(sql)
-    db.execute("DELETE FROM chain")
-    prev = GENESIS
-    for table in CHAINED:
-        for row_id, content in db.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id").fetchall():
-            entry = chain.digest(content)
-            db.execute("INSERT INTO chain (tbl, row_id, content, prev, hash) VALUES (?, ?, ?, ?, ?)",
-                       (table, row_id, entry, prev, prev := chain.link(prev, table, row_id, entry)))
-    for _, definition in triggers:
-        db.execute(definition)
-    db.close()
+    def rechain(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM chain")
+        prev = GENESIS
+        for table in CHAINED:
+            for row_id, content in db.execute(f"SELECT id, {content_sql(table)} FROM {table} ORDER BY id").fetchall():
+                entry = chain.digest(content)
+                db.execute("INSERT INTO chain (tbl, row_id, content, prev, hash) VALUES (?, ?, ?, ?, ?)",
+                           (table, row_id, entry, prev, prev := chain.link(prev, table, row_id, entry)))
+
+    _tamper(path, sql, then=rechain)
 
 
 def test_a_rewrite_of_the_whole_chain_is_caught_by_the_anchor_kept_elsewhere(recorded, cli, tmp_path):

@@ -254,3 +254,16 @@ def test_a_fold_of_the_surface_is_not_a_wall():
     sampled = next(s for s in (sample_wall_thickness(mesh, max_mm=0.8, seed=seed) for seed in range(50))
                    if 0 in s.faces)
     assert sampled.thickness_mm[list(sampled.faces).index(0)] == pytest.approx(0.3)
+
+
+def test_mesh_arrays_measures_are_trimeshs():
+    """Areas, normals, volume and centre of mass of the prepare stage's arrays against trimesh's
+    own, on a closed mesh far from the origin (where a sum of tetrahedra from the origin loses digits)."""
+    mesh = make_l_bracket().apply_translation([250.0, -400.0, 900.0])
+    arrays = MeshArrays.from_arrays(mesh.vertices, mesh.faces)
+    assert np.allclose(arrays.areas, mesh.area_faces, rtol=1e-12, atol=0)
+    assert np.allclose(arrays.normals, mesh.face_normals, atol=1e-12)
+    assert np.allclose(arrays.centres, mesh.triangles_center, atol=1e-12)
+    assert arrays.volume == pytest.approx(60 * 10 * 30 + 10 * 30 * 30, rel=1e-12)
+    assert arrays.volume == pytest.approx(mesh.volume, rel=1e-12)
+    assert np.allclose(arrays.centre_of_mass, mesh.center_mass, atol=1e-9)

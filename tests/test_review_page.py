@@ -22,6 +22,7 @@ import trimesh
 from PIL import Image
 
 from pipeline.document.review import ReviewModel, slice_data, write_review_page
+from pipeline.errors import DocumentError
 from pipeline.geometry import Geometry, Mask, Volume
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,6 +64,13 @@ def scene():
         "warnings": ["mesh QA: an example warning"],
     }
     return volume, mask, removed, mesh, facts
+
+
+def test_no_model_is_refused_and_no_page_written(scene, tmp_path):
+    volume = scene[0]
+    with pytest.raises(DocumentError, match="no model to review"):
+        write_review_page(volume, [], tmp_path / "review.html", case_id="CASE-R")
+    assert not any(tmp_path.iterdir())
 
 
 def test_slice_crop_keeps_every_voxel_of_the_segmentation(scene):

@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import generate_uid
 
 from pipeline.document import deidentify as deid
 from pipeline.errors import DocumentError
 from pipeline.files import atomic_write
+from pipeline.part10 import set_file_meta
 
 ENCAPSULATED_STL_STORAGE = "1.2.840.10008.5.1.4.1.1.104.3"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -238,13 +239,7 @@ def build_encapsulated_stl(
         ds.InstanceCreationTime = created.strftime("%H%M%S")
         ds.TimezoneOffsetFromUTC = created.strftime("%z")
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"ANATOMODEL_{software_version}"[:16]
-    ds.file_meta = meta
+    set_file_meta(ds, software_version)
 
     summary = DicomSummary(
         sop_class_uid=ds.SOPClassUID,

@@ -217,8 +217,7 @@ def write_review_page(volume: Volume, models: list[ReviewModel], path: str | Pat
     DocumentError
         No model, a mask off the volume's grid, or an empty segmentation. Exit code 12.
     """
-    if not models:
-        raise DocumentError("no model to review: run the case first")
+    # no model: write_review_entries refuses the empty list before anything is written
     return write_review_entries([_model_entry(volume, case_id, m) for m in models], path, case_id=case_id)
 
 

@@ -231,7 +231,7 @@ class Measures:
     Attributes
     ----------
     face_volumes : (m,) ndarray
-        Signed volume of the tetrahedron (mesh centroid, face); their sum is the enclosed volume.
+        Signed volume of the tetrahedron (``origin``, face); their sum is the enclosed volume.
     face_areas : (m,) ndarray
     vertex_normals : (n, 3) ndarray
         Area-weighted unit vertex normals (outward for a correctly wound closed mesh); empty if
@@ -242,6 +242,9 @@ class Measures:
         at the vertex. Empty if normals were not asked for.
     face_cross : tuple of three (m,) ndarray
         Components of ``(b - a) x (c - a)`` per face (twice the area times the unit normal).
+    origin : (3,) ndarray
+        The common apex of the face tetrahedra: the first vertex (a point on the mesh keeps the
+        volume sum accurate), or zero for a mesh without vertices.
     """
 
     face_volumes: np.ndarray
@@ -249,6 +252,7 @@ class Measures:
     vertex_normals: np.ndarray
     vertex_normal_lengths: np.ndarray
     face_cross: tuple[np.ndarray, np.ndarray, np.ndarray]
+    origin: np.ndarray
 
     @property
     def volume(self) -> float:
@@ -329,7 +333,7 @@ def measures(vertices: np.ndarray, faces: np.ndarray, normals: bool = True) -> M
         length = np.sqrt(summed[0] * summed[0] + summed[1] * summed[1] + summed[2] * summed[2])
         vertex_normals = np.stack(summed, axis=1)
         vertex_normals /= np.maximum(length, 1e-300)[:, None]
-    return Measures(volumes, areas, vertex_normals, length, tuple(cross))
+    return Measures(volumes, areas, vertex_normals, length, tuple(cross), np.array(centre, dtype=float))
 
 
 def vertex_adjacency(faces: np.ndarray, n_vertices: int, dtype=np.float64) -> sparse.csr_matrix:

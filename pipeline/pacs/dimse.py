@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from pipeline.errors import PacsError
+from pipeline.files import write_staged
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
 
@@ -177,7 +178,8 @@ class DimseClient:
         sop_classes : sequence of str
             The series' storage SOP classes (one presentation context each; CT if empty).
         folder : Path
-            Where the files are written (created), named by :func:`instance_file_name`.
+            Where the files are written (created), named by :func:`instance_file_name`, each whole
+            (:func:`pipeline.files.write_staged`); the caller flushes the folder's entries.
 
         Returns
         -------
@@ -202,7 +204,7 @@ class DimseClient:
                 0x0000 (success).
             """
             uid = str(event.request.AffectedSOPInstanceUID)
-            (folder / instance_file_name(uid)).write_bytes(event.encoded_dataset())
+            write_staged(folder / instance_file_name(uid), event.encoded_dataset())
             with lock:
                 received.append(uid)
             return 0x0000

@@ -13,14 +13,15 @@ gives the same UIDs (a repeated push replaces, never duplicates) and their dates
 from __future__ import annotations
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from pipeline.errors import GeometryError
 from pipeline.geometry import Mask
+from pipeline.part10 import set_file_meta
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 #: SNOMED CT property type of the structures our presets segment (else "Anatomical Structure").
@@ -245,10 +246,4 @@ def build_encapsulated_pdf(pdf_bytes: bytes, model_dcm: Dataset, *, title: str, 
     ds.SourceInstanceSequence = Sequence([source])
     ds.EncapsulatedDocument = pdf_bytes + (b"\0" if len(pdf_bytes) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf_bytes)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    return ds
+    return set_file_meta(ds)

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
 
 from pipeline.errors import PacsError
+from pipeline.files import write_staged
 from pipeline.pacs.multipart import MultipartError, boundary_of, multipart_parts
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
@@ -87,15 +88,16 @@ def instance_uid_of(content: bytes) -> str | None:
 def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) -> list[str]:
     """Write each multipart part, a Part 10 file, into ``folder`` named by its SOP Instance UID.
 
-    The parts are read in this thread and written by a small pool (the writes overlap the
-    download); at most a few parts wait in memory for a writer.
+    The parts are read in this thread and written by a small pool (the writes, each flushed to
+    disk, overlap the download); at most a few parts wait in memory for a writer. The folder's
+    entries are not flushed here: the caller flushes the folder once, after the last.
 
     Parameters
     ----------
     parts : iterable of (str, bytes)
         (header block, content) pairs, as :func:`pipeline.pacs.multipart.multipart_parts` yields them.
     folder : Path
-        An existing folder; each file is written once, under its final name.
+        An existing folder; each file is written whole by :func:`pipeline.files.write_staged`.
     what : str
         Where the parts come from, for messages (e.g. ``"node URL, series UID"``).
 
@@ -137,7 +139,7 @@ def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) 
             if uid is None:
                 raise PacsError(f"{what}: part {index + 1} of the answer is not a DICOM Part 10 file",
                                  hint="the node must send the instances as application/dicom")
-            (folder / instance_file_name(uid)).write_bytes(content)
+            write_staged(folder / instance_file_name(uid), content)
             return uid
         finally:
             slots.release()
@@ -237,9 +239,9 @@ class WebClient:
 
         One multipart request for the series, asking for the instances as stored
         (``transfer-syntax=*``, so the node transcodes nothing). The response is split into parts
-        while it arrives and each part's bytes go, as they are, to a pool of writer threads, straight
-        to the final file name (the SOP Instance UID of the part's File Meta Information): no
-        decode and re-encode, no renames, no second pass over the files.
+        while it arrives and each part's bytes go, as they are, to a pool of writer threads, each
+        file written whole under its final name (the SOP Instance UID of the part's File Meta
+        Information): no decode and re-encode, no second pass over the files.
 
         Parameters
         ----------

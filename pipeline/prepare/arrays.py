@@ -1,7 +1,8 @@
 """Plain per-face arrays of a triangle mesh, computed once with numpy.
 
 trimesh's cached properties validate and cache more than this stage needs; on a 500k-face mesh
-computing them costs about a second, so the prepare stage works on these arrays instead.
+computing them costs about a second, so the prepare stage works on these arrays instead. The
+areas, normals and volumes are the mesh stage's own measures (:func:`pipeline.mesh.topology.measures`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from pipeline.mesh.topology import Measures, measures
 
 
 @dataclass
@@ -26,6 +29,9 @@ class MeshArrays:
         Face areas, mm2.
     centres : ndarray (F, 3)
         Face centroids.
+    measured : Measures
+        :func:`pipeline.mesh.topology.measures` of the mesh (face volumes and cross products; no
+        vertex normals).
     """
 
     vertices: np.ndarray
@@ -34,6 +40,7 @@ class MeshArrays:
     normals: np.ndarray
     areas: np.ndarray
     centres: np.ndarray
+    measured: Measures
 
     @classmethod
     def from_arrays(cls, vertices: np.ndarray, faces: np.ndarray) -> "MeshArrays":
@@ -55,11 +62,12 @@ class MeshArrays:
         vertices = np.ascontiguousarray(vertices, dtype=np.float64)
         faces = np.ascontiguousarray(faces, dtype=np.int64)
         triangles = np.take(vertices, faces, axis=0)  # several times faster than vertices[faces]
+        measured = measures(vertices, faces, normals=False)
+        double_area = 2 * measured.face_areas
+        normals = np.stack(measured.face_cross, axis=1)
+        normals /= np.where(double_area > 0, double_area, 1.0)[:, None]
         a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
-        cross = np.cross(b - a, c - a)
-        double_area = np.sqrt(np.einsum("ij,ij->i", cross, cross))
-        normals = cross / np.where(double_area > 0, double_area, 1.0)[:, None]
-        return cls(vertices, faces, triangles, normals, double_area / 2, (a + b + c) / 3)
+        return cls(vertices, faces, triangles, normals, measured.face_areas, (a + b + c) / 3, measured)
 
     @property
     def volume(self) -> float:
@@ -70,8 +78,7 @@ class MeshArrays:
         float
             The signed volume, mm3 (meaningful for a closed surface).
         """
-        a, b, c = self.triangles[:, 0], self.triangles[:, 1], self.triangles[:, 2]
-        return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
+        return self.measured.volume
 
     @cached_property
     def centre_of_mass(self) -> np.ndarray:
@@ -80,13 +87,12 @@ class MeshArrays:
         Returns
         -------
         ndarray (3,)
-            The centroid of the solid (signed tetrahedra from the origin), or the area-weighted
+            The centroid of the solid (signed tetrahedra from a common apex), or the area-weighted
             mean of the face centres when the volume is below 1e-9 of (surface area)^1.5; mm,
             in the mesh's coordinates. Computed once and cached.
         """
-        a, b, c = self.triangles[:, 0], self.triangles[:, 1], self.triangles[:, 2]
-        signed = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6
+        signed, apex = self.measured.face_volumes, self.measured.origin
         total = signed.sum()
         if abs(total) < 1e-9 * max(self.areas.sum(), 1e-12) ** 1.5:
             return (self.areas @ self.centres) / self.areas.sum()
-        return (signed @ (a + b + c) / 4) / total
+        return (signed @ (3 * self.centres + apex) / 4) / total  # each tetrahedron's centroid
