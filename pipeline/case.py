@@ -372,7 +372,7 @@ def run_case(
     CodingError
         A malformed ICD-10 code or refused modifiers; before any work.
     """
-    from pipeline.checks import case_holds, identity_mismatches
+    from pipeline.checks import case_holds, case_inventory, identity_mismatches
     from pipeline.ledger import open_ledger
 
     case_file = None if isinstance(case, CaseFile) else Path(case).absolute()
@@ -383,7 +383,8 @@ def run_case(
     if deidentify:
         _refuse_over_identified(case, out_dir)
     source = _imaging_source(case, Path(out_dir) / case.case_id, progress)
-    mismatches = identity_mismatches(case, source)
+    found = case_inventory(case, source)  # the headers, read once for the identity check and the load
+    mismatches = identity_mismatches(case, source, found=found)
     if mismatches and not (identity_override or "").strip():
         raise IdentityError(f"the case file's patient is not the patient of the series: {'; '.join(mismatches)}",
                             hint="check that the case file and the DICOM folder belong together; to run anyway, "
@@ -393,7 +394,7 @@ def run_case(
                           "overridden with the reason kept in the audit log", "identity"))
     if deidentify:  # a vendor copy: never a model version, a charge or a run of the ledger
         return _make_models(case, out_dir, _VendorCopy(), deidentify=True, operator=operator, progress=progress,
-                            holds=holds, source=source)
+                            holds=holds, source=source, found=found)
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
@@ -402,7 +403,7 @@ def run_case(
             if mismatches:
                 run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
             return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
-                                holds=holds, source=source)
+                                holds=holds, source=source, found=found)
     finally:
         if book is not ledger:
             book.close()
@@ -538,14 +539,17 @@ def _imaging_source(case: CaseFile, case_dir: Path, progress: Callable[[str], No
 
 
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
-                 progress: Callable[[str], None] | None, holds: list[Hold], source: Path) -> CaseResult:
-    """The stages for every model of a case, each model published and charged through ``run``."""
+                 progress: Callable[[str], None] | None, holds: list[Hold], source: Path,
+                 found: Any = None) -> CaseResult:
+    """The stages for every model of a case, each model published and charged through ``run``;
+    ``found`` is the source's inventory (:func:`pipeline.checks.case_inventory`) when read already."""
     import dataclasses
 
     from pipeline.checks import stage_holds
     from pipeline.coding import BillableModel
     from pipeline.ledger import lifecycle
     from pipeline.document import PacketInputs, write_packet
+    from pipeline.document.pictures import display_mesh
     from pipeline.document.review import write_review_entries
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
@@ -564,7 +568,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone,
-                                      max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps)
+                                      max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps,
+                                      found=found)
     check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
@@ -583,26 +588,29 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
             seeds_index=spec.seeds_index, label_name=spec.id, roi_lps_mm=spec.segment.roi_lps_mm,
             overrides=spec.segment.overrides or None))
-        tell(f"{spec.id}: meshing")
-        model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, options=spec.mesh.to_options(),
-                                                                   min_wall_mm=printer.min_wall_mm),
-                                          note="surface extraction, smoothing, decimation, repair, QA")
-        tell(f"{spec.id}: planning the print on {printer.name}")
-        plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(
-            model, printer, alternatives=spec.prepare.alternatives, material=spec.prepare.material),
-                            note="orientation, supports, fit")
-        for manual in spec.manual_steps:
-            started = manual.started.isoformat() if manual.started else ""
-            note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
-            workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
-                                             False, note))
+        # The mask's NIfTI (1 s of deflate, which releases the GIL) is written while the mesh is made.
+        with _BackgroundFile(case_dir, spec.id, lambda path: write_mask(mask, path)) as mask_file:
+            tell(f"{spec.id}: meshing")
+            model, mesh_report = workflow.run("processing", lambda: mesh_mask(
+                mask, options=spec.mesh.to_options(), min_wall_mm=printer.min_wall_mm),
+                                              note="surface extraction, smoothing, decimation, repair, QA")
+            tell(f"{spec.id}: planning the print on {printer.name}")
+            plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(
+                model, printer, alternatives=spec.prepare.alternatives, material=spec.prepare.material),
+                                note="orientation, supports, fit")
+            for manual in spec.manual_steps:
+                started = manual.started.isoformat() if manual.started else ""
+                note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
+                workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
+                                                 False, note))
 
-        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
-                            if step.automatic and step is not load_step})
-        reservation = run.stage(spec.id, case_dir / spec.id)
+            run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
+                                if step.automatic and step is not load_step})
+            mask_file.wait()
+            reservation = run.stage(spec.id, case_dir / spec.id)
         staging = reservation.staging
         try:
-            write_mask(mask, staging / "mask.nii.gz")
+            mask_file.move_to(staging / "mask.nii.gz")
             write_model(model, staging / "model.stl")
             write_print_files(plan, model, staging)
             geometry = mesh_geometry_sha256(model)
@@ -610,13 +618,14 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             model_holds = [h.for_model(spec.id) for h in holds if h.model_id in (None, spec.id)]
             model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
+            shown = display_mesh(model.mesh)  # decimated once: the packet's pictures and the review page
             tell(f"{spec.id}: documenting (provisional {charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict(), "prepare": prepare_report.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
-                removed=segment_report.removed_pieces(),
+                removed=segment_report.removed_pieces(), display_mesh=shown,
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
                            "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
                                [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
@@ -624,6 +633,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             write_packet(inputs, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            mask_file.path.unlink(missing_ok=True)
             raise
         target = case_dir / spec.id
         published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds, libraries=mesh_report.libraries)
@@ -631,7 +641,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version, list(published.holds)))
         if not deidentify:  # the radiologist's review page (identified cases only)
-            reviews.append(_review_entry(case, spec.id, volume, mask, model, segment_report, target))
+            reviews.append(_review_entry(case, spec.id, volume, mask, shown, segment_report, target))
     if reviews:
         tell("writing the review page")
         write_review_entries(reviews, case_dir / "review.html", case_id=case.case_id)
@@ -642,6 +652,44 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
         run.ledger, run.encounter.id, Path(out_dir), case=case, deidentify=deidentify)
     return CaseResult(case.case_id, case_dir, results, charges_files, round(time.perf_counter() - clock, 2),
                       [hold for result in results for hold in result.holds])
+
+
+class _BackgroundFile:
+    """A file written by a thread into a hidden name of the case folder while the stages go on,
+    then moved into the model's staging folder (one rename on the same file system).
+
+    Leaving the ``with`` block waits for the thread; an error of the writer is raised by
+    :meth:`wait`, and the hidden file is removed unless it was moved.
+    """
+
+    def __init__(self, folder: Path, model_id: str, write: Callable[[Path], Any]):
+        import uuid
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = folder / f".{model_id}.{uuid.uuid4().hex[:12]}.nii.gz"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{model_id}")
+        self._future = self._pool.submit(write, self.path)
+
+    def __enter__(self) -> "_BackgroundFile":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._pool.shutdown(wait=True)
+        if exc_info[0] is not None:
+            self.path.unlink(missing_ok=True)
+
+    def wait(self) -> None:
+        """Wait for the writer; raise what it raised (the hidden file is then removed)."""
+        try:
+            self._future.result()
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def move_to(self, target: Path) -> None:
+        """Rename the written file to ``target`` (after :meth:`wait`)."""
+        self.wait()
+        self.path.replace(target)
 
 
 def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
@@ -663,9 +711,10 @@ def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
         check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
 
 
-def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: Any, segment_report: Any,
+def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: Any, segment_report: Any,
                   folder: Path) -> dict[str, Any]:
-    """One model's part of ``review.html``, made while its mask is in memory."""
+    """One model's part of ``review.html``, made while its mask is in memory; ``shown`` is the
+    packet's display copy of the mesh (decimated further for the page, not again from the model)."""
     import json
 
     from pipeline.document.review import ReviewModel, review_entry
@@ -674,7 +723,7 @@ def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: 
     removed = segment_report.removed_pieces()
     facts = json.loads((folder / "packet.json").read_text(encoding="utf-8"))
     return review_entry(volume, case.case_id, ReviewModel(
-        model_id=model_id, mask=mask, mesh=model.mesh, facts=facts,
+        model_id=model_id, mask=mask, mesh=shown, facts=facts,
         removed=None if removed is None else Mask(removed, volume.geometry, {1: "removed by leak control"})))
 
 
