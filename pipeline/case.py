@@ -55,6 +55,23 @@ def safe_path_component(text: str, *, what: str = "identifier") -> str:
 
     Safe: 1-64 characters of letters, digits, ``.``, ``_`` and ``-``, not starting with a dot.
     Identifiers are refused rather than rewritten so two different ids never map to one folder.
+
+    Parameters
+    ----------
+    text : str
+        The identifier (a case id, a model id).
+    what : str
+        What it is, for the message.
+
+    Returns
+    -------
+    str
+        ``text`` unchanged.
+
+    Raises
+    ------
+    ConfigError
+        ``text`` is not safe as a file name (exit code 4).
     """
     try:
         return _safe(text, what)
@@ -188,11 +205,34 @@ class CaseFile(StrictModel):
         return self
 
     def resolve(self, path: Path) -> Path:
-        """A path from the case file, resolved against the case file's folder."""
+        """A path from the case file, resolved against the case file's folder.
+
+        Parameters
+        ----------
+        path : Path
+            A path as the case file gives it (absolute, or relative to the case file).
+
+        Returns
+        -------
+        Path
+            ``path`` if absolute, else ``base_dir / path`` resolved.
+        """
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     @property
     def dicom_path(self) -> Path:
+        """The case's DICOM folder or image file (``imaging.dicom``), resolved.
+
+        Returns
+        -------
+        Path
+            The folder or file.
+
+        Raises
+        ------
+        ConfigError
+            The imaging is named by a DICOM node, not a folder (exit code 4).
+        """
         if self.imaging.dicom is None:
             raise ConfigError("imaging names a DICOM node, not a folder: run the case (it pulls the series) or "
                               "'anatomodel pull' it and name the folder in imaging.dicom")
@@ -204,6 +244,16 @@ def load_case(path: str | Path) -> CaseFile:
 
     Unknown presets, printers and payers, and diagnosis codes that are not ICD-10-CM, are refused
     naming the file, the field and the reason (a folder or a missing file too).
+
+    Parameters
+    ----------
+    path : str or Path
+        The case file (YAML).
+
+    Returns
+    -------
+    CaseFile
+        The validated case, ``base_dir`` set to the file's folder.
 
     Raises
     ------
@@ -299,7 +349,13 @@ class CaseResult(Report):
 
     @property
     def held(self) -> bool:
-        """Done, but at least one model's charge is held for review (exit code 19)."""
+        """Done, but at least one model's charge is held for review (exit code 19).
+
+        Returns
+        -------
+        bool
+            True when ``holds`` is not empty.
+        """
         return bool(self.holds)
 
 
@@ -315,6 +371,22 @@ class _Workflow:
         self.steps: list[StepRecord] = []
 
     def run(self, step: str, function: Callable[[], Any], note: str = "") -> Any:
+        """Call ``function`` and record it as an automatic step timed here.
+
+        Parameters
+        ----------
+        step : str
+            The step's name (``segmentation``, ``processing``, ...).
+        function : callable
+            The work, called without arguments.
+        note : str
+            What the step does, for the packet.
+
+        Returns
+        -------
+        object
+            What ``function`` returned.
+        """
         started, clock = _now(), time.perf_counter()
         result = function()
         self.steps.append(StepRecord(step, self.operator, started, _now(), round(time.perf_counter() - clock, 3),
@@ -439,6 +511,20 @@ class _VendorCopy:
         self._lines: list[Any] = []
 
     def stage(self, model_id: str, folder: Path) -> _Staged:
+        """A fresh staging sibling of the model folder to build the copy in.
+
+        Parameters
+        ----------
+        model_id : str
+            The model.
+        folder : Path
+            Its final folder.
+
+        Returns
+        -------
+        _Staged
+            The model, its folder and the staging folder (created).
+        """
         import uuid
 
         folder = Path(folder).absolute()
@@ -447,6 +533,20 @@ class _VendorCopy:
         return _Staged(model_id, folder, staging)
 
     def charge(self, staged: _Staged, billable: Any) -> Any:
+        """The provisional charge line of the copy, numbered after the lines given so far.
+
+        Parameters
+        ----------
+        staged : _Staged
+            The model's staging (unused: nothing is reserved).
+        billable : BillableModel
+            What the line bills.
+
+        Returns
+        -------
+        ChargeLine
+            The next line (:func:`pipeline.coding.next_charge`).
+        """
         from pipeline.coding import next_charge
 
         line = next_charge(self._lines, billable)
@@ -455,6 +555,24 @@ class _VendorCopy:
 
     def publish(self, staged: _Staged, *, mesh_sha256: str | None = None, holds: list[Hold] = (),
                 libraries: Any = ()) -> _Published:
+        """Put the staged copy in place atomically (the previous copy, if any, is removed).
+
+        Parameters
+        ----------
+        staged : _Staged
+            The model's staging.
+        mesh_sha256 : str, optional
+            Unused (no model version is recorded).
+        holds : list of Hold
+            The model's holds, returned as they are.
+        libraries : object
+            Unused (no provenance is recorded).
+
+        Returns
+        -------
+        _Published
+            No version, the holds.
+        """
         from pipeline.ledger.folders import publish_folder, remove_folder
 
         publish_folder(staged.staging, staged.folder)
@@ -462,6 +580,18 @@ class _VendorCopy:
         return _Published(None, list(holds))
 
     def void_removed(self, model_ids: list[str]) -> list[str]:
+        """Nothing to void: a copy charges nothing.
+
+        Parameters
+        ----------
+        model_ids : list of str
+            The case's models.
+
+        Returns
+        -------
+        list of str
+            Empty.
+        """
         return []
 
 
@@ -518,7 +648,18 @@ def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = N
 
 def mesh_geometry_sha256(model: Any) -> str:
     """SHA-256 of a model's triangles (float32 LPS mm), not of the STL file: a header that names
-    the model does not make a reprint look new."""
+    the model does not make a reprint look new.
+
+    Parameters
+    ----------
+    model : Model
+        The model (its mesh, LPS mm).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     import hashlib
 
     import numpy as np
@@ -687,7 +828,13 @@ class _BackgroundFile:
             raise
 
     def move_to(self, target: Path) -> None:
-        """Rename the written file to ``target`` (after :meth:`wait`)."""
+        """Rename the written file to ``target`` (after :meth:`wait`).
+
+        Parameters
+        ----------
+        target : Path
+            Its name in the staging folder (same file system as the case folder).
+        """
         self.wait()
         self.path.replace(target)
 
@@ -695,6 +842,15 @@ class _BackgroundFile:
 def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
     """Refuse the series if it is shorter than a model's preset needs; record each preset's figure
     in ``load_report.coverage_needed_mm``.
+
+    Parameters
+    ----------
+    case : CaseFile
+        The case, whose models name the presets.
+    volume : Volume
+        The loaded series (its extent along the slice normal, mm).
+    load_report : LoadReport
+        The load's report, given each preset's ``coverage_mm``.
 
     Raises
     ------
@@ -728,7 +884,22 @@ def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: 
 
 
 def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any) -> Path:
-    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name)."""
+    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output root.
+    patient_id : str
+        The patient's MRN (only its pseudonym names the folder).
+    date_of_service : datetime.date or str
+        The encounter's date (ISO text accepted).
+
+    Returns
+    -------
+    Path
+        ``out_dir/encounters/ENC-<pseudonym>``.
+    """
     from pipeline.coding import encounter_key
     from pipeline.document.deidentify import pseudonym
 
@@ -742,7 +913,22 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     The packet (with the step's state, sign-offs and holds on page 1) goes to
     ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>/``; its files' checksums are
     recorded in the ledger (``ledger verify`` checks them). The published model folder is left
-    as it was. Returns the folder, or None when the run's case file is no longer where it was.
+    as it was.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    case_id : str
+        The case.
+    model_id : str
+        The model whose packet is re-issued.
+
+    Returns
+    -------
+    Path or None
+        The revision's folder, or None when the model has no current version or the run's case
+        file is no longer where it was.
     """
     from pipeline.document.stage import document_model_folder
 
@@ -769,7 +955,19 @@ def rewrite_encounter_charges(book: Any, case_id: str) -> list[Path]:
     """Rewrite the charges files of a case's encounter where its run wrote them (after a step).
 
     The output root is the one of the case's published models; the files are de-identified if
-    that run was. Returns the files written, or an empty list when the case has no published model.
+    that run was.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    case_id : str
+        The case.
+
+    Returns
+    -------
+    list of Path
+        The files written, or an empty list when the case has no published model.
     """
     detail = book.show(case_id)
     current = [model for model in detail["models"] if model["status"] == "current"]
@@ -785,11 +983,51 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     """Write an encounter's charges once, under the encounter, from the ledger; record their checksums.
 
     ``charges.csv`` lists the billable lines, ``charges_pending.csv`` the others with the step
-    they wait for. ``case`` (a :class:`CaseFile`) gives the patient and encounter header.
+    they wait for.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    encounter_id : int
+        The encounter's ledger id.
+    out_dir : str or Path
+        The output root (the files go to :func:`encounter_folder`).
+    case : CaseFile, optional
+        Gives the patient and encounter header (else the ledger's patient id only).
+    deidentify : bool
+        Write the vendor copy of the files.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    LedgerError
+        The encounter's billable lines do not form a claim (exit code of a ledger fault).
     """
     from pipeline.document import write_case_charges
 
     def write(billing: Any) -> list[Path]:
+        """The encounter's files from its billing state (called by the ledger in its transaction).
+
+        Parameters
+        ----------
+        billing : pipeline.ledger.lifecycle.Billing
+            The encounter's billable and pending lines, patient id and date of service.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+
+        Raises
+        ------
+        LedgerError
+            The billable lines do not form a claim.
+        """
         folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
         header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
         try:
@@ -805,6 +1043,13 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
 def write_case_review(case_file: str | Path, out: str | Path) -> Any:
     """``OUT/<case_id>/review.html`` from the case's model folders (``mask.nii.gz``, ``model.stl``,
     ``packet.json``) and its source series (``anatomodel review``; ``run_case`` writes it too).
+
+    Parameters
+    ----------
+    case_file : str or Path
+        The case file.
+    out : str or Path
+        The output root the case was run into.
 
     Returns
     -------
