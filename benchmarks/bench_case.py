@@ -51,18 +51,51 @@ def peak_bytes():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 
-start = time.perf_counter()
+# Per-step wall times: the stages and writers run_case calls, wrapped where it looks them up.
+import importlib
+steps, cpu_steps = {}, {}
+def timed(module, name, label):
+    target = importlib.import_module(module)
+    original = getattr(target, name)
+    def wrapper(*args, **kwargs):
+        clock, cpu = time.perf_counter(), time.process_time()  # CPU: the whole process, threads included
+        try:
+            return original(*args, **kwargs)
+        finally:
+            steps[label] = steps.get(label, 0.0) + time.perf_counter() - clock
+            cpu_steps[label] = cpu_steps.get(label, 0.0) + time.process_time() - cpu
+    setattr(target, name, wrapper)
+for module, name, label in [
+        ("pipeline.case", "load_case", "case file checks (ICD-10, configs)"),
+        ("pipeline.checks", "identity_mismatches", "identity check (headers)"),
+        ("pipeline.load", "load_series", "load"),
+        ("pipeline.segment", "segment_volume", "segment"),
+        ("pipeline.mesh", "mesh_mask", "mesh (with QA)"),
+        ("pipeline.prepare", "plan_print", "print preparation"),
+        ("pipeline.geometry", "write_mask", "mask.nii.gz (a thread in the new tree)"),
+        ("pipeline.mesh", "write_model", "model.stl"),
+        ("pipeline.prepare", "write_print_files", "print.stl, print.3mf, plan.json"),
+        ("pipeline.document", "write_packet", "packet (pictures, PDF, DICOM, sums)"),
+        ("pipeline.case", "_review_entry", "review entry (crop, mesh)"),
+        ("pipeline.document.review", "write_review_entries", "review page"),
+        ("pipeline.case", "write_encounter_charges", "encounter charges (PDF, CSV)")]:
+    try:
+        timed(module, name, label)
+    except AttributeError:
+        pass
+start, cpu = time.perf_counter(), time.process_time()
 if len(sys.argv) > 3:
     import cProfile, pstats
     profiler = cProfile.Profile()
     profiler.enable()
 result = run_case(case_file, out, ledger=out / "ledger.sqlite3")
 seconds = time.perf_counter() - start
+cpu = time.process_time() - cpu
 if len(sys.argv) > 3:
     profiler.disable()
     profiler.dump_stats(sys.argv[3])
-print(json.dumps({"seconds": seconds, "peak_bytes": peak_bytes(), "held": result.held,
-                  "faces": None}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": peak_bytes(), "held": result.held,
+                  "faces": None, "steps": steps, "cpu_steps": cpu_steps}))
 """
 
 BARE_CHILD = r"""
@@ -80,7 +113,7 @@ def peak_bytes():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 reader = sitk.ImageSeriesReader()
 reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder))
 reader.SetOutputPixelType(sitk.sitkInt16)
@@ -93,7 +126,8 @@ origin = np.asarray(image.GetOrigin())
 mesh = trimesh.Trimesh(verts[:, ::-1] + origin, faces, process=False)
 mesh.export(out)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_bytes": peak_bytes(), "faces": int(len(faces))}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "peak_bytes": peak_bytes(),
+                  "faces": int(len(faces))}))
 """
 
 
@@ -160,17 +194,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {run}: anatomodel {runs['anatomodel'][-1]['seconds']:.2f} s, "
                   f"bare {runs['bare'][-1]['seconds']:.2f} s", file=sys.stderr)
     mib = 2**20
-    ours = {key: statistics.median(r[key] for r in runs["anatomodel"]) for key in ("seconds", "peak_bytes")}
-    bare = {key: statistics.median(r[key] for r in runs["bare"]) for key in ("seconds", "peak_bytes")}
+    keys = ("seconds", "cpu_seconds", "peak_bytes")
+    ours = {key: statistics.median(r[key] for r in runs["anatomodel"]) for key in keys}
+    bare = {key: statistics.median(r[key] for r in runs["bare"]) for key in keys}
     print(f"\nwhole case on a {'x'.join(map(str, SHAPE))} CTA ({' x '.join(map(str, SPACING))} mm), "
           f"{args.runs} interleaved runs each, medians\n")
-    print("| chain | time (s) | peak RSS (MiB) | time ratio | memory ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("| chain | time (s) | CPU (s) | peak RSS (MiB) | time ratio | memory ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
     print(f"| anatomodel run_case (one aorta model, packet, ledger) | {ours['seconds']:.2f} | "
-          f"{ours['peak_bytes'] / mib:.0f} | {ours['seconds'] / bare['seconds']:.2f} | "
+          f"{ours['cpu_seconds']:.2f} | {ours['peak_bytes'] / mib:.0f} | {ours['seconds'] / bare['seconds']:.2f} | "
           f"{ours['peak_bytes'] / bare['peak_bytes']:.2f} |")
     print(f"| bare chain (SimpleITK read + ConnectedThreshold, skimage marching cubes, STL) | "
-          f"{bare['seconds']:.2f} | {bare['peak_bytes'] / mib:.0f} | 1.00 | 1.00 |")
+          f"{bare['seconds']:.2f} | {bare['cpu_seconds']:.2f} | {bare['peak_bytes'] / mib:.0f} | 1.00 | 1.00 |")
+    print("\nrun_case's steps (each call's wall and process CPU s, medians):\n")
+    print("| step | wall (s) | CPU (s) |")
+    print("|---|---:|---:|")
+    for step in runs["anatomodel"][0]["steps"]:
+        wall = statistics.median(r["steps"].get(step, 0.0) for r in runs["anatomodel"])
+        used = statistics.median(r.get("cpu_steps", {}).get(step, 0.0) for r in runs["anatomodel"])
+        print(f"| {step} | {wall:.2f} | {used:.2f} |")
+    print("\nper run: " + json.dumps(runs))
     print(f"\ncommand: python benchmarks/bench_case.py --runs {args.runs}")
     return 0
 

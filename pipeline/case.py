@@ -55,6 +55,23 @@ def safe_path_component(text: str, *, what: str = "identifier") -> str:
 
     Safe: 1-64 characters of letters, digits, ``.``, ``_`` and ``-``, not starting with a dot.
     Identifiers are refused rather than rewritten so two different ids never map to one folder.
+
+    Parameters
+    ----------
+    text : str
+        The identifier (a case id, a model id).
+    what : str
+        What it is, for the message.
+
+    Returns
+    -------
+    str
+        ``text`` unchanged.
+
+    Raises
+    ------
+    ConfigError
+        ``text`` is not safe as a file name (exit code 4).
     """
     try:
         return _safe(text, what)
@@ -188,11 +205,34 @@ class CaseFile(StrictModel):
         return self
 
     def resolve(self, path: Path) -> Path:
-        """A path from the case file, resolved against the case file's folder."""
+        """A path from the case file, resolved against the case file's folder.
+
+        Parameters
+        ----------
+        path : Path
+            A path as the case file gives it (absolute, or relative to the case file).
+
+        Returns
+        -------
+        Path
+            ``path`` if absolute, else ``base_dir / path`` resolved.
+        """
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     @property
     def dicom_path(self) -> Path:
+        """The case's DICOM folder or image file (``imaging.dicom``), resolved.
+
+        Returns
+        -------
+        Path
+            The folder or file.
+
+        Raises
+        ------
+        ConfigError
+            The imaging is named by a DICOM node, not a folder (exit code 4).
+        """
         if self.imaging.dicom is None:
             raise ConfigError("imaging names a DICOM node, not a folder: run the case (it pulls the series) or "
                               "'anatomodel pull' it and name the folder in imaging.dicom")
@@ -204,6 +244,16 @@ def load_case(path: str | Path) -> CaseFile:
 
     Unknown presets, printers and payers, and diagnosis codes that are not ICD-10-CM, are refused
     naming the file, the field and the reason (a folder or a missing file too).
+
+    Parameters
+    ----------
+    path : str or Path
+        The case file (YAML).
+
+    Returns
+    -------
+    CaseFile
+        The validated case, ``base_dir`` set to the file's folder.
 
     Raises
     ------
@@ -299,7 +349,13 @@ class CaseResult(Report):
 
     @property
     def held(self) -> bool:
-        """Done, but at least one model's charge is held for review (exit code 19)."""
+        """Done, but at least one model's charge is held for review (exit code 19).
+
+        Returns
+        -------
+        bool
+            True when ``holds`` is not empty.
+        """
         return bool(self.holds)
 
 
@@ -315,6 +371,22 @@ class _Workflow:
         self.steps: list[StepRecord] = []
 
     def run(self, step: str, function: Callable[[], Any], note: str = "") -> Any:
+        """Call ``function`` and record it as an automatic step timed here.
+
+        Parameters
+        ----------
+        step : str
+            The step's name (``segmentation``, ``processing``, ...).
+        function : callable
+            The work, called without arguments.
+        note : str
+            What the step does, for the packet.
+
+        Returns
+        -------
+        object
+            What ``function`` returned.
+        """
         started, clock = _now(), time.perf_counter()
         result = function()
         self.steps.append(StepRecord(step, self.operator, started, _now(), round(time.perf_counter() - clock, 3),
@@ -372,7 +444,7 @@ def run_case(
     CodingError
         A malformed ICD-10 code or refused modifiers; before any work.
     """
-    from pipeline.checks import case_holds, identity_mismatches
+    from pipeline.checks import case_holds, case_inventory, identity_mismatches
     from pipeline.ledger import open_ledger
 
     case_file = None if isinstance(case, CaseFile) else Path(case).absolute()
@@ -383,7 +455,8 @@ def run_case(
     if deidentify:
         _refuse_over_identified(case, out_dir)
     source = _imaging_source(case, Path(out_dir) / case.case_id, progress)
-    mismatches = identity_mismatches(case, source)
+    found = case_inventory(case, source)  # the headers, read once for the identity check and the load
+    mismatches = identity_mismatches(case, source, found=found)
     if mismatches and not (identity_override or "").strip():
         raise IdentityError(f"the case file's patient is not the patient of the series: {'; '.join(mismatches)}",
                             hint="check that the case file and the DICOM folder belong together; to run anyway, "
@@ -393,7 +466,7 @@ def run_case(
                           "overridden with the reason kept in the audit log", "identity"))
     if deidentify:  # a vendor copy: never a model version, a charge or a run of the ledger
         return _make_models(case, out_dir, _VendorCopy(), deidentify=True, operator=operator, progress=progress,
-                            holds=holds, source=source)
+                            holds=holds, source=source, found=found)
     book = open_ledger(ledger)
     try:
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
@@ -402,7 +475,7 @@ def run_case(
             if mismatches:
                 run.audit("identity.overridden", reason=identity_override.strip(), mismatches=mismatches)
             return _make_models(case, out_dir, run, deidentify=deidentify, operator=operator, progress=progress,
-                                holds=holds, source=source)
+                                holds=holds, source=source, found=found)
     finally:
         if book is not ledger:
             book.close()
@@ -438,6 +511,20 @@ class _VendorCopy:
         self._lines: list[Any] = []
 
     def stage(self, model_id: str, folder: Path) -> _Staged:
+        """A fresh staging sibling of the model folder to build the copy in.
+
+        Parameters
+        ----------
+        model_id : str
+            The model.
+        folder : Path
+            Its final folder.
+
+        Returns
+        -------
+        _Staged
+            The model, its folder and the staging folder (created).
+        """
         import uuid
 
         folder = Path(folder).absolute()
@@ -446,6 +533,20 @@ class _VendorCopy:
         return _Staged(model_id, folder, staging)
 
     def charge(self, staged: _Staged, billable: Any) -> Any:
+        """The provisional charge line of the copy, numbered after the lines given so far.
+
+        Parameters
+        ----------
+        staged : _Staged
+            The model's staging (unused: nothing is reserved).
+        billable : BillableModel
+            What the line bills.
+
+        Returns
+        -------
+        ChargeLine
+            The next line (:func:`pipeline.coding.next_charge`).
+        """
         from pipeline.coding import next_charge
 
         line = next_charge(self._lines, billable)
@@ -454,6 +555,24 @@ class _VendorCopy:
 
     def publish(self, staged: _Staged, *, mesh_sha256: str | None = None, holds: list[Hold] = (),
                 libraries: Any = ()) -> _Published:
+        """Put the staged copy in place atomically (the previous copy, if any, is removed).
+
+        Parameters
+        ----------
+        staged : _Staged
+            The model's staging.
+        mesh_sha256 : str, optional
+            Unused (no model version is recorded).
+        holds : list of Hold
+            The model's holds, returned as they are.
+        libraries : object
+            Unused (no provenance is recorded).
+
+        Returns
+        -------
+        _Published
+            No version, the holds.
+        """
         from pipeline.ledger.folders import publish_folder, remove_folder
 
         publish_folder(staged.staging, staged.folder)
@@ -461,6 +580,18 @@ class _VendorCopy:
         return _Published(None, list(holds))
 
     def void_removed(self, model_ids: list[str]) -> list[str]:
+        """Nothing to void: a copy charges nothing.
+
+        Parameters
+        ----------
+        model_ids : list of str
+            The case's models.
+
+        Returns
+        -------
+        list of str
+            Empty.
+        """
         return []
 
 
@@ -517,7 +648,18 @@ def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = N
 
 def mesh_geometry_sha256(model: Any) -> str:
     """SHA-256 of a model's triangles (float32 LPS mm), not of the STL file: a header that names
-    the model does not make a reprint look new."""
+    the model does not make a reprint look new.
+
+    Parameters
+    ----------
+    model : Model
+        The model (its mesh, LPS mm).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     import hashlib
 
     import numpy as np
@@ -538,14 +680,17 @@ def _imaging_source(case: CaseFile, case_dir: Path, progress: Callable[[str], No
 
 
 def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: bool, operator: str,
-                 progress: Callable[[str], None] | None, holds: list[Hold], source: Path) -> CaseResult:
-    """The stages for every model of a case, each model published and charged through ``run``."""
+                 progress: Callable[[str], None] | None, holds: list[Hold], source: Path,
+                 found: Any = None) -> CaseResult:
+    """The stages for every model of a case, each model published and charged through ``run``;
+    ``found`` is the source's inventory (:func:`pipeline.checks.case_inventory`) when read already."""
     import dataclasses
 
     from pipeline.checks import stage_holds
     from pipeline.coding import BillableModel
     from pipeline.ledger import lifecycle
     from pipeline.document import PacketInputs, write_packet
+    from pipeline.document.pictures import display_mesh
     from pipeline.document.review import write_review_entries
     from pipeline.load import load_series
     from pipeline.mesh import mesh_mask, write_model
@@ -564,7 +709,8 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
     tell(f"loading {case.imaging.dicom or 'the pulled series'}")
     load_started, load_clock = _now(), time.perf_counter()
     volume, load_report = load_series(source, case.imaging.series, prefer_bone=presets_ask_bone,
-                                      max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps)
+                                      max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps,
+                                      found=found)
     check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
@@ -583,26 +729,29 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
             seeds_index=spec.seeds_index, label_name=spec.id, roi_lps_mm=spec.segment.roi_lps_mm,
             overrides=spec.segment.overrides or None))
-        tell(f"{spec.id}: meshing")
-        model, mesh_report = workflow.run("processing", lambda: mesh_mask(mask, options=spec.mesh.to_options(),
-                                                                   min_wall_mm=printer.min_wall_mm),
-                                          note="surface extraction, smoothing, decimation, repair, QA")
-        tell(f"{spec.id}: planning the print on {printer.name}")
-        plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(
-            model, printer, alternatives=spec.prepare.alternatives, material=spec.prepare.material),
-                            note="orientation, supports, fit")
-        for manual in spec.manual_steps:
-            started = manual.started.isoformat() if manual.started else ""
-            note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
-            workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
-                                             False, note))
+        # The mask's NIfTI (1 s of deflate, which releases the GIL) is written while the mesh is made.
+        with _BackgroundFile(case_dir, spec.id, lambda path: write_mask(mask, path)) as mask_file:
+            tell(f"{spec.id}: meshing")
+            model, mesh_report = workflow.run("processing", lambda: mesh_mask(
+                mask, options=spec.mesh.to_options(), min_wall_mm=printer.min_wall_mm),
+                                              note="surface extraction, smoothing, decimation, repair, QA")
+            tell(f"{spec.id}: planning the print on {printer.name}")
+            plan, prepare_report = workflow.run("print_preparation", lambda: plan_print(
+                model, printer, alternatives=spec.prepare.alternatives, material=spec.prepare.material),
+                                note="orientation, supports, fit")
+            for manual in spec.manual_steps:
+                started = manual.started.isoformat() if manual.started else ""
+                note = "planned in the case file, not a record of work done" + (f": {manual.note}" if manual.note else "")
+                workflow.steps.append(StepRecord(manual.step, manual.operator, started, None, manual.minutes * 60.0,
+                                                 False, note))
 
-        run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
-                            if step.automatic and step is not load_step})
-        reservation = run.stage(spec.id, case_dir / spec.id)
+            run.timings.update({f"{spec.id}.{step.step}": step.seconds for step in workflow.steps
+                                if step.automatic and step is not load_step})
+            mask_file.wait()
+            reservation = run.stage(spec.id, case_dir / spec.id)
         staging = reservation.staging
         try:
-            write_mask(mask, staging / "mask.nii.gz")
+            mask_file.move_to(staging / "mask.nii.gz")
             write_model(model, staging / "model.stl")
             write_print_files(plan, model, staging)
             geometry = mesh_geometry_sha256(model)
@@ -610,13 +759,14 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             model_holds = [h.for_model(spec.id) for h in holds if h.model_id in (None, spec.id)]
             model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
+            shown = display_mesh(model.mesh)  # decimated once: the packet's pictures and the review page
             tell(f"{spec.id}: documenting (provisional {charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict(), "prepare": prepare_report.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
-                removed=segment_report.removed_pieces(),
+                removed=segment_report.removed_pieces(), display_mesh=shown,
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
                            "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
                                [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
@@ -624,6 +774,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             write_packet(inputs, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            mask_file.path.unlink(missing_ok=True)
             raise
         target = case_dir / spec.id
         published = run.publish(reservation, mesh_sha256=geometry, holds=model_holds, libraries=mesh_report.libraries)
@@ -631,7 +782,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version, list(published.holds)))
         if not deidentify:  # the radiologist's review page (identified cases only)
-            reviews.append(_review_entry(case, spec.id, volume, mask, model, segment_report, target))
+            reviews.append(_review_entry(case, spec.id, volume, mask, shown, segment_report, target))
     if reviews:
         tell("writing the review page")
         write_review_entries(reviews, case_dir / "review.html", case_id=case.case_id)
@@ -644,9 +795,62 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                       [hold for result in results for hold in result.holds])
 
 
+class _BackgroundFile:
+    """A file written by a thread into a hidden name of the case folder while the stages go on,
+    then moved into the model's staging folder (one rename on the same file system).
+
+    Leaving the ``with`` block waits for the thread; an error of the writer is raised by
+    :meth:`wait`, and the hidden file is removed unless it was moved.
+    """
+
+    def __init__(self, folder: Path, model_id: str, write: Callable[[Path], Any]):
+        import uuid
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = folder / f".{model_id}.{uuid.uuid4().hex[:12]}.nii.gz"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{model_id}")
+        self._future = self._pool.submit(write, self.path)
+
+    def __enter__(self) -> "_BackgroundFile":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._pool.shutdown(wait=True)
+        if exc_info[0] is not None:
+            self.path.unlink(missing_ok=True)
+
+    def wait(self) -> None:
+        """Wait for the writer; raise what it raised (the hidden file is then removed)."""
+        try:
+            self._future.result()
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def move_to(self, target: Path) -> None:
+        """Rename the written file to ``target`` (after :meth:`wait`).
+
+        Parameters
+        ----------
+        target : Path
+            Its name in the staging folder (same file system as the case folder).
+        """
+        self.wait()
+        self.path.replace(target)
+
+
 def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
     """Refuse the series if it is shorter than a model's preset needs; record each preset's figure
     in ``load_report.coverage_needed_mm``.
+
+    Parameters
+    ----------
+    case : CaseFile
+        The case, whose models name the presets.
+    volume : Volume
+        The loaded series (its extent along the slice normal, mm).
+    load_report : LoadReport
+        The load's report, given each preset's ``coverage_mm``.
 
     Raises
     ------
@@ -663,9 +867,10 @@ def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
         check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
 
 
-def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: Any, segment_report: Any,
+def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: Any, segment_report: Any,
                   folder: Path) -> dict[str, Any]:
-    """One model's part of ``review.html``, made while its mask is in memory."""
+    """One model's part of ``review.html``, made while its mask is in memory; ``shown`` is the
+    packet's display copy of the mesh (decimated further for the page, not again from the model)."""
     import json
 
     from pipeline.document.review import ReviewModel, review_entry
@@ -674,12 +879,27 @@ def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, model: 
     removed = segment_report.removed_pieces()
     facts = json.loads((folder / "packet.json").read_text(encoding="utf-8"))
     return review_entry(volume, case.case_id, ReviewModel(
-        model_id=model_id, mask=mask, mesh=model.mesh, facts=facts,
+        model_id=model_id, mask=mask, mesh=shown, facts=facts,
         removed=None if removed is None else Mask(removed, volume.geometry, {1: "removed by leak control"})))
 
 
 def encounter_folder(out_dir: str | Path, patient_id: str, date_of_service: Any) -> Path:
-    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name)."""
+    """``OUT/encounters/<pseudonym>``: where an encounter's one claim is written (no PHI in the name).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output root.
+    patient_id : str
+        The patient's MRN (only its pseudonym names the folder).
+    date_of_service : datetime.date or str
+        The encounter's date (ISO text accepted).
+
+    Returns
+    -------
+    Path
+        ``out_dir/encounters/ENC-<pseudonym>``.
+    """
     from pipeline.coding import encounter_key
     from pipeline.document.deidentify import pseudonym
 
@@ -693,7 +913,22 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     The packet (with the step's state, sign-offs and holds on page 1) goes to
     ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>/``; its files' checksums are
     recorded in the ledger (``ledger verify`` checks them). The published model folder is left
-    as it was. Returns the folder, or None when the run's case file is no longer where it was.
+    as it was.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    case_id : str
+        The case.
+    model_id : str
+        The model whose packet is re-issued.
+
+    Returns
+    -------
+    Path or None
+        The revision's folder, or None when the model has no current version or the run's case
+        file is no longer where it was.
     """
     from pipeline.document.stage import document_model_folder
 
@@ -720,7 +955,19 @@ def rewrite_encounter_charges(book: Any, case_id: str) -> list[Path]:
     """Rewrite the charges files of a case's encounter where its run wrote them (after a step).
 
     The output root is the one of the case's published models; the files are de-identified if
-    that run was. Returns the files written, or an empty list when the case has no published model.
+    that run was.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    case_id : str
+        The case.
+
+    Returns
+    -------
+    list of Path
+        The files written, or an empty list when the case has no published model.
     """
     detail = book.show(case_id)
     current = [model for model in detail["models"] if model["status"] == "current"]
@@ -736,11 +983,51 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     """Write an encounter's charges once, under the encounter, from the ledger; record their checksums.
 
     ``charges.csv`` lists the billable lines, ``charges_pending.csv`` the others with the step
-    they wait for. ``case`` (a :class:`CaseFile`) gives the patient and encounter header.
+    they wait for.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    encounter_id : int
+        The encounter's ledger id.
+    out_dir : str or Path
+        The output root (the files go to :func:`encounter_folder`).
+    case : CaseFile, optional
+        Gives the patient and encounter header (else the ledger's patient id only).
+    deidentify : bool
+        Write the vendor copy of the files.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    LedgerError
+        The encounter's billable lines do not form a claim (exit code of a ledger fault).
     """
     from pipeline.document import write_case_charges
 
     def write(billing: Any) -> list[Path]:
+        """The encounter's files from its billing state (called by the ledger in its transaction).
+
+        Parameters
+        ----------
+        billing : pipeline.ledger.lifecycle.Billing
+            The encounter's billable and pending lines, patient id and date of service.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+
+        Raises
+        ------
+        LedgerError
+            The billable lines do not form a claim.
+        """
         folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
         header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
         try:
@@ -756,6 +1043,13 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
 def write_case_review(case_file: str | Path, out: str | Path) -> Any:
     """``OUT/<case_id>/review.html`` from the case's model folders (``mask.nii.gz``, ``model.stl``,
     ``packet.json``) and its source series (``anatomodel review``; ``run_case`` writes it too).
+
+    Parameters
+    ----------
+    case_file : str or Path
+        The case file.
+    out : str or Path
+        The output root the case was run into.
 
     Returns
     -------

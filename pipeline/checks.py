@@ -31,7 +31,40 @@ def _person_name(text: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def identity_mismatches(case: Any, source: Path | None = None) -> list[str]:
+def case_inventory(case: Any, source: Path | None = None) -> Any:
+    """The series of a case's DICOM source, read with the case's settings (its headers only).
+
+    Made once per run: the identity check and the loader (``load_series(found=...)``) both use
+    it, so each header is read once.
+
+    Parameters
+    ----------
+    case : CaseFile
+        The case: bone presets (``prefer_bone``) and its gap settings (``imaging.max_gap_mm``,
+        ``imaging.resample_gaps``) pick the series as the loader does.
+    source : Path, optional
+        The DICOM folder or image file (default: the case's ``imaging.dicom``).
+
+    Returns
+    -------
+    pipeline.load.inventory.Inventory or None
+        None for an image file (NIfTI, NRRD, MHA), which has no headers to read.
+
+    Raises
+    ------
+    DicomError, SeriesSelectionError
+        From :func:`pipeline.load.inventory.inventory`: no such folder, no DICOM image in it.
+    """
+    from pipeline.load.inventory import inventory
+
+    source = Path(source if source is not None else case.dicom_path)
+    if source.is_file() and source.suffix.lower() in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
+        return None
+    return inventory(source, prefer_bone=any("bone" in m.preset for m in case.models),
+                     max_gap_mm=case.imaging.max_gap_mm, allow_gaps=case.imaging.resample_gaps)
+
+
+def identity_mismatches(case: Any, source: Path | None = None, *, found: Any = None) -> list[str]:
     """How the case file's patient differs from the patient in the chosen series' headers.
 
     Parameters
@@ -40,6 +73,8 @@ def identity_mismatches(case: Any, source: Path | None = None) -> list[str]:
     source : Path, optional
         The DICOM folder or image file (default: the case's ``imaging.dicom``; give the pulled
         folder for a case whose imaging is named by a DICOM node).
+    found : Inventory, optional
+        The source's :func:`case_inventory`, when the caller has read it already.
 
     Returns
     -------
@@ -47,12 +82,9 @@ def identity_mismatches(case: Any, source: Path | None = None) -> list[str]:
         Sentences naming the field only (never the values: they are PHI). Empty when they
         match, or when the source is an image file without patient data (NIfTI, NRRD, MHA).
     """
-    from pipeline.load.inventory import inventory
-
-    source = Path(source if source is not None else case.dicom_path)
-    if source.is_file() and source.suffix.lower() in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
+    found = case_inventory(case, source) if found is None else found
+    if found is None:
         return []
-    found = inventory(source, prefer_bone=any("bone" in m.preset for m in case.models))
     info, _how = found.select(case.imaging.series)
     header = found.planes(info.series_instance_uid)[0].header
     problems = []

@@ -207,6 +207,7 @@ def reload_codeset() -> None:
     """Forget the loaded release (after changing ``$ANATOMODEL_ICD10CM_RELEASE``)."""
     _codeset.cache_clear()
     release.cache_clear()
+    _known.clear()
 
 
 def _wrong_code_set(text: str) -> str | None:
@@ -289,6 +290,103 @@ def _leaves_under(code: str) -> list[str]:
     return [c for c in cm.get_descendants(code) if cm.is_leaf(c)]
 
 
+# -- what the code set says of one code, kept once looked up -----------------------------------------
+
+#: The folder where the facts of codes already looked up are kept (default: the user's cache folder).
+CACHE_ENV = "ANATOMODEL_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class _CodeFacts:
+    """What a lookup needs of a valid category or subcategory: its title, whether it is a leaf,
+    the billable codes under it (a header) and its ancestors."""
+
+    description: str
+    leaf: bool
+    leaves: tuple[str, ...]
+    ancestors: tuple[str, ...]
+
+
+_known: dict[str, _CodeFacts] = {}
+
+
+def _cache_file() -> Path | None:
+    """The JSON file of looked-up codes for the release in use, or None when there is no home.
+
+    Named after the release's identity: the package version for the bundled one, the files'
+    paths, sizes and times for one in ``$ANATOMODEL_ICD10CM_RELEASE``.
+    """
+    import hashlib
+    from importlib.metadata import version
+
+    folder = os.environ.get(RELEASE_ENV)
+    if folder:
+        stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in _release_files(Path(folder))]
+        key = "release-" + hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+    else:
+        key = f"bundled-{version('simple-icd-10-cm')}"
+    root = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME")
+    try:
+        base = Path(root) if root else Path.home() / ".cache"
+    except RuntimeError:  # no home directory
+        return None
+    return base / "anatomodel" / "icd10cm" / f"{key}.json"
+
+
+def _read_cache(path: Path | None) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    except (OSError, ValueError):
+        return {}  # missing or damaged: looked up again and rewritten
+    return data if isinstance(data, dict) else {}
+
+
+def _code_facts(text: str) -> _CodeFacts | None:
+    """The facts of a dotted code, or None when it is not a category or subcategory of the set.
+
+    Parsing the code set takes 2.5 s and holds 200 MiB, so the facts of a code once looked up are
+    kept in a small JSON file per release (:func:`_cache_file`) and read from there by later runs;
+    the code set is parsed only for a code never seen (or one that is not in it).
+    """
+    if text in _known:
+        return _known[text]
+    path = _cache_file()
+    entry = _read_cache(path).get(text)
+    try:
+        facts = _CodeFacts(str(entry["description"]), bool(entry["leaf"]), tuple(map(str, entry["leaves"])),
+                           tuple(map(str, entry["ancestors"])))
+    except (TypeError, KeyError):
+        facts = None
+    if facts is None:
+        cm = _codeset()
+        if not cm.is_valid_item(text) or not cm.is_category_or_subcategory(text):
+            return None
+        leaf = bool(cm.is_leaf(text))
+        facts = _CodeFacts(cm.get_description(text), leaf, () if leaf else tuple(_leaves_under(text)),
+                           tuple(cm.get_ancestors(text)))
+        _write_cache(path, text, facts)
+    _known[text] = facts
+    return facts
+
+
+def _write_cache(path: Path | None, text: str, facts: _CodeFacts) -> None:
+    import dataclasses
+    import json
+
+    from pipeline.files import atomic_write
+
+    if path is None:
+        return
+    data = _read_cache(path)
+    data[text] = dataclasses.asdict(facts)
+    try:
+        atomic_write(path, json.dumps(data, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache folder only costs the next run the parse
+
+
 def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code:
     """Check ``code`` against the code set (and, with a date, the expansion history).
 
@@ -311,8 +409,9 @@ def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code
         nearest existing parent and its billable codes when there is one).
     """
     text = normalize_icd10(code)
-    cm = _codeset()
-    if not cm.is_valid_item(text) or not cm.is_category_or_subcategory(text):
+    facts = _code_facts(text)
+    if facts is None:
+        cm = _codeset()
         parent = text
         while len(parent.replace(".", "")) > 3 and not cm.is_valid_item(parent):
             parent = parent[:-1].rstrip(".")
@@ -325,8 +424,8 @@ def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code
         else:
             hint = ""
         raise CodingError(f"diagnosis code {code!r} is not in the ICD-10-CM code set ({release().name}){hint}")
-    billable = bool(cm.is_leaf(text))
-    children = [] if billable else _leaves_under(text)
+    billable = facts.leaf
+    children = [] if billable else list(facts.leaves)
     history = ""
     existed = True
     if date_of_service is not None:
@@ -334,7 +433,7 @@ def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code
             if row.header == text and date_of_service < row.effective:
                 billable, children = True, []
                 history = f"billable until {row.header} was expanded on {row.effective} ({row.source})"
-            elif (text in row.children or cm.is_ancestor(row.header, text)) and date_of_service < row.effective:
+            elif (text in row.children or row.header in facts.ancestors) and date_of_service < row.effective:
                 existed, billable = False, False
                 history = (f"{text} did not exist before {row.effective}, when {row.header} was expanded "
                            f"({row.source}); on {date_of_service} the code was {row.header}")
@@ -342,7 +441,7 @@ def lookup_icd10(code: str, date_of_service: dt.date | None = None) -> Icd10Code
         row = next((r for r in load_history().expansions if r.header == text), None)
         if row is not None:
             history = f"expanded on {row.effective}: {row.source}"
-    return Icd10Code(code=text, description=cm.get_description(text), billable=billable,
+    return Icd10Code(code=text, description=facts.description, billable=billable,
                      billable_children=children, history=history, existed=existed)
 
 

@@ -323,6 +323,30 @@ def test_unicode_names_render(source, tmp_path):
     assert "太郎 山田" in first
     assert "Zoë Müller" in first
     assert "?" not in first
+    assert "DroidSans" in "".join(_embedded_fonts(model_dir / "packet.pdf"))
+
+
+def _embedded_fonts(path) -> set[str]:
+    """The base font names a PDF's pages use (subset prefixes included)."""
+    names = set()
+    for page in pypdf.PdfReader(path).pages:
+        for font in page["/Resources"]["/Font"].values():
+            names.add(str(font.get_object()["/BaseFont"]))
+    return names
+
+
+def test_latin_packet_does_not_embed_the_cjk_font(source, tmp_path):
+    """The CJK fallback is loaded only when a text needs it: a Latin-script packet draws in DejaVu only."""
+    charge = next_charge([], _billable("aorta-latin"))
+    model_dir = tmp_path / "CASE-8" / "aorta-latin"
+    model_dir.mkdir(parents=True)
+    source["mesh"].export(model_dir / "model.stl")
+    inputs = _inputs(source, "aorta-latin", charge, deidentify=False, with_print=False)
+    inputs.encounter["ordering_provider"] = {"name": "MÜLLER^ZOË", "npi": "1234567893"}
+    write_packet(inputs, model_dir)
+    fonts = _embedded_fonts(model_dir / "packet.pdf")
+    assert fonts and all("DejaVu" in name for name in fonts), fonts
+    assert "Zoë Müller" in pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text()
 
 
 def test_packet_without_volume_or_plan_still_written(source, tmp_path):
@@ -618,3 +642,20 @@ def test_page_one_draws_the_lifecycle_given(packet):
     assert "held: payer rule: ABN missing" in first and ": approved" in first
     assert "Reviewed by (rendering provider) Ray Render 2026-01-16 09:30" in first
     assert "payer.abn_required payer:medicare Medicare expects an ABN: append GA or GZ" in first
+
+
+def test_cjk_font_is_added_on_the_first_text_that_needs_it():
+    """The 0.5 s CJK parse happens only for a text DejaVu cannot draw (and then once)."""
+    from pipeline.document.pdf import FONT, _Document, font_files
+
+    if "cjk" not in font_files():
+        pytest.fail("no CJK font on this system: install Debian fonts-droid-fallback (.ci/run does)")
+    document = _Document("title")
+    document.add_page()
+    document.set_font(FONT, "B", 9)
+    document.cell(0, 5, "Zoë Müller, 0.5 mm, ±2 %")
+    assert "cjk" not in document.fonts
+    document.cell(0, 5, "山田 太郎")
+    assert "cjk" in document.fonts and document.font_style == "B"
+    document.cell(0, 5, "田中")  # added once
+    assert pypdf.PdfReader(io.BytesIO(bytes(document.output()))).pages[0].extract_text().count("田") == 2

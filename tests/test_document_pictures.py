@@ -1,11 +1,13 @@
-"""The packet pictures' rigid fit: the print mesh recognised as the model moved onto the plate."""
+"""The packet pictures: the rigid fit (the print mesh recognised as the model moved onto the plate)
+and the CT slices' centre (the mask voxel nearest the centroid)."""
 
 from __future__ import annotations
 
 import numpy as np
 import trimesh
 
-from pipeline.document.pictures import rigid_transform
+from pipeline.document.pictures import mask_centroid_index, rigid_transform
+from pipeline.geometry import Geometry, Mask
 
 
 def test_rigid_transform_recovers_a_random_motion_and_refuses_anything_else():
@@ -23,3 +25,31 @@ def test_rigid_transform_recovers_a_random_motion_and_refuses_anything_else():
     mirrored.apply_transform(np.diag([-1.0, 1.0, 1.0, 1.0]))
     assert rigid_transform(model, mirrored) is None
     assert rigid_transform(model, trimesh.creation.icosphere(subdivisions=2)) is None
+
+
+def _nearest_by_brute_force(array: np.ndarray, spacing: tuple[float, float, float]) -> tuple[int, ...]:
+    points = np.argwhere(array)
+    scaled = points * np.asarray(spacing)
+    return tuple(int(v) for v in points[np.argmin(np.sum((scaled - scaled.mean(axis=0)) ** 2, axis=1))])
+
+
+def test_centroid_voxel_is_the_nearest_mask_voxel_of_all():
+    """Against every voxel's distance: an arch (centroid far outside it), a blob, scattered voxels."""
+    spacing = (0.5, 0.36, 0.36)
+    shape = (60, 90, 80)
+    k, j, i = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
+    radius = np.hypot(j - 16.0, k - 2.0)
+    arch = (np.abs(radius - 12.0) < 1.5) & (np.abs(i - 14.0) < 2.0) & (k > 2.0)  # a half ring: centroid off it
+    blob = (k - 12.0) ** 2 + (j - 20.0) ** 2 / 4 + (i - 9.0) ** 2 < 30.0
+    scattered = np.random.default_rng(3).random(shape) > 0.9995
+    for array in (arch, blob, scattered, arch | scattered):
+        mask = Mask(array.astype(np.uint8), Geometry(shape, spacing, (0.0, 0.0, 0.0)), {1: "structure"})
+        expected = _nearest_by_brute_force(array, spacing)
+        found = mask_centroid_index(mask)
+        assert array[found]
+        centroid = np.argwhere(array).mean(axis=0) * spacing
+        # the same voxel, or one exactly as near (a tie broken by rounding of the centroid)
+        assert found == expected or np.isclose(np.sum((np.multiply(found, spacing) - centroid) ** 2),
+                                               np.sum((np.multiply(expected, spacing) - centroid) ** 2))
+    arch_mask = Mask(arch.astype(np.uint8), Geometry(shape, spacing, (0.0, 0.0, 0.0)), {1: "structure"})
+    assert mask_centroid_index(arch_mask) == _nearest_by_brute_force(arch, spacing)

@@ -118,3 +118,53 @@ def test_a_float_image_with_no_hu_at_some_voxels_is_refused(tmp_path, bad, suffi
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
     with pytest.raises(DicomError, match="2 voxel"):
         read_volume(path)
+
+
+def _random_mask(shape=(40, 48, 56), seed=4) -> Mask:
+    array = (np.random.default_rng(seed).random(shape) > 0.5).astype(np.uint8)  # hardly compressible
+    return Mask(array, Geometry(shape, (0.5, 0.36, 0.36), (1.0, -2.0, 3.0)), {1: "structure"})
+
+
+def test_written_mask_is_checked_from_its_header_and_gzip_trailer(tmp_path):
+    """A complete .nii.gz passes; the same file cut anywhere, or one of another grid, does not."""
+    from pipeline.geometry import _gzip_nifti_complete
+
+    mask = _random_mask()
+    path = write_mask(mask, tmp_path / "m.nii.gz")
+    assert _gzip_nifti_complete(path, mask.array)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), mask.array)  # ITK agrees
+    data = path.read_bytes()
+    for cut in (10, 300, len(data) // 2, len(data) - 5, len(data) - 1):
+        short = tmp_path / f"cut{cut}.nii.gz"
+        short.write_bytes(data[:cut])
+        assert not _gzip_nifti_complete(short, mask.array), cut
+    assert not _gzip_nifti_complete(path, mask.array[:, :, :-1])  # another grid: other dims and length
+
+
+def test_file_size_limit_while_writing_a_mask_is_refused(tmp_path):
+    """RLIMIT_FSIZE cuts the .nii.gz (ITK says so on stderr only): refused, nothing left behind."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from tests.test_geometry import _random_mask\n"
+        "from pipeline.geometry import write_mask\n"
+        "from pipeline.errors import EnvironmentFault\n"
+        "try:\n"
+        "    write_mask(_random_mask((80, 96, 112)), sys.argv[1])\n"
+        "except EnvironmentFault as error:\n"
+        "    print('refused:', error)\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    repo = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", child, str(tmp_path / "m.nii.gz"), repo], capture_output=True,
+                            text=True, preexec_fn=limit, env={**os.environ, "PYTHONPATH": repo}, timeout=300)
+    assert "refused:" in result.stdout and "incomplete" in result.stdout, (result.stdout, result.stderr)
+    assert not list(tmp_path.iterdir())

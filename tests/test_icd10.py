@@ -169,3 +169,42 @@ def test_a_bad_release_folder_is_a_config_error(tmp_path, monkeypatch):
     finally:
         monkeypatch.delenv(RELEASE_ENV)
         reload_codeset()
+
+
+_LOOKUP_CHILD = """
+import json, sys
+from pipeline.icd10 import lookup_icd10
+import datetime as dt
+found = [lookup_icd10(c, dt.date(2022, 6, 1)).to_dict() for c in ("I71.23", "I71.2", "Q25.4", "I38")]
+print(json.dumps({"found": found, "parsed": "simple_icd_10_cm" in sys.modules}))
+"""
+
+
+def _lookup_in_child(cache: Path) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ANATOMODEL_CACHE_DIR": str(cache)}
+    env.pop(RELEASE_ENV, None)
+    done = subprocess.run([sys.executable, "-c", _LOOKUP_CHILD], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_looked_up_codes_are_answered_later_without_parsing_the_code_set(tmp_path):
+    """The first run parses the code set and keeps what it found; the next one reads it back
+    (same answers, dates of service and expansion history included) and never imports the package."""
+    first = _lookup_in_child(tmp_path)
+    assert first["parsed"]
+    second = _lookup_in_child(tmp_path)
+    assert not second["parsed"]
+    assert second["found"] == first["found"]
+    assert [f["billable"] for f in second["found"]] == [False, True, False, True]  # before the 2022-10-01 expansion
+    assert second["found"][0]["existed"] is False
+    # a damaged file is parsed again and rewritten, not trusted
+    (cache_file,) = tmp_path.rglob("*.json")
+    cache_file.write_text('{"I71.23": {"description": 1}', encoding="utf-8")
+    third = _lookup_in_child(tmp_path)
+    assert third["parsed"] and third["found"] == first["found"]
+    assert _lookup_in_child(tmp_path)["found"] == first["found"]

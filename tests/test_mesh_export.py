@@ -116,3 +116,27 @@ def test_read_model_errors_are_clear(tmp_path):
     (tmp_path / "broken.stl").write_bytes(b"solid x\nfacet normal oops\n")
     with pytest.raises(MeshError, match="broken.stl"):
         read_model(tmp_path / "broken.stl")
+
+
+def test_3mf_package_is_trimesh_s_own_but_for_the_uuids(tmp_path, model):
+    """Every entry of our 3MF equals trimesh's ``export_3MF`` of the same mesh (random UUIDs
+    aside), extreme coordinates included; trimesh reads it back exactly."""
+    import re
+
+    vertices = np.asarray(model.mesh.vertices, dtype=np.float64).copy()
+    vertices[:4] = [[1e-7, -0.0, 3.0], [123456789.123, 1e16, -1e-5], [0.1 + 0.2, 2.5e-4, 7.0], [1e22, 5e-324, 1.0]]
+    odd = Model(trimesh.Trimesh(vertices, model.mesh.faces, process=False), name="print")
+    path = write_model(odd, tmp_path / "odd.3mf")
+    plain = trimesh.Trimesh(vertices, np.asarray(model.mesh.faces), process=False)
+    theirs = tmp_path / "theirs.3mf"
+    theirs.write_bytes(trimesh.exchange.threemf.export_3MF(plain, batch_size=1000))
+
+    def entries(file):
+        with zipfile.ZipFile(file) as archive:
+            return {info.filename: (info.compress_type, re.sub(rb'UUID="[0-9a-f-]{36}"', b"UUID", archive.read(info)))
+                    for info in archive.infolist()}
+
+    assert entries(path) == entries(theirs)
+    loaded = trimesh.load(path, force="mesh", process=False)
+    np.testing.assert_array_equal(loaded.vertices, vertices)
+    np.testing.assert_array_equal(loaded.faces, model.mesh.faces)

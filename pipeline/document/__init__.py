@@ -165,7 +165,7 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     else:
         warnings.append("no source volume given: CT slices not shown")
     mesh = inputs.model.mesh if inputs.model is not None else trimesh.load_mesh(stl_path)
-    shown = display_mesh(mesh)
+    shown = inputs.display_mesh if inputs.display_mesh is not None else display_mesh(mesh)
     pictures.append((model_views_png(mesh, shown), "The model in patient space (LPS mm), shaded."))
     print_mesh, support = _print_view(inputs, model_dir, warnings)
     if print_mesh is not None:

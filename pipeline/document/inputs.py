@@ -55,6 +55,10 @@ class PacketInputs:
         The model as oriented on the build plate.
     support_faces : ndarray of bool, optional
         Per face of ``print_mesh``: True where it needs support.
+    display_mesh : trimesh.Trimesh, optional
+        The display copy of ``model.mesh`` (:func:`pipeline.document.pictures.display_mesh`),
+        when the caller made it already (``run_case`` shares it with the review page); made
+        from the model when not given.
     deidentify : bool
         Write the vendor copy: no name, id, birth date or accession anywhere.
     lifecycle : dict, optional
@@ -80,6 +84,7 @@ class PacketInputs:
     print_plan: Any = None
     print_mesh: trimesh.Trimesh | None = None
     support_faces: np.ndarray | None = None
+    display_mesh: trimesh.Trimesh | None = None
     software_version: str = field(default_factory=anatomodel_version)
     deidentify: bool = False
     lifecycle: dict[str, Any] | None = None
@@ -103,6 +108,7 @@ class PacketInputs:
         files: dict[str, Path] | None = None,
         lifecycle: dict[str, Any] | None = None,
         removed: np.ndarray | None = None,
+        display_mesh: trimesh.Trimesh | None = None,
     ) -> "PacketInputs":
         """Inputs from ``run_case``'s objects: the ``CaseFile``, its ``ModelSpec`` and the stage outputs.
 
@@ -133,6 +139,8 @@ class PacketInputs:
             Where the model stands in the ledger.
         removed : ndarray of uint8, optional
             Leak-control cuts on the volume's grid.
+        display_mesh : trimesh.Trimesh, optional
+            The display copy of the model's mesh, when already made.
 
         Returns
         -------
@@ -158,6 +166,7 @@ class PacketInputs:
             deidentify=deidentify,
             lifecycle=lifecycle,
             removed=removed,
+            display_mesh=display_mesh,
         )
 
 

@@ -93,9 +93,30 @@ class _Document(FPDF):
         self.add_font(FONT, "", fonts["regular"])
         self.add_font(FONT, "B", fonts["bold"])
         self.add_font(FONT, "I", fonts["italic"])
-        if "cjk" in fonts:
-            self.add_font("cjk", "", fonts["cjk"])
-            self.set_fallback_fonts(["cjk"], exact_match=False)
+        # The CJK fallback (0.5 s to parse, most of a PDF's font time) is added on the first text
+        # a DejaVu face cannot draw; a packet in Latin script never loads it.
+        self._cjk_file = fonts.get("cjk")
+
+    def normalize_text(self, text: str) -> str:
+        """Add the CJK fallback font the first time a text holds a character the current font lacks.
+
+        Parameters
+        ----------
+        text : str
+            A text about to be measured or drawn (fpdf2 passes every one through here).
+
+        Returns
+        -------
+        str
+            ``text``, as fpdf2 normalises it.
+        """
+        if self._cjk_file is not None and self.is_ttf_font and not text.isascii():
+            cmap = self.current_font.cmap
+            if any(ord(character) not in cmap for character in text):
+                self.add_font("cjk", "", self._cjk_file)  # leaves the current font as it is
+                self.set_fallback_fonts(["cjk"], exact_match=False)
+                self._cjk_file = None
+        return super().normalize_text(text)
 
     def header(self) -> None:
         self.set_font(FONT, "", 8)

@@ -82,10 +82,27 @@ def mask_centroid_index(mask: Mask) -> tuple[int, int, int]:
     box = bounding_box(mask.array)
     if box is None:
         return tuple(n // 2 for n in mask.geometry.shape)  # type: ignore[return-value]
-    points = np.stack(np.nonzero(mask.array[box]), axis=-1) + [s.start for s in box]
-    scaled = points * np.asarray(mask.geometry.spacing)
-    nearest = np.argmin(np.sum((scaled - scaled.mean(axis=0)) ** 2, axis=1))
-    return tuple(int(v) for v in points[nearest])  # type: ignore[return-value]
+    inside = mask.array[box] != 0
+    spacing = np.asarray(mask.geometry.spacing, dtype=float)
+    # The centroid from the three axis profiles (integer sums, exact), not from every voxel's index.
+    profiles = [inside.sum(axis=tuple(b for b in range(3) if b != a), dtype=np.int64) for a in range(3)]
+    count = int(profiles[0].sum())
+    centre = np.array([np.dot(np.arange(len(p)), p) / count for p in profiles])  # in the box, voxels
+    # The nearest voxel is looked for in a window around the centroid that grows until it holds a
+    # voxel within its radius r: every voxel outside is then further than r, so the one found is
+    # the nearest of the whole mask (first in array order among equals, as argmin over all gives).
+    radius = 4 * float(spacing.max())
+    while True:
+        low = np.maximum(np.floor(centre - radius / spacing).astype(int), 0)
+        high = np.minimum(np.ceil(centre + radius / spacing).astype(int) + 1, inside.shape)
+        points = np.stack(np.nonzero(inside[tuple(slice(a, b) for a, b in zip(low, high))]), axis=-1) + low
+        whole = bool(np.all(low == 0) and np.all(high == inside.shape))
+        if len(points):
+            distances = np.sum((points * spacing - centre * spacing) ** 2, axis=1)
+            nearest = int(np.argmin(distances))
+            if whole or distances[nearest] <= radius**2:
+                return tuple(int(v) + s.start for v, s in zip(points[nearest], box))  # type: ignore[return-value]
+        radius *= 2
 
 
 def _oriented_slice(image: np.ndarray, outline: np.ndarray | None, spacing: tuple[float, float],

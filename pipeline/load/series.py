@@ -15,7 +15,7 @@ from pipeline.files import sha256_file
 from pipeline.geometry import Geometry, Volume, is_image_file, read_volume
 from pipeline.load.decode import read_hu
 from pipeline.load.headers import Plane, contrast_agent, convolution_kernel
-from pipeline.load.inventory import inventory
+from pipeline.load.inventory import Inventory, inventory
 from pipeline.load.resample import (
     FILL_HU,
     deshear,
@@ -277,6 +277,7 @@ def load_series(
     prefer_bone: bool = False,
     max_gap_mm: float | None = None,
     resample_gaps: bool = False,
+    found: Inventory | None = None,
 ) -> tuple[Volume, LoadReport]:
     """Load a CT series as an int16 HU :class:`Volume` on an orthogonal grid.
 
@@ -298,6 +299,10 @@ def load_series(
         slices on either side; the report says so (``gaps``, ``gaps_resampled``, a warning).
         A sparse series (usual step over ``SPARSE_FACTOR`` thicknesses) or one of fewer than
         ``MIN_SLICES`` slices is refused either way.
+    found : Inventory, optional
+        The source's inventory when the caller has read it already, with the same
+        ``prefer_bone``, ``max_gap_mm`` and ``resample_gaps`` (``run_case`` reads the headers
+        once for its identity check and the load).
 
     Returns
     -------
@@ -315,7 +320,8 @@ def load_series(
     source = Path(source)
     if source.is_file() and is_image_file(source):
         return _load_image_file(source)
-    found = inventory(source, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm, allow_gaps=resample_gaps)
+    if found is None:
+        found = inventory(source, prefer_bone=prefer_bone, max_gap_mm=max_gap_mm, allow_gaps=resample_gaps)
     info, how = found.select(series)
     planes = found.planes(info.series_instance_uid)
     layout = analyse(planes, max_gap_mm, allow_gaps=resample_gaps)

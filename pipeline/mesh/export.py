@@ -69,8 +69,7 @@ def write_model(model: Model, path: str | Path, format: str | None = None) -> Pa
     if chosen == "stl-ascii":
         return atomic_write(path, lambda temporary: _write_ascii_stl(model, temporary))
     if chosen == "3mf":
-        # deflate level 1: 1.25 s instead of 1.7 s (level 5) for a 500 k-face model, 22 % more bytes
-        return atomic_write(path, trimesh.exchange.threemf.export_3MF(_plain_mesh(model), compresslevel=1))
+        return atomic_write(path, _export_3mf(model))
     return atomic_write(path, trimesh.exchange.obj.export_obj(
         _plain_mesh(model), include_normals=False, include_color=False, include_texture=False,
         header=f"{header_text(model)}"))
@@ -114,6 +113,67 @@ def read_model(path: str | Path, name: str | None = None) -> Model:
     if units not in (None, "mm", "millimeter", "millimeters"):
         loaded.convert_units("mm")
     return Model(mesh=loaded, name=name or path.stem, provenance={"source_file": path.name})
+
+
+_3MF_NAMESPACES = (
+    'xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02" '
+    'xmlns:b="http://schemas.microsoft.com/3dmanufacturing/beamlattice/2017/02" '
+    'xmlns:m="http://schemas.microsoft.com/3dmanufacturing/material/2015/02" '
+    'xmlns:p="http://schemas.microsoft.com/3dmanufacturing/production/2015/06" '
+    'xmlns:s="http://schemas.microsoft.com/3dmanufacturing/slice/2015/07" '
+    'xmlns:sc="http://schemas.microsoft.com/3dmanufacturing/securecontent/2019/04"')
+_3MF_ITEM_NAMESPACES = (
+    'xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02" '
+    'xmlns:m="http://schemas.microsoft.com/3dmanufacturing/material/2015/02" '
+    'xmlns:p="http://schemas.microsoft.com/3dmanufacturing/production/2015/06" '
+    'xmlns:b="http://schemas.microsoft.com/3dmanufacturing/beamlattice/2017/02" '
+    'xmlns:s="http://schemas.microsoft.com/3dmanufacturing/slice/2015/07" '
+    'xmlns:sc="http://schemas.microsoft.com/3dmanufacturing/securecontent/2019/04"')
+_3MF_RELS = ("<?xml version='1.0' encoding='utf-8'?>\n"
+             '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+             '<Relationship Type="http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel" '
+             'Target="/3D/3dmodel.model" Id="rel0"/></Relationships>')
+_3MF_TYPES = ("<?xml version='1.0' encoding='utf-8'?>\n"
+              '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+              + "".join(f'<Default Extension="{ext}" ContentType="{kind}"/>' for ext, kind in (
+                  ("jpeg", "image/jpeg"), ("jpg", "image/jpeg"),
+                  ("model", "application/vnd.ms-package.3dmanufacturing-3dmodel+xml"), ("png", "image/png"),
+                  ("rels", "application/vnd.openxmlformats-package.relationships+xml"),
+                  ("texture", "application/vnd.ms-package.3dmanufacturing-3dmodeltexture")))
+              + "</Types>")
+
+
+def _export_3mf(model: Model, batch: int = 4096) -> bytes:
+    """The 3MF package trimesh's ``export_3MF`` writes for one mesh, byte for byte in its XML
+    (but for the random UUIDs), twice as fast: its ``str.format`` of numpy scalars is the cost
+    (1 s of 1.9 s for 500 k faces), Python floats and ints format alike in half the time
+    (``repr``, shortest round trip, as numpy's ``str``). Deflate level 1: 1.25 s instead of 1.7 s
+    (level 5) for a 500 k-face model, 22 % more bytes."""
+    import io
+    import uuid
+    import zipfile
+
+    vertices = np.asarray(model.mesh.vertices, dtype=np.float64)
+    faces = np.asarray(model.mesh.faces, dtype=np.int64)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as package:
+        with package.open("3D/3dmodel.model", mode="w") as stream:
+            stream.write((f"<?xml version='1.0' encoding='utf-8'?>\n<model {_3MF_NAMESPACES} unit=\"millimeter\">"
+                          f'<resources><object id="1" name="geometry_0" type="model" p:UUID="{uuid.uuid4()}">'
+                          "<mesh><vertices>").encode())
+            for rows, pattern in ((vertices, '<vertex x="{}" y="{}" z="{}" />'),
+                                  (faces, '<triangle v1="{}" v2="{}" v3="{}" />')):
+                if rows is faces:
+                    stream.write(b"</vertices><triangles>")
+                for start in range(0, len(rows), batch):
+                    part = rows[start:start + batch]
+                    stream.write((pattern * len(part)).format(*part.ravel().tolist()).encode())
+            stream.write((f'</triangles></mesh></object></resources><build p:UUID="{uuid.uuid4()}">'
+                          f'<item {_3MF_ITEM_NAMESPACES} objectid="1" transform="1.0 0.0 0.0 0.0 1.0 0.0 0.0 0.0 1.0 '
+                          f'0.0 0.0 0.0" p:UUID="{uuid.uuid4()}" partnumber="geometry_0"/></build></model>').encode())
+        package.writestr("_rels/.rels", _3MF_RELS)
+        package.writestr("[Content_Types].xml", _3MF_TYPES)
+    return buffer.getvalue()
 
 
 def _plain_mesh(model: Model) -> trimesh.Trimesh:
