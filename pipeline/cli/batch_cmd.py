@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -43,6 +44,9 @@ def batch(
 
       anatomodel batch cases.yaml --scheduler tcp://10.0.0.5:8786 --json
     """
+    import distributed  # noqa: F401  (sets its loggers to INFO on import: quiet them like the other libraries)
+
+    logging.getLogger("distributed").setLevel(logging.DEBUG if options.debug else logging.WARNING)
     report = run_batch(manifest, out, workers=workers, scheduler=scheduler, memory_limit=memory_limit,
                        ledger=ledger, console=console, progress=not options.quiet)
     if as_json:
