@@ -36,8 +36,8 @@ from pipeline.report import Report
 #: The memory limit of each local worker process unless told otherwise.
 DEFAULT_MEMORY_LIMIT = "3GiB"
 #: The least memory limit accepted for a local worker, in bytes: below it a case would be paused
-#: or its worker restarted by Dask before it finishes (the synthetic phantom case peaks at about
-#: 0.5 GiB of resident memory, a clinical CTA at 1.9 GiB; see docs/batch.md).
+#: or its worker restarted by Dask before it finishes (a synthetic phantom case peaked at 0.74 GiB
+#: of resident memory in ``benchmarks/bench_batch.py``, a clinical CTA at 1.9 GiB; see docs/batch.md).
 MIN_MEMORY_LIMIT = 1 << 30
 #: Environment of each local worker process: one thread for every native thread pool a case uses
 #: (ITK's filters, VTK's SMP back end; Dask sets OpenMP, MKL and OpenBLAS to one already), so that
