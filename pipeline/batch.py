@@ -81,8 +81,8 @@ class BatchReport(Report):
     """The outcome of every case of a batch, in manifest order.
 
     ``seconds`` is the wall time from the first submission to the last outcome (the cluster's
-    start, ``startup_seconds``, excluded); ``memory_limit`` the bytes per local worker (None on a
-    given scheduler: its workers have their own).
+    start, ``startup_seconds``, excluded); ``memory_limit`` the bytes per local worker, or on a
+    given scheduler the smallest limit of its workers (None if one has none).
     """
 
     manifest: str
@@ -400,7 +400,8 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     memory_limit : str or int
         Memory limit of each local worker process, a size (``3GiB``) or bytes; at least 1 GiB.
         Dask pauses a worker at 80 % of it and restarts it at 95 % (its case is reported as
-        ``worker lost``). Checked with a scheduler too, but its workers keep their own limits.
+        ``worker lost``). Checked with a scheduler too, but its workers keep their own limits
+        (the report gives the smallest).
     ledger : path, optional
         The ledger every case writes to (default: ``$ANATOMODEL_LEDGER`` or the per-user one).
     console : rich.console.Console, optional
@@ -444,7 +445,8 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
         if dashboard:
             console.print(f"Dask dashboard: {dashboard}")
         address = client.scheduler.address
-        workers = workers if scheduler is None else _nworkers(client)
+        if scheduler is not None:  # the cluster's own workers and limits
+            workers, limit = _cluster_workers(client)
         start = time.perf_counter()
         outcomes: dict[int, CaseOutcome] = {}
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -459,7 +461,7 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
         seconds = time.perf_counter() - start
     return BatchReport(str(manifest), str(out_dir), shown, workers,
                        address, seconds, [outcomes[i] for i in range(len(cases))], dashboard,
-                       limit if scheduler is None else None, round(startup, 3), scheduler is None)
+                       limit, round(startup, 3), scheduler is None)
 
 
 @contextmanager
@@ -483,9 +485,12 @@ def _cluster(scheduler: str | None, workers: int, memory_limit: int) -> Iterator
         yield client
 
 
-def _nworkers(client) -> int:
-    """The number of workers the scheduler knows now."""
-    return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+def _cluster_workers(client) -> tuple[int, int | None]:
+    """How many workers the scheduler knows now, and the smallest memory limit among them in
+    bytes (None if one has no limit)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    limits = [info.get("memory_limit") or 0 for info in workers.values()]
+    return len(workers), (min(limits) if limits and all(limits) else None)
 
 
 def _lost(case_file: str, error: BaseException) -> CaseOutcome:

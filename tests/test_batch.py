@@ -159,7 +159,7 @@ def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
 def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch):
     root, report, workers = dask_batch
     assert report.scheduler.startswith("tcp://127.0.0.1:") and not report.local_cluster
-    assert report.workers == 2 and report.memory_limit is None  # the cluster's own workers and limits
+    assert report.workers == 2 and report.memory_limit == 2 << 30  # the cluster's own workers and limits
     assert report.dashboard.startswith("http://127.0.0.1:") and report.dashboard.endswith("/status")
     assert_costs_consistent(report, workers, memory_limit=2 << 30)
     assert [o.ok for o in report.outcomes] == [True, True, False, True]
