@@ -8,14 +8,17 @@ Eight cases (``--cases``), each the example case's aorta model on its own patien
 synthetic CTA phantom (``example_data.cta_phantom`` at ``--scale``: 1.0 is 200 x 180 x 180
 voxels of 1 mm), run by :func:`pipeline.batch.run_batch` on a ``LocalCluster`` of 1 and then 2
 worker processes of one thread each (``memory_limit`` 3 GiB per worker), alternating, each
-batch with a fresh output folder and SQLite ledger. The time is the batch's wall clock (cluster
-start excluded); throughput is cases per minute; each worker's peak resident memory is read from
-``/proc/self/status`` (``VmHWM``) on the worker at the end. Prints a markdown table of medians.
+batch with a fresh output folder and SQLite ledger: the path ``anatomodel batch`` takes without
+``--scheduler``. The time is the batch's wall clock (cluster start excluded); throughput is cases
+per minute; per case the report's wall and CPU seconds and the worker's peak resident memory
+during the case (``VmHWM``, reset at the case's start). Prints a markdown table of medians (peak:
+the largest) and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -54,28 +57,19 @@ def make_cases(folder: Path, count: int, scale: float) -> Path:
     return manifest
 
 
-def _peak_mib() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one_batch(manifest: Path, workers: int, out: Path) -> dict:
-    from distributed import Client, LocalCluster
-
+    """One batch through ``run_batch``'s default path: a LocalCluster it starts and stops."""
     from pipeline.batch import run_batch
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      memory_limit="3GiB", dashboard_address="127.0.0.1:0") as cluster:
-        report = run_batch(manifest, out / "out", scheduler=cluster.scheduler_address,
-                           ledger=out / "ledger.sqlite3", progress=False)
-        with Client(cluster.scheduler_address) as client:
-            peaks = list(client.run(_peak_mib).values())
+    report = run_batch(manifest, out / "out", workers=workers, memory_limit="3GiB", ledger=out / "ledger.sqlite3",
+                       progress=False)
     if report.failed:
         raise SystemExit(f"a case failed: {report.failed[0].error}")
-    return {"seconds": report.seconds, "case_seconds": [o.seconds for o in report.outcomes],
-            "peak_mib": max(peaks), "dashboard": report.dashboard}
+    return {"seconds": report.seconds, "case_seconds": [o.wall_seconds for o in report.outcomes],
+            "cpu_seconds": [o.cpu_seconds for o in report.outcomes],
+            "queued_seconds": [o.queued_seconds for o in report.outcomes],
+            "peak_mib": max(o.peak_rss_mib for o in report.outcomes), "dashboard": report.dashboard,
+            "startup": report.startup_seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,22 +86,28 @@ def main(argv: list[str] | None = None) -> int:
             for workers in (1, 2):
                 result = one_batch(manifest, workers, scratch / f"run{repeat}-{workers}")
                 runs[workers].append(result)
-                print(f"repeat {repeat + 1}, {workers} worker(s): {result['seconds']:.1f} s, per case "
-                      + ", ".join(f"{s:.1f}" for s in result["case_seconds"])
-                      + f" s; worker peak {result['peak_mib']:.0f} MiB; dashboard {result['dashboard']}",
-                      file=sys.stderr)
+                print(f"repeat {repeat + 1}, {workers} worker(s): {result['seconds']:.1f} s (cluster start "
+                      f"{result['startup']:.1f} s), per case wall "
+                      + ", ".join(f"{s:.1f}" for s in result["case_seconds"]) + " s, CPU "
+                      + ", ".join(f"{s:.1f}" for s in result["cpu_seconds"])
+                      + f" s; worker peak {result['peak_mib']:.0f} MiB; dashboard {result['dashboard']}; "
+                      f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
     base = statistics.median(r["seconds"] for r in runs[1])
     print(f"\n{args.cases} cases (phantom scale {args.scale}, one aorta model each), {args.repeats} interleaved "
-          "repeats, medians\n")
-    print("| workers (1 thread each) | batch (s) | cases / min | throughput vs 1 worker | median case (s) "
-          "| worker peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"repeats, medians; load average at the end {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores\n")
+    print("| workers (1 thread each) | batch (s) | cases / min | throughput vs 1 worker | median case wall (s) "
+          "| median case CPU (s) | median queued (s) | worker peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for workers, results in runs.items():
         seconds = statistics.median(r["seconds"] for r in results)
         case = statistics.median(s for r in results for s in r["case_seconds"])
-        peak = statistics.median(r["peak_mib"] for r in results)
+        cpu = statistics.median(s for r in results for s in r["cpu_seconds"])
+        queued = statistics.median(s for r in results for s in r["queued_seconds"])
+        peak = max(r["peak_mib"] for r in results)
         print(f"| {workers} | {seconds:.1f} | {60 * args.cases / seconds:.1f} | {base / seconds:.2f} | {case:.1f} "
-              f"| {peak:.0f} |")
+              f"| {cpu:.1f} | {queued:.1f} | {peak:.0f} |")
+    ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs[1], runs[2])]
+    print("\nper-repeat throughput ratio (2 workers / 1): " + ", ".join(f"{r:.2f}" for r in ratios))
     print(f"\ncommand: python benchmarks/bench_batch.py --cases {args.cases} --repeats {args.repeats} "
           f"--scale {args.scale}")
     return 0

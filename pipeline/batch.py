@@ -1,8 +1,10 @@
-"""Many cases at once: local processes by default, a Dask distributed cluster when given.
+"""Many cases at once on a Dask distributed cluster: a LocalCluster by default, or a given scheduler.
 
 Each case of a manifest runs through :func:`pipeline.case.run_case` in its own task; a failing
-case is recorded with its error and does not stop the others. Every task writes to the same
-ledger, whose per-encounter transactions keep the charges consistent with parallel writers.
+case is recorded with its error and exit code and does not stop the others. Every task writes to
+the same ledger, whose per-encounter transactions keep the charges consistent with parallel
+writers. Without a scheduler address the batch starts a :class:`distributed.LocalCluster` of
+single-threaded worker processes on this machine (each with a memory limit) and stops it after.
 
 A manifest is a CSV file (a ``case`` column, or case files in the first column) or a YAML file
 (a list of case files, or a mapping with a ``cases`` list). Relative paths resolve against the
@@ -11,13 +13,13 @@ manifest's folder.
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import io
-import multiprocessing
 import os
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,20 +29,44 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.config import MAX_TEXT_CHARS, read_text, read_yaml, text_problem
-from pipeline.errors import AnatomodelError, ConfigError, HeldForReview
+from pipeline.errors import AnatomodelError, ConfigError, EnvironmentFault, HeldForReview
 from pipeline.ledger import Ledger, resolve_ledger_path
 from pipeline.report import Report
+
+#: The memory limit of each local worker process unless told otherwise.
+DEFAULT_MEMORY_LIMIT = "3GiB"
+#: The least memory limit accepted for a local worker, in bytes: below it a case would be paused
+#: or its worker restarted by Dask before it finishes (a synthetic phantom case peaked at 0.74 GiB
+#: of resident memory in ``benchmarks/bench_batch.py``, a clinical CTA at 1.9 GiB; see docs/batch.md).
+MIN_MEMORY_LIMIT = 1 << 30
+#: Environment of each local worker process: one thread for every native thread pool a case uses
+#: (ITK's filters, VTK's SMP back end; Dask sets OpenMP, MKL and OpenBLAS to one already), so that
+#: N workers use N cores and do not compete for them.
+SINGLE_THREADED_ENVIRONMENT = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "VTK_SMP_BACKEND_IN_USE": "Sequential",
+                               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 _CASE_COLUMNS = ("case", "case_file", "path")
 
 
 @dataclass
 class CaseOutcome(Report):
-    """How one case of a batch ended."""
+    """How one case of a batch ended, and what it cost the worker that ran it.
+
+    Times are seconds; ``cpu_seconds`` is the worker process's CPU time (user + system, every
+    thread: ``time.process_time``) during the case, ``queued_seconds`` the time from submission
+    to the start of the case (clocks of the client's and the worker's machine), ``peak_rss_mib``
+    the worker process's peak resident memory during the case in MiB (``VmHWM`` after resetting
+    it at the start; None where ``/proc`` does not offer that). On a worker with several threads,
+    CPU time and peak memory are shared by the cases it runs at the same time.
+    """
 
     case_file: str
     ok: bool
-    seconds: float
+    wall_seconds: float
+    cpu_seconds: float = 0.0
+    queued_seconds: float | None = None
+    peak_rss_mib: float | None = None
+    worker: str | None = None  # the Dask worker's address (tcp://HOST:PORT)
     case_id: str | None = None
     models: list[str] = field(default_factory=list)
     error: str | None = None
@@ -52,47 +78,100 @@ class CaseOutcome(Report):
 
 @dataclass
 class BatchReport(Report):
-    """The outcome of every case of a batch, in manifest order."""
+    """The outcome of every case of a batch, in manifest order.
+
+    ``seconds`` is the wall time from the first submission to the last outcome (the cluster's
+    start, ``startup_seconds``, excluded); ``memory_limit`` the bytes per local worker, or on a
+    given scheduler the smallest limit of its workers (None if one has none).
+    """
 
     manifest: str
     out_dir: str
     ledger: str
     workers: int
-    scheduler: str | None
+    scheduler: str
     seconds: float
     outcomes: list[CaseOutcome]
-    dashboard: str | None = None  # the Dask scheduler's dashboard (None: local processes, or no bokeh)
+    dashboard: str | None = None  # the Dask scheduler's dashboard (None: it serves none)
+    memory_limit: int | None = None
+    startup_seconds: float = 0.0
+    local_cluster: bool = True
 
     @property
     def failed(self) -> list[CaseOutcome]:
+        """The cases that failed, in manifest order.
+
+        Returns
+        -------
+        list of CaseOutcome
+        """
         return [outcome for outcome in self.outcomes if not outcome.ok]
 
     @property
     def held(self) -> list[CaseOutcome]:
-        """The cases that succeeded with at least one line held for review."""
+        """The cases that succeeded with at least one line held for review.
+
+        Returns
+        -------
+        list of CaseOutcome
+        """
         return [outcome for outcome in self.outcomes if outcome.ok and outcome.holds]
+
+    @property
+    def cases_per_minute(self) -> float:
+        """Throughput: cases that ended (either way) per minute of ``seconds``.
+
+        Returns
+        -------
+        float
+            Cases per minute (0 for an empty or instantaneous batch).
+        """
+        return 60.0 * len(self.outcomes) / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
         """The exit code of the first failure (never 0); else 19 (:class:`HeldForReview`) if a
-        case is held; else 0."""
+        case is held; else 0.
+
+        Returns
+        -------
+        int
+        """
         failure = next((outcome.exit_code or 1 for outcome in self.failed), 0)
         return failure or (HeldForReview.exit_code if self.held else 0)
 
     def table(self) -> Table:
-        """A summary table for people: one row per case."""
+        """A summary table for people: one row per case.
+
+        Returns
+        -------
+        rich.table.Table
+            Case file, case id, result, models, wall, CPU and queued seconds, peak MiB, worker,
+            and the error or holds.
+        """
+        where = f"local cluster of {self.workers}" if self.local_cluster else self.scheduler
         table = Table(title=f"batch: {len(self.outcomes) - len(self.failed)} of {len(self.outcomes)} "
-                            f"case(s) succeeded in {self.seconds:.1f} s")
-        for column in ("case file", "case id", "result", "models", "seconds", "error or holds"):
-            table.add_column(column, overflow="fold")
+                            f"case(s) succeeded in {self.seconds:.1f} s ({self.cases_per_minute:.1f} cases/min, "
+                            f"{escape(where)})",
+                      caption=f"dashboard: {self.dashboard}" if self.dashboard else None)
+        for column in ("case file", "case id", "result", "models", "wall s", "CPU s", "queued s", "peak MiB",
+                       "worker", "error or holds"):
+            table.add_column(column, overflow="fold",
+                             justify="right" if column.endswith((" s", "MiB")) else "left")
         folder = Path(self.manifest).absolute().parent
         for outcome in self.outcomes:
             shown = Path(outcome.case_file)
             shown = shown.relative_to(folder) if shown.is_relative_to(folder) else shown
-            table.add_row(escape(str(shown)), escape(outcome.case_id or ""),
-                          _result(outcome), escape(" ".join(outcome.models)), f"{outcome.seconds:.1f}",
+            table.add_row(escape(str(shown)), escape(outcome.case_id or ""), _result(outcome),
+                          escape(" ".join(outcome.models)), f"{outcome.wall_seconds:.1f}",
+                          f"{outcome.cpu_seconds:.1f}", _figure(outcome.queued_seconds, 1),
+                          _figure(outcome.peak_rss_mib, 0), escape(outcome.worker or ""),
                           escape(outcome.error or ", ".join(outcome.holds)))
         return table
+
+
+def _figure(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def _result(outcome: CaseOutcome) -> str:
@@ -103,6 +182,17 @@ def _result(outcome: CaseOutcome) -> str:
 
 def read_manifest(manifest: str | os.PathLike) -> list[Path]:
     """The case files a manifest lists, as absolute paths, in order.
+
+    Parameters
+    ----------
+    manifest : str or os.PathLike
+        A ``.csv`` (a ``case``, ``case_file`` or ``path`` column, else the first column; ``#``
+        comments) or ``.yaml``/``.yml`` file (a list, or a mapping with a ``cases`` list).
+
+    Returns
+    -------
+    list of Path
+        Absolute paths, relative entries resolved against the manifest's folder.
 
     Raises
     ------
@@ -161,25 +251,119 @@ def _yaml_entries(manifest: Path) -> list[str]:
     return entries
 
 
-def run_one_case(case_file: str, out_dir: str, ledger: str) -> CaseOutcome:
-    """Run one case and describe how it ended, never raising (the task a worker executes)."""
+def parse_memory_limit(value: str | int) -> int:
+    """The memory limit of one local worker, in bytes, from a size such as ``3GiB`` or ``4000MB``.
+
+    Parameters
+    ----------
+    value : str or int
+        A size Dask understands (``dask.utils.parse_bytes``: ``3GiB``, ``3.5 GB``, ``3221225472``),
+        or bytes.
+
+    Returns
+    -------
+    int
+        Bytes, at least :data:`MIN_MEMORY_LIMIT` (1 GiB).
+
+    Raises
+    ------
+    ConfigError
+        The value is not a size, or is below 1 GiB (exit code 4); raised before any case runs.
+    """
+    from dask.utils import parse_bytes
+
+    try:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("it is empty")  # parse_bytes reads "" as 0 bytes
+        limit = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--memory-limit {value!r} is not a size: {error}",
+                          hint="give bytes per worker such as 3GiB or 4000MB") from error
+    if limit < MIN_MEMORY_LIMIT:
+        raise ConfigError(f"--memory-limit {value!r} is {limit / 2**20:.0f} MiB per worker, too little for one case "
+                          f"(at least {MIN_MEMORY_LIMIT / 2**30:.0f} GiB)",
+                          hint="give 3GiB per worker, 4GiB for large studies; use fewer workers if memory is short")
+    return limit
+
+
+def run_one_case(case_file: str, out_dir: str, ledger: str, submitted_at: float | None = None) -> CaseOutcome:
+    """Run one case and describe how it ended and what it cost, never raising (a worker's task).
+
+    Parameters
+    ----------
+    case_file : str
+        Absolute path of the case file.
+    out_dir : str
+        Absolute output root.
+    ledger : str
+        The ledger file or PostgreSQL URL.
+    submitted_at : float, optional
+        When the task was submitted, seconds since the epoch (``time.time()`` of the client);
+        gives ``queued_seconds``.
+
+    Returns
+    -------
+    CaseOutcome
+        ``ok`` with the case id, models and holds, or the error, its class and exit code; always
+        the wall, CPU and queued seconds, the peak resident MiB and the worker's address.
+    """
     from pipeline.case import run_case
 
-    start = time.perf_counter()
+    started_at = time.time()
+    measured = _reset_peak_memory()
+    cpu, start = time.process_time(), time.perf_counter()
     try:
-        if not Path(case_file).is_file():
-            raise ConfigError(f"case file {case_file} not found", hint="fix the path in the manifest")
-        result = run_case(case_file, out_dir, ledger=ledger)
+        result = run_case(_existing(case_file), out_dir, ledger=ledger)
+        ended = dict(ok=True, case_id=_case_id(result), models=_model_ids(result),
+                     holds=sorted({f"{hold.model_id} {hold.code}" for hold in getattr(result, "holds", None) or []}))
     except AnatomodelError as error:
-        return CaseOutcome(case_file, False, time.perf_counter() - start, error=str(error),
-                           error_type=type(error).__name__, exit_code=error.exit_code)
+        ended = dict(ok=False, error=str(error), error_type=type(error).__name__, exit_code=error.exit_code)
     except Exception as error:  # a bug in one case must not stop the batch: report it whole
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return CaseOutcome(case_file, False, time.perf_counter() - start, error=f"internal error: {detail}",
-                           error_type=type(error).__name__, exit_code=1)
-    return CaseOutcome(case_file, True, time.perf_counter() - start, case_id=_case_id(result),
-                       models=_model_ids(result),
-                       holds=sorted({f"{hold.model_id} {hold.code}" for hold in getattr(result, "holds", None) or []}))
+        ended = dict(ok=False, error=f"internal error: {detail}", error_type=type(error).__name__, exit_code=1)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return CaseOutcome(case_file, wall_seconds=round(wall, 3), cpu_seconds=round(cpu, 3),
+                       queued_seconds=None if submitted_at is None else round(started_at - submitted_at, 3),
+                       peak_rss_mib=_peak_memory_mib() if measured else None, worker=_worker_address(), **ended)
+
+
+def _existing(case_file: str) -> str:
+    """``case_file``, if it is a file; else a :class:`ConfigError` naming it."""
+    if not Path(case_file).is_file():
+        raise ConfigError(f"case file {case_file} not found", hint="fix the path in the manifest")
+    return case_file
+
+
+def _reset_peak_memory() -> bool:
+    """Reset this process's peak resident memory (``VmHWM``); False where Linux's ``/proc`` lacks it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_memory_mib() -> float | None:
+    """This process's peak resident memory since the last reset, in MiB (``VmHWM``)."""
+    try:
+        with open("/proc/self/status") as stream:
+            for line in stream:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _worker_address() -> str | None:
+    """The address of the Dask worker running this task (None outside a worker)."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 def _case_id(result: object) -> str | None:
@@ -193,9 +377,14 @@ def _model_ids(result: object) -> list[str]:
 
 
 def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, workers: int = 2,
-              scheduler: str | None = None, ledger: str | os.PathLike | None = None,
-              console: Console | None = None, progress: bool = True) -> BatchReport:
-    """Run every case of a manifest, in parallel, and report how each ended.
+              scheduler: str | None = None, memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
+              ledger: str | os.PathLike | None = None, console: Console | None = None,
+              progress: bool = True) -> BatchReport:
+    """Run every case of a manifest on a Dask cluster, in parallel, and report how each ended.
+
+    Without ``scheduler`` a :class:`distributed.LocalCluster` of ``workers`` single-threaded
+    worker processes is started on this machine (on 127.0.0.1, with a dashboard on a free port)
+    and stopped afterwards; with it, the cases run on that cluster's workers.
 
     Parameters
     ----------
@@ -204,25 +393,42 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     out_dir : path
         Output root; each case writes ``OUT/<case_id>/``.
     workers : int
-        Local worker processes (ignored with ``scheduler``: the cluster has its own).
+        Local worker processes, one thread each (ignored with ``scheduler``: the cluster has its own).
     scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://HOST:PORT``); its workers must see
         ``out_dir``, the case files and the ledger at the same paths.
+    memory_limit : str or int
+        Memory limit of each local worker process, a size (``3GiB``) or bytes; at least 1 GiB.
+        Dask pauses a worker at 80 % of it and restarts it at 95 % (its case is reported as
+        ``worker lost``). Checked with a scheduler too, but its workers keep their own limits
+        (the report gives the smallest).
     ledger : path, optional
         The ledger every case writes to (default: ``$ANATOMODEL_LEDGER`` or the per-user one).
     console : rich.console.Console, optional
-        Where the progress bar goes (default: stderr).
+        Where the dashboard address and the progress bar go (default: stderr).
     progress : bool
         Show a progress bar.
 
     Returns
     -------
     BatchReport
-        One :class:`CaseOutcome` per case, in manifest order; ``exit_code`` is non-zero if any
-        case failed.
+        One :class:`CaseOutcome` per case, in manifest order, with its wall, CPU and queued
+        seconds, peak resident MiB and worker; the dashboard address; ``exit_code`` is non-zero
+        if any case failed.
+
+    Raises
+    ------
+    ConfigError
+        ``workers`` below 1, a malformed or too small ``memory_limit``, or a bad manifest (exit
+        code 4); refused before any case runs.
+    AnatomodelError
+        The scheduler cannot be reached (exit code 3).
+    LedgerError
+        The ledger cannot be opened (exit code 13).
     """
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    limit = parse_memory_limit(memory_limit)
     cases = read_manifest(manifest)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,30 +437,60 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     with Ledger(ledger_path) as opened:  # create and migrate it once, before the workers start
         shown = str(opened.path)  # without a URL's password
     console = console or Console(stderr=True)
-    client = _connect(scheduler) if scheduler else None
-    dashboard = _dashboard(client) if client is not None else None
-    if dashboard:
-        console.print(f"Dask dashboard: {dashboard}")
-    start = time.perf_counter()
-    outcomes: dict[int, CaseOutcome] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("cases", total=len(cases))
+    arguments = [(str(case), str(out_dir), str(ledger_path)) for case in cases]
+    started = time.perf_counter()
+    with _cluster(scheduler, workers, limit) as client:
+        startup = time.perf_counter() - started
+        dashboard = _dashboard(client)
+        if dashboard:
+            console.print(f"Dask dashboard: {dashboard}")
+        address = client.scheduler.address
+        if scheduler is not None:  # the cluster's own workers and limits
+            workers, limit = _cluster_workers(client)
+        start = time.perf_counter()
+        outcomes: dict[int, CaseOutcome] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not progress, transient=False) as bar:
+            task = bar.add_task("cases", total=len(cases))
+            for index, outcome in _run_on_dask(client, arguments):
+                outcomes[index] = outcome
+                if progress:
+                    bar.console.print(f"{_result(outcome)} {escape(Path(outcome.case_file).name)} "
+                                      f"({outcome.wall_seconds:.1f} s)")
+                bar.advance(task)
+        seconds = time.perf_counter() - start
+    return BatchReport(str(manifest), str(out_dir), shown, workers,
+                       address, seconds, [outcomes[i] for i in range(len(cases))], dashboard,
+                       limit, round(startup, 3), scheduler is None)
 
-        def record(index: int, outcome: CaseOutcome) -> None:
-            outcomes[index] = outcome
-            mark = _result(outcome)
-            bar.console.print(f"{mark} {escape(Path(outcome.case_file).name)} ({outcome.seconds:.1f} s)")
-            bar.advance(task)
 
-        arguments = [(str(case), str(out_dir), str(ledger_path)) for case in cases]
-        if client is not None:
-            with client:
-                _run_on_dask(client, arguments, record)
-        else:
-            _run_locally(workers, arguments, record)
-    return BatchReport(str(manifest), str(out_dir), shown, workers, scheduler,
-                       time.perf_counter() - start, [outcomes[i] for i in range(len(cases))], dashboard)
+@contextmanager
+def _cluster(scheduler: str | None, workers: int, memory_limit: int) -> Iterator:
+    """A client of the given scheduler, or of a LocalCluster started (and stopped) here."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = _connect(scheduler)
+        with client:
+            yield client
+        return
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               memory_limit=memory_limit, dashboard_address="127.0.0.1:0",
+                               env=SINGLE_THREADED_ENVIRONMENT)
+    except OSError as error:
+        raise EnvironmentFault(f"cannot start a local Dask cluster of {workers} worker(s): {error}",
+                               hint="check free memory and that 127.0.0.1 accepts connections") from error
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _cluster_workers(client) -> tuple[int, int | None]:
+    """How many workers the scheduler knows now, and the smallest memory limit among them in
+    bytes (None if one has no limit)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    limits = [info.get("memory_limit") or 0 for info in workers.values()]
+    return len(workers), (min(limits) if limits and all(limits) else None)
 
 
 def _lost(case_file: str, error: BaseException) -> CaseOutcome:
@@ -262,27 +498,10 @@ def _lost(case_file: str, error: BaseException) -> CaseOutcome:
                        error_type=type(error).__name__, exit_code=1)
 
 
-def _run_locally(workers: int, arguments: list[tuple[str, str, str]], record) -> None:
-    # spawn, not fork: the parent may hold threads (the progress bar) and native library state.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(run_one_case, *args): index for index, args in enumerate(arguments)}
-        for future in concurrent.futures.as_completed(futures):
-            index = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as error:  # the worker process died (killed, out of memory)
-                outcome = _lost(arguments[index][0], error)
-            record(index, outcome)
-
-
 def _connect(scheduler: str):
     """A Dask distributed client of the scheduler at ``scheduler`` (``tcp://HOST:PORT``)."""
-    try:
-        from distributed import Client
-    except ImportError as error:
-        raise AnatomodelError("--scheduler needs Dask distributed",
-                              hint="pip install 'anatomodel[dask]'") from error
+    from distributed import Client
+
     try:
         return Client(scheduler, timeout="20s")
     except (OSError, TimeoutError, ValueError) as error:
@@ -291,18 +510,19 @@ def _connect(scheduler: str):
 
 
 def _dashboard(client) -> str | None:
-    """The address of the scheduler's dashboard, or None when it serves none (bokeh missing)."""
+    """The address of the scheduler's dashboard, or None when it serves none."""
     try:
         return client.dashboard_link
     except KeyError:
         return None
 
 
-def _run_on_dask(client, arguments: list[tuple[str, str, str]], record) -> None:
+def _run_on_dask(client, arguments: list[tuple[str, str, str]]) -> Iterator[tuple[int, CaseOutcome]]:
+    """Submit every case, then yield ``(index, outcome)`` as each ends (in the order they end)."""
     from distributed import as_completed
 
     batch = f"{os.getpid()}-{time.time_ns()}"  # task keys unique across batches on one cluster
-    futures = {client.submit(run_one_case, *args, pure=False, key=f"anatomodel-case-{index}-{batch}"): index
+    futures = {client.submit(run_one_case, *args, time.time(), pure=False, key=f"anatomodel-case-{index}-{batch}"): index
                for index, args in enumerate(arguments)}
     for future in as_completed(futures):
         index = futures[future]
@@ -310,4 +530,4 @@ def _run_on_dask(client, arguments: list[tuple[str, str, str]], record) -> None:
             outcome = future.result()
         except Exception as error:  # the worker died (KilledWorker) or the task was lost
             outcome = _lost(arguments[index][0], error)
-        record(index, outcome)
+        yield index, outcome

@@ -946,8 +946,7 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
     report = document_model_folder(load_case(case_file), folder, out_dir=revisions / name, model_id=model_id,
                                    deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
-    book.write_documents(detail["encounter"]["id"],
-                         lambda _billing: sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
+    book.record_documents(detail["encounter"]["id"], sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
     return report.model_dir
 
 
@@ -983,7 +982,9 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     """Write an encounter's charges once, under the encounter, from the ledger; record their checksums.
 
     ``charges.csv`` lists the billable lines, ``charges_pending.csv`` the others with the step
-    they wait for.
+    they wait for. The files (the summary PDF most of the time) are built outside the ledger's
+    write lock and written under it (:meth:`pipeline.ledger.Ledger.write_documents`), so
+    parallel batch workers do not wait for each other's PDF.
 
     Parameters
     ----------
@@ -1008,10 +1009,10 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
     LedgerError
         The encounter's billable lines do not form a claim (exit code of a ledger fault).
     """
-    from pipeline.document import write_case_charges
+    from pipeline.document import case_charges
 
-    def write(billing: Any) -> list[Path]:
-        """The encounter's files from its billing state (called by the ledger in its transaction).
+    def build(billing: Any) -> dict[Path, bytes]:
+        """The encounter's files from its billing state (the ledger writes them under its lock).
 
         Parameters
         ----------
@@ -1020,8 +1021,8 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
 
         Returns
         -------
-        list of Path
-            The files written.
+        dict of Path to bytes
+            Each file's path (under :func:`encounter_folder`) and content.
 
         Raises
         ------
@@ -1031,13 +1032,14 @@ def write_encounter_charges(book: Any, encounter_id: int, out_dir: str | Path, *
         folder = encounter_folder(out_dir, billing.patient_id, billing.date_of_service)
         header = case if case is not None else {"case_id": "", "patient": {"id": billing.patient_id}}
         try:
-            return write_case_charges([entry.line for entry in billing.billable], folder, case=header,
-                                      deidentify=deidentify, pending=billing.pending)
+            files = case_charges([entry.line for entry in billing.billable], header, deidentify=deidentify,
+                                 pending=billing.pending)
         except CodingError as error:
             raise LedgerError(f"the encounter's billable lines do not form a claim: {error}",
                               hint="`anatomodel ledger verify` and `anatomodel ledger show CASE` show the lines") from error
+        return {folder / name: data for name, data in files.items()}
 
-    return book.write_documents(encounter_id, write)
+    return book.write_documents(encounter_id, build)
 
 
 def write_case_review(case_file: str | Path, out: str | Path) -> Any:

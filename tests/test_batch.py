@@ -1,16 +1,20 @@
-"""Batch runs: manifests, and real cases through ``run_case`` on a real Dask ``LocalCluster``
-and in local processes, all writing one SQLite ledger."""
+"""Batch runs: manifests, and real cases through ``run_case`` on a real Dask ``LocalCluster`` (one
+the test starts, and the one ``run_batch`` starts and stops by default), all writing one SQLite
+ledger; per-case costs (wall, CPU, queued seconds, peak memory, worker) checked against bounds
+derived from the machine and the cluster."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
-from pipeline.batch import read_manifest, run_batch
+from pipeline.batch import MIN_MEMORY_LIMIT, parse_memory_limit, read_manifest, run_batch, run_one_case
 from pipeline.errors import AnatomodelError, ConfigError, DicomError
 from pipeline.ledger import Ledger, folder_problems
 from postgres_server import postgres_server  # noqa: F401  (fixture)
@@ -100,10 +104,36 @@ def dask_batch(tmp_path_factory, phantom_series):
     manifest = root / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"cases": [f"cases/{c.name}" for c in cases]}))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster:
+                      dashboard_address="127.0.0.1:0", memory_limit="2GiB") as cluster:
         report = run_batch(manifest, root / "out", scheduler=cluster.scheduler_address,
                            ledger=root / "ledger.sqlite3", progress=False)
-    return root, report
+        workers = set(cluster.scheduler_info["workers"])
+    return root, report, workers
+
+
+def assert_costs_consistent(report, workers: set[str], memory_limit: int) -> None:
+    """Each case's figures within what the machine and the cluster allow.
+
+    A process cannot use more CPU time than its wall time on every core it may run on; a case
+    cannot queue longer than the batch lasted; a worker holds at least the case's CT volume
+    (int16) and is restarted by Dask above 95 % of its limit; two single-threaded workers cannot
+    spend more case time than twice the batch's wall time.
+    """
+    cores = len(os.sched_getaffinity(0))
+    voxels = int(np.prod(make_phantom(PHANTOM_SCALE).hu.shape))
+    for outcome in report.outcomes:
+        assert outcome.worker in workers, outcome
+        assert 0 < outcome.wall_seconds <= report.seconds
+        assert 0 <= outcome.cpu_seconds <= outcome.wall_seconds * cores + 0.05, outcome  # 10 ms clock ticks
+        assert 0 <= outcome.queued_seconds <= report.seconds, outcome
+        assert outcome.peak_rss_mib * 2**20 < 0.95 * memory_limit, outcome
+        if outcome.ok:
+            assert outcome.peak_rss_mib * 2**20 > 2 * voxels, outcome
+    assert sum(o.wall_seconds for o in report.outcomes) <= len(workers) * report.seconds
+    assert report.cases_per_minute == pytest.approx(60 * len(report.outcomes) / report.seconds)
+    data = json.loads(report.to_json())
+    assert {"wall_seconds", "cpu_seconds", "queued_seconds", "peak_rss_mib", "worker"} <= set(data["outcomes"][0])
+    assert data["dashboard"] == report.dashboard
 
 
 def deliver_and_release(ledger: Ledger) -> None:
@@ -127,10 +157,11 @@ def _charges(ledger_path: Path) -> list[tuple[str, str, str, str]]:
 
 @pytest.mark.slow
 def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch):
-    root, report = dask_batch
-    assert report.scheduler.startswith("tcp://127.0.0.1:")
+    root, report, workers = dask_batch
+    assert report.scheduler.startswith("tcp://127.0.0.1:") and not report.local_cluster
+    assert report.workers == 2 and report.memory_limit == 2 << 30  # the cluster's own workers and limits
     assert report.dashboard.startswith("http://127.0.0.1:") and report.dashboard.endswith("/status")
-    assert all(outcome.seconds > 0 for outcome in report.outcomes)  # per-case times are reported
+    assert_costs_consistent(report, workers, memory_limit=2 << 30)
     assert [o.ok for o in report.outcomes] == [True, True, False, True]
     failure = report.failed[0]
     assert failure.error_type == "DicomError" and "no-such-series" in failure.error
@@ -156,11 +187,13 @@ def test_dask_batch_three_packets_one_clear_failure_consistent_ledger(dask_batch
 
 
 @pytest.mark.slow
-def test_rerun_in_local_processes_keeps_charges_and_makes_version_two(dask_batch, capsys):
-    """``anatomodel batch`` (local processes) repeats case 1 beside two failing entries."""
+def test_rerun_on_the_default_local_cluster_keeps_charges_and_makes_version_two(dask_batch, capsys):
+    """``anatomodel batch`` (its own LocalCluster, stopped after) repeats case 1 beside two failing entries."""
+    from distributed import Client
+
     from pipeline.cli import main
 
-    root, _ = dask_batch
+    root, _, _ = dask_batch
     ledger_path = root / "ledger.sqlite3"
     before = _charges(ledger_path)
     manifest = root / "again.csv"
@@ -174,6 +207,11 @@ def test_rerun_in_local_processes_keeps_charges_and_makes_version_two(dask_batch
         (True, None), (False, "DicomError"), (False, "ConfigError")]
     assert "missing.yaml not found" in report["outcomes"][2]["error"]
     assert "2 of 3 case(s) failed" in " ".join(printed.err.split())
+    assert report["local_cluster"] and report["workers"] == 2 and report["memory_limit"] == 3 << 30
+    assert f"Dask dashboard: {report['dashboard']}" in printed.err
+    assert all(o["worker"].startswith("tcp://127.0.0.1:") for o in report["outcomes"])
+    with pytest.raises(OSError):  # the batch stopped the cluster it started
+        Client(report["scheduler"], timeout="2s")
 
     assert _charges(ledger_path) == before
     with Ledger(ledger_path) as ledger:
@@ -186,6 +224,43 @@ def test_rerun_in_local_processes_keeps_charges_and_makes_version_two(dask_batch
         claims = {c["patient_id"]: [(line["cpt"], line["units"]) for line in c["lines"]]
                   for c in ledger.export()["claims"]}
     assert claims["PT0001"] == [("0559T", 1), ("0560T", 1)]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("512MiB", "512 MiB per worker, too little"), ("3 lots", "not a size"), ("", "not a size"),
+    ("0", "too little")])
+def test_a_bad_memory_limit_is_refused_before_any_work(tmp_path, capsys, value, message):
+    from pipeline.cli import main
+
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    code = main(["batch", str(tmp_path / "m.csv"), "--memory-limit", value, "--out", str(tmp_path / "out"),
+                 "--ledger", str(tmp_path / "l.sqlite3")])
+    assert code == ConfigError.exit_code == 4
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "l.sqlite3").exists()  # nothing started
+
+
+def test_memory_limits_parse_as_dask_sizes():
+    assert parse_memory_limit("3GiB") == 3 * 2**30 and parse_memory_limit("1500 MB") == 1_500_000_000
+    assert parse_memory_limit(MIN_MEMORY_LIMIT) == MIN_MEMORY_LIMIT == 2**30
+    with pytest.raises(ConfigError):
+        parse_memory_limit(MIN_MEMORY_LIMIT - 1)
+
+
+def _vm_hwm_mib() -> float:
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+
+
+def test_a_case_measures_its_own_peak_memory_not_the_process_history(tmp_path):
+    """The peak of a case that allocates nothing is far below an earlier, freed 300 MiB peak."""
+    block = np.ones(300 * 2**20, dtype=np.uint8)  # touched: resident
+    del block
+    before = _vm_hwm_mib()
+    outcome = run_one_case(str(tmp_path / "missing.yaml"), str(tmp_path / "out"), str(tmp_path / "l.sqlite3"))
+    assert (outcome.ok, outcome.error_type, outcome.exit_code) == (False, "ConfigError", ConfigError.exit_code)
+    assert outcome.worker is None and outcome.queued_seconds is None  # not on a Dask worker, not submitted
+    assert before >= 300 and outcome.peak_rss_mib < before - 250
+    assert 0 <= outcome.cpu_seconds <= outcome.wall_seconds * len(os.sched_getaffinity(0)) + 0.05
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):

@@ -78,7 +78,7 @@ def _undeclared(folder: Path, declared: set[str], optional: set[str] = frozenset
 
 def test_every_import_of_the_package_is_a_declared_dependency():
     # The optional extras are imported lazily behind an ImportError with a message saying which extra
-    optional = _declared("dask") | _declared("vtk")
+    optional = _declared("vtk")
     assert _undeclared(REPO / "pipeline", _declared(), optional) == []
     assert _undeclared(REPO / "example_data", _declared()) == []
 

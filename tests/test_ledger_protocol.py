@@ -295,6 +295,40 @@ def test_dead_first_reservation_is_completed_by_repeating_its_run(tmp_path, new_
                                                                          ("0560T", 1, ["first"])]
 
 
+def test_documents_built_from_a_stale_snapshot_are_built_again_never_written(tmp_path, new_ledger):
+    """``write_documents`` builds outside the write lock. When another process changes the
+    encounter between the snapshot and the lock, the files made from the old state are not
+    written: they are built again (the third time under the lock), and the file on disk and its
+    recorded checksum show the state the ledger has."""
+    from pipeline.ledger.lifecycle import Person
+
+    ledger_path, out = new_ledger(), tmp_path / "out"
+    publish_models(ledger_path, out, "CASE-W", ["first"])
+    printed = {"printer": "formlabs_form3b", "serial": "F3B-0042", "material": "Clear V4", "lot": "L-7781",
+               "layer_height_mm": 0.1, "job_start": "2026-01-16T08:00:00+00:00", "job_end": "2026-01-16T13:30:00+00:00"}
+    seen = []
+
+    def build(billing):
+        seen.append([(e.model_id, e.state, e.waiting_for) for e in billing.billable + billing.pending])
+        if len(seen) <= 2:  # another process takes the model one step on, while this one builds
+            with Ledger(ledger_path) as other:
+                if len(seen) == 1:
+                    other.record_step("CASE-W", "first", "approved", Person(*REVIEWER), minutes=10)
+                else:
+                    other.record_step("CASE-W", "first", "printed", Person(*TECH), detail=printed, minutes=10)
+        return {out / "encounter.txt": repr(seen[-1]).encode()}
+
+    with Ledger(ledger_path) as ledger:
+        encounter = ledger.case_billing("CASE-W").encounter_id
+        paths = ledger.write_documents(encounter, build, attempts=3)
+        final = [(e.model_id, e.state, e.waiting_for) for e in ledger.billing(encounter).billable
+                 + ledger.billing(encounter).pending]
+        report = ledger.verify()
+    assert [states[0][1] for states in seen] == ["prepared", "approved", "printed"]
+    assert paths == [out / "encounter.txt"] and (out / "encounter.txt").read_text() == repr(final) == repr(seen[-1])
+    assert report.ok, report.problems  # the recorded checksum is the file's
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="publish models through the ledger protocol")
     parser.add_argument("ledger")

@@ -1,13 +1,14 @@
-"""``anatomodel batch MANIFEST``: run many cases in local processes or on a Dask cluster."""
+"""``anatomodel batch MANIFEST``: run many cases on a local Dask cluster, or on a given one."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from pipeline.batch import run_batch
+from pipeline.batch import DEFAULT_MEMORY_LIMIT, run_batch
 from pipeline.cli.app import app, console, options, stdout
 from pipeline.errors import HeldForReview
 
@@ -15,24 +16,39 @@ from pipeline.errors import HeldForReview
 @app.command("batch")
 def batch(
     manifest: Path = typer.Argument(..., help="CSV or YAML file listing case files (paths relative to it)."),
-    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Local worker processes."),
+    workers: int = typer.Option(
+        2, "--workers", "-w", min=1, help="Worker processes of the local cluster, one thread each "
+        "(one per core uses every core; ignored with --scheduler)."),
     scheduler: str = typer.Option(
-        None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT); runs the cases on that cluster."),
+        None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT): run the cases on that cluster "
+        "instead of a local one."),
+    memory_limit: str = typer.Option(
+        DEFAULT_MEMORY_LIMIT, "--memory-limit", help="Memory limit of each local worker (3GiB, 4000MB; at "
+        "least 1GiB); Dask restarts a worker above 95 % of it."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; each case writes OUT/<case_id>/."),
     ledger: Path = typer.Option(
         None, "--ledger", help="Ledger file or postgresql:// URL (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON on stdout."),
 ) -> None:
-    """Run every case of a manifest; a failing case does not stop the others.
+    """Run every case of a manifest on a Dask cluster; a failing case does not stop the others.
+
+    Without --scheduler a local cluster of --workers single-threaded processes starts on 127.0.0.1 and stops afterwards.
+
+    The dashboard address is printed; the report gives per case its wall, CPU and queued seconds, peak resident MiB and worker.
 
     Examples:
 
       anatomodel batch cases.csv --out out --workers 2
 
+      anatomodel batch cases.csv --workers $(nproc) --memory-limit 4GiB --json
+
       anatomodel batch cases.yaml --scheduler tcp://10.0.0.5:8786 --json
     """
-    report = run_batch(manifest, out, workers=workers, scheduler=scheduler, ledger=ledger, console=console,
-                       progress=not options.quiet)
+    import distributed  # noqa: F401  (sets its loggers to INFO on import: quiet them like the other libraries)
+
+    logging.getLogger("distributed").setLevel(logging.DEBUG if options.debug else logging.WARNING)
+    report = run_batch(manifest, out, workers=workers, scheduler=scheduler, memory_limit=memory_limit,
+                       ledger=ledger, console=console, progress=not options.quiet)
     if as_json:
         stdout.print_json(report.to_json())
     else:

@@ -3,7 +3,8 @@
 Per model, into the model folder (a staging folder the caller renames when complete):
 ``packet.pdf``, ``packet.json`` (schema ``pipeline/schemas/packet.schema.json``), ``model.dcm``
 (DICOM Encapsulated STL in the source study) and, last, ``SHA256SUMS`` over every file.
-Per case: ``charges.csv``, ``charges.json`` and ``case_summary.pdf`` (:func:`write_case_charges`).
+Per case: ``charges.csv``, ``charges.json`` and ``case_summary.pdf`` (:func:`write_case_charges`, or
+:func:`case_charges` for their bytes).
 
 With ``deidentify=True`` the packet is the vendor copy (DICOM PS3.15 Annex E Basic Profile with
 the Modified Dates and Clean Descriptors options, see :mod:`pipeline.document.deidentify`): no
@@ -22,7 +23,7 @@ from pathlib import Path
 import trimesh
 
 from pipeline.document import deidentify as deid
-from pipeline.document.charges import write_case_charges
+from pipeline.document.charges import case_charges, write_case_charges
 from pipeline.document.dicom import build_encapsulated_stl, write_encapsulated_stl
 from pipeline.document.facts import build_facts, packet_schema, validate_packet, workflow_steps
 from pipeline.document.inputs import PacketInputs, PacketReport
@@ -38,7 +39,7 @@ from pipeline.errors import DocumentError
 from pipeline.files import SUMS_NAME, atomic_write, folder_sha256, sha256_file, write_sums
 
 __all__ = [
-    "PacketInputs", "PacketReport", "write_packet", "write_case_charges", "packet_schema",
+    "PacketInputs", "PacketReport", "write_packet", "write_case_charges", "case_charges", "packet_schema",
     "validate_packet", "PACKET_FILES",
 ]
 

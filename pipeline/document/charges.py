@@ -45,6 +45,55 @@ def write_case_charges(
 ) -> list[Path]:
     """Write an encounter's charges (one row per billable CPT line), pending lines and summary.
 
+    The files of :func:`case_charges`, each written atomically into ``case_dir``.
+
+    Parameters
+    ----------
+    lines : list of ChargeLine
+        The billable model lines (from the ledger), in the order they were charged.
+    case_dir : Path
+        ``OUT/<case_id>``; created if needed.
+    case : CaseFile or dict
+        As for :func:`case_charges`.
+    deidentify : bool
+        Write the vendor copy (see :func:`case_charges`).
+    software_version : str, optional
+        The anatomodel version written into the files (default: the installed version).
+    created : datetime.datetime, optional
+        When the files are generated (default: now, UTC, whole seconds).
+    pending : list of pipeline.ledger.lifecycle.BillingLine, optional
+        Lines not billable yet (``charges_pending.csv`` is written when given, even empty).
+
+    Returns
+    -------
+    list of Path
+        ``charges.csv``, ``charges_pending.csv`` (with ``pending``), ``charges.json``, ``case_summary.pdf``.
+
+    Raises
+    ------
+    CodingError
+        From :func:`pipeline.coding.claim_lines` (e.g. an add-on code without its primary code).
+        Exit code 11; nothing is written.
+    """
+    files = case_charges(lines, case, deidentify=deidentify, software_version=software_version, created=created,
+                         pending=pending)
+    return [atomic_write(Path(case_dir) / name, data) for name, data in files.items()]
+
+
+def case_charges(
+    lines: list[ChargeLine],
+    case: Any,
+    *,
+    deidentify: bool = False,
+    software_version: str | None = None,
+    created: dt.datetime | None = None,
+    pending: list[Any] | None = None,
+) -> dict[str, bytes]:
+    """An encounter's charges files (one row per billable CPT line), pending lines and summary, in memory.
+
+    Nothing is written: the ledger builds these outside its write lock (the PDF takes most of
+    the time) and writes them under it (:meth:`pipeline.ledger.Ledger.write_documents`).
+
     Parameters
     ----------
     lines : list of ChargeLine
@@ -52,8 +101,6 @@ def write_case_charges(
     pending : list of pipeline.ledger.lifecycle.BillingLine, optional
         Lines not billable yet, each with the step it waits for and its open holds: written to
         ``charges_pending.csv`` (when given, even empty) and the JSON, never to ``charges.csv``.
-    case_dir : Path
-        ``OUT/<case_id>``; created if needed. Each file is written atomically.
     case : CaseFile or dict
         ``case_id``, ``patient`` (``name``, ``id``, ``birth_date``), ``encounter`` (``facility``,
         ``payer``...), optionally ``provenance`` (the source DICOM's) for de-identification.
@@ -70,8 +117,9 @@ def write_case_charges(
 
     Returns
     -------
-    list of Path
-        ``charges.csv``, ``charges_pending.csv`` (with ``pending``), ``charges.json``, ``case_summary.pdf``.
+    dict of str to bytes
+        File name to content, in writing order: ``charges.csv``, ``charges_pending.csv`` (with
+        ``pending``), ``charges.json``, ``case_summary.pdf``.
 
     Raises
     ------
@@ -81,8 +129,6 @@ def write_case_charges(
     """
     if hasattr(case, "model_dump"):  # a pipeline.case.CaseFile
         case = case.model_dump(mode="python")
-    case_dir = Path(case_dir)
-    case_dir.mkdir(parents=True, exist_ok=True)
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     version = software_version or anatomodel_version()
     claims = claim_lines(lines)
@@ -240,10 +286,9 @@ def write_case_charges(
         "held": [f"model {m}: {reason}" for c in claims for m, reason in c.held.items()]
                 + [f"model {e.model_id} waits for {e.waiting_for}" for e in pending],
     }
-    written = [atomic_write(case_dir / "charges.csv", buffer.getvalue().encode("utf-8"))]
+    files = {"charges.csv": buffer.getvalue().encode("utf-8")}
     if with_pending:
-        written.append(atomic_write(case_dir / "charges_pending.csv", waiting.getvalue().encode("utf-8")))
-    return written + [
-        atomic_write(case_dir / "charges.json", json.dumps(document, indent=2).encode("utf-8")),
-        atomic_write(case_dir / "case_summary.pdf", case_summary_pdf(summary)),
-    ]
+        files["charges_pending.csv"] = waiting.getvalue().encode("utf-8")
+    files["charges.json"] = json.dumps(document, indent=2).encode("utf-8")
+    files["case_summary.pdf"] = case_summary_pdf(summary)
+    return files

@@ -480,29 +480,80 @@ class LifecycleLedger:
         return self._db.execute("SELECT 1 FROM exports x JOIN charges ch ON ch.id = x.charge_id "
                                 "WHERE ch.case_ref = ? AND ch.model_id = ?", (case_ref, model_id)).fetchone() is not None
 
-    def write_documents(self, encounter_id: int, write: Any) -> list[Any]:
-        """Write files from the ledger and record their checksums, under the ledger's write lock.
+    def write_documents(self, encounter_id: int, build: Any, *, attempts: int = 3) -> list[Any]:
+        """Write files made from the encounter's billing and record their checksums.
 
-        ``write(billing)`` gets the encounter's :meth:`billing` and returns the paths it wrote;
-        holding the lock keeps two processes from recording each other's version of a file.
+        ``build(billing)`` gets the encounter's :meth:`billing` and returns the files' contents.
+        It runs outside the write lock, on a snapshot (building a PDF takes long; parallel
+        workers would wait for it); then, under the lock, the files are written and recorded
+        only if the billing is still the one they were built from. If another process changed
+        it meanwhile they are built again from the new state; the last attempt builds under the
+        lock. So the files on disk and their recorded checksums always show a state the ledger
+        had, never an older one written over a newer one.
 
         Parameters
         ----------
         encounter_id : int
             The encounter's row id in the ledger.
-        write : callable
-            ``write(billing: Billing) -> list[pathlib.Path]``: writes the files and returns their paths.
+        build : callable
+            ``build(billing: Billing) -> dict[pathlib.Path, bytes]``: each file's path and content;
+            it writes nothing (its exceptions pass through, nothing is written).
+        attempts : int
+            How many times to build at most: the first ``attempts - 1`` outside the lock, the
+            last under it (1: always under the lock).
 
         Returns
         -------
         list of pathlib.Path
-            The paths ``write`` returned, each recorded with its absolute path and hex SHA-256.
+            The paths written (each atomically), in ``build``'s order, each recorded with its
+            absolute path and hex SHA-256.
+        """
+        for _ in range(max(1, attempts) - 1):
+            with self._read():
+                billing = self.billing(encounter_id)
+            contents = build(billing)
+            with self._write():
+                if self.billing(encounter_id) == billing:
+                    return self._write_recorded(encounter_id, contents)
+            # changed meanwhile by another process: build again from the new state
+        with self._write():  # the last attempt builds under the lock
+            return self._write_recorded(encounter_id, build(self.billing(encounter_id)))
+
+    def _write_recorded(self, encounter_id: int, contents: dict[Any, bytes]) -> list[Any]:
+        """Write each file atomically and record its checksum (inside a write transaction)."""
+        import hashlib
+
+        from pipeline.files import atomic_write
+
+        paths = []
+        for path, data in contents.items():
+            atomic_write(path, data)
+            self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
+                             (encounter_id, str(path.absolute()), hashlib.sha256(data).hexdigest(), _now()))
+            paths.append(path)
+        return paths
+
+    def record_documents(self, encounter_id: int, paths: list[Any]) -> list[Any]:
+        """Record the checksums of files already written for an encounter (a packet's revision).
+
+        Parameters
+        ----------
+        encounter_id : int
+            The encounter's row id in the ledger.
+        paths : list of pathlib.Path
+            Files that no other process writes (e.g. a new revision folder's files).
+
+        Returns
+        -------
+        list of pathlib.Path
+            ``paths``, each recorded with its absolute path and hex SHA-256 (hashed before the
+            write lock is taken).
         """
         from pipeline.files import sha256_file
 
+        digests = [(str(path.absolute()), sha256_file(path)) for path in paths]
         with self._write():
-            paths = write(self.billing(encounter_id))
-            for path in paths:
+            for path, digest in digests:
                 self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
-                                 (encounter_id, str(path.absolute()), sha256_file(path), _now()))
-        return paths
+                                 (encounter_id, path, digest, _now()))
+        return list(paths)
