@@ -337,23 +337,34 @@ def model_views_png(mesh: trimesh.Trimesh, shown: trimesh.Trimesh | None = None)
     return figure_png(figure)
 
 
+def _face_centres(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Each face's vertex mean (``triangles_center``, the same sums) without trimesh's cache checks."""
+    return np.asarray(mesh.vertices)[np.asarray(mesh.faces)].mean(axis=1)
+
+
 def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "",
-                    shown: trimesh.Trimesh | None = None) -> bytes:
+                    shown: trimesh.Trimesh | None = None, transform: np.ndarray | None = None) -> bytes:
     """The oriented print mesh on the plate (z up) from the front and the side, support faces red.
 
-    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``). With ``transform``,
+    ``mesh`` and ``shown`` are the model where it was made (patient space) and ``transform`` puts
+    them on the plate: only the display copy is moved, not the whole model.
 
     Parameters
     ----------
     mesh : trimesh.Trimesh
-        The model as placed for printing, print frame mm (z up from the plate).
+        The model as placed for printing, print frame mm (z up from the plate); or, with
+        ``transform``, the model in its own frame, mm.
     support_faces : ndarray (F,) of bool or None
         Per face of ``mesh``: True where it needs support; ignored when None or of another
         length. Carried to a decimated ``shown`` by nearest face centre.
     caption : str
         Text appended to the title.
     shown : trimesh.Trimesh, optional
-        The copy to draw.
+        The copy to draw, in the frame of ``mesh``.
+    transform : ndarray (4, 4), optional
+        Rigid transform (rotation and translation, mm) from the frame of ``mesh`` to the print
+        frame, e.g. ``PrintPlan.transform``; default: ``mesh`` is in the print frame already.
 
     Returns
     -------
@@ -364,12 +375,18 @@ def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, cap
     colors = np.tile([0.55, 0.62, 0.78], (len(shown.faces), 1))
     if support_faces is not None and len(support_faces) == len(mesh.faces):
         flags = np.asarray(support_faces, dtype=bool)
-        if shown is not mesh:  # carry flags to the decimated faces by nearest centroid
-            _, nearest = cKDTree(mesh.triangles_center).query(shown.triangles_center)
+        if shown is not mesh:  # carry flags to the decimated faces by nearest centroid (a rigid motion keeps it)
+            tree = cKDTree(_face_centres(mesh), leafsize=32, balanced_tree=False, compact_nodes=False)
+            _, nearest = tree.query(_face_centres(shown))
             flags = flags[nearest]
         colors[flags] = [0.85, 0.1, 0.1]
+    if transform is not None:
+        transform = np.asarray(transform, dtype=float)
+        z0 = float((np.asarray(mesh.vertices) @ transform[2, :3] + transform[2, 3]).min())
+        shown = shown.copy().apply_transform(transform)
+    else:
+        z0 = float(mesh.bounds[0, 2])
     figure, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
-    z0 = float(mesh.bounds[0, 2])
     for ax, (title, view) in zip(axes, (("front (looking along +y)", np.array([0.0, 1.0, 0.0])),
                                         ("side (looking along -x)", np.array([-1.0, 0.0, 0.0])))):
         render_mesh(ax, shown, view, np.array([0.0, 0.0, 1.0]), colors)
