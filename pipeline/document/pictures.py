@@ -51,6 +51,14 @@ def figure_png(figure: plt.Figure) -> bytes:
         The PNG file's bytes.
     """
     buffer = io.BytesIO()
+    engine = figure.get_layout_engine()
+    if engine is not None:
+        # Lay the figure out once, at the resolution it is saved at, and save it without its
+        # engine: savefig would otherwise draw every artist twice (once, drawing nothing, only
+        # to run the layout), resampling each CT slice and building each shaded face twice.
+        figure.set_dpi(_DPI)
+        engine.execute(figure)
+        figure.set_layout_engine(None)
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
@@ -262,7 +270,11 @@ def render_mesh(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.nd
     depth = (triangles.mean(axis=1) @ view)
     order = np.argsort(-depth)  # far first: nearer faces are painted over them
     projected = np.stack([triangles @ right, triangles @ up], axis=-1)[order]
-    ax.add_collection(PolyCollection(projected, facecolors=shaded[order], edgecolors="none", antialiased=False))
+    faces = PolyCollection(projected, facecolors=shaded[order], edgecolors="none", antialiased=False)
+    # The limits are set below and the faces lie inside them: neither the data limits nor the
+    # layout need the extent of every polygon (each a pass over all of them).
+    faces.set_in_layout(False)
+    ax.add_collection(faces, autolim=False)
     lo = projected.reshape(-1, 2).min(axis=0)
     hi = projected.reshape(-1, 2).max(axis=0)
     pad = 0.04 * float(np.max(hi - lo) or 1.0)
