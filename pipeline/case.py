@@ -760,13 +760,14 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
             model_holds += [h.for_model(spec.id) for h in stage_holds(segment_report, mesh_report, plan)]
             charge = run.charge(reservation, billable)
             shown = display_mesh(model.mesh)  # decimated once: the packet's pictures and the review page
+            cuts = segment_report.removed_pieces()  # a grid-sized array: made once, for both too
             tell(f"{spec.id}: documenting (provisional {charge.cpt})")
             inputs = PacketInputs.from_run(
                 case=case, spec=spec, volume=volume, mask=mask, model=model, plan=plan,
                 reports={"load": load_report.to_dict(), "segment": segment_report.to_dict(),
                          "mesh": mesh_report.to_dict(), "plan": plan.to_dict(), "prepare": prepare_report.to_dict()},
                 workflow=[step.to_dict() for step in workflow.steps], charge=charge, deidentify=deidentify,
-                removed=segment_report.removed_pieces(), display_mesh=shown,
+                removed=cuts, display_mesh=shown,
                 lifecycle={"state": "prepared", "billable": False, "waiting_for": "approval", "sign_offs": [],
                            "holds": model_holds, "effort_minutes": lifecycle.effort_summary(
                                [{"effort": lifecycle.run_effort(run.timings, spec.id)}])},
@@ -782,7 +783,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                                    round(time.perf_counter() - model_clock, 2), list(getattr(plan, "warnings", [])),
                                    published.version, list(published.holds)))
         if not deidentify:  # the radiologist's review page (identified cases only)
-            reviews.append(_review_entry(case, spec.id, volume, mask, shown, segment_report, target))
+            reviews.append(_review_entry(case, spec.id, volume, mask, shown, cuts, target))
     if reviews:
         tell("writing the review page")
         write_review_entries(reviews, case_dir / "review.html", case_id=case.case_id)
@@ -867,16 +868,16 @@ def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
         check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
 
 
-def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: Any, segment_report: Any,
+def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: Any, removed: Any,
                   folder: Path) -> dict[str, Any]:
     """One model's part of ``review.html``, made while its mask is in memory; ``shown`` is the
-    packet's display copy of the mesh (decimated further for the page, not again from the model)."""
+    packet's display copy of the mesh (decimated further for the page, not again from the model)
+    and ``removed`` the leak-control cuts the packet drew (``SegmentReport.removed_pieces()``)."""
     import json
 
     from pipeline.document.review import ReviewModel, review_entry
     from pipeline.geometry import Mask
 
-    removed = segment_report.removed_pieces()
     facts = json.loads((folder / "packet.json").read_text(encoding="utf-8"))
     return review_entry(volume, case.case_id, ReviewModel(
         model_id=model_id, mask=mask, mesh=shown, facts=facts,

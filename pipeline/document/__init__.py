@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import trimesh
 
 from pipeline.document import deidentify as deid
@@ -50,16 +51,20 @@ PACKET_FILES = ("model.dcm", "packet.json", "packet.pdf", SUMS_NAME)
 
 
 def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
-    """The oriented print mesh and its support flags, from wherever they are available."""
-    mesh, faces = inputs.print_mesh, inputs.support_faces
+    """The print mesh, its support flags and the transform onto the plate, from wherever they
+    are available: with a plan, the model itself and the plan's transform (the picture moves
+    only its display copy); else a given or written print mesh, already placed (transform None)."""
+    mesh, faces, transform = inputs.print_mesh, inputs.support_faces, None
     if mesh is None and inputs.print_plan is not None and inputs.model is not None:
         try:
             from pipeline import prepare
 
-            mesh = prepare.oriented_mesh(inputs.print_plan, inputs.model)
+            transform = np.asarray(inputs.print_plan.transform, dtype=float).reshape(4, 4)
+            mesh = inputs.model.mesh
             if faces is None:
                 faces = prepare.plan_support_faces(inputs.print_plan, inputs.model)
-        except (ImportError, AttributeError, TypeError) as error:
+        except (ImportError, AttributeError, TypeError, ValueError) as error:
+            mesh, transform = None, None
             warnings.append(f"print orientation picture: the prepare stage's helpers are not usable ({error})")
     print_stl = model_dir / "print.stl"
     if mesh is None and print_stl.is_file():
@@ -67,7 +72,7 @@ def _print_view(inputs: PacketInputs, model_dir: Path, warnings: list[str]):
     if mesh is not None and faces is not None and len(faces) != len(mesh.faces):
         warnings.append("support flags do not match the print mesh's faces: supports not marked")
         faces = None
-    return mesh, faces
+    return mesh, faces, transform
 
 
 def _refuse_identifiers(model_dir: Path, identifiers: list[str], when: str) -> None:
@@ -168,12 +173,16 @@ def write_packet(inputs: PacketInputs, model_dir: Path) -> PacketReport:
     mesh = inputs.model.mesh if inputs.model is not None else trimesh.load_mesh(stl_path)
     shown = inputs.display_mesh if inputs.display_mesh is not None else display_mesh(mesh)
     pictures.append((model_views_png(mesh, shown), "The model in patient space (LPS mm), shaded."))
-    print_mesh, support = _print_view(inputs, model_dir, warnings)
+    print_mesh, support, placement = _print_view(inputs, model_dir, warnings)
     if print_mesh is not None:
-        moved = rigid_transform(mesh, print_mesh)
-        shown_print = shown.copy().apply_transform(moved) if moved is not None else None
-        pictures.append((print_views_png(print_mesh, support, shown=shown_print),
-                         "Print orientation on the build plate; faces needing support in red."))
+        if placement is not None:  # the model and its display copy, put on the plate by the plan
+            png = print_views_png(print_mesh, support, shown=shown if print_mesh is mesh else None,
+                                  transform=placement)
+        else:
+            moved = rigid_transform(mesh, print_mesh)
+            shown_print = shown.copy().apply_transform(moved) if moved is not None else None
+            png = print_views_png(print_mesh, support, shown=shown_print)
+        pictures.append((png, "Print orientation on the build plate; faces needing support in red."))
     else:
         warnings.append("no print plan: print orientation not shown")
 

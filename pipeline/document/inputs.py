@@ -49,8 +49,9 @@ class PacketInputs:
         Files already in the model folder (``mask.nii.gz``, ``model.stl``, ``print.stl``,
         ``print.3mf``, ``plan.json``).
     print_plan : object, optional
-        The prepare stage's plan object, for ``pipeline.prepare.oriented_mesh`` and
-        ``plan_support_faces`` when ``print_mesh``/``support_faces`` are not given.
+        The prepare stage's plan object, when ``print_mesh``/``support_faces`` are not given:
+        its ``transform`` puts the model's display copy on the plate and
+        ``pipeline.prepare.plan_support_faces`` gives the faces drawn red.
     print_mesh : trimesh.Trimesh, optional
         The model as oriented on the build plate.
     support_faces : ndarray of bool, optional

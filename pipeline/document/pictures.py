@@ -51,6 +51,14 @@ def figure_png(figure: plt.Figure) -> bytes:
         The PNG file's bytes.
     """
     buffer = io.BytesIO()
+    engine = figure.get_layout_engine()
+    if engine is not None:
+        # Lay the figure out once, at the resolution it is saved at, and save it without its
+        # engine: savefig would otherwise draw every artist twice (once, drawing nothing, only
+        # to run the layout), resampling each CT slice and building each shaded face twice.
+        figure.set_dpi(_DPI)
+        engine.execute(figure)
+        figure.set_layout_engine(None)
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
@@ -262,7 +270,11 @@ def render_mesh(ax: plt.Axes, mesh: trimesh.Trimesh, view: np.ndarray, up: np.nd
     depth = (triangles.mean(axis=1) @ view)
     order = np.argsort(-depth)  # far first: nearer faces are painted over them
     projected = np.stack([triangles @ right, triangles @ up], axis=-1)[order]
-    ax.add_collection(PolyCollection(projected, facecolors=shaded[order], edgecolors="none", antialiased=False))
+    faces = PolyCollection(projected, facecolors=shaded[order], edgecolors="none", antialiased=False)
+    # The limits are set below and the faces lie inside them: neither the data limits nor the
+    # layout need the extent of every polygon (each a pass over all of them).
+    faces.set_in_layout(False)
+    ax.add_collection(faces, autolim=False)
     lo = projected.reshape(-1, 2).min(axis=0)
     hi = projected.reshape(-1, 2).max(axis=0)
     pad = 0.04 * float(np.max(hi - lo) or 1.0)
@@ -337,23 +349,34 @@ def model_views_png(mesh: trimesh.Trimesh, shown: trimesh.Trimesh | None = None)
     return figure_png(figure)
 
 
+def _face_centres(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Each face's vertex mean (``triangles_center``, the same sums) without trimesh's cache checks."""
+    return np.asarray(mesh.vertices)[np.asarray(mesh.faces)].mean(axis=1)
+
+
 def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, caption: str = "",
-                    shown: trimesh.Trimesh | None = None) -> bytes:
+                    shown: trimesh.Trimesh | None = None, transform: np.ndarray | None = None) -> bytes:
     """The oriented print mesh on the plate (z up) from the front and the side, support faces red.
 
-    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``).
+    ``shown`` is the display copy (default :func:`display_mesh` of ``mesh``). With ``transform``,
+    ``mesh`` and ``shown`` are the model where it was made (patient space) and ``transform`` puts
+    them on the plate: only the display copy is moved, not the whole model.
 
     Parameters
     ----------
     mesh : trimesh.Trimesh
-        The model as placed for printing, print frame mm (z up from the plate).
+        The model as placed for printing, print frame mm (z up from the plate); or, with
+        ``transform``, the model in its own frame, mm.
     support_faces : ndarray (F,) of bool or None
         Per face of ``mesh``: True where it needs support; ignored when None or of another
         length. Carried to a decimated ``shown`` by nearest face centre.
     caption : str
         Text appended to the title.
     shown : trimesh.Trimesh, optional
-        The copy to draw.
+        The copy to draw, in the frame of ``mesh``.
+    transform : ndarray (4, 4), optional
+        Rigid transform (rotation and translation, mm) from the frame of ``mesh`` to the print
+        frame, e.g. ``PrintPlan.transform``; default: ``mesh`` is in the print frame already.
 
     Returns
     -------
@@ -364,12 +387,18 @@ def print_views_png(mesh: trimesh.Trimesh, support_faces: np.ndarray | None, cap
     colors = np.tile([0.55, 0.62, 0.78], (len(shown.faces), 1))
     if support_faces is not None and len(support_faces) == len(mesh.faces):
         flags = np.asarray(support_faces, dtype=bool)
-        if shown is not mesh:  # carry flags to the decimated faces by nearest centroid
-            _, nearest = cKDTree(mesh.triangles_center).query(shown.triangles_center)
+        if shown is not mesh:  # carry flags to the decimated faces by nearest centroid (a rigid motion keeps it)
+            tree = cKDTree(_face_centres(mesh), leafsize=32, balanced_tree=False, compact_nodes=False)
+            _, nearest = tree.query(_face_centres(shown))
             flags = flags[nearest]
         colors[flags] = [0.85, 0.1, 0.1]
+    if transform is not None:
+        transform = np.asarray(transform, dtype=float)
+        z0 = float((np.asarray(mesh.vertices) @ transform[2, :3] + transform[2, 3]).min())
+        shown = shown.copy().apply_transform(transform)
+    else:
+        z0 = float(mesh.bounds[0, 2])
     figure, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
-    z0 = float(mesh.bounds[0, 2])
     for ax, (title, view) in zip(axes, (("front (looking along +y)", np.array([0.0, 1.0, 0.0])),
                                         ("side (looking along -x)", np.array([-1.0, 0.0, 0.0])))):
         render_mesh(ax, shown, view, np.array([0.0, 0.0, 1.0]), colors)
