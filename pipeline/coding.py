@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import load_config
+from pipeline.config import ClosedModel, load_config
 from pipeline.errors import CodingError
 from pipeline.holds import Hold
 from pipeline.icd10 import icd10_description, icd10_holds, release_note, validate_icd10
@@ -49,10 +49,8 @@ FLAG_RERUN = "re-run"
 
 # -- the rules file ------------------------------------------------------------------------------
 
-class CptCode(BaseModel):
+class CptCode(ClosedModel):
     """One CPT code the rules know."""
-
-    model_config = ConfigDict(extra="forbid")
 
     code: str = Field(pattern=r"^[0-9]{4}[0-9T]$")
     descriptor: str = Field(min_length=10)
@@ -67,10 +65,8 @@ class CptCode(BaseModel):
         return self
 
 
-class AllowedModifier(BaseModel):
+class AllowedModifier(ClosedModel):
     """A modifier that may be appended, with the condition it needs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     code: str = Field(pattern=r"^[0-9A-Z]{2}$")
     description: str
@@ -79,20 +75,16 @@ class AllowedModifier(BaseModel):
     excludes: list[str] = Field(default_factory=list)
 
 
-class RefusedModifier(BaseModel):
+class RefusedModifier(ClosedModel):
     """A modifier that cannot apply to a model-printing service, with the reason."""
-
-    model_config = ConfigDict(extra="forbid")
 
     code: str = Field(pattern=r"^[0-9A-Z]{2}$")
     description: str
     reason: str = Field(min_length=10)
 
 
-class SeedDiagnosis(BaseModel):
+class SeedDiagnosis(ClosedModel):
     """One row of the seed document's diagnosis table, judged against the ICD-10-CM code set."""
-
-    model_config = ConfigDict(extra="forbid")
 
     code: str
     seed_description: str
@@ -103,10 +95,8 @@ class SeedDiagnosis(BaseModel):
     source: str = Field(min_length=10)
 
 
-class CodingRules(BaseModel):
+class CodingRules(ClosedModel):
     """``configs/coding/<name>.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rules_version: str
     codes: list[CptCode]

@@ -590,12 +590,20 @@ ShortText = bounded_text(1024)
 CoordinateMM = Annotated[float, Field(allow_inf_nan=False, ge=-10_000.0, le=10_000.0)]
 
 
-class StrictModel(BaseModel):
-    """The base of every configuration schema: unknown fields are refused, text is stripped.
+class ClosedModel(BaseModel):
+    """The base of every schema that refuses unknown fields (the bundled coding, payer and ICD-10 rules).
 
     A misspelt field (``lowr_hu``) is an error naming the closest known field (see
-    :func:`format_validation_error`) instead of a setting silently ignored; leading and trailing
-    white space of every text value is removed before validation.
+    :func:`format_validation_error`) instead of a setting silently ignored. Text is kept as written.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrictModel(ClosedModel):
+    """The base of every configuration schema: a :class:`ClosedModel` whose text is stripped.
+
+    Leading and trailing white space of every text value is removed before validation.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

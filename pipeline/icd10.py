@@ -24,9 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from pipeline.config import load_config
+from pipeline.config import ClosedModel, load_config
 from pipeline.errors import CodingError, ConfigError
 from pipeline.holds import Hold
 from pipeline.report import Report
@@ -48,10 +48,8 @@ _HCPCS_FORM = re.compile(r"^[A-V][0-9]{4}$")
 
 # -- the expansion history -------------------------------------------------------------------------
 
-class Expansion(BaseModel):
+class Expansion(ClosedModel):
     """A header that was split into more specific codes on ``effective``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     header: str
     effective: dt.date
@@ -59,10 +57,8 @@ class Expansion(BaseModel):
     source: str = Field(min_length=10)
 
 
-class Icd10History(BaseModel):
+class Icd10History(ClosedModel):
     """``configs/coding/icd10cm_history.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     expansions: list[Expansion]
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from pipeline.coding import ClaimLine
-from pipeline.config import available, load_config
+from pipeline.config import ClosedModel, available, load_config
 from pipeline.errors import ConfigError
 from pipeline.holds import Hold
 from pipeline.report import Report
@@ -54,9 +54,7 @@ def _check_codes(codes: list[str]) -> list[str]:
 Codes = Annotated[list[str], Field(min_length=1), AfterValidator(_check_codes)]
 
 
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Rule(ClosedModel):
     source: str = Field(min_length=10, description="where the rule is published (title, id, date)")
 
 
@@ -140,10 +138,8 @@ class ModifierRule(_Rule):
 
 
 
-class PayerRules(BaseModel):
+class PayerRules(ClosedModel):
     """``configs/payers/<name>.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     payer: str = Field(pattern=r"^[a-z0-9_]+$", description="the name the case file's encounter.payer gives")
     name: str = Field(min_length=3)

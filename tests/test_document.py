@@ -168,10 +168,16 @@ def _inputs(source: dict, model_id: str, charge, *, deidentify: bool, with_print
     )
 
 
-def _make_packet(folder: Path, source: dict, model_id: str, charge, *, deidentify: bool, **kwargs) -> Path:
-    model_dir = folder / "CASE-7" / model_id
+def _model_folder(folder: Path, source: dict, model_id: str, case: str = "CASE-7") -> Path:
+    """A new model folder ``folder/case/model_id`` holding the source mesh as model.stl."""
+    model_dir = folder / case / model_id
     model_dir.mkdir(parents=True)
     source["mesh"].export(model_dir / "model.stl")
+    return model_dir
+
+
+def _make_packet(folder: Path, source: dict, model_id: str, charge, *, deidentify: bool, **kwargs) -> Path:
+    model_dir = _model_folder(folder, source, model_id)
     source["mask"].array.tofile(model_dir / "mask.raw")  # any earlier-stage file is hashed too
     write_packet(_inputs(source, model_id, charge, deidentify=deidentify, **kwargs), model_dir)
     return model_dir
@@ -312,9 +318,7 @@ def test_unicode_names_render(source, tmp_path):
     if "cjk" not in font_files():
         pytest.fail("no CJK font on this system: install Debian fonts-droid-fallback (.ci/run does)")
     charge = next_charge([], _billable("aorta-intl"))
-    model_dir = tmp_path / "CASE-7" / "aorta-intl"
-    model_dir.mkdir(parents=True)
-    source["mesh"].export(model_dir / "model.stl")
+    model_dir = _model_folder(tmp_path, source, "aorta-intl")
     inputs = _inputs(source, "aorta-intl", charge, deidentify=False, with_print=False)
     inputs.patient = dict(PATIENT, name="山田^太郎")
     inputs.encounter["ordering_provider"] = {"name": "MÜLLER^ZOË", "npi": "1234567893"}
@@ -338,9 +342,7 @@ def _embedded_fonts(path) -> set[str]:
 def test_latin_packet_does_not_embed_the_cjk_font(source, tmp_path):
     """The CJK fallback is loaded only when a text needs it: a Latin-script packet draws in DejaVu only."""
     charge = next_charge([], _billable("aorta-latin"))
-    model_dir = tmp_path / "CASE-8" / "aorta-latin"
-    model_dir.mkdir(parents=True)
-    source["mesh"].export(model_dir / "model.stl")
+    model_dir = _model_folder(tmp_path, source, "aorta-latin", case="CASE-8")
     inputs = _inputs(source, "aorta-latin", charge, deidentify=False, with_print=False)
     inputs.encounter["ordering_provider"] = {"name": "MÜLLER^ZOË", "npi": "1234567893"}
     write_packet(inputs, model_dir)
@@ -351,9 +353,7 @@ def test_latin_packet_does_not_embed_the_cjk_font(source, tmp_path):
 
 def test_packet_without_volume_or_plan_still_written(source, tmp_path):
     charge = next_charge([], _billable("aorta-trainee"))
-    model_dir = tmp_path / "CASE-7" / "aorta-trainee"
-    model_dir.mkdir(parents=True)
-    source["mesh"].export(model_dir / "model.stl")
+    model_dir = _model_folder(tmp_path, source, "aorta-trainee")
     inputs = _inputs(source, "aorta-trainee", charge, deidentify=False, with_print=False)
     inputs.volume = None
     inputs.mask = None
@@ -568,9 +568,7 @@ def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
                             "plan": {"warnings": ["cut"]}}, ["cut", "own"]) == [
         "segmentation: small", "mesh QA: cut", "print plan: cut", "cut", "own"]
     charge = next_charge([], _billable("aorta-warned"))
-    model_dir = tmp_path / "CASE-7" / "aorta-warned"
-    model_dir.mkdir(parents=True)
-    source["mesh"].export(model_dir / "model.stl")
+    model_dir = _model_folder(tmp_path, source, "aorta-warned")
     inputs = _inputs(source, "aorta-warned", charge, deidentify=False)
     inputs.reports["segment"]["warnings"] = ["volume 52.7 ml lies outside what aorta_cta expects"]
     inputs.reports["mesh"]["warnings"] = ["the structure is cut by the edge of the scanned volume"]
@@ -597,9 +595,7 @@ def test_print_preparation_warnings_reach_page_one(source, tmp_path):
     plan, prepare_report = plan_print(Model(slab, "slab"), printer, alternatives=0)
     assert not plan.fits and not hasattr(prepare_report, "warnings")
     charge = next_charge([], _billable("aorta-planned"))
-    model_dir = tmp_path / "CASE-7" / "aorta-planned"
-    model_dir.mkdir(parents=True)
-    source["mesh"].export(model_dir / "model.stl")
+    model_dir = _model_folder(tmp_path, source, "aorta-planned")
     inputs = _inputs(source, "aorta-planned", charge, deidentify=False)
     inputs.reports |= {"plan": plan.to_dict(), "prepare": prepare_report.to_dict()}
     write_packet(inputs, model_dir)

@@ -232,6 +232,33 @@ def say(message: str) -> None:
         console.print(message)
 
 
+def emit(text: str, out: Path | None, written: str) -> None:
+    """Print a command's output on stdout, or write it to ``out`` and say so.
+
+    Parameters
+    ----------
+    text : str
+        The whole output (its own line ends; nothing is added), written as UTF-8.
+    out : Path or None
+        The file to write atomically (replaced if it exists); None prints ``text`` on stdout.
+    written : str
+        The status line :func:`say` prints once ``out`` is written (Rich markup; escape stored
+        text and the path with :func:`shown`).
+
+    Raises
+    ------
+    OSError
+        ``out`` cannot be written (nothing is left behind).
+    """
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        from pipeline.files import atomic_write
+
+        atomic_write(out, text)
+        say(written)
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr for a step that takes more than a second.

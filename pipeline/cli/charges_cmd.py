@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.app import LEDGER_OPTION, app, say, stdout
-from pipeline.files import atomic_write
+from pipeline.cli.app import LEDGER_OPTION, app, emit, say, stdout
 
 charges_app = typer.Typer(
     name="charges",
@@ -128,8 +127,5 @@ def export_charges(case_file: Path = CASE_ARGUMENT,
         from pipeline.exports.csvfile import charges_csv
 
         text = charges_csv([(facts, lines)])
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        atomic_write(out, text)
-        say(f"wrote {len(lines)} billable claim line(s) of case {escape(case.case_id)} as {fmt} to {escape(str(out))}")
+    emit(text, out, f"wrote {len(lines)} billable claim line(s) of case {escape(case.case_id)} as {fmt} "
+                    f"to {escape(str(out))}")

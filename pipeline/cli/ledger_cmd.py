@@ -10,9 +10,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.app import LEDGER_OPTION, app, say, shown, stdout
+from pipeline.cli.app import LEDGER_OPTION, app, emit, say, shown, stdout
 from pipeline.errors import LedgerError
-from pipeline.files import atomic_write
 from pipeline.ledger import Ledger
 from pipeline.report import to_jsonable
 
@@ -170,11 +169,7 @@ def export(
                              "modifiers": " ".join(line["modifiers"]), "icd10": " ".join(line["icd10"]),
                              "icd10_pointers": "".join(line["icd10_pointers"])})
         text = buffer.getvalue()
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        atomic_write(out, text)
-        say(f"wrote {len(data['charges'])} charge line(s) to {shown(str(out))}")
+    emit(text, out, f"wrote {len(data['charges'])} charge line(s) to {shown(str(out))}")
 
 
 @ledger_app.command("anchor")
@@ -182,16 +177,9 @@ def anchor(ledger: Path = LEDGER_OPTION, out: Path = typer.Option(
         None, "--out", "-o", help="Write the anchor to this file (keep it outside the ledger's machine).")) -> None:
     """Print (or write) the hash chain's head: last hash, entries, time. `ledger verify --anchor FILE`
     later fails if the chain no longer extends it (a rewrite of the whole chain)."""
-    from pipeline.files import atomic_write
-
     with Ledger(ledger) as book:
         kept = book.anchor()
-    text = json.dumps(kept, indent=2) + "\n"
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        atomic_write(out, text.encode("utf-8"))
-        say(f"wrote the anchor ({kept['entries']} chain entries) to {shown(str(out))}")
+    emit(json.dumps(kept, indent=2) + "\n", out, f"wrote the anchor ({kept['entries']} chain entries) to {shown(str(out))}")
 
 
 @ledger_app.command("verify")
