@@ -70,3 +70,19 @@ def test_a_crossing_planted_in_the_gap_is_found_as_the_exhaustive_search_finds_i
     quality = measure(vertices, faces, field=field, raw=SurfaceDistance(np.asarray(model.mesh.vertices), faces),
                       min_wall_mm=None, probe_mm=2.0, sample=500)
     assert quality.self_intersecting_faces == expected.size
+
+
+def test_cross_rows_is_numpy_s_cross_to_the_bit():
+    """The row-wise cross product the ray tests use gives np.cross's very bits (views, float32,
+    and the right-hand rule: x cross y is z)."""
+    from pipeline.mesh.topology import cross_rows
+
+    rng = np.random.default_rng(7)
+    corners = rng.normal(scale=80.0, size=(20_000, 3, 3))
+    u, w = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    assert np.array_equal(cross_rows(u, w), np.cross(u, w))
+    assert np.array_equal(cross_rows(corners[:, 0], corners[:, 2]), np.cross(corners[:, 0], corners[:, 2]))
+    single = corners[:, 0].astype(np.float32), corners[:, 1].astype(np.float32)
+    assert cross_rows(*single).dtype == np.float32
+    assert np.array_equal(cross_rows(*single), np.cross(*single))
+    np.testing.assert_array_equal(cross_rows(np.eye(3)[[0]], np.eye(3)[[1]]), [[0.0, 0.0, 1.0]])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from pipeline.mesh.topology import cross_rows
+
 _EPSILON = 1e-12
 
 
@@ -37,14 +39,14 @@ def ray_triangle_parameters(origins: np.ndarray, directions: np.ndarray, a: np.n
         Rows not parallel to their triangle's plane.
     """
     edge1, edge2 = b - a, c - a
-    pvec = np.cross(directions, edge2)
+    pvec = cross_rows(directions, edge2)
     determinant = np.einsum("ij,ij->i", edge1, pvec)
     usable = np.abs(determinant) > _EPSILON * (np.linalg.norm(edge1, axis=1) * np.linalg.norm(edge2, axis=1)
                                                * np.linalg.norm(directions, axis=1) + 1e-300)
     inverse = np.where(usable, 1.0 / np.where(usable, determinant, 1.0), 0.0)
     tvec = origins - a
     u = np.einsum("ij,ij->i", tvec, pvec) * inverse
-    qvec = np.cross(tvec, edge1)
+    qvec = cross_rows(tvec, edge1)
     v = np.einsum("ij,ij->i", directions, qvec) * inverse
     t = np.einsum("ij,ij->i", edge2, qvec) * inverse
     return u, v, t, usable
@@ -99,7 +101,7 @@ def triangles_intersect(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def _meets_plane(one: np.ndarray, other: np.ndarray) -> np.ndarray:
     """False where all three corners of ``other`` lie strictly on one side of ``one``'s plane."""
-    normal = np.cross(one[:, 1] - one[:, 0], one[:, 2] - one[:, 0])
+    normal = cross_rows(one[:, 1] - one[:, 0], one[:, 2] - one[:, 0])
     side = np.einsum("ijk,ik->ij", other - one[:, None, 0], normal)
     return ~(np.all(side > 0, axis=1) | np.all(side < 0, axis=1))
 

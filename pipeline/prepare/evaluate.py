@@ -233,9 +233,9 @@ def evaluate_pose(mesh: MeshArrays, hull_points: np.ndarray, down: np.ndarray, c
     minimum = vertices.min(axis=0)
     size = vertices.max(axis=0) - minimum
     vertices -= minimum
-    triangles = vertices[mesh.faces]
+    triangles = np.take(vertices, mesh.faces, axis=0)  # several times faster than vertices[faces]
     normal_z = mesh.normals @ rotation[2]
-    z = vertices[:, 2][mesh.faces]
+    z = triangles[:, :, 2]
     face_bottom = np.minimum(np.minimum(z[:, 0], z[:, 1]), z[:, 2])
     face_top = np.maximum(np.maximum(z[:, 0], z[:, 1]), z[:, 2])
     needs = overhang_faces(normal_z, face_bottom, ctx)
