@@ -40,8 +40,9 @@ DEFAULT_MEMORY_LIMIT = "3GiB"
 #: of resident memory in ``benchmarks/bench_batch.py``, a clinical CTA at 1.9 GiB; see docs/batch.md).
 MIN_MEMORY_LIMIT = 1 << 30
 #: Environment of each local worker process: one thread for every native thread pool a case uses
-#: (ITK's filters, VTK's SMP back end; Dask sets OpenMP, MKL and OpenBLAS to one already), so that
-#: N workers use N cores and do not compete for them.
+#: (ITK's filters, VTK's SMP back end; Dask sets OpenMP, MKL and OpenBLAS to one already) and for
+#: the package's own helper threads and k-d tree queries (``pipeline.threads`` reads
+#: ``OMP_NUM_THREADS``), so that N workers use N cores and do not compete for them.
 SINGLE_THREADED_ENVIRONMENT = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "VTK_SMP_BACKEND_IN_USE": "Sequential",
                                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 

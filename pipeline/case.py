@@ -806,10 +806,11 @@ class _BackgroundFile:
 
     def __init__(self, folder: Path, model_id: str, write: Callable[[Path], Any]):
         import uuid
-        from concurrent.futures import ThreadPoolExecutor
+
+        from pipeline.threads import helper_thread
 
         self.path = folder / f".{model_id}.{uuid.uuid4().hex[:12]}.nii.gz"
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{model_id}")
+        self._pool = helper_thread(f"write-{model_id}")
         self._future = self._pool.submit(write, self.path)
 
     def __enter__(self) -> "_BackgroundFile":

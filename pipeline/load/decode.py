@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pydicom.pixels import iter_pixels
 
 from pipeline.errors import DicomError
 from pipeline.load.headers import Plane, transfer_syntax_name
+from pipeline.threads import helper_thread
 
 DECODER_HINT = (
     "install the decoders: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle "
@@ -155,7 +155,7 @@ def read_hu(planes: list[Plane], root: Path | None = None) -> tuple[np.ndarray, 
     pairs = set()
     # hashlib releases the GIL: hash each file on a second thread while this one converts it.
     # One update in flight at a time keeps the file order and bounds the bytes held.
-    with ThreadPoolExecutor(max_workers=1) as hasher:
+    with helper_thread("anatomodel-hash") as hasher:
         hashing = None
         for path in sorted(by_file, key=str):
             name = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else path.name

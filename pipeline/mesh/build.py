@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 
 import numpy as np
 import trimesh
@@ -24,6 +24,7 @@ from pipeline.mesh.thickness import MaskField
 from pipeline.mesh.topology import Topology, compact, measures, topology, vertex_adjacency
 from pipeline.model import Model
 from pipeline.report import StageClock, installed_versions
+from pipeline.threads import helper_thread
 
 
 def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | None = None,
@@ -66,12 +67,12 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
         raise ValueError(f"min_wall_mm must be positive, got {min_wall_mm}")
     # A second thread shares the work where the GIL is released (sparse products, k-d tree
     # construction, NumPy array passes): smoothing, the QA's search tree and its ray marching.
-    with _numpy_without_huge_pages(), ThreadPoolExecutor(1, thread_name_prefix="anatomodel-mesh") as background:
+    with _numpy_without_huge_pages(), helper_thread("anatomodel-mesh") as background:
         return _mesh(mask, label, options, min_wall_mm, background)
 
 
 def _mesh(mask: Mask, label: int | None, options: MeshOptions, min_wall_mm: float | None,
-          background: ThreadPoolExecutor) -> tuple[Model, MeshReport]:
+          background: Executor) -> tuple[Model, MeshReport]:
     """The body of :func:`mesh_mask`; ``background`` runs work that overlaps the main thread."""
     timings: dict[str, float] = {}
     clock = StageClock(timings, digits=4)

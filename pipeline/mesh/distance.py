@@ -24,6 +24,8 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from pipeline.threads import thread_budget
+
 #: Triangles whose reach is above this quantile of all are examined for every point.
 OUTLIER_REACH_QUANTILE = 0.999
 #: Outlying triangles examined for every point at most (more: they stay in the bound).
@@ -113,7 +115,7 @@ class SurfaceDistance:
         # (the relative slack covers the rounding of d)
         radius = (distance[uncertain] + self._reach) * (1.0 + 1e-9)
         balls = self._tree.query_ball_point(points[uncertain], radius,
-                                            return_sorted=False, workers=-1)
+                                            return_sorted=False, workers=thread_budget())
         counts = np.fromiter(map(len, balls), dtype=np.int64, count=len(balls))
         small = counts <= MAX_BALL
         if small.any():
@@ -138,7 +140,7 @@ class SurfaceDistance:
         above it, it is exact. With every triangle examined the floor is infinite.
         """
         k = min(k, len(self._faces))
-        centroid_distance, nearest = self._tree.query(points, k=k, workers=-1)
+        centroid_distance, nearest = self._tree.query(points, k=k, workers=thread_budget())
         centroid_distance = centroid_distance.reshape(len(points), -1)
         distance = self._to_faces(np.repeat(points, k, axis=0), nearest.reshape(-1), k)
         if k == len(self._faces):
