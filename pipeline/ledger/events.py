@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 from pipeline import coding, payers
@@ -528,10 +529,14 @@ class LifecycleLedger:
         paths = []
         for path, data in contents.items():
             atomic_write(path, data)
-            self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
-                             (encounter_id, str(path.absolute()), hashlib.sha256(data).hexdigest(), _now()))
+            self._record_document(encounter_id, path, hashlib.sha256(data).hexdigest())
             paths.append(path)
         return paths
+
+    def _record_document(self, encounter_id: int, path: Any, sha256: str) -> None:
+        """One row of ``documents``: the file's absolute path and hex SHA-256 (in a write transaction)."""
+        self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
+                         (encounter_id, str(Path(path).absolute()), sha256, _now()))
 
     def record_documents(self, encounter_id: int, paths: list[Any]) -> list[Any]:
         """Record the checksums of files already written for an encounter (a packet's revision).
@@ -551,9 +556,8 @@ class LifecycleLedger:
         """
         from pipeline.files import sha256_file
 
-        digests = [(str(path.absolute()), sha256_file(path)) for path in paths]
+        digests = [(path, sha256_file(path)) for path in paths]
         with self._write():
             for path, digest in digests:
-                self._db.execute("INSERT INTO documents (encounter_id, path, sha256, written_at) VALUES (?, ?, ?, ?)",
-                                 (encounter_id, path, digest, _now()))
+                self._record_document(encounter_id, path, digest)
         return list(paths)
