@@ -67,6 +67,7 @@ def mesh_mask(mask: Mask, *, label: int | None = None, options: MeshOptions | No
         raise ValueError(f"min_wall_mm must be positive, got {min_wall_mm}")
     # A second thread shares the work where the GIL is released (sparse products, k-d tree
     # construction, NumPy array passes): smoothing, the QA's search tree and its ray marching.
+    # Within a budget of one thread (a batch worker) the same tasks run in turn on this one.
     with _numpy_without_huge_pages(), helper_thread("anatomodel-mesh") as background:
         return _mesh(mask, label, options, min_wall_mm, background)
 
