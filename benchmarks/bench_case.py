@@ -67,7 +67,8 @@ def timed(module, name, label):
     setattr(target, name, wrapper)
 for module, name, label in [
         ("pipeline.case", "load_case", "case file checks (ICD-10, configs)"),
-        ("pipeline.checks", "identity_mismatches", "identity check (headers)"),
+        ("pipeline.checks", "case_inventory", "series inventory (every header, read once)"),
+        ("pipeline.checks", "identity_mismatches", "identity check (on those headers)"),
         ("pipeline.load", "load_series", "load"),
         ("pipeline.segment", "segment_volume", "segment"),
         ("pipeline.mesh", "mesh_mask", "mesh (with QA)"),
