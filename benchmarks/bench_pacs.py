@@ -23,6 +23,12 @@ Orthanc's DICOM layer (DCMTK) keeps Nagle's algorithm on unless its environment 
 C-GET against a second Orthanc started without that variable. Target: pull within 1.5 x copy.
 Each timing starts after ``sync``, so the write-back of one method's files is not charged to the
 next; each run prints its own times and its pulls' ratio to that run's copy.
+
+``--cold`` (root only) also drops the page cache before each timing (``/proc/sys/vm/drop_caches``),
+so the copy reads the series from the disk and Orthanc reads its storage from the disk: the files
+"copied from disk" as a user would copy an export, not from memory. Without it the copy's source
+is whatever the page cache still holds (this machine's kernel pages idle files out after about a
+minute; see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -77,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=500)
     parser.add_argument("--nagle", action="store_true", help="also time C-GET from an Orthanc with Nagle on")
     parser.add_argument("--no-cget", action="store_true", help="time copy and WADO-RS only (C-GET takes ~5 s a run)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before each timing: every method reads from the disk (root only)")
     args = parser.parse_args(argv)
+    if args.cold and not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        parser.error("--cold drops the page cache through /proc/sys/vm/drop_caches: run it as root")
     folder = args.dir / f"series_{args.slices}"
     make_series(folder, args.slices)
     files = dicom_files(folder)
@@ -115,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, method in methods.items():
                 out = scratch / f"out-{run}-{len(times[name])}-{name.replace(' ', '_')}"
                 os.sync()  # the last method's dirty pages are written back now, not in this one's time
+                if args.cold:
+                    Path("/proc/sys/vm/drop_caches").write_text("3\n")
                 seconds = _timed(lambda: method(out))
                 if name != "server alone":
                     assert len(list(out.iterdir())) == len(files), f"{name} wrote {len(list(out.iterdir()))} files"
@@ -133,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     base = statistics.median(times["copy"])
     print(f"Pull {len(files)} CT files of 512 x 512 ({size / 2**20:.0f} MiB) from a local Orthanc vs copying them, "
-          f"{args.runs} runs each, medians; load average {os.getloadavg()[0]:.1f}\n")
+          f"{args.runs} runs each, medians; load average {os.getloadavg()[0]:.1f}"
+          + ("; page cache dropped before each timing (every method reads from the disk)" if args.cold else "")
+          + "\n")
     print("| method | time (s) | time / copy | MiB/s |")
     print("|---|---:|---:|---:|")
     for name, values in times.items():
