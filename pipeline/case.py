@@ -42,7 +42,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import (CoordinateMM, LongString, PersonName, ShortText, StrictModel, bounded_text, find_config,
                              read_yaml, validate)
-from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError
+from pipeline.errors import CodingError, ConfigError, IdentityError, LedgerError, SegmentationError
 from pipeline.holds import Hold
 from pipeline.report import Report
 from pipeline.stage_settings import MeshSettings, PrepareSettings, SegmentSettings
@@ -712,6 +712,7 @@ def _make_models(case: CaseFile, out_dir: str | Path, run: Any, *, deidentify: b
                                       max_gap_mm=case.imaging.max_gap_mm, resample_gaps=case.imaging.resample_gaps,
                                       found=found)
     check_case_coverage(case, volume, load_report)  # a series too short for a preset: before any model
+    check_case_seeds(case, volume)  # and a bad seed of any model
     free_space(case_dir, estimate_output_bytes(volume.array.size, len(case.models)))  # before the first charge
     load_step = StepRecord("image_import", operator, load_started, _now(),
                            round(time.perf_counter() - load_clock, 3), True, "series selection and geometry checks")
@@ -867,6 +868,35 @@ def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
         if preset.coverage_mm is not None:
             load_report.coverage_needed_mm[preset.name] = preset.coverage_mm
         check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")
+
+
+def check_case_seeds(case: CaseFile, volume: Any) -> None:
+    """Check every model's preset, overrides and seeds on the loaded series before any model is made.
+
+    Parameters
+    ----------
+    case : CaseFile
+        The case, whose models name presets, seeds (LPS mm or voxel indices) and regions of interest.
+    volume : Volume
+        The loaded series.
+
+    Raises
+    ------
+    SegmentationError
+        A seed outside the volume or its region of interest, include and exclude seeds too close,
+        an include seed outside the preset's HU window (exit 8); the message names the model.
+    ConfigError
+        An invalid override of a model's preset.
+    """
+    from pipeline.segment import check_segment_inputs
+
+    for spec in case.models:
+        try:
+            check_segment_inputs(volume, spec.preset, spec.seeds_lps_mm, spec.exclude_seeds_lps_mm,
+                                 seeds_index=spec.seeds_index, roi_lps_mm=spec.segment.roi_lps_mm,
+                                 overrides=spec.segment.overrides or None)
+        except SegmentationError as error:
+            raise SegmentationError(f"model {spec.id}: {error.args[0]}", hint=error.hint) from error
 
 
 def _review_entry(case: CaseFile, model_id: str, volume: Any, mask: Any, shown: Any, removed: Any,

@@ -434,6 +434,34 @@ def test_a_series_too_short_for_the_preset_is_refused_before_any_work(tmp_path, 
     assert not (tmp_path / "mask.nii.gz").exists()
 
 
+SEGMENTATION = 8
+
+
+@pytest.mark.parametrize("change, contains", [
+    (lambda model, extent: model.update(seeds_lps_mm=[[0.0, 0.0, extent + 50.0]]), "lies outside the volume"),
+    (lambda model, extent: model.update(exclude_seeds_lps_mm=[[0.0, 0.0, -extent - 50.0]]), "lies outside the volume"),
+    (lambda model, extent: model.update(exclude_seeds_lps_mm=list(model["seeds_lps_mm"])), "apart"),
+])
+def test_a_bad_seed_of_the_last_model_stops_the_run_before_the_first_model(tmp_path, capsys, ledger, base_case, cta,
+                                                                            change, contains):
+    """Seeds are checked for every model once the series is loaded, not when its turn comes: a
+    wrong seed of the second model must not leave the first one made, published and charged."""
+    positions = [float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in cta.glob("IM*")]
+    extent = max(abs(min(positions)), abs(max(positions)))  # beyond it along z: outside the volume
+    case = copy.deepcopy(base_case)
+    assert len(case["models"]) > 1
+    change(case["models"][-1], extent)
+    out = tmp_path / "out"
+    code, err = _run(capsys, ["run", _write_case(tmp_path, case), "--out", out])
+    _assert_clear_error(code, err, SEGMENTATION, contains=contains)
+    assert f"model {case['models'][-1]['id']}:" in err
+    assert not (out / case["case_id"] / case["models"][0]["id"]).exists()
+    _assert_nothing_left(out, ledger)
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'model.published'").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM models WHERE status = 'current'").fetchone() == (0,)
+
+
 def test_a_series_just_long_enough_passes_the_coverage_check(cta, tmp_path):
     """The figure is a floor, not a wish: the same cropped stack one slab longer is accepted."""
     from pipeline.load import load_series

@@ -308,6 +308,55 @@ def _grow_directly(hu: np.ndarray, window: Window, preset: Preset, include: list
     return box, fine[box]
 
 
+def check_segment_inputs(volume: Volume, preset: str | Preset, seeds_lps_mm: Iterable = (),
+                         exclude_seeds_lps_mm: Iterable = (), *, seeds_index: Iterable = (),
+                         exclude_seeds_index: Iterable = (), roi_lps_mm: Any = None,
+                         overrides: dict | None = None) -> None:
+    """Check what :func:`segment_volume` would be asked, without segmenting (milliseconds).
+
+    The preset and its overrides, every seed (inside the volume and the region of interest,
+    include and exclude seeds apart, include seeds inside the HU window and with contrast):
+    a case checks all its models with this before it segments the first, so a bad seed of the
+    last model stops the run before any model is made. The parameters are those of
+    :func:`segment_volume`.
+
+    Raises
+    ------
+    SegmentationError
+        As :func:`segment_volume` would for these inputs, before any work.
+    ConfigError
+        An unknown or invalid preset or override.
+    """
+    _checked_inputs(volume, preset, seeds_lps_mm, exclude_seeds_lps_mm, seeds_index, exclude_seeds_index,
+                    roi_lps_mm, overrides)
+
+
+def _checked_inputs(volume: Volume, preset: str | Preset, seeds_lps_mm: Iterable, exclude_seeds_lps_mm: Iterable,
+                    seeds_index: Iterable, exclude_seeds_index: Iterable, roi_lps_mm: Any,
+                    overrides: dict | None) -> tuple[Preset, list, list, tuple[slice, ...] | None, Window]:
+    """The preset, include and exclude seeds, the region of interest's array box (None: the
+    whole grid) and the HU window, each checked (the body of :func:`check_segment_inputs`)."""
+    preset = _resolve_preset(preset, overrides)
+    geometry = volume.geometry
+    include = resolve_seeds(volume, "include", seeds_lps_mm, seeds_index)
+    exclude = resolve_seeds(volume, "exclude", exclude_seeds_lps_mm, exclude_seeds_index)
+    if not include and preset.seeds_required:
+        raise SegmentationError(f"preset {preset.name} needs at least one include seed inside the {preset.structure}",
+                                hint="give --seed X Y Z (LPS mm) or --seed-index K J I")
+    roi = _roi_box(geometry, roi_lps_mm)
+    full_box = roi or tuple(slice(0, n) for n in geometry.shape)
+    for seed in include + exclude:
+        if not all(b.start <= v < b.stop for v, b in zip(seed.index, full_box)):
+            raise SegmentationError(f"{seed.kind} seed at LPS {tuple(round(v, 1) for v in seed.lps_mm)} mm lies "
+                                    "outside the region of interest")
+    check_apart(include, exclude, geometry.spacing,
+                max(preset.leak_control.analysis_spacing_mm, max(geometry.spacing)) * 2)
+    window = hu_window(volume, preset.threshold, include)
+    check_contrast(include, preset.threshold.min_contrast_hu, preset.structure)
+    check_in_window(include, window.lower_hu, window.upper_hu, preset.name)
+    return preset, include, exclude, roi, window
+
+
 def segment_volume(
     volume: Volume,
     preset: str | Preset,
@@ -357,26 +406,12 @@ def segment_volume(
         An unknown or invalid preset or override.
     """
     clock = StageClock()
-    preset = _resolve_preset(preset, overrides)
     if not 1 <= int(label) <= 255:
         raise SegmentationError(f"label {label} must lie in 1..255")
+    preset, include, exclude, roi, window = _checked_inputs(
+        volume, preset, seeds_lps_mm, exclude_seeds_lps_mm, seeds_index, exclude_seeds_index, roi_lps_mm, overrides)
     geometry = volume.geometry
-    include = resolve_seeds(volume, "include", seeds_lps_mm, seeds_index)
-    exclude = resolve_seeds(volume, "exclude", exclude_seeds_lps_mm, exclude_seeds_index)
-    if not include and preset.seeds_required:
-        raise SegmentationError(f"preset {preset.name} needs at least one include seed inside the {preset.structure}",
-                                hint="give --seed X Y Z (LPS mm) or --seed-index K J I")
-    roi = _roi_box(geometry, roi_lps_mm)
     full_box = roi or tuple(slice(0, n) for n in geometry.shape)
-    for seed in include + exclude:
-        if not all(b.start <= v < b.stop for v, b in zip(seed.index, full_box)):
-            raise SegmentationError(f"{seed.kind} seed at LPS {tuple(round(v, 1) for v in seed.lps_mm)} mm lies "
-                                    "outside the region of interest")
-    check_apart(include, exclude, geometry.spacing,
-                max(preset.leak_control.analysis_spacing_mm, max(geometry.spacing)) * 2)
-    window = hu_window(volume, preset.threshold, include)
-    check_contrast(include, preset.threshold.min_contrast_hu, preset.structure)
-    check_in_window(include, window.lower_hu, window.upper_hu, preset.name)
     clock.lap("seeds_and_window")
 
     hu = volume.array[full_box]
