@@ -81,6 +81,14 @@ def available(kind: str) -> list[str]:
     return sorted(names)
 
 
+#: What a message calls one configuration of each kind (sub-folder); other kinds lose their plural "s".
+CONFIG_NOUNS = {"qa": "QA policy", "coding": "coding rules"}
+
+
+def _noun(kind: str) -> str:
+    return CONFIG_NOUNS.get(kind, kind.removesuffix("s"))
+
+
 def find_config(kind: str, name: str) -> Path:
     """Path of the configuration ``name`` of ``kind``, or of ``name`` itself if it is a file.
 
@@ -88,7 +96,7 @@ def find_config(kind: str, name: str) -> Path:
     ----------
     kind : str
         The configuration kind, the plural sub-folder name (``presets``, ``printers``, ...);
-        messages use it without its last letter (``preset``).
+        messages name it as :data:`CONFIG_NOUNS` says (``preset``, ``QA policy``).
     name : str
         A configuration name (letters, digits, ``_ . -``, not starting with a punctuation
         mark), or the path of an existing ``.yaml``/``.yml`` file.
@@ -109,7 +117,7 @@ def find_config(kind: str, name: str) -> Path:
     if candidate.suffix in {".yaml", ".yml"} and candidate.is_file():
         return candidate
     if not _NAME.match(name):
-        raise ConfigError(f"{kind[:-1]} name {name!r} is not a valid name (letters, digits, _ . -)")
+        raise ConfigError(f"{_noun(kind)} name {name!r} is not a valid name (letters, digits, _ . -)")
     for folder in config_dirs():
         path = folder / kind / f"{name}.yaml"
         if path.is_file():
@@ -120,7 +128,7 @@ def find_config(kind: str, name: str) -> Path:
 
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown {kind[:-1]} {name!r}; {hint}available: {choices}")
+    raise ConfigError(f"unknown {_noun(kind)} {name!r}; {hint}available: {choices}")
 
 
 #: Largest YAML file read (case files, manifests, presets, printer profiles), bytes.

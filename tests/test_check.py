@@ -264,6 +264,10 @@ def test_policy_is_validated(tmp_path):
     assert policy.limits_for("prusa_mk4").max_abs_mm == 1.5
     assert policy.limits_for("formlabs_form3b") == policy.limits
     assert load_policy("leng2017").limits.max_mean_abs_mm < policy.limits.max_mean_abs_mm
+    with pytest.raises(ConfigError, match=r"^unknown QA policy 'nope'; available: .*default"):
+        load_policy("nope")
+    with pytest.raises(ConfigError, match=r"^QA policy name '\.\./x' is not a valid name"):
+        load_policy("../x")
 
 
 @pytest.fixture(scope="module")

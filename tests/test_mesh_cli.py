@@ -59,6 +59,13 @@ def test_mesh_command_errors(tmp_path, mask_file, capsys):
     assert not (tmp_path / "x.stl").exists()
     assert main(["mesh", str(mask_file), "--out", str(tmp_path / "x.vrml")]) == 2
     assert main(["mesh", str(mask_file), "--out", str(tmp_path / "x.stl"), "--smoothing", "magic"]) == 2
+    capsys.readouterr()
+    for option, value in [("--min-wall", "0"), ("--min-wall", "-1"), ("--min-wall", "nan"), ("--min-wall", "inf"),
+                          ("--min-piece", "nan"), ("--min-piece", "-1")]:
+        assert main(["mesh", str(mask_file), "--out", str(tmp_path / "x.stl"), option, value]) == 2, (option, value)
+        err = capsys.readouterr().err
+        assert "internal error" not in err and "Invalid value" in err, err
+    assert not (tmp_path / "x.stl").exists()
     empty = Geometry((8, 8, 8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     write_mask(Mask(np.zeros(empty.shape, np.uint8), empty), tmp_path / "empty.nii.gz")
     assert main(["mesh", str(tmp_path / "empty.nii.gz"), "--out", str(tmp_path / "e.stl")]) == MeshError.exit_code

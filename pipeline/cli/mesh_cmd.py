@@ -58,6 +58,8 @@ def mesh_command(
                               target_faces=target_faces or None, min_shell_volume_mm3=min_piece)
     except ValueError as error:
         raise click.BadParameter(str(error)) from error
+    if min_wall is not None and not 0 < min_wall < float("inf"):  # NaN fails too
+        raise click.BadParameter(f"must be a positive number of mm, got {min_wall}", param_hint="--min-wall")
     mask = read_mask(mask_file)
     with timed_steps("mesh") as step:
         step("meshing, smoothing and measuring the surface")

@@ -84,7 +84,7 @@ class MeshOptions(Report):
             raise ValueError(f"target_faces must be at least 4 (a tetrahedron), got {self.target_faces}")
         if self.max_decimation_error_mm is not None and not self.max_decimation_error_mm > 0:
             raise ValueError(f"max_decimation_error_mm must be positive, got {self.max_decimation_error_mm}")
-        if self.min_shell_volume_mm3 < 0:
+        if not self.min_shell_volume_mm3 >= 0:  # NaN fails too
             raise ValueError(f"min_shell_volume_mm3 must be >= 0, got {self.min_shell_volume_mm3}")
         if not self.wall_probe_mm > 0:
             raise ValueError(f"wall_probe_mm must be positive, got {self.wall_probe_mm}")
