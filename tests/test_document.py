@@ -620,6 +620,11 @@ def test_holds_of_the_charge_line_and_the_stages_make_page_one_held(packet):
     assert summary.billing == "held" and "I71.2 is a header" in summary.billing_reason
     plausibility = next(v for v in summary.verdicts if v.name == "Segmentation plausibility")
     assert plausibility.passed is False and "ends inside the scan" in plausibility.text
+    # the stage's report names no model; the ledger's copy of the same hold does: listed once
+    facts["segmentation"]["holds"] = [{**segment, "model_id": None}]
+    facts["lifecycle"] = {"state": "prepared", "holds": [segment, coding], "sign_offs": [], "billable": False}
+    assert [(h.code, h.model_id) for h in packet_summary(facts).holds] == [
+        ("segment.tube_ends_inside_scan", None), ("coding.icd10_not_billable", "aorta-surgeon")]
 
 
 def test_page_one_draws_the_lifecycle_given(packet):

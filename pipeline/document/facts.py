@@ -636,7 +636,16 @@ def report_holds(facts: dict[str, Any]) -> list[Hold]:
     for key in ("load", "segmentation", "mesh_qa", "print_plan", "charge"):
         for item in (facts.get(key) or {}).get("holds") or []:
             holds.append(Hold.from_dict(item) if isinstance(item, dict) else item)
-    return list(dict.fromkeys(holds))
+    return _each_once(holds)
+
+
+def _each_once(holds: list[Hold]) -> list[Hold]:
+    """``holds`` in order, each (code, reason) once: a stage's report names no model, the
+    ledger's copy of the same hold does, and page 1 is one model's."""
+    first: dict[tuple[str, str], Hold] = {}
+    for hold in holds:
+        first.setdefault((hold.code, hold.reason), hold)
+    return list(first.values())
 
 
 def packet_summary(facts: dict[str, Any]) -> PacketSummary:
@@ -699,7 +708,7 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
                                     str(s["at"])) for s in life.get("sign_offs") or []]
         ledger_holds = [Hold(str(h["code"]), str(h["reason"]), str(h.get("source") or "ledger"), summary.model_id)
                         for h in life.get("holds") or []]
-        holds = summary.holds = list(dict.fromkeys([*holds, *ledger_holds]))
+        holds = summary.holds = _each_once([*holds, *ledger_holds])
         summary.effort = [f"{category.replace('_', ' ')}, {who.replace('_', '-')}: {minutes:.0f} min"
                           for category, split in (life.get("effort_minutes") or {}).items()
                           for who, minutes in split.items() if minutes]
