@@ -317,8 +317,22 @@ def check_segment_inputs(volume: Volume, preset: str | Preset, seeds_lps_mm: Ite
     The preset and its overrides, every seed (inside the volume and the region of interest,
     include and exclude seeds apart, include seeds inside the HU window and with contrast):
     a case checks all its models with this before it segments the first, so a bad seed of the
-    last model stops the run before any model is made. The parameters are those of
-    :func:`segment_volume`.
+    last model stops the run before any model is made.
+
+    Parameters
+    ----------
+    volume : Volume
+        CT volume, int16 HU.
+    preset : str or Preset
+        Preset name, path to a preset YAML file, or a loaded :class:`Preset`.
+    seeds_lps_mm, exclude_seeds_lps_mm : iterable of (x, y, z)
+        Include / exclude seeds in patient LPS mm.
+    seeds_index, exclude_seeds_index : iterable of (k, j, i)
+        The same as voxel indices in array order.
+    roi_lps_mm : ((x0, y0, z0), (x1, y1, z1)), optional
+        The region of interest, LPS mm.
+    overrides : dict, optional
+        Preset fields to change, nested or dotted.
 
     Raises
     ------
