@@ -642,8 +642,76 @@ def _run_parameters(case: CaseFile, deidentify: bool, case_file: Path | None = N
     """What the ledger records as the run's parameters (no patient identifiers; the case file's
     path, from which a lifecycle step re-issues the packet)."""
     return {"imaging": case.imaging.model_dump(mode="json"), "printer": case.printer, "deidentify": deidentify,
-            "case_file": str(case_file) if case_file else None,
+            "case_file": str(case_file) if case_file else None, "packet_facts_sha256": packet_facts_sha256(case),
             "models": [spec.model_dump(mode="json", exclude={"manual_steps"}) for spec in case.models]}
+
+
+def packet_facts_sha256(case: CaseFile) -> str:
+    """SHA-256 of what a packet takes from the case file (patient, encounter, indication, models).
+
+    A lifecycle step re-issues the packet from the run's case file; this digest, recorded with
+    the run, tells whether that file still says what the run was made from (no identifier is
+    stored, only the digest).
+
+    Parameters
+    ----------
+    case : CaseFile
+        The case as read.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    import hashlib
+    import json
+
+    facts = case.model_dump(mode="json", include={"case_id", "patient", "encounter", "indication", "models"})
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[str, Any], dict[str, Any]] | None:
+    """The case file a model's packet is re-issued from, checked against what its run recorded.
+
+    Parameters
+    ----------
+    book : Ledger
+        The open ledger.
+    case_id : str
+        The case.
+    model_id : str
+        The model.
+
+    Returns
+    -------
+    (CaseFile, dict, dict) or None
+        The case as its file says now, the model's ledger row and its run's row; None when the
+        model has no current version.
+
+    Raises
+    ------
+    ConfigError
+        The run's case file is gone, or it no longer says what the run was made from (patient,
+        encounter, indication or models edited since): a packet re-issued from it would
+        document another patient or claim (exit 4). Raised before a step is recorded.
+    """
+    detail = book.show(case_id)
+    model = next((m for m in detail["models"] if m["model_id"] == model_id and m["status"] == "current"), None)
+    if model is None:
+        return None
+    run = next(r for r in detail["runs"] if r["id"] == model["run_id"])
+    case_file = run["parameters"].get("case_file")
+    if not case_file or not Path(case_file).is_file():
+        raise ConfigError(f"the case file of run {run['id']} ({case_file or 'not recorded'}) is no longer there: "
+                          f"the packet of {case_id}/{model_id} could not be re-issued with this step",
+                          hint="put the case file back where the run read it, or run the case again")
+    case = load_case(case_file)
+    recorded = run["parameters"].get("packet_facts_sha256")
+    if recorded is not None and recorded != packet_facts_sha256(case):
+        raise ConfigError(f"{case_file} was edited after run {run['id']} (its patient, encounter, indication or "
+                          f"models differ): the packet of {case_id}/{model_id} would document what the run did not",
+                          hint="undo the edit, or run the case again (a new version, approved again)")
+    return case, model, run
 
 
 def mesh_geometry_sha256(model: Any) -> str:
@@ -959,24 +1027,27 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     Returns
     -------
     Path or None
-        The revision's folder, or None when the model has no current version or the run's case
-        file is no longer where it was.
+        The revision's folder, or None when the model has no current version.
+
+    Raises
+    ------
+    ConfigError
+        The run's case file is gone or was edited since the run (:func:`packet_case`).
     """
     from pipeline.document.stage import document_model_folder
 
+    found = packet_case(book, case_id, model_id)
+    if found is None:
+        return None
+    case, model, run = found
     detail = book.show(case_id)
-    model = next((m for m in detail["models"] if m["model_id"] == model_id and m["status"] == "current"), None)
-    if model is None:
-        return None
-    run = next(r for r in detail["runs"] if r["id"] == model["run_id"])
-    case_file = run["parameters"].get("case_file")
-    if not case_file or not Path(case_file).is_file():
-        return None
     state = book.model_state(case_id, model_id)
     folder = Path(model["folder"])
     revisions = folder.parent / f"{model_id}.packets"
-    name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}"
-    report = document_model_folder(load_case(case_file), folder, out_dir=revisions / name, model_id=model_id,
+    releases = sum(1 for hold in state["holds"] if hold.get("released_by"))
+    # one folder per event or release: a release re-issues the packet without overwriting the step's
+    name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}" + (f"-r{releases}" if releases else "")
+    report = document_model_folder(case, folder, out_dir=revisions / name, model_id=model_id,
                                    deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
     book.record_documents(detail["encounter"]["id"], sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
     return report.model_dir

@@ -170,8 +170,57 @@ def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
     assert facts["lifecycle"]["sign_offs"][0]["person"] == "RADIOLOGIST^RENDERING"
     first_page = " ".join(pypdf.PdfReader(packet / "packet.pdf").pages[0].extract_text().split())
     assert "approved, not yet printed" in first_page and "pending: waits for printing" in first_page
-    assert "approved (radiologist) Rendering Radiologist" in first_page  # the sign-off, name as a person writes it
+    assert "approved (radiologist) Rendering Radiologist, NPI 1987654328" in first_page  # as a person writes it
+    # the re-issued packet keeps the run's stage reports: its verdicts and warnings are the run's
+    published = json.loads((root / "reissue-out" / "REISSUE-1" / "aorta-surgeon" / "packet.json").read_text())
+    for key in ("load", "segmentation", "mesh_qa", "print_preparation"):
+        assert facts[key] == published[key] and facts[key] is not None, key
+    assert facts["warnings"] == published["warnings"]
+    assert "no mesh QA report" not in first_page and "not measured" not in first_page
     # The published model folder is untouched; the revision's files are checked by verify.
     assert subprocess.run([anatomodel_script(), "ledger", "verify"], env=env, capture_output=True).returncode == 0
     (packet / "packet.pdf").write_bytes(b"%PDF-1.4 replaced")
     assert subprocess.run([anatomodel_script(), "ledger", "verify"], env=env, capture_output=True).returncode == 13
+
+
+def test_a_step_is_refused_when_the_packet_cannot_be_re_issued_from_the_run_s_case_file(study):
+    """A step re-issues the packet from the run's case file: an edit of its patient, or the file
+    gone, refuses the step before anything is recorded (a packet of another patient, or none)."""
+    root, case = study
+    edited = copy.deepcopy(case)
+    edited["case_id"] = "REISSUE-2"
+    edited["models"][0]["purpose"] = "trainee_education"  # a hold, released below
+    assert _run(root, edited, "reissue2", ledger="reissue2.sqlite3", out="reissue2-out")[0] == 19
+    case_file = root / "reissue2" / "case.yaml"
+    original = case_file.read_text()
+    env = {**os.environ, "ANATOMODEL_LEDGER": str(root / "reissue2.sqlite3")}
+    approve = [anatomodel_script(), "approve", "REISSUE-2", "aorta-surgeon", "--by", "RADIOLOGIST^RENDERING",
+               "--role", "radiologist", "--npi", "1987654328"]
+
+    def events() -> list[str]:
+        with Ledger(root / "reissue2.sqlite3") as book:
+            return [e["step"] for e in book.model_state("REISSUE-2", "aorta-surgeon")["events"]]
+
+    case_file.write_text(original.replace(case["patient"]["name"], "SOMEONE^ELSE"))
+    result = subprocess.run(approve, env=env, capture_output=True, text=True, timeout=300)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 4 and "was edited after run" in message and "SOMEONE" not in message, message
+    case_file.rename(case_file.with_suffix(".moved"))
+    result = subprocess.run(approve, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4 and "is no longer there" in " ".join(result.stderr.split()), result.stderr
+    assert events() == ["prepared"]
+    case_file.write_text(original)
+    result = subprocess.run(approve, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 19 and "coding.education_only" in result.stderr, result.stderr  # recorded, held
+    assert events() == ["prepared", "approved"]
+    # a release re-issues the packet into a folder of its own: the approval's revision stays as it was
+    packets = root / "reissue2-out" / "REISSUE-2" / "aorta-surgeon.packets"
+    approved = (packets / "v1-02-approved" / "REISSUE-2" / "aorta-surgeon" / "packet.pdf").read_bytes()
+    result = subprocess.run([anatomodel_script(), "release", "REISSUE-2", "aorta-surgeon", "coding.education_only",
+                             "--by", "CODER^CHIEF", "--role", "coder", "--reason", "the trainee's model is billed"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (packets / "v1-02-approved" / "REISSUE-2" / "aorta-surgeon" / "packet.pdf").read_bytes() == approved
+    released = json.loads((packets / "v1-02-approved-r1" / "REISSUE-2" / "aorta-surgeon" / "packet.json").read_text())
+    assert [s["step"] for s in released["lifecycle"]["sign_offs"]] == ["approved", "release of coding.education_only"]
+    assert released["lifecycle"]["sign_offs"][1]["reason"] == "the trainee's model is billed"

@@ -63,6 +63,10 @@ def check_command(
     book = Ledger(location) if record and (isinstance(location, str) or location.is_file()) else None
     try:
         case = _ledger_case(book, model_dir, by, role, npi) if book is not None else None
+        if case is not None:
+            from pipeline.case import packet_case
+
+            packet_case(book, *case[:2])  # the packet can be re-issued with the check: before measuring
         scanned = read_scan(scan, series=series)
         report = check_print(model_dir, scanned, policy=chosen, printer=printer, material=material,
                              estimate_scale=not rigid, out_dir=out or model_dir.parent / "print-qa" / model_dir.name)

@@ -33,8 +33,11 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
     from pipeline.ledger import Ledger
     from pipeline.ledger.lifecycle import Person
 
+    from pipeline.case import packet_case
+
     person = Person(by, role, npi)
     with Ledger(ledger) as book:
+        packet_case(book, case_id, model_id)  # the packet can be re-issued: checked before the step is recorded
         state = book.record_step(case_id, model_id, step, person, at=at, minutes=minutes,
                                  detail={k: v for k, v in detail.items() if v is not None})
         report_state(book, case_id, model_id, state)
@@ -64,8 +67,8 @@ def report_state(book, case_id: str, model_id: str, state: dict) -> None:
 
     rewrite_encounter_charges(book, case_id)
     packet = reissue_packet(book, case_id, model_id)
-    say(f"packet re-issued: {escape(str(packet))}" if packet else
-        "the run's case file is no longer where it was: packet not re-issued")
+    if packet:
+        say(f"packet re-issued: {escape(str(packet))}")
     billing = book.case_billing(case_id)
     entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
     say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "
@@ -163,6 +166,9 @@ def release(case_id: str = CASE, model_id: str = MODEL,
     from pipeline.ledger import Ledger
     from pipeline.ledger.lifecycle import Person
 
+    from pipeline.case import packet_case
+
     with Ledger(ledger) as book:
+        packet_case(book, case_id, model_id)  # before the release is recorded, as for a step
         state = book.release(case_id, model_id, code, Person(by, role), reason=reason)
         report_state(book, case_id, model_id, state)

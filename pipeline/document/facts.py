@@ -704,7 +704,9 @@ def packet_summary(facts: dict[str, Any]) -> PacketSummary:
     life = facts.get("lifecycle")
     if life:  # where the model stands in the ledger: state, sign-offs, open holds, effort
         summary.state = STATE_TEXT.get(str(life["state"]), str(life["state"]).replace("_", "-"))
-        summary.signoffs = [SignOff(f"{s['step'].replace('_', '-')} ({s['role']})", person_name(s["person"]),
+        summary.signoffs = [SignOff(f"{s['step'].replace('_', '-')} ({s['role']})"
+                                    + (f": {s['reason']}" if s.get("reason") else ""),
+                                    person_name(s["person"]) + (f", NPI {s['npi']}" if s.get("npi") else ""),
                                     str(s["at"])) for s in life.get("sign_offs") or []]
         ledger_holds = [Hold(str(h["code"]), str(h["reason"]), str(h.get("source") or "ledger"), summary.model_id)
                         for h in life.get("holds") or []]

@@ -41,8 +41,12 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
         finally:
             book.close()
         if entry is not None:
-            sign_offs = [{"step": e["step"], "person": e["person"], "role": e["role"], "at": e["at"]}
+            sign_offs = [{"step": e["step"], "person": e["person"], "role": e["role"], "at": e["at"], "npi": e.get("npi")}
                          for e in state["events"] if e["step"] != "prepared"]
+            sign_offs += [{"step": f"release of {h['code']}", "person": h["released_by"], "role": h["released_role"],
+                           "at": h["released_at"], "reason": h["release_reason"]}
+                          for h in state["holds"] if h.get("released_by")]
+            sign_offs.sort(key=lambda signed: str(signed["at"]))  # ISO UTC text: in time order
             lifecycle = {"state": entry.state, "billable": entry.billable, "waiting_for": entry.waiting_for,
                          "sign_offs": sign_offs, "holds": entry.holds, "effort_minutes": state["effort_minutes"]}
             qa = _print_qa(state["events"])
@@ -56,6 +60,26 @@ def _charge_of(case: Any, model_id: str, case_dir: Path, ledger: str | Path | No
             return line, None, "no ledger record: charge numbered in case-file order (not recorded in the ledger)"
         lines.append(line)
     raise DocumentError(f"model {model_id!r} is not in case {case.case_id}")
+
+
+#: Where the published packet's facts keep each stage report (``PacketInputs.reports`` key -> facts key).
+_REPORT_FACTS = {"load": "load", "segment": "segmentation", "mesh": "mesh_qa", "prepare": "print_preparation"}
+
+
+def _stage_reports(model_dir: Path) -> dict[str, Any]:
+    """The stage reports of the packet already in ``model_dir`` (its ``packet.json``), so a packet
+    re-issued after a lifecycle step keeps the verdicts, warnings and holds of the run; empty
+    when the folder has no packet yet (its stages were run one by one)."""
+    path = model_dir / "packet.json"
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DocumentError(f"{path} cannot be read ({error}): the packet's stage reports would be lost",
+                            hint="restore the model folder (`anatomodel ledger verify` names what changed) "
+                                 "or run the case again") from error
+    return {key: facts[name] for key, name in _REPORT_FACTS.items() if facts.get(name) is not None}
 
 
 def _print_qa(events: list[dict]) -> dict | None:
@@ -144,7 +168,7 @@ def document_model_folder(
         volume, _ = load_series(case.dicom_path, case.imaging.series)
     mask = read_mask(model_dir / "mask.nii.gz", {1: spec.id}) if (model_dir / "mask.nii.gz").is_file() else None
     model = Model(trimesh.load_mesh(model_dir / "model.stl"), spec.id)
-    reports: dict[str, Any] = {}
+    reports = _stage_reports(model_dir)
     if (model_dir / "plan.json").is_file():
         reports["plan"] = json.loads((model_dir / "plan.json").read_text(encoding="utf-8"))
     charge, lifecycle, source = _charge_of(case, model_id, model_dir.parent, ledger)
