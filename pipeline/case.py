@@ -928,11 +928,11 @@ def check_case_coverage(case: CaseFile, volume: Any, load_report: Any) -> None:
     CoverageError
         Before any model is segmented (exit 21).
     """
-    from pipeline.presets import check_coverage, load_preset, series_extent_mm
+    from pipeline.presets import apply_overrides, check_coverage, load_preset, series_extent_mm
 
     extent = series_extent_mm(volume.geometry)
     for spec in case.models:
-        preset = load_preset(spec.preset)
+        preset = apply_overrides(load_preset(spec.preset), spec.segment.overrides or None)  # as `segment --set` does
         if preset.coverage_mm is not None:
             load_report.coverage_needed_mm[preset.name] = preset.coverage_mm
         check_coverage(preset, extent, volume.geometry.shape[0], f"the series of model {spec.id}")

@@ -434,6 +434,26 @@ def test_a_series_too_short_for_the_preset_is_refused_before_any_work(tmp_path, 
     assert not (tmp_path / "mask.nii.gz").exists()
 
 
+def test_the_coverage_check_of_a_case_takes_its_preset_overrides(tmp_path, base_case, cta):
+    """A model whose case file lowers ``coverage_mm`` is checked against that figure, as
+    ``anatomodel segment --set coverage_mm=...`` is."""
+    from pipeline.case import check_case_coverage, load_case
+    from pipeline.errors import CoverageError
+    from pipeline.load import load_series
+
+    step = float(pydicom.dcmread(next(cta.glob("IM*")), stop_before_pixels=True).SliceThickness)
+    needed = _preset_coverage(base_case["models"][0]["preset"])
+    slices = int(needed // step) - 1
+    volume, report = load_series(_keep_slices(cta, tmp_path, lambda i: 5 <= i < 5 + slices))
+    case = copy.deepcopy(base_case)
+    case["models"] = case["models"][:1]
+    with pytest.raises(CoverageError):
+        check_case_coverage(load_case(_write_case(tmp_path, case)), volume, report)
+    case["models"][0]["segment"] = {"overrides": {"coverage_mm": slices * step * 0.9}}
+    check_case_coverage(load_case(_write_case(tmp_path, case)), volume, report)
+    assert report.coverage_needed_mm[case["models"][0]["preset"]] == pytest.approx(slices * step * 0.9)
+
+
 SEGMENTATION = 8
 
 
