@@ -583,6 +583,28 @@ def test_stage_warnings_reach_packet_json_and_page_one(source, tmp_path):
     assert "Segmentation plausibility ✗ check volume 52.7 ml" in first
 
 
+@pytest.mark.parametrize("deidentify", [False, True], ids=["identified", "vendor"])
+def test_lossy_source_warning_reaches_packet_json_and_page_one(source, phantoms_dir, tmp_path, deidentify):
+    """A real lossy compressed (NEMA WG04 JPEG 2000 irreversible) series' load report, as case.py
+    passes it: its lossy evidence is in the packet's load block and its warning on page 1."""
+    from test_load_lossy import nema_file, nema_series
+
+    from pipeline.load import load_series
+
+    _, load_report = load_series(nema_series(nema_file(phantoms_dir, "CT1", "J2KI"), tmp_path / "nema"), 1)
+    warning = f"load: {load_report.lossy_compression.warning()}"
+    charge = next_charge([], _billable("aorta-lossy"))
+    model_dir = _model_folder(tmp_path, source, "aorta-lossy")
+    inputs = _inputs(source, "aorta-lossy", charge, deidentify=deidentify)
+    inputs.reports["load"] = load_report.to_dict()
+    write_packet(inputs, model_dir)
+    facts = json.loads((model_dir / "packet.json").read_text())
+    assert facts["load"]["lossy_compression"]["lossy"] is True
+    assert facts["warnings"][0] == warning
+    first = " ".join(pypdf.PdfReader(model_dir / "packet.pdf").pages[0].extract_text().split())
+    assert warning in first
+
+
 def test_print_preparation_warnings_reach_page_one(source, tmp_path):
     """The prepare stage's warnings are the plan's (PrepareReport has none): a model longer than
     the printer's build volume, planned for real, is named on page 1 as case.py passes it."""

@@ -53,3 +53,5 @@ def convert_command(
                                       (load_report.uneven_spacing, "resampled to uniform spacing")) if flag]
     say(f"wrote {escape(str(output))}: series {load_report.series_number or '-'}, {shape} voxels of {spacing} mm"
         + (f" ({', '.join(extras)})" if extras else ""))
+    for warning in load_report.warnings:
+        say(f"[yellow]warning:[/] {escape(warning)}")

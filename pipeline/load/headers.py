@@ -265,6 +265,53 @@ def planes_from_header(path: Path, ds: Dataset, file_size: int) -> list[Plane]:
     return planes
 
 
+@dataclass(frozen=True)
+class LossyMarks:
+    """What one header says about lossy compression (DICOM PS3.3 C.7.6.1.1.5).
+
+    ``flag`` is LossyImageCompression (0028,2110): ``"01"`` when the image has been lossy
+    compressed at any point of its history (it may be stored uncompressed now), ``"00"`` when
+    not, None when absent. ``ratios`` are LossyImageCompressionRatio (0028,2112), one per
+    successive lossy compression (uncompressed size / compressed size, dimensionless), and
+    ``methods`` LossyImageCompressionMethod (0028,2114), defined terms such as ``ISO_15444_1``,
+    in the same order; empty when absent.
+    """
+
+    flag: str | None = None
+    ratios: tuple[float, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+def _texts(ds: Dataset, keyword: str) -> tuple[str, ...]:
+    """Every non-empty value of a string-valued attribute (see :func:`_raw_text`)."""
+    value = _raw_text(ds, keyword)
+    values = [value] if isinstance(value, str) else value or []
+    return tuple(text.strip() for text in values if text and text.strip())
+
+
+def lossy_marks(ds: Dataset) -> LossyMarks:
+    """The lossy compression attributes of a header (three look-ups; no pixel data is read).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header (:func:`read_header`); for an enhanced multi-frame image the attributes are
+        at the top level, for all its frames.
+
+    Returns
+    -------
+    LossyMarks
+        LossyImageCompression, its ratios (malformed ones left out) and methods.
+    """
+    flags = _texts(ds, "LossyImageCompression")
+    ratios = (to_float(text) for text in _texts(ds, "LossyImageCompressionRatio"))
+    return LossyMarks(
+        flag=flags[0] if flags else None,
+        ratios=tuple(ratio for ratio in ratios if ratio is not None),
+        methods=_texts(ds, "LossyImageCompressionMethod"),
+    )
+
+
 def transfer_syntax_name(uid: str) -> str:
     """Human name of a transfer syntax UID (the UID itself when unknown).
 

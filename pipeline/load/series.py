@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pipeline.errors import GeometryError
 from pipeline.files import sha256_file
 from pipeline.geometry import Geometry, Volume, is_image_file, read_volume
+from pipeline.load.compression import LossyCompression, lossy_compression
 from pipeline.load.decode import read_hu
 from pipeline.load.headers import Plane, contrast_agent, convolution_kernel
 from pipeline.load.inventory import Inventory, inventory
@@ -63,6 +64,8 @@ class LoadReport(Report):
     duplicates: str | None = None
     rescale: str | None = None
     transfer_syntaxes: list[str] = field(default_factory=list)
+    #: Whether the source was lossy compressed and the header evidence; None for an image file (not known).
+    lossy_compression: LossyCompression | None = None
     pixel_reading: str | None = None
     gantry_tilt_header_deg: float | None = None
     gantry_tilt_geometry_deg: float | None = None
@@ -310,7 +313,8 @@ def load_series(
         HU int16 array ``[k, j, i]``; axis 0 runs along the slice normal (row x column), axis 1
         down the image rows, axis 2 along them. Provenance keys: :data:`PROVENANCE_KEYS`.
     report : LoadReport
-        What was done (ordering, rescale, duplicates, tilt correction, resampling, decoding).
+        What was done (ordering, rescale, duplicates, tilt correction, resampling, decoding), and
+        whether the source was lossy compressed (``lossy_compression``, with a warning when so).
 
     Raises
     ------
@@ -361,6 +365,9 @@ def load_series(
     if decoded.clipped_voxels:
         report.warnings.append(f"{decoded.clipped_voxels} voxels outside the int16 range were clipped")
     report.transfer_syntaxes = decoded.transfer_syntaxes
+    report.lossy_compression = lossy_compression(ordered)
+    if lossy_warning := report.lossy_compression.warning():
+        report.warnings.append(lossy_warning)
     report.planes_read_directly, report.planes_decoded = decoded.read_directly, decoded.decoded_by_pydicom
     report.pixel_reading = (
         f"{decoded.read_directly} plane(s) read directly (uncompressed little endian), "
