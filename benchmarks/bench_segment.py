@@ -111,7 +111,10 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from pipeline.geometry import Geometry, Volume
-from pipeline.segment import segment_volume
+try:
+    from pipeline.segment import segment_volume
+except ImportError:  # an --old-rev from before the rename (4ddf841 calls it segment)
+    from pipeline.segment import segment as segment_volume
 folder, preset = Path(sys.argv[1]), sys.argv[2]
 meta = json.loads((folder / "meta.json").read_text())
 volume = Volume(np.load(folder / "hu.npy"), Geometry.from_dict(meta["geometry"]))
