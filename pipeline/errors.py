@@ -136,7 +136,9 @@ class RegistrationError(AnatomodelError):
 class HeldForReview(AnatomodelError):
     """Not a failure: the work is done, but a charge is held until a named person releases it.
 
-    Raised by the command line after the work, so that scripts see exit code 19.
+    Raised by the command line after the work, so that scripts see exit code 19; also when no
+    charge is involved but the result needs a person's decision (a failed print check that was
+    not recorded, a model that fits the printer in no orientation).
     """
 
     exit_code = 19

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import zipfile
 
@@ -15,6 +16,7 @@ from pipeline.prepare import (PlanAlternative, oriented_mesh, plan_print, plan_s
                               write_print_files)
 from pipeline.prepare.arrays import MeshArrays
 from pipeline.prepare.evaluate import Context, evaluate_pose, usable_volume
+from pipeline.prepare.plan import _split_suggestion
 from pipeline.prepare.search import convex_hull
 from pipeline.printers import load_printer
 
@@ -147,12 +149,91 @@ def test_model_larger_than_the_build_volume_gets_a_split_not_a_scale(tmp_path):
     cuts = sorted(p["point_lps"][0] for p in plan.split["planes"])
     assert np.diff([-200, *cuts, 200]) == pytest.approx([400 / 3] * 3, abs=0.01)
     assert any("does not fit" in w and "Split into 3" in w for w in plan.warnings)
-    # The suggested scale makes it fit; nothing was scaled.
+    # The suggested scale makes it fit in the box it names, and is no worse than the bar upright
+    # (tilted across the build volume it fits larger); nothing was scaled.
     scale = plan.split["scale_to_fit"]
-    assert 400 * scale <= max(usable) and 400 * (scale + 0.02) > min(usable[:2])
+    assert np.all(scale * np.asarray(plan.split["scale_size_mm"]) <= usable)
+    assert np.floor(100 * max(usable) / 400) / 100 <= scale < 1
     paths = write_print_files(plan, model, tmp_path)
     printed = trimesh.load(paths["stl"])
     assert printed.volume == pytest.approx(bar.volume, rel=1e-6)
+
+
+def _usable_by_hand(printer: str) -> np.ndarray:
+    """Usable x, y, z of a profile from its numbers: clearance off both sides of the plate, the
+    support base off the height, mm."""
+    profile = load_printer(printer)
+    volume, clearance = profile.build_volume_mm, profile.clearance_mm
+    return np.array([volume.x - 2 * clearance, volume.y - 2 * clearance, volume.z - profile.support_base_mm])
+
+
+def _box_advice_by_hand(extents, usable) -> tuple[float, int]:
+    """The largest scale (down to 0.01) and the fewest pieces over every way of laying an
+    axis-aligned box's edges along the printer's x, y and z."""
+    lays = [np.asarray(extents, float)[list(order)] for order in itertools.permutations(range(3))]
+    scale = max(float(np.min(usable / lay)) for lay in lays)
+    pieces = min(int(np.prod(np.ceil(lay / usable))) for lay in lays)
+    return np.floor(100 * scale) / 100, pieces
+
+
+# Boxes too large at full size: a Form 3B box (square across, its 199 mm edge upright), one on
+# the Form 3BL whose longest edge must lie along the plate (usable 325 mm) rather than up (293 mm),
+# and one on the support-free Fuse 1.
+TOO_LARGE = [("formlabs_form3b", (179.0, 179.0, 199.0)), ("formlabs_form3bl", (150.0, 400.0, 300.0)),
+             ("formlabs_fuse1", (320.0, 160.0, 200.0))]
+
+
+@pytest.mark.parametrize("printer, extents", TOO_LARGE)
+def test_box_too_large_gets_the_scale_and_split_of_its_best_orientation(printer, extents):
+    box = trimesh.creation.box(extents)
+    plan, _ = plan_print(Model(box, name="box"), printer)
+    usable = _usable_by_hand(printer)
+    scale, pieces = _box_advice_by_hand(extents, usable)
+    assert not plan.fits
+    assert plan.split["scale_to_fit"] == pytest.approx(scale, abs=1e-9)
+    assert plan.split["pieces"] == pieces
+    assert f"or scale to {scale:.2f} (not applied)" in plan.split["message"]
+    assert plan.split["message"] in plan.warnings
+    # The advice names the orientation: the box's own axes along the printer's x, y and z, its
+    # edges there within the usable extents once scaled.
+    for key in ("scale", "split"):
+        axes = np.abs(np.asarray(plan.split[f"{key}_axes_lps"]))
+        assert np.sort(axes, axis=1) == pytest.approx(np.array([[0, 0, 1]] * 3), abs=1e-6)
+        assert np.asarray(plan.split[f"{key}_size_mm"]) == pytest.approx(axes @ np.asarray(extents), abs=0.01)
+    assert np.all(scale * np.asarray(plan.split["scale_size_mm"]) <= usable)
+    pieces_along = np.ceil(np.asarray(plan.split["split_size_mm"]) / usable)
+    assert np.prod(pieces_along) == pieces and len(plan.split["planes"]) == np.sum(pieces_along - 1)
+    # Scaled as advised, it fits (in a pose the search finds on its own).
+    again, _ = plan_print(Model(box.copy().apply_scale(scale), name="box"), printer)
+    assert again.fits
+
+
+def test_box_advice_does_not_get_worse_when_the_box_is_turned():
+    extents = (179.0, 179.0, 199.0)
+    square, _ = plan_print(Model(trimesh.creation.box(extents), name="box"), "formlabs_form3b")
+    turn = trimesh.transformations.random_rotation_matrix(np.random.default_rng(7).random(3))
+    turned, _ = plan_print(Model(trimesh.creation.box(extents).apply_transform(turn), name="box"),
+                           "formlabs_form3b")
+    assert not turned.fits
+    assert turned.split["scale_to_fit"] >= square.split["scale_to_fit"]
+    assert turned.split["pieces"] <= square.split["pieces"]
+    # The orientation advised is the turned box's own axes.
+    axes = np.abs(np.asarray(turned.split["scale_axes_lps"]) @ turn[:3, :3])
+    assert np.sort(axes, axis=1) == pytest.approx(np.array([[0, 0, 1]] * 3), abs=1e-6)
+
+
+def test_a_box_frame_that_fits_unscaled_is_advised_as_such():
+    """The search measures fit with room for the decimation error; the advice measures the exact
+    hull, and may find a box frame that fits as it is."""
+    cube = trimesh.creation.box([100.0, 100.0, 100.0])
+    turned = trimesh.transformations.rotation_matrix(np.pi / 4, [0, 0, 1])[:3, :3]  # 141 mm across
+    frames = np.array([turned, np.eye(3)])
+    split = _split_suggestion(frames, cube.vertices, np.array([141.4, 141.4, 100.0]),
+                              load_printer("formlabs_form3b"))
+    assert split["pieces"] == 1 and split["planes"] == [] and split["scale_to_fit"] == 1.0
+    axes = np.abs(np.asarray(split["scale_axes_lps"]))
+    assert np.sort(axes, axis=1) == pytest.approx(np.array([[0, 0, 1]] * 3), abs=1e-9)  # the cube's own
+    assert "fits unscaled as a 100.0 x 100.0 x 100.0 mm box" in split["message"]
 
 
 def test_thin_walls_are_reported_with_where():

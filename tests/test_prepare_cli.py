@@ -7,7 +7,7 @@ import json
 import trimesh
 
 from pipeline.cli import main
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, HeldForReview
 
 
 def _l_bracket_stl(tmp_path):
@@ -38,3 +38,19 @@ def test_unknown_printer_exits_with_the_config_error_code(tmp_path, capsys):
     assert code == ConfigError.exit_code
     assert "unknown printer 'no_such_printer'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_model_that_fits_in_no_orientation_is_written_and_held_for_review(tmp_path, capsys):
+    path = tmp_path / "box.stl"
+    trimesh.creation.box([179, 179, 199]).export(path)
+    out = tmp_path / "print"
+    code = main(["prepare", str(path), "--printer", "formlabs_form3b", "--out", str(out), "--json"])
+    assert code == HeldForReview.exit_code
+    # The print files are written for inspection, plan.json (alone on stdout) with the advice.
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "print.3mf", "print.stl"]
+    captured = capsys.readouterr()
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan == json.loads(captured.out)
+    assert plan["fits"] is False and plan["split"]["scale_to_fit"] == 0.75  # 135 / 179, rounded down
+    assert "done, but held for review: box.stl fits formlabs_form3b in no orientation tried" in captured.err
+    assert "scale to 0.75 (not applied)" in captured.err

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.app import app, say, stdout, timed_steps
+from pipeline.errors import HeldForReview
 
 
 @app.command("prepare")
@@ -21,6 +22,10 @@ def prepare_command(
 ) -> None:
     """Choose the print orientation (least support volume, overhang and contact), check the
     build volume and write the oriented model and its plan.
+
+    A model that fits the printer in no orientation tried is still written (print.stl in the
+    chosen pose, plan.json with the split and scale advice, for inspection), but exits 19: done,
+    held for review, as `run` holds its charge. Nothing is scaled or cut: the lab decides.
 
     Example:
 
@@ -43,3 +48,7 @@ def prepare_command(
         f"overhang, about {plan.estimated_time_h:.1f} h; wrote {escape(str(paths['plan'].parent))}")
     for warning in plan.warnings:
         say(f"[yellow]warning:[/] {escape(warning)}")
+    if not plan.fits:
+        raise HeldForReview(f"{model_file.name} fits {plan.printer} in no orientation tried; the print "
+                            f"files in {paths['plan'].parent} are for inspection",
+                            hint="split or scale it as plan.json's split says, or choose a larger printer")

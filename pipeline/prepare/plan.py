@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, cKDTree
 
 from pipeline.errors import PrintPlanError
 from pipeline.mesh.decimate import decimate
 from pipeline.model import Model
 from pipeline.prepare.arrays import MeshArrays
 from pipeline.prepare.evaluate import (
-    Context, PoseMetrics, cost_terms, evaluate_pose, fits_build_volume, overhang_faces,
+    Context, PoseMetrics, cost_terms, evaluate_pose, fits_build_volume, overhang_faces, pose_rotation,
     usable_volume,
 )
-from pipeline.prepare.search import convex_hull, search
+from pipeline.prepare.frames import principal_frame
+from pipeline.prepare.search import Hull, candidate_directions, convex_hull, search
 from pipeline.prepare.report import PrepareReport
 from pipeline.mesh.thickness import sample_wall_thickness
 from pipeline.printers import PrinterProfile, load_printer
@@ -34,6 +36,8 @@ RERANK_CELLS = 100
 SEARCH_CELLS = 64      # vertical rays across the model's diameter while searching
 FINAL_CELLS = 200      # ... and when measuring the chosen pose on the full mesh
 MAX_LISTED = 5         # places listed per warning
+#: The six ways to lay a box's three axes along the printer's x, y and z (rows: which box axis).
+AXIS_ORDERS = np.array(list(itertools.permutations(range(3))))
 
 
 @dataclass
@@ -181,7 +185,9 @@ def plan_print(model: Model, printer: str | PrinterProfile, *, alternatives: int
             f"{best.cups.count} cup(s) ({best.cups.volume_mm3:.0f} mm3) would seal against the "
             f"resin tank in this orientation: add drain holes near {_points(places)} (LPS mm)")
     if not plan.fits:
-        plan.split = _split_suggestion(best, profile)
+        frames = _box_frames(search_mesh, hull, [best, *found])
+        plan.split = _split_suggestion(frames, full.vertices[ConvexHull(full.vertices).vertices],
+                                       best.size_mm, profile)
         plan.warnings.append(plan.split["message"])
     report.seconds = round(time.perf_counter() - started, 3)
     return plan, report
@@ -374,27 +380,128 @@ def _island_warnings(mesh: MeshArrays, pose: PoseMetrics, ctx: Context, report: 
             "add supports there"]
 
 
-def _split_suggestion(pose: PoseMetrics, profile: PrinterProfile) -> dict:
-    """Planes (in model LPS mm) cutting the oriented model into pieces that fit, and the scale
-    that would make it fit whole. Never applied: the lab decides."""
+def _box_frames(mesh: MeshArrays, hull: Hull, poses: list[PoseMetrics]) -> np.ndarray:
+    """Axes of the boxes around the model that the fit advice weighs, the measured poses first.
+
+    Parameters
+    ----------
+    mesh : MeshArrays
+        The copy the search ran on, model coordinates in mm.
+    hull : Hull
+        Its convex hull (:func:`~pipeline.prepare.search.convex_hull`).
+    poses : list of PoseMetrics
+        The poses measured (the chosen one first).
+
+    Returns
+    -------
+    ndarray (K, 3, 3)
+        Rotations from model coordinates to a box frame (rows: the box's axes as unit LPS
+        directions): each pose's, the principal frame, and for each principal axis and each
+        candidate down direction of the search (hull facets: boxes flush with one are the
+        usual approximation of the minimum-volume box; stable poses; the sphere) the frame
+        with that direction vertical, turned about it to the footprint's minimum-area
+        rectangle. Any of a frame's axes may go along any of the printer's:
+        :func:`_split_suggestion` tries all six orders.
+    """
+    directions, _ = candidate_directions(mesh, hull)
+    principal = principal_frame(mesh.centres, mesh.areas)
+    turned = [pose_rotation(d, hull.points)[0] for d in np.concatenate([principal, directions])]
+    return np.array([pose.rotation for pose in poses] + [principal] + turned)
+
+
+def _split_suggestion(frames: np.ndarray, points: np.ndarray, chosen_size: np.ndarray,
+                      profile: PrinterProfile) -> dict:
+    """The largest scale at which the model fits whole, and planes (in model LPS mm) cutting it
+    into the fewest pieces that fit, each in the box orientation best for it. Never applied: the
+    lab decides.
+
+    A box's three axes may be laid along the printer's x, y and z in any order (the model can be
+    turned any way; only the usable extents differ: x and y less the clearance on both sides, z
+    less the support base).
+
+    Parameters
+    ----------
+    frames : ndarray (K, 3, 3)
+        Box frames to weigh (:func:`_box_frames`). The scale is the largest over them and the
+        pieces the fewest; ties (the scale to 0.01) go to the smallest box, then to the most
+        room, then to the first frame.
+    points : ndarray (N, 3)
+        The model's convex hull vertices, model coordinates in mm (its extents along any
+        direction).
+    chosen_size : ndarray (3,)
+        Extent of the chosen pose (footprint longer and shorter side, height), mm.
+    profile : PrinterProfile
+        The printer (build volume, clearance, support base).
+
+    Returns
+    -------
+    dict
+        ``pieces`` (int), ``planes`` (``point_lps`` in mm and unit ``normal_lps`` of each cut),
+        ``split_axes_lps`` and ``split_size_mm`` (the box the cuts are laid out in: the unit
+        LPS directions along the printer's x, y and z as rows, and its extents along them,
+        mm), ``scale_to_fit`` (dimensionless, rounded down to 0.01; 1.0 when a box fits
+        unscaled), ``scale_axes_lps`` and ``scale_size_mm`` (the box it fits in, at full size)
+        and ``message``.
+    """
     usable = usable_volume(profile)
-    plate = np.sort(usable[:2])[::-1]
-    limits = np.array([plate[0], plate[1], usable[2]])
-    size = pose.size_mm
-    pieces = np.maximum(np.ceil(size / limits - 1e-9), 1).astype(int)
+    laid = np.array([np.ptp(points @ frame.T, axis=0) for frame in frames])[:, AXIS_ORDERS]
+    room = np.min(usable / laid, axis=2)  # (K, 6): the largest scale at which each lay fits
+    steps = np.floor(100 * room)          # ... rounded down to 0.01, in hundredths
+    counts = np.prod(np.maximum(np.ceil(laid / usable - 1e-9), 1), axis=2)
+    volume = np.prod(laid, axis=2)        # mm3: a tilted box can win a little room, cuts square to
+    # the model's own axes read better; ties go to the tightest box, then to the most room.
+    fitting = np.unravel_index(np.lexsort((-room.ravel(), volume.ravel(), -steps.ravel()))[0], room.shape)
+    fewest = np.unravel_index(np.lexsort((-room.ravel(), volume.ravel(), counts.ravel()))[0], room.shape)
+    scale_axes, split_axes = (_laid_axes(frames[k], AXIS_ORDERS[o]) for k, o in (fitting, fewest))
+    scale_size, split_size = laid[fitting], laid[fewest]
+    pieces = np.maximum(np.ceil(split_size / usable - 1e-9), 1).astype(int)
+    corner = (points @ split_axes.T).min(axis=0)
     planes = []
     for axis in np.flatnonzero(pieces > 1):
-        normal = pose.rotation[axis]  # print axis expressed in model coordinates
         for k in range(1, pieces[axis]):
-            point = np.zeros(3)
-            point[axis] = size[axis] * k / pieces[axis]
-            planes.append({"point_lps": np.round(_to_model(point[None], pose)[0], 2).tolist(),
-                           "normal_lps": np.round(normal, 6).tolist()})
-    scale = float(np.floor(100 * np.min(limits / size)) / 100)
+            point = corner.copy()
+            point[axis] += split_size[axis] * k / pieces[axis]
+            planes.append({"point_lps": np.round(point @ split_axes, 2).tolist(),
+                           "normal_lps": np.round(split_axes[axis], 6).tolist()})
+    scale = min(float(steps[fitting]) / 100, 1.0)
     count = int(np.prod(pieces))
-    where = "; ".join(f"plane through {p['point_lps']} normal {p['normal_lps']}" for p in planes)
-    message = (f"does not fit {profile.name} in any orientation tried: oriented size "
-               f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm, usable "
-               f"{limits[0]:.0f} x {limits[1]:.0f} x {limits[2]:.0f} mm. Split into {count} "
-               f"pieces ({where}, LPS mm) or scale to {scale:.2f} (not applied)")
-    return {"pieces": count, "planes": planes, "scale_to_fit": scale, "message": message}
+    head = (f"does not fit {profile.name} in any orientation tried: the chosen pose is "
+            f"{_box(chosen_size)} (footprint, height), usable {usable[0]:.0f} x {usable[1]:.0f} x "
+            f"{usable[2]:.0f} mm (x, y, z)")
+    if count == 1:
+        message = (f"{head}. It fits unscaled as a {_box(scale_size)} box (x, y, z) with "
+                   f"{_laid(scale_axes)}: an orientation the search missed, place it so by hand")
+    else:
+        where = "; ".join(f"plane through {p['point_lps']} normal {p['normal_lps']}" for p in planes)
+        message = (f"{head}. Split into {count} pieces ({where}, LPS mm) with {_laid(split_axes)}, "
+                   f"or scale to {scale:.2f} (not applied): a {_box(scale_size)} box (x, y, z) at "
+                   f"full size, with {_laid(scale_axes)}")
+    return {"pieces": count, "planes": planes,
+            "split_axes_lps": np.round(split_axes, 6).tolist(),
+            "split_size_mm": np.round(split_size, 2).tolist(),
+            "scale_to_fit": scale,
+            "scale_axes_lps": np.round(scale_axes, 6).tolist(),
+            "scale_size_mm": np.round(scale_size, 2).tolist(),
+            "message": message}
+
+
+def _laid_axes(frame: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The rows of ``frame`` in ``order``, the first negated where that would mirror the model: a
+    rotation from model coordinates to the printer's x, y and z."""
+    axes = frame[order].copy()
+    if np.linalg.det(axes) < 0:
+        axes[0] *= -1
+    return axes
+
+
+def _laid(axes: np.ndarray) -> str:
+    """Words for a box orientation: the LPS directions going up and along the printer's x."""
+    return f"LPS {_direction(axes[2])} up and {_direction(axes[0])} along the printer's x"
+
+
+def _direction(vector: np.ndarray) -> str:
+    return "(" + ", ".join(f"{round(c, 2) + 0.0:.2f}" for c in vector) + ")"  # + 0.0: no "-0.00"
+
+
+def _box(size: np.ndarray) -> str:
+    return f"{size[0]:.1f} x {size[1]:.1f} x {size[2]:.1f} mm"
