@@ -142,12 +142,12 @@ def effort(category: str, minutes: float, clinician: bool, source: str) -> dict[
     Raises
     ------
     LedgerError
-        If the category is unknown or the minutes are negative or NaN (exit code 13).
+        If the category is unknown or the minutes are negative, NaN or infinite (exit code 13).
     """
     if category not in REGISTRY_CATEGORIES:
         raise LedgerError(f"effort category {category!r} is not one of {', '.join(REGISTRY_CATEGORIES)}")
-    if not minutes >= 0:
-        raise LedgerError(f"effort minutes must be zero or more, got {minutes}")
+    if not 0 <= minutes < float("inf"):  # NaN and infinity fail too (JSON would store them as null)
+        raise LedgerError(f"effort minutes must be a finite number, zero or more, got {minutes}")
     return {"category": category, "clinician": clinician, "minutes": round(float(minutes), 2), "source": source}
 
 
@@ -261,7 +261,7 @@ def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], flo
     Raises
     ------
     LedgerError
-        If a required detail is missing or empty, the layer height is not above 0 mm, a job time is
+        If a required detail is missing or blank, the layer height is not a finite figure above 0 mm, a job time is
         unparseable or in the future, the job ends before it starts, ``passed`` is not a bool,
         ``figures`` is not a mapping, or a post-processing step is unknown (exit code 13).
     """
@@ -269,14 +269,15 @@ def step_details(step: str, detail: dict[str, Any]) -> tuple[dict[str, Any], flo
                 "post_processed": ("steps",), "delivered": ("recipient", "purpose"),
                 "checked": ("passed", "policy", "policy_version", "scan_sha256", "figures"),
                 "discontinued": ("reason",), "reduced": ("reason",)}.get(step, ())
-    missing = [name for name in required if detail.get(name) in (None, "", [], ())]
+    missing = [name for name in required
+               if detail.get(name) in (None, [], ()) or (isinstance(detail.get(name), str) and not detail[name].strip())]
     if missing:
         raise LedgerError(f"the {step.replace('_', '-')} step needs {', '.join(missing)}",
                           hint=f"give --{missing[0].replace('_', '-')}")
     measured = None
     if step == "printed":
-        if not float(detail["layer_height_mm"]) > 0:
-            raise LedgerError(f"layer height must be more than 0 mm, got {detail['layer_height_mm']}")
+        if not 0 < float(detail["layer_height_mm"]) < float("inf"):
+            raise LedgerError(f"layer height must be a finite number of mm above 0, got {detail['layer_height_mm']}")
         start = parse_time(detail["job_start"], "job start")
         end = parse_time(detail["job_end"], "job end")
         if end <= start:
