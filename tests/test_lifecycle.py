@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
@@ -94,6 +95,19 @@ def test_steps_in_order_with_who_and_what(ledger, tmp_path):
     ledger.record_step("CASE-1", "aorta", "approved", Person(*REVIEWER), minutes=25)
     with pytest.raises(LedgerError, match="needs lot"):
         ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "lot": ""})
+    with pytest.raises(LedgerError, match="needs serial, lot"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "serial": " ", "lot": "\t"})
+    for height in (float("inf"), float("nan"), -0.1):
+        with pytest.raises(LedgerError, match="layer height must be a finite number"):
+            ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "layer_height_mm": height})
+    for minutes in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(LedgerError, match="effort minutes must be a finite number"):
+            ledger.record_step("CASE-1", "aorta", "printed", tech, detail=PRINT, minutes=minutes)
+    now = dt.datetime.now(dt.timezone.utc)  # a job ending in 3 min (inside the clock-skew allowance), recorded now
+    running = {**PRINT, "job_start": (now - dt.timedelta(hours=1)).isoformat(),
+               "job_end": (now + dt.timedelta(minutes=3)).isoformat()}
+    with pytest.raises(LedgerError, match="ends .* after the printed step"):
+        ledger.record_step("CASE-1", "aorta", "printed", tech, detail=running)
     with pytest.raises(LedgerError, match="ends .* before it starts"):
         ledger.record_step("CASE-1", "aorta", "printed", tech, detail={**PRINT, "job_end": "2026-01-16T07:00:00"})
     with pytest.raises(LedgerError, match="in the future"):

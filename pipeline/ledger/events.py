@@ -204,6 +204,9 @@ class LifecycleLedger:
             if events and when.isoformat() < events[-1]["at"]:
                 raise LedgerError(f"the {step} step ({when.isoformat()}) cannot be before the {state} step "
                                   f"({events[-1]['at']})", hint="give the time it happened with --at")
+            if step == "printed" and detail["job_end"] > when.isoformat():  # not printed before the job ended
+                raise LedgerError(f"the print job of {name} ends ({detail['job_end']}) after the printed step "
+                                  f"({when.isoformat()})", hint="record the step once the job has ended")
             charge = self._charge(case["id"], model_id)
             if step in ("discontinued", "reduced"):
                 modifier = "53" if step == "discontinued" else "52"
