@@ -289,6 +289,9 @@ def test_export_freezes_the_code_and_refuses_later_changes(ledger, tmp_path):
 def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):
     publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
     ledger.void("CASE-1", "aorta", reason="MRN typed wrong")
+    for step, person, detail in [("approved", Person(*REVIEWER), {}), ("discontinued", Person(*TECH), {"reason": "x"})]:
+        with pytest.raises(LedgerError, match="is void: no lifecycle step"):  # a void charge is not revived by a step
+            ledger.record_step("CASE-1", "aorta", step, person, detail=detail)
     ledger.unvoid("CASE-1", "aorta", reason="the MRN was right after all")
     assert ledger.show("CASE-1")["charges"][0]["status"] == "committed"
     with pytest.raises(LedgerError, match="is not void"):

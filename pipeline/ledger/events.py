@@ -192,6 +192,10 @@ class LifecycleLedger:
             events = self._events(case["id"], model_id, model["version"])
             state = events[-1]["step"] if events else "prepared"
             name = f"{case_id}/{model_id} v{model['version']}"
+            charge = self._charge(case["id"], model_id)
+            if charge is not None and charge["status"] == "void":
+                raise LedgerError(f"the charge of {name} is void: no lifecycle step is recorded on it",
+                                  hint=f"`anatomodel ledger unvoid {case_id} {model_id}` first, if it was voided in error")
             if state not in lifecycle.FOLLOWS[step]:
                 position = lifecycle.STEPS.index(state) if state in lifecycle.STEPS[:-1] else None
                 expected = lifecycle.STEPS[position + 1] if position is not None else None
