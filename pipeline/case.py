@@ -686,7 +686,7 @@ def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[
     -------
     (CaseFile, dict, dict) or None
         The case as its file says now, the model's ledger row and its run's row; None when the
-        model has no current version.
+        model has no current version or its run was given no case file (a script's object).
 
     Raises
     ------
@@ -701,8 +701,10 @@ def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[
         return None
     run = next(r for r in detail["runs"] if r["id"] == model["run_id"])
     case_file = run["parameters"].get("case_file")
-    if not case_file or not Path(case_file).is_file():
-        raise ConfigError(f"the case file of run {run['id']} ({case_file or 'not recorded'}) is no longer there: "
+    if not case_file:  # a run from a script's CaseFile object: there is no file to re-issue from
+        return None
+    if not Path(case_file).is_file():
+        raise ConfigError(f"the case file of run {run['id']} ({case_file}) is no longer there: "
                           f"the packet of {case_id}/{model_id} could not be re-issued with this step",
                           hint="put the case file back where the run read it, or run the case again")
     case = load_case(case_file)
@@ -1027,7 +1029,8 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     Returns
     -------
     Path or None
-        The revision's folder, or None when the model has no current version.
+        The revision's folder, or None when the model has no current version or its run read
+        no case file.
 
     Raises
     ------

@@ -67,8 +67,8 @@ def report_state(book, case_id: str, model_id: str, state: dict) -> None:
 
     rewrite_encounter_charges(book, case_id)
     packet = reissue_packet(book, case_id, model_id)
-    if packet:
-        say(f"packet re-issued: {escape(str(packet))}")
+    say(f"packet re-issued: {escape(str(packet))}" if packet else
+        "the run read no case file (a script's case object): packet not re-issued")
     billing = book.case_billing(case_id)
     entry = next(e for e in billing.billable + billing.pending if e.case_id == case_id and e.model_id == model_id)
     say(f"{escape(case_id)}/{escape(model_id)} v{state['version']}: {state['state']}; "

@@ -211,7 +211,6 @@ class LifecycleLedger:
             if step == "printed" and detail["job_end"] > when.isoformat():  # not printed before the job ended
                 raise LedgerError(f"the print job of {name} ends ({detail['job_end']}) after the printed step "
                                   f"({when.isoformat()})", hint="record the step once the job has ended")
-            charge = self._charge(case["id"], model_id)
             if step in ("discontinued", "reduced"):
                 modifier = "53" if step == "discontinued" else "52"
                 line = coding.ChargeLine.from_dict(json.loads(charge["line"]))
