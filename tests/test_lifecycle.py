@@ -212,6 +212,11 @@ def test_cli_walks_a_model_and_exits_19_while_held(tmp_path, cli):
     base = ["--ledger", str(path), "--by", "TECH^LAB", "--role", "technologist"]
     code, _, err = cli("approve", "CASE-1", "aorta", *base)
     assert code == LedgerError.exit_code and "needs a clinician" in err
+    mistyped = tmp_path / "typo" / "ledger.sqlite3"
+    code, _, err = cli("approve", "CASE-1", "aorta", "--ledger", str(mistyped), "--by", REVIEWER[0], "--role",
+                       REVIEWER[1], "--npi", REVIEWER[2])
+    assert code == LedgerError.exit_code and "there is no ledger at" in err
+    assert not (tmp_path / "typo").exists()  # a mistyped path makes no folder and no empty ledger
     code, _, err = cli("approve", "CASE-1", "aorta", "--ledger", str(path), "--by", REVIEWER[0], "--role",
                        REVIEWER[1], "--npi", REVIEWER[2])
     assert code == 19 and "pending: waits for printing" in err and "held for review" in err

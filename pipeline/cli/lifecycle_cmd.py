@@ -36,7 +36,7 @@ def _step(case_id: str, model_id: str, step: str, by: str, role: str, npi: str |
     from pipeline.case import packet_case
 
     person = Person(by, role, npi)
-    with Ledger(ledger) as book:
+    with Ledger(ledger, create=False) as book:
         packet_case(book, case_id, model_id)  # the packet can be re-issued: checked before the step is recorded
         state = book.record_step(case_id, model_id, step, person, at=at, minutes=minutes,
                                  detail={k: v for k, v in detail.items() if v is not None})
@@ -168,7 +168,7 @@ def release(case_id: str = CASE, model_id: str = MODEL,
 
     from pipeline.case import packet_case
 
-    with Ledger(ledger) as book:
+    with Ledger(ledger, create=False) as book:
         packet_case(book, case_id, model_id)  # before the release is recorded, as for a step
         state = book.release(case_id, model_id, code, Person(by, role), reason=reason)
         report_state(book, case_id, model_id, state)

@@ -172,15 +172,21 @@ class Ledger(LifecycleLedger):
         without its password), ``location`` the one to connect to.
     timeout : float
         Seconds to wait for another process's write transaction before giving up.
+    create : bool
+        Whether a SQLite ledger that does not exist yet is made (with its folders); False for
+        the commands that record on a case already run, so a mistyped path is an error.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 120.0):
+    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 120.0, create: bool = True):
         location = resolve_ledger_path(path)
         self.identity = ProcessIdentity.current()
         if pg.is_url(location):
             self._open_postgresql(str(location), timeout)
             return
         self.backend, self.path, self.location = "sqlite", location, location
+        if not create and not self.path.is_file():
+            raise LedgerError(f"there is no ledger at {self.path}",
+                              hint="give the ledger the case was run with (--ledger or $ANATOMODEL_LEDGER)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
