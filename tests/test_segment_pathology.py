@@ -176,6 +176,28 @@ def test_exclude_seeds_report_their_effect():
     assert any("had no effect" in w for w in report.warnings)
 
 
+def test_exclude_seed_without_include_seeds_removes_its_component():
+    """bone_ct keeps the largest component in the bone window, which in a CTA is the contrast-
+    filled aorta and left ventricle; an exclude seed there removes it and the next largest, a
+    vertebral body, is kept. An exclude seed in a component not kept says it had no effect."""
+    from scipy import ndimage as ndi
+
+    made = phantom("aneurysm")
+    blood = (made.labels == 1) | (made.labels == 2)
+    mask, report = segment_volume(made.volume(), "bone_ct", exclude_seeds_lps_mm=[made.landmarks["ascending_aorta"]])
+    got = mask.binary()
+    assert [s.effect for s in report.seeds] == ["removed with the piece it lies in"]
+    assert np.count_nonzero(got & blood) == 0
+    # what is kept is one vertebra with its blurred rim (within two voxels of the bone's truth)
+    assert got.any() and not np.any(got & ~ndi.binary_dilation(made.labels == 3, iterations=2))
+    removed = report.removed_pieces()
+    assert np.count_nonzero((removed > 0) & made.lumen) >= 0.95 * np.count_nonzero(made.lumen)
+    assert report.leak_control.cuts and report.leak_control.cuts[0].held_exclude_seed
+    _, report = segment_volume(made.volume(), "bone_ct", exclude_seeds_lps_mm=[made.landmarks["vertebra"]])
+    assert report.seeds[0].effect.startswith("outside the grown region")
+    assert any("had no effect" in w for w in report.warnings)
+
+
 def test_removed_pieces_are_drawn_in_cyan():
     import io
 
