@@ -370,3 +370,26 @@ def test_exclude_seed_is_honoured_on_the_narrow_structure_fallback():
     assert report.leak_control.competitive_split and report.leak_control.cuts[0].held_exclude_seed
     removed = report.removed_pieces()
     assert removed[exclude] > 0 and np.count_nonzero((removed > 0) & got) == 0
+
+
+def test_narrow_structure_fallback_is_checked_for_plausibility():
+    """A 0.8 mm vessel grown as aorta_cta (too thin for the analysis grid) is held: its widest
+    radius (the axis voxel's distance to the nearest outside voxel centre, 0.8 mm plus at most a
+    voxel) lies far below the 6 mm the preset expects of the aorta."""
+    volume, _, _ = _thin_vessel()
+    _, report = segment_volume(volume, "aorta_cta", seeds_index=[(60, 30, 30)])
+    assert "narrower than the analysis grid" in " ".join(report.warnings)
+    assert report.plausibility is not None and report.plausibility.shape == "tube"
+    assert 0.8 <= report.plausibility.widest_radius_mm <= 0.8 + 0.5
+    assert "segment.radius_out_of_range" in [h.code for h in report.holds]
+
+
+def test_full_resolution_growth_of_a_plausible_tube_is_not_held():
+    """The same checks on the voxel grid measure an 8 mm tube running out of both ends of the
+    scan as 8 mm (within a voxel) and find nothing to hold."""
+    volume, _, _ = _thin_vessel(radius_mm=8.0)
+    overrides = {"leak_control.mode": "off", "bone_separation.enabled": False}
+    _, report = segment_volume(volume, "aorta_cta", seeds_index=[(60, 30, 30)], overrides=overrides)
+    assert report.method.startswith("connected threshold growth at full resolution")
+    assert report.plausibility.widest_radius_mm == pytest.approx(8.0, abs=0.5)
+    assert report.plausibility.blob is False and report.holds == []

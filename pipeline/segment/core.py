@@ -112,6 +112,40 @@ def settle_cuts(in_window: np.ndarray, code: np.ndarray, cut_blocks: np.ndarray,
     return kept_side
 
 
+def _place(to_lps: Callable[[np.ndarray], np.ndarray], factors: tuple[int, int, int]) -> Callable[[np.ndarray], str]:
+    """``where(block)`` for messages: the LPS position of a block's centre.
+
+    Parameters
+    ----------
+    to_lps : callable
+        Maps voxel indices ``(k, j, i)`` of the grown array to LPS mm.
+    factors : tuple of 3 int
+        Voxels per block along ``(k, j, i)``; ``(1, 1, 1)`` for the voxel grid.
+
+    Returns
+    -------
+    callable
+        ``where(block)``, block index ``(k, j, i)`` -> ``LPS (x, y, z) mm`` to 0.1 mm.
+    """
+    def where(block: np.ndarray) -> str:
+        """A block for messages, as the LPS position of its centre.
+
+        Parameters
+        ----------
+        block : array_like of 3 int
+            Block index ``(k, j, i)``.
+
+        Returns
+        -------
+        str
+            ``LPS (x, y, z) mm``, to 0.1 mm.
+        """
+        x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
+        return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+
+    return where
+
+
 def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
                         include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
                         details: dict, names: list[str], to_lps: Callable[[np.ndarray], np.ndarray]
@@ -225,21 +259,7 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
         ("removed with the piece it lies in" if pieces[b] else "kept: it lies in the structure and could not be cut off")
         for b in exclude_snapped]
 
-    def where(block: np.ndarray) -> str:
-        """A block for messages, as the LPS position of its centre.
-
-        Parameters
-        ----------
-        block : array_like of 3 int
-            Block index ``(k, j, i)`` on the analysis grid of ``hu``.
-
-        Returns
-        -------
-        str
-            ``LPS (x, y, z) mm``, to 0.1 mm.
-        """
-        x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
-        return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+    where = _place(to_lps, factors)
 
     details["holds"], details["plausibility"] = plausibility.check(
         kept, pieces, removed, snapped, names[:len(include)], block_spacing, preset, where)
@@ -293,13 +313,15 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
 
 def _grow_directly(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
                    include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
-                   details: dict) -> tuple[tuple[slice, ...], np.ndarray]:
+                   details: dict, names: list[str], to_lps: Callable[[np.ndarray], np.ndarray]
+                   ) -> tuple[tuple[slice, ...], np.ndarray]:
     """Grow in the HU window at full resolution (no bone barrier, no leak control).
 
     An exclude seed in what would be kept removes the part of it the seed lies in, as on the
     analysis grid: a component holding an include seed too is split from it at the narrowest
     connection (competitive growth on the voxel grid, :func:`~pipeline.segment.leak.split_between_seeds`),
-    one without is removed whole.
+    one without is removed whole. The result is checked for plausibility as on the analysis
+    grid, on the voxel grid.
 
     Parameters
     ----------
@@ -314,9 +336,14 @@ def _grow_directly(hu: np.ndarray, spacing: tuple[float, float, float], window: 
     include, exclude : list of tuple of 3 int
         Include and exclude seeds, indices into ``hu``.
     details : dict
-        Filled with ``components``, ``exclude_effects`` (one text per exclude seed) and, when
-        something was removed, ``removed_blocks`` (the pieces' numbers on the voxel grid, with
-        ``(1, 1, 1)`` voxels per block) and the ``leak_control`` figures of the split.
+        Filled with ``components``, ``exclude_effects`` (one text per exclude seed), ``holds``
+        and ``plausibility`` and, when something was removed, ``removed_blocks`` (the pieces'
+        numbers on the voxel grid, with ``(1, 1, 1)`` voxels per block) and the
+        ``leak_control`` figures of the split.
+    names : list of str
+        The include and then the exclude seeds, for messages.
+    to_lps : callable
+        Maps indices of ``hu`` ``(k, j, i)`` to LPS mm.
 
     Returns
     -------
@@ -378,6 +405,8 @@ def _grow_directly(hu: np.ndarray, spacing: tuple[float, float, float], window: 
             "exclude_seeds_in_region": sum(e.startswith("removed") for e in details["exclude_effects"]),
             "competitive_split": True, "removed_ml": round(int(np.count_nonzero(pieces)) * voxel_ml, 1),
             "cuts": cuts})
+    details["holds"], details["plausibility"] = plausibility.check(
+        result, pieces, cuts, seeds, names[:len(include)], spacing, preset, _place(to_lps, (1, 1, 1)))
     box = bounding_box(result)
     if box is None:
         return tuple(slice(0, 1) for _ in hu.shape), result[:1, :1, :1]
@@ -462,15 +491,32 @@ def segment_volume(
                                "leak_control": {"mode": preset.leak_control.mode, "applied": False}}
     analysed = preset.leak_control.mode != "off" or preset.bone_separation.enabled or bool(exclude)
     grown = None
+    names = [seed.describe() for seed in include + exclude]
+    offset = np.array([b.start for b in full_box], float)
+
+    def to_lps(index: np.ndarray) -> np.ndarray:
+        """LPS mm of indices ``(k, j, i)`` into the region of interest.
+
+        Parameters
+        ----------
+        index : array_like of float
+            One index or an ``(n, 3)`` array of them.
+
+        Returns
+        -------
+        numpy.ndarray
+            LPS coordinates, mm.
+        """
+        return geometry.index_to_lps(np.asarray(index) + offset)
+
     if analysed and include:
-        names = [seed.describe() for seed in include + exclude]
-        offset = np.array([b.start for b in full_box], float)
         grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details,
-                                    names, lambda index: geometry.index_to_lps(np.asarray(index) + offset))
+                                    names, to_lps)
         method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
     analysed = grown is not None  # holes were filled on the block grid
     if grown is None:
-        grown = _grow_directly(hu, geometry.spacing, window, preset, include_local, exclude_local, details)
+        grown = _grow_directly(hu, geometry.spacing, window, preset, include_local, exclude_local, details, names,
+                               to_lps)
         method = "connected threshold growth at full resolution"
     box, region = grown
     clock.lap("grow")
