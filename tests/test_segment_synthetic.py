@@ -393,3 +393,27 @@ def test_full_resolution_growth_of_a_plausible_tube_is_not_held():
     assert report.method.startswith("connected threshold growth at full resolution")
     assert report.plausibility.widest_radius_mm == pytest.approx(8.0, abs=0.5)
     assert report.plausibility.blob is False and report.holds == []
+
+
+@pytest.mark.parametrize("fill_holes, max_hole_ml, filled", [(False, None, False), (True, 0.05, False),
+                                                              (True, 0.2, True)])
+def test_hole_filling_is_as_configured_with_leak_control(fill_holes, max_hole_ml, filled):
+    """A ball of contrast (radius 12 mm) around a cavity of tissue (radius 3 mm, 4/3 pi 3^3 mm3 =
+    0.113 ml), grown with leak control and the bone barrier: the cavity is filled only when
+    asked to, and only when no larger than max_hole_ml; the report counts what was filled."""
+    x, y, z = lps_grid()
+    hole = sphere(x, y, z, (0, 0, 0), 3.0)
+    volume = render([(sphere(x, y, z, (0, 0, 0), 12.0), CONTRAST), (hole, TISSUE)], noise=5.0)
+    overrides = {"cleanup.fill_holes": fill_holes, "cleanup.max_hole_ml": max_hole_ml}
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 8, 0)], overrides=overrides)
+    assert report.leak_control.applied and report.bone_separation is not None
+    got = mask.binary()
+    ramp = float(np.mean(SPACING))
+    if filled:
+        assert np.all(got[hole < 0])
+        # the cavity in the window: the voxels more than half tissue (sdf < 0), less noise at its edge
+        assert report.cleanup.holes_filled_voxels == pytest.approx(np.count_nonzero(hole < 0), rel=0.15)
+    else:
+        # no voxel that is more tissue than contrast (sdf < -ramp / 2: all tissue) is in the mask
+        assert not np.any(got[hole < -0.5 * ramp])
+        assert report.cleanup.holes_filled_voxels in (None, 0)

@@ -268,7 +268,8 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     # Blocks on the edge of the kept region that hold no contrast on average still hold its
     # partial-volume rim: they may contribute voxels, rejected pieces and bone may not.
     fringe = extreme_3x3x3(kept, np.logical_or) & ~rejected & ~barrier
-    interior = extreme_3x3x3(cleanup.fill_holes(kept)[0], np.logical_and)
+    # Cavities are left to the clean-up at full resolution (cleanup.fill_holes, max_hole_ml).
+    interior = extreme_3x3x3(kept, np.logical_and)
     coarse_box = bounding_box(extreme_3x3x3(fringe, np.logical_or))
     box = coarse_to_box(coarse_box, factors, hu.shape)
     start = tuple(b.start for b in box)
@@ -513,7 +514,6 @@ def segment_volume(
         grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details,
                                     names, to_lps)
         method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
-    analysed = grown is not None  # holes were filled on the block grid
     if grown is None:
         grown = _grow_directly(hu, geometry.spacing, window, preset, include_local, exclude_local, details, names,
                                to_lps)
@@ -534,7 +534,7 @@ def segment_volume(
                                "closing_mm": clean.closing_mm, "opening_mm": clean.opening_mm, "keep": clean.keep}
     if clean.closing_mm or clean.opening_mm:
         work = cleanup.close_open(work, spacing, clean.closing_mm, clean.opening_mm)
-    if clean.fill_holes and not analysed:
+    if clean.fill_holes:
         largest = None if clean.max_hole_ml is None else int(clean.max_hole_ml * 1000 / geometry.voxel_volume_mm3)
         work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, largest)
     if clean.keep == "all":
