@@ -340,3 +340,80 @@ def test_keep_all_drops_only_small_islands():
     assert report.components == 2 and report.cleanup.islands_removed >= 1
     assert np.count_nonzero(got & (second < 0)) > 0.9 * np.count_nonzero(second < 0)
     assert np.count_nonzero(got & (speck < 0)) == 0
+
+
+def _thin_vessel(radius_mm: float = 0.8, spacing: float = 0.5):
+    """A vessel of even width along k through the volume (350 HU in 40 HU tissue, no noise),
+    narrower than the 1.5 mm analysis grid: its axis at j = i = 15 mm."""
+    shape = (120, 60, 60)
+    geometry = Geometry(shape, (spacing,) * 3, (0.0, 0.0, 0.0))
+    k, j, i = np.indices(shape) * spacing
+    off_axis = np.sqrt((j - 15.0) ** 2 + (i - 15.0) ** 2)
+    hu = np.full(shape, TISSUE, np.int16)
+    hu[off_axis <= radius_mm] = CONTRAST
+    return Volume(hu, geometry), k, off_axis
+
+
+def test_exclude_seed_is_honoured_on_the_narrow_structure_fallback():
+    """Too thin for the analysis grid, the vessel is grown at full resolution; an exclude seed
+    along it still cuts it, half-way between the seeds (the vessel has no narrower place)."""
+    volume, k_mm, off_axis = _thin_vessel()
+    include, exclude = (60, 30, 30), (10, 30, 30)  # 30 mm and 5 mm along the vessel
+    mask, report = segment_volume(volume, "aorta_cta", seeds_index=[include], exclude_seeds_index=[exclude])
+    assert "narrower than the analysis grid" in " ".join(report.warnings)
+    got = mask.binary()
+    assert got[include] and not got[exclude]
+    assert [s.effect for s in report.seeds] == ["in the result", "removed with the piece it lies in"]
+    assert np.all(off_axis[got] <= 0.8)
+    # half-way between the seeds: (5 + 30) / 2 = 17.5 mm, within a voxel or two
+    assert k_mm[got].min() == pytest.approx(17.5, abs=1.0)
+    assert report.leak_control.competitive_split and report.leak_control.cuts[0].held_exclude_seed
+    removed = report.removed_pieces()
+    assert removed[exclude] > 0 and np.count_nonzero((removed > 0) & got) == 0
+
+
+def test_narrow_structure_fallback_is_checked_for_plausibility():
+    """A 0.8 mm vessel grown as aorta_cta (too thin for the analysis grid) is held: its widest
+    radius (the axis voxel's distance to the nearest outside voxel centre, 0.8 mm plus at most a
+    voxel) lies far below the 6 mm the preset expects of the aorta."""
+    volume, _, _ = _thin_vessel()
+    _, report = segment_volume(volume, "aorta_cta", seeds_index=[(60, 30, 30)])
+    assert "narrower than the analysis grid" in " ".join(report.warnings)
+    assert report.plausibility is not None and report.plausibility.shape == "tube"
+    assert 0.8 <= report.plausibility.widest_radius_mm <= 0.8 + 0.5
+    assert "segment.radius_out_of_range" in [h.code for h in report.holds]
+
+
+def test_full_resolution_growth_of_a_plausible_tube_is_not_held():
+    """The same checks on the voxel grid measure an 8 mm tube running out of both ends of the
+    scan as 8 mm (within a voxel) and find nothing to hold."""
+    volume, _, _ = _thin_vessel(radius_mm=8.0)
+    overrides = {"leak_control.mode": "off", "bone_separation.enabled": False}
+    _, report = segment_volume(volume, "aorta_cta", seeds_index=[(60, 30, 30)], overrides=overrides)
+    assert report.method.startswith("connected threshold growth at full resolution")
+    assert report.plausibility.widest_radius_mm == pytest.approx(8.0, abs=0.5)
+    assert report.plausibility.blob is False and report.holds == []
+
+
+@pytest.mark.parametrize("fill_holes, max_hole_ml, filled", [(False, None, False), (True, 0.05, False),
+                                                              (True, 0.2, True)])
+def test_hole_filling_is_as_configured_with_leak_control(fill_holes, max_hole_ml, filled):
+    """A ball of contrast (radius 12 mm) around a cavity of tissue (radius 3 mm, 4/3 pi 3^3 mm3 =
+    0.113 ml), grown with leak control and the bone barrier: the cavity is filled only when
+    asked to, and only when no larger than max_hole_ml; the report counts what was filled."""
+    x, y, z = lps_grid()
+    hole = sphere(x, y, z, (0, 0, 0), 3.0)
+    volume = render([(sphere(x, y, z, (0, 0, 0), 12.0), CONTRAST), (hole, TISSUE)], noise=5.0)
+    overrides = {"cleanup.fill_holes": fill_holes, "cleanup.max_hole_ml": max_hole_ml}
+    mask, report = segment_volume(volume, "aorta_cta", [(0, 8, 0)], overrides=overrides)
+    assert report.leak_control.applied and report.bone_separation is not None
+    got = mask.binary()
+    ramp = float(np.mean(SPACING))
+    if filled:
+        assert np.all(got[hole < 0])
+        # the cavity in the window: the voxels more than half tissue (sdf < 0), less noise at its edge
+        assert report.cleanup.holes_filled_voxels == pytest.approx(np.count_nonzero(hole < 0), rel=0.15)
+    else:
+        # no voxel that is more tissue than contrast (sdf < -ramp / 2: all tissue) is in the mask
+        assert not np.any(got[hole < -0.5 * ramp])
+        assert report.cleanup.holes_filled_voxels in (None, 0)

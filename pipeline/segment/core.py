@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import watershed
+from skimage.segmentation import flood, watershed
 
 from pipeline.errors import SegmentationError
 from pipeline.geometry import Geometry, Mask, Volume, bounding_box
@@ -15,7 +15,7 @@ from pipeline.report import StageClock
 from pipeline.segment import cleanup, plausibility
 from pipeline.segment.bone import bone_barrier
 from pipeline.segment.grid import block_factors, block_mean_max, coarse_to_box, extreme_3x3x3, upsample
-from pipeline.segment.leak import split_at_constrictions
+from pipeline.segment.leak import split_at_constrictions, split_between_seeds
 from pipeline.segment.measure import hu_statistics, partial_volume_ml
 from pipeline.segment.report import (
     AnalysisGrid, BoneSeparationResult, CleanupResult, GridRecord, HUStatistics, LeakControlResult, LeakCut,
@@ -110,6 +110,40 @@ def settle_cuts(in_window: np.ndarray, code: np.ndarray, cut_blocks: np.ndarray,
         flooded = watershed(-distance, markers, mask=allowed)
         kept_side[local] |= deciding & (flooded == 1)
     return kept_side
+
+
+def _place(to_lps: Callable[[np.ndarray], np.ndarray], factors: tuple[int, int, int]) -> Callable[[np.ndarray], str]:
+    """``where(block)`` for messages: the LPS position of a block's centre.
+
+    Parameters
+    ----------
+    to_lps : callable
+        Maps voxel indices ``(k, j, i)`` of the grown array to LPS mm.
+    factors : tuple of 3 int
+        Voxels per block along ``(k, j, i)``; ``(1, 1, 1)`` for the voxel grid.
+
+    Returns
+    -------
+    callable
+        ``where(block)``, block index ``(k, j, i)`` -> ``LPS (x, y, z) mm`` to 0.1 mm.
+    """
+    def where(block: np.ndarray) -> str:
+        """A block for messages, as the LPS position of its centre.
+
+        Parameters
+        ----------
+        block : array_like of 3 int
+            Block index ``(k, j, i)``.
+
+        Returns
+        -------
+        str
+            ``LPS (x, y, z) mm``, to 0.1 mm.
+        """
+        x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
+        return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+
+    return where
 
 
 def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
@@ -219,27 +253,13 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
         pieces, removed = np.zeros(region.shape, np.int32), []
         leak.update({"removed_ml": 0.0, "cuts": []})
     details["leak_control"] = leak
-    details["removed_blocks"] = pieces
+    details["removed_blocks"] = (pieces, factors)
     details["exclude_effects"] = [
         "outside the grown region: no effect" if b is None else
         ("removed with the piece it lies in" if pieces[b] else "kept: it lies in the structure and could not be cut off")
         for b in exclude_snapped]
 
-    def where(block: np.ndarray) -> str:
-        """A block for messages, as the LPS position of its centre.
-
-        Parameters
-        ----------
-        block : array_like of 3 int
-            Block index ``(k, j, i)`` on the analysis grid of ``hu``.
-
-        Returns
-        -------
-        str
-            ``LPS (x, y, z) mm``, to 0.1 mm.
-        """
-        x, y, z = to_lps((np.asarray(block, float) + 0.5) * np.asarray(factors) - 0.5)
-        return f"LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+    where = _place(to_lps, factors)
 
     details["holds"], details["plausibility"] = plausibility.check(
         kept, pieces, removed, snapped, names[:len(include)], block_spacing, preset, where)
@@ -248,7 +268,8 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     # Blocks on the edge of the kept region that hold no contrast on average still hold its
     # partial-volume rim: they may contribute voxels, rejected pieces and bone may not.
     fringe = extreme_3x3x3(kept, np.logical_or) & ~rejected & ~barrier
-    interior = extreme_3x3x3(cleanup.fill_holes(kept)[0], np.logical_and)
+    # Cavities are left to the clean-up at full resolution (cleanup.fill_holes, max_hole_ml).
+    interior = extreme_3x3x3(kept, np.logical_and)
     coarse_box = bounding_box(extreme_3x3x3(fringe, np.logical_or))
     box = coarse_to_box(coarse_box, factors, hu.shape)
     start = tuple(b.start for b in box)
@@ -291,21 +312,106 @@ def _grow_with_analysis(hu: np.ndarray, spacing: tuple[float, float, float], win
     return box, fine
 
 
-def _grow_directly(hu: np.ndarray, window: Window, preset: Preset, include: list[tuple[int, int, int]],
-                   details: dict) -> tuple[tuple[slice, ...], np.ndarray]:
-    """Grow in the HU window at full resolution (no bone barrier, no leak control)."""
+def _grow_directly(hu: np.ndarray, spacing: tuple[float, float, float], window: Window, preset: Preset,
+                   include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
+                   details: dict, names: list[str], to_lps: Callable[[np.ndarray], np.ndarray]
+                   ) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Grow in the HU window at full resolution (no bone barrier, no leak control).
+
+    An exclude seed in what would be kept removes the part of it the seed lies in, as on the
+    analysis grid: a component holding an include seed too is split from it at the narrowest
+    connection (competitive growth on the voxel grid, :func:`~pipeline.segment.leak.split_between_seeds`),
+    one without is removed whole. The result is checked for plausibility as on the analysis
+    grid, on the voxel grid.
+
+    Parameters
+    ----------
+    hu : (nk, nj, ni) ndarray of int16
+        The CT array (the region of interest), HU.
+    spacing : tuple of 3 float
+        Voxel size ``(k, j, i)``, mm.
+    window : Window
+        The HU window grown in.
+    preset : Preset
+        The preset (``cleanup.keep`` picks the components kept; leak-control settings shape the split).
+    include, exclude : list of tuple of 3 int
+        Include and exclude seeds, indices into ``hu``.
+    details : dict
+        Filled with ``components``, ``exclude_effects`` (one text per exclude seed), ``holds``
+        and ``plausibility`` and, when something was removed, ``removed_blocks`` (the pieces'
+        numbers on the voxel grid, with ``(1, 1, 1)`` voxels per block) and the
+        ``leak_control`` figures of the split.
+    names : list of str
+        The include and then the exclude seeds, for messages.
+    to_lps : callable
+        Maps indices of ``hu`` ``(k, j, i)`` to LPS mm.
+
+    Returns
+    -------
+    tuple of (tuple of slice, ndarray of bool)
+        The result's box in ``hu`` and the result inside it.
+    """
     fine = (hu >= window.lower_hu) & (hu <= window.upper_hu)
     keep = preset.cleanup.keep
-    if include and keep != "all":
-        local = [snap_into(fine, s) for s in include]
-        fine, details["components"] = cleanup.seeded_components(fine, [s for s in local if s is not None])
-    elif keep == "largest" or (keep == "seeded" and not include):
-        fine = cleanup.largest_component(fine)
-        details["components"] = 1 if fine.any() else 0
-    box = bounding_box(fine)
+    seeds = [s for s in (snap_into(fine, s) for s in include) if s is not None]
+
+    def select(candidate: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """The components of ``candidate`` that ``cleanup.keep`` keeps.
+
+        Parameters
+        ----------
+        candidate : (nk, nj, ni) ndarray of bool
+            Voxels in the window, less anything removed.
+
+        Returns
+        -------
+        tuple of (ndarray of bool, int or None)
+            The kept voxels and how many components they are (None for ``keep: all``, counted later).
+        """
+        if include and keep != "all":
+            return cleanup.seeded_components(candidate, seeds)
+        if keep == "largest" or (keep == "seeded" and not include):
+            largest = cleanup.largest_component(candidate)
+            return largest, 1 if largest.any() else 0
+        return candidate, None
+
+    result, components = select(fine)
+    excluded = [snap_into(fine, s) for s in exclude]
+    details["exclude_effects"] = ["outside the grown region: no effect" if s is None or not result[s] else
+                                  "removed with the piece it lies in" for s in excluded]
+    pieces = np.zeros(fine.shape, np.int32)
+    cuts: list[dict] = []
+    pending = [s for s in excluded if s is not None and result[s]]
+    while pending:
+        # Each pass removes the seeds' components' parts; with keep: largest the next largest
+        # component may hold another exclude seed, hence the loop (at most one pass a seed).
+        region = np.zeros(fine.shape, bool)
+        for s in pending:
+            if not region[s]:
+                region |= flood(result, s, connectivity=1)
+        split = split_between_seeds(region, spacing, [s for s in seeds if region[s]], pending,
+                                    preset.leak_control.blob_elongation)
+        for cut in split.removed:
+            cut["piece"] += len(cuts)
+        pieces[split.pieces > 0] = split.pieces[split.pieces > 0] + len(cuts)
+        cuts += split.removed
+        result, components = select(fine & (pieces == 0))
+        pending = [s for s in excluded if s is not None and result[s]]
+    if components is not None:
+        details["components"] = components
+    if cuts:
+        details["removed_blocks"] = (pieces, (1, 1, 1))
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        details["leak_control"].update({
+            "exclude_seeds_in_region": sum(e.startswith("removed") for e in details["exclude_effects"]),
+            "competitive_split": True, "removed_ml": round(int(np.count_nonzero(pieces)) * voxel_ml, 1),
+            "cuts": cuts})
+    details["holds"], details["plausibility"] = plausibility.check(
+        result, pieces, cuts, seeds, names[:len(include)], spacing, preset, _place(to_lps, (1, 1, 1)))
+    box = bounding_box(result)
     if box is None:
-        return tuple(slice(0, 1) for _ in hu.shape), fine[:1, :1, :1]
-    return box, fine[box]
+        return tuple(slice(0, 1) for _ in hu.shape), result[:1, :1, :1]
+    return box, result[box]
 
 
 def check_segment_inputs(volume: Volume, preset: str | Preset, seeds_lps_mm: Iterable = (),
@@ -435,15 +541,31 @@ def segment_volume(
                                "leak_control": {"mode": preset.leak_control.mode, "applied": False}}
     analysed = preset.leak_control.mode != "off" or preset.bone_separation.enabled or bool(exclude)
     grown = None
+    names = [seed.describe() for seed in include + exclude]
+    offset = np.array([b.start for b in full_box], float)
+
+    def to_lps(index: np.ndarray) -> np.ndarray:
+        """LPS mm of indices ``(k, j, i)`` into the region of interest.
+
+        Parameters
+        ----------
+        index : array_like of float
+            One index or an ``(n, 3)`` array of them.
+
+        Returns
+        -------
+        numpy.ndarray
+            LPS coordinates, mm.
+        """
+        return geometry.index_to_lps(np.asarray(index) + offset)
+
     if analysed and include:
-        names = [seed.describe() for seed in include + exclude]
-        offset = np.array([b.start for b in full_box], float)
         grown = _grow_with_analysis(hu, geometry.spacing, window, preset, include_local, exclude_local, details,
-                                    names, lambda index: geometry.index_to_lps(np.asarray(index) + offset))
+                                    names, to_lps)
         method = "block-grid growth in the HU window with bone barrier, constriction-based leak control and full-resolution refinement"
-    analysed = grown is not None  # holes were filled on the block grid
     if grown is None:
-        grown = _grow_directly(hu, window, preset, include_local, details)
+        grown = _grow_directly(hu, geometry.spacing, window, preset, include_local, exclude_local, details, names,
+                               to_lps)
         method = "connected threshold growth at full resolution"
     box, region = grown
     clock.lap("grow")
@@ -461,7 +583,7 @@ def segment_volume(
                                "closing_mm": clean.closing_mm, "opening_mm": clean.opening_mm, "keep": clean.keep}
     if clean.closing_mm or clean.opening_mm:
         work = cleanup.close_open(work, spacing, clean.closing_mm, clean.opening_mm)
-    if clean.fill_holes and not analysed:
+    if clean.fill_holes:
         largest = None if clean.max_hole_ml is None else int(clean.max_hole_ml * 1000 / geometry.voxel_volume_mm3)
         work, cleaned["holes_filled_voxels"] = cleanup.fill_holes(work, largest)
     if clean.keep == "all":
@@ -520,8 +642,9 @@ def segment_volume(
             details["warnings"].append(f"exclude seed at LPS {tuple(seed['lps_mm'])} mm had no effect: {effect}")
     leak = details["leak_control"]
     leak["leak_definition"] = preset.leak_control.leak
+    # the pieces on the grid they were cut on: blocks of the analysis grid, or voxels
+    removed_blocks, factors = details.get("removed_blocks", (None, None))
     for cut in leak.get("cuts", []):
-        factors = details["analysis_grid"]["block_voxels_kji"]
         for name in ("centroid", "neck", "inside"):
             centre = [(c + 0.5) * f - 0.5 + b.start for c, f, b in zip(cut.pop(f"{name}_index"), factors, full_box)]
             cut[f"{name}_lps_mm"] = [round(float(v), 1) for v in geometry.index_to_lps(centre)]
@@ -554,9 +677,7 @@ def segment_volume(
         holds=details.get("holds", []),
         plausibility=PlausibilityResult(**details["plausibility"]) if details.get("plausibility") else None,
     )
-    removed_blocks = details.get("removed_blocks")
     if removed_blocks is not None and removed_blocks.any():
-        factors = tuple(details["analysis_grid"]["block_voxels_kji"])
         coarse = bounding_box(removed_blocks > 0)
         local_box = coarse_to_box(coarse, factors, hu.shape)
         pieces = upsample(removed_blocks[coarse].astype(np.uint8), factors,

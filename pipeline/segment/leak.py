@@ -205,6 +205,69 @@ def _return_neck_tubes(region: np.ndarray, kept: np.ndarray, distance: np.ndarra
     return kept
 
 
+def _removed_pieces(region: np.ndarray, kept_local: np.ndarray, distance: np.ndarray, spacing: tuple[float, ...],
+                    box: tuple[slice, ...], full_shape: tuple[int, ...], blob_elongation: float,
+                    exclude: list[tuple[int, int, int]]) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """The kept part and the removed pieces of a region cropped to ``box``, on the full grid.
+
+    Every removed voxel belongs to one listed piece: a connected part of the region outside the
+    kept one, with its size, widest ball and the widest neck by which it touched the kept part.
+
+    Parameters
+    ----------
+    region : numpy.ndarray of bool
+        The region, cropped to ``box``.
+    kept_local : numpy.ndarray of bool
+        Its kept part, on the same crop.
+    distance : numpy.ndarray of float
+        The region's distance map on the crop, mm.
+    spacing : tuple of float
+        Voxel size in mm per axis ``(k, j, i)``.
+    box : tuple of slice
+        Where the crop lies in the full grid.
+    full_shape : tuple of int
+        The full grid's shape, voxels.
+    blob_elongation : float
+        A piece inside the scan shorter than this many times its widest radius is a blob.
+    exclude : list of tuple of int
+        Exclude seeds, indices into the crop.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray of bool, list of dict, numpy.ndarray of int32)
+        The kept part on the full grid, the removed pieces (as :class:`Split` lists them, indices
+        on the full grid) and the pieces' numbers on the full grid (0 elsewhere).
+    """
+    pieces, count_pieces = ndi.label(region & ~kept_local, np.ones((3, 3, 3), bool))
+    removed = []
+    voxel_mm3 = float(np.prod(spacing))
+    near_kept = ndi.binary_dilation(kept_local)
+    for number, where in enumerate(ndi.find_objects(pieces), start=1):
+        piece = pieces == number
+        # the neck: the widest ball on the piece's contact with the kept part
+        contact = np.argwhere(piece & near_kept)
+        neck = contact[np.argmax(distance[tuple(contact.T)])] if len(contact) else None
+        removed.append({
+            "piece": number,
+            "voxels": int(piece.sum()),
+            "volume_ml": round(int(piece.sum()) * voxel_mm3 / 1000, 2),
+            "neck_radius_mm": round(float(distance[tuple(neck)]), 1) if neck is not None else None,
+            "widest_radius_mm": round(float(distance[piece].max()), 1),
+            "centroid_index": [round(float(c + b.start), 1) for c, b in zip(np.argwhere(piece).mean(axis=0), box)],
+            "neck_index": ([int(c + b.start) for c, b in zip(neck, box)] if neck is not None
+                           else [int(c + b.start) for c, b in zip(np.argwhere(piece)[0], box)]),
+            "held_exclude_seed": bool(any(piece[s] for s in exclude)),
+            "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
+                                                                                piece.shape), box)],
+            "tubular": not is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
+        })
+    full_pieces = np.zeros(full_shape, np.int32)
+    full_pieces[box] = pieces
+    keep = np.zeros(full_shape, bool)
+    keep[box] = kept_local
+    return keep, removed, full_pieces
+
+
 def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, float],
                            include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
                            neck_ratio: float | None, neighbourhood_mm: float = 30.0,
@@ -388,32 +451,50 @@ def split_at_constrictions(region: np.ndarray, spacing: tuple[float, float, floa
     if neck_ratio is not None:
         kept_local = _return_neck_tubes(region, kept_local, distance, spacing, box, full_shape, blob_elongation,
                                         [s for s, kind in seeds if kind == "exclude"])
-    pieces, count_pieces = ndi.label(region & ~kept_local, np.ones((3, 3, 3), bool))
-    removed = []
-    voxel_mm3 = float(np.prod(spacing))
-    near_kept = ndi.binary_dilation(kept_local)
-    for number, where in enumerate(ndi.find_objects(pieces), start=1):
-        piece = pieces == number
-        # the neck: the widest ball on the piece's contact with the kept part
-        contact = np.argwhere(piece & near_kept)
-        neck = contact[np.argmax(distance[tuple(contact.T)])] if len(contact) else None
-        removed.append({
-            "piece": number,
-            "voxels": int(piece.sum()),
-            "volume_ml": round(int(piece.sum()) * voxel_mm3 / 1000, 2),
-            "neck_radius_mm": round(float(distance[tuple(neck)]), 1) if neck is not None else None,
-            "widest_radius_mm": round(float(distance[piece].max()), 1),
-            "centroid_index": [round(float(c + b.start), 1) for c, b in zip(np.argwhere(piece).mean(axis=0), box)],
-            "neck_index": ([int(c + b.start) for c, b in zip(neck, box)] if neck is not None
-                           else [int(c + b.start) for c, b in zip(np.argwhere(piece)[0], box)]),
-            "held_exclude_seed": bool(any(piece[s] for s, kind in seeds if kind == "exclude")),
-            "inside_index": [int(c + b.start) for c, b in zip(np.unravel_index(np.argmax(np.where(piece, distance, 0)),
-                                                                                piece.shape), box)],
-            "tubular": not is_blob(piece, float(distance[piece].max()), spacing, box, full_shape, blob_elongation),
-        })
-    full_pieces = np.zeros(full_shape, np.int32)
-    full_pieces[box] = pieces
-    keep = np.zeros(full_shape, bool)
-    keep[box] = kept_local
+    keep, removed, full_pieces = _removed_pieces(region, kept_local, distance, spacing, box, full_shape,
+                                                 blob_elongation, [s for s, kind in seeds if kind == "exclude"])
     return Split(keep=keep, removed=removed, basins=count, removed_voxels=int(region.sum() - kept_local.sum()),
                  rejoined=rejoined, continued=continued, pieces=full_pieces)
+
+
+def split_between_seeds(region: np.ndarray, spacing: tuple[float, float, float],
+                        include: list[tuple[int, int, int]], exclude: list[tuple[int, int, int]],
+                        blob_elongation: float = 4.0) -> Split:
+    """Competitive growth alone: the part of ``region`` nearer the include seeds than the exclude ones.
+
+    A marker watershed on the distance map, flooded from the seeds only, puts the cut at the
+    narrowest connection between them, and half-way along a connection of even width (a thin
+    vessel, whose distance map is one plateau). Without include seeds the whole region goes.
+
+    Parameters
+    ----------
+    region : ndarray of bool
+        The region (connected components holding the exclude seeds).
+    spacing : tuple of float
+        Voxel size, mm.
+    include, exclude : list of index
+        Seed voxels inside ``region``.
+    blob_elongation : float
+        A removed piece inside the scan shorter than this many times its widest radius is a blob.
+
+    Returns
+    -------
+    Split
+        With ``basins`` the number of seeds and nothing rejoined.
+    """
+    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in bounding_box(region))
+    full_shape = region.shape
+    region = region[box]
+    include = [tuple(v - b.start for v, b in zip(s, box)) for s in include]
+    exclude = [tuple(v - b.start for v, b in zip(s, box)) for s in exclude]
+    distance = ndi.distance_transform_edt(region, sampling=spacing).astype(np.float32)
+    markers = np.zeros(region.shape, np.int32)
+    for seed in exclude:
+        markers[seed] = 2
+    for seed in include:
+        markers[seed] = 1
+    kept_local = watershed(-distance, markers, mask=region) == 1
+    keep, removed, pieces = _removed_pieces(region, kept_local, distance, spacing, box, full_shape, blob_elongation,
+                                            exclude)
+    return Split(keep=keep, removed=removed, basins=len(include) + len(exclude),
+                 removed_voxels=int(region.sum() - kept_local.sum()), rejoined=0, continued=0, pieces=pieces)

@@ -1,7 +1,8 @@
 """Plausibility: does the result look like the preset's structure? Findings become holds.
 
-The checks run on the analysis grid (blocks of about 1.5 mm), on the kept region and the pieces
-leak control removed:
+The checks run on the analysis grid (blocks of about 1.5 mm), or on the voxel grid where the
+structure was grown at full resolution, on the kept region and the pieces leak control or an
+exclude seed removed:
 
 * a **blob** where the preset expects a tube (a seed in the left ventricle with ``aorta_cta``,
   or in a vertebral body): the result stays inside the scan and is shorter than
@@ -56,7 +57,8 @@ def check(kept: np.ndarray, pieces: np.ndarray, removed: list[dict], seeds: list
     """Holds for a result that does not look like the preset's structure, and what was measured.
 
     ``kept`` (bool) and ``pieces`` (0 or the removed piece's number, as in ``removed``) are on the
-    analysis grid of ``spacing`` mm, covering the analysed volume; ``seeds`` are block indices.
+    grid of ``spacing`` mm (the analysis grid, or the voxels), covering the analysed volume;
+    ``seeds`` are indices on that grid.
 
     Parameters
     ----------

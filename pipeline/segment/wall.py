@@ -6,7 +6,8 @@ Around the aorta lies periaortic fat (-70 to -120 HU), lung or bone; between it 
 lie the wall and thrombus (20-60 HU, unenhanced). From the segmented lumen, the outer wall takes
 every voxel in the wall window connected to it within ``max_thickness_mm``, after a light
 Gaussian (``smoothing_mm``) so noise neither breaks the thrombus nor joins the enhancing
-myocardium (90-150 HU) above the window's top; cavities are filled (a calcified plaque inside
+myocardium (90-150 HU) above the window's top; the lumen's blurred edge (above the window,
+within ``wall_mm`` of the lumen) joins them; cavities are filled (a calcified plaque inside
 the wall is part of it).
 """
 
@@ -45,13 +46,18 @@ def outer_wall(hu: np.ndarray, lumen: np.ndarray, spacing: tuple[float, ...], se
         ``thrombus_voxels``, ``voxels_added_to_lumen`` and ``holes_filled_voxels``.
     """
     smooth = ndi.gaussian_filter(hu.astype(np.float32), [settings.smoothing_mm / s for s in spacing])
-    near = ndi.distance_transform_edt(~lumen, sampling=spacing) <= settings.max_thickness_mm
+    to_lumen = ndi.distance_transform_edt(~lumen, sampling=spacing)
+    near = to_lumen <= settings.max_thickness_mm
     in_range = (smooth >= settings.lower_hu) & (smooth <= settings.upper_hu)
     # Partial-volume voxels on the edge of fat (fat beside a disc, a rib, the myocardium) read
     # like wall and would join the growth to tissue beyond the fat: grow through voxels one
     # voxel clear of fat and lung, then add the one-voxel rim next to them back.
     fat = ndi.binary_dilation(smooth < settings.lower_hu)
-    candidate = lumen | (near & in_range & ~fat)
+    # The lumen's blurred edge reads between the lumen's floor and the window's top (70-195 HU
+    # for a 350 HU lumen): a voxel or more thick at 1.25 mm voxels and finer, it would cut the
+    # thrombus off the lumen. Within the wall's thickness of the lumen it is wall or thrombus.
+    edge = (to_lumen <= settings.wall_mm) & (smooth > settings.upper_hu)
+    candidate = lumen | edge | (near & in_range & ~fat)
     seed = tuple(int(v) for v in np.argwhere(lumen)[0])
     added = flood(candidate, seed, connectivity=1) & ~lumen
     # Thrombus is thick; what joins the wall to tissue beyond it (a partial-volume shell where
