@@ -272,6 +272,48 @@ def test_export_freezes_the_code_and_refuses_later_changes(ledger, tmp_path):
         ("0559T", [], ["ventricle"]), ("0560T", ["22"], ["aorta"])]
 
 
+def test_every_view_and_export_shows_the_code_billed_in_delivery_order(new_ledger, tmp_path, cli):
+    """Run order aorta, ventricle; delivery order ventricle, aorta: the line delivered first is the
+    encounter's 0559T in the claim, the charge rows, the CSV, ``ledger list`` and ``ledger show``."""
+    location = new_ledger()
+    with Ledger(location) as ledger:
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+        delivered = ["ventricle", "aorta"]
+        for model_id in delivered:
+            walk(ledger, "CASE-1", model_id)
+    expected = {delivered[0]: "0559T", delivered[1]: "0560T"}  # first billable primary, the next add-on
+    where = ("--ledger", str(location))
+    exported = json.loads(cli("ledger", "export", "--preview", *where)[1])
+    assert {m: c["cpt"] for c in exported["claims"][0]["lines"] for m in c["model_ids"]} == expected
+    assert {c["model_id"]: c["cpt"] for c in exported["charges"]} == expected
+    assert {c["model_id"]: (c["line"]["cpt"], c["cpt_basis"]) for c in exported["charges"]} == {
+        model: (cpt, "billed") for model, cpt in expected.items()}
+    assert "order in which the encounter's lines became billable" in exported["code_rule"]
+    code, text, err = cli("ledger", "export", "--format", "csv", "--preview", *where)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["model_id"]: r["cpt"] for r in rows} == expected
+    assert all(r["cpt_basis"].startswith("billed: numbered in the order") for r in rows)
+    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", *where)[1])
+    assert {c["model_id"]: c["cpt"] for c in shown["charges"]} == expected
+    # the statement a coder reads names the code the line is billed as
+    statements = {c["model_id"]: c["line"]["medical_necessity"] for c in shown["charges"]}
+    assert "reported as 0559T (first anatomic model)" in statements[delivered[0]]
+    assert "reported as 0560T (each additional anatomic model)" in statements[delivered[1]]
+    listed = json.loads(cli("ledger", "list", "--json", *where)[1])[0]["charges"]
+    assert listed == "; ".join(f"{m} {expected[m]} (billed)" for m in ("aorta", "ventricle"))  # in line order
+    for command in (("ledger", "list"), ("ledger", "show", "CASE-1")):
+        code, text, _ = cli(*command, *where)
+        assert code == 0 and "became billable" in " ".join(text.split())
+    # Recorded: the same codes, now exported and kept.
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", *where)[1])))
+    assert {r["model_id"]: (r["cpt"], r["cpt_basis"].split(":")[0]) for r in rows} == {
+        model: (cpt, "exported") for model, cpt in expected.items()}
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", "--preview", *where)[1])))
+    assert {r["model_id"]: (r["cpt"], r["cpt_basis"].split(":")[0]) for r in rows} == {
+        model: (cpt, "exported") for model, cpt in expected.items()}
+
+
 def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):
     publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
     ledger.void("CASE-1", "aorta", reason="MRN typed wrong")

@@ -517,17 +517,28 @@ class Ledger(LifecycleLedger):
         list of dict
             One dict per case, ordered by case id, with keys ``case_id``, ``encounter_id``,
             ``date_of_service`` (ISO date text), ``models`` (number of current versions), ``charges``
-            (space-separated ``CPT:status`` in line order, or None) and ``last_run`` (ISO UTC time of
-            the last run's start, or None).
+            (``MODEL CPT (basis)`` per line in line order, ``; `` separated, or None: the code as
+            billed, exported or provisional, :data:`pipeline.ledger.lifecycle.CODE_BASIS`) and
+            ``last_run`` (ISO UTC time of the last run's start, or None).
         """
-        rows = self._db.execute(
-            "SELECT cs.case_id, cs.encounter_id, e.date_of_service, "
-            " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
-            " (SELECT GROUP_CONCAT(ch.cpt || ':' || ch.status, ' ') FROM "
-            "    (SELECT * FROM current_charges WHERE case_ref = cs.id ORDER BY seq) ch) AS charges, "
-            " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
-            "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
-        return [dict(row) for row in rows]
+        with self._read():
+            rows = self._db.execute(
+                "SELECT cs.id, cs.case_id, cs.encounter_id, e.date_of_service, "
+                " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
+                " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
+                "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
+            billed = {encounter: self.billing(encounter).by_model() for encounter in {r["encounter_id"] for r in rows}}
+            cases = []
+            for row in rows:
+                charges = self._db.execute("SELECT model_id, cpt FROM current_charges WHERE case_ref = ? ORDER BY seq",
+                                           (row["id"],)).fetchall()
+                shown = [_shown_code(billed[row["encounter_id"]].get((row["case_id"], c["model_id"])), c["cpt"])
+                         for c in charges]
+                cases.append({**{k: row[k] for k in ("case_id", "encounter_id", "date_of_service", "models")},
+                              "charges": "; ".join(f"{c['model_id']} {cpt} ({basis})" for c, (cpt, basis)
+                                                   in zip(charges, shown)) or None,
+                              "last_run": row["last_run"]})
+        return cases
 
     def show(self, case_id: str) -> dict[str, Any]:
         """Everything recorded about a case: encounter, models, charges, runs and audit entries.
@@ -541,7 +552,9 @@ class Ledger(LifecycleLedger):
         -------
         dict
             Keys ``case_id``, ``encounter`` (``id``, ``date_of_service``), ``models`` (every version
-            and attempt), ``charges`` (current state, ``line`` decoded), ``charge_revisions``, ``runs``
+            and attempt), ``charges`` (current state; ``cpt`` and ``line`` as billed, exported or
+            provisional, said by ``cpt_basis``, :data:`pipeline.ledger.lifecycle.CODE_BASIS`; the code
+            reserved at the run is in ``charge_revisions``), ``code_rule``, ``charge_revisions``, ``runs``
             (``parameters``, ``software`` and ``timings`` decoded; timings in s), ``audit`` (``detail``
             decoded) and ``lifecycle`` (:meth:`model_state` of each current model). Times are ISO UTC.
 
@@ -568,13 +581,15 @@ class Ledger(LifecycleLedger):
                 "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
             audit = self._db.execute("SELECT at, operator, action, model_id, detail FROM audit_log "
                                      "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+            billed = self.billing(case["encounter_id"]).by_model()
         return {
             "case_id": case_id,
             "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
             # a model's software: what shaped it (absent for versions published before it was recorded)
             "models": [{**{k: v for k, v in dict(r).items() if k != "outcome"},
                         "software": json.loads(r["outcome"]).get("software")} for r in models],
-            "charges": [{**dict(r), "line": json.loads(r["line"])} for r in charges],
+            "charges": [_shown_charge(dict(r), billed.get((case_id, r["model_id"]))) for r in charges],
+            "code_rule": lifecycle.CODE_RULE,
             "charge_revisions": [dict(r) for r in revisions],
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
                      for r in runs],
@@ -585,7 +600,8 @@ class Ledger(LifecycleLedger):
     def export(self, *, record: bool = False, operator: str | None = None) -> dict[str, Any]:
         """Every charge row, and per encounter its claim (billable lines) and pending lines apart.
 
-        With ``record`` the billable lines are recorded as exported: their codes are frozen.
+        With ``record`` the billable lines are recorded as exported: their codes are frozen. Each
+        charge row shows the code its claim line carries (:data:`pipeline.ledger.lifecycle.CODE_RULE`).
 
         Parameters
         ----------
@@ -597,11 +613,13 @@ class Ledger(LifecycleLedger):
         Returns
         -------
         dict
-            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time), ``charges``
-            (every current charge row with its encounter, ``line`` decoded, and the current model
-            ``version``) and ``claims`` (per encounter, from :meth:`export_billing`).
+            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time),
+            ``code_rule`` (how the codes are numbered), ``charges`` (every current charge row with
+            its encounter, the current model ``version``, ``cpt`` and ``line`` as billed, exported or
+            provisional and ``cpt_basis`` saying which, :data:`pipeline.ledger.lifecycle.CODE_BASIS`)
+            and ``claims`` (per encounter, as :meth:`export_billing` gives them).
         """
-        with self._read():
+        with self._write():
             rows = self._db.execute(
                 "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
                 "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
@@ -609,10 +627,16 @@ class Ledger(LifecycleLedger):
                 "  AND m.status = 'current') AS version "
                 "FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
                 "ORDER BY e.id, ch.seq").fetchall()
-        lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
-        billing = self.export_billing(operator=operator, record=record)
-        return {"ledger": str(self.path), "exported_at": billing["exported_at"], "charges": lines,
-                "claims": billing["claims"]}
+            claims = self._export_claims(operator, record)
+        billed = {}
+        for billing, claim in claims:
+            for key, entry in billing.by_model().items():
+                # a billable line of a claim recorded now was exported with the code shown
+                billed[key] = dataclasses.replace(entry, exported=True) if (
+                    record and entry.billable and "held" not in claim) else entry
+        lines = [_shown_charge(dict(r), billed.get((r["case_id"], r["model_id"]))) for r in rows]
+        return {"ledger": str(self.path), "exported_at": _now(), "code_rule": lifecycle.CODE_RULE,
+                "charges": lines, "claims": [claim for _, claim in claims]}
 
     # -- recovery and verification -----------------------------------------------------------
     def reclaim(self) -> None:
@@ -1193,6 +1217,19 @@ def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
         The open ledger.
     """
     return ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+
+
+def _shown_code(entry: Any, reserved: str) -> tuple[str, str]:
+    """The CPT code a view shows of a charge and its basis: its billing line's, or the reserved code of a void one."""
+    return (reserved, "void") if entry is None else (entry.line.cpt, entry.code_basis)
+
+
+def _shown_charge(row: dict[str, Any], entry: Any) -> dict[str, Any]:
+    """A current charge row as the views show it: ``cpt`` and ``line`` of its billing ``entry``
+    (:class:`pipeline.ledger.lifecycle.BillingLine`, None for a void charge), with ``cpt_basis``."""
+    if entry is None:
+        return {**row, "line": json.loads(row["line"]), "cpt_basis": "void"}
+    return {**row, "cpt": entry.line.cpt, "line": to_jsonable(entry.line), "cpt_basis": entry.code_basis}
 
 
 def _line(text: str) -> Any:

@@ -432,32 +432,37 @@ class LifecycleLedger:
             per encounter with a line not void, ``encounter_id``, ``patient_id``, ``date_of_service``,
             ``lines`` (the claim), ``billable``, ``pending`` and, when refused, ``held``.
         """
-        encounters = [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]
-        result = []
         with self._write():
-            for encounter_id in encounters:
-                billing = self.billing(encounter_id)
-                if not billing.billable and not billing.pending:
-                    continue
-                try:
-                    claim = to_jsonable(billing.claim())
-                    problem = None
-                except CodingError as error:
-                    claim, problem = [], str(error)
-                if record and problem is None:
-                    for entry in billing.billable:
-                        if entry.exported:
-                            continue
-                        charge = self._charge_id(entry.case_id, entry.model_id)
-                        self._db.execute("INSERT INTO exports (charge_id, cpt, line, operator, exported_at) "
-                                         "VALUES (?, ?, ?, ?, ?)", (charge, entry.line.cpt, _dumps(entry.line),
-                                                                     operator or "export", _now()))
-                        self._audit("charge.exported", entry.case_id, entry.model_id, operator, cpt=entry.line.cpt)
-                result.append({"encounter_id": encounter_id, "patient_id": billing.patient_id,
-                               "date_of_service": billing.date_of_service, "lines": claim,
-                               **({"held": problem} if problem else {}),
-                               "billable": to_jsonable(billing.billable), "pending": to_jsonable(billing.pending)})
-        return {"ledger": str(self.path), "exported_at": _now(), "claims": result}
+            claims = [claim for _, claim in self._export_claims(operator, record)]
+        return {"ledger": str(self.path), "exported_at": _now(), "claims": claims}
+
+    def _export_claims(self, operator: str | None, record: bool) -> list[tuple[Billing, dict[str, Any]]]:
+        """Within a write transaction: each encounter's billing and its claim (:meth:`export_billing`)."""
+        result = []
+        for encounter_id in [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]:
+            billing = self.billing(encounter_id)
+            if not billing.billable and not billing.pending:
+                continue
+            try:
+                claim = to_jsonable(billing.claim())
+                problem = None
+            except CodingError as error:
+                claim, problem = [], str(error)
+            if record and problem is None:
+                for entry in billing.billable:
+                    if entry.exported:
+                        continue
+                    charge = self._charge_id(entry.case_id, entry.model_id)
+                    self._db.execute("INSERT INTO exports (charge_id, cpt, line, operator, exported_at) "
+                                     "VALUES (?, ?, ?, ?, ?)", (charge, entry.line.cpt, _dumps(entry.line),
+                                                                 operator or "export", _now()))
+                    self._audit("charge.exported", entry.case_id, entry.model_id, operator, cpt=entry.line.cpt)
+            result.append((billing, {"encounter_id": encounter_id, "patient_id": billing.patient_id,
+                                     "date_of_service": billing.date_of_service, "lines": claim,
+                                     **({"held": problem} if problem else {}),
+                                     "billable": to_jsonable(billing.billable),
+                                     "pending": to_jsonable(billing.pending)}))
+        return result
 
     def _charge_id(self, case_id: str, model_id: str) -> int:
         return self._db.execute("SELECT ch.id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "

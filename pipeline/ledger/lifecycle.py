@@ -76,6 +76,16 @@ STEP_CATEGORY = {"approved": "segmentation", "printed": "preparation_post_proces
                  "discontinued": "preparation_post_processing", "reduced": "preparation_post_processing"}
 #: Run timing keys (``<model>.<step>``) and the registry category their seconds count in.
 RUN_CATEGORY = {"segmentation": "segmentation", "processing": "cad_design", "print_preparation": "cad_design"}
+#: The numbering rule, said wherever a line's CPT code is shown (``ledger list | show | export``).
+CODE_RULE = ("CPT codes follow the order in which the encounter's lines became billable (delivered, reduced or "
+             "discontinued, with no open hold): the first gets the primary code (0559T; 0561T for a guide), each "
+             "further one the add-on code (0560T; 0562T), whatever order the models were run in; an exported line "
+             "keeps the code it was exported with; a pending line's code is provisional until it becomes billable")
+#: What a shown code is (:attr:`BillingLine.code_basis`), and what that means for the coder.
+CODE_BASIS = {"exported": "exported: the code the line was exported with, kept",
+              "billed": "billed: numbered in the order the encounter's lines became billable",
+              "provisional": "provisional: numbered when the line becomes billable",
+              "void": "void: not billed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +321,18 @@ class BillingLine(Report):
     holds: list[Hold]
     line: Any  # pipeline.coding.ChargeLine: the billed code when billable, else the provisional one
 
+    @property
+    def code_basis(self) -> str:
+        """What the line's CPT code is: ``exported``, ``billed`` or ``provisional`` (:data:`CODE_BASIS`).
+
+        Returns
+        -------
+        str
+            ``exported`` once the line was exported (its code is kept), else ``billed`` when it is
+            billable (numbered by :func:`number_lines`), else ``provisional``.
+        """
+        return "exported" if self.exported else "billed" if self.billable else "provisional"
+
 
 @dataclasses.dataclass
 class Billing(Report):
@@ -331,6 +353,17 @@ class Billing(Report):
             The claim lines, empty when nothing is billable.
         """
         return coding.claim_lines([entry.line for entry in self.billable]) if self.billable else []
+
+    def by_model(self) -> dict[tuple[str, str], BillingLine]:
+        """Every line not void, by ``(case_id, model_id)``: what each view shows of a charge.
+
+        Returns
+        -------
+        dict of tuple of (str, str) to BillingLine
+            The billable and pending lines; each line's code is the billed one, the exported one
+            or the provisional one (:attr:`BillingLine.code_basis`).
+        """
+        return {(entry.case_id, entry.model_id): entry for entry in [*self.billable, *self.pending]}
 
     @property
     def held(self) -> list[BillingLine]:
@@ -355,7 +388,8 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
     ----------
     entries : list of dict
         The encounter's lines, changed in place: each ready, unexported entry's ``line`` is
-        replaced by one with its CPT code, descriptor and sequence number.
+        replaced by one with its CPT code, descriptor, sequence number and the medical necessity
+        statement naming that code (:func:`pipeline.coding.renumbered`).
     """
     rules = coding.load_rules()
     taken = {entry["exported"].kind for entry in entries if entry["exported"] is not None
@@ -369,9 +403,7 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
         role = "add_on" if line.kind in taken else "primary"
         taken.add(line.kind)
         counts[line.kind] = counts.get(line.kind, 0) + 1
-        code = rules.code_for(line.kind, role)
-        entry["line"] = dataclasses.replace(line, cpt=code.code, descriptor=code.descriptor,
-                                            sequence=counts[line.kind])
+        entry["line"] = coding.renumbered(line, rules.code_for(line.kind, role), counts[line.kind], rules)
 
 
 def event_row(row: Any) -> dict[str, Any]:
