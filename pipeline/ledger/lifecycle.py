@@ -406,6 +406,28 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
         entry["line"] = coding.renumbered(line, rules.code_for(line.kind, role), counts[line.kind], rules)
 
 
+def numbered_next(billed: list[Any], pending: list[Any]) -> list[Any]:
+    """The pending lines numbered as if they became billable next, after the billed ones, in their order.
+
+    Parameters
+    ----------
+    billed : list of pipeline.coding.ChargeLine
+        The encounter's billable lines, with their codes (kept).
+    pending : list of pipeline.coding.ChargeLine
+        Its pending lines, in the order they would become billable.
+
+    Returns
+    -------
+    list of pipeline.coding.ChargeLine
+        The pending lines, each with the code :func:`number_lines` would give it then (for the
+        payer's view of them before delivery; nothing is stored).
+    """
+    entries = [{"line": line, "exported": line, "ready_at": None} for line in billed]
+    entries += [{"line": line, "exported": None, "ready_at": f"{place:09d}"} for place, line in enumerate(pending)]
+    number_lines(entries)
+    return [entry["line"] for entry in entries[len(billed):]]
+
+
 def event_row(row: Any) -> dict[str, Any]:
     """A stored event as a dict with its JSON decoded.
 
