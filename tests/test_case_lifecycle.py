@@ -103,11 +103,21 @@ def test_coding_holds_hold_until_released(study):
         assert billing.billable == [] and billing.pending[0].waiting_for.startswith("release of ")
         from pipeline.ledger.lifecycle import Person
 
+        from pipeline.errors import LedgerError
+        from pipeline.ledger.lifecycle import UNRELEASABLE
+
         coder = Person("CODER^CHIEF", "coder")
         for number, code_name in enumerate(expected):
             assert book.case_billing("HOLDS-1").billable == []  # every hold still open keeps it unbillable
-            book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
-        assert [e.line.cpt for e in book.case_billing("HOLDS-1").billable] == ["0559T"]
+            if code_name in UNRELEASABLE:  # I71.2, the NPI 1234567890, a service before birth: never released
+                with pytest.raises(LedgerError, match="cannot be released"):
+                    book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
+            else:
+                book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
+        billing = book.case_billing("HOLDS-1")
+        assert billing.billable == [] and book.export(record=True)["claims"][0]["lines"] == []
+        assert billing.pending[0].waiting_for == ("a corrected case file and a re-run (coding.icd10_not_billable, "
+                                                  "coding.ordering_npi_check_digit, coding.date_of_service_before_birth)")
 
 
 def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):

@@ -43,6 +43,7 @@ from pipeline import coding
 from pipeline.config import text_problem
 from pipeline.errors import LedgerError
 from pipeline.holds import Hold
+from pipeline.icd10 import HOLD_NOT_BILLABLE, HOLD_NOT_IN_EFFECT
 from pipeline.report import Report
 
 #: The steps of a model's life in order, then the end states.
@@ -67,6 +68,21 @@ PRINT_QA_SOURCE = "print_qa"
 #: The hold on a model whose mesh is byte-identical to an earlier charged model's (a reprint);
 #: once a named person releases it, the line is billed like any other (see ``billing``).
 HOLD_DUPLICATE_MESH = "ledger.duplicate_mesh"
+#: Holds whose cause is a value the claim would carry and a payer denies (a diagnosis code not
+#: billable or not in effect on the date of service, an NPI failing its check digit, a date of
+#: service before birth): never released, since the claim would still carry that value; the case
+#: file is corrected and the case run again (the new version's line carries the corrected value).
+UNRELEASABLE = {
+    HOLD_NOT_BILLABLE: "indication.icd10 (a billable code of the header)",
+    HOLD_NOT_IN_EFFECT: "indication.icd10 (a code in effect on the date of service)",
+    "coding.ordering_npi_check_digit": "encounter.ordering_provider.npi",
+    "coding.rendering_npi_check_digit": "encounter.rendering_provider.npi",
+    "coding.date_of_service_before_birth": "encounter.date_of_service or patient.birth_date",
+}
+#: The source of the coding rules' holds; releasing one needs a coder (a role of
+#: :data:`CODING_ROLES`) or a clinician (:attr:`Person.clinician`).
+CODING_SOURCE = "coding"
+CODING_ROLES = ("coder", "billing")
 #: The registry's effort categories (each for clinicians and for non-clinicians).
 REGISTRY_CATEGORIES = ("consultation", "segmentation", "cad_design", "preparation_post_processing")
 #: The category a step's entered minutes count in.
