@@ -162,6 +162,29 @@ def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
     assert source.PatientID == case["patient"]["id"]  # the identity check compared these
 
 
+def test_a_rerun_after_export_is_refused_before_any_work(study):
+    root, case = study
+    exported = copy.deepcopy(case)
+    exported["case_id"] = "EXPORTED-1"
+    assert _run(root, exported, "exported", ledger="exported.sqlite3", out="exported-out")[0] == 0
+    with Ledger(root / "exported.sqlite3") as book:
+        walk(book, "EXPORTED-1", "aorta-surgeon")
+        book.export(record=True)  # submitted for billing
+        from pipeline.case import write_encounter_charges
+
+        write_encounter_charges(book, book.case_billing("EXPORTED-1").encounter_id, root / "exported-out")
+    encounter = next((root / "exported-out" / "encounters").iterdir())
+    before = (encounter / "charges.csv").read_bytes()
+    code, err = _run(root, exported, "exported", ledger="exported.sqlite3", out="exported-out")
+    assert code == 13, err
+    assert "EXPORTED-1/aorta-surgeon was exported for billing" in err and "with the payer" in err
+    assert "loading" not in err  # refused before any stage ran
+    with Ledger(root / "exported.sqlite3") as book:
+        assert book.model_state("EXPORTED-1", "aorta-surgeon")["version"] == 1
+        assert [e.model_id for e in book.case_billing("EXPORTED-1").billable] == ["aorta-surgeon"]
+    assert (encounter / "charges.csv").read_bytes() == before  # the submitted line is still listed
+
+
 def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):
     import pypdf
 

@@ -360,6 +360,23 @@ def test_every_view_and_export_shows_the_code_billed_in_delivery_order(new_ledge
         model: (cpt, "exported") for model, cpt in expected.items()}
 
 
+def test_a_rerun_after_export_is_refused_and_the_submitted_line_stays(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    walk(ledger, "CASE-1", "aorta")
+    submitted = ledger.export(record=True)["claims"][0]["lines"]
+    assert [c["model_ids"] for c in submitted] == [["aorta"]]
+    with pytest.raises(LedgerError, match="CASE-1/aorta was exported for billing; a re-run would") as refused:
+        ledger.check_rerun("CASE-1", ["aorta", "ventricle"])
+    assert "correct or void it with the payer" in refused.value.hint
+    ledger.check_rerun("CASE-1", ["ventricle"])  # not exported: may run again
+    ledger.check_rerun("CASE-NEW", ["aorta"])  # not in the ledger yet
+    with pytest.raises(LedgerError, match="was exported for billing"):  # the run itself refuses it too
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    assert ledger.model_state("CASE-1", "aorta")["version"] == 1
+    assert ledger.model_state("CASE-1", "aorta")["state"] == "delivered"
+    assert ledger.export(record=False)["claims"][0]["lines"] == submitted  # still on the claim, as submitted
+
+
 def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):
     publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
     ledger.void("CASE-1", "aorta", reason="MRN typed wrong")

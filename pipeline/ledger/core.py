@@ -484,6 +484,30 @@ class Ledger(LifecycleLedger):
             self._audit("charge.unvoided", case_id, model_id, operator, reason=reason.strip(), status=status)
         return _line(charge["line"])
 
+    def check_rerun(self, case_id: str, model_ids: Sequence[str]) -> None:
+        """Refuse a run of a case whose models' charges were exported (before the run does any work).
+
+        A re-run publishes a new version of each model, back at ``prepared``: an exported (submitted)
+        line would leave the encounter's charges although its claim went out. :meth:`Run.charge`
+        refuses it too, in its transaction; this says so before the stages run.
+
+        Parameters
+        ----------
+        case_id : str
+            The case to run; a case not in the ledger yet passes.
+        model_ids : sequence of str
+            The models the run would publish.
+
+        Raises
+        ------
+        LedgerError
+            Naming the exported models and what to do instead (exit code 13).
+        """
+        case = self._db.execute("SELECT id FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        exported = [] if case is None else [model for model in model_ids if self.is_exported(case["id"], model)]
+        if exported:
+            raise _exported_rerun(case_id, exported, {})
+
     def _duplicate_holds(self, case_ref: int, model_id: str, mesh_sha256: str | None) -> list[Hold]:
         """A hold when another model whose charge is not void has the same mesh hash."""
         if not mesh_sha256:
@@ -919,7 +943,7 @@ class Run:
         """Decide the attempt's charge line in one transaction for the encounter, and return it.
 
         A model id whose line was billed keeps it (a re-run is a new version, never a new
-        charge). A line still only reserved (its first attempt failed or was killed) is decided
+        charge); once the line was exported, a re-run is refused. A line still only reserved (its first attempt failed or was killed) is decided
         again in its place in the encounter, from the case as it is now. Otherwise
         :func:`pipeline.coding.next_charge` decides it from the encounter's reserved and billed
         lines, and the line is reserved for this model id.
@@ -939,8 +963,8 @@ class Run:
         Raises
         ------
         LedgerError
-            If the model id is already used by another case on the same encounter, or a re-run would
-            change the coding of a line exported for billing (exit code 13).
+            If the model id is already used by another case on the same encounter, or the model's
+            line was exported for billing (a re-run of it is refused; exit code 13).
         CodingError
             If the billing rules refuse the line (exit code 11).
         """
@@ -985,25 +1009,21 @@ class Run:
         """Within the charge transaction: a billed line with the case's coding as it is now.
 
         A line not yet exported takes the new ICD-10 codes, modifiers and providers (audited as
-        ``charge.corrected``); an exported one is refused if they changed. A void or
-        discontinued line is kept as it is.
+        ``charge.corrected``); a re-run of an exported one is refused (its new version would take
+        the submitted line off the claim). A void or discontinued line is kept as it is.
         """
         ledger, line = self.ledger, _line(charge["line"])
-        if charge["status"] != "committed":
+        if charge["status"] not in BILLED:
             return line
         before = [_line(r["line"]) for r in ledger._lines(self.encounter.id, ACTIVE) if r["seq"] < charge["seq"]]
         fresh = coding.next_charge(before, billable)
         fresh = dataclasses.replace(fresh, cpt=line.cpt, descriptor=line.descriptor, sequence=line.sequence)
         changed = {name: (getattr(line, name), getattr(fresh, name)) for name in _CORRECTABLE
                    if getattr(line, name) != getattr(fresh, name)}
-        if not changed:
-            return line
         if ledger.is_exported(self.case_ref, charge["model_id"]):
-            raise LedgerError(
-                f"the charge of {self.case_id}/{charge['model_id']} was exported for billing; its "
-                f"{', '.join(changed)} cannot be changed by a re-run",
-                hint="correct the claim with the payer, then void the line with a reason "
-                     "(`anatomodel ledger void`) and re-run")
+            raise _exported_rerun(self.case_id, [charge["model_id"]], changed)
+        if not changed or charge["status"] != "committed":
+            return line
         ledger._revise(charge, self.operator, f"corrected by run {self.id}: {', '.join(changed)} changed in the case",
                        line=_json(fresh), billable=_json(billable))
         ledger._audit("charge.corrected", self.case_id, charge["model_id"], self.operator,
@@ -1185,6 +1205,19 @@ class Run:
             self.ledger._audit(f"run.{status}", self.case_id, operator=self.operator, run=self.id,
                                **({"error": error} if error else {}))
         self._finished = True
+
+
+def _exported_rerun(case_id: str, model_ids: Sequence[str], changed: dict[str, Any]) -> LedgerError:
+    """The refusal of a re-run of models whose charges were exported (submitted for billing)."""
+    names = ", ".join(f"{case_id}/{model}" for model in model_ids)
+    what = f"its {', '.join(changed)} cannot be changed by a re-run, and " if changed else ""
+    return LedgerError(
+        f"the {'charge' if len(model_ids) == 1 else 'charges'} of {names} {'was' if len(model_ids) == 1 else 'were'} "
+        f"exported for billing; {what}a re-run would publish a new version back at 'prepared' and take the "
+        "submitted line off the encounter's charges",
+        hint="the exported claim stands as submitted: correct or void it with the payer (a corrected or void "
+             "claim; the ledger keeps the exported line, `ledger void` refuses it); a separately prepared model "
+             "is run as a case of its own (its own case_id and model id)")
 
 
 def _refuse_control_text(**texts: str | None) -> None:
