@@ -443,6 +443,9 @@ def run_case(
         The case's patient (name, ID, birth date) is not the series' patient; before any work.
     CodingError
         A malformed ICD-10 code or refused modifiers; before any work.
+    LedgerError
+        A model's charge was exported for billing (a re-run would take the submitted line off the
+        encounter's charges); before any work.
     """
     from pipeline.checks import case_holds, case_inventory, identity_mismatches
     from pipeline.ledger import open_ledger
@@ -469,6 +472,7 @@ def run_case(
                             holds=holds, source=source, found=found)
     book = open_ledger(ledger)
     try:
+        book.check_rerun(case.case_id, [spec.id for spec in case.models])  # before any work
         with book.start_run(case_id=case.case_id, patient_id=case.patient.id, operator=operator,
                             date_of_service=case.encounter.date_of_service, correction=correct_encounter,
                             parameters=_run_parameters(case, deidentify, case_file)) as run:

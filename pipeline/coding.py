@@ -496,6 +496,41 @@ def _fill(template: str, **values: str) -> str:
     return " ".join(template.format(**values).split())
 
 
+def _code_role(code: CptCode) -> str:
+    """How the medical necessity statement names a code's role (``first anatomic model``)."""
+    kind_noun = "anatomic model" if code.kind == "model" else "anatomic guide"
+    return f"{'first' if code.role == 'primary' else 'each additional'} {kind_noun}"
+
+
+def renumbered(line: ChargeLine, code: CptCode, sequence: int, rules: CodingRules | None = None) -> ChargeLine:
+    """The line billed as ``code``: its CPT, descriptor and sequence, and its statement saying so.
+
+    The medical necessity statement names the code it is reported as (the template's ``{cpt}
+    ({code_role})``); a line numbered again keeps the rest of its statement word for word.
+
+    Parameters
+    ----------
+    line : ChargeLine
+        The line as decided before (its provisional code).
+    code : CptCode
+        The code it is billed as.
+    sequence : int
+        Its place among the billed lines of its kind on the encounter (1 for the first).
+    rules : CodingRules, optional
+        The rules that know the line's previous code; defaults to :func:`load_rules`.
+
+    Returns
+    -------
+    ChargeLine
+        A new line; ``line`` is unchanged.
+    """
+    rules = rules or load_rules()
+    previous = f"{line.cpt} ({_code_role(rules.code(line.cpt))})"
+    statement = line.medical_necessity.replace(previous, f"{code.code} ({_code_role(code)})")
+    return dataclasses.replace(line, cpt=code.code, descriptor=code.descriptor, sequence=sequence,
+                               medical_necessity=statement)
+
+
 def next_charge(
     existing: list[ChargeLine], model: BillableModel, rules: CodingRules | None = None
 ) -> ChargeLine:
@@ -588,7 +623,7 @@ def next_charge(
         indication_summary=(model.indication_summary or "see indication").rstrip("."),
         icd10=", ".join(icd10),
         cpt=code.code,
-        code_role=f"{'first' if code.role == 'primary' else 'each additional'} {kind_noun}",
+        code_role=_code_role(code),
     )
     return ChargeLine(
         model_id=model.model_id,

@@ -103,11 +103,21 @@ def test_coding_holds_hold_until_released(study):
         assert billing.billable == [] and billing.pending[0].waiting_for.startswith("release of ")
         from pipeline.ledger.lifecycle import Person
 
+        from pipeline.errors import LedgerError
+        from pipeline.ledger.lifecycle import UNRELEASABLE
+
         coder = Person("CODER^CHIEF", "coder")
         for number, code_name in enumerate(expected):
             assert book.case_billing("HOLDS-1").billable == []  # every hold still open keeps it unbillable
-            book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
-        assert [e.line.cpt for e in book.case_billing("HOLDS-1").billable] == ["0559T"]
+            if code_name in UNRELEASABLE:  # I71.2, the NPI 1234567890, a service before birth: never released
+                with pytest.raises(LedgerError, match="cannot be released"):
+                    book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
+            else:
+                book.release("HOLDS-1", "aorta-surgeon", code_name, coder, reason=f"reviewed {number}")
+        billing = book.case_billing("HOLDS-1")
+        assert billing.billable == [] and book.export(record=True)["claims"][0]["lines"] == []
+        assert billing.pending[0].waiting_for == ("a corrected case file and a re-run (coding.icd10_not_billable, "
+                                                  "coding.ordering_npi_check_digit, coding.date_of_service_before_birth)")
 
 
 def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
@@ -150,6 +160,29 @@ def test_one_claim_per_encounter_reprint_held_and_corrections_applied(study):
     assert facts["lifecycle"]["state"] == "prepared" and facts["lifecycle"]["billable"] is False
     source = pydicom.dcmread(next((root / "dicom").glob("IM*")), stop_before_pixels=True)
     assert source.PatientID == case["patient"]["id"]  # the identity check compared these
+
+
+def test_a_rerun_after_export_is_refused_before_any_work(study):
+    root, case = study
+    exported = copy.deepcopy(case)
+    exported["case_id"] = "EXPORTED-1"
+    assert _run(root, exported, "exported", ledger="exported.sqlite3", out="exported-out")[0] == 0
+    with Ledger(root / "exported.sqlite3") as book:
+        walk(book, "EXPORTED-1", "aorta-surgeon")
+        book.export(record=True)  # submitted for billing
+        from pipeline.case import write_encounter_charges
+
+        write_encounter_charges(book, book.case_billing("EXPORTED-1").encounter_id, root / "exported-out")
+    encounter = next((root / "exported-out" / "encounters").iterdir())
+    before = (encounter / "charges.csv").read_bytes()
+    code, err = _run(root, exported, "exported", ledger="exported.sqlite3", out="exported-out")
+    assert code == 13, err
+    assert "EXPORTED-1/aorta-surgeon was exported for billing" in err and "with the payer" in err
+    assert "loading" not in err  # refused before any stage ran
+    with Ledger(root / "exported.sqlite3") as book:
+        assert book.model_state("EXPORTED-1", "aorta-surgeon")["version"] == 1
+        assert [e.model_id for e in book.case_billing("EXPORTED-1").billable] == ["aorta-surgeon"]
+    assert (encounter / "charges.csv").read_bytes() == before  # the submitted line is still listed
 
 
 def test_each_step_reissues_the_packet_with_its_state_on_page_one(study):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -34,8 +36,9 @@ def make_case(tmp_path: Path, *, payer: str = "medicare", modifiers=("GA",), icd
     return path
 
 
-def publish(case_path: Path, ledger_path: Path, out: Path) -> None:
-    """Reserve and publish every model of the case with a small real packet."""
+def publish(case_path: Path, ledger_path: Path, out: Path, deliver: list[str] | None = None) -> None:
+    """Reserve and publish every model of the case with a small real packet; deliver the models
+    of ``deliver`` in that order (default: every model, in case-file order)."""
     case = load_case(case_path)
     with Ledger(ledger_path) as book, book.start_run(case_id=case.case_id, patient_id=case.patient.id,
                                                      date_of_service=case.encounter.date_of_service) as run:
@@ -46,8 +49,8 @@ def publish(case_path: Path, ledger_path: Path, out: Path) -> None:
             (reservation.staging / "SHA256SUMS").write_text(f"{digest}  model.stl\n")
             run.publish(reservation, mesh_sha256=digest)
     with Ledger(ledger_path) as book:  # approved, printed, post-processed, delivered: billable unless held
-        for spec in case.models:
-            walk(book, case.case_id, spec.id)
+        for model_id in [spec.id for spec in case.models] if deliver is None else deliver:
+            walk(book, case.case_id, model_id)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -100,6 +103,29 @@ def test_export_hl7_and_fhir_from_the_ledger(tmp_path, capsys):
     bundle = parse_bundle(out)
     items = [e.resource for e in bundle.entry if e.resource.get_resource_type() == "ChargeItem"]
     assert [i.code.coding[0].code for i in items] == ["0559T", "0560T"]
+
+
+def test_a_billable_line_exports_while_another_is_pending(tmp_path, capsys):
+    """One model delivered, the other pending (provisionally the add-on): the delivered one is
+    the encounter's claim and exports; the pending one is listed as pending, not an error."""
+    case, ledger = make_case(tmp_path), tmp_path / "ledger.sqlite3"
+    delivered = ["aorta-surgeon"]
+    publish(case, ledger, tmp_path / "out", deliver=delivered)
+    code, out, err = run_cli(capsys, "charges", "list", str(case), "--ledger", str(ledger), "--json")
+    assert code == 0, err
+    listing = json.loads(out)
+    states = {line["model_id"]: line["state"] for line in listing["lines"]}
+    assert states == {"aorta-surgeon": "billable", "ventricle-or": "pending: waits for approval"}
+    assert listing["notes"] == []
+    pending = next(line for line in listing["lines"] if line["model_id"] == "ventricle-or")
+    assert any(rule.startswith(f"ABN {pending['cpt']}: ok") for rule in pending["rules"])  # its payer rules shown
+    code, out, err = run_cli(capsys, "charges", "export", str(case), "--ledger", str(ledger), "--format", "fhir")
+    assert code == 0, err
+    items = [e.resource for e in parse_bundle(out).entry if e.resource.get_resource_type() == "ChargeItem"]
+    assert [i.code.coding[0].code for i in items] == ["0559T"]  # the only billable line is the first
+    code, out, err = run_cli(capsys, "charges", "export", str(case), "--ledger", str(ledger), "--format", "csv")
+    assert code == 0, err
+    assert [row["model_ids"] for row in csv.DictReader(io.StringIO(out))] == delivered
 
 
 @pytest.mark.parametrize("change, words", [

@@ -12,7 +12,7 @@ import pytest
 from pipeline.errors import CodingError, LedgerError
 from pipeline.holds import Hold
 from pipeline.ledger import Ledger
-from pipeline.ledger.lifecycle import Person, REGISTRY_CATEGORIES
+from pipeline.ledger.lifecycle import Person, REGISTRY_CATEGORIES, UNRELEASABLE
 from postgres_server import new_ledger, postgres_server  # noqa: F401  (fixtures)
 from test_ledger import cli, publish  # noqa: F401  (cli is a fixture)
 from test_ledger_protocol import DATE, PATIENT, REVIEWER, TECH, billable, walk, write_packet
@@ -154,7 +154,10 @@ HOLDS = [Hold("coding.icd10_not_billable", "ICD-10-CM I71.2 is not billable", "c
          Hold("identity.override", "patient differs, overridden", "identity")]
 
 
-@pytest.mark.parametrize("hold", HOLDS, ids=[h.code for h in HOLDS])
+RELEASABLE = [h for h in HOLDS if h.code not in UNRELEASABLE]
+
+
+@pytest.mark.parametrize("hold", RELEASABLE, ids=[h.code for h in RELEASABLE])
 def test_a_hold_keeps_a_delivered_line_unbillable_until_released(ledger, tmp_path, hold):
     published = _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [hold])
     assert [h.code for h in published.holds] == [hold.code]
@@ -167,6 +170,47 @@ def test_a_hold_keeps_a_delivered_line_unbillable_until_released(ledger, tmp_pat
     assert _lines(ledger) == ([("aorta", "0559T")], [])
     entry = next(e for e in ledger.show("CASE-1")["audit"] if e["action"] == "hold.released")
     assert (entry["operator"], entry["detail"]["reason"]) == ("CODER^CHIEF", "checked against the chart")
+
+
+INVALID = [h for h in HOLDS if h.code in ("coding.icd10_not_billable", "coding.ordering_npi_check_digit")]
+
+
+@pytest.mark.parametrize("hold", INVALID, ids=[h.code for h in INVALID])
+def test_a_hold_on_a_value_the_claim_would_carry_is_never_released(ledger, tmp_path, hold):
+    """A non-billable ICD-10 code or an NPI failing its check digit would be on the claim: no one
+    releases the hold (the case is corrected and re-run), and a release recorded before this rule
+    does not make the line billable either."""
+    _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [hold])
+    walk(ledger, "CASE-1", "aorta")
+    for person in (Person("CODER^CHIEF", "coder"), Person(*REVIEWER)):
+        with pytest.raises(LedgerError, match="cannot be released.*a payer denies") as refused:
+            ledger.release("CASE-1", "aorta", hold.code, person, reason="looked fine")
+        assert "in the case file and run the case again" in refused.value.hint
+    assert _lines(ledger) == ([], [("aorta", "delivered", f"a corrected case file and a re-run ({hold.code})")])
+    assert not [e for e in ledger.show("CASE-1")["audit"] if e["action"] == "hold.released"]
+    stored = ledger._db.execute("SELECT id FROM holds WHERE code = ?", (hold.code,)).fetchone()["id"]
+    with ledger._write():  # as a release recorded by an older anatomodel
+        ledger._db.execute("INSERT INTO releases (hold_id, person, role, reason, at) VALUES (?, ?, ?, ?, ?)",
+                           (stored, "TECH^LAB", "technologist", "old release", "2026-01-17T00:00:00+00:00"))
+    assert _lines(ledger) == ([], [("aorta", "delivered", f"a corrected case file and a re-run ({hold.code})")])
+    assert ledger.export(record=True)["claims"][0]["lines"] == []
+
+
+def test_a_coding_hold_is_released_by_a_coder_or_a_clinician(ledger, tmp_path):
+    education = next(h for h in HOLDS if h.code == "coding.education_only")
+    _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "aorta", [education])
+    _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "ventricle", [education])
+    with pytest.raises(LedgerError, match="needs a coder .* or a clinician"):
+        ledger.release("CASE-1", "aorta", education.code, Person(*TECH), reason="the payer covers it")
+    assert [h["released_by"] for h in ledger.model_state("CASE-1", "aorta")["holds"]] == [None]
+    ledger.release("CASE-1", "aorta", education.code, Person("CODER^CHIEF", "coder"), reason="payer policy read")
+    ledger.release("CASE-1", "ventricle", education.code, Person(*REVIEWER), reason="needed for the patient")
+    released = {h["released_role"] for m in ("aorta", "ventricle") for h in ledger.model_state("CASE-1", m)["holds"]}
+    assert released == {"coder", REVIEWER[1]}
+    # Holds of other sources are released by the person who checked them, as before.
+    mesh = next(h for h in HOLDS if h.code == "mesh.qa_failed")
+    _publish_with_holds(ledger, tmp_path / "out", "CASE-1", "guide", [mesh])
+    ledger.release("CASE-1", "guide", mesh.code, Person(*TECH), reason="repaired and checked by hand")
 
 
 def test_a_reprint_of_an_already_charged_mesh_is_held(ledger, tmp_path):
@@ -208,7 +252,7 @@ def test_a_released_reprint_is_billed_as_its_release_says(ledger, tmp_path):
 def test_cli_walks_a_model_and_exits_19_while_held(tmp_path, cli):
     path, out = tmp_path / "ledger.sqlite3", tmp_path / "out"
     with Ledger(path) as ledger:
-        _publish_with_holds(ledger, out, "CASE-1", "aorta", [HOLDS[0]])
+        _publish_with_holds(ledger, out, "CASE-1", "aorta", [HOLDS[7]])
     base = ["--ledger", str(path), "--by", "TECH^LAB", "--role", "technologist"]
     code, _, err = cli("approve", "CASE-1", "aorta", *base)
     assert code == LedgerError.exit_code and "needs a clinician" in err
@@ -232,9 +276,11 @@ def test_cli_walks_a_model_and_exits_19_while_held(tmp_path, cli):
     assert code == 4 and "requires a print check" in err  # ConfigError: the default policy requires one
     code, _, err = cli("delivered", "CASE-1", "aorta", *base, "--to", "Cardiac surgery", "--purpose", "planning",
                        "--qa-policy", "optional")
-    assert code == 19 and "waits for release of coding.icd10_not_billable" in err
-    code, _, err = cli("release", "CASE-1", "aorta", "coding.icd10_not_billable", *base, "--reason",
-                       "code corrected to I71.23 on the claim")
+    assert code == 19 and "waits for release of coding.education_only" in err
+    code, _, err = cli("release", "CASE-1", "aorta", "coding.education_only", *base, "--reason", "covered")
+    assert code == LedgerError.exit_code and "needs a coder" in err  # a technologist does not release coding holds
+    code, _, err = cli("release", "CASE-1", "aorta", "coding.education_only", "--ledger", str(path), "--by",
+                       "CODER^CHIEF", "--role", "coder", "--reason", "the payer's policy covers it")
     assert code == 0 and "billable as 0559T" in err
     encounter = next((out / "encounters").iterdir())
     rows = list(csv.DictReader((encounter / "charges.csv").open()))
@@ -289,6 +335,65 @@ def test_export_freezes_the_code_and_refuses_later_changes(ledger, tmp_path):
     lines = ledger.export(record=True)["claims"][0]["lines"]
     assert [(c["cpt"], c["modifiers"], c["model_ids"]) for c in lines] == [
         ("0559T", [], ["ventricle"]), ("0560T", ["22"], ["aorta"])]
+
+
+def test_every_view_and_export_shows_the_code_billed_in_delivery_order(new_ledger, tmp_path, cli):
+    """Run order aorta, ventricle; delivery order ventricle, aorta: the line delivered first is the
+    encounter's 0559T in the claim, the charge rows, the CSV, ``ledger list`` and ``ledger show``."""
+    location = new_ledger()
+    with Ledger(location) as ledger:
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+        delivered = ["ventricle", "aorta"]
+        for model_id in delivered:
+            walk(ledger, "CASE-1", model_id)
+    expected = {delivered[0]: "0559T", delivered[1]: "0560T"}  # first billable primary, the next add-on
+    where = ("--ledger", str(location))
+    exported = json.loads(cli("ledger", "export", "--preview", *where)[1])
+    assert {m: c["cpt"] for c in exported["claims"][0]["lines"] for m in c["model_ids"]} == expected
+    assert {c["model_id"]: c["cpt"] for c in exported["charges"]} == expected
+    assert {c["model_id"]: (c["line"]["cpt"], c["cpt_basis"]) for c in exported["charges"]} == {
+        model: (cpt, "billed") for model, cpt in expected.items()}
+    assert "order in which the encounter's lines became billable" in exported["code_rule"]
+    code, text, err = cli("ledger", "export", "--format", "csv", "--preview", *where)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["model_id"]: r["cpt"] for r in rows} == expected
+    assert all(r["cpt_basis"].startswith("billed: numbered in the order") for r in rows)
+    shown = json.loads(cli("ledger", "show", "CASE-1", "--json", *where)[1])
+    assert {c["model_id"]: c["cpt"] for c in shown["charges"]} == expected
+    # the statement a coder reads names the code the line is billed as
+    statements = {c["model_id"]: c["line"]["medical_necessity"] for c in shown["charges"]}
+    assert "reported as 0559T (first anatomic model)" in statements[delivered[0]]
+    assert "reported as 0560T (each additional anatomic model)" in statements[delivered[1]]
+    listed = json.loads(cli("ledger", "list", "--json", *where)[1])[0]["charges"]
+    assert listed == "; ".join(f"{m} {expected[m]} (billed)" for m in ("aorta", "ventricle"))  # in line order
+    for command in (("ledger", "list"), ("ledger", "show", "CASE-1")):
+        code, text, _ = cli(*command, *where)
+        assert code == 0 and "became billable" in " ".join(text.split())
+    # Recorded: the same codes, now exported and kept.
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", *where)[1])))
+    assert {r["model_id"]: (r["cpt"], r["cpt_basis"].split(":")[0]) for r in rows} == {
+        model: (cpt, "exported") for model, cpt in expected.items()}
+    rows = list(csv.DictReader(io.StringIO(cli("ledger", "export", "--format", "csv", "--preview", *where)[1])))
+    assert {r["model_id"]: (r["cpt"], r["cpt_basis"].split(":")[0]) for r in rows} == {
+        model: (cpt, "exported") for model, cpt in expected.items()}
+
+
+def test_a_rerun_after_export_is_refused_and_the_submitted_line_stays(ledger, tmp_path):
+    publish(ledger, tmp_path / "out", "CASE-1", ["aorta", "ventricle"])
+    walk(ledger, "CASE-1", "aorta")
+    submitted = ledger.export(record=True)["claims"][0]["lines"]
+    assert [c["model_ids"] for c in submitted] == [["aorta"]]
+    with pytest.raises(LedgerError, match="CASE-1/aorta was exported for billing; a re-run would") as refused:
+        ledger.check_rerun("CASE-1", ["aorta", "ventricle"])
+    assert "correct or void it with the payer" in refused.value.hint
+    ledger.check_rerun("CASE-1", ["ventricle"])  # not exported: may run again
+    ledger.check_rerun("CASE-NEW", ["aorta"])  # not in the ledger yet
+    with pytest.raises(LedgerError, match="was exported for billing"):  # the run itself refuses it too
+        publish(ledger, tmp_path / "out", "CASE-1", ["aorta"])
+    assert ledger.model_state("CASE-1", "aorta")["version"] == 1
+    assert ledger.model_state("CASE-1", "aorta")["state"] == "delivered"
+    assert ledger.export(record=False)["claims"][0]["lines"] == submitted  # still on the claim, as submitted
 
 
 def test_void_undo_and_a_case_id_moved_to_a_corrected_patient(ledger, tmp_path):

@@ -13,6 +13,7 @@ from rich.table import Table
 from pipeline.cli.app import LEDGER_OPTION, app, emit, say, shown, stdout
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
+from pipeline.ledger.lifecycle import CODE_BASIS, CODE_RULE
 from pipeline.report import to_jsonable
 
 ledger_app = typer.Typer(
@@ -25,8 +26,8 @@ ledger_app = typer.Typer(
 app.add_typer(ledger_app, name="ledger")
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
-_CSV_FIELDS = ("encounter_id", "patient_id", "date_of_service", "case_id", "model_id", "seq", "cpt", "units",
-               "modifiers", "icd10", "icd10_pointers", "status", "reason", "version", "committed_at")
+_CSV_FIELDS = ("encounter_id", "patient_id", "date_of_service", "case_id", "model_id", "seq", "cpt", "cpt_basis",
+               "units", "modifiers", "icd10", "icd10_pointers", "status", "reason", "version", "committed_at")
 
 
 def _print_json(value: object) -> None:
@@ -35,13 +36,14 @@ def _print_json(value: object) -> None:
 
 @ledger_app.command("list")
 def list_cases(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """List the recorded cases with their models and charge lines."""
+    """List the recorded cases with their models and charge lines (each code as billed, exported or
+    provisional: the encounter's lines are numbered in the order they became billable)."""
     with Ledger(ledger) as book:
         cases = book.list_cases()
     if as_json:
         _print_json(cases)
         return
-    table = Table(title=f"{len(cases)} case(s)")
+    table = Table(title=f"{len(cases)} case(s)", caption=CODE_RULE)
     for column in ("case", "encounter", "date of service", "models", "charges", "last run (UTC)"):
         table.add_column(column, overflow="fold")
     for case in cases:
@@ -54,7 +56,7 @@ def list_cases(ledger: Path = LEDGER_OPTION, as_json: bool = JSON_OPTION) -> Non
 @ledger_app.command("show")
 def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path = LEDGER_OPTION,
          as_json: bool = JSON_OPTION) -> None:
-    """Show everything recorded about one case: models, versions, charges, runs, audit log."""
+    """Show everything recorded about one case: models, versions, charges (as billed), runs, audit log."""
     with Ledger(ledger) as book:
         detail = book.show(case_id)
     if as_json:
@@ -68,13 +70,13 @@ def show(case_id: str = typer.Argument(..., help="The case id."), ledger: Path =
     for model in detail["models"]:
         models.add_row(shown(model["model_id"]), str(model["version"] or "-"), shown(model["status"]),
                        shown((model["mesh_sha256"] or "")[:16]), shown(model["folder"]))
-    charges = Table(title="charges")
-    for column in ("#", "model", "CPT", "modifiers", "status", "reason"):
+    charges = Table(title="charges", caption=CODE_RULE)
+    for column in ("#", "model", "CPT", "code", "modifiers", "status", "reason"):
         charges.add_column(column)
     for charge in detail["charges"]:
         charges.add_row(str(charge["seq"]), shown(charge["model_id"]), shown(charge["cpt"]),
-                        shown(" ".join(charge["line"]["modifiers"])), shown(charge["status"]),
-                        shown(charge["reason"] or ""))
+                        shown(charge["cpt_basis"]), shown(" ".join(charge["line"]["modifiers"])),
+                        shown(charge["status"]), shown(charge["reason"] or ""))
     lifecycle = Table(title="lifecycle (current versions)")
     for column in ("model", "version", "state", "signed off by", "open holds"):
         lifecycle.add_column(column, overflow="fold")
@@ -151,7 +153,10 @@ def export(
 ) -> None:
     """Export for billing: each encounter's claim from its billable (delivered) lines, pending lines apart.
 
-    Exported lines keep their CPT code from then on (unless --preview).
+    Every format shows each line's code as its claim carries it: the encounter's lines are
+    numbered in the order they became billable (the first 0559T, each further one 0560T),
+    whatever order the models were run in; a pending line's code is provisional (the CSV's
+    cpt_basis column says which). Exported lines keep their CPT code from then on (unless --preview).
     """
     if fmt not in ("json", "csv"):
         raise LedgerError(f"--format must be json or csv, got {fmt!r}")
@@ -165,7 +170,8 @@ def export(
         writer.writeheader()
         for charge in data["charges"]:
             line = charge["line"]
-            writer.writerow({**{k: charge.get(k) for k in _CSV_FIELDS}, "units": line["units"],
+            writer.writerow({**{k: charge.get(k) for k in _CSV_FIELDS}, "cpt_basis": CODE_BASIS[charge["cpt_basis"]],
+                             "units": line["units"],
                              "modifiers": " ".join(line["modifiers"]), "icd10": " ".join(line["icd10"]),
                              "icd10_pointers": "".join(line["icd10_pointers"])})
         text = buffer.getvalue()

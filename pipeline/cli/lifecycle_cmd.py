@@ -160,9 +160,19 @@ def reduce(case_id: str = CASE, model_id: str = MODEL, by: str = BY, role: str =
 @app.command("release")
 def release(case_id: str = CASE, model_id: str = MODEL,
             code: str = typer.Argument(..., help="The hold's code, e.g. coding.education_only."),
-            by: str = BY, role: str = ROLE, reason: str = typer.Option(..., "--reason", help="Why the hold is released (audited)."),
+            by: str = BY, role: str = ROLE, npi: str = NPI,
+            reason: str = typer.Option(..., "--reason", help="Why the hold is released (audited)."),
             ledger: Path = LEDGER) -> None:
-    """Release a hold on a model's charge (a named person, with a reason; audited)."""
+    """Release a hold on a model's charge (a named person, with a reason; audited).
+
+    A coding hold (coding.*) is released by a coder (--role coder or billing) or a clinician
+    (--npi). A hold on a value the claim would carry and a payer denies -- a diagnosis code not
+    billable or not in effect on the date of service (coding.icd10_not_billable,
+    coding.icd10_not_in_effect), an NPI failing its check digit (coding.ordering_npi_check_digit,
+    coding.rendering_npi_check_digit), a date of service before birth -- is never released: a
+    claim with it is denied. Correct the case file and run the case again; the new version's
+    line carries the corrected value (it needs approval again).
+    """
     from pipeline.ledger import Ledger
     from pipeline.ledger.lifecycle import Person
 
@@ -170,5 +180,5 @@ def release(case_id: str = CASE, model_id: str = MODEL,
 
     with Ledger(ledger, create=False) as book:
         packet_case(book, case_id, model_id)  # before the release is recorded, as for a step
-        state = book.release(case_id, model_id, code, Person(by, role), reason=reason)
+        state = book.release(case_id, model_id, code, Person(by, role, npi), reason=reason)
         report_state(book, case_id, model_id, state)

@@ -32,6 +32,9 @@ def run(
     The steps are logged to OUT/<case_id>/run.log. Each model is then *prepared*: its charge
     becomes billable once approved, printed, post-processed, checked (`anatomodel check`) and
     delivered (`anatomodel approve ...`). Exit 19: done, but a charge is held for review (`anatomodel release`).
+    A re-run makes a new version of each model; once a model's charge was exported for billing
+    (`anatomodel ledger export`), a re-run of its case is refused before any work (exit 13): the
+    submitted claim is corrected or voided with the payer.
 
     Examples:
 

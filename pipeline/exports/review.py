@@ -18,6 +18,7 @@ from pipeline.errors import CodingError
 from pipeline.exports import billable_lines
 from pipeline.holds import Hold
 from pipeline.icd10 import icd10_description
+from pipeline.ledger.lifecycle import numbered_next
 from pipeline.payers import ClaimFacts, PayerRules, RuleApplied, check_claim
 
 
@@ -82,17 +83,25 @@ def review_lines(billing: Any, payer: PayerRules, facts: ClaimFacts | None = Non
     entries = sorted([*billing.billable, *billing.pending], key=lambda entry: entry.line.sequence)
     holds: list[Hold] = [hold for entry in entries for hold in [*entry.holds, *entry.line.holds]]
     billed = [entry.line for entry in billing.billable]
+    check = provisional = None
     try:
         check = check_claim(claim_lines(billed), payer, facts) if billed else None
-        # the payer's view of the lines still pending, so a coder sees their rules before delivery
-        provisional = check_claim(claim_lines([e.line for e in billing.pending]), payer, facts) \
-            if billing.pending else None
     except CodingError as error:
-        check = provisional = None
-        notes.append(f"no claim can be formed yet: {error}")
+        notes.append(f"the billable lines do not form a claim: {error}")
+    waiting = {entry.model_id for entry in billing.pending}
+    if waiting:
+        # The payer's view of the pending lines, so a coder sees their rules before delivery: on the
+        # claim they would join (after the billable lines, numbered as if they became billable next).
+        upcoming = numbered_next(billed, [entry.line for entry in billing.pending])
+        try:
+            provisional = check_claim(claim_lines([*billed, *upcoming]), payer, facts)
+        except CodingError as error:
+            notes.append(f"the payer's rules cannot be checked for the pending lines yet: {error}")
     claims = check.lines if check else []
-    applied = [*(check.applied if check else []), *(provisional.applied if provisional else [])]
-    holds += [*(check.holds if check else []), *(provisional.holds if provisional else [])]
+    applied = [*(check.applied if check else []),
+               *(a for a in (provisional.applied if provisional else []) if waiting & set(a.model_ids))]
+    holds += [*(check.holds if check else []),
+              *(h for h in (provisional.holds if provisional else []) if h.model_id in waiting)]
     held_apart = {model: reason for claim in claims for model, reason in claim.held.items()}
     views = []
     for entry in entries:
@@ -108,7 +117,9 @@ def review_lines(billing: Any, payer: PayerRules, facts: ClaimFacts | None = Non
             state = "billable"
         else:
             state = f"pending: waits for {entry.waiting_for}"
-        rules = [f"{a.rule}: {a.outcome} ({a.source})" for a in applied if line.model_id in a.model_ids]
+        seen = check if entry.billable else provisional  # a pending line: the rules of the claim it would join
+        rules = [f"{a.rule}: {a.outcome} ({a.source})" for a in (seen.applied if seen else [])
+                 if line.model_id in a.model_ids]
         views.append(LineView(
             model_id=line.model_id, seq=int(line.sequence), cpt=line.cpt, modifiers=list(line.modifiers),
             state=state, reasons=reasons, diagnoses=[f"{code} {icd10_description(code)}" for code in line.icd10],

@@ -490,6 +490,30 @@ class Ledger(LifecycleLedger):
             self._audit("charge.unvoided", case_id, model_id, operator, reason=reason.strip(), status=status)
         return _line(charge["line"])
 
+    def check_rerun(self, case_id: str, model_ids: Sequence[str]) -> None:
+        """Refuse a run of a case whose models' charges were exported (before the run does any work).
+
+        A re-run publishes a new version of each model, back at ``prepared``: an exported (submitted)
+        line would leave the encounter's charges although its claim went out. :meth:`Run.charge`
+        refuses it too, in its transaction; this says so before the stages run.
+
+        Parameters
+        ----------
+        case_id : str
+            The case to run; a case not in the ledger yet passes.
+        model_ids : sequence of str
+            The models the run would publish.
+
+        Raises
+        ------
+        LedgerError
+            Naming the exported models and what to do instead (exit code 13).
+        """
+        case = self._db.execute("SELECT id FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        exported = [] if case is None else [model for model in model_ids if self.is_exported(case["id"], model)]
+        if exported:
+            raise _exported_rerun(case_id, exported, {})
+
     def _duplicate_holds(self, case_ref: int, model_id: str, mesh_sha256: str | None) -> list[Hold]:
         """A hold when another model whose charge is not void has the same mesh hash."""
         if not mesh_sha256:
@@ -523,17 +547,28 @@ class Ledger(LifecycleLedger):
         list of dict
             One dict per case, ordered by case id, with keys ``case_id``, ``encounter_id``,
             ``date_of_service`` (ISO date text), ``models`` (number of current versions), ``charges``
-            (space-separated ``CPT:status`` in line order, or None) and ``last_run`` (ISO UTC time of
-            the last run's start, or None).
+            (``MODEL CPT (basis)`` per line in line order, ``; `` separated, or None: the code as
+            billed, exported or provisional, :data:`pipeline.ledger.lifecycle.CODE_BASIS`) and
+            ``last_run`` (ISO UTC time of the last run's start, or None).
         """
-        rows = self._db.execute(
-            "SELECT cs.case_id, cs.encounter_id, e.date_of_service, "
-            " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
-            " (SELECT GROUP_CONCAT(ch.cpt || ':' || ch.status, ' ') FROM "
-            "    (SELECT * FROM current_charges WHERE case_ref = cs.id ORDER BY seq) ch) AS charges, "
-            " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
-            "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
-        return [dict(row) for row in rows]
+        with self._read():
+            rows = self._db.execute(
+                "SELECT cs.id, cs.case_id, cs.encounter_id, e.date_of_service, "
+                " (SELECT COUNT(*) FROM models m WHERE m.case_ref = cs.id AND m.status = 'current') AS models, "
+                " (SELECT MAX(started_at) FROM runs r WHERE r.case_ref = cs.id) AS last_run "
+                "FROM cases cs JOIN encounters e ON e.id = cs.encounter_id ORDER BY cs.case_id").fetchall()
+            billed = {encounter: self.billing(encounter).by_model() for encounter in {r["encounter_id"] for r in rows}}
+            cases = []
+            for row in rows:
+                charges = self._db.execute("SELECT model_id, cpt FROM current_charges WHERE case_ref = ? ORDER BY seq",
+                                           (row["id"],)).fetchall()
+                shown = [_shown_code(billed[row["encounter_id"]].get((row["case_id"], c["model_id"])), c["cpt"])
+                         for c in charges]
+                cases.append({**{k: row[k] for k in ("case_id", "encounter_id", "date_of_service", "models")},
+                              "charges": "; ".join(f"{c['model_id']} {cpt} ({basis})" for c, (cpt, basis)
+                                                   in zip(charges, shown)) or None,
+                              "last_run": row["last_run"]})
+        return cases
 
     def show(self, case_id: str) -> dict[str, Any]:
         """Everything recorded about a case: encounter, models, charges, runs and audit entries.
@@ -547,7 +582,9 @@ class Ledger(LifecycleLedger):
         -------
         dict
             Keys ``case_id``, ``encounter`` (``id``, ``date_of_service``), ``models`` (every version
-            and attempt), ``charges`` (current state, ``line`` decoded), ``charge_revisions``, ``runs``
+            and attempt), ``charges`` (current state; ``cpt`` and ``line`` as billed, exported or
+            provisional, said by ``cpt_basis``, :data:`pipeline.ledger.lifecycle.CODE_BASIS`; the code
+            reserved at the run is in ``charge_revisions``), ``code_rule``, ``charge_revisions``, ``runs``
             (``parameters``, ``software`` and ``timings`` decoded; timings in s), ``audit`` (``detail``
             decoded) and ``lifecycle`` (:meth:`model_state` of each current model). Times are ISO UTC.
 
@@ -574,13 +611,15 @@ class Ledger(LifecycleLedger):
                 "timings, error FROM runs WHERE case_ref = ? ORDER BY id", (case["id"],)).fetchall()
             audit = self._db.execute("SELECT at, operator, action, model_id, detail FROM audit_log "
                                      "WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+            billed = self.billing(case["encounter_id"]).by_model()
         return {
             "case_id": case_id,
             "encounter": {"id": encounter["id"], "date_of_service": encounter["date_of_service"]},
             # a model's software: what shaped it (absent for versions published before it was recorded)
             "models": [{**{k: v for k, v in dict(r).items() if k != "outcome"},
                         "software": json.loads(r["outcome"]).get("software")} for r in models],
-            "charges": [{**dict(r), "line": json.loads(r["line"])} for r in charges],
+            "charges": [_shown_charge(dict(r), billed.get((case_id, r["model_id"]))) for r in charges],
+            "code_rule": lifecycle.CODE_RULE,
             "charge_revisions": [dict(r) for r in revisions],
             "runs": [{**dict(r), **{k: json.loads(r[k]) for k in ("parameters", "software", "timings")}}
                      for r in runs],
@@ -591,7 +630,8 @@ class Ledger(LifecycleLedger):
     def export(self, *, record: bool = False, operator: str | None = None) -> dict[str, Any]:
         """Every charge row, and per encounter its claim (billable lines) and pending lines apart.
 
-        With ``record`` the billable lines are recorded as exported: their codes are frozen.
+        With ``record`` the billable lines are recorded as exported: their codes are frozen. Each
+        charge row shows the code its claim line carries (:data:`pipeline.ledger.lifecycle.CODE_RULE`).
 
         Parameters
         ----------
@@ -603,11 +643,13 @@ class Ledger(LifecycleLedger):
         Returns
         -------
         dict
-            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time), ``charges``
-            (every current charge row with its encounter, ``line`` decoded, and the current model
-            ``version``) and ``claims`` (per encounter, from :meth:`export_billing`).
+            Keys ``ledger`` (its location, no password), ``exported_at`` (ISO UTC time),
+            ``code_rule`` (how the codes are numbered), ``charges`` (every current charge row with
+            its encounter, the current model ``version``, ``cpt`` and ``line`` as billed, exported or
+            provisional and ``cpt_basis`` saying which, :data:`pipeline.ledger.lifecycle.CODE_BASIS`)
+            and ``claims`` (per encounter, as :meth:`export_billing` gives them).
         """
-        with self._read():
+        with self._write():
             rows = self._db.execute(
                 "SELECT e.id AS encounter_id, e.patient_id, e.date_of_service, cs.case_id, ch.model_id, "
                 "ch.seq, ch.cpt, ch.status, ch.reason, ch.line, ch.committed_at, "
@@ -615,10 +657,16 @@ class Ledger(LifecycleLedger):
                 "  AND m.status = 'current') AS version "
                 "FROM current_charges ch JOIN cases cs ON cs.id = ch.case_ref JOIN encounters e ON e.id = ch.encounter_id "
                 "ORDER BY e.id, ch.seq").fetchall()
-        lines = [{**dict(r), "line": json.loads(r["line"])} for r in rows]
-        billing = self.export_billing(operator=operator, record=record)
-        return {"ledger": str(self.path), "exported_at": billing["exported_at"], "charges": lines,
-                "claims": billing["claims"]}
+            claims = self._export_claims(operator, record)
+        billed = {}
+        for billing, claim in claims:
+            for key, entry in billing.by_model().items():
+                # a billable line of a claim recorded now was exported with the code shown
+                billed[key] = dataclasses.replace(entry, exported=True) if (
+                    record and entry.billable and "held" not in claim) else entry
+        lines = [_shown_charge(dict(r), billed.get((r["case_id"], r["model_id"]))) for r in rows]
+        return {"ledger": str(self.path), "exported_at": _now(), "code_rule": lifecycle.CODE_RULE,
+                "charges": lines, "claims": [claim for _, claim in claims]}
 
     # -- recovery and verification -----------------------------------------------------------
     def reclaim(self) -> None:
@@ -901,7 +949,7 @@ class Run:
         """Decide the attempt's charge line in one transaction for the encounter, and return it.
 
         A model id whose line was billed keeps it (a re-run is a new version, never a new
-        charge). A line still only reserved (its first attempt failed or was killed) is decided
+        charge); once the line was exported, a re-run is refused. A line still only reserved (its first attempt failed or was killed) is decided
         again in its place in the encounter, from the case as it is now. Otherwise
         :func:`pipeline.coding.next_charge` decides it from the encounter's reserved and billed
         lines, and the line is reserved for this model id.
@@ -921,8 +969,8 @@ class Run:
         Raises
         ------
         LedgerError
-            If the model id is already used by another case on the same encounter, or a re-run would
-            change the coding of a line exported for billing (exit code 13).
+            If the model id is already used by another case on the same encounter, or the model's
+            line was exported for billing (a re-run of it is refused; exit code 13).
         CodingError
             If the billing rules refuse the line (exit code 11).
         """
@@ -967,25 +1015,21 @@ class Run:
         """Within the charge transaction: a billed line with the case's coding as it is now.
 
         A line not yet exported takes the new ICD-10 codes, modifiers and providers (audited as
-        ``charge.corrected``); an exported one is refused if they changed. A void or
-        discontinued line is kept as it is.
+        ``charge.corrected``); a re-run of an exported one is refused (its new version would take
+        the submitted line off the claim). A void or discontinued line is kept as it is.
         """
         ledger, line = self.ledger, _line(charge["line"])
-        if charge["status"] != "committed":
+        if charge["status"] not in BILLED:
             return line
         before = [_line(r["line"]) for r in ledger._lines(self.encounter.id, ACTIVE) if r["seq"] < charge["seq"]]
         fresh = coding.next_charge(before, billable)
         fresh = dataclasses.replace(fresh, cpt=line.cpt, descriptor=line.descriptor, sequence=line.sequence)
         changed = {name: (getattr(line, name), getattr(fresh, name)) for name in _CORRECTABLE
                    if getattr(line, name) != getattr(fresh, name)}
-        if not changed:
-            return line
         if ledger.is_exported(self.case_ref, charge["model_id"]):
-            raise LedgerError(
-                f"the charge of {self.case_id}/{charge['model_id']} was exported for billing; its "
-                f"{', '.join(changed)} cannot be changed by a re-run",
-                hint="correct the claim with the payer, then void the line with a reason "
-                     "(`anatomodel ledger void`) and re-run")
+            raise _exported_rerun(self.case_id, [charge["model_id"]], changed)
+        if not changed or charge["status"] != "committed":
+            return line
         ledger._revise(charge, self.operator, f"corrected by run {self.id}: {', '.join(changed)} changed in the case",
                        line=_json(fresh), billable=_json(billable))
         ledger._audit("charge.corrected", self.case_id, charge["model_id"], self.operator,
@@ -1169,6 +1213,19 @@ class Run:
         self._finished = True
 
 
+def _exported_rerun(case_id: str, model_ids: Sequence[str], changed: dict[str, Any]) -> LedgerError:
+    """The refusal of a re-run of models whose charges were exported (submitted for billing)."""
+    names = ", ".join(f"{case_id}/{model}" for model in model_ids)
+    what = f"its {', '.join(changed)} cannot be changed by a re-run, and " if changed else ""
+    return LedgerError(
+        f"the {'charge' if len(model_ids) == 1 else 'charges'} of {names} {'was' if len(model_ids) == 1 else 'were'} "
+        f"exported for billing; {what}a re-run would publish a new version back at 'prepared' and take the "
+        "submitted line off the encounter's charges",
+        hint="the exported claim stands as submitted: correct or void it with the payer (a corrected or void "
+             "claim; the ledger keeps the exported line, `ledger void` refuses it); a separately prepared model "
+             "is run as a case of its own (its own case_id and model id)")
+
+
 def _refuse_control_text(**texts: str | None) -> None:
     """Refuse a control character (NUL, an ANSI escape...) in a person's text bound for the audit
     log (operator, reason, note), whichever way it came (command line or a script using the library).
@@ -1199,6 +1256,19 @@ def open_ledger(ledger: Ledger | str | os.PathLike | None = None) -> Ledger:
         The open ledger.
     """
     return ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+
+
+def _shown_code(entry: Any, reserved: str) -> tuple[str, str]:
+    """The CPT code a view shows of a charge and its basis: its billing line's, or the reserved code of a void one."""
+    return (reserved, "void") if entry is None else (entry.line.cpt, entry.code_basis)
+
+
+def _shown_charge(row: dict[str, Any], entry: Any) -> dict[str, Any]:
+    """A current charge row as the views show it: ``cpt`` and ``line`` of its billing ``entry``
+    (:class:`pipeline.ledger.lifecycle.BillingLine`, None for a void charge), with ``cpt_basis``."""
+    if entry is None:
+        return {**row, "line": json.loads(row["line"]), "cpt_basis": "void"}
+    return {**row, "cpt": entry.line.cpt, "line": to_jsonable(entry.line), "cpt_basis": entry.code_basis}
 
 
 def _line(text: str) -> Any:

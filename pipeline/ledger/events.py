@@ -30,6 +30,22 @@ def _dumps(value: Any) -> str:
     return json.dumps(to_jsonable(value), sort_keys=True)
 
 
+def _check_release(where: str, hold: dict[str, Any], person: Person) -> None:
+    """Refuse a release the claim cannot take: a hold on an invalid claim value, or a coding hold
+    released by someone who is neither a coder nor a clinician (:mod:`pipeline.ledger.lifecycle`)."""
+    code = hold["code"]
+    if code in lifecycle.UNRELEASABLE:
+        raise LedgerError(
+            f"hold {code} of {where} cannot be released: the claim would carry the value it is about, which "
+            "a payer denies", hint=f"correct {lifecycle.UNRELEASABLE[code]} in the case file and run the case "
+                                   "again: the new version's line carries the corrected value")
+    if hold["source"] == lifecycle.CODING_SOURCE and not (person.clinician or person.role.strip().lower()
+                                                          in lifecycle.CODING_ROLES):
+        raise LedgerError(f"hold {code} of {where} is a coding hold: releasing it needs a coder (role "
+                          f"{' or '.join(lifecycle.CODING_ROLES)}) or a clinician (an NPI), not {person.role}",
+                          hint="anatomodel release CASE MODEL CODE --by NAME --role coder --reason ...")
+
+
 class LifecycleLedger:
     """Lifecycle steps, holds and billing on the ledger's tables (mixin of ``Ledger``)."""
 
@@ -287,7 +303,8 @@ class LifecycleLedger:
             The open hold's code (e.g. ``ledger.duplicate_mesh``) or its numeric id as text; every open
             hold with that code is released.
         person : Person
-            Who releases it (name and role, recorded with the release).
+            Who releases it (name, role and NPI, recorded with the release). A coding hold
+            (source ``coding``) needs a coder (role ``coder`` or ``billing``) or a clinician (an NPI).
         reason : str
             What was checked and why; required, kept with the release and in the audit log.
 
@@ -300,7 +317,10 @@ class LifecycleLedger:
         ------
         LedgerError
             If ``reason`` is empty, the case is not in the ledger, the model has no published version,
-            or it has no open hold ``code`` (exit code 13).
+            it has no open hold ``code``, the hold's cause is a value the claim would carry
+            (:data:`pipeline.ledger.lifecycle.UNRELEASABLE`: corrected in the case file and re-run
+            instead), or a coding hold's releaser is neither a coder nor a clinician (exit code 13).
+            Nothing is released then.
         """
         if not reason or not reason.strip():
             raise LedgerError(f"releasing hold {code} of {case_id}/{model_id} needs a reason",
@@ -318,10 +338,12 @@ class LifecycleLedger:
                 raise LedgerError(f"{case_id}/{model_id} v{model['version']} has no open hold {code!r} "
                                   f"(open holds: {known})")
             for hold in match:
+                _check_release(f"{case_id}/{model_id}", hold, person)
+            for hold in match:
                 self._db.execute("INSERT INTO releases (hold_id, person, role, reason, at) VALUES (?, ?, ?, ?, ?)",
                                  (hold["id"], person.name, person.role, reason.strip(), _now()))
                 self._audit("hold.released", case_id, model_id, person.name, code=hold["code"], hold=hold["id"],
-                            role=person.role, reason=reason.strip())
+                            role=person.role, npi=person.npi, reason=reason.strip())
         return self.model_state(case_id, model_id)
 
     # -- billing ----------------------------------------------------------------------------
@@ -362,7 +384,7 @@ class LifecycleLedger:
             state = events[-1]["step"] if events else ("prepared" if model is not None else "reserved")
             recorded = self._holds(row["case_ref"], row["model_id"], version) if model is not None else []
             holds = [Hold(h["code"], h["reason"], h["source"], row["model_id"])
-                     for h in recorded if h["released_by"] is None]
+                     for h in recorded if h["released_by"] is None or h["code"] in lifecycle.UNRELEASABLE]
             if line.is_duplicate and any(h["code"] == lifecycle.HOLD_DUPLICATE_MESH and h["released_by"]
                                          for h in recorded):
                 # A named person released the reprint's hold (a separately prepared model): the
@@ -379,7 +401,11 @@ class LifecycleLedger:
             else:
                 waiting = lifecycle.WAITS_FOR[state]
             if waiting is None and holds:
-                waiting = "release of " + ", ".join(h.code for h in holds)
+                fixed = [h.code for h in holds if h.code in lifecycle.UNRELEASABLE]
+                released = [h.code for h in holds if h.code not in lifecycle.UNRELEASABLE]
+                waiting = "; ".join([*(["release of " + ", ".join(released)] if released else []),
+                                     *(["a corrected case file and a re-run (" + ", ".join(fixed) + ")"]
+                                       if fixed else [])])
             elif state == "checked" and any(h.source == lifecycle.PRINT_QA_SOURCE for h in holds):
                 waiting = "release of " + ", ".join(h.code for h in holds) + " or a reprint"
             ready_at = None
@@ -438,32 +464,37 @@ class LifecycleLedger:
             per encounter with a line not void, ``encounter_id``, ``patient_id``, ``date_of_service``,
             ``lines`` (the claim), ``billable``, ``pending`` and, when refused, ``held``.
         """
-        encounters = [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]
-        result = []
         with self._write():
-            for encounter_id in encounters:
-                billing = self.billing(encounter_id)
-                if not billing.billable and not billing.pending:
-                    continue
-                try:
-                    claim = to_jsonable(billing.claim())
-                    problem = None
-                except CodingError as error:
-                    claim, problem = [], str(error)
-                if record and problem is None:
-                    for entry in billing.billable:
-                        if entry.exported:
-                            continue
-                        charge = self._charge_id(entry.case_id, entry.model_id)
-                        self._db.execute("INSERT INTO exports (charge_id, cpt, line, operator, exported_at) "
-                                         "VALUES (?, ?, ?, ?, ?)", (charge, entry.line.cpt, _dumps(entry.line),
-                                                                     operator or "export", _now()))
-                        self._audit("charge.exported", entry.case_id, entry.model_id, operator, cpt=entry.line.cpt)
-                result.append({"encounter_id": encounter_id, "patient_id": billing.patient_id,
-                               "date_of_service": billing.date_of_service, "lines": claim,
-                               **({"held": problem} if problem else {}),
-                               "billable": to_jsonable(billing.billable), "pending": to_jsonable(billing.pending)})
-        return {"ledger": str(self.path), "exported_at": _now(), "claims": result}
+            claims = [claim for _, claim in self._export_claims(operator, record)]
+        return {"ledger": str(self.path), "exported_at": _now(), "claims": claims}
+
+    def _export_claims(self, operator: str | None, record: bool) -> list[tuple[Billing, dict[str, Any]]]:
+        """Within a write transaction: each encounter's billing and its claim (:meth:`export_billing`)."""
+        result = []
+        for encounter_id in [row["id"] for row in self._db.execute("SELECT id FROM encounters ORDER BY id")]:
+            billing = self.billing(encounter_id)
+            if not billing.billable and not billing.pending:
+                continue
+            try:
+                claim = to_jsonable(billing.claim())
+                problem = None
+            except CodingError as error:
+                claim, problem = [], str(error)
+            if record and problem is None:
+                for entry in billing.billable:
+                    if entry.exported:
+                        continue
+                    charge = self._charge_id(entry.case_id, entry.model_id)
+                    self._db.execute("INSERT INTO exports (charge_id, cpt, line, operator, exported_at) "
+                                     "VALUES (?, ?, ?, ?, ?)", (charge, entry.line.cpt, _dumps(entry.line),
+                                                                 operator or "export", _now()))
+                    self._audit("charge.exported", entry.case_id, entry.model_id, operator, cpt=entry.line.cpt)
+            result.append((billing, {"encounter_id": encounter_id, "patient_id": billing.patient_id,
+                                     "date_of_service": billing.date_of_service, "lines": claim,
+                                     **({"held": problem} if problem else {}),
+                                     "billable": to_jsonable(billing.billable),
+                                     "pending": to_jsonable(billing.pending)}))
+        return result
 
     def _charge_id(self, case_id: str, model_id: str) -> int:
         return self._db.execute("SELECT ch.id FROM charges ch JOIN cases cs ON cs.id = ch.case_ref "

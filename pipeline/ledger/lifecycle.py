@@ -43,6 +43,7 @@ from pipeline import coding
 from pipeline.config import text_problem
 from pipeline.errors import LedgerError
 from pipeline.holds import Hold
+from pipeline.icd10 import HOLD_NOT_BILLABLE, HOLD_NOT_IN_EFFECT
 from pipeline.report import Report
 
 #: The steps of a model's life in order, then the end states.
@@ -67,6 +68,21 @@ PRINT_QA_SOURCE = "print_qa"
 #: The hold on a model whose mesh is byte-identical to an earlier charged model's (a reprint);
 #: once a named person releases it, the line is billed like any other (see ``billing``).
 HOLD_DUPLICATE_MESH = "ledger.duplicate_mesh"
+#: Holds whose cause is a value the claim would carry and a payer denies (a diagnosis code not
+#: billable or not in effect on the date of service, an NPI failing its check digit, a date of
+#: service before birth): never released, since the claim would still carry that value; the case
+#: file is corrected and the case run again (the new version's line carries the corrected value).
+UNRELEASABLE = {
+    HOLD_NOT_BILLABLE: "indication.icd10 (a billable code of the header)",
+    HOLD_NOT_IN_EFFECT: "indication.icd10 (a code in effect on the date of service)",
+    "coding.ordering_npi_check_digit": "encounter.ordering_provider.npi",
+    "coding.rendering_npi_check_digit": "encounter.rendering_provider.npi",
+    "coding.date_of_service_before_birth": "encounter.date_of_service or patient.birth_date",
+}
+#: The source of the coding rules' holds; releasing one needs a coder (a role of
+#: :data:`CODING_ROLES`) or a clinician (:attr:`Person.clinician`).
+CODING_SOURCE = "coding"
+CODING_ROLES = ("coder", "billing")
 #: The registry's effort categories (each for clinicians and for non-clinicians).
 REGISTRY_CATEGORIES = ("consultation", "segmentation", "cad_design", "preparation_post_processing")
 #: The category a step's entered minutes count in.
@@ -76,6 +92,16 @@ STEP_CATEGORY = {"approved": "segmentation", "printed": "preparation_post_proces
                  "discontinued": "preparation_post_processing", "reduced": "preparation_post_processing"}
 #: Run timing keys (``<model>.<step>``) and the registry category their seconds count in.
 RUN_CATEGORY = {"segmentation": "segmentation", "processing": "cad_design", "print_preparation": "cad_design"}
+#: The numbering rule, said wherever a line's CPT code is shown (``ledger list | show | export``).
+CODE_RULE = ("CPT codes follow the order in which the encounter's lines became billable (delivered, reduced or "
+             "discontinued, with no open hold): the first gets the primary code (0559T; 0561T for a guide), each "
+             "further one the add-on code (0560T; 0562T), whatever order the models were run in; an exported line "
+             "keeps the code it was exported with; a pending line's code is provisional until it becomes billable")
+#: What a shown code is (:attr:`BillingLine.code_basis`), and what that means for the coder.
+CODE_BASIS = {"exported": "exported: the code the line was exported with, kept",
+              "billed": "billed: numbered in the order the encounter's lines became billable",
+              "provisional": "provisional: numbered when the line becomes billable",
+              "void": "void: not billed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +338,18 @@ class BillingLine(Report):
     holds: list[Hold]
     line: Any  # pipeline.coding.ChargeLine: the billed code when billable, else the provisional one
 
+    @property
+    def code_basis(self) -> str:
+        """What the line's CPT code is: ``exported``, ``billed`` or ``provisional`` (:data:`CODE_BASIS`).
+
+        Returns
+        -------
+        str
+            ``exported`` once the line was exported (its code is kept), else ``billed`` when it is
+            billable (numbered by :func:`number_lines`), else ``provisional``.
+        """
+        return "exported" if self.exported else "billed" if self.billable else "provisional"
+
 
 @dataclasses.dataclass
 class Billing(Report):
@@ -332,6 +370,17 @@ class Billing(Report):
             The claim lines, empty when nothing is billable.
         """
         return coding.claim_lines([entry.line for entry in self.billable]) if self.billable else []
+
+    def by_model(self) -> dict[tuple[str, str], BillingLine]:
+        """Every line not void, by ``(case_id, model_id)``: what each view shows of a charge.
+
+        Returns
+        -------
+        dict of tuple of (str, str) to BillingLine
+            The billable and pending lines; each line's code is the billed one, the exported one
+            or the provisional one (:attr:`BillingLine.code_basis`).
+        """
+        return {(entry.case_id, entry.model_id): entry for entry in [*self.billable, *self.pending]}
 
     @property
     def held(self) -> list[BillingLine]:
@@ -356,7 +405,8 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
     ----------
     entries : list of dict
         The encounter's lines, changed in place: each ready, unexported entry's ``line`` is
-        replaced by one with its CPT code, descriptor and sequence number.
+        replaced by one with its CPT code, descriptor, sequence number and the medical necessity
+        statement naming that code (:func:`pipeline.coding.renumbered`).
     """
     rules = coding.load_rules()
     taken = {entry["exported"].kind for entry in entries if entry["exported"] is not None
@@ -370,9 +420,29 @@ def number_lines(entries: list[dict[str, Any]]) -> None:
         role = "add_on" if line.kind in taken else "primary"
         taken.add(line.kind)
         counts[line.kind] = counts.get(line.kind, 0) + 1
-        code = rules.code_for(line.kind, role)
-        entry["line"] = dataclasses.replace(line, cpt=code.code, descriptor=code.descriptor,
-                                            sequence=counts[line.kind])
+        entry["line"] = coding.renumbered(line, rules.code_for(line.kind, role), counts[line.kind], rules)
+
+
+def numbered_next(billed: list[Any], pending: list[Any]) -> list[Any]:
+    """The pending lines numbered as if they became billable next, after the billed ones, in their order.
+
+    Parameters
+    ----------
+    billed : list of pipeline.coding.ChargeLine
+        The encounter's billable lines, with their codes (kept).
+    pending : list of pipeline.coding.ChargeLine
+        Its pending lines, in the order they would become billable.
+
+    Returns
+    -------
+    list of pipeline.coding.ChargeLine
+        The pending lines, each with the code :func:`number_lines` would give it then (for the
+        payer's view of them before delivery; nothing is stored).
+    """
+    entries = [{"line": line, "exported": line, "ready_at": None} for line in billed]
+    entries += [{"line": line, "exported": None, "ready_at": f"{place:09d}"} for place, line in enumerate(pending)]
+    number_lines(entries)
+    return [entry["line"] for entry in entries[len(billed):]]
 
 
 def event_row(row: Any) -> dict[str, Any]:
