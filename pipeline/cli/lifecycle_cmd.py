@@ -173,10 +173,9 @@ def release(case_id: str = CASE, model_id: str = MODEL,
     claim with it is denied. Correct the case file and run the case again; the new version's
     line carries the corrected value (it needs approval again).
     """
+    from pipeline.case import packet_case
     from pipeline.ledger import Ledger
     from pipeline.ledger.lifecycle import Person
-
-    from pipeline.case import packet_case
 
     with Ledger(ledger, create=False) as book:
         packet_case(book, case_id, model_id)  # before the release is recorded, as for a step
