@@ -22,7 +22,7 @@ from postgres_server import postgres_server  # noqa: F401  (fixture: a ledger on
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
-from pipeline.errors import GeometryError, HeldForReview, PacsError
+from pipeline.errors import ConfigError, GeometryError, HeldForReview, PacsError
 from pipeline.geometry import read_mask
 from pipeline.ledger.transfers import Transfers
 from pipeline.pacs import Node, pull, resolve_node
@@ -421,6 +421,50 @@ def test_accession_not_found(orthanc, kind, tmp_path):
     node = resolve_node(orthanc.inline if kind == "dimse" else orthanc.dicomweb_url)
     with pytest.raises(PacsError, match=rf"node {node.label} has no study for the accession number given"):
         pull(node, tmp_path / "x", accession="NO-SUCH-ACC")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("given", ["", " ", "*", "?CC20260115001", "ACC2026*", "ACC1\\ACC2"])
+def test_an_accession_that_is_not_one_exact_value_is_refused_before_any_query(given, tmp_path):
+    """A blank key, a wildcard or a list of values would match another patient's study: refused
+    before any query (the node here listens nowhere, so a query would fail as unreachable)."""
+    for where in (f"PACS@127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/dicom-web"):
+        with pytest.raises(ConfigError, match="the accession number given .*refused before any query") as caught:
+            pull(resolve_node(where), tmp_path / "x", accession=given)
+        assert caught.value.exit_code == 4 and (len(given) < 2 or given not in str(caught.value))  # never quoted
+    with pytest.raises(ConfigError, match="the Study Instance UID given is not a UID"):
+        pull(resolve_node(f"PACS@127.0.0.1:{free_port()}"), tmp_path / "x", study_uid="1.2.*")
+    assert not (tmp_path / "x").exists()
+
+
+def test_accession_wildcards_are_refused_by_the_command_and_the_case_file(tmp_path):
+    from pipeline.case import Imaging
+
+    for given in (" ", "*"):
+        result = _anatomodel("pull", "--from", f"PACS@127.0.0.1:{free_port()}", "--accession", given, "--out",
+                             str(tmp_path / "x"))
+        assert result.returncode == 4, result.stderr[-2000:]
+        assert "the accession number given is blank" in result.stderr or "holds a wildcard (*)" in result.stderr
+    for fields, message in (({"accession": " "}, "accession"), ({"accession": "A?1"}, "wildcard"),
+                            ({"study": "1.2.3*"}, "study is not a UID")):
+        with pytest.raises(ValueError, match=message):
+            Imaging(node="PACS@h:104", **fields)
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_only_the_exact_accession_and_study_uid_match(orthanc, phantom, accession, kind, tmp_path, caplog):
+    """An archive may match loosely (Orthanc's QIDO-RS ignores case): an answer whose Accession
+    Number or Study Instance UID is not exactly the one asked for is ignored and counted."""
+    node = resolve_node(orthanc.inline if kind == "dimse" else orthanc.dicomweb_url)
+    with pytest.raises(PacsError, match=rf"node {node.label} has no study for the accession number given"):
+        pull(node, tmp_path / "x", accession=accession.lower())
+    if kind == "dicomweb":  # it answered with the upper-case study: ignored, counted, never quoted
+        assert "ignored 1 of 1 study answer(s)" in caplog.text and accession not in caplog.text
+    study_uid = str(pydicom.dcmread(dicom_files(phantom)[0], stop_before_pixels=True).StudyInstanceUID)
+    with pytest.raises(PacsError, match="has no study for the Study Instance UID given"):
+        pull(node, tmp_path / "x", study_uid=study_uid.rsplit(".", 1)[0] + ".9")
+    done = pull(node, tmp_path / "y", accession=f" {accession} ", study_uid=study_uid)  # padding is not part of it
+    assert done.study_instance_uid == study_uid
     assert not (tmp_path / "x").exists()
 
 

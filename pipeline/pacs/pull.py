@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError, PacsError, SeriesSelectionError
 from pipeline.files import fsync_path
 from pipeline.pacs.nodes import Node
-from pipeline.pacs.query import InstanceMatch, SeriesMatch, StudyMatch, instance_file_name
+from pipeline.pacs.query import InstanceMatch, SeriesMatch, StudyMatch, exact_keys, exactly, instance_file_name
 from pipeline.report import Report
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,27 @@ def find_study(client, accession: str | None, study_uid: str | None = None) -> S
     Raises
     ------
     ConfigError
-        Neither an accession number nor a Study Instance UID is given.
+        Neither an accession number nor a Study Instance UID is given, or one is not an exact
+        value (blank, a wildcard, a backslash; a UID that is not one): refused before any query.
     PacsError
-        No study matches, or several do and no ``study_uid`` picks one (they are listed).
+        No study matches exactly, or several do and no ``study_uid`` picks one (they are listed).
+        An answer whose Accession Number or Study Instance UID is not exactly the one asked for
+        is ignored (its count is logged, never its values).
     """
-    if not accession and not study_uid:
-        raise ConfigError("give an accession number or a Study Instance UID to pull")
-    keys = {"AccessionNumber": accession} if accession else {}
-    if study_uid:
-        keys["StudyInstanceUID"] = study_uid
+    keys = exact_keys(accession, study_uid)
+    accession, study_uid = keys.get("AccessionNumber"), keys.get("StudyInstanceUID")
     label = client.node.label
-    studies = [StudyMatch.from_dataset(ds) for ds in client.find("STUDY", keys)]
+    found = client.find("STUDY", keys)
+    studies = [StudyMatch.from_dataset(ds) for ds in exactly(found, keys, required=True)]
+    ignored = len(found) - len(studies)
+    if ignored:
+        log.warning("%s: ignored %d of %d study answer(s) whose accession number or Study Instance UID is not "
+                    "exactly the one asked for", label, ignored, len(found))
     log.info("%s: %d study(ies) match", label, len(studies))
     if not studies:
         what = "the accession number given" if accession else "the Study Instance UID given"
         what += f" (study {study_uid})" if accession and study_uid else ""
+        what += f"; it answered with {ignored} other study(ies), ignored" if ignored else ""
         raise PacsError(f"node {label} has no study for {what}",
                         hint="check the accession number and that the study was sent to this node")
     if len(studies) > 1:
@@ -124,7 +130,7 @@ def list_series(client, study: StudyMatch) -> list[SeriesMatch]:
         Sorted by series number (series without one last), then UID.
     """
     keys = {"StudyInstanceUID": study.study_instance_uid}
-    found = [SeriesMatch.from_dataset(ds) for ds in client.find("SERIES", keys)]
+    found = [SeriesMatch.from_dataset(ds) for ds in _only(client, "SERIES", keys)]
     return sorted(found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid))
 
 
@@ -146,7 +152,17 @@ def list_instances(client, study_uid: str, series_uid: str) -> list[InstanceMatc
         In the node's order.
     """
     keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
-    return [InstanceMatch.from_dataset(ds) for ds in client.find("IMAGE", keys)]
+    return [InstanceMatch.from_dataset(ds) for ds in _only(client, "IMAGE", keys)]
+
+
+def _only(client, level: str, keys: dict[str, str]) -> list:
+    """A query's answers that belong to the study (and series) asked for; others are ignored and counted."""
+    found = client.find(level, keys)
+    kept = exactly(found, keys, required=False)
+    if len(kept) < len(found):
+        log.warning("%s: ignored %d of %d %s answer(s) of another study or series", client.node.label,
+                    len(found) - len(kept), len(found), level.lower())
+    return kept
 
 
 def _named(series: list[SeriesMatch], wanted: str) -> SeriesMatch:
@@ -272,7 +288,8 @@ def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study
     Raises
     ------
     ConfigError
-        ``out_dir`` exists and does not hold exactly that series.
+        ``out_dir`` exists and does not hold exactly that series, or the accession number or
+        Study Instance UID is not one exact value (:func:`find_study`).
     """
     clock = time.perf_counter()
     out_dir = Path(out_dir)
