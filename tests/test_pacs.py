@@ -393,6 +393,19 @@ def test_unreachable_node_names_host_and_port(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_host_that_does_not_resolve_is_named_on_pull_and_push(case_run, tmp_path):
+    case_dir, ledger, _ = case_run
+    for node in ("ORTHANC@no-such-host.invalid:104", "http://no-such-host.invalid:8042/dicom-web"):
+        result = _anatomodel("pull", "--from", node, "--accession", "A1", "--out", str(tmp_path / "x"))
+        assert result.returncode == 16, result.stderr[-2000:]
+        assert f"node {node} unreachable: cannot resolve host no-such-host.invalid" in result.stderr
+        assert "internal error" not in result.stderr and not (tmp_path / "x").exists()
+        result = _anatomodel("push", str(case_dir / "aorta-surgeon"), "--to", node, "--ledger",
+                             str(tmp_path / "l.sqlite3"))
+        assert result.returncode == 16, result.stderr[-2000:]
+        assert f"node {node} unreachable: cannot resolve host no-such-host.invalid" in result.stderr
+
+
 def test_unreachable_dicomweb_node_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):

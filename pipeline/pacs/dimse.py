@@ -88,12 +88,16 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
     ------
     PacsError
         The node rejected the association (naming both AE titles) or is unreachable (saying why:
-        nothing listening, a timeout, no association answer).
+        a host name that does not resolve, nothing listening, a timeout, no association answer).
     """
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.connection_timeout = node.timeout_s
     ae.maximum_pdu_size = 0  # let the node send (a retrieve's images) in PDUs as large as it likes
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
+    try:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
+    except socket.gaierror as error:  # the host name is looked up before any connection
+        raise PacsError(f"node {node.label} unreachable: cannot resolve host {node.host}",
+                        hint="check the host name and the DNS of this machine") from error
     if assoc.is_rejected:
         raise PacsError(f"node {node.label} rejected the association (called AE title {node.ae_title!r}, calling "
                         f"AE title {node.calling_ae_title!r})",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import struct
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -164,6 +166,19 @@ def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) 
     return received
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and every error it wraps (causes, contexts, and urllib3's ``reason``), each once."""
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+
+
 class WebClient:
     """Query, retrieve and store against one DICOMweb service."""
 
@@ -189,6 +204,10 @@ class WebClient:
             raise PacsError(f"node {self.node.label} gave no {what} answer within {self.node.timeout_s:g} s "
                             "(timeout)") from error
         except requests.exceptions.ConnectionError as error:
+            if any(isinstance(cause, socket.gaierror) for cause in _causes(error)):
+                raise PacsError(f"node {self.node.label} unreachable: cannot resolve host "
+                                f"{urllib.parse.urlsplit(self.node.url).hostname}",
+                                hint="check the host name and the DNS of this machine") from error
             raise PacsError(f"node {self.node.label} unreachable: cannot connect ({type(error).__name__})",
                             hint="check the URL and that the service is running") from error
         except requests.exceptions.HTTPError as error:
