@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -54,10 +55,48 @@ class Tls(_Strict):
     def _pairs(self) -> "Tls":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give cert_file and key_file together")
-        for path in (self.ca_file, self.cert_file, self.key_file):
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
             if path is not None and not Path(path).expanduser().is_file():
-                raise ValueError(f"{path} is not a file")
+                raise ValueError(f"{name} {path} is not a file")
+        problem = _pem_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def _pem_problem(tls: Tls) -> str | None:
+    """Why the TLS files cannot be used (read now, before any connection), or None.
+
+    The CA bundle and our certificate must be PEM certificates, the key an unencrypted PEM
+    private key (no password is asked for) that belongs to the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for name in ("ca_file", "cert_file"):
+        path = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(Path(path).expanduser()))
+        except (ssl.SSLError, OSError, UnicodeDecodeError) as error:
+            return f"{name} {path} is not a PEM certificate/key file ({getattr(error, 'reason', None) or error})"
+    if tls.cert_file is None:
+        return None
+    key = Path(tls.key_file).expanduser()
+    try:
+        text = key.read_bytes()
+    except OSError as error:
+        return f"key_file {tls.key_file} cannot be read ({error.strerror or error})"
+    if b"-----BEGIN" not in text or b"PRIVATE KEY-----" not in text:
+        return f"key_file {tls.key_file} is not a PEM certificate/key file (no PEM private key in it)"
+    if b"ENCRYPTED" in text:
+        return f"key_file {tls.key_file} is encrypted: give an unencrypted PEM key (no password is asked for)"
+    try:
+        context.load_cert_chain(str(Path(tls.cert_file).expanduser()), str(key), password=b"")
+    except ssl.SSLError as error:
+        return f"key_file {tls.key_file} does not match cert_file {tls.cert_file} " \
+               f"({getattr(error, 'reason', None) or error})"
+    return None
 
 
 class Node(_Strict):
