@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -410,6 +411,49 @@ def test_unreachable_dicomweb_node_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):
         pull(resolve_node(url), tmp_path / "x", accession="A1")
+
+
+def test_a_stalled_wado_retrieve_is_a_timeout_naming_how_far_it_got(phantom, accession, tmp_path, monkeypatch):
+    """The archive stops (SIGSTOP) while it streams the series: the read times out inside the
+    streamed body (requests wraps it as a ConnectionError); that is a stall, not "unreachable".
+    A store to the stopped archive is a failed outcome, not a fatal error either."""
+    import signal
+
+    import pipeline.pacs.web as web
+
+    files = []
+    for path in dicom_files(phantom):  # ~330 kB an instance: more than the socket buffers hold
+        ds = pydicom.dcmread(path)
+        ds.add_new(0x00090010, "LO", "ANATOMODEL TEST")
+        ds.add_new(0x00091000, "OB", bytes(320_000))
+        ds.save_as(tmp_path / path.name)
+        files.append(tmp_path / path.name)
+    real = web.multipart_parts
+    with Orthanc(tmp_path / "archive") as archive:
+        archive.store(files)
+
+        def stopping(chunks, boundary):
+            for index, part in enumerate(real(chunks, boundary)):
+                if index == 2:
+                    os.kill(archive.process.pid, signal.SIGSTOP)
+                yield part
+
+        monkeypatch.setattr(web, "multipart_parts", stopping)
+        node = resolve_node(archive.dicomweb_url).model_copy(update={"timeout_s": 3})
+        try:
+            with pytest.raises(PacsError) as caught:
+                pull(node, tmp_path / "study", accession=accession)
+            outcomes = WebClient(node).store([pydicom.dcmread(files[0])])
+        finally:
+            os.kill(archive.process.pid, signal.SIGCONT)
+    message = str(caught.value)
+    found = re.search(rf"node {re.escape(node.label)} gave no retrieve answer within 3 s \(timeout\) after (\d+) of "
+                      rf"{len(files)} instance\(s\) of series .*the retrieve stalled: no data for 3 s", message)
+    assert found and 2 <= int(found[1]) < len(files), message
+    assert "unreachable" not in message and caught.value.exit_code == 16
+    assert not (tmp_path / "study").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert [o.ok for o in outcomes] == [False]
+    assert outcomes[0].reason.startswith(f"node {node.label} gave no store answer within 3 s (timeout)")
 
 
 def test_silent_node_times_out_naming_host_and_port(tmp_path):

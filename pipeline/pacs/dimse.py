@@ -113,9 +113,10 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
             assoc.release()
 
 
-def _check(status: Dataset | None, node: Node, what: str) -> int:
+def _check(status: Dataset | None, node: Node, what: str, after: str = "") -> int:
     if status is None or "Status" not in status:
-        raise PacsError(f"node {node.label} gave no {what} answer within {node.timeout_s:g} s (timeout or abort)")
+        raise PacsError(f"node {node.label} gave no {what} answer within {node.timeout_s:g} s (timeout or abort)"
+                        f"{after}")
     return int(status.Status)
 
 
@@ -168,7 +169,8 @@ class DimseClient:
                     raise PacsError(f"node {self.node.label} refused the {level.lower()} query (status 0x{code:04X})")
         return found
 
-    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
+    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path, *,
+                        expected: int | None = None) -> list[str]:
         """Retrieve every instance of a series into ``folder``, one file each.
 
         C-GET on the same association, or C-MOVE to a storage SCP we run on ``node.move_port``.
@@ -184,6 +186,8 @@ class DimseClient:
         folder : Path
             Where the files are written (created), named by :func:`instance_file_name`, each whole
             (:func:`pipeline.files.write_staged`); the caller flushes the folder's entries.
+        expected : int, optional
+            How many instances the node counts in the series (for messages).
 
         Returns
         -------
@@ -222,7 +226,8 @@ class DimseClient:
             status = self._move(query, classes, on_store)
         else:
             status = self._get(query, classes, on_store)
-        code = _check(status, self.node, "C-GET" if self.node.retrieve == "get" else "C-MOVE")
+        code = _check(status, self.node, "C-GET" if self.node.retrieve == "get" else "C-MOVE",
+                      f" after {len(received)} of {expected if expected is not None else '?'} instance(s)")
         failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
         if code not in (0x0000, 0xB000) or failed:
             log.warning("retrieve from %s ended with status 0x%04X, %d failed sub-operation(s)",

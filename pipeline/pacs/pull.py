@@ -228,7 +228,7 @@ def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path,
     if not expected:
         raise PacsError(f"node {client.node.label} lists no instances in series {uid}")
     classes = sorted({i.sop_class_uid for i in listed or [] if i.sop_class_uid})
-    received = set(client.retrieve_series(study_uid, uid, classes, folder))
+    received = set(client.retrieve_series(study_uid, uid, classes, folder, expected=expected))
     fsync_path(folder, folder=True)  # each file was flushed as written; their names once, here
     if listed is None and len(received) != expected:  # the count disagrees: list them to say what is missing
         listed = list_instances(client, study_uid, uid)
