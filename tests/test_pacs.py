@@ -105,6 +105,34 @@ def test_pull_c_get_equals_the_source_voxel_for_voxel(orthanc, accession, source
     assert again.reused and again.instances_received == 0
 
 
+def test_a_damaged_file_in_a_pulled_folder_is_refused_not_reused(orthanc, accession, phantom, tmp_path):
+    """A second pull checks each file of the folder it would reuse (File Meta, instance, length)."""
+    from pipeline.errors import DicomError
+    from pipeline.pacs.pull import file_damage
+
+    folder = tmp_path / "study"
+    pull(resolve_node(orthanc.inline), folder, accession=accession)
+    files = sorted(folder.iterdir())
+    whole = [f.read_bytes() for f in files[:2]]
+    damages = [(lambda: files[0].write_bytes(whole[0][:len(whole[0]) - 1000]), "truncated: 1000 byte(s) of its "
+                "pixel data missing"),
+               (lambda: files[0].write_bytes(whole[0][:600]), "truncated: its pixel data is missing"),
+               (lambda: files[0].write_bytes(b"not DICOM"), "not a readable DICOM file (InvalidDicomError)"),
+               (lambda: files[0].write_bytes(whole[1]), "holds another instance than its name stands for")]
+    for damage, why in damages:
+        damage()
+        with pytest.raises(DicomError) as caught:
+            pull(resolve_node(orthanc.inline), folder, accession=accession)
+        assert str(caught.value) == (f"{folder} holds every file of the series by name, but 1 of its {len(files)} "
+                                     f"files are damaged: {files[0].name}: {why}; it is not reused (remove the "
+                                     f"folder {folder} and pull again)")
+        assert caught.value.exit_code == 5
+    files[0].write_bytes(whole[0])
+    assert pull(resolve_node(orthanc.inline), folder, accession=accession).reused
+    uid = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID)
+    assert file_damage(files[1], uid) is None
+
+
 def test_pull_c_move_to_our_storage_scp(orthanc, accession, source, move_port, tmp_path):
     node = Node(name="move", ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.dicom_port, retrieve="move",
                 move_port=move_port)
