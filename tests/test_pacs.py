@@ -6,6 +6,7 @@ failure with the message it gives.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -490,6 +491,64 @@ def test_silent_node_times_out_naming_host_and_port(tmp_path):
         with pytest.raises(PacsError, match=rf"unreachable: 127.0.0.1:{silent.port} accepted the connection but "
                                             r"gave no association answer within 1 s"):
             pull(node, tmp_path / "x", accession="A1")
+
+
+class _Records(logging.Handler):
+    """The records a handler on the root logger receives."""
+
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_peer_that_does_not_speak_dicom_is_named_at_once(orthanc, tmp_path):
+    """Orthanc's HTTP port answers an association request with an HTTP error: said so, without
+    waiting for the timeout and without pynetdicom's log on the console."""
+    node = f"ORTHANC@127.0.0.1:{orthanc.http_port}"
+    result = _anatomodel("pull", "--from", node, "--accession", "A1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 16, result.stderr[-2000:]
+    assert f"node {node} unreachable: the peer at 127.0.0.1:{orthanc.http_port} does not speak DICOM (its answer " \
+           "starts with 'HTTP/1." in result.stderr
+    assert "pynetdicom" not in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_node_dying_mid_c_get_is_a_connection_lost_after_k_of_m(phantom, accession, tmp_path, monkeypatch, caplog):
+    """Orthanc is killed after the third instance of a C-GET: the connection was lost (not a
+    timeout), after how many instances; pynetdicom's errors (a traceback) are DEBUG lines only."""
+    import signal
+
+    import pipeline.pacs.dimse as dimse
+
+    real, count = dimse.write_staged, [0]
+    with Orthanc(tmp_path / "archive") as archive:
+        archive.store(dicom_files(phantom))
+
+        def dying(path, data):
+            real(path, data)
+            count[0] += 1
+            if count[0] == 3:
+                os.kill(archive.process.pid, signal.SIGKILL)
+
+        monkeypatch.setattr(dimse, "write_staged", dying)
+        caplog.set_level(logging.DEBUG)
+        console = _Records(logging.INFO)  # what the command line's console would print
+        logging.getLogger().addHandler(console)
+        try:
+            with pytest.raises(PacsError) as caught:
+                pull(resolve_node(archive.inline), tmp_path / "study", accession=accession)
+        finally:
+            logging.getLogger().removeHandler(console)
+    found = re.search(rf"node {archive.inline}: the connection was lost after (\d+) of {len(dicom_files(phantom))} "
+                      r"instance\(s\) \(the association was aborted or the connection closed\)", str(caught.value))
+    assert found and 3 <= int(found[1]) < len(dicom_files(phantom)), str(caught.value)
+    assert "timeout" not in str(caught.value) and not (tmp_path / "study").exists()
+    assert not [r for r in console.records if r.exc_info or r.name.startswith("pynetdicom")]
+    assert [r for r in caplog.records if r.name == "pipeline.pacs.dimse" and r.getMessage().startswith("pynetdicom: ")
+            and r.levelno == logging.DEBUG]  # the library's details are there with --verbose
 
 
 def test_association_rejected_names_the_ae_titles(orthanc, accession, tmp_path):
