@@ -436,6 +436,14 @@ def test_a_host_that_does_not_resolve_is_named_on_pull_and_push(case_run, tmp_pa
         assert f"node {node} unreachable: cannot resolve host no-such-host.invalid" in result.stderr
 
 
+def test_push_from_a_source_folder_that_does_not_exist_says_so(case_run, tmp_path):
+    case_dir, _, _ = case_run
+    result = _anatomodel("push", str(case_dir / "aorta-surgeon"), "--to", f"PACS@127.0.0.1:{free_port()}",
+                         "--source", str(tmp_path / "nonexistent"), "--ledger", str(tmp_path / "l.sqlite3"))
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert f"the source folder {tmp_path / 'nonexistent'} does not exist" in result.stderr
+
+
 def test_unreachable_dicomweb_node_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):

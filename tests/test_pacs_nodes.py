@@ -50,6 +50,8 @@ nodes:
     ("{ae_title: PACS, host: h, port: 104, retrieve: move}", "move_port"),
     ("{url: 'ftp://x'}", "http:// or https://"),
     ("{ae_title: THIS-TITLE-IS-TOO-LONG, host: h, port: 104}", "ae_title"),
+    ("{url: 'http://127.0.0.1:99999/dicom-web'}", "field 'url': Value error, the url's port is not a number from 1 "
+                                                  "to 65535"),
     ("{url: 'http://x', tls: {cert_file: /etc/hostname}}", "cert_file and key_file together"),
     ("{ae_title: PACS, host: h, port: 104, colour: blue}", "colour"),
 ])
@@ -95,3 +97,18 @@ def test_tls_files_that_are_not_pem_are_refused_when_the_node_is_read(tmp_path, 
                                 env={**os.environ, "COLUMNS": "1000"})
         assert result.returncode == 4, result.stderr
         assert "node 'secure'" in result.stderr and "not a PEM certificate/key" in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("http://127.0.0.1:99999/dicom-web", "field 'url': Value error, the url's port is not a number from 1 to 65535"),
+    ("https://pacs:0/dicom-web", "the url's port is not a number from 1 to 65535"),
+    ("THIS-TITLE-IS-TOO-LONG@127.0.0.1:104", "field 'ae_title': Value error, an AE title has at most 16 characters; "
+                                             "this one has 22"),
+    ("PACS@127.0.0.1:99999", "field 'port'"),
+])
+def test_inline_nodes_with_a_bad_port_or_ae_title_say_so(text, message):
+    with pytest.raises(ConfigError, match=f"node {text!r}: .*") as caught:
+        resolve_node(text)
+    assert message in str(caught.value) and caught.value.exit_code == 4
+    with pytest.raises(ConfigError, match="field 'calling_ae_title': Value error, an AE title has at most 16"):
+        resolve_node("PACS@127.0.0.1:104", calling_ae_title="OUR-TITLE-IS-TOO-LONG")

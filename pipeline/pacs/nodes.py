@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -36,8 +37,21 @@ from pipeline.errors import ConfigError
 
 NODES_VARIABLE = "ANATOMODEL_NODES"
 DEFAULT_CALLING_AE = "ANATOMODEL"
-_AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # 1-16 printable ASCII characters, no backslash
-_INLINE = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})$")
+_AE_TITLE = re.compile(r"[ -\[\]-~]+")  # printable ASCII characters, no backslash
+_INLINE = re.compile(r"^(?P<aet>[^@\\]+)@(?P<host>[^:@/]+):(?P<port>\d+)$")
+
+
+def _ae_title(value: str | None) -> str | None:
+    """An AE title as DICOM allows it (PS3.5 6.2, AE): 1 to 16 printable ASCII characters."""
+    if value is None:
+        return value
+    if not value.strip():
+        raise ValueError("an AE title is not blank")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters; this one has {len(value)}")
+    if not _AE_TITLE.fullmatch(value):
+        raise ValueError("an AE title is printable ASCII characters without a backslash")
+    return value
 
 
 _Strict = FrozenModel  # the one strict, frozen base of configuration schemas (pipeline.config)
@@ -103,21 +117,30 @@ class Node(_Strict):
     """One DICOM node (DIMSE or DICOMweb)."""
 
     name: str = Field("", description="the name it has in the nodes file (or its inline form)")
-    ae_title: str | None = Field(None, pattern=_AE_TITLE, description="the node's AE title (DIMSE)")
+    ae_title: str | None = Field(None, description="the node's AE title (DIMSE), 1-16 characters")
     host: str | None = Field(None, min_length=1)
     port: int | None = Field(None, ge=1, le=65535)
     url: str | None = Field(None, description="DICOMweb base URL, http:// or https://")
-    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE, description="our AE title")
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE, description="our AE title, 1-16 characters")
     retrieve: Literal["get", "move"] = Field("get", description="C-GET, or C-MOVE to our storage SCP")
     move_port: int | None = Field(None, ge=1, le=65535, description="port of our storage SCP for C-MOVE")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="connection, association and reply timeout")
     tls: Tls | None = None
+
+    _titles = field_validator("ae_title", "calling_ae_title")(_ae_title)
 
     @field_validator("url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("a DICOMweb url starts with http:// or https:// and names a host")
+        if value is not None:
+            try:
+                port = urllib.parse.urlsplit(value).port
+            except ValueError:
+                port = 0
+            if port == 0:
+                raise ValueError("the url's port is not a number from 1 to 65535")
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
@@ -158,7 +181,9 @@ class Node(_Strict):
 
 
 class NodesFile(_Strict):
-    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE)
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE)
+
+    _title = field_validator("calling_ae_title")(_ae_title)
     nodes: dict[str, dict] = Field(default_factory=dict)
 
 
