@@ -131,6 +131,13 @@ class Imaging(StrictModel):
             raise ValueError("give either dicom (a folder or file) or node with accession (a DICOM node)")
         if self.node is not None and not (self.accession or self.study):
             raise ValueError("a node needs accession (or study) to find the study")
+        from pipeline.pacs.query import accession_problem, uid_problem
+
+        for name, value, problem in (("accession", self.accession, accession_problem),
+                                     ("study", self.study, uid_problem)):
+            why = problem(value) if value is not None else None
+            if why:  # the value is not quoted: an accession number is the patient's data
+                raise ValueError(f"{name} {why}")
         return self
 
 

@@ -6,7 +6,9 @@ failure with the message it gives.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -22,7 +24,7 @@ from postgres_server import postgres_server  # noqa: F401  (fixture: a ledger on
 
 from example_data.cta_phantom import make_phantom, write_dicom_series
 from pipeline import load_series
-from pipeline.errors import GeometryError, HeldForReview, PacsError
+from pipeline.errors import ConfigError, GeometryError, HeldForReview, PacsError
 from pipeline.geometry import read_mask
 from pipeline.ledger.transfers import Transfers
 from pipeline.pacs import Node, pull, resolve_node
@@ -102,6 +104,34 @@ def test_pull_c_get_equals_the_source_voxel_for_voxel(orthanc, accession, source
     # A second pull into the complete folder reuses it
     again = pull(resolve_node(orthanc.inline), tmp_path / "study", accession=accession)
     assert again.reused and again.instances_received == 0
+
+
+def test_a_damaged_file_in_a_pulled_folder_is_refused_not_reused(orthanc, accession, phantom, tmp_path):
+    """A second pull checks each file of the folder it would reuse (File Meta, instance, length)."""
+    from pipeline.errors import DicomError
+    from pipeline.pacs.pull import file_damage
+
+    folder = tmp_path / "study"
+    pull(resolve_node(orthanc.inline), folder, accession=accession)
+    files = sorted(folder.iterdir())
+    whole = [f.read_bytes() for f in files[:2]]
+    damages = [(lambda: files[0].write_bytes(whole[0][:len(whole[0]) - 1000]), "truncated: 1000 byte(s) of its "
+                "pixel data missing"),
+               (lambda: files[0].write_bytes(whole[0][:600]), "truncated: its pixel data is missing"),
+               (lambda: files[0].write_bytes(b"not DICOM"), "not a readable DICOM file (InvalidDicomError)"),
+               (lambda: files[0].write_bytes(whole[1]), "holds another instance than its name stands for")]
+    for damage, why in damages:
+        damage()
+        with pytest.raises(DicomError) as caught:
+            pull(resolve_node(orthanc.inline), folder, accession=accession)
+        assert str(caught.value) == (f"{folder} holds every file of the series by name, but 1 of its {len(files)} "
+                                     f"files are damaged: {files[0].name}: {why}; it is not reused (remove the "
+                                     f"folder {folder} and pull again)")
+        assert caught.value.exit_code == 5
+    files[0].write_bytes(whole[0])
+    assert pull(resolve_node(orthanc.inline), folder, accession=accession).reused
+    uid = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID)
+    assert file_damage(files[1], uid) is None
 
 
 def test_pull_c_move_to_our_storage_scp(orthanc, accession, source, move_port, tmp_path):
@@ -393,10 +423,74 @@ def test_unreachable_node_names_host_and_port(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_host_that_does_not_resolve_is_named_on_pull_and_push(case_run, tmp_path):
+    case_dir, ledger, _ = case_run
+    for node in ("ORTHANC@no-such-host.invalid:104", "http://no-such-host.invalid:8042/dicom-web"):
+        result = _anatomodel("pull", "--from", node, "--accession", "A1", "--out", str(tmp_path / "x"))
+        assert result.returncode == 16, result.stderr[-2000:]
+        assert f"node {node} unreachable: cannot resolve host no-such-host.invalid" in result.stderr
+        assert "internal error" not in result.stderr and not (tmp_path / "x").exists()
+        result = _anatomodel("push", str(case_dir / "aorta-surgeon"), "--to", node, "--ledger",
+                             str(tmp_path / "l.sqlite3"))
+        assert result.returncode == 16, result.stderr[-2000:]
+        assert f"node {node} unreachable: cannot resolve host no-such-host.invalid" in result.stderr
+
+
+def test_push_from_a_source_folder_that_does_not_exist_says_so(case_run, tmp_path):
+    case_dir, _, _ = case_run
+    result = _anatomodel("push", str(case_dir / "aorta-surgeon"), "--to", f"PACS@127.0.0.1:{free_port()}",
+                         "--source", str(tmp_path / "nonexistent"), "--ledger", str(tmp_path / "l.sqlite3"))
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert f"the source folder {tmp_path / 'nonexistent'} does not exist" in result.stderr
+
+
 def test_unreachable_dicomweb_node_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(PacsError, match=rf"node {url} unreachable: cannot connect"):
         pull(resolve_node(url), tmp_path / "x", accession="A1")
+
+
+def test_a_stalled_wado_retrieve_is_a_timeout_naming_how_far_it_got(phantom, accession, tmp_path, monkeypatch):
+    """The archive stops (SIGSTOP) while it streams the series: the read times out inside the
+    streamed body (requests wraps it as a ConnectionError); that is a stall, not "unreachable".
+    A store to the stopped archive is a failed outcome, not a fatal error either."""
+    import signal
+
+    import pipeline.pacs.web as web
+
+    files = []
+    for path in dicom_files(phantom):  # ~330 kB an instance: more than the socket buffers hold
+        ds = pydicom.dcmread(path)
+        ds.add_new(0x00090010, "LO", "ANATOMODEL TEST")
+        ds.add_new(0x00091000, "OB", bytes(320_000))
+        ds.save_as(tmp_path / path.name)
+        files.append(tmp_path / path.name)
+    real = web.multipart_parts
+    with Orthanc(tmp_path / "archive") as archive:
+        archive.store(files)
+
+        def stopping(chunks, boundary):
+            for index, part in enumerate(real(chunks, boundary)):
+                if index == 2:
+                    os.kill(archive.process.pid, signal.SIGSTOP)
+                yield part
+
+        monkeypatch.setattr(web, "multipart_parts", stopping)
+        node = resolve_node(archive.dicomweb_url).model_copy(update={"timeout_s": 3})
+        try:
+            with pytest.raises(PacsError) as caught:
+                pull(node, tmp_path / "study", accession=accession)
+            outcomes = WebClient(node).store([pydicom.dcmread(files[0])])
+        finally:
+            os.kill(archive.process.pid, signal.SIGCONT)
+    message = str(caught.value)
+    found = re.search(rf"node {re.escape(node.label)} gave no retrieve answer within 3 s \(timeout\) after (\d+) of "
+                      rf"{len(files)} instance\(s\) of series .*the retrieve stalled: no data for 3 s", message)
+    assert found and 2 <= int(found[1]) < len(files), message
+    assert "unreachable" not in message and caught.value.exit_code == 16
+    assert not (tmp_path / "study").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert [o.ok for o in outcomes] == [False]
+    assert outcomes[0].reason.startswith(f"node {node.label} gave no store answer within 3 s (timeout)")
 
 
 def test_silent_node_times_out_naming_host_and_port(tmp_path):
@@ -405,6 +499,64 @@ def test_silent_node_times_out_naming_host_and_port(tmp_path):
         with pytest.raises(PacsError, match=rf"unreachable: 127.0.0.1:{silent.port} accepted the connection but "
                                             r"gave no association answer within 1 s"):
             pull(node, tmp_path / "x", accession="A1")
+
+
+class _Records(logging.Handler):
+    """The records a handler on the root logger receives."""
+
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_peer_that_does_not_speak_dicom_is_named_at_once(orthanc, tmp_path):
+    """Orthanc's HTTP port answers an association request with an HTTP error: said so, without
+    waiting for the timeout and without pynetdicom's log on the console."""
+    node = f"ORTHANC@127.0.0.1:{orthanc.http_port}"
+    result = _anatomodel("pull", "--from", node, "--accession", "A1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 16, result.stderr[-2000:]
+    assert f"node {node} unreachable: the peer at 127.0.0.1:{orthanc.http_port} does not speak DICOM (its answer " \
+           "starts with 'HTTP/1." in result.stderr
+    assert "pynetdicom" not in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_node_dying_mid_c_get_is_a_connection_lost_after_k_of_m(phantom, accession, tmp_path, monkeypatch, caplog):
+    """Orthanc is killed after the third instance of a C-GET: the connection was lost (not a
+    timeout), after how many instances; pynetdicom's errors (a traceback) are DEBUG lines only."""
+    import signal
+
+    import pipeline.pacs.dimse as dimse
+
+    real, count = dimse.write_staged, [0]
+    with Orthanc(tmp_path / "archive") as archive:
+        archive.store(dicom_files(phantom))
+
+        def dying(path, data):
+            real(path, data)
+            count[0] += 1
+            if count[0] == 3:
+                os.kill(archive.process.pid, signal.SIGKILL)
+
+        monkeypatch.setattr(dimse, "write_staged", dying)
+        caplog.set_level(logging.DEBUG)
+        console = _Records(logging.INFO)  # what the command line's console would print
+        logging.getLogger().addHandler(console)
+        try:
+            with pytest.raises(PacsError) as caught:
+                pull(resolve_node(archive.inline), tmp_path / "study", accession=accession)
+        finally:
+            logging.getLogger().removeHandler(console)
+    found = re.search(rf"node {archive.inline}: the connection was lost after (\d+) of {len(dicom_files(phantom))} "
+                      r"instance\(s\) \(the association was aborted or the connection closed\)", str(caught.value))
+    assert found and 3 <= int(found[1]) < len(dicom_files(phantom)), str(caught.value)
+    assert "timeout" not in str(caught.value) and not (tmp_path / "study").exists()
+    assert not [r for r in console.records if r.exc_info or r.name.startswith("pynetdicom")]
+    assert [r for r in caplog.records if r.name == "pipeline.pacs.dimse" and r.getMessage().startswith("pynetdicom: ")
+            and r.levelno == logging.DEBUG]  # the library's details are there with --verbose
 
 
 def test_association_rejected_names_the_ae_titles(orthanc, accession, tmp_path):
@@ -421,6 +573,50 @@ def test_accession_not_found(orthanc, kind, tmp_path):
     node = resolve_node(orthanc.inline if kind == "dimse" else orthanc.dicomweb_url)
     with pytest.raises(PacsError, match=rf"node {node.label} has no study for the accession number given"):
         pull(node, tmp_path / "x", accession="NO-SUCH-ACC")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("given", ["", " ", "*", "?CC20260115001", "ACC2026*", "ACC1\\ACC2"])
+def test_an_accession_that_is_not_one_exact_value_is_refused_before_any_query(given, tmp_path):
+    """A blank key, a wildcard or a list of values would match another patient's study: refused
+    before any query (the node here listens nowhere, so a query would fail as unreachable)."""
+    for where in (f"PACS@127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/dicom-web"):
+        with pytest.raises(ConfigError, match="the accession number given .*refused before any query") as caught:
+            pull(resolve_node(where), tmp_path / "x", accession=given)
+        assert caught.value.exit_code == 4 and (len(given) < 2 or given not in str(caught.value))  # never quoted
+    with pytest.raises(ConfigError, match="the Study Instance UID given is not a UID"):
+        pull(resolve_node(f"PACS@127.0.0.1:{free_port()}"), tmp_path / "x", study_uid="1.2.*")
+    assert not (tmp_path / "x").exists()
+
+
+def test_accession_wildcards_are_refused_by_the_command_and_the_case_file(tmp_path):
+    from pipeline.case import Imaging
+
+    for given in (" ", "*"):
+        result = _anatomodel("pull", "--from", f"PACS@127.0.0.1:{free_port()}", "--accession", given, "--out",
+                             str(tmp_path / "x"))
+        assert result.returncode == 4, result.stderr[-2000:]
+        assert "the accession number given is blank" in result.stderr or "holds a wildcard (*)" in result.stderr
+    for fields, message in (({"accession": " "}, "accession"), ({"accession": "A?1"}, "wildcard"),
+                            ({"study": "1.2.3*"}, "study is not a UID")):
+        with pytest.raises(ValueError, match=message):
+            Imaging(node="PACS@h:104", **fields)
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_only_the_exact_accession_and_study_uid_match(orthanc, phantom, accession, kind, tmp_path, caplog):
+    """An archive may match loosely (Orthanc's QIDO-RS ignores case): an answer whose Accession
+    Number or Study Instance UID is not exactly the one asked for is ignored and counted."""
+    node = resolve_node(orthanc.inline if kind == "dimse" else orthanc.dicomweb_url)
+    with pytest.raises(PacsError, match=rf"node {node.label} has no study for the accession number given"):
+        pull(node, tmp_path / "x", accession=accession.lower())
+    if kind == "dicomweb":  # it answered with the upper-case study: ignored, counted, never quoted
+        assert "ignored 1 of 1 study answer(s)" in caplog.text and accession not in caplog.text
+    study_uid = str(pydicom.dcmread(dicom_files(phantom)[0], stop_before_pixels=True).StudyInstanceUID)
+    with pytest.raises(PacsError, match="has no study for the Study Instance UID given"):
+        pull(node, tmp_path / "x", study_uid=study_uid.rsplit(".", 1)[0] + ".9")
+    done = pull(node, tmp_path / "y", accession=f" {accession} ", study_uid=study_uid)  # padding is not part of it
+    assert done.study_instance_uid == study_uid
     assert not (tmp_path / "x").exists()
 
 

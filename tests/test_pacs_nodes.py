@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from pacs_server import free_port, make_certificates
 
 from pipeline.errors import ConfigError
 from pipeline.pacs import load_nodes, resolve_node
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    return make_certificates(tmp_path_factory.mktemp("pki"))
 
 
 def test_inline_dimse_and_dicomweb():
@@ -17,8 +28,8 @@ def test_inline_dimse_and_dicomweb():
     assert web.label == "https://pacs.example.org/dicom-web"  # never the credentials
 
 
-def test_nodes_file(tmp_path):
-    (tmp_path / "ca.pem").write_text("-")
+def test_nodes_file(tmp_path, pki):
+    (tmp_path / "ca.pem").write_bytes(pki["ca"].read_bytes())
     path = tmp_path / "nodes.yaml"
     path.write_text(f"""
 calling_ae_title: LAB3D
@@ -39,6 +50,8 @@ nodes:
     ("{ae_title: PACS, host: h, port: 104, retrieve: move}", "move_port"),
     ("{url: 'ftp://x'}", "http:// or https://"),
     ("{ae_title: THIS-TITLE-IS-TOO-LONG, host: h, port: 104}", "ae_title"),
+    ("{url: 'http://127.0.0.1:99999/dicom-web'}", "field 'url': Value error, the url's port is not a number from 1 "
+                                                  "to 65535"),
     ("{url: 'http://x', tls: {cert_file: /etc/hostname}}", "cert_file and key_file together"),
     ("{ae_title: PACS, host: h, port: 104, colour: blue}", "colour"),
 ])
@@ -57,3 +70,45 @@ def test_unknown_node_names_the_known_ones(tmp_path):
         resolve_node("archive", path)
     with pytest.raises(ConfigError, match="not found"):
         resolve_node("pacs", tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+@pytest.mark.parametrize("files, message", [
+    ({"ca_file": "/etc/hostname"}, "ca_file /etc/hostname is not a PEM certificate/key file"),
+    ({"cert_file": "client_key", "key_file": "client_key"}, "cert_file .*client_key.pem is not a PEM certificate"),
+    ({"cert_file": "client_cert", "key_file": "client_cert"}, "key_file .*client_cert.pem is not a PEM certificate/key"),
+    ({"cert_file": "client_cert", "key_file": "server_key"}, "key_file .*server_key.pem does not match cert_file "
+                                                             ".*client_cert.pem"),
+])
+def test_tls_files_that_are_not_pem_are_refused_when_the_node_is_read(tmp_path, pki, kind, files, message):
+    """Checked when the node is resolved, before any connection (the node listens nowhere)."""
+    tls = {field: str(pki.get(value, value)) for field, value in files.items()}
+    where = f"ae_title: PACS, host: 127.0.0.1, port: {free_port()}" if kind == "dimse" else \
+        f"url: 'http://127.0.0.1:{free_port()}/dicom-web'"
+    path = tmp_path / "nodes.yaml"
+    path.write_text(f"nodes:\n  secure: {{{where}, tls: {{{', '.join(f'{k}: {v}' for k, v in tls.items())}}}}}\n")
+    with pytest.raises(ConfigError, match=rf"node 'secure': field 'tls': .*{message}") as caught:
+        resolve_node("secure", path)
+    assert caught.value.exit_code == 4
+    if files == {"ca_file": "/etc/hostname"}:  # the command: exit 4, one line, no internal error
+        script = Path(sys.executable).parent / "anatomodel"
+        result = subprocess.run([str(script), "pull", "--from", "secure", "--nodes", str(path), "--accession", "A1",
+                                 "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "COLUMNS": "1000"})
+        assert result.returncode == 4, result.stderr
+        assert "node 'secure'" in result.stderr and "not a PEM certificate/key" in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("http://127.0.0.1:99999/dicom-web", "field 'url': Value error, the url's port is not a number from 1 to 65535"),
+    ("https://pacs:0/dicom-web", "the url's port is not a number from 1 to 65535"),
+    ("THIS-TITLE-IS-TOO-LONG@127.0.0.1:104", "field 'ae_title': Value error, an AE title has at most 16 characters; "
+                                             "this one has 22"),
+    ("PACS@127.0.0.1:99999", "field 'port'"),
+])
+def test_inline_nodes_with_a_bad_port_or_ae_title_say_so(text, message):
+    with pytest.raises(ConfigError, match=f"node {text!r}: .*") as caught:
+        resolve_node(text)
+    assert message in str(caught.value) and caught.value.exit_code == 4
+    with pytest.raises(ConfigError, match="field 'calling_ae_title': Value error, an AE title has at most 16"):
+        resolve_node("PACS@127.0.0.1:104", calling_ae_title="OUR-TITLE-IS-TOO-LONG")

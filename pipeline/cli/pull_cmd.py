@@ -42,7 +42,7 @@ def pull_command(
 
       anatomodel pull --from pacs --accession A123 --study 1.2.840... --series 3 --out study/
     """
-    if not accession and not study:
+    if accession is None and study is None:
         raise typer.BadParameter("give --accession (or --study)", param_hint="--accession")
     target = resolve_node(node, nodes_file, calling_ae_title=calling_aet)
     done = pull(target, out, accession=accession, study_uid=study, series=series)

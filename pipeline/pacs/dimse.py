@@ -1,9 +1,12 @@
 """DIMSE (DICOM upper layer) client over pynetdicom: C-FIND, C-GET, C-MOVE and C-STORE.
 
 Every failure to talk is a :class:`~pipeline.errors.PacsError` naming the node (``AET@HOST:PORT``):
-nothing listening, no answer within the node's timeout, an association rejected (with the AE
-titles), a failure status. Identifiers and datasets are never logged (pynetdicom's own logger is
-kept at WARNING: its debug output dumps datasets, which hold the patient's name).
+nothing listening, a peer that does not speak DICOM, no answer within the node's timeout, a
+connection lost (after how many instances), an association rejected (with the AE titles), a
+failure status. Identifiers and datasets are never logged: pynetdicom's own logger is kept at
+WARNING (its debug output dumps datasets, which hold the patient's name), and its warnings and
+errors, tracebacks included, become DEBUG lines of this module (shown with ``--verbose`` or
+``--debug`` only): the PacsError says what went wrong.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +35,27 @@ from pipeline.files import write_staged
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import QUERY_KEYS, StoreOutcome, instance_file_name
 
-logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
+
+
+class _LibraryLog(logging.Handler):
+    """pynetdicom's records as DEBUG records of this module: no library traceback on the console."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log one pynetdicom record again, at DEBUG, under this module's name.
+
+        Parameters
+        ----------
+        record : logging.LogRecord
+            A pynetdicom warning or error (with its traceback, if any).
+        """
+        log.debug("pynetdicom: %s", record.getMessage(), exc_info=record.exc_info)
+
+
+_library = logging.getLogger("pynetdicom")
+_library.setLevel(logging.WARNING)
+_library.propagate = False
+_library.addHandler(_LibraryLog())
 
 _PENDING = (0xFF00, 0xFF01)
 #: Storage classes asked for with C-GET when the node's C-FIND does not name the series' classes.
@@ -53,21 +77,97 @@ def _tls(node: Node) -> tuple[ssl.SSLContext, str] | None:
     return context, str(node.host)
 
 
+#: The first byte of each DICOM upper layer PDU (PS3.8 9.3), and of a TLS record (alert, handshake).
+_PDU_TYPES, _TLS_RECORDS = range(0x01, 0x08), (0x15, 0x16)
+
+
+def _association_request(node: Node) -> bytes:
+    """A minimal A-ASSOCIATE-RQ PDU (no presentation context): any DICOM peer answers it with a PDU."""
+    context = b"1.2.840.10008.3.1.1.1"  # the DICOM application context name
+    body = struct.pack(">HH", 1, 0) + str(node.ae_title).encode().ljust(16) + \
+        node.calling_ae_title.encode().ljust(16) + bytes(32) + b"\x10\x00" + struct.pack(">H", len(context)) + context
+    return b"\x01\x00" + struct.pack(">I", len(body)) + body
+
+
 def _why_not(node: Node) -> str:
-    """Why no association came up, by trying a plain TCP connection to the node."""
+    """Why no association came up: a plain TCP connection to the node, and (without TLS) what it
+    answers to an association request (a few seconds at most)."""
+    where = f"{node.host}:{node.port}"
+    no_answer = f"{where} accepted the connection but gave no association answer within {node.timeout_s:g} s"
     try:
-        with socket.create_connection((node.host, node.port), timeout=node.timeout_s):
-            return f"{node.host}:{node.port} accepted the connection but gave no association answer within " \
-                   f"{node.timeout_s:g} s" + (" (a TLS handshake failed: check the tls options)" if node.tls else
-                                              " (if the node speaks TLS, give tls options)")
+        with socket.create_connection((node.host, node.port), timeout=node.timeout_s) as probe:
+            if node.tls:
+                return no_answer + " (a TLS handshake failed: check the tls options)"
+            probe.settimeout(min(node.timeout_s, 5.0))
+            try:
+                probe.sendall(_association_request(node))
+                answer = probe.recv(8)
+            except socket.timeout:
+                return no_answer + " (if the node speaks TLS, give tls options)"
+            except OSError:
+                answer = b""
     except socket.timeout:
         return f"no answer from {node.host}:{node.port} within {node.timeout_s:g} s (timeout)"
     except OSError as error:
-        return f"cannot connect to {node.host}:{node.port} ({error.strerror or error})"
+        return f"cannot connect to {where} ({error.strerror or error})"
+    if not answer:
+        return f"{where} closed the connection without an association answer"
+    if answer[0] in _TLS_RECORDS:
+        return f"the peer at {where} answered with TLS (give the node tls options)"
+    if answer[0] not in _PDU_TYPES:
+        shown = answer.decode("ascii", "replace") if all(32 <= b < 127 for b in answer) else answer[:4].hex(" ")
+        return f"the peer at {where} does not speak DICOM (its answer starts with {shown!r}: another service " \
+               "on this port?)"
+    return f"{where} answered but the association did not come up (it aborted or refused the request)"
+
+
+class _Watch:
+    """When the node last sent anything, to tell a timeout from a connection lost.
+
+    pynetdicom reports both alike (no status); if the node was silent for (about) its timeout,
+    it timed out, else the association was aborted or the connection closed.
+    """
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def seen(self, *_: object) -> None:
+        """Note that the node sent something now (an ``EVT_DATA_RECV`` handler).
+
+        Parameters
+        ----------
+        *_ : object
+            The event, unused.
+        """
+        self.last = time.monotonic()
+
+    def lost(self, node: Node, what: str, progress: str) -> PacsError:
+        """The error of an exchange that ended without an answer.
+
+        Parameters
+        ----------
+        node : Node
+            The node.
+        what : str
+            The exchange (``C-GET``, ``study query``...).
+        progress : str
+            How far it got (`` after K of M instance(s)``, or empty).
+
+        Returns
+        -------
+        PacsError
+            A timeout if the node was silent for its timeout, else the connection lost.
+        """
+        if time.monotonic() - self.last >= 0.9 * node.timeout_s:
+            return PacsError(f"node {node.label} gave no {what} answer within {node.timeout_s:g} s (timeout){progress}",
+                             hint="try again; if it persists, check the node or raise its timeout_s")
+        return PacsError(f"node {node.label}: the connection was lost{progress or f' during the {what}'} "
+                         "(the association was aborted or the connection closed)",
+                         hint="try again; if it persists, check the node")
 
 
 @contextmanager
-def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
+def associate(node: Node, ae: AE, watch: _Watch | None = None, **options) -> Iterator[Association]:
     """An established association with ``node``, released when the ``with`` block ends.
 
     Parameters
@@ -76,6 +176,8 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
         The DIMSE peer (its timeouts, in s, become the AE's).
     ae : pynetdicom.AE
         Our application entity, with its requested presentation contexts.
+    watch : _Watch, optional
+        Told each time the node sends something.
     **options
         Passed to :meth:`pynetdicom.AE.associate` (``ext_neg``, ``evt_handlers``).
 
@@ -88,12 +190,19 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
     ------
     PacsError
         The node rejected the association (naming both AE titles) or is unreachable (saying why:
-        nothing listening, a timeout, no association answer).
+        a host name that does not resolve, nothing listening, a peer that does not speak DICOM,
+        a timeout, no association answer).
     """
+    if watch is not None:
+        options["evt_handlers"] = [*options.get("evt_handlers", []), (evt.EVT_DATA_RECV, watch.seen)]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.connection_timeout = node.timeout_s
     ae.maximum_pdu_size = 0  # let the node send (a retrieve's images) in PDUs as large as it likes
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
+    try:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=_tls(node), **options)
+    except socket.gaierror as error:  # the host name is looked up before any connection
+        raise PacsError(f"node {node.label} unreachable: cannot resolve host {node.host}",
+                        hint="check the host name and the DNS of this machine") from error
     if assoc.is_rejected:
         raise PacsError(f"node {node.label} rejected the association (called AE title {node.ae_title!r}, calling "
                         f"AE title {node.calling_ae_title!r})",
@@ -109,9 +218,9 @@ def associate(node: Node, ae: AE, **options) -> Iterator[Association]:
             assoc.release()
 
 
-def _check(status: Dataset | None, node: Node, what: str) -> int:
+def _check(status: Dataset | None, node: Node, what: str, watch: _Watch, progress: str = "") -> int:
     if status is None or "Status" not in status:
-        raise PacsError(f"node {node.label} gave no {what} answer within {node.timeout_s:g} s (timeout or abort)")
+        raise watch.lost(node, what, progress)
     return int(status.Status)
 
 
@@ -144,7 +253,8 @@ class DimseClient:
         Raises
         ------
         PacsError
-            The node refused the query (a failure status) or gave no answer within its timeout.
+            The node refused the query (a failure status), gave no answer within its timeout, or
+            the connection was lost.
         """
         query = Dataset()
         query.QueryRetrieveLevel = level
@@ -154,17 +264,18 @@ class DimseClient:
             setattr(query, keyword, value)
         ae = AE(ae_title=self.node.calling_ae_title)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        found = []
-        with associate(self.node, ae) as assoc:
+        found, watch = [], _Watch()
+        with associate(self.node, ae, watch) as assoc:
             for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-                code = _check(status, self.node, "C-FIND")
+                code = _check(status, self.node, f"{level.lower()} query", watch)
                 if code in _PENDING and identifier is not None:
                     found.append(identifier)
                 elif code != 0:
                     raise PacsError(f"node {self.node.label} refused the {level.lower()} query (status 0x{code:04X})")
         return found
 
-    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
+    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path, *,
+                        expected: int | None = None) -> list[str]:
         """Retrieve every instance of a series into ``folder``, one file each.
 
         C-GET on the same association, or C-MOVE to a storage SCP we run on ``node.move_port``.
@@ -180,6 +291,8 @@ class DimseClient:
         folder : Path
             Where the files are written (created), named by :func:`instance_file_name`, each whole
             (:func:`pipeline.files.write_staged`); the caller flushes the folder's entries.
+        expected : int, optional
+            How many instances the node counts in the series (for messages).
 
         Returns
         -------
@@ -189,6 +302,7 @@ class DimseClient:
         folder.mkdir(parents=True, exist_ok=True)
         received: list[str] = []
         lock = threading.Lock()
+        watch = _Watch()
 
         def on_store(event: evt.Event) -> int:
             """Write one received instance as it came (its Part 10 bytes).
@@ -207,6 +321,7 @@ class DimseClient:
             write_staged(folder / instance_file_name(uid), event.encoded_dataset())
             with lock:
                 received.append(uid)
+            watch.seen()
             return 0x0000
 
         query = Dataset()
@@ -215,10 +330,11 @@ class DimseClient:
         query.SeriesInstanceUID = series_uid
         classes = list(dict.fromkeys(list(sop_classes) or list(CT_CLASSES)))
         if self.node.retrieve == "move":
-            status = self._move(query, classes, on_store)
+            status = self._move(query, classes, on_store, watch)
         else:
-            status = self._get(query, classes, on_store)
-        code = _check(status, self.node, "C-GET" if self.node.retrieve == "get" else "C-MOVE")
+            status = self._get(query, classes, on_store, watch)
+        code = _check(status, self.node, "C-GET" if self.node.retrieve == "get" else "C-MOVE", watch,
+                      f" after {len(received)} of {expected if expected is not None else '?'} instance(s)")
         failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
         if code not in (0x0000, 0xB000) or failed:
             log.warning("retrieve from %s ended with status 0x%04X, %d failed sub-operation(s)",
@@ -226,7 +342,7 @@ class DimseClient:
         log.info("received %d instance(s) from %s", len(received), self.node.label)
         return received
 
-    def _get(self, query: Dataset, classes: list[str], on_store) -> Dataset | None:
+    def _get(self, query: Dataset, classes: list[str], on_store, watch: _Watch) -> Dataset | None:
         ae = AE(ae_title=self.node.calling_ae_title)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         roles = []
@@ -234,14 +350,14 @@ class DimseClient:
             ae.add_requested_context(uid, _TRANSFER_SYNTAXES)
             roles.append(build_role(uid, scp_role=True))
         final = None
-        with associate(self.node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+        with associate(self.node, ae, watch, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
             for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
                 final = status
                 if status is None or "Status" not in status or int(status.Status) not in _PENDING:
                     break
         return final
 
-    def _move(self, query: Dataset, classes: list[str], on_store) -> Dataset | None:
+    def _move(self, query: Dataset, classes: list[str], on_store, watch: _Watch) -> Dataset | None:
         scp = AE(ae_title=self.node.calling_ae_title)
         for uid in classes:
             scp.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
@@ -257,7 +373,7 @@ class DimseClient:
             ae = AE(ae_title=self.node.calling_ae_title)
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
             final = None
-            with associate(self.node, ae) as assoc:
+            with associate(self.node, ae, watch) as assoc:
                 for status, _ in assoc.send_c_move(query, self.node.calling_ae_title,
                                                    StudyRootQueryRetrieveInformationModelMove):
                     final = status
@@ -288,8 +404,8 @@ class DimseClient:
         ae = AE(ae_title=self.node.calling_ae_title)
         for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
             ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        outcomes = []
-        with associate(self.node, ae) as assoc:
+        outcomes, watch = [], _Watch()
+        with associate(self.node, ae, watch) as assoc:
             for ds in datasets:
                 uid = str(ds.SOPInstanceUID)
                 try:
@@ -298,7 +414,8 @@ class DimseClient:
                     outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), False, f"not accepted: {error}"))
                     continue
                 if status is None or "Status" not in status:
-                    outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), False, "no answer (timeout or abort)"))
+                    outcomes.append(StoreOutcome(uid, str(ds.SOPClassUID), False,
+                                                 str(watch.lost(self.node, "C-STORE", ""))))
                     if not assoc.is_established:
                         break
                     continue

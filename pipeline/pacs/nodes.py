@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -35,8 +37,21 @@ from pipeline.errors import ConfigError
 
 NODES_VARIABLE = "ANATOMODEL_NODES"
 DEFAULT_CALLING_AE = "ANATOMODEL"
-_AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # 1-16 printable ASCII characters, no backslash
-_INLINE = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})$")
+_AE_TITLE = re.compile(r"[ -\[\]-~]+")  # printable ASCII characters, no backslash
+_INLINE = re.compile(r"^(?P<aet>[^@\\]+)@(?P<host>[^:@/]+):(?P<port>\d+)$")
+
+
+def _ae_title(value: str | None) -> str | None:
+    """An AE title as DICOM allows it (PS3.5 6.2, AE): 1 to 16 printable ASCII characters."""
+    if value is None:
+        return value
+    if not value.strip():
+        raise ValueError("an AE title is not blank")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters; this one has {len(value)}")
+    if not _AE_TITLE.fullmatch(value):
+        raise ValueError("an AE title is printable ASCII characters without a backslash")
+    return value
 
 
 _Strict = FrozenModel  # the one strict, frozen base of configuration schemas (pipeline.config)
@@ -54,31 +69,78 @@ class Tls(_Strict):
     def _pairs(self) -> "Tls":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give cert_file and key_file together")
-        for path in (self.ca_file, self.cert_file, self.key_file):
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
             if path is not None and not Path(path).expanduser().is_file():
-                raise ValueError(f"{path} is not a file")
+                raise ValueError(f"{name} {path} is not a file")
+        problem = _pem_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def _pem_problem(tls: Tls) -> str | None:
+    """Why the TLS files cannot be used (read now, before any connection), or None.
+
+    The CA bundle and our certificate must be PEM certificates, the key an unencrypted PEM
+    private key (no password is asked for) that belongs to the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for name in ("ca_file", "cert_file"):
+        path = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(Path(path).expanduser()))
+        except (ssl.SSLError, OSError, UnicodeDecodeError) as error:
+            return f"{name} {path} is not a PEM certificate/key file ({getattr(error, 'reason', None) or error})"
+    if tls.cert_file is None:
+        return None
+    key = Path(tls.key_file).expanduser()
+    try:
+        text = key.read_bytes()
+    except OSError as error:
+        return f"key_file {tls.key_file} cannot be read ({error.strerror or error})"
+    if b"-----BEGIN" not in text or b"PRIVATE KEY-----" not in text:
+        return f"key_file {tls.key_file} is not a PEM certificate/key file (no PEM private key in it)"
+    if b"ENCRYPTED" in text:
+        return f"key_file {tls.key_file} is encrypted: give an unencrypted PEM key (no password is asked for)"
+    try:
+        context.load_cert_chain(str(Path(tls.cert_file).expanduser()), str(key), password=b"")
+    except ssl.SSLError as error:
+        return f"key_file {tls.key_file} does not match cert_file {tls.cert_file} " \
+               f"({getattr(error, 'reason', None) or error})"
+    return None
 
 
 class Node(_Strict):
     """One DICOM node (DIMSE or DICOMweb)."""
 
     name: str = Field("", description="the name it has in the nodes file (or its inline form)")
-    ae_title: str | None = Field(None, pattern=_AE_TITLE, description="the node's AE title (DIMSE)")
+    ae_title: str | None = Field(None, description="the node's AE title (DIMSE), 1-16 characters")
     host: str | None = Field(None, min_length=1)
     port: int | None = Field(None, ge=1, le=65535)
     url: str | None = Field(None, description="DICOMweb base URL, http:// or https://")
-    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE, description="our AE title")
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE, description="our AE title, 1-16 characters")
     retrieve: Literal["get", "move"] = Field("get", description="C-GET, or C-MOVE to our storage SCP")
     move_port: int | None = Field(None, ge=1, le=65535, description="port of our storage SCP for C-MOVE")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="connection, association and reply timeout")
     tls: Tls | None = None
+
+    _titles = field_validator("ae_title", "calling_ae_title")(_ae_title)
 
     @field_validator("url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("a DICOMweb url starts with http:// or https:// and names a host")
+        if value is not None:
+            try:
+                port = urllib.parse.urlsplit(value).port
+            except ValueError:
+                port = 0
+            if port == 0:
+                raise ValueError("the url's port is not a number from 1 to 65535")
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
@@ -119,7 +181,9 @@ class Node(_Strict):
 
 
 class NodesFile(_Strict):
-    calling_ae_title: str = Field(DEFAULT_CALLING_AE, pattern=_AE_TITLE)
+    calling_ae_title: str = Field(DEFAULT_CALLING_AE)
+
+    _title = field_validator("calling_ae_title")(_ae_title)
     nodes: dict[str, dict] = Field(default_factory=dict)
 
 

@@ -210,12 +210,18 @@ def push(model_dir: str | os.PathLike, node: Node, *, source: str | os.PathLike 
 
     Raises
     ------
+    DicomError
+        ``source`` is not an existing folder, or the model folder is not one (checked before any
+        network work).
     PacsError
         The node is unreachable or refused one or more instances (those are not recorded;
         pushing again sends them).
     """
     clock = time.perf_counter()
     model_dir = Path(model_dir)
+    if source is not None and not Path(source).is_dir():
+        raise DicomError(f"the source folder {source} {'is not a folder' if Path(source).exists() else 'does not exist'}",
+                         hint="give --source the folder of the CT series the model was made from")
     model, facts = _read_model_folder(model_dir)
     client = client_for(node)
     scratch = Path(tempfile.mkdtemp(prefix=".push-source-"))

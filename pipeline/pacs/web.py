@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import struct
 import threading
+import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +166,24 @@ def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) 
     return received
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and every error it wraps (causes, contexts, and urllib3's ``reason``), each once."""
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+
+
+def _stalled(error: BaseException) -> bool:
+    """Whether a requests error is, deep down, a read that timed out."""
+    return any(isinstance(cause, TimeoutError) for cause in _causes(error))
+
+
 class WebClient:
     """Query, retrieve and store against one DICOMweb service."""
 
@@ -182,13 +202,23 @@ class WebClient:
         self.client.set_http_retry_params(retry=False)
 
     @contextmanager
-    def _talking(self, what: str) -> Iterator[None]:
+    def _talking(self, what: str, progress: Callable[[], str] = str) -> Iterator[None]:
+        """Requests' errors as PacsErrors naming the node; ``progress()`` says how far a transfer got."""
         try:
             yield
         except requests.exceptions.Timeout as error:
             raise PacsError(f"node {self.node.label} gave no {what} answer within {self.node.timeout_s:g} s "
-                            "(timeout)") from error
+                            f"(timeout){progress()}") from error
         except requests.exceptions.ConnectionError as error:
+            if _stalled(error):  # a read that times out within a streamed body comes wrapped as a ConnectionError
+                raise PacsError(f"node {self.node.label} gave no {what} answer within {self.node.timeout_s:g} s "
+                                f"(timeout){progress()}",
+                                hint=f"the {what} stalled: no data for {self.node.timeout_s:g} s; try again, and "
+                                     "if it persists check the node") from error
+            if any(isinstance(cause, socket.gaierror) for cause in _causes(error)):
+                raise PacsError(f"node {self.node.label} unreachable: cannot resolve host "
+                                f"{urllib.parse.urlsplit(self.node.url).hostname}",
+                                hint="check the host name and the DNS of this machine") from error
             raise PacsError(f"node {self.node.label} unreachable: cannot connect ({type(error).__name__})",
                             hint="check the URL and that the service is running") from error
         except requests.exceptions.HTTPError as error:
@@ -234,7 +264,8 @@ class WebClient:
                                                          get_remaining=True)
         return [Dataset.from_json(item) for item in found]
 
-    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path) -> list[str]:
+    def retrieve_series(self, study_uid: str, series_uid: str, sop_classes: Sequence[str], folder: Path, *,
+                        expected: int | None = None) -> list[str]:
         """WADO-RS the whole series into ``folder``, one Part 10 file per instance.
 
         One multipart request for the series, asking for the instances as stored
@@ -254,6 +285,8 @@ class WebClient:
             :meth:`pipeline.pacs.dimse.DimseClient.retrieve_series`.
         folder : Path
             Where the files are written (created).
+        expected : int, optional
+            How many instances the node counts in the series (for messages).
 
         Returns
         -------
@@ -264,12 +297,43 @@ class WebClient:
         ------
         PacsError
             The node cannot be reached or answers with an error, its answer is not a multipart
-            response of DICOM files, or the stream ends early. Files already written stay in
+            response of DICOM files, the stream ends early, or it stalls for the node's timeout
+            (naming how many instances had arrived). Files already written stay in
             ``folder`` (the caller's staging folder, removed on failure).
         """
         folder.mkdir(parents=True, exist_ok=True)
         url = f"{self.node.url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
-        with self._talking("retrieve"), self.session.get(url, headers={"Accept": _RETRIEVE_ACCEPT}, stream=True,
+        arrived = [0]
+
+        def counted(parts: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+            """The parts, each counted as it has arrived whole.
+
+            Parameters
+            ----------
+            parts : iterable of (str, bytes)
+                The multipart parts.
+
+            Yields
+            ------
+            tuple of (str, bytes)
+                Each part, unchanged.
+            """
+            for part in parts:
+                arrived[0] += 1
+                yield part
+
+        def progress() -> str:
+            """How far the retrieve got, for a message.
+
+            Returns
+            -------
+            str
+                `` after K of M instance(s) of series UID``.
+            """
+            return f" after {arrived[0]} of {expected if expected is not None else '?'} instance(s) of series " \
+                   f"{series_uid}"
+
+        with self._talking("retrieve", progress), self.session.get(url, headers={"Accept": _RETRIEVE_ACCEPT}, stream=True,
                                                          timeout=self.node.timeout_s) as response:
             response.raise_for_status()
             boundary = boundary_of(response.headers.get("Content-Type", ""))
@@ -277,7 +341,7 @@ class WebClient:
                 raise PacsError(f"node {self.node.label} answered the retrieve of series {series_uid} with "
                                 f"{response.headers.get('Content-Type') or 'no Content-Type'}, not a multipart "
                                 "response of DICOM files")
-            parts = multipart_parts(response.iter_content(_CHUNK), boundary)
+            parts = counted(multipart_parts(response.iter_content(_CHUNK), boundary))
             received = write_parts(parts, folder, what=f"node {self.node.label}, series {series_uid}")
         log.info("received %d instance(s) from %s", len(received), self.node.label)
         return received
@@ -318,7 +382,8 @@ class WebClient:
         Raises
         ------
         PacsError
-            The node became unreachable (stores that merely failed are outcomes, not errors).
+            The node became unreachable (stores that failed, or got no answer within the
+            timeout, are outcomes, not errors).
         """
         outcomes = []
         for ds in datasets:
@@ -327,8 +392,10 @@ class WebClient:
                 with self._talking("store"):
                     answer = self.client.store_instances([ds], study_instance_uid=str(ds.StudyInstanceUID))
             except PacsError as error:
-                if "unreachable" in str(error):
-                    raise
+                cause = error.__cause__
+                if isinstance(cause, requests.exceptions.ConnectionError) and not (
+                        isinstance(cause, requests.exceptions.Timeout) or _stalled(cause)):
+                    raise  # unreachable: the next stores would fail alike
                 outcomes.append(StoreOutcome(uid, sop_class, False, str(error)))
                 continue
             failed = answer.get("FailedSOPSequence") or []
