@@ -180,8 +180,11 @@ def test_charges_first_then_additional(example_run):
     assert "PASS: mean |dev|" in first_page
     facts = json.loads((checked.parent / "packet.json").read_text())
     assert facts["lifecycle"]["state"] == "checked" and facts["lifecycle"]["print_qa"]["passed"] is True
-    result = subprocess.run([anatomodel_script(), "release", case["case_id"], "ventricle-or", "coding.education_only",
-                             *tech, "--reason", "payer covers trainee models for this indication"], env=env,
+    release = [anatomodel_script(), "release", case["case_id"], "ventricle-or", "coding.education_only"]
+    reason = ["--reason", "payer covers trainee models for this indication"]
+    result = subprocess.run([*release, *tech, *reason], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 13 and "needs a coder" in " ".join(result.stderr.split())  # a coding hold
+    result = subprocess.run([*release, "--by", "CODER^CHIEF", "--role", "coder", *reason], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = json.loads((encounter / "charges.json").read_text())
