@@ -10,15 +10,13 @@ localhost ports (the tests' :class:`pacs_server.Orthanc`). Each run times, inter
 
 - ``copy``: ``shutil.copytree`` of the series folder (the baseline: a user's manual export; it
   returns with the files in the page cache, not yet on disk);
-- ``copy + fsync``: the same copy, then every file and the folder flushed to disk, the durability
-  the pull gives (each received file is flushed before the folder is published);
+- ``copy + fsync``: the same copy, then every file and the folder flushed to disk (a pull flushed
+  every received file until 2026-12-04; it no longer does: :func:`pipeline.files.write_staged`);
 - ``server alone``: ``curl`` fetching the series' WADO-RS answer into ``/dev/null``: what Orthanc
   needs to serve the series, a floor for any client of this server (one request per instance is
   no way round it: about 11 s for 500, Orthanc's per-request cost);
 - ``pull C-GET`` and ``pull WADO-RS``: :func:`pipeline.pacs.pull` by accession number (C-FIND of
-  study, series and instances, the retrieve, the completeness check, the rename into place);
-- ``pull WADO-RS, unflushed`` (with ``--unflushed``): the same pull with ``os.fsync`` made a no-op
-  for its duration, a diagnosis only (what flushing costs the pull; the pull always flushes).
+  study, series and instances, the retrieve, the completeness check, the rename into place).
 
 Orthanc's DICOM layer (DCMTK) keeps Nagle's algorithm on unless its environment sets
 ``TCP_NODELAY=1``; then every C-GET sub-operation waits for a delayed ACK. ``--nagle`` also times
@@ -78,16 +76,6 @@ def serve_only(url: str) -> None:
                     url], check=True)
 
 
-def unflushed(function) -> None:
-    """Run ``function`` with ``os.fsync`` a no-op (restored afterwards)."""
-    original = os.fsync
-    os.fsync = lambda descriptor: None
-    try:
-        function()
-    finally:
-        os.fsync = original
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "anatomodel_bench_load")
@@ -95,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=500)
     parser.add_argument("--nagle", action="store_true", help="also time C-GET from an Orthanc with Nagle on")
     parser.add_argument("--no-cget", action="store_true", help="time copy and WADO-RS only (C-GET takes ~5 s a run)")
-    parser.add_argument("--unflushed", action="store_true",
-                        help="also time the WADO-RS pull with fsync disabled (a diagnosis of what flushing costs)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache before each timing: every method reads from the disk (root only)")
     args = parser.parse_args(argv)
@@ -130,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.no_cget:
             del methods["pull C-GET"]
-        if args.unflushed:
-            methods["pull WADO-RS, unflushed"] = lambda out: unflushed(
-                lambda: pull(resolve_node(servers[""].dicomweb_url), out, accession=accession))
         if args.nagle:
             methods["pull C-GET, Orthanc with Nagle"] = lambda out: pull(resolve_node(servers["nagle"].inline), out,
                                                                          accession=accession)
@@ -170,19 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in times.items():
         seconds = statistics.median(values)
         print(f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {size / 2**20 / seconds:.0f} |")
-    pulls = [name for name in ("server alone", "pull C-GET", "pull WADO-RS", "pull WADO-RS, unflushed")
-             if name in times]
+    pulls = [name for name in ("server alone", "pull C-GET", "pull WADO-RS") if name in times]
     ratios = {name: statistics.median(times[name]) / base for name in pulls}
     print("\nper run, time / copy of the same run: " + "; ".join(
         f"{name} {', '.join(f'{t / c:.2f}' for t, c in zip(times[name], times['copy']))}" for name in pulls)
           + f"; load average {min(loads):.1f}-{max(loads):.1f}")
-    shipped = [name for name in pulls if name not in ("server alone", "pull WADO-RS, unflushed")]
-    fastest = min(ratios[name] for name in shipped)
+    fastest = min(ratios[name] for name in pulls if name != "server alone")
     print(f"target: pull <= 1.5 x copy: {', '.join(f'{name} {ratio:.2f}' for name, ratio in ratios.items())} "
           f"({'met' if fastest <= 1.5 else 'MISSED'} by the faster pull)")
     durable = statistics.median(times["copy + fsync"])
-    print("against a copy flushed to disk as the pull is: " + ", ".join(
-        f"{name} {statistics.median(times[name]) / durable:.2f}" for name in shipped))
+    print("against a copy flushed to disk: " + ", ".join(
+        f"{name} {statistics.median(times[name]) / durable:.2f}" for name in pulls if name != "server alone"))
     return 0
 
 

@@ -290,7 +290,7 @@ class DimseClient:
             The series' storage SOP classes (one presentation context each; CT if empty).
         folder : Path
             Where the files are written (created), named by :func:`instance_file_name`, each whole
-            (:func:`pipeline.files.write_staged`); the caller flushes the folder's entries.
+            (:func:`pipeline.files.write_staged`, not flushed).
         expected : int, optional
             How many instances the node counts in the series (for messages).
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ConfigError, DicomError, PacsError, SeriesSelectionError
-from pipeline.files import fsync_path
 from pipeline.pacs.nodes import Node
 from pipeline.pacs.query import InstanceMatch, SeriesMatch, StudyMatch, exact_keys, exactly, instance_file_name
 from pipeline.report import Report
@@ -207,7 +206,7 @@ def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path,
     series : SeriesMatch
         The series as the node lists it (its ``instances`` count is used when known).
     folder : Path
-        Where the files are written (created); flushed to disk, entries included, on return.
+        Where the files are written (created; not flushed: :func:`pipeline.files.write_staged`).
     listed : list of InstanceMatch, optional
         The node's instance listing of the series, if the caller already has it.
 
@@ -230,7 +229,6 @@ def retrieve_complete(client, study_uid: str, series: SeriesMatch, folder: Path,
         raise PacsError(f"node {client.node.label} lists no instances in series {uid}")
     classes = sorted({i.sop_class_uid for i in listed or [] if i.sop_class_uid})
     received = set(client.retrieve_series(study_uid, uid, classes, folder, expected=expected))
-    fsync_path(folder, folder=True)  # each file was flushed as written; their names once, here
     if listed is None and len(received) != expected:  # the count disagrees: list them to say what is missing
         listed = list_instances(client, study_uid, uid)
     why = _missing_message(client, series, listed, received) if listed is not None else None
@@ -325,7 +323,6 @@ def pull(node: Node, out_dir: str | Path, *, accession: str | None = None, study
         else:
             listed_count, received = retrieve_complete(client, study.study_instance_uid, chosen, target)
         target.rename(out_dir)
-        fsync_path(out_dir.parent, folder=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     seconds = round(time.perf_counter() - clock, 3)

@@ -90,9 +90,9 @@ def instance_uid_of(content: bytes) -> str | None:
 def write_parts(parts: Iterable[tuple[str, bytes]], folder: Path, *, what: str) -> list[str]:
     """Write each multipart part, a Part 10 file, into ``folder`` named by its SOP Instance UID.
 
-    The parts are read in this thread and written by a small pool (the writes, each flushed to
-    disk, overlap the download); at most a few parts wait in memory for a writer. The folder's
-    entries are not flushed here: the caller flushes the folder once, after the last.
+    The parts are read in this thread and written by a small pool (the writes overlap the
+    download); at most a few parts wait in memory for a writer. Nothing is flushed to disk
+    (:func:`pipeline.files.write_staged` says why).
 
     Parameters
     ----------
