@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,50 @@ def test_a_batch_on_a_postgresql_ledger_with_a_held_case_exits_19(tmp_path, phan
     with Ledger(url) as ledger:  # both cases are in the server's ledger, one claim each once delivered
         assert {c["case_id"] for c in ledger.list_cases()} == {"BATCH-006", "BATCH-007"}
         assert ledger.verify().ok
+
+
+# -- a case over the memory limit ---------------------------------------------------------------
+#: The series of a case too large for a 1 GiB worker: its case peaked at 1.14 GiB resident in a
+#: bare process (1.0 GiB when its worker was restarted), against 0.47 GiB for the small phantom's.
+BIG_SHAPE = (400, 512, 512)
+
+
+@pytest.mark.slow
+def test_a_case_over_the_memory_limit_fails_alone_once_and_the_next_case_runs(tmp_path, phantom_series, capsys):
+    """One worker of 1 GiB, the oversized case first: it is reported as out of memory (exit 22),
+    run once (one run in the ledger, not Dask's four attempts), and the small case after it,
+    well under the limit, succeeds on the restarted worker."""
+    from pipeline.cli import main
+    from pipeline.errors import MemoryLimitExceeded
+
+    write_dicom_series(make_phantom(shape=BIG_SHAPE), tmp_path / "big", with_truth=False)
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["case_id"], case["imaging"]["dicom"] = "BATCH-BIG", str(tmp_path / "big")  # the phantom's own patient
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    small = write_case(tmp_path, 9, phantom_series, 1)
+    (tmp_path / "mem.csv").write_text(f"case\nbig.yaml\n{small.name}\n")
+    ledger = tmp_path / "l.sqlite3"
+    code = main(["batch", str(tmp_path / "mem.csv"), "--workers", "1", "--memory-limit", "1GiB",
+                 "--out", str(tmp_path / "out"), "--ledger", str(ledger), "--json"])
+    printed = capsys.readouterr()
+    big, done = json.loads(printed.out)["outcomes"]
+    assert code == MemoryLimitExceeded.exit_code == 22, printed.err
+    assert (big["ok"], big["error_type"], big["exit_code"]) == (False, "MemoryLimitExceeded", 22)
+    assert big["error"].startswith("ran out of memory: the worker exceeded --memory-limit 1GiB")
+    assert "give more memory or fewer workers" in big["error"]
+    assert done["ok"] and done["case_id"] == "BATCH-009" and done["peak_rss_mib"] < 0.8 * 1024, done
+    with sqlite3.connect(ledger) as db:  # each attempt of a case starts a run
+        runs = dict(db.execute("SELECT c.case_id, COUNT(*) FROM runs r JOIN cases c ON c.id = r.case_ref "
+                               "GROUP BY c.case_id").fetchall())
+    assert runs == {"BATCH-BIG": 1, "BATCH-009": 1}
+
+
+def test_a_worker_lost_otherwise_is_an_environment_fault_not_a_bug(tmp_path):
+    from concurrent.futures import CancelledError
+
+    from pipeline.batch import _lost
+    from pipeline.errors import EnvironmentFault
+
+    outcome = _lost(None, str(tmp_path / "a.yaml"), CancelledError("lost"), "--memory-limit 1GiB", 0.0)
+    assert (outcome.ok, outcome.error_type, outcome.exit_code) == (False, "EnvironmentFault", EnvironmentFault.exit_code)
+    assert outcome.error.startswith("worker lost: CancelledError: lost")

@@ -24,7 +24,7 @@ def batch(
         "instead of a local one."),
     memory_limit: str = typer.Option(
         DEFAULT_MEMORY_LIMIT, "--memory-limit", help="Memory limit of each local worker (3GiB, 4000MB; at "
-        "least 1GiB); Dask restarts a worker above 95 % of it."),
+        "least 1GiB); Dask restarts a worker above 95 % of it: its case fails (exit 22), once, and the others run on."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; each case writes OUT/<case_id>/."),
     ledger: Path = typer.Option(
         None, "--ledger", help="Ledger file or postgresql:// URL (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
