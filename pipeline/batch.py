@@ -59,6 +59,9 @@ LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 0}
 _CASE_COLUMNS = ("case", "case_file", "path")
 #: Seconds between looks at the cluster while cases wait for a free worker thread.
 _POLL_SECONDS = 1.0
+#: Seconds to reach a given scheduler, and to wait for its answer to Dask's handshake.
+_CONNECT_SECONDS = 20
+_HANDSHAKE_SECONDS = 5.0
 #: Seconds to wait for the nanny's report that a lost worker was restarted for its memory.
 _MEMORY_EVENT_SECONDS = 3.0
 
@@ -446,7 +449,8 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
         ``workers`` below 1, a malformed or too small ``memory_limit``, or a bad manifest (exit
         code 4); refused before any case runs.
     AnatomodelError
-        The scheduler cannot be reached (exit code 3).
+        The scheduler cannot be reached, or its address answers but does not speak Dask's
+        protocol (an HTTP port such as the dashboard's; exit code 3).
     LedgerError
         The ledger cannot be opened (exit code 13).
     """
@@ -560,14 +564,67 @@ def _memory_restart(client, worker: str, since: float) -> int | None:
 
 
 def _connect(scheduler: str):
-    """A Dask distributed client of the scheduler at ``scheduler`` (``tcp://HOST:PORT``)."""
+    """A Dask distributed client of the scheduler at ``scheduler`` (``tcp://HOST:PORT``), once
+    the address has answered Dask's handshake (:func:`_handshake_problem`)."""
     from distributed import Client
 
+    problem = _handshake_problem(scheduler)
+    if problem is not None:
+        raise AnatomodelError(f"cannot use the Dask scheduler at {scheduler}: the address answers but does not speak "
+                              f"the Dask protocol (is it the dashboard port?): {problem}",
+                              hint="give the scheduler's own port (tcp://HOST:8786 by default), not its dashboard's")
     try:
-        return Client(scheduler, timeout="20s")
+        return Client(scheduler, timeout=f"{_CONNECT_SECONDS}s")
     except (OSError, TimeoutError, ValueError) as error:
         raise AnatomodelError(f"cannot reach the Dask scheduler at {scheduler}: {error}",
                               hint="check the address (tcp://HOST:PORT) and that the scheduler runs") from error
+
+
+def _handshake_problem(scheduler: str) -> str | None:
+    """Why the server at a ``tcp://`` address, reached, does not complete Dask's handshake within
+    :data:`_HANDSHAKE_SECONDS`; None if it does, or is not reached (the client says why), or the
+    address is not plain TCP.
+
+    Dask's client would wait for ever on a server that says nothing (an HTTP server waits for a
+    request line), and reads an HTTP answer as frame sizes (``MemoryError: Unable to allocate
+    3.07 EiB``): the handshake is tried here first, bounded, on its own event loop in a thread.
+    """
+    import asyncio
+    import socket
+    import threading
+
+    from distributed.comm import connect, parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        protocol, location = parse_address(scheduler)
+        if protocol != "tcp":
+            return None
+        with socket.create_connection(parse_host_port(location), timeout=_HANDSHAKE_SECONDS):
+            pass
+    except (OSError, ValueError, TypeError):
+        return None  # not reached, or not an address: the client's own error says which
+
+    async def shake() -> None:
+        comm = await asyncio.wait_for(connect(scheduler, timeout=_HANDSHAKE_SECONDS), _HANDSHAKE_SECONDS)
+        await comm.close()
+
+    problems: list[str] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(shake())
+        except (asyncio.TimeoutError, TimeoutError):
+            problems.append(f"no Dask handshake within {_HANDSHAKE_SECONDS:.0f} s")
+        except MemoryError:  # an HTTP answer read as frame sizes
+            problems.append("its answer is not a Dask message")
+        except Exception as error:  # closed, garbled
+            problems.append(f"{type(error).__name__}: {error}")
+
+    thread = threading.Thread(target=run, name="anatomodel-dask-handshake", daemon=True)
+    thread.start()
+    thread.join()
+    return problems[0] if problems else None
 
 
 def _dashboard(client) -> str | None:

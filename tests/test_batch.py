@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -345,3 +347,36 @@ def test_a_worker_lost_otherwise_is_an_environment_fault_not_a_bug(tmp_path):
     outcome = _lost(None, str(tmp_path / "a.yaml"), CancelledError("lost"), "--memory-limit 1GiB", 0.0)
     assert (outcome.ok, outcome.error_type, outcome.exit_code) == (False, "EnvironmentFault", EnvironmentFault.exit_code)
     assert outcome.error.startswith("worker lost: CancelledError: lost")
+
+
+class _AnsweringHTTP(socketserver.BaseRequestHandler):
+    """Answers before it is asked, as the dashboard's web server answers a Dask handshake."""
+
+    def handle(self):
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("server", ["http.server", "answering"])
+def test_a_scheduler_address_that_is_not_dask_is_a_clear_error(tmp_path, capsys, server):
+    """An HTTP port given as the scheduler (the dashboard's 8787 for 8786): exit 3, as for an
+    unreachable scheduler, naming the likely mistake; nothing is run. A plain ``http.server``
+    says nothing until it has a request line (Dask's client would wait for ever); one that
+    answers at once has its answer read as frame sizes (``MemoryError``) by Dask."""
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    from pipeline.cli import main
+
+    httpd = (HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) if server == "http.server"
+             else socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AnsweringHTTP))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    try:
+        code = main(["batch", str(tmp_path / "m.csv"), "--scheduler", f"tcp://127.0.0.1:{httpd.server_address[1]}",
+                     "--out", str(tmp_path / "out"), "--ledger", str(tmp_path / "l.sqlite3")])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == AnatomodelError.exit_code == 3, err
+    assert "answers but does not speak the Dask protocol (is it the dashboard port?)" in err
+    assert "internal error" not in err and "MemoryError: Unable to allocate" not in err
