@@ -324,7 +324,8 @@ def run_one_case(case_file: str, out_dir: str, ledger: str, submitted_at: float 
     Returns
     -------
     CaseOutcome
-        ``ok`` with the case id, models and holds, or the error, its class and exit code; always
+        ``ok`` with the case id, models and holds, or the error, its class and exit code (and the
+        case id if the case file gives one); always
         the wall, CPU and queued seconds, the peak resident MiB and the worker's address.
     """
     from pipeline.case import run_case
@@ -337,10 +338,12 @@ def run_one_case(case_file: str, out_dir: str, ledger: str, submitted_at: float 
         ended = dict(ok=True, case_id=_case_id(result), models=_model_ids(result),
                      holds=sorted({f"{hold.model_id} {hold.code}" for hold in getattr(result, "holds", None) or []}))
     except AnatomodelError as error:
-        ended = dict(ok=False, error=str(error), error_type=type(error).__name__, exit_code=error.exit_code)
+        ended = dict(ok=False, case_id=_declared_case_id(case_file), error=str(error),
+                     error_type=type(error).__name__, exit_code=error.exit_code)
     except Exception as error:  # a bug in one case must not stop the batch: report it whole
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        ended = dict(ok=False, error=f"internal error: {detail}", error_type=type(error).__name__, exit_code=1)
+        ended = dict(ok=False, case_id=_declared_case_id(case_file), error=f"internal error: {detail}",
+                     error_type=type(error).__name__, exit_code=1)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     gc.collect()  # what the case left behind, so that the resident memory after it is what stays
     return CaseOutcome(case_file, wall_seconds=round(wall, 3), cpu_seconds=round(cpu, 3),
@@ -354,6 +357,16 @@ def _existing(case_file: str) -> str:
     if not Path(case_file).is_file():
         raise ConfigError(f"case file {case_file} not found", hint="fix the path in the manifest")
     return case_file
+
+
+def _declared_case_id(case_file: str) -> str | None:
+    """The ``case_id`` a case file gives, if it can be read (None: missing, malformed, or none)."""
+    try:
+        data = read_yaml(case_file, "case file")
+    except AnatomodelError:
+        return None
+    case_id = data.get("case_id") if isinstance(data, dict) else None
+    return case_id if isinstance(case_id, str) and case_id.strip() else None
 
 
 def _reset_peak_memory() -> bool:
@@ -446,7 +459,8 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     Raises
     ------
     ConfigError
-        ``workers`` below 1, a malformed or too small ``memory_limit``, or a bad manifest (exit
+        ``workers`` below 1, an empty ``scheduler``, a malformed or too small ``memory_limit``
+        (or, for the local cluster, one above this machine's memory), or a bad manifest (exit
         code 4); refused before any case runs.
     AnatomodelError
         The scheduler cannot be reached, or its address answers but does not speak Dask's
@@ -458,7 +472,11 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if scheduler is not None and not scheduler.strip():
+        raise ConfigError("--scheduler is empty", hint="give tcp://HOST:PORT, or leave it out for a local cluster")
     limit = parse_memory_limit(memory_limit)
+    if scheduler is None:
+        _check_machine_memory(limit, workers, console or Console(stderr=True))
     cases = read_manifest(manifest)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -497,13 +515,28 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
                        limit, round(startup, 3), scheduler is None)
 
 
+def _check_machine_memory(limit: int, workers: int, console: Console) -> None:
+    """Refuse a local worker's ``limit`` above the memory of this machine (Dask would ignore it
+    and use the machine's); warn when ``workers`` such limits exceed it together."""
+    from dask.utils import format_bytes
+    from distributed.system import MEMORY_LIMIT  # physical memory, or a cgroup's or rlimit's if smaller
+
+    if limit > MEMORY_LIMIT:
+        raise ConfigError(f"--memory-limit {format_bytes(limit)} per worker is more than this machine's memory "
+                          f"({format_bytes(MEMORY_LIMIT)})",
+                          hint="give at most the machine's memory divided by --workers")
+    if limit * workers > MEMORY_LIMIT:
+        console.print(f"[yellow]warning:[/] {workers} workers of {format_bytes(limit)} may use more than this "
+                      f"machine's {format_bytes(MEMORY_LIMIT)}; the system may kill a worker before Dask restarts it")
+
+
 @contextmanager
 def _cluster(scheduler: str | None, workers: int, memory_limit: int) -> Iterator:
     """A client of the given scheduler, or of a LocalCluster started (and stopped) here."""
     import dask
     from distributed import Client, LocalCluster
 
-    if scheduler:
+    if scheduler is not None:
         client = _connect(scheduler)
         with client:
             yield client
@@ -542,7 +575,7 @@ def _lost(client, case_file: str, error: BaseException, exceeded: str, since: fl
     else:
         failure = EnvironmentFault(f"worker lost: {type(error).__name__}: {error}",
                                    hint="the worker process died or its machine went away; run the case again")
-    return CaseOutcome(case_file, False, 0.0, worker=worker, error=str(failure),
+    return CaseOutcome(case_file, False, 0.0, worker=worker, case_id=_declared_case_id(case_file), error=str(failure),
                        error_type=type(failure).__name__, exit_code=failure.exit_code)
 
 

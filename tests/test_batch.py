@@ -380,3 +380,41 @@ def test_a_scheduler_address_that_is_not_dask_is_a_clear_error(tmp_path, capsys,
     assert code == AnatomodelError.exit_code == 3, err
     assert "answers but does not speak the Dask protocol (is it the dashboard port?)" in err
     assert "internal error" not in err and "MemoryError: Unable to allocate" not in err
+
+
+def test_an_empty_scheduler_address_is_a_usage_error_not_a_local_cluster(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    code = main(["batch", str(tmp_path / "m.csv"), "--scheduler", " ", "--out", str(tmp_path / "out"),
+                 "--ledger", str(tmp_path / "l.sqlite3")])
+    assert code == 2 and "--scheduler" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--scheduler is empty"):
+        run_batch(tmp_path / "m.csv", tmp_path / "out", scheduler="", ledger=tmp_path / "l.sqlite3")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "l.sqlite3").exists()  # nothing started
+
+
+def test_a_memory_limit_above_the_machine_is_refused_and_too_many_workers_warned(tmp_path, capsys):
+    from distributed.system import MEMORY_LIMIT
+    from rich.console import Console
+
+    from pipeline.batch import _check_machine_memory
+
+    with pytest.raises(ConfigError, match="more than this machine's memory"):
+        run_batch(tmp_path / "m.csv", tmp_path / "out", memory_limit=MEMORY_LIMIT + 2**30, ledger=tmp_path / "l.sqlite3")
+    assert not (tmp_path / "out").exists()  # refused before the manifest is even read
+    _check_machine_memory(MIN_MEMORY_LIMIT, 1, Console(stderr=True))  # fits: silent
+    assert "warning" not in capsys.readouterr().err
+    workers = MEMORY_LIMIT // MIN_MEMORY_LIMIT + 1
+    _check_machine_memory(MIN_MEMORY_LIMIT, workers, Console(stderr=True, width=200))
+    assert f"{workers} workers of 1.00 GiB may use more than this machine's" in capsys.readouterr().err
+
+
+def test_a_failed_case_reports_the_case_id_its_file_gives(tmp_path):
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["case_id"], case["imaging"]["dicom"] = "BATCH-NODICOM", str(tmp_path / "no-such-series")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    outcome = run_one_case(str(tmp_path / "c.yaml"), str(tmp_path / "out"), str(tmp_path / "l.sqlite3"))
+    assert (outcome.ok, outcome.case_id, outcome.exit_code) == (False, "BATCH-NODICOM", DicomError.exit_code)
+    (tmp_path / "bad.yaml").write_text("case_id: [unclosed\n")
+    assert run_one_case(str(tmp_path / "bad.yaml"), str(tmp_path / "out"), str(tmp_path / "l.sqlite3")).case_id is None

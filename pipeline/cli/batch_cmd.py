@@ -46,6 +46,9 @@ def batch(
     """
     import distributed  # noqa: F401  (sets its loggers to INFO on import: quiet them like the other libraries)
 
+    if scheduler is not None and not scheduler.strip():
+        raise typer.BadParameter("is empty: give tcp://HOST:PORT, or leave it out for a local cluster",
+                                 param_hint="--scheduler")
     logging.getLogger("distributed").setLevel(logging.DEBUG if options.debug else logging.WARNING)
     report = run_batch(manifest, out, workers=workers, scheduler=scheduler, memory_limit=memory_limit,
                        ledger=ledger, console=console, progress=not options.quiet)
