@@ -71,8 +71,8 @@ class CaseOutcome(Report):
     """How one case of a batch ended, and what it cost the worker that ran it.
 
     Times are seconds; ``cpu_seconds`` is the worker process's CPU time (user + system, every
-    thread: ``time.process_time``) during the case, ``queued_seconds`` the time from submission
-    to the start of the case (clocks of the client's and the worker's machine), ``peak_rss_mib``
+    thread: ``time.process_time``) during the case, ``queued_seconds`` the time from the
+    batch's start, when every case is queued, to the start of the case (clocks of the client's and the worker's machine), ``peak_rss_mib``
     the worker process's peak resident memory during the case in MiB (``VmHWM`` after resetting
     it at the start; None where ``/proc`` does not offer that). On a worker with several threads,
     CPU time and peak memory are shared by the cases it runs at the same time.
@@ -318,8 +318,8 @@ def run_one_case(case_file: str, out_dir: str, ledger: str, submitted_at: float 
     ledger : str
         The ledger file or PostgreSQL URL.
     submitted_at : float, optional
-        When the task was submitted, seconds since the epoch (``time.time()`` of the client);
-        gives ``queued_seconds``.
+        When the case was queued (the batch's start), seconds since the epoch (``time.time()``
+        of the client); gives ``queued_seconds``.
 
     Returns
     -------
@@ -682,14 +682,14 @@ def _run_on_dask(client, arguments: list[tuple[str, str, str]], exceeded: str,
     from distributed import wait
 
     batch = f"{os.getpid()}-{time.time_ns()}"  # task keys unique across batches on one cluster
-    started = time.time()
+    started = time.time()  # when every case was queued: gives queued_seconds and bounds the memory events
     waiting = list(enumerate(arguments))[::-1]  # popped from the end: manifest order
     running: dict = {}  # future: index
     while waiting or running:
         free = sum(client.nthreads().values()) - len(running)  # the workers the scheduler has now
         while waiting and free > 0:
             index, args = waiting.pop()
-            running[client.submit(run_one_case, *args, time.time(), pure=False,
+            running[client.submit(run_one_case, *args, started, pure=False,
                                   key=f"anatomodel-case-{index}-{batch}")] = index
             free -= 1
         if not running:  # no worker yet (or all restarting): wait for one
