@@ -72,9 +72,10 @@ class CaseOutcome(Report):
 
     Times are seconds; ``cpu_seconds`` is the worker process's CPU time (user + system, every
     thread: ``time.process_time``) during the case, ``queued_seconds`` the time from the
-    batch's start, when every case is queued, to the start of the case (clocks of the client's and the worker's machine), ``peak_rss_mib``
-    the worker process's peak resident memory during the case in MiB (``VmHWM`` after resetting
-    it at the start; None where ``/proc`` does not offer that). On a worker with several threads,
+    batch's start, when every case is queued, to the start of the case (clocks of the client's
+    and the worker's machine), ``peak_rss_mib`` the worker process's peak resident memory during
+    the case in MiB (``VmHWM`` after resetting it at the start; None where ``/proc`` does not
+    offer that), ``resident_after_mib`` its resident memory when the case ended. On a worker with several threads,
     CPU time and peak memory are shared by the cases it runs at the same time.
     """
 
@@ -475,8 +476,9 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     if scheduler is not None and not scheduler.strip():
         raise ConfigError("--scheduler is empty", hint="give tcp://HOST:PORT, or leave it out for a local cluster")
     limit = parse_memory_limit(memory_limit)
+    console = console or Console(stderr=True)
     if scheduler is None:
-        _check_machine_memory(limit, workers, console or Console(stderr=True))
+        _check_machine_memory(limit, workers, console)
     cases = read_manifest(manifest)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -484,7 +486,6 @@ def run_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, worker
     ledger_path = ledger_path.absolute() if isinstance(ledger_path, Path) else ledger_path
     with Ledger(ledger_path) as opened:  # create and migrate it once, before the workers start
         shown = str(opened.path)  # without a URL's password
-    console = console or Console(stderr=True)
     arguments = [(str(case), str(out_dir), str(ledger_path)) for case in cases]
     started = time.perf_counter()
     with _cluster(scheduler, workers, limit) as client:
