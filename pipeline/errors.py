@@ -104,6 +104,13 @@ class EnvironmentFault(AnatomodelError):
     exit_code = 15
 
 
+class MemoryLimitExceeded(EnvironmentFault):
+    """A batch case ran out of memory: its Dask worker went above its memory limit and was
+    restarted. Nothing is wrong with the case; give the workers more memory, or run fewer at once."""
+
+    exit_code = 22
+
+
 class CoverageError(AnatomodelError):
     """The series is too short along the slice axis for the preset's structure: fewer slices
     than its ``coverage_mm`` needs (refused before any work)."""

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
+import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +300,121 @@ def test_a_batch_on_a_postgresql_ledger_with_a_held_case_exits_19(tmp_path, phan
     with Ledger(url) as ledger:  # both cases are in the server's ledger, one claim each once delivered
         assert {c["case_id"] for c in ledger.list_cases()} == {"BATCH-006", "BATCH-007"}
         assert ledger.verify().ok
+
+
+# -- a case over the memory limit ---------------------------------------------------------------
+#: The series of a case too large for a 1 GiB worker: its case peaked at 1.14 GiB resident in a
+#: bare process (1.0 GiB when its worker was restarted), against 0.47 GiB for the small phantom's.
+BIG_SHAPE = (400, 512, 512)
+
+
+@pytest.mark.slow
+def test_a_case_over_the_memory_limit_fails_alone_once_and_the_next_case_runs(tmp_path, phantom_series, capsys):
+    """One worker of 1 GiB, the oversized case first: it is reported as out of memory (exit 22),
+    run once (one run in the ledger, not Dask's four attempts), and the small case after it,
+    well under the limit, succeeds on the restarted worker."""
+    from pipeline.cli import main
+    from pipeline.errors import MemoryLimitExceeded
+
+    write_dicom_series(make_phantom(shape=BIG_SHAPE), tmp_path / "big", with_truth=False)
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["case_id"], case["imaging"]["dicom"] = "BATCH-BIG", str(tmp_path / "big")  # the phantom's own patient
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    small = write_case(tmp_path, 9, phantom_series, 1)
+    (tmp_path / "mem.csv").write_text(f"case\nbig.yaml\n{small.name}\n")
+    ledger = tmp_path / "l.sqlite3"
+    code = main(["batch", str(tmp_path / "mem.csv"), "--workers", "1", "--memory-limit", "1GiB",
+                 "--out", str(tmp_path / "out"), "--ledger", str(ledger), "--json"])
+    printed = capsys.readouterr()
+    big, done = json.loads(printed.out)["outcomes"]
+    assert code == MemoryLimitExceeded.exit_code == 22, printed.err
+    assert (big["ok"], big["error_type"], big["exit_code"]) == (False, "MemoryLimitExceeded", 22)
+    assert big["error"].startswith("ran out of memory: the worker exceeded --memory-limit 1GiB")
+    assert "give more memory or fewer workers" in big["error"]
+    assert done["ok"] and done["case_id"] == "BATCH-009" and done["peak_rss_mib"] < 0.8 * 1024, done
+    with sqlite3.connect(ledger) as db:  # each attempt of a case starts a run
+        runs = dict(db.execute("SELECT c.case_id, COUNT(*) FROM runs r JOIN cases c ON c.id = r.case_ref "
+                               "GROUP BY c.case_id").fetchall())
+    assert runs == {"BATCH-BIG": 1, "BATCH-009": 1}
+
+
+def test_a_worker_lost_otherwise_is_an_environment_fault_not_a_bug(tmp_path):
+    from concurrent.futures import CancelledError
+
+    from pipeline.batch import _lost
+    from pipeline.errors import EnvironmentFault
+
+    outcome = _lost(None, str(tmp_path / "a.yaml"), CancelledError("lost"), "--memory-limit 1GiB", 0.0)
+    assert (outcome.ok, outcome.error_type, outcome.exit_code) == (False, "EnvironmentFault", EnvironmentFault.exit_code)
+    assert outcome.error.startswith("worker lost: CancelledError: lost")
+
+
+class _AnsweringHTTP(socketserver.BaseRequestHandler):
+    """Answers before it is asked, as the dashboard's web server answers a Dask handshake."""
+
+    def handle(self):
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("server", ["http.server", "answering"])
+def test_a_scheduler_address_that_is_not_dask_is_a_clear_error(tmp_path, capsys, server):
+    """An HTTP port given as the scheduler (the dashboard's 8787 for 8786): exit 3, as for an
+    unreachable scheduler, naming the likely mistake; nothing is run. A plain ``http.server``
+    says nothing until it has a request line (Dask's client would wait for ever); one that
+    answers at once has its answer read as frame sizes (``MemoryError``) by Dask."""
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    from pipeline.cli import main
+
+    httpd = (HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) if server == "http.server"
+             else socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AnsweringHTTP))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    try:
+        code = main(["batch", str(tmp_path / "m.csv"), "--scheduler", f"tcp://127.0.0.1:{httpd.server_address[1]}",
+                     "--out", str(tmp_path / "out"), "--ledger", str(tmp_path / "l.sqlite3")])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == AnatomodelError.exit_code == 3, err
+    assert "answers but does not speak the Dask protocol (is it the dashboard port?)" in err
+    assert "internal error" not in err and "MemoryError: Unable to allocate" not in err
+
+
+def test_an_empty_scheduler_address_is_a_usage_error_not_a_local_cluster(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "m.csv").write_text("case\na.yaml\n")
+    code = main(["batch", str(tmp_path / "m.csv"), "--scheduler", " ", "--out", str(tmp_path / "out"),
+                 "--ledger", str(tmp_path / "l.sqlite3")])
+    assert code == 2 and "--scheduler" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--scheduler is empty"):
+        run_batch(tmp_path / "m.csv", tmp_path / "out", scheduler="", ledger=tmp_path / "l.sqlite3")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "l.sqlite3").exists()  # nothing started
+
+
+def test_a_memory_limit_above_the_machine_is_refused_and_too_many_workers_warned(tmp_path, capsys):
+    from distributed.system import MEMORY_LIMIT
+    from rich.console import Console
+
+    from pipeline.batch import _check_machine_memory
+
+    with pytest.raises(ConfigError, match="more than this machine's memory"):
+        run_batch(tmp_path / "m.csv", tmp_path / "out", memory_limit=MEMORY_LIMIT + 2**30, ledger=tmp_path / "l.sqlite3")
+    assert not (tmp_path / "out").exists()  # refused before the manifest is even read
+    _check_machine_memory(MIN_MEMORY_LIMIT, 1, Console(stderr=True))  # fits: silent
+    assert "warning" not in capsys.readouterr().err
+    workers = MEMORY_LIMIT // MIN_MEMORY_LIMIT + 1
+    _check_machine_memory(MIN_MEMORY_LIMIT, workers, Console(stderr=True, width=200))
+    assert f"{workers} workers of 1.00 GiB may use more than this machine's" in capsys.readouterr().err
+
+
+def test_a_failed_case_reports_the_case_id_its_file_gives(tmp_path):
+    case = yaml.safe_load((REPO / "configs" / "cases" / "example_aorta.yaml").read_text())
+    case["case_id"], case["imaging"]["dicom"] = "BATCH-NODICOM", str(tmp_path / "no-such-series")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
+    outcome = run_one_case(str(tmp_path / "c.yaml"), str(tmp_path / "out"), str(tmp_path / "l.sqlite3"))
+    assert (outcome.ok, outcome.case_id, outcome.exit_code) == (False, "BATCH-NODICOM", DicomError.exit_code)
+    (tmp_path / "bad.yaml").write_text("case_id: [unclosed\n")
+    assert run_one_case(str(tmp_path / "bad.yaml"), str(tmp_path / "out"), str(tmp_path / "l.sqlite3")).case_id is None

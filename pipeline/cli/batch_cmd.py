@@ -24,7 +24,7 @@ def batch(
         "instead of a local one."),
     memory_limit: str = typer.Option(
         DEFAULT_MEMORY_LIMIT, "--memory-limit", help="Memory limit of each local worker (3GiB, 4000MB; at "
-        "least 1GiB); Dask restarts a worker above 95 % of it."),
+        "least 1GiB); Dask restarts a worker above 95 % of it: its case fails (exit 22), once, and the others run on."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; each case writes OUT/<case_id>/."),
     ledger: Path = typer.Option(
         None, "--ledger", help="Ledger file or postgresql:// URL (default: $ANATOMODEL_LEDGER, else the per-user ledger)."),
@@ -46,6 +46,9 @@ def batch(
     """
     import distributed  # noqa: F401  (sets its loggers to INFO on import: quiet them like the other libraries)
 
+    if scheduler is not None and not scheduler.strip():
+        raise typer.BadParameter("is empty: give tcp://HOST:PORT, or leave it out for a local cluster",
+                                 param_hint="--scheduler")
     logging.getLogger("distributed").setLevel(logging.DEBUG if options.debug else logging.WARNING)
     report = run_batch(manifest, out, workers=workers, scheduler=scheduler, memory_limit=memory_limit,
                        ledger=ledger, console=console, progress=not options.quiet)
