@@ -112,3 +112,17 @@ def test_inline_nodes_with_a_bad_port_or_ae_title_say_so(text, message):
     assert message in str(caught.value) and caught.value.exit_code == 4
     with pytest.raises(ConfigError, match="field 'calling_ae_title': Value error, an AE title has at most 16"):
         resolve_node("PACS@127.0.0.1:104", calling_ae_title="OUR-TITLE-IS-TOO-LONG")
+
+
+def test_a_url_s_credentials_are_never_repeated_in_a_message(tmp_path):
+    """A DICOMweb URL may carry ``user:password@``; a refusal names the node without them."""
+    secret = "s3cret-Pa55"
+    with pytest.raises(ConfigError) as inline:
+        resolve_node(f"http://lab:{secret}@127.0.0.1:99999/dicom-web")
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text(f'nodes:\n  web: {{url: "https://lab:{secret}@pacs.example/dicom-web", timeout_s: -1}}\n')
+    with pytest.raises(ConfigError) as declared:
+        load_nodes(nodes)
+    for error in (inline.value, declared.value):
+        assert secret not in str(error) and "lab:" not in str(error) and "***@" in str(error), str(error)
+    assert "port" in str(inline.value) and "timeout_s" in str(declared.value)  # still says what is wrong

@@ -187,6 +187,18 @@ class NodesFile(_Strict):
     nodes: dict[str, dict] = Field(default_factory=dict)
 
 
+#: The ``user:password@`` of a URL, which no message may repeat.
+_CREDENTIALS = re.compile(r"(https?://)[^/@\s'\"]*@", re.IGNORECASE)
+
+
+def _validated(fields: dict, source: str) -> "Node":
+    """:func:`pipeline.config.validate` of a node, its message without a URL's credentials."""
+    try:
+        return validate(Node, fields, source)
+    except ConfigError as error:
+        raise ConfigError(_CREDENTIALS.sub(r"\1***@", error.args[0]), hint=error.hint) from None
+
+
 def default_nodes_path() -> Path:
     """Where the user's nodes file is looked for.
 
@@ -230,7 +242,7 @@ def load_nodes(path: str | os.PathLike | None = None) -> dict[str, Node]:
     nodes = {}
     for name, fields in document.nodes.items():
         fields = {"calling_ae_title": document.calling_ae_title, **(fields or {}), "name": name}
-        nodes[name] = validate(Node, fields, f"{path}: node '{name}'")
+        nodes[name] = _validated(fields, f"{path}: node '{name}'")
     return nodes
 
 
@@ -260,7 +272,7 @@ def resolve_node(text: str, nodes_file: str | os.PathLike | None = None, *,
     text = (text or "").strip()
     overrides = {"calling_ae_title": calling_ae_title} if calling_ae_title else {}
     if re.match(r"^https?://", text):
-        return validate(Node, {"name": text, "url": text, **overrides}, f"node {text!r}")
+        return _validated({"name": text, "url": text, **overrides}, f"node {text!r}")
     inline = _INLINE.match(text)
     if inline:
         fields = {"name": text, "ae_title": inline["aet"], "host": inline["host"], "port": int(inline["port"])}
