@@ -120,7 +120,7 @@ def test_a_url_s_credentials_are_never_repeated_in_a_message(tmp_path):
     with pytest.raises(ConfigError) as inline:
         resolve_node(f"http://lab:{secret}@127.0.0.1:99999/dicom-web")
     nodes = tmp_path / "nodes.yaml"
-    nodes.write_text(f'nodes:\n  web: {{url: "https://lab:{secret}@pacs.example/dicom-web", timeout_s: -1}}\n')
+    nodes.write_text(f'nodes:\n  web: {{url: "https://lab:{secret}@pacs.example:99999/dicom-web", timeout_s: -1}}\n')
     with pytest.raises(ConfigError) as declared:
         load_nodes(nodes)
     for error in (inline.value, declared.value):
