@@ -189,6 +189,32 @@ def test_a_failed_check_released_by_a_named_person_is_delivered_and_billed(new_l
         assert {e["operator"] for e in released} == {"ENGINEER^LEAD"} and len(released) == len(codes)
 
 
+def test_a_passing_rescan_after_a_failed_check_says_the_holds_need_a_release(new_ledger, tmp_path, scans):
+    """A rescan of the same print that passes leaves the failed check's holds open and a reprint
+    refused: the delivery refusal says so (it used to ask for a reprint), and a release ends it."""
+    from pipeline.check import check_print, load_policy
+    from pipeline.check.policy import policy_sha256
+    from pipeline.check.record import record_check, scan_sha256
+
+    model, good, bad = scans
+    with Ledger(new_ledger()) as book:
+        folder = _publish(book, tmp_path / "out", "CASE-QA", "aorta", model)
+        walk(book, "CASE-QA", "aorta", until="post_processed")
+        for scan in (bad, good):
+            state = record_check(book, "CASE-QA", "aorta", check_print(folder, scan), Person(*TECH),
+                                 policy=load_policy("default"), policy_sha256=policy_sha256("default"),
+                                 scan_sha=scan_sha256(scan))
+        assert [e["detail"]["passed"] for e in state["events"] if e["step"] == "checked"] == [False, True]
+        with pytest.raises(LedgerError, match="passed its print check: deliver it"):
+            book.record_step("CASE-QA", "aorta", "printed", Person(*TECH), detail=PRINT)
+        with pytest.raises(LedgerError, match="passed its last print check, but an earlier failed check's holds"):
+            book.record_step("CASE-QA", "aorta", "delivered", Person(*TECH), detail=DELIVER)
+        for code in {h["code"] for h in state["holds"] if h["released_by"] is None}:
+            book.release("CASE-QA", "aorta", code, Person("ENGINEER^LEAD", "engineer"), reason="the first scan was bad")
+        book.record_step("CASE-QA", "aorta", "delivered", Person(*TECH), detail=DELIVER)
+        assert _lines(book) == ([("aorta", "0559T")], [])
+
+
 def test_check_refuses_a_model_out_of_order_before_any_work(tmp_path, scans, cli):
     model, good, bad = scans
     path = tmp_path / "ledger.sqlite3"

@@ -218,7 +218,8 @@ class LifecycleLedger:
                 raise LedgerError(
                     f"{name} is {state}: it cannot be {step} now"
                     + (f" (next step: {expected})" if expected else " (it has reached its end state)"),
-                    hint="a new version of the model needs approval again" if step != "approved" else None)
+                    hint=(f"version {model['version']} is new (the case was run again): it needs approval again"
+                          if state == "prepared" and model["version"] > 1 else None))
             open_qa = self._print_qa_holds(case["id"], model_id, model["version"])
             self._check_order(name, step, state, events, detail, open_qa)
             if events and when.isoformat() < events[-1]["at"]:
@@ -285,6 +286,10 @@ class LifecycleLedger:
                                        "policy says required: false delivers with --qa-policy NAME")
         elif open_qa:
             codes = ", ".join(hold["code"] for hold in open_qa)
+            if checks and checks[-1]["detail"]["passed"]:  # a rescan passed: a reprint is refused, so say so
+                raise LedgerError(f"{name} passed its last print check, but an earlier failed check's holds are "
+                                  f"open ({codes}): a named person releases them before delivery",
+                                  hint="anatomodel release CASE MODEL CODE --by NAME --role ROLE --reason ...")
             raise LedgerError(f"{name} failed its print check ({codes}): it is not delivered until a named "
                               "person releases the holds or the model is reprinted and checked again",
                               hint="anatomodel release CASE MODEL CODE --by NAME --role ROLE --reason ...; "
