@@ -36,7 +36,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
@@ -681,7 +681,16 @@ def packet_facts_sha256(case: CaseFile) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
-def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[str, Any], dict[str, Any]] | None:
+class PacketSource(NamedTuple):
+    """What a model's packet is re-issued from (:func:`packet_case`)."""
+
+    case: CaseFile
+    model: dict[str, Any]  # the model's current ledger row (its folder)
+    run: dict[str, Any]  # the run that published it (its parameters)
+    encounter_id: int  # where the re-issued files' checksums are recorded
+
+
+def packet_case(book: Any, case_id: str, model_id: str) -> PacketSource | None:
     """The case file a model's packet is re-issued from, checked against what its run recorded.
 
     Parameters
@@ -695,9 +704,10 @@ def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[
 
     Returns
     -------
-    (CaseFile, dict, dict) or None
-        The case as its file says now, the model's ledger row and its run's row; None when the
-        model has no current version or its run was given no case file (a script's object).
+    PacketSource or None
+        The case as its file says now, the model's ledger row, its run's row and the encounter;
+        None when the model has no current version or its run was given no case file (a
+        script's object).
 
     Raises
     ------
@@ -724,7 +734,7 @@ def packet_case(book: Any, case_id: str, model_id: str) -> tuple[CaseFile, dict[
         raise ConfigError(f"{case_file} was edited after run {run['id']} (its patient, encounter, indication or "
                           f"models differ): the packet of {case_id}/{model_id} would document what the run did not",
                           hint="undo the edit, or run the case again (a new version, approved again)")
-    return case, model, run
+    return PacketSource(case, model, run, detail["encounter"]["id"])
 
 
 def mesh_geometry_sha256(model: Any) -> str:
@@ -1024,7 +1034,7 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     """Re-issue a model's packet after a lifecycle step, as a new revision beside the model folder.
 
     The packet (with the step's state, sign-offs and holds on page 1) goes to
-    ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>/``; its files' checksums are
+    ``OUT/<case_id>/<model_id>.packets/v<version>-<n>-<state>[-r<releases>]/``; its files' checksums are
     recorded in the ledger (``ledger verify`` checks them). The published model folder is left
     as it was.
 
@@ -1050,20 +1060,18 @@ def reissue_packet(book: Any, case_id: str, model_id: str) -> Path | None:
     """
     from pipeline.document.stage import document_model_folder
 
-    found = packet_case(book, case_id, model_id)
-    if found is None:
+    source = packet_case(book, case_id, model_id)
+    if source is None:
         return None
-    case, model, run = found
-    detail = book.show(case_id)
     state = book.model_state(case_id, model_id)
-    folder = Path(model["folder"])
+    folder = Path(source.model["folder"])
     revisions = folder.parent / f"{model_id}.packets"
     releases = sum(1 for hold in state["holds"] if hold.get("released_by"))
     # one folder per event or release: a release re-issues the packet without overwriting the step's
     name = f"v{state['version']}-{len(state['events']):02d}-{state['state']}" + (f"-r{releases}" if releases else "")
-    report = document_model_folder(case, folder, out_dir=revisions / name, model_id=model_id,
-                                   deidentify=bool(run["parameters"].get("deidentify")), ledger=book.location)
-    book.record_documents(detail["encounter"]["id"], sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
+    report = document_model_folder(source.case, folder, out_dir=revisions / name, model_id=model_id,
+                                   deidentify=bool(source.run["parameters"].get("deidentify")), ledger=book.location)
+    book.record_documents(source.encounter_id, sorted(p for p in report.model_dir.rglob("*") if p.is_file()))
     return report.model_dir
 
 
